@@ -1,0 +1,1 @@
+"""skymesh control plane: pure domain, use cases, adapters and the REST API."""

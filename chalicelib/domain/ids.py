@@ -1,0 +1,85 @@
+"""Typed identifiers and the secrets shown once to users.
+
+Ids are short, URL-safe and prefixed by kind so that a person reading a log or
+a topic knows what they look at (``net_…``, ``host_…``, ``key_…``).
+
+Tokens have the form ``skm_<kind>_<id>_<secret>``: the id locates the stored
+record in one read, the secret is compared against its stored SHA-256 hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import NewType
+
+NetworkId = NewType("NetworkId", str)
+HostId = NewType("HostId", str)
+EnrollmentKeyId = NewType("EnrollmentKeyId", str)
+AdminKeyId = NewType("AdminKeyId", str)
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+ID_PREFIXES = {"network": "net", "host": "host", "enrollment_key": "key", "admin_key": "adm"}
+TOKEN_KINDS = {"enrollment": "ek", "host": "ht", "admin": "ak"}
+
+
+def new_id(kind: str, rng: secrets.SystemRandom | None = None, length: int = 12) -> str:
+    """A new id such as ``net_4k2j9x0a1b2c`` (base36, ``length`` characters)."""
+    r = rng or secrets.SystemRandom()
+    return ID_PREFIXES[kind] + "_" + "".join(r.choice(_ALPHABET) for _ in range(length))
+
+
+def is_id(kind: str, value: str) -> bool:
+    prefix = ID_PREFIXES[kind] + "_"
+    rest = value[len(prefix):]
+    return value.startswith(prefix) and 4 <= len(rest) <= 40 and all(c in _ALPHABET for c in rest)
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer token split into the record it names and its secret part."""
+
+    kind: str
+    record_id: str
+    secret: str
+
+    def __str__(self) -> str:
+        return f"skm_{TOKEN_KINDS[self.kind]}_{self.record_id}_{self.secret}"
+
+    @property
+    def secret_hash(self) -> str:
+        return hash_secret(self.secret)
+
+
+def new_token(kind: str, record_id: str) -> Token:
+    return Token(kind, record_id, secrets.token_urlsafe(32))
+
+
+def parse_token(raw: str) -> Token | None:
+    """Split ``skm_<kind>_<id>_<secret>``; ``None`` when it is not of that form."""
+    if not raw.startswith("skm_"):
+        return None
+    parts = raw.split("_")
+    # skm, kind, id-prefix, id-body, secret...; the secret may itself contain "_".
+    if len(parts) < 5:
+        return None
+    kinds = {v: k for k, v in TOKEN_KINDS.items()}
+    kind = kinds.get(parts[1])
+    if kind is None:
+        return None
+    record_id = parts[2] + "_" + parts[3]
+    secret = "_".join(parts[4:])
+    if not secret or len(raw) > 200:
+        return None
+    return Token(kind, record_id, secret)
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 hex digest. Secrets are 256 random bits, so a fast hash is the right one."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)

@@ -1,0 +1,228 @@
+"""Ports: what the use cases need from the world. Adapters implement them.
+
+Each port has a real adapter in ``chalicelib/adapters`` and, where unit tests
+need speed, an in-memory fake beside it. Errors below are raised by stores so
+the service can tell a retryable race from a refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..domain.ids import HostId, NetworkId
+from ..domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network
+from ..errors import ConflictError, SkymeshError
+
+__all__ = [
+    "Clock",
+    "Publisher",
+    "IssuedCertificate",
+    "HostIdentity",
+    "RegistryEntry",
+    "NetworkRegistry",
+    "PendingChange",
+    "Store",
+    "StaleWriteError",
+    "KeyRefusedError",
+    "AddressTakenError",
+    "PublicKeyTakenError",
+    "NetworkGoneError",
+]
+
+
+class Clock(Protocol):
+    def now(self) -> int:
+        """Seconds since the epoch."""
+        ...
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1; raises :class:`~chalicelib.errors.UnavailableError` on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    certificate_pem: str
+    certificate_id: str
+    ca_pem: str
+
+
+class HostIdentity(Protocol):
+    """Certificates and broker permissions of hosts (AWS IoT, or the local CA + Mosquitto)."""
+
+    @property
+    def mqtt_endpoint(self) -> str: ...
+
+    @property
+    def mqtt_port(self) -> int: ...
+
+    def issue(self, host_id: HostId, csr_pem: str) -> IssuedCertificate:
+        """Sign ``csr_pem`` for ``host_id``; the certificate's key is the CSR's.
+
+        Raises :class:`~chalicelib.errors.InvalidInputError` for a malformed CSR.
+        """
+        ...
+
+    def set_networks(self, host_id: HostId, network_ids: Sequence[NetworkId]) -> None:
+        """From now on the host may read exactly these networks' broadcasts."""
+        ...
+
+    def revoke(self, host_id: HostId, certificate_id: str) -> None:
+        """The certificate can no longer connect and the host loses every permission."""
+        ...
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    id: NetworkId
+    name: str
+    ipv4_cidr: str
+    ipv6_cidr: str
+
+
+@dataclass(frozen=True)
+class NetworkRegistry:
+    """Every network's name and ranges, read at one ``version`` for optimistic writes."""
+
+    version: int
+    entries: tuple[RegistryEntry, ...]
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """A committed change not yet broadcast: which hosts of the network it touched."""
+
+    id: str
+    network_id: NetworkId
+    host_ids: tuple[HostId, ...]
+    settings: bool = False
+
+
+class StaleWriteError(ConflictError):
+    """An optimistic write lost a race (or a transaction conflicted); read again and retry."""
+
+    code = "conflict"
+
+
+class KeyRefusedError(SkymeshError):
+    status = 403
+    code = "enrollment_key_refused"
+
+
+class AddressTakenError(ConflictError):
+    """The chosen overlay address was claimed concurrently; pick another and retry."""
+
+    def __init__(self, network_id: str, address: str) -> None:
+        super().__init__(f"address {address} in {network_id} is taken")
+        self.network_id = network_id
+        self.address = address
+
+
+class PublicKeyTakenError(ConflictError):
+    code = "public_key_in_use"
+
+
+class NetworkGoneError(ConflictError):
+    code = "network_gone"
+
+
+class Store(Protocol):
+    """Topology storage. Every multi-record change is one atomic write."""
+
+    # --- admin keys -------------------------------------------------------------
+    def put_admin_key(self, key: AdminKey) -> None: ...
+    def get_admin_key(self, key_id: str) -> AdminKey | None: ...
+    def list_admin_keys(self) -> list[AdminKey]: ...
+
+    # --- networks ---------------------------------------------------------------
+    def network_registry(self) -> NetworkRegistry: ...
+
+    def create_network(self, network: Network, registry_version: int) -> None:
+        """Raises :class:`StaleWriteError` when the registry moved past ``registry_version``."""
+        ...
+
+    def update_network(self, network: Network, registry_version: int, *, notify: bool) -> None:
+        """Store new settings/name; with ``notify`` also record a settings change to broadcast."""
+        ...
+
+    def get_network(self, network_id: str) -> Network | None: ...
+    def list_networks(self) -> list[Network]: ...
+
+    def network_snapshot(self, network_id: str) -> tuple[Network, list[Member]] | None:
+        """The network (its ``seq`` read first) and then its members.
+
+        Members may be newer than ``seq``; never older. Deltas re-applied on top
+        are idempotent, so a reader that continues from ``seq`` misses nothing.
+        """
+        ...
+
+    def mark_network_deleting(self, network_id: str) -> None:
+        """Stop new members from joining (so a delete cannot race a join)."""
+        ...
+
+    def unmark_network_deleting(self, network_id: str) -> None: ...
+
+    def delete_network(self, network_id: str, registry_version: int) -> None:
+        """Remove the network's records (it must have no members left)."""
+        ...
+
+    # --- enrollment keys --------------------------------------------------------
+    def put_enrollment_key(self, key: EnrollmentKey) -> None: ...
+    def get_enrollment_key(self, key_id: str) -> EnrollmentKey | None: ...
+    def list_enrollment_keys(self) -> list[EnrollmentKey]: ...
+    def revoke_enrollment_key(self, key_id: str) -> None: ...
+
+    # --- hosts ------------------------------------------------------------------
+    def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
+        """Create ``host`` with its addresses in every network, consuming one use of ``key``.
+
+        All or nothing. Raises :class:`KeyRefusedError` (revoked, expired, used up),
+        :class:`AddressTakenError`, :class:`PublicKeyTakenError`,
+        :class:`NetworkGoneError` or :class:`StaleWriteError` (retry).
+        """
+        ...
+
+    def get_host(self, host_id: str) -> Host | None: ...
+    def list_hosts(self) -> list[Host]: ...
+
+    def update_host(self, old: Host, new: Host) -> None:
+        """Replace ``old`` by ``new`` (same id and networks) and record the change in
+        every network the host is in. Raises :class:`StaleWriteError` when ``old``
+        is no longer current, :class:`PublicKeyTakenError` for a key in use."""
+        ...
+
+    def remove_host_from_network(self, host: Host, network_id: NetworkId) -> Host:
+        """Drop one membership and free its addresses; returns the host as stored now."""
+        ...
+
+    def delete_host(self, host: Host) -> None:
+        """Remove the host, its memberships and address claims in one write."""
+        ...
+
+    def record_host_status(self, host_id: str, status: HostStatus) -> bool:
+        """Store a report; ``False`` when the host does not exist."""
+        ...
+
+    def mark_offline(self, host_id: str, seen_before: int) -> bool:
+        """Set the host offline if it was last seen before ``seen_before``."""
+        ...
+
+    # --- the update stream ------------------------------------------------------
+    def acquire_publish_lease(self, network_id: str, owner: str, now: int, ttl: int) -> bool: ...
+    def release_publish_lease(self, network_id: str, owner: str) -> None: ...
+    def pending_changes(self, network_id: str) -> list[PendingChange]: ...
+
+    def advance_seq(self, network_id: str, owner: str) -> Network:
+        """seq += 1 while holding the lease; returns the network at its new seq."""
+        ...
+
+    def members(self, network_id: str, host_ids: Sequence[str]) -> dict[HostId, Member]:
+        """The current member records of these hosts (absent: not a member now)."""
+        ...
+
+    def clear_pending(self, network_id: str, change_ids: Sequence[str]) -> None: ...
+    def networks_with_pending(self) -> list[NetworkId]: ...

@@ -95,6 +95,7 @@ class Host:
     observed_endpoint: str | None = None
     tags: tuple[str, ...] = ()
     created_at: int = 0
+    revision: int = 0  # bumped by every change of the fields above; optimistic writes
     status: HostStatus = field(default_factory=HostStatus)
 
     @property

@@ -1,0 +1,184 @@
+"""PynamoDB item classes for the single skymesh table, bound to a table at run time.
+
+Layout (``pk`` / ``sk``):
+
+==========================  ====================  =========================================
+``REGISTRY``                ``NETWORKS``          every network's name and ranges + version
+``NET#<id>``                ``META``              network settings, ``seq``, publish lease
+``NET#<id>``                ``MEMBER#<host>``     one host's WireGuard view in the network
+``NET#<id>``                ``IP#<address>``      claim of an overlay address
+``NET#<id>``                ``PEND#<change>``     a committed change not yet broadcast
+``WGKEY#<public key>``      ``CLAIM``             a WireGuard key belongs to one host
+``HOST#<id>``               ``META``              host record and last status
+``KEY#<id>``                ``META``              enrollment key (token stored hashed)
+``ADMIN#<id>``              ``META``              admin key (token stored hashed)
+==========================  ====================  =========================================
+
+Items that are listed carry ``kind``; the sparse GSI ``kind-index`` (``kind``,
+``pk``) lists them. Table name and endpoint come from the stage environment, so
+the classes are made per (table, endpoint) by :func:`bind`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+KIND_INDEX = "kind-index"
+
+
+class _Item(Model):
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+
+
+class _NetworkItem(_Item):
+    kind = UnicodeAttribute(null=True)
+    id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    ipv4_cidr = UnicodeAttribute()
+    ipv6_cidr = UnicodeAttribute()
+    listen_port = NumberAttribute()
+    keepalive = NumberAttribute()
+    mtu = NumberAttribute()
+    seq = NumberAttribute(default=0)
+    created_at = NumberAttribute(default=0)
+    deleting = BooleanAttribute(null=True)
+    lease_owner = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+
+
+class _RegistryItem(_Item):
+    version = NumberAttribute(default=0)
+    nets = MapAttribute(default=dict)  # raw map: network id -> {name, v4, v6}
+
+
+class _MemberItem(_Item):
+    host_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    public_key = UnicodeAttribute()
+    ipv4 = UnicodeAttribute()
+    ipv6 = UnicodeAttribute()
+    listen_port = NumberAttribute()
+    endpoints = ListAttribute(of=UnicodeAttribute, default=list)
+
+
+class _ClaimItem(_Item):
+    owner = UnicodeAttribute()
+
+
+class _PendingItem(_Item):
+    kind = UnicodeAttribute(null=True)
+    network_id = UnicodeAttribute()
+    host_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    settings = BooleanAttribute(default=False)
+
+
+class _HostItem(_Item):
+    kind = UnicodeAttribute(null=True)
+    id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    public_key = UnicodeAttribute()
+    listen_port = NumberAttribute()
+    endpoints = ListAttribute(of=UnicodeAttribute, default=list)
+    addresses = MapAttribute(default=dict)  # raw map: network id -> [ipv4, ipv6]
+    certificate_id = UnicodeAttribute(default="")
+    token_hash = UnicodeAttribute(default="")
+    enrollment_key_id = UnicodeAttribute(null=True)
+    observed_endpoint = UnicodeAttribute(null=True)
+    tags = ListAttribute(of=UnicodeAttribute, default=list)
+    created_at = NumberAttribute(default=0)
+    revision = NumberAttribute(default=0)
+    online = BooleanAttribute(default=False)
+    last_seen = NumberAttribute(null=True)
+    agent_version = UnicodeAttribute(null=True)
+    reported_endpoints = ListAttribute(of=UnicodeAttribute, default=list)
+    peers = ListAttribute(default=list)  # raw: [{key, handshake_age, rx, tx}]
+
+
+class _KeyItem(_Item):
+    kind = UnicodeAttribute(null=True)
+    id = UnicodeAttribute()
+    networks = ListAttribute(of=UnicodeAttribute, default=list)
+    token_hash = UnicodeAttribute()
+    uses_total = NumberAttribute(null=True)
+    uses_left = NumberAttribute(null=True)
+    expires_at = NumberAttribute(null=True)
+    unlimited = BooleanAttribute(default=False)
+    tags = ListAttribute(of=UnicodeAttribute, default=list)
+    revoked = BooleanAttribute(default=False)
+    created_at = NumberAttribute(default=0)
+
+
+class _AdminItem(_Item):
+    kind = UnicodeAttribute(null=True)
+    id = UnicodeAttribute()
+    token_hash = UnicodeAttribute()
+    name = UnicodeAttribute(default="admin")
+    created_at = NumberAttribute(default=0)
+
+
+@dataclass(frozen=True)
+class Items:
+    """The item classes bound to one table."""
+
+    network: Any
+    registry: Any
+    member: Any
+    claim: Any
+    pending: Any
+    host: Any
+    key: Any
+    admin: Any
+
+
+def _index(table: str) -> type[GlobalSecondaryIndex]:
+    meta = type("Meta", (), {"index_name": KIND_INDEX, "projection": AllProjection()})
+    return type(
+        "KindIndex",
+        (GlobalSecondaryIndex,),
+        {"Meta": meta, "kind": UnicodeAttribute(hash_key=True), "pk": UnicodeAttribute(range_key=True)},
+    )
+
+
+@lru_cache(maxsize=16)
+def bind(table: str, host: str | None, region: str) -> Items:
+    """Item classes for ``table`` at ``host`` (``None``: the AWS endpoint of ``region``)."""
+    meta_attrs: dict[str, Any] = {
+        "table_name": table,
+        "region": region,
+        "max_pool_connections": 64,
+        "connect_timeout_seconds": 5,
+        "read_timeout_seconds": 10,
+        "max_retry_attempts": 3,
+    }
+    if host:
+        meta_attrs["host"] = host
+
+    def make(base: type[_Item], listed: bool) -> Any:
+        body: dict[str, Any] = {"Meta": type("Meta", (), dict(meta_attrs)), "__module__": __name__}
+        if listed:
+            body["by_kind"] = _index(table)()
+        return type(base.__name__.lstrip("_"), (base,), body)
+
+    return Items(
+        network=make(_NetworkItem, True),
+        registry=make(_RegistryItem, False),
+        member=make(_MemberItem, False),
+        claim=make(_ClaimItem, False),
+        pending=make(_PendingItem, True),
+        host=make(_HostItem, True),
+        key=make(_KeyItem, True),
+        admin=make(_AdminItem, True),
+    )

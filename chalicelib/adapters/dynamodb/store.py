@@ -80,8 +80,7 @@ class _Tx:
         self._tw.save(item, condition=condition)
         self._errors["put"].append(on_fail)
 
-    def update(self, item: Any, actions: list, condition: Any = None, *,
-               on_fail: ErrorFactory) -> None:
+    def update(self, item: Any, actions: list, condition: Any = None, *, on_fail: ErrorFactory) -> None:
         self._tw.update(item, actions=actions, condition=condition)
         self._errors["update"].append(on_fail)
 
@@ -90,6 +89,7 @@ class _Tx:
 
     def errors_in_wire_order(self) -> list[ErrorFactory]:
         return [e for k in self._ORDER for e in self._errors[k]]
+
 
 REGISTRY_PK, REGISTRY_SK = "REGISTRY", "NETWORKS"
 META = "META"
@@ -111,6 +111,10 @@ def _wgkey_pk(public_key: str) -> str:
     return f"WGKEY#{public_key}"
 
 
+def _stale(message: str) -> Callable[[], Exception]:
+    return lambda: StaleWriteError(message)
+
+
 def _change_id() -> str:
     return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
 
@@ -121,8 +125,11 @@ class DynamoStore:
     def __init__(self, table: str, *, endpoint_url: str | None, region: str) -> None:
         self._items: Items = bind(table, endpoint_url, region)
         self._connection = Connection(
-            region=region, host=endpoint_url, max_pool_connections=64,
-            connect_timeout_seconds=5, read_timeout_seconds=10,
+            region=region,
+            host=endpoint_url,
+            max_pool_connections=64,
+            connect_timeout_seconds=5,
+            read_timeout_seconds=10,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -139,11 +146,13 @@ class DynamoStore:
                     raise make_error() from None
             codes = {r.code for r in reasons if r is not None}
             if "TransactionConflict" in codes or e.cause_response_code in (
-                "TransactionConflictException", "TransactionInProgressException"
+                "TransactionConflictException",
+                "TransactionInProgressException",
             ):
                 raise StaleWriteError("a concurrent change touched the same records; retry") from None
             raise UnavailableError(
-                f"the database refused the write: {e.cause_response_message or e}") from None
+                f"the database refused the write: {e.cause_response_message or e}"
+            ) from None
         except BotoCoreError as e:
             raise UnavailableError(f"the database did not answer: {e}") from None
 
@@ -151,8 +160,15 @@ class DynamoStore:
     def _guard(fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except (GetError, QueryError, PutError, UpdateError, DeleteError, PynamoDBException,
-                BotoCoreError) as e:
+        except (
+            GetError,
+            QueryError,
+            PutError,
+            UpdateError,
+            DeleteError,
+            PynamoDBException,
+            BotoCoreError,
+        ) as e:
             raise UnavailableError(f"the database did not answer: {e}") from None
 
     def _get(self, cls: Any, pk: str, sk: str) -> Any | None:
@@ -161,6 +177,7 @@ class DynamoStore:
                 return cls.get(pk, sk, consistent_read=True)
             except cls.DoesNotExist:
                 return None
+
         return self._guard(run)
 
     def _query(self, cls: Any, pk: str, prefix: str) -> list[Any]:
@@ -173,38 +190,56 @@ class DynamoStore:
     @staticmethod
     def _network(item: Any) -> Network:
         return Network(
-            id=NetworkId(item.id), name=item.name, ipv4_cidr=item.ipv4_cidr,
-            ipv6_cidr=item.ipv6_cidr, listen_port=int(item.listen_port),
-            keepalive=int(item.keepalive), mtu=int(item.mtu), seq=int(item.seq),
+            id=NetworkId(item.id),
+            name=item.name,
+            ipv4_cidr=item.ipv4_cidr,
+            ipv6_cidr=item.ipv6_cidr,
+            listen_port=int(item.listen_port),
+            keepalive=int(item.keepalive),
+            mtu=int(item.mtu),
+            seq=int(item.seq),
             created_at=int(item.created_at),
         )
 
     @staticmethod
     def _member(network_id: str, item: Any) -> Member:
         return Member(
-            network_id=NetworkId(network_id), host_id=HostId(item.host_id), name=item.name,
-            public_key=item.public_key, ipv4=item.ipv4, ipv6=item.ipv6,
-            listen_port=int(item.listen_port), endpoints=tuple(item.endpoints or ()),
+            network_id=NetworkId(network_id),
+            host_id=HostId(item.host_id),
+            name=item.name,
+            public_key=item.public_key,
+            ipv4=item.ipv4,
+            ipv6=item.ipv6,
+            listen_port=int(item.listen_port),
+            endpoints=tuple(item.endpoints or ()),
         )
 
     @staticmethod
     def _host(item: Any) -> Host:
         addresses = {NetworkId(k): (v[0], v[1]) for k, v in item.addresses.as_dict().items()}
         peers = tuple(
-            PeerStatus(public_key=p["key"],
-                       latest_handshake_age=None if p.get("handshake_age") is None
-                       else int(p["handshake_age"]),
-                       rx_bytes=int(p.get("rx", 0)), tx_bytes=int(p.get("tx", 0)))
+            PeerStatus(
+                public_key=p["key"],
+                latest_handshake_age=None if p.get("handshake_age") is None else int(p["handshake_age"]),
+                rx_bytes=int(p.get("rx", 0)),
+                tx_bytes=int(p.get("tx", 0)),
+            )
             for p in (item.peers or ())
         )
         return Host(
-            id=HostId(item.id), name=item.name, public_key=item.public_key,
-            listen_port=int(item.listen_port), endpoints=tuple(item.endpoints or ()),
-            addresses=addresses, certificate_id=item.certificate_id, token_hash=item.token_hash,
-            enrollment_key_id=(EnrollmentKeyId(item.enrollment_key_id)
-                               if item.enrollment_key_id else None),
-            observed_endpoint=item.observed_endpoint, tags=tuple(item.tags or ()),
-            created_at=int(item.created_at), revision=int(item.revision),
+            id=HostId(item.id),
+            name=item.name,
+            public_key=item.public_key,
+            listen_port=int(item.listen_port),
+            endpoints=tuple(item.endpoints or ()),
+            addresses=addresses,
+            certificate_id=item.certificate_id,
+            token_hash=item.token_hash,
+            enrollment_key_id=(EnrollmentKeyId(item.enrollment_key_id) if item.enrollment_key_id else None),
+            observed_endpoint=item.observed_endpoint,
+            tags=tuple(item.tags or ()),
+            created_at=int(item.created_at),
+            revision=int(item.revision),
             status=HostStatus(
                 online=bool(item.online),
                 last_seen=None if item.last_seen is None else int(item.last_seen),
@@ -217,53 +252,83 @@ class DynamoStore:
     @staticmethod
     def _key(item: Any) -> EnrollmentKey:
         return EnrollmentKey(
-            id=EnrollmentKeyId(item.id), networks=tuple(NetworkId(n) for n in item.networks),
+            id=EnrollmentKeyId(item.id),
+            networks=tuple(NetworkId(n) for n in item.networks),
             token_hash=item.token_hash,
             uses_total=None if item.uses_total is None else int(item.uses_total),
             uses_left=None if item.uses_left is None else int(item.uses_left),
             expires_at=None if item.expires_at is None else int(item.expires_at),
-            unlimited=bool(item.unlimited), tags=tuple(item.tags or ()),
-            revoked=bool(item.revoked), created_at=int(item.created_at),
+            unlimited=bool(item.unlimited),
+            tags=tuple(item.tags or ()),
+            revoked=bool(item.revoked),
+            created_at=int(item.created_at),
         )
 
     def _member_item(self, m: Member) -> Any:
         return self._items.member(
-            _net_pk(m.network_id), _member_sk(m.host_id), host_id=m.host_id, name=m.name,
-            public_key=m.public_key, ipv4=m.ipv4, ipv6=m.ipv6, listen_port=m.listen_port,
+            _net_pk(m.network_id),
+            _member_sk(m.host_id),
+            host_id=m.host_id,
+            name=m.name,
+            public_key=m.public_key,
+            ipv4=m.ipv4,
+            ipv6=m.ipv6,
+            listen_port=m.listen_port,
             endpoints=list(m.endpoints),
         )
 
     def _pending_item(self, network_id: str, host_ids: Iterable[str], settings: bool = False) -> Any:
         return self._items.pending(
-            _net_pk(network_id), f"PEND#{_change_id()}", kind="pending", network_id=network_id,
-            host_ids=list(host_ids), settings=settings,
+            _net_pk(network_id),
+            f"PEND#{_change_id()}",
+            kind="pending",
+            network_id=network_id,
+            host_ids=list(host_ids),
+            settings=settings,
         )
 
     def _host_item(self, h: Host) -> Any:
         return self._items.host(
-            f"HOST#{h.id}", META, kind="host", id=h.id, name=h.name, public_key=h.public_key,
-            listen_port=h.listen_port, endpoints=list(h.endpoints),
+            f"HOST#{h.id}",
+            META,
+            kind="host",
+            id=h.id,
+            name=h.name,
+            public_key=h.public_key,
+            listen_port=h.listen_port,
+            endpoints=list(h.endpoints),
             addresses={k: [v[0], v[1]] for k, v in h.addresses.items()},
-            certificate_id=h.certificate_id, token_hash=h.token_hash,
-            enrollment_key_id=h.enrollment_key_id, observed_endpoint=h.observed_endpoint,
-            tags=list(h.tags), created_at=h.created_at, revision=h.revision,
+            certificate_id=h.certificate_id,
+            token_hash=h.token_hash,
+            enrollment_key_id=h.enrollment_key_id,
+            observed_endpoint=h.observed_endpoint,
+            tags=list(h.tags),
+            created_at=h.created_at,
+            revision=h.revision,
         )
 
     # ---------------------------------------------------------------- admin keys
     def put_admin_key(self, key: AdminKey) -> None:
-        item = self._items.admin(f"ADMIN#{key.id}", META, kind="admin_key", id=key.id,
-                                 token_hash=key.token_hash, name=key.name,
-                                 created_at=key.created_at)
+        item = self._items.admin(
+            f"ADMIN#{key.id}",
+            META,
+            kind="admin_key",
+            id=key.id,
+            token_hash=key.token_hash,
+            name=key.name,
+            created_at=key.created_at,
+        )
         self._guard(lambda: item.save(self._items.admin.pk.does_not_exist()))
 
     def get_admin_key(self, key_id: str) -> AdminKey | None:
         item = self._get(self._items.admin, f"ADMIN#{key_id}", META)
-        return None if item is None else AdminKey(item.id, item.token_hash, item.name,
-                                                  int(item.created_at))
+        return None if item is None else AdminKey(item.id, item.token_hash, item.name, int(item.created_at))
 
     def list_admin_keys(self) -> list[AdminKey]:
-        return [AdminKey(i.id, i.token_hash, i.name, int(i.created_at))
-                for i in self._by_kind(self._items.admin, "admin_key")]
+        return [
+            AdminKey(i.id, i.token_hash, i.name, int(i.created_at))
+            for i in self._by_kind(self._items.admin, "admin_key")
+        ]
 
     # ------------------------------------------------------------------ networks
     def network_registry(self) -> NetworkRegistry:
@@ -272,8 +337,7 @@ class DynamoStore:
             return NetworkRegistry(version=0, entries=())
         nets = item.nets.as_dict()
         entries = tuple(
-            RegistryEntry(NetworkId(nid), v["name"], v["ipv4"], v["ipv6"])
-            for nid, v in sorted(nets.items())
+            RegistryEntry(NetworkId(nid), v["name"], v["ipv4"], v["ipv6"]) for nid, v in sorted(nets.items())
         )
         return NetworkRegistry(version=int(item.version), entries=entries)
 
@@ -283,8 +347,12 @@ class DynamoStore:
             cond = reg.pk.does_not_exist() | (reg.version == 0)
         else:
             cond = reg.version == version
-        tx.update(reg(REGISTRY_PK, REGISTRY_SK), actions=[reg.version.set(version + 1), *actions],
-                  condition=cond, on_fail=lambda: StaleWriteError("networks changed meanwhile; retry"))
+        tx.update(
+            reg(REGISTRY_PK, REGISTRY_SK),
+            actions=[reg.version.set(version + 1), *actions],
+            condition=cond,
+            on_fail=_stale("networks changed meanwhile; retry"),
+        )
 
     def create_network(self, network: Network, registry_version: int) -> None:
         reg, net = self._items.registry, self._items.network
@@ -292,15 +360,30 @@ class DynamoStore:
 
         def build(tx: _Tx) -> None:
             # A registry that does not exist yet needs its map before a nested set.
-            nets_action = (reg.nets.set({network.id: entry}) if registry_version == 0
-                           else reg.nets[network.id].set(entry))
+            nets_action = (
+                reg.nets.set({network.id: entry})
+                if registry_version == 0
+                else reg.nets[network.id].set(entry)
+            )
             self._registry_update(tx, registry_version, [nets_action])
-            tx.put(net(_net_pk(network.id), META, kind="network", id=network.id,
-                        name=network.name, ipv4_cidr=network.ipv4_cidr,
-                        ipv6_cidr=network.ipv6_cidr, listen_port=network.listen_port,
-                        keepalive=network.keepalive, mtu=network.mtu, seq=network.seq,
-                        created_at=network.created_at),
-                    condition=net.pk.does_not_exist(), on_fail=lambda: StaleWriteError("network id collision; retry"))
+            tx.put(
+                net(
+                    _net_pk(network.id),
+                    META,
+                    kind="network",
+                    id=network.id,
+                    name=network.name,
+                    ipv4_cidr=network.ipv4_cidr,
+                    ipv6_cidr=network.ipv6_cidr,
+                    listen_port=network.listen_port,
+                    keepalive=network.keepalive,
+                    mtu=network.mtu,
+                    seq=network.seq,
+                    created_at=network.created_at,
+                ),
+                condition=net.pk.does_not_exist(),
+                on_fail=_stale("network id collision; retry"),
+            )
 
         self._transact(build)
 
@@ -310,12 +393,22 @@ class DynamoStore:
 
         def build(tx: _Tx) -> None:
             self._registry_update(tx, registry_version, [reg.nets[network.id].set(entry)])
-            tx.update(net(_net_pk(network.id), META),
-                      actions=[net.name.set(network.name), net.listen_port.set(network.listen_port),
-                               net.keepalive.set(network.keepalive), net.mtu.set(network.mtu)],
-                      condition=net.pk.exists(), on_fail=lambda: NotFoundError(f"network {network.id} does not exist"))
+            tx.update(
+                net(_net_pk(network.id), META),
+                actions=[
+                    net.name.set(network.name),
+                    net.listen_port.set(network.listen_port),
+                    net.keepalive.set(network.keepalive),
+                    net.mtu.set(network.mtu),
+                ],
+                condition=net.pk.exists(),
+                on_fail=lambda: NotFoundError(f"network {network.id} does not exist"),
+            )
             if notify:
-                tx.put(self._pending_item(network.id, (), settings=True), on_fail=lambda: StaleWriteError("change id collision; retry"))
+                tx.put(
+                    self._pending_item(network.id, (), settings=True),
+                    on_fail=_stale("change id collision; retry"),
+                )
 
         self._transact(build)
 
@@ -335,16 +428,18 @@ class DynamoStore:
 
     def mark_network_deleting(self, network_id: str) -> None:
         net = self._items.network
-        self._guard_update(net(_net_pk(network_id), META), [net.deleting.set(True)],
-                           net.pk.exists(), NotFoundError(f"network {network_id} does not exist"))
+        self._guard_update(
+            net(_net_pk(network_id), META),
+            [net.deleting.set(True)],
+            net.pk.exists(),
+            NotFoundError(f"network {network_id} does not exist"),
+        )
 
     def unmark_network_deleting(self, network_id: str) -> None:
         net = self._items.network
-        self._guard_update(net(_net_pk(network_id), META), [net.deleting.remove()],
-                           net.pk.exists(), None)
+        self._guard_update(net(_net_pk(network_id), META), [net.deleting.remove()], net.pk.exists(), None)
 
-    def _guard_update(self, item: Any, actions: list, condition: Any,
-                      on_condition: Exception | None) -> bool:
+    def _guard_update(self, item: Any, actions: list, condition: Any, on_condition: Exception | None) -> bool:
         try:
             item.update(actions=actions, condition=condition)
             return True
@@ -359,15 +454,21 @@ class DynamoStore:
 
     def delete_network(self, network_id: str, registry_version: int) -> None:
         reg, net = self._items.registry, self._items.network
-        leftovers = [i for i in self._guard(lambda: list(net.query(_net_pk(network_id),
-                                                                   consistent_read=True)))
-                     if i.sk != META]
+        leftovers = [
+            i
+            for i in self._guard(lambda: list(net.query(_net_pk(network_id), consistent_read=True)))
+            if i.sk != META
+        ]
         if any(i.sk.startswith("MEMBER#") for i in leftovers):
             raise StaleWriteError("the network still has members")
 
         def build(tx: _Tx) -> None:
             self._registry_update(tx, registry_version, [reg.nets[network_id].remove()])
-            tx.delete(net(_net_pk(network_id), META), condition=net.pk.exists(), on_fail=lambda: NotFoundError(f"network {network_id} does not exist"))
+            tx.delete(
+                net(_net_pk(network_id), META),
+                condition=net.pk.exists(),
+                on_fail=lambda: NotFoundError(f"network {network_id} does not exist"),
+            )
 
         self._transact(build)
         # What is left (broadcast bookkeeping) is meaningless without the network.
@@ -380,15 +481,25 @@ class DynamoStore:
             with claim.batch_write() as batch:
                 for pk, sk in keys:
                     batch.delete(claim(pk, sk))
+
         self._guard(run)
 
     # ---------------------------------------------------------- enrollment keys
     def put_enrollment_key(self, key: EnrollmentKey) -> None:
         item = self._items.key(
-            f"KEY#{key.id}", META, kind="enrollment_key", id=key.id, networks=list(key.networks),
-            token_hash=key.token_hash, uses_total=key.uses_total, uses_left=key.uses_left,
-            expires_at=key.expires_at, unlimited=key.unlimited, tags=list(key.tags),
-            revoked=key.revoked, created_at=key.created_at,
+            f"KEY#{key.id}",
+            META,
+            kind="enrollment_key",
+            id=key.id,
+            networks=list(key.networks),
+            token_hash=key.token_hash,
+            uses_total=key.uses_total,
+            uses_left=key.uses_left,
+            expires_at=key.expires_at,
+            unlimited=key.unlimited,
+            tags=list(key.tags),
+            revoked=key.revoked,
+            created_at=key.created_at,
         )
         self._guard(lambda: item.save(self._items.key.pk.does_not_exist()))
 
@@ -401,8 +512,12 @@ class DynamoStore:
 
     def revoke_enrollment_key(self, key_id: str) -> None:
         k = self._items.key
-        self._guard_update(k(f"KEY#{key_id}", META), [k.revoked.set(True)], k.pk.exists(),
-                           NotFoundError(f"enrollment key {key_id} does not exist"))
+        self._guard_update(
+            k(f"KEY#{key_id}", META),
+            [k.revoked.set(True)],
+            k.pk.exists(),
+            NotFoundError(f"enrollment key {key_id} does not exist"),
+        )
 
     # -------------------------------------------------------------------- hosts
     def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
@@ -418,25 +533,51 @@ class DynamoStore:
             if key.expires_at is not None:
                 usable = usable & (k.expires_at > now)
             if key.uses_left is not None:
-                tx.update(k(f"KEY#{key.id}", META), actions=[k.uses_left.add(-1)],
-                          condition=usable & (k.uses_left > 0), on_fail=refused)
+                tx.update(
+                    k(f"KEY#{key.id}", META),
+                    actions=[k.uses_left.add(-1)],
+                    condition=usable & (k.uses_left > 0),
+                    on_fail=refused,
+                )
             else:
                 tx.check(k, f"KEY#{key.id}", META, condition=usable, on_fail=refused)
-            tx.put(self._host_item(host), condition=self._items.host.pk.does_not_exist(), on_fail=lambda: StaleWriteError("host id collision; retry"))
-            tx.put(claim(_wgkey_pk(host.public_key), "CLAIM", owner=host.id),
-                    condition=claim.pk.does_not_exist(), on_fail=lambda: PublicKeyTakenError(
-                "this WireGuard public key is already used by another host; "
-                "generate a new key pair for this host"))
+            tx.put(
+                self._host_item(host),
+                condition=self._items.host.pk.does_not_exist(),
+                on_fail=_stale("host id collision; retry"),
+            )
+            tx.put(
+                claim(_wgkey_pk(host.public_key), "CLAIM", owner=host.id),
+                condition=claim.pk.does_not_exist(),
+                on_fail=lambda: PublicKeyTakenError(
+                    "this WireGuard public key is already used by another host; "
+                    "generate a new key pair for this host"
+                ),
+            )
             for network_id, (ipv4, ipv6) in sorted(host.addresses.items()):
                 pk = _net_pk(network_id)
-                tx.check(net, pk, META,
-                                   condition=net.pk.exists() & net.deleting.does_not_exist(), on_fail=lambda nid=network_id: NetworkGoneError(
-                    f"network {nid} was deleted or is being deleted"))
+                tx.check(
+                    net,
+                    pk,
+                    META,
+                    condition=net.pk.exists() & net.deleting.does_not_exist(),
+                    on_fail=lambda nid=network_id: NetworkGoneError(
+                        f"network {nid} was deleted or is being deleted"
+                    ),
+                )
                 for address in (ipv4, ipv6):
-                    tx.put(claim(pk, _ip_sk(address), owner=host.id),
-                            condition=claim.pk.does_not_exist(), on_fail=lambda nid=network_id, a=address: AddressTakenError(nid, a))
-                tx.put(self._member_item(host.member_of(network_id)), on_fail=lambda: StaleWriteError("member write conflicted; retry"))
-                tx.put(self._pending_item(network_id, (host.id,)), on_fail=lambda: StaleWriteError("change id collision; retry"))
+                    tx.put(
+                        claim(pk, _ip_sk(address), owner=host.id),
+                        condition=claim.pk.does_not_exist(),
+                        on_fail=lambda nid=network_id, a=address: AddressTakenError(nid, a),
+                    )
+                tx.put(
+                    self._member_item(host.member_of(network_id)),
+                    on_fail=_stale("member write conflicted; retry"),
+                )
+                tx.put(
+                    self._pending_item(network_id, (host.id,)), on_fail=_stale("change id collision; retry")
+                )
 
         self._transact(build)
 
@@ -452,41 +593,72 @@ class DynamoStore:
         key_changed = old.public_key != new.public_key
 
         def build(tx: _Tx) -> None:
-            tx.update(h(f"HOST#{old.id}", META), actions=[
-                h.name.set(new.name), h.public_key.set(new.public_key),
-                h.listen_port.set(new.listen_port), h.endpoints.set(list(new.endpoints)),
-                h.observed_endpoint.set(new.observed_endpoint) if new.observed_endpoint
-                else h.observed_endpoint.remove(),
-                h.tags.set(list(new.tags)), h.revision.set(old.revision + 1),
-            ], condition=h.revision == old.revision, on_fail=lambda: StaleWriteError("the host changed meanwhile; retry"))
+            tx.update(
+                h(f"HOST#{old.id}", META),
+                actions=[
+                    h.name.set(new.name),
+                    h.public_key.set(new.public_key),
+                    h.listen_port.set(new.listen_port),
+                    h.endpoints.set(list(new.endpoints)),
+                    h.observed_endpoint.set(new.observed_endpoint)
+                    if new.observed_endpoint
+                    else h.observed_endpoint.remove(),
+                    h.tags.set(list(new.tags)),
+                    h.revision.set(old.revision + 1),
+                ],
+                condition=h.revision == old.revision,
+                on_fail=_stale("the host changed meanwhile; retry"),
+            )
             if key_changed:
-                tx.put(claim(_wgkey_pk(new.public_key), "CLAIM", owner=new.id),
-                        condition=claim.pk.does_not_exist(), on_fail=lambda: PublicKeyTakenError(
-                    "this WireGuard public key is already used by another host"))
-                tx.delete(claim(_wgkey_pk(old.public_key), "CLAIM"), on_fail=lambda: StaleWriteError("key claim changed; retry"))
+                tx.put(
+                    claim(_wgkey_pk(new.public_key), "CLAIM", owner=new.id),
+                    condition=claim.pk.does_not_exist(),
+                    on_fail=lambda: PublicKeyTakenError(
+                        "this WireGuard public key is already used by another host"
+                    ),
+                )
+                tx.delete(
+                    claim(_wgkey_pk(old.public_key), "CLAIM"), on_fail=_stale("key claim changed; retry")
+                )
             for network_id in new.network_ids:
-                tx.put(self._member_item(new.member_of(network_id)), on_fail=lambda: StaleWriteError("member write conflicted; retry"))
-                tx.put(self._pending_item(network_id, (new.id,)), on_fail=lambda: StaleWriteError("change id collision; retry"))
+                tx.put(
+                    self._member_item(new.member_of(network_id)),
+                    on_fail=_stale("member write conflicted; retry"),
+                )
+                tx.put(
+                    self._pending_item(network_id, (new.id,)), on_fail=_stale("change id collision; retry")
+                )
 
         self._transact(build)
 
     def _leave_ops(self, tx: _Tx, host: Host, network_id: str) -> None:
         claim = self._items.claim
         pk = _net_pk(network_id)
-        tx.delete(self._items.member(pk, _member_sk(host.id)), on_fail=lambda: StaleWriteError("member changed meanwhile; retry"))
+        tx.delete(
+            self._items.member(pk, _member_sk(host.id)), on_fail=_stale("member changed meanwhile; retry")
+        )
         for address in host.addresses[NetworkId(network_id)]:
-            tx.delete(claim(pk, _ip_sk(address)), condition=claim.owner == host.id, on_fail=lambda: StaleWriteError("address claim changed meanwhile; retry"))
-        tx.put(self._pending_item(network_id, (host.id,)), on_fail=lambda: StaleWriteError("change id collision; retry"))
+            tx.delete(
+                claim(pk, _ip_sk(address)),
+                condition=claim.owner == host.id,
+                on_fail=_stale("address claim changed meanwhile; retry"),
+            )
+        tx.put(self._pending_item(network_id, (host.id,)), on_fail=_stale("change id collision; retry"))
 
     def remove_host_from_network(self, host: Host, network_id: NetworkId) -> Host:
         h = self._items.host
         addresses = {k: v for k, v in host.addresses.items() if k != network_id}
 
         def build(tx: _Tx) -> None:
-            tx.update(h(f"HOST#{host.id}", META),
-                      actions=[h.addresses.set({k: [v[0], v[1]] for k, v in addresses.items()}),
-                               h.revision.set(host.revision + 1)],
-                      condition=h.revision == host.revision, on_fail=lambda: StaleWriteError("the host changed meanwhile; retry"))
+            tx.update(
+                h(f"HOST#{host.id}", META),
+                actions=[
+                    h.addresses.set({k: [v[0], v[1]] for k, v in addresses.items()}),
+                    h.revision.set(host.revision + 1),
+                ],
+                condition=h.revision == host.revision,
+                on_fail=_stale("the host changed meanwhile; retry"),
+            )
             self._leave_ops(tx, host, network_id)
 
         self._transact(build)
@@ -496,8 +668,16 @@ class DynamoStore:
         h, claim = self._items.host, self._items.claim
 
         def build(tx: _Tx) -> None:
-            tx.delete(h(f"HOST#{host.id}", META), condition=h.revision == host.revision, on_fail=lambda: StaleWriteError("the host changed meanwhile; retry"))
-            tx.delete(claim(_wgkey_pk(host.public_key), "CLAIM"), condition=claim.owner == host.id, on_fail=lambda: StaleWriteError("key claim changed; retry"))
+            tx.delete(
+                h(f"HOST#{host.id}", META),
+                condition=h.revision == host.revision,
+                on_fail=_stale("the host changed meanwhile; retry"),
+            )
+            tx.delete(
+                claim(_wgkey_pk(host.public_key), "CLAIM"),
+                condition=claim.owner == host.id,
+                on_fail=_stale("key claim changed; retry"),
+            )
             for network_id in host.network_ids:
                 self._leave_ops(tx, host, network_id)
 
@@ -505,20 +685,33 @@ class DynamoStore:
 
     def record_host_status(self, host_id: str, status: HostStatus) -> bool:
         h = self._items.host
-        peers = [{"key": p.public_key, "handshake_age": p.latest_handshake_age,
-                  "rx": p.rx_bytes, "tx": p.tx_bytes} for p in status.peers]
-        return self._guard_update(h(f"HOST#{host_id}", META), [
-            h.online.set(status.online), h.last_seen.set(status.last_seen),
-            h.agent_version.set(status.agent_version),
-            h.reported_endpoints.set(list(status.reported_endpoints)), h.peers.set(peers),
-        ], h.pk.exists(), None)
+        peers = [
+            {"key": p.public_key, "handshake_age": p.latest_handshake_age, "rx": p.rx_bytes, "tx": p.tx_bytes}
+            for p in status.peers
+        ]
+        return self._guard_update(
+            h(f"HOST#{host_id}", META),
+            [
+                h.online.set(status.online),
+                h.last_seen.set(status.last_seen),
+                h.agent_version.set(status.agent_version),
+                h.reported_endpoints.set(list(status.reported_endpoints)),
+                h.peers.set(peers),
+            ],
+            h.pk.exists(),
+            None,
+        )
 
     def mark_offline(self, host_id: str, seen_before: int) -> bool:
         h = self._items.host
-        return self._guard_update(h(f"HOST#{host_id}", META), [h.online.set(False)],
-                                  h.pk.exists() & (h.online == True)  # noqa: E712
-                                  & (h.last_seen.does_not_exist() | (h.last_seen < seen_before)),
-                                  None)
+        return self._guard_update(
+            h(f"HOST#{host_id}", META),
+            [h.online.set(False)],
+            h.pk.exists()
+            & (h.online == True)  # noqa: E712
+            & (h.last_seen.does_not_exist() | (h.last_seen < seen_before)),
+            None,
+        )
 
     # ------------------------------------------------------------ update stream
     def acquire_publish_lease(self, network_id: str, owner: str, now: int, ttl: int) -> bool:
@@ -532,14 +725,21 @@ class DynamoStore:
 
     def release_publish_lease(self, network_id: str, owner: str) -> None:
         net = self._items.network
-        self._guard_update(net(_net_pk(network_id), META),
-                           [net.lease_owner.remove(), net.lease_until.remove()],
-                           net.lease_owner == owner, None)
+        self._guard_update(
+            net(_net_pk(network_id), META),
+            [net.lease_owner.remove(), net.lease_until.remove()],
+            net.lease_owner == owner,
+            None,
+        )
 
     def pending_changes(self, network_id: str) -> list[PendingChange]:
         return [
-            PendingChange(id=i.sk, network_id=NetworkId(network_id),
-                          host_ids=tuple(HostId(x) for x in i.host_ids), settings=bool(i.settings))
+            PendingChange(
+                id=i.sk,
+                network_id=NetworkId(network_id),
+                host_ids=tuple(HostId(x) for x in i.host_ids),
+                settings=bool(i.settings),
+            )
             for i in self._query(self._items.pending, _net_pk(network_id), "PEND#")
         ]
 
@@ -555,6 +755,7 @@ class DynamoStore:
                     raise StaleWriteError("the publish lease was lost") from None
                 raise
             return self._network(item)
+
         return self._guard(run)
 
     def members(self, network_id: str, host_ids: Sequence[str]) -> dict[HostId, Member]:
@@ -568,5 +769,4 @@ class DynamoStore:
         self._delete_raw((_net_pk(network_id), cid) for cid in change_ids)
 
     def networks_with_pending(self) -> list[NetworkId]:
-        return sorted({NetworkId(i.network_id)
-                       for i in self._by_kind(self._items.pending, "pending")})
+        return sorted({NetworkId(i.network_id) for i in self._by_kind(self._items.pending, "pending")})

@@ -1,0 +1,52 @@
+"""What every use case is given: the ports, a clock, randomness and settings."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ..errors import UnavailableError
+from .ports import Clock, HostIdentity, Publisher, StaleWriteError, Store
+
+log = logging.getLogger("skymesh")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    offline_after: int = 660  # seconds without a report before a host shows offline
+    publish_lease_ttl: int = 30
+    max_delta_hosts: int = 200  # hosts per broadcast; larger bursts go out in several
+    max_key_networks: int = 16  # a registration is one transaction of <= 100 items
+
+
+@dataclass
+class Deps:
+    store: Store
+    publisher: Publisher
+    identity: HostIdentity
+    clock: Clock
+    rng: random.Random = field(default_factory=random.SystemRandom)
+    settings: Settings = field(default_factory=Settings)
+    sleep: Callable[[float], None] = time.sleep
+
+
+def retrying(deps: Deps, what: str, attempt: Callable[[], T], *, attempts: int = 12,
+             on: tuple[type[Exception], ...] = (StaleWriteError,)) -> T:
+    """Run ``attempt`` until it does not raise one of ``on``; jittered exponential backoff.
+
+    Used for optimistic writes that lost a race. Gives up with
+    :class:`UnavailableError` after ``attempts`` tries.
+    """
+    delay = 0.005
+    for _ in range(attempts):
+        try:
+            return attempt()
+        except on:
+            deps.sleep(deps.rng.uniform(0, delay))
+            delay = min(delay * 2, 0.5)
+    raise UnavailableError(f"{what}: too many concurrent changes; try again")

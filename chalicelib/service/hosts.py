@@ -1,0 +1,212 @@
+"""Hosts: enrollment, changes by the host or an admin, removal, and their configuration."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+
+from ..domain import ipam, protocol, validate
+from ..domain.ids import HostId, NetworkId, new_id, new_token
+from ..domain.models import EnrollmentKey, Host, Network
+from ..domain.topology import HostView, host_view
+from ..errors import ConflictError, NotFoundError, UnavailableError
+from .deps import Deps, log, retrying
+from .ports import AddressTakenError, IssuedCertificate, StaleWriteError
+from .stream import Stream
+
+MAX_REGISTER_ATTEMPTS = 40
+
+
+@dataclass(frozen=True)
+class Registration:
+    host: Host
+    certificate: IssuedCertificate
+    host_token: str
+    mqtt_endpoint: str
+    mqtt_port: int
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    snapshot: protocol.Snapshot
+    view: HostView
+
+
+def observed_endpoint(source_ip: str | None, listen_port: int) -> str | None:
+    """The address the API saw a host's request come from, as an endpoint candidate.
+
+    Loopback and unspecified addresses say nothing about reachability and are dropped.
+    """
+    if not source_ip:
+        return None
+    try:
+        addr = ipaddress.ip_address(source_ip)
+    except ValueError:
+        return None
+    if addr.is_loopback or addr.is_unspecified or addr.is_link_local:
+        return None
+    return validate.format_endpoint(str(addr), listen_port)
+
+
+class Hosts:
+    def __init__(self, deps: Deps, stream: Stream) -> None:
+        self._d = deps
+        self._stream = stream
+
+    # ------------------------------------------------------------------ enroll
+    def register(self, key: EnrollmentKey, *, name: str, wg_public_key: str, listen_port: int,
+                 endpoints: list[str], csr_pem: str, source_ip: str | None = None) -> Registration:
+        """Create a host in every network of ``key``, consuming one use of it.
+
+        The certificate is signed from the host's CSR (its private key never
+        leaves it). Everything is undone when the key turns out to be used up.
+        """
+        d = self._d
+        validate.name(name)
+        validate.wireguard_key(wg_public_key)
+        validate.port(listen_port, "listen_port")
+        eps = validate.endpoints(endpoints)
+        networks = [self._network_of_key(n) for n in key.networks]
+        host_id = HostId(new_id("host", d.rng))  # type: ignore[arg-type]
+        token = new_token("host", host_id)
+        certificate = d.identity.issue(host_id, csr_pem)
+        try:
+            d.identity.set_networks(host_id, key.networks)
+            host = self._commit_registration(key, networks, Host(
+                id=host_id, name=name, public_key=wg_public_key, listen_port=listen_port,
+                endpoints=eps, certificate_id=certificate.certificate_id,
+                token_hash=token.secret_hash, enrollment_key_id=key.id,
+                observed_endpoint=observed_endpoint(source_ip, listen_port), tags=key.tags,
+                created_at=d.clock.now(),
+            ))
+        except BaseException:
+            d.identity.revoke(host_id, certificate.certificate_id)
+            raise
+        self._broadcast(host.network_ids)
+        return Registration(host, certificate, str(token), d.identity.mqtt_endpoint,
+                            d.identity.mqtt_port)
+
+    def _network_of_key(self, network_id: str) -> Network:
+        network = self._d.store.get_network(network_id)
+        if network is None:
+            raise ConflictError(f"network {network_id} of this enrollment key no longer exists; "
+                                "ask for a new key", code="network_gone")
+        return network
+
+    def _commit_registration(self, key: EnrollmentKey, networks: list[Network], host: Host) -> Host:
+        d = self._d
+        # Random picks rarely collide; after a collision, pick from the known-free addresses.
+        used: dict[str, set[str]] = {}
+        for _ in range(MAX_REGISTER_ATTEMPTS):
+            addresses = {
+                NetworkId(n.id): (ipam.allocate(n.ipv4_cidr, used.get(n.id, ()), d.rng),
+                                  ipam.allocate(n.ipv6_cidr, used.get(n.id, ()), d.rng))
+                for n in networks
+            }
+            candidate = replace(host, addresses=addresses)
+            try:
+                d.store.register_host(candidate, key, d.clock.now())
+                return candidate
+            except AddressTakenError as e:
+                used.setdefault(e.network_id, set()).update(self._claimed(e.network_id))
+                used[e.network_id].add(e.address)
+            except StaleWriteError:
+                d.sleep(d.rng.uniform(0, 0.05))
+        raise UnavailableError("too many hosts are enrolling at this moment; try again")
+
+    def _claimed(self, network_id: str) -> set[str]:
+        snapshot = self._d.store.network_snapshot(network_id)
+        if snapshot is None:
+            return set()
+        return {a for m in snapshot[1] for a in (m.ipv4, m.ipv6)}
+
+    def _broadcast(self, network_ids: tuple[NetworkId, ...] | list[NetworkId]) -> None:
+        for network_id in network_ids:
+            try:
+                self._stream.flush(network_id)
+            except UnavailableError as e:  # the change is stored; the sweeper sends it
+                log.warning("broadcast of %s deferred: %s", network_id, e)
+
+    # ------------------------------------------------------------------ read
+    def get(self, host_id: str) -> Host:
+        host = self._d.store.get_host(host_id)
+        if host is None:
+            raise NotFoundError(f"host {host_id} does not exist")
+        return host
+
+    def list(self) -> list[Host]:
+        return sorted(self._d.store.list_hosts(), key=lambda h: (h.name, h.id))
+
+    def config(self, host: Host) -> list[NetworkConfig]:
+        """A full snapshot of each of the host's networks, with the host's own view of it."""
+        out = []
+        for network_id in host.network_ids:
+            snap = self._d.store.network_snapshot(network_id)
+            if snap is None:
+                continue
+            network, members = snap
+            if not any(m.host_id == host.id for m in members):
+                continue
+            out.append(NetworkConfig(protocol.Snapshot(network, tuple(members)),
+                                     host_view(host.id, network, members)))
+        return out
+
+    # ------------------------------------------------------------------ change
+    def update(self, host_id: str, *, name: str | None = None, wg_public_key: str | None = None,
+               listen_port: int | None = None, endpoints: list[str] | None = None,
+               tags: list[str] | None = None, source_ip: str | None = None) -> Host:
+        if name is not None:
+            validate.name(name)
+        if wg_public_key is not None:
+            validate.wireguard_key(wg_public_key)
+        if listen_port is not None:
+            validate.port(listen_port, "listen_port")
+        eps = validate.endpoints(endpoints) if endpoints is not None else None
+        new_tags = validate.tags(tags) if tags is not None else None
+
+        def attempt() -> Host:
+            old = self.get(host_id)
+            port = old.listen_port if listen_port is None else listen_port
+            seen = observed_endpoint(source_ip, port) if source_ip else None
+            new = replace(
+                old,
+                name=old.name if name is None else name,
+                public_key=old.public_key if wg_public_key is None else wg_public_key,
+                listen_port=port,
+                endpoints=old.endpoints if eps is None else eps,
+                tags=old.tags if new_tags is None else new_tags,
+                observed_endpoint=seen or (old.observed_endpoint if listen_port is None else None),
+                revision=old.revision + 1,
+            )
+            if new == replace(old, revision=old.revision + 1):
+                return old
+            self._d.store.update_host(old, new)
+            return new
+
+        host = retrying(self._d, "updating the host", attempt)
+        self._broadcast(host.network_ids)
+        return host
+
+    def leave_network(self, host_id: str, network_id: str) -> Host:
+        """Take the host out of one network, free its addresses and its broker permission."""
+        def attempt() -> Host:
+            host = self.get(host_id)
+            if network_id not in host.addresses:
+                return host
+            return self._d.store.remove_host_from_network(host, NetworkId(network_id))
+
+        host = retrying(self._d, "removing the host from the network", attempt)
+        self._d.identity.set_networks(host.id, host.network_ids)
+        return host
+
+    def delete(self, host_id: str) -> Host:
+        """Remove the host from every network, free its addresses, revoke its certificate."""
+        def attempt() -> Host:
+            host = self.get(host_id)
+            self._d.store.delete_host(host)
+            return host
+
+        host = retrying(self._d, "deleting the host", attempt)
+        self._d.identity.revoke(host.id, host.certificate_id)
+        self._broadcast(host.network_ids)
+        return host

@@ -1,0 +1,100 @@
+"""Networks: create with non-overlapping ranges, change settings, delete."""
+
+from __future__ import annotations
+
+from ..domain import ipam, validate
+from ..domain.ids import NetworkId, new_id
+from ..domain.models import DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Network
+from ..errors import ConflictError, InvalidInputError, NotFoundError
+from .deps import Deps, retrying
+from .ports import NetworkRegistry
+
+
+def _check_settings(keepalive: int | None, mtu: int | None, listen_port: int | None) -> None:
+    if keepalive is not None and not 0 <= keepalive <= 3600:
+        raise InvalidInputError(f"keepalive {keepalive} is out of range: use 0 (off) to 3600 seconds")
+    if mtu is not None and not 1280 <= mtu <= 9000:
+        raise InvalidInputError(f"mtu {mtu} is out of range: use 1280-9000 (1280 is IPv6's minimum)")
+    if listen_port is not None:
+        validate.port(listen_port, "listen_port")
+
+
+def _check_name_free(registry: NetworkRegistry, name: str, network_id: str | None) -> None:
+    for e in registry.entries:
+        if e.name == name and e.id != network_id:
+            raise ConflictError(f"a network named {name!r} already exists ({e.id})", code="name_taken")
+
+
+class Networks:
+    def __init__(self, deps: Deps) -> None:
+        self._d = deps
+
+    def create(self, *, name: str, ipv4_cidr: object, ipv6_cidr: object | None = None,
+               listen_port: int | None = None, keepalive: int | None = None,
+               mtu: int | None = None) -> Network:
+        validate.name(name)
+        v4 = str(ipam.parse_ipv4_range(ipv4_cidr))
+        v6_given = str(ipam.parse_ipv6_range(ipv6_cidr)) if ipv6_cidr is not None else None
+        _check_settings(keepalive, mtu, listen_port)
+        network_id = NetworkId(new_id("network", self._d.rng))  # type: ignore[arg-type]
+
+        def attempt() -> Network:
+            reg = self._d.store.network_registry()
+            _check_name_free(reg, name, None)
+            clash = ipam.first_overlap(v4, ((e.name, e.ipv4_cidr) for e in reg.entries))
+            if clash:
+                raise ConflictError(f"ipv4_cidr {v4} overlaps network {clash!r}; choose a "
+                                    "range no other network uses", code="range_overlap")
+            v6 = v6_given
+            if v6 is None:
+                v6 = ipam.random_ula_64(self._d.rng)
+                while ipam.first_overlap(v6, ((e.name, e.ipv6_cidr) for e in reg.entries)):
+                    v6 = ipam.random_ula_64(self._d.rng)
+            else:
+                clash = ipam.first_overlap(v6, ((e.name, e.ipv6_cidr) for e in reg.entries))
+                if clash:
+                    raise ConflictError(f"ipv6_cidr {v6} overlaps network {clash!r}; choose a "
+                                        "range no other network uses", code="range_overlap")
+            network = Network(
+                id=network_id, name=name, ipv4_cidr=v4, ipv6_cidr=v6,
+                listen_port=listen_port or DEFAULT_LISTEN_PORT,
+                keepalive=DEFAULT_KEEPALIVE if keepalive is None else keepalive,
+                mtu=mtu or DEFAULT_MTU, seq=0, created_at=self._d.clock.now(),
+            )
+            self._d.store.create_network(network, reg.version)
+            return network
+
+        return retrying(self._d, "creating the network", attempt)
+
+    def get(self, network_id: str) -> Network:
+        network = self._d.store.get_network(network_id)
+        if network is None:
+            raise NotFoundError(f"network {network_id} does not exist")
+        return network
+
+    def list(self) -> list[Network]:
+        return sorted(self._d.store.list_networks(), key=lambda n: (n.name, n.id))
+
+    def update(self, network_id: str, *, name: str | None = None, listen_port: int | None = None,
+               keepalive: int | None = None, mtu: int | None = None) -> tuple[Network, bool]:
+        """New settings; returns the network and whether hosts must be told."""
+        if name is not None:
+            validate.name(name)
+        _check_settings(keepalive, mtu, listen_port)
+
+        def attempt() -> tuple[Network, bool]:
+            current = self.get(network_id)
+            reg = self._d.store.network_registry()
+            if name is not None:
+                _check_name_free(reg, name, network_id)
+            new = current.with_changes(
+                name=current.name if name is None else name,
+                listen_port=current.listen_port if listen_port is None else listen_port,
+                keepalive=current.keepalive if keepalive is None else keepalive,
+                mtu=current.mtu if mtu is None else mtu,
+            )
+            notify = (new.keepalive, new.mtu) != (current.keepalive, current.mtu)
+            self._d.store.update_network(new, reg.version, notify=notify)
+            return new, notify
+
+        return retrying(self._d, "updating the network", attempt)

@@ -1,0 +1,44 @@
+"""Host status: reports from agents, and marking hosts offline when reports stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..domain import protocol
+from ..domain.models import HostStatus
+from .deps import Deps, log
+
+
+class Status:
+    def __init__(self, deps: Deps) -> None:
+        self._d = deps
+
+    def record(self, host_id: str, payload: dict[str, Any] | bytes | str) -> bool:
+        """Store one status report of ``host_id``; ``False`` for a malformed report or unknown host.
+
+        ``host_id`` comes from the topic the broker let the host publish on, so
+        it is authenticated; anything in the payload is not trusted beyond shape.
+        """
+        try:
+            msg = protocol.decode(payload)
+        except protocol.ProtocolError as e:
+            log.warning("status report of %s dropped: %s", host_id, e)
+            return False
+        if not isinstance(msg, protocol.StatusReport):
+            log.warning("status topic of %s carried a %s message; dropped", host_id, msg.type)
+            return False
+        status = HostStatus(online=True, last_seen=self._d.clock.now(),
+                            agent_version=msg.agent_version,
+                            reported_endpoints=msg.endpoints, peers=msg.peers[:1000])
+        return self._d.store.record_host_status(host_id, status)
+
+    def mark_offline(self) -> list[str]:
+        """Mark offline every online host not heard from in ``offline_after`` seconds."""
+        cutoff = self._d.clock.now() - self._d.settings.offline_after
+        marked = []
+        for host in self._d.store.list_hosts():
+            seen = host.status.last_seen
+            stale = host.status.online and (seen is None or seen < cutoff)
+            if stale and self._d.store.mark_offline(host.id, cutoff):
+                marked.append(host.id)
+        return marked

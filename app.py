@@ -1,0 +1,41 @@
+"""skymesh control plane: the Chalice app, its blueprints, schedules and event handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chalice import Chalice, Rate
+
+from chalicelib.api import ALL
+from chalicelib.wiring import build_service
+
+app = Chalice(app_name="skymesh")
+app.log.setLevel(logging.INFO)
+
+for _api in ALL:
+    app.register_blueprint(_api.blueprint)
+
+
+@app.lambda_function(name="host_report")
+def host_report(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A host's status report, delivered by the IoT topic rule (locally: the rule bridge).
+
+    The rule is ``SELECT *, topic(3) AS host_id FROM 'sm/h/+/status'``: the host id
+    comes from the topic, which the broker only lets that host publish on.
+    """
+    host_id = str(event.get("host_id", ""))
+    payload = {k: v for k, v in event.items() if k != "host_id"}
+    return {"recorded": bool(host_id) and build_service().status.record(host_id, payload)}
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="mark_offline")
+def mark_offline(event: Any) -> dict[str, Any]:
+    """Hosts whose reports stopped show offline."""
+    return {"offline": build_service().status.mark_offline()}
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="sweep_broadcasts")
+def sweep_broadcasts(event: Any) -> dict[str, Any]:
+    """Broadcast changes a failed or interrupted publish left pending."""
+    return {"published": build_service().stream.sweep()}

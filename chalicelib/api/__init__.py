@@ -1,0 +1,9 @@
+"""REST API v1 as Chalice blueprints: parse → service → serialize."""
+
+from __future__ import annotations
+
+from . import hosts, keys, meta, networks
+
+ALL = (networks.api, keys.api, hosts.api, meta.api)
+
+__all__ = ["ALL"]

@@ -1,0 +1,74 @@
+"""/v1/hosts"""
+
+from __future__ import annotations
+
+from ..domain import protocol
+from ..errors import ForbiddenError
+from . import schemas as s
+from . import serialize
+from .routing import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, Api, Call
+
+api = Api(__name__, "hosts")
+
+
+@api.route("/v1/hosts", "POST", auth=ENROLLMENT, body=s.HostRegister, response=s.HostRegistered,
+           status=201, summary="Register a host with an enrollment token")
+def register_host(call: Call) -> s.HostRegistered:
+    b: s.HostRegister = call.body
+    reg = call.service.hosts.register(
+        call.caller, name=b.name, wg_public_key=b.wg_public_key, listen_port=b.listen_port,
+        endpoints=b.endpoints, csr_pem=b.csr_pem, source_ip=call.source_ip)
+    host_id = reg.host.id
+    return s.HostRegistered(
+        host=serialize.host(reg.host),
+        certificate_pem=reg.certificate.certificate_pem,
+        ca_pem=reg.certificate.ca_pem,
+        mqtt=s.MqttAccess(
+            endpoint=reg.mqtt_endpoint, port=reg.mqtt_port, client_id=host_id,
+            topics=s.MqttTopics(
+                subscribe=[protocol.host_inbox_topic(host_id)]
+                + [protocol.network_topic(n) for n in reg.host.network_ids],
+                publish=[protocol.host_status_topic(host_id)],
+            ),
+        ),
+        host_token=reg.host_token,
+    )
+
+
+@api.route("/v1/hosts", "GET", auth=ADMIN, response=s.HostList, summary="List hosts")
+def list_hosts(call: Call) -> s.HostList:
+    return s.HostList(hosts=[serialize.host(h) for h in call.service.hosts.list()])
+
+
+@api.route("/v1/hosts/{host_id}", "GET", auth=ADMIN_OR_HOST, response=s.Host,
+           summary="Get a host (admin, or the host itself)")
+def get_host(call: Call) -> s.Host:
+    return serialize.host(call.service.hosts.get(call.params["host_id"]))
+
+
+@api.route("/v1/hosts/{host_id}", "PATCH", auth=ADMIN_OR_HOST, body=s.HostPatch, response=s.Host,
+           summary="Change a host: endpoints, port, name; key rotation by the host itself")
+def patch_host(call: Call) -> s.Host:
+    b: s.HostPatch = call.body
+    if call.is_admin and b.wg_public_key is not None:
+        raise ForbiddenError("only the host itself rotates its WireGuard key (its private key "
+                             "never leaves it); use the host token")
+    if not call.is_admin and b.tags is not None:
+        raise ForbiddenError("tags are set by an admin")
+    return serialize.host(call.service.hosts.update(
+        call.params["host_id"], name=b.name, wg_public_key=b.wg_public_key,
+        listen_port=b.listen_port, endpoints=b.endpoints, tags=b.tags,
+        source_ip=None if call.is_admin else call.source_ip))
+
+
+@api.route("/v1/hosts/{host_id}", "DELETE", auth=ADMIN_OR_HOST, status=204,
+           summary="Delete a host: leaves every network, frees its addresses, revokes its certificate")
+def delete_host(call: Call) -> None:
+    call.service.hosts.delete(call.params["host_id"])
+
+
+@api.route("/v1/hosts/{host_id}/config", "GET", auth=HOST, response=s.HostConfig,
+           summary="Full configuration snapshot of each of the host's networks")
+def host_config(call: Call) -> s.HostConfig:
+    return s.HostConfig(host_id=call.caller.id, networks=[
+        serialize.network_config(c) for c in call.service.hosts.config(call.caller)])

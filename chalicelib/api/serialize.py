@@ -1,0 +1,58 @@
+"""Domain records → API bodies."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ..domain import protocol
+from ..domain.models import EnrollmentKey, Host, Network
+from ..service import NetworkConfig
+from . import schemas as s
+
+
+def when(ts: int | None) -> dt.datetime | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def network(n: Network) -> s.Network:
+    return s.Network(id=n.id, name=n.name, ipv4_cidr=n.ipv4_cidr, ipv6_cidr=n.ipv6_cidr,
+                     listen_port=n.listen_port, keepalive=n.keepalive, mtu=n.mtu, seq=n.seq,
+                     created_at=when(n.created_at))
+
+
+def enrollment_key(k: EnrollmentKey, now: int) -> dict:
+    return dict(id=k.id, networks=list(k.networks), uses_total=k.uses_total,
+                uses_left=k.uses_left, expires_at=when(k.expires_at), unlimited=k.unlimited,
+                tags=list(k.tags), revoked=k.revoked, usable=k.refusal(now) is None,
+                created_at=when(k.created_at))
+
+
+def host(h: Host) -> s.Host:
+    st = h.status
+    return s.Host(
+        id=h.id, name=h.name, wg_public_key=h.public_key, listen_port=h.listen_port,
+        endpoints=list(h.endpoints), observed_endpoint=h.observed_endpoint,
+        addresses=[s.HostAddress(network_id=n, ipv4=a[0], ipv6=a[1])
+                   for n, a in sorted(h.addresses.items())],
+        tags=list(h.tags), enrollment_key_id=h.enrollment_key_id, created_at=when(h.created_at),
+        status=s.HostStatus(
+            online=st.online, last_seen=when(st.last_seen), agent_version=st.agent_version,
+            reported_endpoints=list(st.reported_endpoints),
+            peers=[s.PeerState(public_key=p.public_key, latest_handshake_age=p.latest_handshake_age,
+                               rx_bytes=p.rx_bytes, tx_bytes=p.tx_bytes) for p in st.peers],
+        ),
+    )
+
+
+def network_config(c: NetworkConfig) -> s.NetworkSnapshot:
+    view = c.view
+    return s.NetworkSnapshot(
+        seq=c.snapshot.seq,
+        network=network(c.snapshot.network),
+        members=[s.WireMember(**protocol.member_to_wire(m)) for m in c.snapshot.members],
+        interface=s.Interface(addresses=list(view.interface.addresses),
+                              listen_port=view.interface.listen_port, mtu=view.interface.mtu),
+        peers=[s.Peer(host_id=p.host_id, name=p.name, public_key=p.public_key, endpoint=p.endpoint,
+                      allowed_ips=list(p.allowed_ips), persistent_keepalive=p.keepalive)
+               for p in view.peers],
+    )

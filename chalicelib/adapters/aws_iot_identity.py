@@ -1,0 +1,548 @@
+"""Host identities on AWS IoT Core (the ``HostIdentity`` port).
+
+Each host is one IoT *thing* named ``<thing_prefix><host_id>`` (attribute
+``host_id`` = the host id). Its certificate is signed by AWS IoT from a CSR the
+agent made (the private key never leaves the host), attached to the thing and
+to one static policy. Each network is one *thing group* named
+``<thing_prefix>net-<network_id>``; the host is a member of exactly the groups
+of its networks.
+
+Intended policies (written in CDK by a later change; ``R:A`` = region:account)
+------------------------------------------------------------------------------
+
+The static host policy ``SKYMESH_IOT_POLICY``, attached to every certificate::
+
+    {"Version": "2012-10-17", "Statement": [
+      {"Effect": "Allow", "Action": "iot:Connect",
+       "Resource": "arn:aws:iot:R:A:client/${iot:Connection.Thing.ThingName}",
+       "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}},
+      {"Effect": "Allow", "Action": "iot:Subscribe",
+       "Resource": "arn:aws:iot:R:A:topicfilter/sm/h/${iot:Connection.Thing.ThingName}/in"},
+      {"Effect": "Allow", "Action": "iot:Receive",
+       "Resource": "arn:aws:iot:R:A:topic/sm/h/${iot:Connection.Thing.ThingName}/in"},
+      {"Effect": "Allow", "Action": "iot:Publish",
+       "Resource": "arn:aws:iot:R:A:topic/sm/h/${iot:Connection.Thing.ThingName}/status"}]}
+
+So a certificate may connect only with client id = its own thing name (which
+also stops one host taking over another's session, and is what makes AWS IoT
+apply thing-group policies), read only its own inbox and publish only its own
+status. With the default empty ``thing_prefix`` the thing name *is* the host id
+that :mod:`chalicelib.domain.protocol` puts in host topics. With a prefix (for
+several stages in one account), host topics in the policy must use
+``${iot:Connection.Thing.Attributes[host_id]}`` instead, and the agent must be
+told its client id (:meth:`IotIdentity.thing_name`).
+
+One policy per network, attached to that network's thing group::
+
+    {"Effect": "Allow", "Action": "iot:Subscribe",
+     "Resource": "arn:aws:iot:R:A:topicfilter/sm/n/<network_id>"},
+    {"Effect": "Allow", "Action": "iot:Receive",
+     "Resource": "arn:aws:iot:R:A:topic/sm/n/<network_id>"}
+
+``iot:Receive`` is checked on every delivered message, so leaving a group stops
+that network's broadcasts even on a live connection. Thing groups are created
+here at run time (networks are created at run time), so the per-network policy
+has to be created and attached at run time too; CDK can only grant the control
+plane the rights to do so. That step is not part of this module yet.
+
+Errors: throttling is retried; AWS refusals become :mod:`chalicelib.errors`
+exceptions with a message naming the IAM action and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ..domain.ids import HostId, NetworkId
+from ..errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    SkymeshError,
+    UnavailableError,
+)
+from ..service.ports import IssuedCertificate
+from .aws_iot_data import (
+    Sleep,
+    aws_error_code,
+    aws_error_message,
+    call_with_retries,
+    unavailable_error,
+)
+
+__all__ = ["IotIdentity", "AMAZON_ROOT_CA_1", "load_csr", "MAX_CSR_CHARS"]
+
+log = logging.getLogger(__name__)
+
+#: The CA that signs AWS IoT Core's ATS server certificates (SHA-256 fingerprint
+#: 8E:CD:E6:88:4F:3D:87:B1:12:5B:A3:1A:C3:FC:B1:3D:70:16:DE:7F:57:CC:90:4F:E1:CB:97:C6:AE:98:19:6E).
+AMAZON_ROOT_CA_1 = """\
+-----BEGIN CERTIFICATE-----
+MIIDQTCCAimgAwIBAgITBmyfz5m/jAo54vB4ikPmljZbyjANBgkqhkiG9w0BAQsF
+ADA5MQswCQYDVQQGEwJVUzEPMA0GA1UEChMGQW1hem9uMRkwFwYDVQQDExBBbWF6
+b24gUm9vdCBDQSAxMB4XDTE1MDUyNjAwMDAwMFoXDTM4MDExNzAwMDAwMFowOTEL
+MAkGA1UEBhMCVVMxDzANBgNVBAoTBkFtYXpvbjEZMBcGA1UEAxMQQW1hem9uIFJv
+b3QgQ0EgMTCCASIwDQYJKoZIhvcNAQEBBQADggEPADCCAQoCggEBALJ4gHHKeNXj
+ca9HgFB0fW7Y14h29Jlo91ghYPl0hAEvrAIthtOgQ3pOsqTQNroBvo3bSMgHFzZM
+9O6II8c+6zf1tRn4SWiw3te5djgdYZ6k/oI2peVKVuRF4fn9tBb6dNqcmzU5L/qw
+IFAGbHrQgLKm+a/sRxmPUDgH3KKHOVj4utWp+UhnMJbulHheb4mjUcAwhmahRWa6
+VOujw5H5SNz/0egwLX0tdHA114gk957EWW67c4cX8jJGKLhD+rcdqsq08p8kDi1L
+93FcXmn/6pUCyziKrlA4b9v7LWIbxcceVOF34GfID5yHI9Y/QCB/IIDEgEw+OyQm
+jgSubJrIqg0CAwEAAaNCMEAwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMC
+AYYwHQYDVR0OBBYEFIQYzIU07LwMlJQuCFmcx7IQTgoIMA0GCSqGSIb3DQEBCwUA
+A4IBAQCY8jdaQZChGsV2USggNiMOruYou6r4lK5IpDB/G/wkjUu0yKGX9rbxenDI
+U5PMCCjjmCXPI6T53iHTfIUJrU6adTrCC2qJeHZERxhlbI1Bjjt/msv0tadQ1wUs
+N+gDS63pYaACbvXy8MWy7Vu33PqUXHeeE6V/Uq2V8viTO96LXFvKWlJbYK8U90vv
+o/ufQJVtMVT8QtPHRh8jrdkPSHCa2XV4cdFyQzR1bldZwgJcJmApzyMZFo6IQ6XU
+5MsI+yMRQ+hDKXJioaldXgjUkK642M4UwtBV8ob2xJNDd2ZhwLnoQdeXeGADbkpy
+rqXRfboQnoZsG4q5WTP468SQvvG5
+-----END CERTIFICATE-----
+"""
+
+#: A CSR larger than this is refused before it reaches AWS (real ones are < 2 KiB).
+MAX_CSR_CHARS = 16_384
+
+#: AWS IoT thing and thing-group names.
+_NAME_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+_PREFIX_RE = re.compile(r"^[a-zA-Z0-9:_-]{0,64}$")
+#: Key types AWS IoT signs: RSA of 2048 bits or more, ECDSA on these curves.
+_EC_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+_CSR_BEGIN = "-----BEGIN CERTIFICATE REQUEST-----"
+
+#: AWS IoT allows a thing to be in at most 10 thing groups.
+DEFAULT_MAX_GROUPS_PER_THING = 10
+
+
+def load_csr(csr_pem: str) -> x509.CertificateSigningRequest:
+    """Parse and check a PEM CSR: well-formed, self-signed by its key, a key type AWS IoT signs.
+
+    Raises :class:`InvalidInputError` saying what is wrong otherwise.
+    """
+    if not isinstance(csr_pem, str) or not csr_pem.strip():
+        raise InvalidInputError(
+            "csr is empty: send a PEM-encoded PKCS#10 certificate signing request",
+            code="invalid_csr",
+        )
+    if len(csr_pem) > MAX_CSR_CHARS:
+        raise InvalidInputError(
+            f"csr is {len(csr_pem)} characters; at most {MAX_CSR_CHARS} are accepted",
+            code="invalid_csr",
+        )
+    if _CSR_BEGIN not in csr_pem:
+        raise InvalidInputError(
+            f"csr is not PEM: expected a block starting with {_CSR_BEGIN}",
+            code="invalid_csr",
+        )
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode("ascii", errors="strict"))
+    except (ValueError, UnicodeEncodeError) as err:
+        raise InvalidInputError(
+            f"csr could not be parsed as a PEM certificate signing request ({err})",
+            code="invalid_csr",
+        ) from None
+    try:
+        key = csr.public_key()
+        signature_ok = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm) as err:
+        raise InvalidInputError(
+            f"csr uses a key or signature algorithm that cannot be checked ({err})",
+            code="invalid_csr",
+        ) from None
+    if not signature_ok:
+        raise InvalidInputError(
+            "csr signature does not verify: it must be signed by the private key it carries",
+            code="invalid_csr",
+        )
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise InvalidInputError(
+                f"csr has a {key.key_size}-bit RSA key; AWS IoT needs at least 2048 bits",
+                code="invalid_csr",
+            )
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, _EC_CURVES):
+            raise InvalidInputError(
+                f"csr has an EC key on {key.curve.name}; use P-256, P-384 or P-521",
+                code="invalid_csr",
+            )
+    else:
+        raise InvalidInputError(
+            f"csr has a {type(key).__name__}; AWS IoT signs only RSA (2048+) and "
+            "ECDSA (P-256, P-384, P-521) keys",
+            code="invalid_csr",
+        )
+    return csr
+
+
+def _cert_id_from_arn(arn: str) -> str | None:
+    head, sep, tail = arn.rpartition(":cert/")
+    return tail if sep and head else None
+
+
+class IotIdentity:
+    """The ``HostIdentity`` port on the AWS IoT registry (things, certificates, thing groups)."""
+
+    def __init__(
+        self,
+        iot_client: Any,
+        *,
+        endpoint: str,
+        policy_name: str,
+        thing_prefix: str = "",
+        ca_pem: str = AMAZON_ROOT_CA_1,
+        port: int = 8883,
+        retries: int = 2,
+        sleep: Sleep = time.sleep,
+        max_groups_per_thing: int = DEFAULT_MAX_GROUPS_PER_THING,
+        delete_thing_attempts: int = 5,
+    ) -> None:
+        """``iot_client`` is a boto3 ``iot`` client; ``endpoint`` the ATS data endpoint host.
+
+        ``retries`` extra attempts are made on throttling. ``delete_thing_attempts``
+        bounds the wait for AWS to finish detaching certificates (it does so
+        asynchronously) before a thing can be deleted.
+        """
+        if not _PREFIX_RE.match(thing_prefix):
+            raise ValueError(
+                f"thing_prefix {thing_prefix!r}: at most 64 of a-z A-Z 0-9 : _ -"
+            )
+        if not policy_name:
+            raise ValueError("policy_name is required")
+        self._iot = iot_client
+        self._endpoint = endpoint
+        self._policy_name = policy_name
+        self._prefix = thing_prefix
+        self._ca_pem = ca_pem
+        self._port = port
+        self._retries = retries
+        self._sleep = sleep
+        self._max_groups = max_groups_per_thing
+        self._delete_attempts = max(1, delete_thing_attempts)
+
+    # --- the port -------------------------------------------------------------------
+
+    @property
+    def mqtt_endpoint(self) -> str:
+        return self._endpoint
+
+    @property
+    def mqtt_port(self) -> int:
+        return self._port
+
+    def thing_name(self, host_id: str) -> str:
+        """The thing name of ``host_id``: the MQTT client id its certificate may connect as."""
+        name = self._prefix + host_id
+        if not _NAME_RE.match(name):
+            raise InvalidInputError(
+                f"host id {host_id!r} cannot name an AWS IoT thing "
+                "(1-128 of a-z A-Z 0-9 : _ - with the prefix)"
+            )
+        return name
+
+    def group_name(self, network_id: str) -> str:
+        """The thing group whose members may read ``network_id``'s broadcasts."""
+        name = f"{self._group_prefix}{network_id}"
+        if not network_id or not _NAME_RE.match(name):
+            raise InvalidInputError(
+                f"network id {network_id!r} cannot name an AWS IoT thing group "
+                "(1-128 of a-z A-Z 0-9 : _ - with the prefix)"
+            )
+        return name
+
+    def issue(self, host_id: HostId, csr_pem: str) -> IssuedCertificate:
+        """Have AWS IoT sign ``csr_pem`` for ``host_id``: an ACTIVE certificate, attached
+        to the host policy and to the host's thing (created if missing).
+
+        All or nothing: if a step after the certificate was made fails, the
+        certificate is deactivated, detached and deleted before the error is
+        raised. (A thing made on the way is kept: without a certificate it
+        grants nothing, and the next attempt reuses it.) Raises
+        :class:`InvalidInputError` for a malformed CSR, before calling AWS.
+        """
+        csr = load_csr(csr_pem)
+        thing = self.thing_name(host_id)
+        self._ensure_thing(thing, host_id)
+        pem = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        try:
+            created = self._call(
+                "create_certificate_from_csr", certificateSigningRequest=pem, setAsActive=True
+            )
+        except UnavailableError as err:
+            if err.code == "aws_invalid_request":
+                raise InvalidInputError(
+                    f"AWS IoT refused the csr: {err.message}", code="invalid_csr"
+                ) from err
+            raise
+        cert_arn = created["certificateArn"]
+        cert_id = created["certificateId"]
+        try:
+            try:
+                self._call("attach_policy", policyName=self._policy_name, target=cert_arn)
+            except NotFoundError as err:
+                raise UnavailableError(
+                    f"AWS IoT policy {self._policy_name!r} does not exist: deploy the stack "
+                    "or set SKYMESH_IOT_POLICY to the host policy's name"
+                ) from err
+            self._call("attach_thing_principal", thingName=thing, principal=cert_arn)
+        except Exception:
+            self._discard_certificate(cert_id, cert_arn, thing)
+            raise
+        log.info("issued certificate %s for thing %s", cert_id, thing)
+        return IssuedCertificate(
+            certificate_pem=created["certificatePem"],
+            certificate_id=cert_id,
+            ca_pem=self._ca_pem,
+        )
+
+    def set_networks(self, host_id: HostId, network_ids: Sequence[NetworkId]) -> None:
+        """Make the host's thing a member of exactly its networks' thing groups.
+
+        Groups are created when missing. Only skymesh's own groups (named
+        ``<prefix>net-…``) are removed; groups someone else put the thing in are
+        left alone but count against AWS IoT's limit of groups per thing. The
+        thing is created if it does not exist yet. Raises
+        :class:`InvalidInputError` when the limit would be exceeded.
+        """
+        thing = self.thing_name(host_id)
+        wanted = {self.group_name(n) for n in network_ids}
+        try:
+            current = set(self._groups_of(thing))
+        except NotFoundError:
+            self._ensure_thing(thing, host_id)
+            current = set()
+        ours = {g for g in current if g.startswith(self._group_prefix)}
+        foreign = current - ours
+        if len(wanted) + len(foreign) > self._max_groups:
+            raise InvalidInputError(
+                f"host {host_id} would be in {len(wanted)} networks; AWS IoT allows a host "
+                f"in at most {self._max_groups - len(foreign)}",
+                code="too_many_networks",
+            )
+        # Leave first, so the count never goes over the limit on the way.
+        for group in sorted(ours - wanted):
+            self._call("remove_thing_from_thing_group", thingGroupName=group, thingName=thing)
+        for group in sorted(wanted - ours):
+            self._join_group(thing, group)
+
+    def revoke(self, host_id: HostId, certificate_id: str) -> None:
+        """``certificate_id`` is REVOKED and detached, and the host loses every permission:
+        any other certificate still attached to its thing is revoked too, the thing
+        leaves its groups and is deleted.
+
+        Idempotent: what is already gone is skipped.
+        """
+        thing = self.thing_name(host_id)
+        cert_ids = [certificate_id]
+        other_principals: list[str] = []
+        try:
+            for principal in self._principals_of(thing):
+                cid = _cert_id_from_arn(principal)
+                if cid is None:
+                    other_principals.append(principal)
+                elif cid not in cert_ids:
+                    cert_ids.append(cid)
+        except NotFoundError:
+            pass  # no thing: nothing attached to it
+        if len(cert_ids) > 1:
+            log.warning("thing %s had %d more certificates attached; revoking them too",
+                        thing, len(cert_ids) - 1)
+        for cid in cert_ids:
+            self._revoke_certificate(cid, thing)
+        for principal in other_principals:
+            self._tolerate_missing("detach_thing_principal", thingName=thing, principal=principal)
+        try:
+            groups = list(self._groups_of(thing))
+        except NotFoundError:
+            groups = []
+        for group in groups:
+            self._tolerate_missing(
+                "remove_thing_from_thing_group", thingGroupName=group, thingName=thing
+            )
+        self._delete_thing(thing)
+
+    # --- steps ------------------------------------------------------------------------
+
+    @property
+    def _group_prefix(self) -> str:
+        return f"{self._prefix}net-"
+
+    def _ensure_thing(self, thing: str, host_id: str) -> None:
+        try:
+            self._call(
+                "create_thing",
+                thingName=thing,
+                attributePayload={"attributes": {"host_id": host_id}},
+            )
+        except ConflictError:
+            # It exists, with other attributes or type: it is still this host's thing.
+            log.info("thing %s already exists; reusing it", thing)
+
+    def _join_group(self, thing: str, group: str) -> None:
+        try:
+            self._call("add_thing_to_thing_group", thingGroupName=group, thingName=thing)
+            return
+        except NotFoundError:
+            pass  # the group does not exist yet (or the thing vanished: the retry tells)
+        network_id = group[len(self._group_prefix):]
+        # ConflictError: made concurrently, or by hand with other properties; it exists.
+        with contextlib.suppress(ConflictError):
+            self._call(
+                "create_thing_group",
+                thingGroupName=group,
+                thingGroupProperties={"thingGroupDescription": f"skymesh network {network_id}"},
+            )
+        self._call("add_thing_to_thing_group", thingGroupName=group, thingName=thing)
+
+    def _revoke_certificate(self, cert_id: str, thing: str) -> None:
+        try:
+            desc = self._call("describe_certificate", certificateId=cert_id)
+        except NotFoundError:
+            log.info("certificate %s no longer exists; nothing to revoke", cert_id)
+            return
+        info = desc["certificateDescription"]
+        arn = info["certificateArn"]
+        if info.get("status") != "REVOKED":
+            self._tolerate_missing("update_certificate", certificateId=cert_id,
+                                   newStatus="REVOKED")
+        self._tolerate_missing("detach_policy", policyName=self._policy_name, target=arn)
+        self._tolerate_missing("detach_thing_principal", thingName=thing, principal=arn)
+
+    def _delete_thing(self, thing: str) -> None:
+        # Detaching a certificate is asynchronous in AWS IoT: deleting the thing
+        # right after may be refused ("still attached") for a few seconds.
+        for attempt in range(self._delete_attempts):
+            try:
+                self._raw_call("delete_thing", thingName=thing)
+                return
+            except ClientError as err:
+                code = aws_error_code(err)
+                if code == "ResourceNotFoundException":
+                    return
+                if code != "InvalidRequestException":
+                    raise self._translate(err, "delete_thing") from err
+                if attempt + 1 < self._delete_attempts:
+                    self._sleep(min(2.0, 0.25 * 2**attempt))
+                    continue
+                # Every certificate is revoked and detached: the thing grants nothing.
+                log.warning("thing %s not deleted (%s); it has no usable certificate, "
+                            "a later revoke will delete it", thing, aws_error_message(err))
+            except BotoCoreError as err:
+                raise unavailable_error(err, self._label("delete_thing")) from err
+
+    def _discard_certificate(self, cert_id: str, cert_arn: str, thing: str) -> None:
+        """Undo a half-made identity; best effort, never raises (the first error matters)."""
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("update_certificate", {"certificateId": cert_id, "newStatus": "INACTIVE"}),
+            ("detach_thing_principal", {"thingName": thing, "principal": cert_arn}),
+            ("detach_policy", {"policyName": self._policy_name, "target": cert_arn}),
+            ("delete_certificate", {"certificateId": cert_id, "forceDelete": True}),
+        ]
+        failed = False
+        for operation, params in steps:
+            try:
+                self._call(operation, **params)
+            except NotFoundError:
+                continue
+            except SkymeshError as err:
+                failed = True
+                log.error("rollback of certificate %s: %s failed: %s",
+                          cert_id, self._label(operation), err.message)
+                if operation == "delete_certificate":
+                    self._last_resort_revoke(cert_id)
+        if not failed:
+            log.info("rolled back certificate %s", cert_id)
+
+    def _last_resort_revoke(self, cert_id: str) -> None:
+        try:
+            self._call("update_certificate", certificateId=cert_id, newStatus="REVOKED")
+        except SkymeshError as err:
+            log.error("certificate %s is INACTIVE but could not be deleted or revoked: %s",
+                      cert_id, err.message)
+
+    # --- listing ------------------------------------------------------------------------
+
+    def _groups_of(self, thing: str) -> Iterator[str]:
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"thingName": thing, "maxResults": 250}
+            if token:
+                params["nextToken"] = token
+            page = self._call("list_thing_groups_for_thing", **params)
+            for group in page.get("thingGroups", []):
+                yield group["groupName"]
+            token = page.get("nextToken")
+            if not token:
+                return
+
+    def _principals_of(self, thing: str) -> Iterator[str]:
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"thingName": thing, "maxResults": 250}
+            if token:
+                params["nextToken"] = token
+            page = self._call("list_thing_principals", **params)
+            yield from page.get("principals", [])
+            token = page.get("nextToken")
+            if not token:
+                return
+
+    # --- calling AWS ---------------------------------------------------------------------
+
+    def _label(self, operation: str) -> str:
+        mapping = getattr(getattr(self._iot, "meta", None), "method_to_api_mapping", {}) or {}
+        api = mapping.get(operation) or "".join(p.capitalize() for p in operation.split("_"))
+        return f"iot:{api}"
+
+    def _raw_call(self, operation: str, **params: Any) -> Any:
+        return call_with_retries(
+            getattr(self._iot, operation),
+            params,
+            label=self._label(operation),
+            retries=self._retries,
+            sleep=self._sleep,
+        )
+
+    def _call(self, operation: str, **params: Any) -> Any:
+        """Call ``operation`` with throttling retried; AWS errors become skymesh errors."""
+        try:
+            return self._raw_call(operation, **params)
+        except ClientError as err:
+            raise self._translate(err, operation) from err
+        except BotoCoreError as err:
+            raise unavailable_error(err, self._label(operation)) from err
+
+    def _tolerate_missing(self, operation: str, **params: Any) -> None:
+        with contextlib.suppress(NotFoundError):
+            self._call(operation, **params)
+
+    def _translate(self, err: ClientError, operation: str) -> SkymeshError:
+        code = aws_error_code(err)
+        detail = aws_error_message(err)
+        label = self._label(operation)
+        if code == "ResourceNotFoundException":
+            return NotFoundError(f"AWS IoT {label}: not found ({detail})")
+        if code in ("ResourceAlreadyExistsException", "DeleteConflictException",
+                    "VersionConflictException", "ConflictException",
+                    "CertificateStateException", "ConflictingResourceUpdateException"):
+            return ConflictError(f"AWS IoT {label}: {code} ({detail}); read again and retry")
+        if code == "LimitExceededException":
+            return UnavailableError(
+                f"AWS IoT {label}: a service quota is exhausted ({detail}); raise the quota "
+                "or remove unused things, certificates or groups",
+                code="aws_limit_exceeded",
+            )
+        if code == "InvalidRequestException":
+            return UnavailableError(f"AWS IoT {label} refused the request: {detail}",
+                                    code="aws_invalid_request")
+        return unavailable_error(err, label)

@@ -8,8 +8,9 @@ Variables:
 
 - ``SKYMESH_TABLE`` (default ``skymesh``), ``SKYMESH_DYNAMODB_ENDPOINT`` (local only),
   ``AWS_REGION`` / ``AWS_DEFAULT_REGION``
-- ``SKYMESH_PUBLISHER``: ``mqtt`` (local broker) or ``iot`` (AWS IoT Data)
-- ``SKYMESH_IDENTITY``: ``local`` (local CA + Mosquitto ACLs) or ``iot`` (AWS IoT registry)
+- ``SKYMESH_PUBLISHER``: ``mqtt`` (local broker), ``iot`` (AWS IoT Data) or ``memory`` (tests)
+- ``SKYMESH_IDENTITY``: ``local`` (local CA + Mosquitto ACLs), ``iot`` (AWS IoT registry)
+  or ``memory`` (tests)
 - ``SKYMESH_OFFLINE_AFTER``: seconds without a status report before a host is offline
 - adapter-specific variables: see ``adapters/local_env.py`` and ``adapters/aws_env.py``
 """
@@ -63,7 +64,10 @@ def _build(env: Mapping[str, str]) -> Service:
                         region=_region(env))
     publisher_kind = env.get("SKYMESH_PUBLISHER", "iot")
     identity_kind = env.get("SKYMESH_IDENTITY", "iot")
-    if (publisher_kind, identity_kind) == ("mqtt", "local"):
+    if (publisher_kind, identity_kind) == ("memory", "memory"):  # tests and dry runs
+        from .adapters.memory import MemoryIdentity, RecordingPublisher
+        publisher, identity = RecordingPublisher(), MemoryIdentity()
+    elif (publisher_kind, identity_kind) == ("mqtt", "local"):
         from .adapters.local_env import local_adapters_from_env
         publisher, identity = local_adapters_from_env(env)
     elif (publisher_kind, identity_kind) == ("iot", "iot"):
@@ -72,7 +76,7 @@ def _build(env: Mapping[str, str]) -> Service:
     else:
         raise ConfigurationError(
             f"unsupported SKYMESH_PUBLISHER={publisher_kind!r} with SKYMESH_IDENTITY="
-            f"{identity_kind!r}; use mqtt+local (local stack) or iot+iot (AWS)")
+            f"{identity_kind!r}; use mqtt+local (local stack), iot+iot (AWS) or memory+memory (tests)")
     settings = Settings(offline_after=int(env.get("SKYMESH_OFFLINE_AFTER", Settings.offline_after)))
     return Service(Deps(store=store, publisher=publisher, identity=identity,
                         clock=SystemClock(), settings=settings))

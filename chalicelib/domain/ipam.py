@@ -116,13 +116,15 @@ def usable_count(cidr: str) -> int:
 def allocate(cidr: str, used: Collection[str], rng: random.Random) -> str:
     """A free address of ``cidr`` that is not in ``used``, chosen at random.
 
+    ``used`` may hold addresses of other ranges and families; they are ignored.
     Skips the network address (and the IPv4 broadcast address). Raises
     :class:`AddressExhaustedError` when every address is taken.
     """
     net = ipaddress.ip_network(cidr)
     first, last = _bounds(net)
     size = last - first + 1
-    taken = {int(ipaddress.ip_address(a)) for a in used}
+    addresses = (ipaddress.ip_address(a) for a in used)
+    taken = {int(a) for a in addresses if a.version == net.version and a in net}
     make = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
     if len(taken) < size:
         for _ in range(32):

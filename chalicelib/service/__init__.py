@@ -39,6 +39,7 @@ class Service:
         network, notify = self.networks.update(network_id, **changes)  # type: ignore[arg-type]
         if notify:
             self.stream.flush(network_id)
+            return self.networks.get(network_id)  # at the seq of the broadcast
         return network
 
     def delete_network(self, network_id: str, *, force: bool = False) -> None:

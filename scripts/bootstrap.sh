@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install what skymesh needs on a Debian/Ubuntu machine, skipping what is there:
+# system packages (apt), the Python environment (.venv), DynamoDB Local (npm pack).
+# Safe to run again; each step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have python3      || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+have java         || need_apt+=(openjdk-17-jre-headless)
+have javac        || need_apt+=(openjdk-17-jdk-headless)
+have npm          || need_apt+=(npm)
+have mosquitto || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+have mosquitto_sub || need_apt+=(mosquitto-clients)
+have wireguard-go || need_apt+=(wireguard-go)
+have wg           || need_apt+=(wireguard-tools)
+have ip           || need_apt+=(iproute2)
+have ping         || need_apt+=(iputils-ping)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts a system-wide mosquitto on port 1883; skymesh runs its own broker.
+  if have systemctl && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+fi
+
+stamp=.venv/.skymesh-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: preparing .venv"
+  python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[control,agent,dev]'
+  echo "$want" > "$stamp"
+fi
+
+.venv/bin/python -c 'from skymesh.local.dynamodb import install, is_installed
+import sys
+if not is_installed():
+    print("bootstrap: installing DynamoDB Local", file=sys.stderr)
+install()'

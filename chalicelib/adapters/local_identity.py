@@ -286,10 +286,12 @@ class LocalCaIdentity:
                 local_ca.write_private_key(key_path, key)
                 local_ca.write_public_file(cert_path, local_ca.cert_pem(cert))
             fragment = self._control_dir / cn
-            if not fragment.exists():
+            added = not fragment.exists()
+            if added:
                 local_ca.write_public_file(fragment, _control_lines(cn))
                 self._rebuild_locked()
-        self.reload_broker()
+        if added:
+            self.reload_broker()
         return ControlCredentials(cn, self._home / "ca" / "ca.pem", cert_path, key_path)
 
     def issue_client_files(self, common_name: str, directory: Path) -> tuple[Path, Path]:

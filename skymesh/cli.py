@@ -1,0 +1,37 @@
+"""``skymesh``: the command line. ``skymesh local …`` runs the local stack.
+
+Each command family registers itself on the top-level subparsers with an
+``add_*_commands(subparsers)`` function and sets ``func`` (``args -> exit code``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skymesh", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from .local.stack import add_local_commands
+
+    add_local_commands(subparsers)
+
+    # --- admin commands -------------------------------------------------------------
+    # `skymesh network|key|host …` (talking to the API with the admin key) are added
+    # here, e.g.:  from .admin import add_admin_commands; add_admin_commands(subparsers)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit code."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""``python -m skymesh.local.bridge``: plays the AWS IoT topic rule for host reports.
+
+The rule is ``SELECT *, topic(3) AS host_id FROM 'sm/h/+/status'`` → Lambda
+``host_report``. Here a control client (CN ``skymesh-control-rules``) subscribes
+to :data:`HOST_STATUS_FILTER`; the MQTT callback only enqueues, and one worker
+thread parses each payload (a JSON object, else logged and dropped), sets
+``host_id`` from the topic (overriding any ``host_id`` in the payload, as the
+rule's alias does) and calls the handler with context ``None``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from chalicelib.adapters.local_env import ENV_HOME, ENV_MQTT_HOST, ENV_MQTT_PORT
+from chalicelib.adapters.local_identity import ControlCredentials, LocalCaIdentity
+from chalicelib.domain.protocol import HOST_STATUS_FILTER, host_id_from_status_topic
+
+from .appload import lambda_function, load_app
+
+__all__ = ["RuleBridge", "rule_event", "main", "READY_LINE", "BRIDGE_COMPONENT"]
+
+log = logging.getLogger("local-bridge")  # not under "skymesh": the app's logger
+
+READY_LINE = f"subscribed to {HOST_STATUS_FILTER}"
+BRIDGE_COMPONENT = "rules"
+_SENTINEL = ("", b"")
+
+
+def rule_event(topic: str, payload: bytes) -> dict[str, Any] | None:
+    """What the topic rule hands the Lambda, or ``None`` when it would not fire."""
+    host_id = host_id_from_status_topic(topic)
+    if host_id is None:
+        return None
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    doc["host_id"] = host_id
+    return doc
+
+
+class RuleBridge:
+    """Subscribe, queue, and call ``handler(event, None)`` for every valid report."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        creds: ControlCredentials,
+        handler: Callable[[dict[str, Any], Any], Any],
+        queue_size: int = 10_000,
+    ) -> None:
+        self._host, self._port, self._creds = host, port, creds
+        self._handler = handler
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=queue_size)
+        self.subscribed = threading.Event()
+        self.handled = 0
+        self.dropped = 0
+        self._worker = threading.Thread(target=self._work, name="bridge-worker", daemon=True)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.tls_set(ca_certs=str(creds.ca_path), certfile=str(creds.cert_path),
+                  keyfile=str(creds.key_path))
+        c.reconnect_delay_set(min_delay=1, max_delay=5)
+        c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        c.on_disconnect = self._on_disconnect
+        self._client = c
+
+    # paho thread: never block here -----------------------------------------
+    def _on_connect(self, c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused the bridge: %s", rc)
+            return
+        c.subscribe(HOST_STATUS_FILTER, qos=1)
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, rcs: list[Any], _p: Any) -> None:
+        if rcs and not rcs[0].is_failure:
+            log.info("%s", READY_LINE)
+            self.subscribed.set()
+        else:
+            log.error("subscription to %s refused: %s", HOST_STATUS_FILTER, rcs)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.subscribed.clear()
+        log.warning("disconnected from the broker (%s); reconnecting", rc)
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._queue.put_nowait((msg.topic, msg.payload))
+        except queue.Full:
+            self.dropped += 1
+            log.warning("queue full: dropped a report on %s", msg.topic)
+
+    # worker ----------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            topic, payload = self._queue.get()
+            if (topic, payload) == _SENTINEL:
+                return
+            event = rule_event(topic, payload)
+            if event is None:
+                self.dropped += 1
+                log.warning("dropped a report on %s: not a JSON object (%d bytes)",
+                            topic, len(payload))
+                continue
+            try:
+                self._handler(event, None)
+                self.handled += 1
+            except Exception:
+                log.exception("host_report failed for a report on %s", topic)
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect (bounded) and start the worker; the subscription follows on CONNACK."""
+        self._worker.start()
+        self._client.connect_timeout = timeout
+        self._client.connect(self._host, self._port, keepalive=30)
+        self._client.loop_start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Disconnect, then let the worker finish what is queued (bounded)."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        try:
+            self._queue.put(_SENTINEL, timeout=timeout)
+        except queue.Full:
+            return
+        self._worker.join(timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m skymesh.local.bridge")
+    p.add_argument("--app-module", default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("botocore", "pynamodb", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        home = Path(os.environ[ENV_HOME])
+        host = os.environ[ENV_MQTT_HOST]
+        port = int(os.environ.get(ENV_MQTT_PORT, "8883"))
+    except (KeyError, ValueError) as e:
+        print(f"bridge: missing or bad environment ({e}); run it via `skymesh local up`",
+              file=sys.stderr)
+        return 2
+    module, app = load_app(args.app_module)
+    handler = lambda_function(module, app, "host_report")
+    creds = LocalCaIdentity(home, host, port).issue_control_client(BRIDGE_COMPONENT)
+    bridge = RuleBridge(host, port, creds, handler)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        bridge.start()
+    except OSError as e:
+        print(f"bridge: cannot reach the broker at {host}:{port}: {e}", file=sys.stderr)
+        return 2
+    while not done.wait(3600):
+        pass
+    bridge.stop()
+    log.info("stopped (%d handled, %d dropped)", bridge.handled, bridge.dropped)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

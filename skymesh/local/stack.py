@@ -1,0 +1,372 @@
+"""``skymesh local up``: the whole control plane on one machine, as real child processes.
+
+Order: DynamoDB Local (127.0.0.1, data in ``home/data``) → table + admin key
+(``python -m skymesh.local.bootstrap``) → Mosquitto (``home/broker``) → the API
+(``python -m skymesh.local.api``) → the scheduler → the rule bridge. Runs in the
+foreground; SIGINT/SIGTERM stops the children in reverse order (bounded, then
+killed). If a child dies, its log tail is printed, the rest is stopped and the
+exit status is 1. Everything lives in the home, so stop + start loses nothing.
+
+Environment of the children (the contract with ``chalicelib.wiring`` and
+``chalicelib/adapters/local_env.py``; see :data:`CHILD_ENV_KEYS`)::
+
+    SKYMESH_STAGE=local  SKYMESH_TABLE=skymesh
+    SKYMESH_DYNAMODB_ENDPOINT=http://127.0.0.1:<dynamodb-port>
+    AWS_DEFAULT_REGION=us-east-1  AWS_ACCESS_KEY_ID=local  AWS_SECRET_ACCESS_KEY=local
+    AWS_EC2_METADATA_DISABLED=true  (boto never probes the metadata address)
+    SKYMESH_PUBLISHER=mqtt  SKYMESH_IDENTITY=local  SKYMESH_HOME=<absolute home>
+    SKYMESH_MQTT_HOST=<bind>  SKYMESH_MQTT_PORT=<mqtt-port>  SKYMESH_MQTT_ENDPOINT=<bind>
+    SKYMESH_MQTT_CA=<home>/ca/ca.pem
+    SKYMESH_MQTT_CLIENT_CERT / SKYMESH_MQTT_CLIENT_KEY = <home>/control/<child>.pem/.key
+        (one certificate per child: CN skymesh-control-api, -scheduler, -bridge, -cli;
+         the bridge's subscription uses its own, skymesh-control-rules)
+
+Other inherited ``AWS_*`` variables are removed, so real credentials never reach
+the local stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chalicelib.adapters import local_env
+
+from . import dynamodb as ddb
+from .bridge import READY_LINE
+from .broker import MosquittoBroker, find_mosquitto
+from .proc import LocalStackError, ManagedProcess, check_port_free, require_executable, tail, wait_until
+
+__all__ = ["StackConfig", "LocalStack", "child_env", "CHILD_ENV_KEYS", "add_local_commands"]
+
+TABLE = "skymesh"
+REGION = "us-east-1"
+CHILD_ENV_KEYS = (
+    "SKYMESH_STAGE", "SKYMESH_TABLE", "SKYMESH_DYNAMODB_ENDPOINT", "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED",
+    "SKYMESH_PUBLISHER", "SKYMESH_IDENTITY", local_env.ENV_HOME, local_env.ENV_MQTT_HOST,
+    local_env.ENV_MQTT_PORT, local_env.ENV_MQTT_ENDPOINT, local_env.ENV_MQTT_CA,
+    local_env.ENV_MQTT_CLIENT_CERT, local_env.ENV_MQTT_CLIENT_KEY,
+)
+"""Every variable ``child_env`` sets (documented in the module docstring)."""
+
+_READY_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    home: Path
+    bind: str = "127.0.0.1"
+    api_port: int = 8787
+    mqtt_port: int = 8883
+    dynamodb_port: int = 8000
+
+    @property
+    def connect_host(self) -> str:
+        return "127.0.0.1" if ipaddress.ip_address(self.bind).is_unspecified else self.bind
+
+    @property
+    def api_url(self) -> str:
+        h = self.connect_host
+        return f"http://{'[' + h + ']' if ':' in h else h}:{self.api_port}"
+
+
+def child_env(cfg: StackConfig, component: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one child (``component`` picks its control certificate)."""
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if not k.startswith("AWS_") and k not in local_env.LOCAL_ENV_VARS}
+    home = cfg.home.absolute()
+    env.update({
+        "SKYMESH_STAGE": "local",
+        "SKYMESH_TABLE": TABLE,
+        "SKYMESH_DYNAMODB_ENDPOINT": f"http://127.0.0.1:{cfg.dynamodb_port}",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "SKYMESH_PUBLISHER": "mqtt",
+        "SKYMESH_IDENTITY": "local",
+        local_env.ENV_HOME: str(home),
+        local_env.ENV_MQTT_HOST: cfg.connect_host,
+        local_env.ENV_MQTT_PORT: str(cfg.mqtt_port),
+        local_env.ENV_MQTT_ENDPOINT: cfg.connect_host,
+        local_env.ENV_MQTT_CA: str(home / "ca" / "ca.pem"),
+        local_env.ENV_MQTT_CLIENT_CERT: str(home / "control" / f"{component}.pem"),
+        local_env.ENV_MQTT_CLIENT_KEY: str(home / "control" / f"{component}.key"),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(_python_path(env.get("PYTHONPATH"))),
+    })
+    return env
+
+
+def _python_path(existing: str | None) -> list[str]:
+    """Where the children find ``skymesh``, ``chalicelib`` and ``app`` (as this process does)."""
+    paths = [str(Path(__file__).resolve().parents[2])]
+    spec = importlib.util.find_spec(os.environ.get("SKYMESH_APP_MODULE", "app"))
+    if spec is not None and spec.origin:
+        paths.append(str(Path(spec.origin).resolve().parent))
+    paths += [p for p in (existing or "").split(os.pathsep) if p]
+    return list(dict.fromkeys(paths))
+
+
+def _http_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0):  # noqa: S310 - our loopback API
+            return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer means it is serving
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _log_has(path: Path, offset: int, needle: str) -> bool:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return needle.encode() in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class LocalStack:
+    """Starts, watches and stops the children of one home."""
+
+    def __init__(self, cfg: StackConfig, out: Any = None) -> None:
+        self.cfg = cfg
+        self.home = cfg.home.absolute()
+        self.logs = self.home / "logs"
+        self.out = out or sys.stdout
+        self.broker = MosquittoBroker(self.home, cfg.bind, cfg.mqtt_port)
+        self.db = ddb.DynamoDBLocal(cfg.dynamodb_port, db_path=self.home / "data",
+                                    log_path=self.logs / "dynamodb.log")
+        self.children: list[tuple[str, Any]] = []  # (name, object with alive/stop/log_tail)
+        self._wake = threading.Event()
+        self._stopping = False
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # --- checks ---------------------------------------------------------------
+    def preflight(self) -> None:
+        """Dependencies present, ports distinct and free; :class:`LocalStackError` if not."""
+        require_executable("java", "Install Java 17 (`apt-get install openjdk-17-jre-headless`).")
+        find_mosquitto()
+        if not ddb.is_installed(self.db.directory):
+            raise LocalStackError(
+                f"DynamoDB Local is not installed in {self.db.directory}. Run "
+                "`skymesh local install-dynamodb` once (npm pack "
+                f"{ddb.NPM_PACKAGE}), or set {ddb.ENV_DIR}."
+            )
+        ports = {"--api-port": self.cfg.api_port, "--mqtt-port": self.cfg.mqtt_port,
+                 "--dynamodb-port": self.cfg.dynamodb_port}
+        if len(set(ports.values())) != 3:
+            raise LocalStackError(f"the three ports must differ: {ports}")
+        check_port_free(self.cfg.bind, self.cfg.api_port, "the API", "--api-port")
+        check_port_free(self.cfg.bind, self.cfg.mqtt_port, "the MQTT broker", "--mqtt-port")
+        check_port_free("127.0.0.1", self.cfg.dynamodb_port, "DynamoDB Local", "--dynamodb-port")
+
+    # --- start ----------------------------------------------------------------
+    def start(self) -> dict[str, Any]:
+        """Start everything; return what ``local.json`` holds. Stops what started on failure."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.preflight()
+        try:
+            self.broker.prepare()  # CA, server cert, CRL, ACL: also needed by the bootstrap
+            for component in ("api", "scheduler", "bridge", "cli"):
+                self.broker.identity.issue_control_client(component)
+            self.say(f"starting DynamoDB Local on 127.0.0.1:{self.cfg.dynamodb_port}")
+            self.db.start(timeout=_READY_TIMEOUT)
+            self.children.append(("dynamodb-local", self.db))
+            admin_key = self._bootstrap()
+            self.say(f"starting Mosquitto on {self.cfg.bind}:{self.cfg.mqtt_port}")
+            self.broker.start(timeout=_READY_TIMEOUT)
+            self.children.append(("mosquitto", self.broker))
+            self._start_python("api", "skymesh.local.api",
+                               ["--host", self.cfg.bind, "--port", str(self.cfg.api_port)],
+                               lambda: _http_up(self.cfg.api_url + "/"))
+            self._start_python("scheduler", "skymesh.local.scheduler", [], None,
+                               ready_line="ready:")
+            self._start_python("bridge", "skymesh.local.bridge", [], None,
+                               ready_line=READY_LINE)
+        except BaseException:
+            self.stop()
+            raise
+        info = {
+            "api_url": self.cfg.api_url,
+            "mqtt_endpoint": self.cfg.connect_host,
+            "mqtt_port": self.cfg.mqtt_port,
+            "ca_pem_path": str(self.home / "ca" / "ca.pem"),
+            "admin_key": admin_key,
+        }
+        _write_private_json(self.home / "local.json", info)
+        return info
+
+    def _existing_admin_key(self) -> str | None:
+        try:
+            return str(json.loads((self.home / "local.json").read_text())["admin_key"])
+        except (FileNotFoundError, KeyError, ValueError, TypeError):
+            return None
+
+    def _bootstrap(self, timeout: float = 120.0) -> str:
+        log = self.logs / "bootstrap.log"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as err:
+            try:
+                res = subprocess.run(
+                    [sys.executable, "-m", "skymesh.local.bootstrap"],
+                    input=(self._existing_admin_key() or "") + "\n",
+                    stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout,
+                    env=child_env(self.cfg, "cli"), check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise LocalStackError(f"creating the table and admin key took over {timeout:.0f}s;"
+                                      f" see {log}") from None
+        if res.returncode != 0:
+            raise LocalStackError(f"creating the table and admin key failed:\n{tail(log)}")
+        try:
+            return str(json.loads(res.stdout.strip().splitlines()[-1])["admin_key"])
+        except (IndexError, KeyError, ValueError):
+            raise LocalStackError(f"bootstrap printed no admin key; see {log}") from None
+
+    def _start_python(self, name: str, module: str, args: list[str], probe: Any,
+                      ready_line: str | None = None) -> None:
+        log = self.logs / f"{name}.log"
+        offset = _size(log)
+        proc = ManagedProcess(name, [sys.executable, "-m", module, *args], log,
+                              env=child_env(self.cfg, name))
+        self.say(f"starting {name}")
+        proc.start()
+        self.children.append((name, proc))
+        check = probe if probe is not None else (lambda: _log_has(log, offset, ready_line or ""))
+        try:
+            wait_until(check, _READY_TIMEOUT, name, alive=proc.alive, interval=0.05)
+        except LocalStackError as e:
+            raise LocalStackError(f"{e}\n--- {log} (tail):\n{proc.log_tail()}") from None
+
+    # --- run ------------------------------------------------------------------
+    def run(self) -> int:
+        """Watch the children until a signal (→ 0) or a child's death (→ 1)."""
+        signal.signal(signal.SIGCHLD, lambda *_: self._wake.set())
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        try:
+            while not self._stopping:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self._stopping:
+                    break
+                dead = [(n, c) for n, c in self.children if not c.alive()]
+                if dead:
+                    name, child = dead[0]
+                    self.say(f"\n{name} exited unexpectedly; last lines of its log:\n"
+                             f"{child.log_tail()}\nstopping the rest")
+                    return 1
+            return 0
+        finally:
+            self.stop()
+
+    def _on_stop_signal(self, *_: Any) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the children in reverse order (each: SIGTERM, bounded wait, SIGKILL)."""
+        while self.children:
+            name, child = self.children.pop()
+            if child.alive():
+                self.say(f"stopping {name}")
+            child.stop()
+
+
+def _write_private_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _show(info: dict[str, Any], home: Path, tty: bool) -> str:
+    shown = dict(info)
+    if not tty:  # keep the secret out of captured output (CI logs); it is in local.json
+        key = str(shown["admin_key"])
+        shown["admin_key"] = key[:10] + "…  (full key in " + str(home / "local.json") + ")"
+    return json.dumps(shown, indent=2, ensure_ascii=False)
+
+
+# --- command line --------------------------------------------------------------------
+
+def _default_home() -> Path:
+    return Path(os.environ.get("SKYMESH_HOME") or "./.skymesh")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cfg = StackConfig(home=Path(args.home).absolute(), bind=args.bind, api_port=args.api_port,
+                      mqtt_port=args.mqtt_port, dynamodb_port=args.dynamodb_port)
+    try:
+        ipaddress.ip_address(cfg.bind)
+    except ValueError:
+        print(f"error: --bind must be an IP address, not {cfg.bind!r}", file=sys.stderr)
+        return 2
+    stack = LocalStack(cfg)
+    try:
+        info = stack.start()
+    except LocalStackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    stack.say("skymesh local stack is up:")
+    stack.say(_show(info, stack.home, sys.stdout.isatty()))
+    stack.say(f"written to {stack.home / 'local.json'}; logs in {stack.logs}. Ctrl-C stops it.")
+    return stack.run()
+
+
+def cmd_install_dynamodb(args: argparse.Namespace) -> int:
+    try:
+        where = ddb.install(tarball=Path(args.from_tarball) if args.from_tarball else None)
+    except LocalStackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"DynamoDB Local is in {where}")
+    return 0
+
+
+def add_local_commands(subparsers: Any) -> None:
+    """Register ``local up`` and ``local install-dynamodb`` on the top-level subparsers."""
+    local = subparsers.add_parser("local", help="run the control plane on this machine")
+    sub = local.add_subparsers(dest="local_command", required=True)
+    up = sub.add_parser("up", help="start the local stack in the foreground")
+    up.add_argument("--home", default=str(_default_home()),
+                    help="state directory (default $SKYMESH_HOME or ./.skymesh)")
+    up.add_argument("--bind", default="127.0.0.1", help="address for the API and MQTT")
+    up.add_argument("--api-port", type=int, default=8787)
+    up.add_argument("--mqtt-port", type=int, default=8883)
+    up.add_argument("--dynamodb-port", type=int, default=8000)
+    up.set_defaults(func=cmd_up)
+    inst = sub.add_parser("install-dynamodb",
+                          help=f"fetch DynamoDB Local (npm pack {ddb.NPM_PACKAGE})")
+    inst.add_argument("--from-tarball", default=None,
+                      help="use an already downloaded amplify-dynamodb-simulator .tgz")
+    inst.set_defaults(func=cmd_install_dynamodb)

@@ -1,0 +1,150 @@
+"""Scheduler and rule bridge: the stand-ins for EventBridge and the IoT topic rule."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from skymesh.local.bridge import RuleBridge, rule_event
+from skymesh.local.scheduler import Scheduler, parse_rate, scheduled_event, schedules_of
+
+from .conftest import enroll_host
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAKE_APP = '''
+import json, os, queue
+from chalice import Chalice, Rate, Cron
+
+app = Chalice(app_name="fake")
+CALLS = queue.Queue()
+
+@app.schedule(Rate(2, unit=Rate.MINUTES), name="tick")
+def tick(event):
+    CALLS.put(("tick", event.to_dict()))
+    out = os.environ.get("FAKE_APP_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(event.to_dict()) + "\\n")
+    return {"ok": True}
+
+@app.schedule("rate(1 hour)", name="hourly")
+def hourly(event):
+    CALLS.put(("hourly", event.to_dict()))
+
+@app.schedule(Cron(0, 10, "*", "*", "?", "*"), name="at_ten")
+def at_ten(event):
+    CALLS.put(("at_ten", None))
+
+@app.lambda_function(name="host_report")
+def report_handler(event, context):
+    CALLS.put(("host_report", event))
+    return {"recorded": True}
+'''
+
+
+@pytest.fixture
+def fake_app(tmp_path, monkeypatch):
+    name = f"fakeapp_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(FAKE_APP))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    yield module
+    sys.modules.pop(name, None)
+
+
+def test_parse_rate():
+    assert parse_rate("rate(1 minute)") == 60
+    assert parse_rate("rate(5 minutes)") == 300
+    assert parse_rate("rate(2 hours)") == 7200
+    assert parse_rate("rate(1 day)") == 86400
+    for bad in ("rate(0 minutes)", "cron(0 10 * * ? *)", "rate(5 seconds)"):
+        with pytest.raises(ValueError):
+            parse_rate(bad)
+
+
+def test_scheduled_event_shape():
+    e = scheduled_event("tick", "us-east-1")
+    assert e["detail-type"] == "Scheduled Event" and e["source"] == "aws.events"
+    assert e["resources"] == ["arn:aws:events:us-east-1:000000000000:rule/tick"]
+
+
+def test_schedules_read_from_the_app(fake_app):
+    found = {s.name: s.period for s in schedules_of(fake_app, fake_app.app)}
+    assert found == {"tick": 120, "hourly": 3600}  # cron is reported and skipped
+
+
+def test_scheduler_runs_each_schedule_repeatedly(fake_app):
+    sched = Scheduler(schedules_of(fake_app, fake_app.app, every=0.05), "us-east-1",
+                      run_now=True)
+    sched.start()
+    try:
+        seen: dict[str, int] = {}
+        deadline = time.monotonic() + 5
+        while min(seen.get("tick", 0), seen.get("hourly", 0)) < 3:
+            name, event = fake_app.CALLS.get(timeout=max(0.01, deadline - time.monotonic()))
+            seen[name] = seen.get(name, 0) + 1
+            assert event["detail-type"] == "Scheduled Event"
+    finally:
+        sched.stop(5)
+
+
+def test_scheduler_process(fake_app, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    env = {**os.environ, "FAKE_APP_OUT": str(out),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    p = subprocess.Popen([sys.executable, "-m", "skymesh.local.scheduler", "--every", "0.05",
+                          "--run-now", "--app-module", fake_app.__name__],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not (out.exists() and len(out.read_text().splitlines()) >= 2):
+            assert p.poll() is None, p.stdout.read().decode() if p.stdout else ""
+            assert time.monotonic() < deadline, "scheduler never ran"
+            time.sleep(0.05)  # polling a file the child writes; bounded by the deadline
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+    assert json.loads(out.read_text().splitlines()[0])["source"] == "aws.events"
+
+
+def test_rule_event():
+    assert rule_event("sm/h/host_a/status", b'{"v":1,"host_id":"spoof"}') == {
+        "v": 1, "host_id": "host_a"}
+    assert rule_event("sm/h/host_a/status", b"not json") is None
+    assert rule_event("sm/h/host_a/status", b"[1, 2]") is None
+    assert rule_event("sm/h/host_a/in", b"{}") is None
+
+
+def test_bridge_calls_the_handler_for_valid_reports(identity, tmp_path, mqtt_connect, broker):
+    events: queue.Queue[dict] = queue.Queue()
+    bridge = RuleBridge(broker.connect_host, broker.port, identity.issue_control_client("rules"),
+                        lambda event, ctx: events.put(event))
+    bridge.start()
+    try:
+        assert bridge.subscribed.wait(5)
+        host = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
+        host.publish("sm/h/host_a/status", b'{"v":1,"type":"status","agent_version":"1"}')
+        host.publish("sm/h/host_a/status", b"{broken")
+        host.publish("sm/h/host_a/status", b'"a string"')
+        host.publish("sm/h/host_a/status", b'{"n":2,"host_id":"host_b"}')
+        first, second = events.get(timeout=5), events.get(timeout=5)
+        assert first == {"v": 1, "type": "status", "agent_version": "1", "host_id": "host_a"}
+        assert second == {"n": 2, "host_id": "host_a"}
+        assert bridge.dropped == 2 and events.empty()
+    finally:
+        bridge.stop(5)

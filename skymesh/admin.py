@@ -793,10 +793,6 @@ def add_commands(subparsers: Any) -> None:
     _add_host_commands(subparsers, common)
 
 
-add_admin_commands = add_commands
-"""The name ``skymesh/cli.py`` expects (``add_<family>_commands``)."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """A ``skymesh`` parser with only the admin commands (for ``python -m skymesh.admin`` and tests)."""
     parser = argparse.ArgumentParser(prog="skymesh", description="skymesh admin CLI")

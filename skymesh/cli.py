@@ -16,13 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skymesh", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from .admin import add_commands as add_admin_commands
     from .local.stack import add_local_commands
 
     add_local_commands(subparsers)
-
-    # --- admin commands -------------------------------------------------------------
-    # `skymesh network|key|host …` (talking to the API with the admin key) are added
-    # here, e.g.:  from .admin import add_admin_commands; add_admin_commands(subparsers)
+    add_admin_commands(subparsers)  # network | key | host, over the REST API
 
     return parser
 

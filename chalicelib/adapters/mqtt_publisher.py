@@ -178,7 +178,10 @@ class MqttPublisher:
         conn.close()
 
     def _connection(self, deadline: float) -> _Connection:
-        with self._lock:
+        # Another thread may be connecting; wait for it no longer than our own deadline.
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise UnavailableError(f"MQTT broker {self._host}:{self._port}: connecting timed out")
+        try:
             conn = self._conn
             if conn is not None and conn.connected.is_set() and not conn.closed.is_set():
                 return conn
@@ -188,6 +191,8 @@ class MqttPublisher:
             conn = self._connect(deadline)
             self._conn = conn
             return conn
+        finally:
+            self._lock.release()
 
     def _connect(self, deadline: float) -> _Connection:
         client = mqtt.Client(

@@ -102,7 +102,7 @@ class RuleBridge:
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self._queue.put_nowait((msg.topic, msg.payload))
+            self._queue.put_nowait((msg.topic, bytes(msg.payload)))
         except queue.Full:
             self.dropped += 1
             log.warning("queue full: dropped a report on %s", msg.topic)

@@ -1,0 +1,292 @@
+"""The wire protocol between control plane and agents (chalicelib.domain.protocol)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chalicelib.domain import protocol
+from chalicelib.domain.ids import HostId, NetworkId, new_id
+from chalicelib.domain.models import Member, Network, PeerStatus
+from chalicelib.domain.protocol import Command, Delta, ProtocolError, Snapshot, StatusReport
+
+# --- strategies -----------------------------------------------------------------------------
+
+ids = st.text(min_size=1, max_size=24)
+ints = st.integers(-(2**63), 2**63)
+ports = st.integers(1, 65535)
+
+
+def members(network_id: str) -> st.SearchStrategy[Member]:
+    return st.builds(
+        Member,
+        network_id=st.just(NetworkId(network_id)),
+        host_id=ids.map(HostId),
+        name=st.text(max_size=20),
+        public_key=st.text(max_size=44),
+        ipv4=st.text(max_size=15),
+        ipv6=st.text(max_size=39),
+        listen_port=ports,
+        endpoints=st.lists(st.text(max_size=30), max_size=4).map(tuple),
+    )
+
+
+def network_records(network_id: str | None = None) -> st.SearchStrategy[Network]:
+    """A network as the wire carries it (``created_at`` is not on the wire, so it stays 0)."""
+    return st.builds(
+        Network,
+        id=(st.just(network_id) if network_id is not None else ids).map(NetworkId),
+        name=st.text(max_size=20), ipv4_cidr=st.text(max_size=18), ipv6_cidr=st.text(max_size=43),
+        listen_port=ports, keepalive=ints, mtu=ints, seq=ints,
+    )
+
+
+@st.composite
+def deltas(draw: st.DrawFn) -> Delta:
+    net_id = draw(ids)
+    return Delta(
+        network_id=net_id,
+        seq=draw(ints),
+        upsert=tuple(draw(st.lists(members(net_id), max_size=4))),
+        remove=tuple(draw(st.lists(ids, max_size=4))),
+        network=draw(st.none() | network_records(net_id)),
+    )
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> Snapshot:
+    net = draw(network_records())
+    return Snapshot(network=net, members=tuple(draw(st.lists(members(net.id), max_size=5))))
+
+
+status_reports = st.builds(
+    StatusReport,
+    agent_version=st.text(max_size=64),
+    endpoints=st.lists(st.text(max_size=64), max_size=16).map(tuple),
+    peers=st.lists(st.builds(PeerStatus, public_key=st.text(max_size=44),
+                             latest_handshake_age=st.none() | st.integers(0, 2**40),
+                             rx_bytes=st.integers(0, 2**63), tx_bytes=st.integers(0, 2**63)),
+                   max_size=5).map(tuple),
+)
+
+commands = st.builds(Command, name=st.text(max_size=20))
+messages = st.one_of(deltas(), snapshots(), status_reports, commands)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: (st.lists(children, max_size=4)
+                      | st.dictionaries(st.text(max_size=10), children, max_size=4)),
+    max_leaves=8,
+)
+
+# Values that break naive parsers: wrong types, empty containers, huge/negative/fractional numbers.
+ODD_VALUES: list[Any] = [None, True, "", "x", [], {}, [{}], -1, 0, 2**64, 10**400, 1.5, float("nan"),
+                         float("inf"), float("-inf"), "1e3"]
+
+
+def _slots(value: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key) of a decoded JSON value, nested ones included."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    out: list[tuple[Any, Any]] = []
+    for key, child in items:
+        out.append((value, key))
+        out.extend(_slots(child))
+    return out
+
+
+@st.composite
+def mutated_messages(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid message's JSON with one to three fields (top-level or nested) replaced or dropped."""
+    d = json.loads(protocol.encode(draw(messages)))
+    for _ in range(draw(st.integers(1, 3))):
+        slots = [(c, k) for c, k in _slots(d) if k not in ("v", "type")]
+        if not slots:
+            break
+        container, key = draw(st.sampled_from(slots))
+        if isinstance(container, dict) and draw(st.booleans()):
+            del container[key]
+        else:
+            odd = st.sampled_from(ODD_VALUES).map(copy.deepcopy)  # never share (or mutate) the originals
+            container[key] = draw(odd if draw(st.integers(0, 3)) else json_values)
+    return d
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+
+@settings(max_examples=150)
+@given(messages)
+def test_every_message_type_survives_encode_decode(msg: protocol.Message) -> None:
+    payload = protocol.encode(msg)
+    assert isinstance(payload, bytes)
+    assert protocol.decode(payload) == msg
+    assert protocol.decode(payload.decode()) == msg
+    assert protocol.decode(json.loads(payload)) == msg
+
+
+@pytest.mark.parametrize("msg", [
+    Delta(network_id="net_a", seq=3, remove=("host_b",)),
+    Snapshot(network=Network(id=NetworkId("net_a"), name="lab", ipv4_cidr="100.64.0.0/16",
+                             ipv6_cidr="fd00::/64", seq=4), members=()),
+    StatusReport(agent_version="0.1.0"),
+    Command(name="resync"),
+], ids=["delta", "snapshot", "status", "command"])
+def test_encoded_messages_carry_version_and_type(msg: protocol.Message) -> None:
+    d = json.loads(protocol.encode(msg))
+    assert d["v"] == protocol.VERSION == 1
+    assert d["type"] == msg.type
+    if isinstance(msg, Snapshot):
+        assert d["full"] is True
+        assert msg.seq == 4
+
+
+def test_delta_members_belong_to_the_deltas_network() -> None:
+    wire = {"v": 1, "type": "delta", "network": "net_a", "seq": 5, "upsert": [
+        {"host": "host_b", "name": "b", "key": "k", "ipv4": "100.64.0.2", "ipv6": "fd00::2", "port": 51820}]}
+    msg = protocol.decode(wire)
+    assert isinstance(msg, Delta)
+    assert msg.upsert[0].network_id == "net_a"
+    assert msg.upsert[0].endpoints == ()
+    assert msg.network is None
+
+
+def test_status_report_from_a_host_is_trimmed_to_bounded_sizes() -> None:
+    wire = {"v": 1, "type": "status", "agent_version": "x" * 500, "endpoints": ["e" * 100] * 50,
+            "peers": [{"key": "k"}]}
+    msg = protocol.decode(wire)
+    assert isinstance(msg, StatusReport)
+    assert len(msg.agent_version) == 64
+    assert len(msg.endpoints) == 16 and all(len(e) == 64 for e in msg.endpoints)
+    assert msg.peers == (PeerStatus(public_key="k", latest_handshake_age=None, rx_bytes=0, tx_bytes=0),)
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload", [
+    b"", b"not json", b"\xff\xfe\x00", b"[]", b"42", b'"delta"', b"null",
+    b'{"type":"command","name":"resync"}',
+    b'{"v":2,"type":"command","name":"resync"}',
+    b'{"v":0,"type":"command","name":"resync"}',
+    b'{"v":"1","type":"command","name":"resync"}',
+    b'{"v":null,"type":"command","name":"resync"}',
+    b'{"v":1,"type":"reboot","name":"resync"}',
+    b'{"v":1,"name":"resync"}',
+    b'{"v":1,"type":"command"}',
+    b'{"v":1,"type":"delta","network":"n"}',
+    b'{"v":1,"type":"delta","network":"n","seq":"three"}',
+    b'{"v":1,"type":"delta","network":"n","seq":1,"upsert":[{"host":"h"}]}',
+    b'{"v":1,"type":"delta","network":"n","seq":1,"upsert":7}',
+    b'{"v":1,"type":"delta","network":"n","seq":1,"settings":null}',
+    b'{"v":1,"type":"snapshot","network":{"id":"n"},"members":[]}',
+    b'{"v":1,"type":"snapshot","network":[],"members":[]}',
+    b'{"v":1,"type":"status","agent_version":"1","peers":["k"]}',
+    b'{"v":1,"type":"status","agent_version":"1","peers":[{"key":"k","rx":"lots"}]}',
+    b'{"v":1,"type":"status","agent_version":"1","peers":[{"key":"k","rx":NaN}]}',
+])
+def test_malformed_or_unknown_messages_are_protocol_errors(payload: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode(payload)
+
+
+def test_refusals_say_what_is_wrong() -> None:
+    with pytest.raises(ProtocolError, match="unsupported schema version 2"):
+        protocol.decode(b'{"v":2,"type":"command","name":"x"}')
+    with pytest.raises(ProtocolError, match="unknown message type 'reboot'"):
+        protocol.decode(b'{"v":1,"type":"reboot"}')
+    with pytest.raises(ProtocolError, match="not JSON"):
+        protocol.decode(b"{")
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_are_protocol_errors(payload: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode(payload)
+
+
+@settings(max_examples=100)
+@given(st.dictionaries(st.text(max_size=10).filter(lambda k: k != "type"), json_values, max_size=6))
+def test_json_objects_without_a_type_are_protocol_errors(d: dict[str, Any]) -> None:
+    for payload in (d, json.dumps(d), json.dumps(d).encode()):
+        with pytest.raises(ProtocolError):
+            protocol.decode(payload)
+
+
+@settings(max_examples=250, deadline=None)
+@given(mutated_messages())
+def test_damaged_messages_decode_or_raise_protocol_error(d: dict[str, Any]) -> None:
+    for payload in (d, json.dumps(d).encode()):
+        try:
+            msg = protocol.decode(payload)
+        except ProtocolError:
+            continue
+        assert isinstance(msg, Delta | Snapshot | StatusReport | Command)
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"v":1,"type":"delta","network":"n","seq":1e999}',
+    b'{"v":1,"type":"status","agent_version":"1","peers":[{"key":"k","rx":1e999}]}',
+    b'{"v":1,"type":"status","agent_version":"1","peers":[{"key":"k","handshake_age":-1e999}]}',
+    b'{"v":1,"type":"delta","network":"n","seq":1,"upsert":[{"host":"h","name":"b","key":"k",'
+    b'"ipv4":"a","ipv6":"b","port":1e999}]}',
+], ids=["delta-seq", "status-rx", "status-handshake", "member-port"])
+def test_huge_numbers_are_protocol_errors(payload: bytes) -> None:
+    # 1e999 is standard JSON and parses to float inf, which int() refuses with OverflowError.
+    with pytest.raises(ProtocolError):
+        protocol.decode(payload)
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="BUG: ~1000 nested brackets (a 2 KB payload) make json.loads raise "
+                          "RecursionError, which decode lets escape instead of ProtocolError")
+def test_deeply_nested_json_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode(b'{"v":1,"type":"status","agent_version":' + b"[" * 5000 + b"]" * 5000 + b"}")
+
+
+# --- topics ---------------------------------------------------------------------------------
+
+
+def test_topics_have_the_documented_shapes() -> None:
+    assert protocol.network_topic("net_a1") == "sm/n/net_a1"
+    assert protocol.host_inbox_topic("host_b2") == "sm/h/host_b2/in"
+    assert protocol.host_status_topic("host_b2") == "sm/h/host_b2/status"
+    assert protocol.HOST_STATUS_FILTER == "sm/h/+/status"
+
+
+def _mqtt_matches(topic_filter: str, topic: str) -> bool:
+    f, t = topic_filter.split("/"), topic.split("/")
+    return len(f) == len(t) and all(a in ("+", b) for a, b in zip(f, t, strict=True))
+
+
+@given(st.integers(4, 40), st.randoms(use_true_random=False))
+def test_status_topic_round_trips_to_its_host_id(length: int, rng: random.Random) -> None:
+    host_id = new_id("host", rng=rng, length=length)  # type: ignore[arg-type]
+    topic = protocol.host_status_topic(host_id)
+    assert protocol.host_id_from_status_topic(topic) == host_id
+    assert _mqtt_matches(protocol.HOST_STATUS_FILTER, topic)
+    assert not _mqtt_matches(protocol.HOST_STATUS_FILTER, protocol.host_inbox_topic(host_id))
+
+
+@pytest.mark.parametrize("topic", [
+    "sm/h/host_b2/in", "sm/n/net_a1", "sm/h/host_b2/status/extra", "xx/h/host_b2/status",
+    "sm/x/host_b2/status", "sm/h/status", "", "sm/h/host_b2/Status",
+])
+def test_other_topics_carry_no_status_host_id(topic: str) -> None:
+    assert protocol.host_id_from_status_topic(topic) is None
+
+
+@given(st.integers(4, 40), st.randoms(use_true_random=False))
+def test_topics_fit_aws_iot_limits(length: int, rng: random.Random) -> None:
+    for topic in (protocol.network_topic(new_id("network", rng=rng, length=length)),  # type: ignore[arg-type]
+                  protocol.host_inbox_topic(new_id("host", rng=rng, length=length)),  # type: ignore[arg-type]
+                  protocol.host_status_topic(new_id("host", rng=rng, length=length))):  # type: ignore[arg-type]
+        assert topic.count("/") <= 7
+        assert len(topic.encode()) <= 256

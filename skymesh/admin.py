@@ -37,7 +37,6 @@ __all__ = [
     "ApiError",
     "CliError",
     "Settings",
-    "add_admin_commands",
     "add_commands",
     "format_table",
     "main",

@@ -124,7 +124,7 @@ def allocate(cidr: str, used: Collection[str], rng: random.Random) -> str:
     first, last = _bounds(net)
     size = last - first + 1
     addresses = (ipaddress.ip_address(a) for a in used)
-    taken = {int(a) for a in addresses if a.version == net.version and a in net}
+    taken = {int(a) for a in addresses if a.version == net.version and first <= int(a) <= last}
     make = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
     if len(taken) < size:
         for _ in range(32):

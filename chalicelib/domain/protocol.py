@@ -98,7 +98,7 @@ def member_from_wire(network_id: str, d: dict[str, Any]) -> Member:
             listen_port=int(d["port"]),
             endpoints=tuple(str(e) for e in d.get("endpoints", ())),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ProtocolError(f"bad member record: {e}") from None
 
 
@@ -127,7 +127,7 @@ def network_from_wire(d: dict[str, Any]) -> Network:
             mtu=int(d["mtu"]),
             seq=int(d["seq"]),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ProtocolError(f"bad network record: {e}") from None
 
 
@@ -228,7 +228,7 @@ def decode(payload: bytes | str | dict[str, Any]) -> Message:
     else:
         try:
             d = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise ProtocolError(f"not JSON: {e}") from None
     if not isinstance(d, dict):
         raise ProtocolError("a message must be a JSON object")
@@ -269,6 +269,6 @@ def decode(payload: bytes | str | dict[str, Any]) -> Message:
             )
         if kind == "command":
             return Command(name=str(d["name"]))
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise ProtocolError(f"bad {kind} message: {e}") from None
     raise ProtocolError(f"unknown message type {kind!r}")

@@ -22,7 +22,7 @@ MAX_ENDPOINTS = 8
 
 def name(value: str, field: str = "name") -> str:
     """1–63 characters: letters, digits, ``.``, ``_``, ``-``; starts with a letter or digit."""
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise InvalidInputError(
             f"{field} {value!r} is not valid: use 1-63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit")
@@ -31,7 +31,7 @@ def name(value: str, field: str = "name") -> str:
 
 def tags(values: list[str]) -> tuple[str, ...]:
     for t in values:
-        if not _TAG.match(t):
+        if not _TAG.fullmatch(t):
             raise InvalidInputError(f"tag {t!r} is not valid: use 1-63 letters, digits, ':', '.', "
                                     "'_', '/' or '-'")
     if len(values) > 32:
@@ -45,7 +45,8 @@ def wireguard_key(value: str, field: str = "wg_public_key") -> str:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) != 32 or len(value) != 44:
+    # Only the canonical spelling: `wg` refuses keys whose unused low bits are set.
+    if len(raw) != 32 or base64.b64encode(raw).decode() != value:
         raise InvalidInputError(
             f"{field} is not a WireGuard public key: expected 44 characters of base64 "
             "(32 bytes), as printed by `wg pubkey`")
@@ -63,7 +64,7 @@ def port(value: int, field: str) -> int:
 def endpoint(value: str, field: str = "endpoints") -> str:
     """``host:port``: an IPv4 address, ``[IPv6]`` or a DNS name, and a port."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit():
+    if not sep or not (port_text.isascii() and port_text.isdigit()):
         raise InvalidInputError(f"{field} entry {value!r} must be host:port, e.g. "
                                 "203.0.113.7:51820 or [2001:db8::7]:51820")
     port(int(port_text), f"{field} entry {value!r} port")
@@ -81,7 +82,7 @@ def endpoint(value: str, field: str = "endpoints") -> str:
     if ":" in host:
         raise InvalidInputError(f"{field} entry {value!r}: write IPv6 addresses in brackets, "
                                 "e.g. [2001:db8::7]:51820")
-    if not _HOSTNAME.match(host) or host.replace(".", "").isdigit():
+    if not _HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
         raise InvalidInputError(f"{field} entry {value!r}: {host!r} is not an IP address or DNS name")
     return value
 

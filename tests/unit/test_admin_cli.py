@@ -127,7 +127,7 @@ def test_add_commands_works_on_another_programs_parser() -> None:
     parser = argparse.ArgumentParser(prog="skymesh")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("local").add_argument("action")
-    admin.add_admin_commands(sub)
+    admin.add_commands(sub)
     args = parser.parse_args(["network", "delete", "office", "--force"])
     assert args.func is admin.run_command and args.force and args.network == "office"
     assert parser.parse_args(["local", "up"]).action == "up"

@@ -46,7 +46,9 @@ class Stream:
                 log.warning("broadcast of %s left to the sweeper after %.1fs", network_id, wait)
                 return 0
             self._d.sleep(self._d.rng.uniform(backoff / 2, backoff))
-            backoff = min(backoff * 2, 0.2)
+            backoff = min(backoff * 2, 0.1)
+            if not self._older_pending(network_id, horizon):
+                return 0  # the holder coalesced our change into its broadcast
         published = 0
         try:
             while (pending := store.pending_changes(network_id)) and pending[0].id <= horizon:
@@ -57,6 +59,10 @@ class Stream:
         finally:
             store.release_publish_lease(network_id, owner)
         return published
+
+    def _older_pending(self, network_id: str, horizon: str) -> bool:
+        pending = self._d.store.pending_changes(network_id)
+        return bool(pending) and pending[0].id <= horizon
 
     def _publish(self, network_id: str, owner: str, batch: list[PendingChange]) -> None:
         store = self._d.store

@@ -26,6 +26,9 @@ __all__ = ["main", "make_server"]
 class _ThreadedServer(ThreadingMixIn, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 resets connections when a few dozen
+    # clients (e.g. hosts enrolling together) connect at once.
+    request_queue_size = 128
 
 
 class _ThreadedServer6(_ThreadedServer):

@@ -571,13 +571,7 @@ class DynamoStore:
                         condition=claim.pk.does_not_exist(),
                         on_fail=lambda nid=network_id, a=address: AddressTakenError(nid, a),
                     )
-                tx.put(
-                    self._member_item(host.member_of(network_id)),
-                    on_fail=_stale("member write conflicted; retry"),
-                )
-                tx.put(
-                    self._pending_item(network_id, (host.id,)), on_fail=_stale("change id collision; retry")
-                )
+                self._member_ops(tx, host, network_id)
 
         self._transact(build)
 
@@ -621,15 +615,16 @@ class DynamoStore:
                     claim(_wgkey_pk(old.public_key), "CLAIM"), on_fail=_stale("key claim changed; retry")
                 )
             for network_id in new.network_ids:
-                tx.put(
-                    self._member_item(new.member_of(network_id)),
-                    on_fail=_stale("member write conflicted; retry"),
-                )
-                tx.put(
-                    self._pending_item(network_id, (new.id,)), on_fail=_stale("change id collision; retry")
-                )
+                self._member_ops(tx, new, network_id)
 
         self._transact(build)
+
+    def _member_ops(self, tx: _Tx, host: Host, network_id: NetworkId) -> None:
+        """Write the host's member record in the network and record the change to broadcast."""
+        tx.put(self._member_item(host.member_of(network_id)),
+               on_fail=_stale("member write conflicted; retry"))
+        tx.put(self._pending_item(network_id, (host.id,)),
+               on_fail=_stale("change id collision; retry"))
 
     def _leave_ops(self, tx: _Tx, host: Host, network_id: str) -> None:
         claim = self._items.claim

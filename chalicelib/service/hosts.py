@@ -10,7 +10,7 @@ from ..domain.ids import HostId, NetworkId, new_id, new_token
 from ..domain.models import EnrollmentKey, Host, Network
 from ..domain.topology import HostView, host_view
 from ..errors import ConflictError, NotFoundError, UnavailableError
-from .deps import Deps, log, retrying
+from .deps import Deps, retrying
 from .ports import AddressTakenError, IssuedCertificate, StaleWriteError
 from .stream import Stream
 
@@ -122,10 +122,7 @@ class Hosts:
 
     def _broadcast(self, network_ids: tuple[NetworkId, ...] | list[NetworkId]) -> None:
         for network_id in network_ids:
-            try:
-                self._stream.flush(network_id)
-            except UnavailableError as e:  # the change is stored; the sweeper sends it
-                log.warning("broadcast of %s deferred: %s", network_id, e)
+            self._stream.flush(network_id)  # never raises: the sweeper sends what it could not
 
     # ------------------------------------------------------------------ read
     def get(self, host_id: str) -> Host:

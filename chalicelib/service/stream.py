@@ -32,23 +32,36 @@ class Stream:
         caller holds it), sends everything pending as one delta (several for large
         bursts) until nothing older than its own call is left, and lets go. So its
         change is on the wire when it returns, sent by it or by an earlier holder
-        that coalesced it; it never serves a burst that started after it. After
-        ``wait`` seconds without the lease it leaves the rest to the sweeper.
+        that coalesced it; it never serves a burst that started after it. It waits
+        as long as the holders make progress (the oldest pending change moves);
+        after ``wait`` seconds without progress (a holder died with the lease) it
+        leaves the rest to the sweeper. The change is stored either way, so a
+        database that does not answer now only delays the broadcast: it is
+        logged, never raised to the caller whose write already committed.
         """
+        try:
+            return self._flush(network_id, wait)
+        except UnavailableError as e:
+            log.warning("broadcast of %s deferred to the sweeper: %s", network_id, e)
+            return 0
+
+    def _flush(self, network_id: str, wait: float) -> int:
         store, settings = self._d.store, self._d.settings
         horizon = f"PEND#{time.time_ns():020d}"  # pending ids sort by creation time
-        deadline = time.monotonic() + wait
         owner = secrets.token_hex(8)
-        backoff = 0.005
+        backoff, head, stalled_at = 0.005, None, time.monotonic() + wait
         while not store.acquire_publish_lease(network_id, owner, self._d.clock.now(),
                                               settings.publish_lease_ttl):
-            if time.monotonic() > deadline:
-                log.warning("broadcast of %s left to the sweeper after %.1fs", network_id, wait)
+            pending = store.pending_changes(network_id)
+            if not pending or pending[0].id > horizon:
+                return 0  # a holder coalesced our change into its broadcast
+            if pending[0].id != head:  # the holder is making progress: keep waiting
+                head, stalled_at = pending[0].id, time.monotonic() + wait
+            elif time.monotonic() > stalled_at:
+                log.warning("broadcast of %s left to the sweeper: no progress for %.1fs", network_id, wait)
                 return 0
             self._d.sleep(self._d.rng.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, 0.1)
-            if not self._older_pending(network_id, horizon):
-                return 0  # the holder coalesced our change into its broadcast
         published = 0
         try:
             while (pending := store.pending_changes(network_id)) and pending[0].id <= horizon:
@@ -59,10 +72,6 @@ class Stream:
         finally:
             store.release_publish_lease(network_id, owner)
         return published
-
-    def _older_pending(self, network_id: str, horizon: str) -> bool:
-        pending = self._d.store.pending_changes(network_id)
-        return bool(pending) and pending[0].id <= horizon
 
     def _publish(self, network_id: str, owner: str, batch: list[PendingChange]) -> None:
         store = self._d.store

@@ -115,6 +115,20 @@ def _stale(message: str) -> Callable[[], Exception]:
     return lambda: StaleWriteError(message)
 
 
+def _error_code(e: PynamoDBException) -> str | None:
+    """The DynamoDB error code, None when there was no answer (a timeout, a reset).
+
+    PynamoDB's own ``cause_response_code`` raises AttributeError in that case.
+    """
+    response = getattr(e.cause, "response", None) or {}
+    return response.get("Error", {}).get("Code")
+
+
+def _error_message(e: PynamoDBException) -> str | None:
+    response = getattr(e.cause, "response", None) or {}
+    return response.get("Error", {}).get("Message")
+
+
 def _change_id() -> str:
     return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
 
@@ -145,13 +159,13 @@ class DynamoStore:
                 if reason is not None and reason.code == "ConditionalCheckFailed":
                     raise make_error() from None
             codes = {r.code for r in reasons if r is not None}
-            if "TransactionConflict" in codes or e.cause_response_code in (
+            if "TransactionConflict" in codes or _error_code(e) in (
                 "TransactionConflictException",
                 "TransactionInProgressException",
             ):
                 raise StaleWriteError("a concurrent change touched the same records; retry") from None
             raise UnavailableError(
-                f"the database refused the write: {e.cause_response_message or e}"
+                f"the database refused the write: {_error_message(e) or e}"
             ) from None
         except BotoCoreError as e:
             raise UnavailableError(f"the database did not answer: {e}") from None
@@ -444,7 +458,7 @@ class DynamoStore:
             item.update(actions=actions, condition=condition)
             return True
         except UpdateError as e:
-            if e.cause_response_code == "ConditionalCheckFailedException":
+            if _error_code(e) == "ConditionalCheckFailedException":
                 if on_condition is not None:
                     raise on_condition from None
                 return False
@@ -746,7 +760,7 @@ class DynamoStore:
             try:
                 item.update(actions=[net.seq.add(1)], condition=net.lease_owner == owner)
             except UpdateError as e:
-                if e.cause_response_code == "ConditionalCheckFailedException":
+                if _error_code(e) == "ConditionalCheckFailedException":
                     raise StaleWriteError("the publish lease was lost") from None
                 raise
             return self._network(item)

@@ -1,0 +1,94 @@
+"""The agent's HTTPS client of the skymesh REST API (stdlib only, bounded timeouts)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.domain import protocol
+
+from . import __version__
+
+__all__ = ["ApiClient", "ApiError", "Unreachable", "FullConfig"]
+
+TIMEOUT = 15.0
+
+
+class ApiError(RuntimeError):
+    """The API answered with an error (4xx/5xx); ``message`` is the API's own text."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status} {code})")
+        self.status, self.code, self.message = status, code, message
+
+
+class Unreachable(RuntimeError):
+    """No answer from the API (connection refused, timeout, DNS)."""
+
+
+@dataclass(frozen=True)
+class FullConfig:
+    host_id: str
+    snapshots: tuple[protocol.Snapshot, ...]
+
+
+class ApiClient:
+    def __init__(self, server: str, token: str | None = None, timeout: float = TIMEOUT) -> None:
+        self.server = server.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
+              token: str | None = None) -> dict[str, Any] | None:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        req.add_header("User-Agent", f"skymesh-agent/{__version__}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        bearer = token or self._token
+        if bearer:
+            req.add_header("Authorization", f"Bearer {bearer}")
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                err = json.loads(raw)["error"]
+                raise ApiError(e.code, str(err.get("code", "")), str(err.get("message", ""))) from None
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(e.code, "", raw[:200].decode(errors="replace") or e.reason) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise Unreachable(f"cannot reach {self.server}: {reason}") from None
+        return json.loads(raw) if raw else None
+
+    def register(self, enrollment_token: str, *, name: str, wg_public_key: str, listen_port: int,
+                 endpoints: list[str], csr_pem: str) -> dict[str, Any]:
+        out = self._call("POST", "/v1/hosts", {
+            "name": name, "wg_public_key": wg_public_key, "listen_port": listen_port,
+            "endpoints": endpoints, "csr_pem": csr_pem}, token=enrollment_token)
+        assert out is not None
+        return out
+
+    def config(self, host_id: str) -> FullConfig:
+        """The full snapshot of every network of this host."""
+        out = self._call("GET", f"/v1/hosts/{host_id}/config")
+        assert out is not None
+        try:
+            snaps = tuple(protocol.Snapshot(
+                network=protocol.network_from_wire({**n["network"], "seq": n["seq"]}),
+                members=tuple(protocol.member_from_wire(n["network"]["id"], m) for m in n["members"]),
+            ) for n in out["networks"])
+        except (KeyError, TypeError) as e:
+            raise protocol.ProtocolError(f"bad /config answer: {e}") from None
+        return FullConfig(host_id=str(out["host_id"]), snapshots=snaps)
+
+    def update_endpoints(self, host_id: str, endpoints: list[str]) -> None:
+        self._call("PATCH", f"/v1/hosts/{host_id}", {"endpoints": endpoints})
+
+    def delete_host(self, host_id: str) -> None:
+        self._call("DELETE", f"/v1/hosts/{host_id}")

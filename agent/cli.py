@@ -1,0 +1,220 @@
+"""``skymesh-agent``: join a host to skymesh, keep it converged, show and end it.
+
+    skymesh-agent join --server URL --token TOKEN [--name N] [--interface IF]
+                       [--backend auto|uapi|netlink] [--endpoint HOST:PORT ...]
+                       [--listen-port P] [--state-dir DIR]
+    skymesh-agent run [--state-dir DIR]
+    skymesh-agent status [--json] [--state-dir DIR]
+    skymesh-agent leave [--force] [--state-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from chalicelib.domain import validate
+
+from . import __version__, keys
+from .api import ApiClient, ApiError, Unreachable
+from .converge import Tracker
+from .state import DEFAULT_STATE_DIR, AgentState, NotJoinedError, StateDir
+
+log = logging.getLogger("skymesh.agent")
+
+DEFAULT_INTERFACE = "skymesh0"
+DEFAULT_PORT = 51820
+BACKENDS = ("auto", "uapi", "netlink")
+
+
+class UsageError(Exception):
+    """A mistake the person running the command can fix; printed without a traceback."""
+
+
+def _default_name() -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname().split(".")[0]).strip("-._")
+    return (name or "host")[:63]
+
+
+def _backend(state: AgentState):  # noqa: ANN202
+    from .wg import make_backend
+    return make_backend(state.backend, state.interface)
+
+
+def discover_endpoints(interface: str, port: int) -> list[str]:
+    """This host's global addresses on other interfaces, as WireGuard endpoints."""
+    from .netconf import local_addresses
+    return [validate.format_endpoint(a, port) for a in local_addresses([interface])][:validate.MAX_ENDPOINTS]
+
+
+# ---------------------------------------------------------------------- join
+def cmd_join(args: argparse.Namespace) -> int:
+    sd = StateDir(args.state_dir)
+    if sd.exists():
+        st = sd.load()
+        raise UsageError(f"this host already joined as {st.name} ({st.host_id}) with state in "
+                         f"{sd.path}; run `skymesh-agent leave` first")
+    name = args.name or _default_name()
+    validate.name(name, "--name")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", args.interface):
+        raise UsageError(f"--interface {args.interface!r}: use 1-15 letters, digits, '_', '.' or '-'")
+    wg_key, tls_key = keys.new_wireguard_key(), keys.new_tls_key()
+    endpoints = list(args.endpoint) if args.endpoint else discover_endpoints(args.interface, args.listen_port)
+    api = ApiClient(args.server)
+    reg = api.register(args.token, name=name, wg_public_key=keys.wireguard_public_key(wg_key),
+                       listen_port=args.listen_port, endpoints=endpoints,
+                       csr_pem=keys.csr_pem(tls_key, name))
+    host, mqtt = reg["host"], reg["mqtt"]
+    state = AgentState(
+        server=args.server, host_id=host["id"], name=host["name"], host_token=reg["host_token"],
+        interface=args.interface, backend=args.backend, listen_port=args.listen_port,
+        mqtt_endpoint=mqtt["endpoint"], mqtt_port=int(mqtt["port"]), client_id=mqtt["client_id"],
+        endpoints=tuple(args.endpoint or ()), auto_endpoints=() if args.endpoint else tuple(endpoints),
+    )
+    sd.create()
+    sd.save_secrets(wg_key=wg_key, tls_key=tls_key)
+    sd.save_credentials(certificate_pem=reg["certificate_pem"], ca_pem=reg["ca_pem"])
+    sd.save(state)
+    try:  # so that `run` brings the tunnels up even if the control plane is down by then
+        sd.save_cache(list(ApiClient(args.server, state.host_token).config(state.host_id).snapshots))
+    except (ApiError, Unreachable) as e:
+        log.warning("joined, but could not fetch the config yet (%s); `run` will", e)
+    print(f"joined as {state.name} ({state.host_id})")
+    for a in host["addresses"]:
+        print(f"  network {a['network_id']}: {a['ipv4']}, {a['ipv6']}")
+    print(f"state in {sd.path}; now start the agent: skymesh-agent run --state-dir {sd.path}")
+    return 0
+
+
+# ----------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    from .mqtt import MqttLink
+    from .netconf import NetConf
+    from .runner import Agent
+
+    sd = StateDir(args.state_dir)
+    state = sd.load()
+    agent = Agent(
+        sd, backend=_backend(state), netsetup=NetConf(state.interface),
+        link_factory=lambda events: MqttLink(
+            endpoint=state.mqtt_endpoint, port=state.mqtt_port, client_id=state.client_id,
+            cert_path=sd.tls_cert_path, key_path=sd.tls_key_path,
+            ca_path=sd.ca_path if sd.ca_path.exists() and sd.ca_path.stat().st_size else None,
+            events=events),
+        discover_endpoints=lambda: discover_endpoints(state.interface, state.listen_port),
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop())
+    log.info("skymesh-agent %s: %s (%s) on %s", __version__, state.name, state.host_id, state.interface)
+    agent.run()
+    log.info("stopped; %s stays up with its last config", state.interface)
+    return 0
+
+
+# -------------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import collect, render
+
+    sd = StateDir(args.state_dir)
+    state = sd.load()
+    backend = _backend(state)
+    stats = backend.stats() if backend.exists() else None
+    st = collect(state, Tracker(state.host_id, sd.load_cache()), stats, sd.load_runtime(), backend.name)
+    print(json.dumps(st, indent=2) if args.json else render(st))
+    return 0
+
+
+# --------------------------------------------------------------------- leave
+def cmd_leave(args: argparse.Namespace) -> int:
+    from .netconf import NetConf
+
+    sd = StateDir(args.state_dir)
+    state = sd.load()
+    try:
+        ApiClient(state.server, state.host_token).delete_host(state.host_id)
+    except ApiError as e:
+        if e.status not in (401, 404):  # already gone is fine
+            raise
+    except Unreachable as e:
+        if not args.force:
+            raise UsageError(f"{e}; the host is still registered. Retry when the API is reachable, "
+                             "or use --force to remove it locally only (an admin then deletes it)") from None
+        log.warning("%s; removing locally only", e)
+    NetConf(state.interface).clear()
+    backend = _backend(state)
+    if backend.exists():
+        backend.delete()
+    sd.wipe()
+    print(f"{state.name} ({state.host_id}) left; {state.interface} removed")
+    return 0
+
+
+# ---------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skymesh-agent", description="skymesh host agent")
+    p.add_argument("--version", action="version", version=f"skymesh-agent {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_state(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                        help=f"where the agent keeps its keys and state (default {DEFAULT_STATE_DIR})")
+        return sp
+
+    j = with_state(sub.add_parser("join", help="register this host with an enrollment token"))
+    j.add_argument("--server", required=True, help="the skymesh API URL")
+    j.add_argument("--token", required=True, help="an enrollment key token (skm_ek_...)")
+    j.add_argument("--name", help="host name (default: the hostname)")
+    j.add_argument("--interface", default=DEFAULT_INTERFACE,
+                   help=f"WireGuard interface (default {DEFAULT_INTERFACE})")
+    j.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="kernel WireGuard over netlink, or userspace wireguard-go over its UAPI socket "
+                        "(default auto: kernel when available)")
+    j.add_argument("--endpoint", action="append", default=[], metavar="HOST:PORT",
+                   help="where peers reach this host (repeatable; default: its global addresses)")
+    j.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
+    j.set_defaults(func=cmd_join)
+    with_state(sub.add_parser("run", help="apply and keep the WireGuard config converged")).set_defaults(
+        func=cmd_run)
+    s = with_state(sub.add_parser("status", help="networks and peers, like `wg show` with names"))
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_status)
+    lv = with_state(sub.add_parser("leave", help="deregister this host and remove its interface"))
+    lv.add_argument("--force", action="store_true", help="remove locally even if the API is unreachable")
+    lv.set_defaults(func=cmd_leave)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("pyroute2",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except NotJoinedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ApiError as e:
+        print(f"error: the API said: {e.message} (HTTP {e.status})", file=sys.stderr)
+        return 1
+    except Unreachable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except PermissionError as e:
+        print(f"error: {e} (the agent manages network interfaces: run it as root)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""What one host's WireGuard device should look like, and the per-peer diff to get there.
+
+Pure code, no I/O. The agent folds the :class:`~chalicelib.domain.topology.HostView`
+of each of its networks into one :class:`DeviceConfig` (one interface, one key,
+one listen port for all networks, like ``wg0`` under wg-quick), and a backend
+applies only what differs from the device, peer by peer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from chalicelib.domain.topology import HostView
+
+__all__ = ["PeerConfig", "DeviceConfig", "PeerDiff", "merge_views", "peer_diff", "DEFAULT_MTU"]
+
+DEFAULT_MTU = 1420
+
+
+def _sorted_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
+    nets = {ipaddress.ip_network(p, strict=False) for p in prefixes}
+    return tuple(str(n) for n in sorted(nets, key=lambda n: (n.version, n)))
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One WireGuard peer as configured (keys base64, allowed IPs canonical and sorted)."""
+
+    public_key: str
+    endpoint: str | None = None
+    allowed_ips: tuple[str, ...] = ()
+    keepalive: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_ips", _sorted_prefixes(self.allowed_ips))
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """The whole interface: listen port, MTU, addresses, routes and peers by public key."""
+
+    listen_port: int
+    mtu: int = DEFAULT_MTU
+    addresses: tuple[str, ...] = ()  # interface addresses with host prefix, e.g. 100.64.0.7/32
+    routes: tuple[str, ...] = ()  # ranges routed into the interface, e.g. 100.64.0.0/16
+    peers: Mapping[str, PeerConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PeerDiff:
+    upsert: tuple[PeerConfig, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.upsert or self.remove)
+
+
+def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
+    """One device for all the host's networks.
+
+    A peer that shares several networks with this host is one WireGuard peer whose
+    allowed IPs are the union; its endpoint is the first one known. The MTU is the
+    smallest any network asks for.
+    """
+    peers: dict[str, PeerConfig] = {}
+    addresses: list[str] = []
+    routes: list[str] = []
+    mtu: int | None = None
+    for view in sorted(views, key=lambda v: v.network_id):
+        mtu = view.interface.mtu if mtu is None else min(mtu, view.interface.mtu)
+        for a in view.interface.addresses:
+            ip = ipaddress.ip_interface(a)
+            addresses.append(f"{ip.ip}/{ip.max_prefixlen}")
+            routes.append(str(ip.network))
+        for p in view.peers:
+            old = peers.get(p.public_key)
+            peers[p.public_key] = PeerConfig(
+                public_key=p.public_key,
+                endpoint=(old.endpoint if old and old.endpoint else p.endpoint),
+                allowed_ips=(old.allowed_ips if old else ()) + p.allowed_ips,
+                keepalive=max(p.keepalive, old.keepalive if old else 0),
+            )
+    return DeviceConfig(
+        listen_port=listen_port,
+        mtu=DEFAULT_MTU if mtu is None else mtu,
+        addresses=_sorted_prefixes(addresses),
+        routes=_sorted_prefixes(routes),
+        peers=peers,
+    )
+
+
+def peer_diff(current: Mapping[str, PeerConfig], desired: Mapping[str, PeerConfig],
+              applied: Mapping[str, PeerConfig] | None = None) -> PeerDiff:
+    """The peers to set and to remove so that ``current`` becomes ``desired``.
+
+    ``current`` is read from the device. Its endpoints are where WireGuard last
+    heard from each peer (they roam behind NAT), so endpoints are compared with
+    ``applied``, what this agent last set, when that is known; allowed IPs and
+    keepalive are compared with the device itself.
+    """
+    applied = current if applied is None else applied
+    upsert = []
+    for key, want in desired.items():
+        have = current.get(key)
+        if have is None or have.allowed_ips != want.allowed_ips or have.keepalive != want.keepalive:
+            upsert.append(want)
+            continue
+        we_moved_it = key not in applied or applied[key].endpoint != want.endpoint
+        if want.endpoint is not None and have.endpoint != want.endpoint and we_moved_it:
+            upsert.append(want)
+    remove = tuple(sorted(k for k in current if k not in desired))
+    return PeerDiff(upsert=tuple(sorted(upsert, key=lambda p: p.public_key)), remove=remove)

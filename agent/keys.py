@@ -1,0 +1,43 @@
+"""Keys made on the host: the WireGuard key pair and the TLS key + CSR (never sent anywhere)."""
+
+from __future__ import annotations
+
+import base64
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.x509.oid import NameOID
+
+__all__ = ["new_wireguard_key", "wireguard_public_key", "new_tls_key", "csr_pem"]
+
+
+def new_wireguard_key() -> str:
+    """A new WireGuard private key, base64 (as ``wg genkey`` prints it)."""
+    raw = x25519.X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return base64.b64encode(raw).decode()
+
+
+def wireguard_public_key(private_key: str) -> str:
+    """The public key of a base64 private key (as ``wg pubkey`` prints it)."""
+    key = x25519.X25519PrivateKey.from_private_bytes(base64.b64decode(private_key))
+    return base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+
+
+def new_tls_key() -> str:
+    """A new P-256 TLS client key, PEM (PKCS#8) — AWS IoT and Mosquitto both take it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def csr_pem(tls_key_pem: str, name: str) -> str:
+    """A CSR for ``tls_key_pem``; the control plane sets the subject it signs."""
+    key = serialization.load_pem_private_key(tls_key_pem.encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])]))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM).decode()

@@ -1,0 +1,111 @@
+"""The agent's MQTT link: awsiotsdk's MQTT5 client over mutual TLS.
+
+The CRT client reconnects by itself with exponential backoff and full jitter.
+Its callbacks run on CRT threads; this module turns them into events on a
+queue that the agent's single worker consumes, so all state changes happen on
+one thread, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("skymesh.agent")
+
+__all__ = ["MqttLink", "Connected", "Disconnected", "Received"]
+
+
+@dataclass(frozen=True)
+class Connected:
+    pass
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+
+
+def _is_aws_iot(endpoint: str) -> bool:
+    return endpoint.endswith(".amazonaws.com") or endpoint.endswith(".amazonaws.com.cn")
+
+
+class MqttLink:
+    """One MQTT5 session; events go to ``events``."""
+
+    def __init__(self, *, endpoint: str, port: int, client_id: str, cert_path: Path, key_path: Path,
+                 ca_path: Path | None, events: queue.Queue, min_reconnect_ms: int = 500,
+                 max_reconnect_ms: int = 30_000, keep_alive_s: int = 60) -> None:
+        from awscrt import mqtt5
+        from awsiot import mqtt5_client_builder
+
+        self._mqtt5 = mqtt5
+        self._events = events
+        self.endpoint = endpoint
+        extra = {}
+        if not _is_aws_iot(endpoint):
+            # Mosquitto in local mode: IoT Core's client-side limits only slow us down (~10 ms/publish).
+            extra["extended_validation_and_flow_control_options"] = (
+                mqtt5.ExtendedValidationAndFlowControlOptions.NONE)
+        self._client = mqtt5_client_builder.mtls_from_path(
+            endpoint=endpoint, port=port, client_id=client_id,
+            cert_filepath=str(cert_path), pri_key_filepath=str(key_path),
+            ca_filepath=str(ca_path) if ca_path else None,
+            session_behavior=mqtt5.ClientSessionBehaviorType.CLEAN,
+            keep_alive_interval_sec=keep_alive_s,
+            retry_jitter_mode=mqtt5.ExponentialBackoffJitterMode.FULL,
+            min_reconnect_delay_ms=min_reconnect_ms, max_reconnect_delay_ms=max_reconnect_ms,
+            min_connected_time_to_reset_reconnect_delay_ms=30_000,
+            connack_timeout_ms=10_000, ack_timeout_sec=15,
+            enable_metrics_collection=False,
+            on_publish_received=self._on_publish,
+            on_lifecycle_connection_success=lambda _d: events.put(Connected()),
+            on_lifecycle_connection_failure=self._on_failure,
+            on_lifecycle_disconnection=self._on_disconnect,
+            **extra,
+        )
+
+    def _on_publish(self, data) -> None:  # noqa: ANN001 - awscrt PublishReceivedData
+        p = data.publish_packet
+        self._events.put(Received(topic=p.topic, payload=bytes(p.payload or b"")))
+
+    def _on_failure(self, data) -> None:  # noqa: ANN001
+        log.info("MQTT connect to %s failed: %s", self.endpoint, data.exception)
+
+    def _on_disconnect(self, data) -> None:  # noqa: ANN001
+        reason = getattr(data.disconnect_packet, "reason_code", None) or data.exception
+        self._events.put(Disconnected(reason=str(reason)))
+
+    def start(self) -> None:
+        self._client.start()
+
+    def stop(self) -> None:
+        self._client.stop()
+
+    def subscribe(self, topics: list[str], timeout: float = 15.0) -> list[str]:
+        """Subscribe (QoS 1); returns the topics the broker refused."""
+        if not topics:
+            return []
+        m = self._mqtt5
+        fut = self._client.subscribe(m.SubscribePacket(subscriptions=[
+            m.Subscription(topic_filter=t, qos=m.QoS.AT_LEAST_ONCE) for t in topics]))
+        suback = fut.result(timeout)
+        return [t for t, code in zip(topics, suback.reason_codes, strict=False) if int(code) >= 0x80]
+
+    def unsubscribe(self, topics: list[str], timeout: float = 15.0) -> None:
+        if topics:
+            m = self._mqtt5
+            self._client.unsubscribe(m.UnsubscribePacket(topic_filters=topics)).result(timeout)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue a QoS 1 publish; the client sends it when connected (fire and forget)."""
+        m = self._mqtt5
+        self._client.publish(m.PublishPacket(topic=topic, payload=payload, qos=m.QoS.AT_LEAST_ONCE))

@@ -1,0 +1,320 @@
+"""``skymesh-agent run``: keep this host's WireGuard device converged with its networks.
+
+One worker thread owns all state. It
+
+1. applies the cached snapshots at once, so a reboot with the control plane
+   down still brings the tunnels up (fail open: nothing is ever torn down
+   because the API or the broker is unreachable);
+2. starts the MQTT link (the CRT client reconnects with jittered backoff);
+3. on every (re)connect subscribes to its inbox and its networks' broadcasts,
+   then fetches the full config over HTTPS (a resync), so nothing published
+   while it was away is missed;
+4. applies each broadcast delta in sequence; a gap or a change of membership
+   means another resync;
+5. reports its status when something a person would notice changes (a peer
+   handshake appears or goes stale, its endpoints) and otherwise at a slow
+   heartbeat (5 minutes by default), so a large fleet stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from chalicelib.domain import protocol
+from chalicelib.domain.models import PeerStatus
+
+from . import __version__
+from .api import ApiClient, ApiError, Unreachable
+from .config import PeerConfig, peer_diff
+from .converge import Outcome, Tracker
+from .mqtt import Connected, Disconnected, Received
+from .state import StateDir
+from .wg.base import Backend, BackendError
+
+log = logging.getLogger("skymesh.agent")
+
+__all__ = ["Agent", "Timings", "HANDSHAKE_FRESH"]
+
+HANDSHAKE_FRESH = 180  # seconds: WireGuard re-keys every 2 minutes on an active tunnel
+
+
+class Link(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def subscribe(self, topics: list[str], timeout: float = ...) -> list[str]: ...
+    def unsubscribe(self, topics: list[str], timeout: float = ...) -> None: ...
+    def publish(self, topic: str, payload: bytes) -> None: ...
+
+
+class NetSetup(Protocol):
+    def apply(self, addresses: tuple[str, ...], routes: tuple[str, ...], mtu: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Timings:
+    heartbeat: float = 300.0  # a status report at least this often
+    status_check: float = 15.0  # how often to look for a change worth reporting
+    resync_min: float = 1.0  # retry backoff of a failed resync…
+    resync_max: float = 60.0  # …doubling up to this, with full jitter
+    apply_retry: float = 5.0
+
+
+class Agent:
+    def __init__(self, state_dir: StateDir, *, backend: Backend, netsetup: NetSetup | None,
+                 api: ApiClient | None = None, link_factory: Callable[[queue.Queue], Link] | None = None,
+                 discover_endpoints: Callable[[], list[str]] | None = None,
+                 timings: Timings = Timings(), rng: random.Random | None = None,
+                 on_applied: Callable[[Tracker], None] | None = None) -> None:
+        self.dir = state_dir
+        self.state = state_dir.load()
+        self.backend = backend
+        self.netsetup = netsetup
+        self.api = api or ApiClient(self.state.server, self.state.host_token)
+        self.events: queue.Queue = queue.Queue()
+        self._link_factory = link_factory
+        self._discover = discover_endpoints
+        self.t = timings
+        self._rng = rng or random.Random()
+        self._on_applied = on_applied
+        self.tracker = Tracker(self.state.host_id, state_dir.load_cache())
+        self._wg_key = state_dir.wg_key()
+        self._applied: dict[str, PeerConfig] = {}
+        self._cached_seqs: dict[str, int] = {s.network.id: s.seq for s in self.tracker.snapshots}
+        self._subscribed: set[str] = set()
+        self.link: Link | None = None
+        self.connected = False
+        self._resync_at: float | None = None
+        self._resync_backoff = self.t.resync_min
+        self._apply_at: float | None = None
+        self._status_at = 0.0
+        self._last_report: tuple | None = None
+        self._last_report_at = float("-inf")
+        self._endpoints_checked = False
+        self.last_sync: float | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ loop
+    def stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler or another thread)."""
+        self._stop.set()
+        self.events.put(None)
+
+    def run(self) -> None:
+        self.boot()
+        if self._link_factory is not None:
+            self.link = self._link_factory(self.events)
+            self.link.start()
+        self._resync_at = time.monotonic()  # do not wait for MQTT to learn what changed while down
+        try:
+            while not self._stop.is_set():
+                self.step(timeout=self._next_timer())
+        finally:
+            if self.link is not None:
+                self.link.stop()
+            self._write_runtime(running=False)
+
+    def boot(self) -> None:
+        """Bring the device up from the cache (before any network I/O)."""
+        if self.tracker.network_ids:
+            log.info("applying cached state of %d network(s)", len(self.tracker.network_ids))
+        self.apply()
+
+    def step(self, timeout: float) -> None:
+        """Handle one event (or none within ``timeout``), then whatever timers are due."""
+        try:
+            ev = self.events.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            ev = None
+        if ev is not None:
+            self.handle(ev)
+        now = time.monotonic()
+        if self._resync_at is not None and now >= self._resync_at:
+            self.resync()
+        if self._apply_at is not None and now >= self._apply_at:
+            self.apply()
+        if now >= self._status_at:
+            self.report_status()
+
+    def _next_timer(self) -> float:
+        due = [t for t in (self._resync_at, self._apply_at, self._status_at) if t is not None]
+        return min(1.0, max(0.0, min(due) - time.monotonic())) if due else 1.0
+
+    # ---------------------------------------------------------------- events
+    def handle(self, ev: object) -> None:
+        if isinstance(ev, Connected):
+            self.connected = True
+            log.info("connected to MQTT; subscribing and resyncing")
+            self._subscribed = set()
+            self._sync_subscriptions()
+            self.resync()
+        elif isinstance(ev, Disconnected):
+            if self.connected:
+                log.warning("MQTT disconnected (%s); the tunnels stay as they are", ev.reason)
+            self.connected = False
+            self._subscribed = set()
+            self._write_runtime()
+        elif isinstance(ev, Received):
+            self.on_message(ev.topic, ev.payload)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            msg = protocol.decode(payload)
+        except protocol.ProtocolError as e:
+            log.warning("ignored a message on %s: %s", topic, e)
+            return
+        if isinstance(msg, protocol.Command):
+            if msg.name == "resync":
+                self.resync()
+            else:
+                log.warning("unknown command %r ignored", msg.name)
+        elif isinstance(msg, protocol.Delta):
+            outcome = self.tracker.on_delta(msg)
+            if outcome is Outcome.APPLIED:
+                self.apply()
+            elif outcome in (Outcome.GAP, Outcome.MEMBERSHIP):
+                log.info("%s at seq %d of %s: full resync", outcome.value, msg.seq, msg.network_id)
+                self.resync()
+
+    # ---------------------------------------------------------------- resync
+    def resync(self) -> None:
+        """Fetch the full config over HTTPS and converge to it; retry with backoff on failure."""
+        try:
+            cfg = self.api.config(self.state.host_id)
+        except (Unreachable, protocol.ProtocolError) as e:
+            self._retry_resync(str(e))
+            return
+        except ApiError as e:
+            if e.status in (401, 403, 404):
+                # An explicit answer, not an outage: this host was deleted.
+                log.error("the control plane refused this host (%s); dropping its peers", e.message)
+                self.tracker.replace([])
+                self.apply()
+            self._retry_resync(e.message, slow=e.status < 500)
+            return
+        self.tracker.replace(cfg.snapshots)
+        self._resync_at, self._resync_backoff = None, self.t.resync_min
+        self.last_sync, self.error = time.time(), None
+        self.apply()
+        self._sync_subscriptions()
+        self._check_endpoints()
+
+    def _retry_resync(self, why: str, slow: bool = False) -> None:
+        delay = self.t.resync_max if slow else self._resync_backoff
+        self._resync_backoff = min(self._resync_backoff * 2, self.t.resync_max)
+        self._resync_at = time.monotonic() + self._rng.uniform(delay / 2, delay)
+        self.error = why
+        log.warning("resync failed (%s); next try in about %.0fs", why, delay)
+        self._write_runtime()
+
+    def _sync_subscriptions(self) -> None:
+        if self.link is None or not self.connected:
+            return
+        want = {protocol.host_inbox_topic(self.state.host_id)}
+        want |= {protocol.network_topic(n) for n in self.tracker.network_ids}
+        try:
+            if gone := sorted(self._subscribed - want):
+                self.link.unsubscribe(gone)
+            if new := sorted(want - self._subscribed):
+                refused = self.link.subscribe(new)
+                if refused:
+                    log.warning("the broker refused subscriptions to %s", ", ".join(refused))
+        except Exception as e:  # noqa: BLE001 - a timeout or a dropped connection: the next connect retries
+            log.warning("subscribe failed: %s", e)
+            return
+        self._subscribed = want
+
+    def _check_endpoints(self) -> None:
+        """Once per run: tell the API where this host is now, if it moved (discovered endpoints only)."""
+        if self._endpoints_checked or self.state.endpoints or self._discover is None:
+            return
+        found = tuple(self._discover())
+        if found and found != self.state.auto_endpoints:
+            try:
+                self.api.update_endpoints(self.state.host_id, list(found))
+            except (ApiError, Unreachable) as e:
+                log.warning("could not update endpoints: %s", e)
+                return
+            self.state = replace(self.state, auto_endpoints=found)
+            self.dir.save(self.state)
+        self._endpoints_checked = True
+
+    # ----------------------------------------------------------------- apply
+    def apply(self) -> None:
+        """Make the device match the tracked networks, peer by peer."""
+        desired = self.tracker.device(self.state.listen_port)
+        try:
+            created = self.backend.ensure_device(self._wg_key, self.state.listen_port)
+            if self.netsetup is not None:
+                self.netsetup.apply(desired.addresses, desired.routes, desired.mtu)
+            current = self.backend.peers()
+            diff = peer_diff(current, desired.peers, None if created else self._applied)
+            if diff:
+                self.backend.apply_peers(diff.upsert, diff.remove)
+                log.info("applied %d peer change(s), %d removal(s)", len(diff.upsert), len(diff.remove))
+        except (BackendError, OSError) as e:
+            self.error = f"cannot configure {self.state.interface}: {e}"
+            log.error("%s; retrying in %.0fs", self.error, self.t.apply_retry)
+            self._apply_at = time.monotonic() + self.t.apply_retry
+            self._write_runtime()
+            return
+        self._apply_at = None
+        self._applied = dict(desired.peers)
+        seqs = {s.network.id: s.seq for s in self.tracker.snapshots}
+        if seqs != self._cached_seqs:
+            self.dir.save_cache(self.tracker.snapshots)
+            self._cached_seqs = seqs
+        self._status_at = min(self._status_at, time.monotonic() + 1.0)
+        self._write_runtime()
+        if self._on_applied is not None:
+            self._on_applied(self.tracker)
+
+    # ---------------------------------------------------------------- status
+    def status_report(self) -> protocol.StatusReport:
+        now = time.time()
+        stats = self.backend.stats() if self.backend.exists() else {}
+        peers = tuple(PeerStatus(
+            public_key=k,
+            latest_handshake_age=(None if s.latest_handshake is None
+                                  else max(0, int(now - s.latest_handshake))),
+            rx_bytes=s.rx_bytes, tx_bytes=s.tx_bytes) for k, s in sorted(stats.items()))
+        return protocol.StatusReport(agent_version=__version__,
+                                     endpoints=self.state.endpoints or self.state.auto_endpoints,
+                                     peers=peers)
+
+    def report_status(self) -> None:
+        """Publish a status report if something changed or the heartbeat is due."""
+        self._status_at = time.monotonic() + self.t.status_check
+        if self.link is None or not self.connected:
+            return
+        try:
+            report = self.status_report()
+        except (BackendError, OSError) as e:
+            log.warning("cannot read the device: %s", e)
+            return
+        digest = (report.endpoints, tuple(
+            (p.public_key, p.latest_handshake_age is not None and p.latest_handshake_age < HANDSHAKE_FRESH)
+            for p in report.peers))
+        now = time.monotonic()
+        if digest == self._last_report and now - self._last_report_at < self.t.heartbeat:
+            return
+        self.link.publish(protocol.host_status_topic(self.state.host_id), protocol.encode(report))
+        self._last_report, self._last_report_at = digest, now
+
+    def _write_runtime(self, running: bool = True) -> None:
+        try:
+            self.dir.save_runtime({
+                "pid": os.getpid(), "running": running, "connected": self.connected and running,
+                "last_sync": self.last_sync, "error": self.error,
+                "networks": {s.network.id: s.seq for s in self.tracker.snapshots},
+            })
+        except OSError as e:
+            log.warning("cannot write runtime state: %s", e)

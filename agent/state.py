@@ -1,0 +1,157 @@
+"""The agent's state directory: identity, credentials and the last applied networks.
+
+Everything is written atomically (temp file, fsync, rename) with mode 0600 in a
+0700 directory, so a crash or power loss leaves either the old or the new file,
+and the cache that brings the tunnels back at boot is never half written.
+
+Layout of ``DIR`` (default ``/var/lib/skymesh``)::
+
+    state.json   who we are: server, host id, host token, MQTT access, interface
+    wg.key       WireGuard private key (base64)
+    tls.key      TLS client private key (PEM)
+    tls.crt      TLS client certificate, signed by the control plane
+    ca.pem       CA that signs the broker's certificate (local mode)
+    cache.json   the last applied snapshot of every network
+    runtime.json what the running agent is doing (for ``status``)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from chalicelib.domain import protocol
+
+__all__ = ["AgentState", "StateDir", "NotJoinedError", "DEFAULT_STATE_DIR"]
+
+DEFAULT_STATE_DIR = Path("/var/lib/skymesh")
+STATE_VERSION = 1
+
+
+class NotJoinedError(RuntimeError):
+    """There is no state in the directory (``join`` was not run, or ``leave`` was)."""
+
+
+@dataclass(frozen=True)
+class AgentState:
+    server: str
+    host_id: str
+    name: str
+    host_token: str
+    interface: str
+    backend: str
+    listen_port: int
+    mqtt_endpoint: str
+    mqtt_port: int
+    client_id: str
+    endpoints: tuple[str, ...] = ()  # given with --endpoint; empty = discover local addresses
+    auto_endpoints: tuple[str, ...] = ()  # the discovered ones last sent to the API
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Atomically replace ``path`` with ``data``, mode 0600, durable on return."""
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # paths handed to the MQTT client
+    @property
+    def tls_key_path(self) -> Path:
+        return self.path / "tls.key"
+
+    @property
+    def tls_cert_path(self) -> Path:
+        return self.path / "tls.crt"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.path / "ca.pem"
+
+    def exists(self) -> bool:
+        return (self.path / "state.json").exists()
+
+    def create(self) -> None:
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path, 0o700)
+
+    # ------------------------------------------------------------------ state
+    def save(self, state: AgentState) -> None:
+        d = asdict(state)
+        d["endpoints"], d["auto_endpoints"] = list(state.endpoints), list(state.auto_endpoints)
+        write_private(self.path / "state.json", json.dumps({"version": STATE_VERSION, **d}, indent=2))
+
+    def load(self) -> AgentState:
+        try:
+            d = json.loads((self.path / "state.json").read_text())
+        except FileNotFoundError:
+            raise NotJoinedError(f"no skymesh state in {self.path}: run `skymesh-agent join` first") from None
+        if d.pop("version", None) != STATE_VERSION:
+            raise RuntimeError(f"{self.path}/state.json was written by another agent version")
+        d["endpoints"], d["auto_endpoints"] = tuple(d["endpoints"]), tuple(d["auto_endpoints"])
+        return AgentState(**d)
+
+    def save_secrets(self, *, wg_key: str, tls_key: str) -> None:
+        write_private(self.path / "wg.key", wg_key + "\n")
+        write_private(self.tls_key_path, tls_key)
+
+    def save_credentials(self, *, certificate_pem: str, ca_pem: str) -> None:
+        write_private(self.tls_cert_path, certificate_pem)
+        write_private(self.ca_path, ca_pem)
+
+    def wg_key(self) -> str:
+        return (self.path / "wg.key").read_text().strip()
+
+    def tls_key(self) -> str:
+        return self.tls_key_path.read_text()
+
+    # ------------------------------------------------------------------ cache
+    def save_cache(self, snapshots: list[protocol.Snapshot]) -> None:
+        wire = {s.network.id: protocol.to_wire(s) for s in snapshots}
+        write_private(self.path / "cache.json", json.dumps({"networks": wire}, separators=(",", ":")))
+
+    def load_cache(self) -> list[protocol.Snapshot]:
+        """The last applied snapshots; empty when there are none or the file is unreadable."""
+        try:
+            d = json.loads((self.path / "cache.json").read_text())
+            out = [protocol.decode(w) for w in d["networks"].values()]
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+            return []
+        return [s for s in out if isinstance(s, protocol.Snapshot)]
+
+    # ---------------------------------------------------------------- runtime
+    def save_runtime(self, info: dict[str, Any]) -> None:
+        write_private(self.path / "runtime.json", json.dumps(info))
+
+    def load_runtime(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "runtime.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def wipe(self) -> None:
+        """Remove everything the agent wrote (after ``leave``)."""
+        for name in ("state.json", "wg.key", "tls.key", "tls.crt", "ca.pem", "cache.json", "runtime.json"):
+            (self.path / name).unlink(missing_ok=True)

@@ -1,0 +1,95 @@
+"""``skymesh-agent status``: the device as ``wg show`` reads, with names and networks."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Any
+
+from .converge import Tracker
+from .state import AgentState
+from .wg.base import PeerStats
+
+__all__ = ["collect", "render"]
+
+
+def collect(state: AgentState, tracker: Tracker, stats: dict[str, PeerStats] | None,
+            runtime: dict[str, Any], backend_name: str) -> dict[str, Any]:
+    """Everything ``status`` shows, as JSON-ready data. ``stats`` is None when the device is down."""
+    out: dict[str, Any] = {
+        "host_id": state.host_id, "name": state.name, "interface": state.interface,
+        "backend": backend_name, "server": state.server, "listen_port": state.listen_port,
+        "device_up": stats is not None,
+        "agent": {"running": bool(runtime.get("running")), "connected": bool(runtime.get("connected")),
+                  "last_sync": runtime.get("last_sync"), "error": runtime.get("error")},
+        "networks": [],
+    }
+    stats = stats or {}
+    for snap, view in zip(tracker.snapshots, tracker.views(), strict=True):
+        members = {m.host_id: m for m in snap.members}
+        peers = []
+        for p in view.peers:
+            s = stats.get(p.public_key)
+            peers.append({
+                "host_id": p.host_id, "name": p.name, "public_key": p.public_key,
+                "addresses": [str(ipaddress.ip_interface(a).ip) for a in p.allowed_ips],
+                "endpoint": (s.endpoint if s and s.endpoint else p.endpoint),
+                "latest_handshake": s.latest_handshake if s else None,
+                "rx_bytes": s.rx_bytes if s else 0, "tx_bytes": s.tx_bytes if s else 0,
+            })
+        me = members[state.host_id]
+        out["networks"].append({
+            "id": snap.network.id, "name": snap.network.name, "seq": snap.seq,
+            "addresses": [me.ipv4, me.ipv6], "interface_addresses": list(view.interface.addresses),
+            "peers": peers,
+        })
+    return out
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if not ts:
+        return "never"
+    secs = max(0, int(now - ts))
+    parts = []
+    for unit, n in (("hour", 3600), ("minute", 60), ("second", 1)):
+        if secs >= n or (unit == "second" and not parts):
+            q, secs = divmod(secs, n)
+            parts.append(f"{q} {unit}{'' if q == 1 else 's'}")
+    return ", ".join(parts) + " ago"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.2f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def render(st: dict[str, Any], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    a = st["agent"]
+    agent = ("not running" if not a["running"] else
+             "connected" if a["connected"] else "running, control plane unreachable")
+    lines = [
+        f"host: {st['name']} ({st['host_id']})",
+        f"  interface: {st['interface']} ({st['backend']}, {'up' if st['device_up'] else 'DOWN'}), "
+        f"listening port: {st['listen_port']}",
+        f"  agent: {agent}; last full sync: {_ago(a['last_sync'], now)}",
+    ]
+    if a.get("error"):
+        lines.append(f"  last error: {a['error']}")
+    for n in st["networks"]:
+        lines += ["", f"network: {n['name']} ({n['id']}) seq {n['seq']}",
+                  f"  addresses: {', '.join(n['interface_addresses'])}"]
+        for p in n["peers"]:
+            lines += [
+                "",
+                f"  peer: {p['name']} ({p['host_id']})",
+                f"    public key: {p['public_key']}",
+                f"    addresses: {', '.join(p['addresses'])}",
+                f"    endpoint: {p['endpoint'] or '(none)'}",
+                f"    latest handshake: {_ago(p['latest_handshake'], now)}",
+                f"    transfer: {_bytes(p['rx_bytes'])} received, {_bytes(p['tx_bytes'])} sent",
+            ]
+    return "\n".join(lines)

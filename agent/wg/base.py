@@ -1,0 +1,65 @@
+"""The interface every WireGuard backend implements.
+
+A backend is bound to one interface name (and optionally a network namespace).
+It creates the device when missing, reads its peers back, and applies peer
+upserts and removals in place: it never recreates the device to apply a change.
+Addresses, MTU and routes are not its business (see :mod:`agent.netconf`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config import PeerConfig
+
+__all__ = ["Backend", "PeerStats", "BackendError"]
+
+
+class BackendError(RuntimeError):
+    """The device could not be created, read or changed; the message says why."""
+
+
+@dataclass(frozen=True)
+class PeerStats:
+    public_key: str
+    endpoint: str | None
+    latest_handshake: int | None  # unix seconds, None if never
+    rx_bytes: int
+    tx_bytes: int
+
+
+class Backend(Protocol):
+    name: str  # "uapi", "netlink", "memory"
+    ifname: str
+
+    def exists(self) -> bool:
+        """Whether the device is there now."""
+
+    def ensure_device(self, private_key: str, listen_port: int) -> bool:
+        """Create the device if missing; set key and port only where they differ.
+
+        Returns True when the device had to be created.
+        """
+
+    def public_key(self) -> str | None:
+        """The device's public key (base64), None when it has no private key."""
+
+    def listen_port(self) -> int | None:
+        """The port the device listens on now."""
+
+    def peers(self) -> dict[str, PeerConfig]:
+        """The peers as the device has them now (endpoint = current, after roaming)."""
+
+    def apply_peers(self, upsert: Sequence[PeerConfig], remove: Sequence[str]) -> None:
+        """Add or change ``upsert`` (endpoint, allowed IPs replaced, keepalive) and drop ``remove``.
+
+        Peers not named are left alone; the handshake of a changed peer survives.
+        """
+
+    def stats(self) -> dict[str, PeerStats]:
+        """Handshake time and byte counters per peer."""
+
+    def delete(self) -> None:
+        """Remove the device (and stop what the backend started for it)."""

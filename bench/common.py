@@ -5,9 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,3 +59,59 @@ def dynamodb_local() -> Iterator[str]:
             yield db.endpoint_url
         finally:
             db.stop()
+
+
+def call(api: str, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+    """One REST call; returns (status, JSON body) also for 4xx/5xx."""
+    req = urllib.request.Request(api + path, method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@contextlib.contextmanager
+def local_stack(home: str | None = None) -> Iterator[dict]:
+    """``skymesh local up`` in a temporary home on free loopback ports; yields its local.json."""
+    from skymesh.local.proc import free_port
+
+    with contextlib.ExitStack() as stack:
+        if home is None:
+            home = stack.enter_context(tempfile.TemporaryDirectory())
+        cmd = [sys.executable, "-m", "skymesh.cli", "local", "up", "--home", home,
+               "--api-port", str(free_port()), "--mqtt-port", str(free_port()),
+               "--dynamodb-port", str(free_port())]
+        with open(os.path.join(home, "stack.err"), "w") as err:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            path, deadline = Path(home) / "local.json", time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"skymesh local up exited with {proc.returncode}; see {home}/stack.err")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"skymesh local up did not write {path} within 120s")
+                try:
+                    info = json.loads(path.read_text())
+                    break
+                except (FileNotFoundError, ValueError):
+                    time.sleep(0.2)  # not written yet
+            yield {**info, "home": home}
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def host_body(name: str, endpoint: str) -> tuple[dict, str]:
+    """A registration body with fresh keys (made here, as an agent would); returns it and the TLS key PEM."""
+    from agent import keys
+
+    wg, tls = keys.new_wireguard_key(), keys.new_tls_key()
+    return ({"name": name, "wg_public_key": keys.wireguard_public_key(wg), "listen_port": 51820,
+             "endpoints": [endpoint], "csr_pem": keys.csr_pem(tls, name)}, tls)

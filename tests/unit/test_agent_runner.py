@@ -1,0 +1,200 @@
+"""The agent's run loop with an in-memory device, a scripted API and a recording MQTT link.
+
+The same loop runs against real wireguard-go, Mosquitto and the local API in
+tests/e2e; here each behaviour is pinned quickly and exactly.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent import keys
+from agent.api import ApiError, FullConfig, Unreachable
+from agent.mqtt import Connected, Disconnected, Received
+from agent.runner import Agent, Timings
+from agent.state import AgentState, StateDir
+from agent.wg.memory import MemoryBackend
+from chalicelib.domain import protocol
+from chalicelib.domain.ids import HostId, NetworkId
+from chalicelib.domain.models import Member, Network
+
+NET = "net_a"
+
+
+def member(n: int) -> Member:
+    return Member(network_id=NetworkId(NET), host_id=HostId(f"host_{n}"), name=f"h{n}",
+                  public_key=keys.wireguard_public_key(keys.new_wireguard_key()),
+                  ipv4=f"100.64.0.{n}", ipv6=f"fd00:1::{n}", listen_port=51820,
+                  endpoints=(f"198.18.0.{n}:51820",))
+
+
+def snapshot(seq: int, members: list[Member]) -> protocol.Snapshot:
+    return protocol.Snapshot(Network(id=NetworkId(NET), name="a", ipv4_cidr="100.64.0.0/16",
+                                     ipv6_cidr="fd00:1::/64", seq=seq), tuple(members))
+
+
+class ScriptedApi:
+    """Answers /config with ``self.answer`` (a snapshot list, or an exception to raise)."""
+
+    def __init__(self, answer) -> None:  # noqa: ANN001
+        self.answer = answer
+        self.calls = 0
+
+    def config(self, host_id: str) -> FullConfig:
+        self.calls += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return FullConfig(host_id=host_id, snapshots=tuple(self.answer))
+
+    def update_endpoints(self, host_id: str, endpoints: list[str]) -> None:
+        pass
+
+
+class RecordingLink:
+    def __init__(self) -> None:
+        self.subscribed: list[str] = []
+        self.published: list[tuple[str, bytes]] = []
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+    def subscribe(self, topics: list[str], timeout: float = 0) -> list[str]:
+        self.subscribed += topics
+        return []
+
+    def unsubscribe(self, topics: list[str], timeout: float = 0) -> None:
+        self.subscribed = [t for t in self.subscribed if t not in topics]
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.published.append((topic, payload))
+
+
+@pytest.fixture
+def members() -> list[Member]:
+    return [member(i) for i in (1, 2, 3)]
+
+
+def make_agent(tmp_path, api, cache=(), heartbeat: float = 300.0,
+               ) -> tuple[Agent, MemoryBackend, RecordingLink]:
+    sd = StateDir(tmp_path / "state")
+    sd.create()
+    sd.save(AgentState(server="http://198.18.0.1:8787", host_id="host_1", name="h1", host_token="t",
+                       interface="sm0", backend="memory", listen_port=51820, mqtt_endpoint="198.18.0.1",
+                       mqtt_port=8883, client_id="host_1", endpoints=("198.18.0.1:51820",)))
+    sd.save_secrets(wg_key=keys.new_wireguard_key(), tls_key=keys.new_tls_key())
+    if cache:
+        sd.save_cache(list(cache))
+    backend, link = MemoryBackend("sm0"), RecordingLink()
+    agent = Agent(sd, backend=backend, netsetup=None, api=api, link_factory=lambda _events: link,
+                  timings=Timings(heartbeat=heartbeat))
+    agent.link = link
+    return agent, backend, link
+
+
+def peer_keys(backend: MemoryBackend) -> set[str]:
+    return set(backend.peers())
+
+
+def test_boot_brings_the_cached_tunnels_up_with_the_control_plane_down(tmp_path, members):
+    api = ScriptedApi(Unreachable("cannot reach http://198.18.0.1:8787: connection refused"))
+    agent, backend, _ = make_agent(tmp_path, api, cache=[snapshot(4, members)])
+    agent.boot()
+    agent.resync()  # fails: nothing is torn down
+    assert peer_keys(backend) == {members[1].public_key, members[2].public_key}
+    assert api.calls == 1 and agent.error and "connection refused" in agent.error
+
+
+def test_connect_subscribes_then_resyncs(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, link = make_agent(tmp_path, api)
+    agent.boot()
+    agent.handle(Connected())
+    assert set(link.subscribed) == {"sm/h/host_1/in", "sm/n/net_a"}
+    assert api.calls == 1 and agent.tracker.seq(NET) == 7
+    assert peer_keys(backend) == {members[1].public_key, members[2].public_key}
+    # The next boot starts from what was applied.
+    assert agent.dir.load_cache() == [snapshot(7, members)]
+
+
+def test_a_delta_in_sequence_is_one_single_peer_change(tmp_path, members):
+    agent, backend, _ = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
+    agent.boot()
+    agent.handle(Connected())
+    before = len(backend.applies)
+    newcomer = member(4)
+    agent.handle(Received("sm/n/net_a", protocol.encode(protocol.Delta(NET, 8, upsert=(newcomer,)))))
+    (diff,) = backend.applies[before:]  # exactly one change reached the device…
+    assert [p.public_key for p in diff.upsert] == [newcomer.public_key] and diff.remove == ()  # …one peer
+    assert backend.creations == 1  # the device was never recreated
+    agent.handle(Received("sm/n/net_a", protocol.encode(protocol.Delta(NET, 9, remove=("host_2",)))))
+    assert backend.applies[-1].remove == (members[1].public_key,) and not backend.applies[-1].upsert
+
+
+def test_a_gap_means_a_full_resync(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, _ = make_agent(tmp_path, api)
+    agent.boot()
+    agent.handle(Connected())
+    later = [*members, member(5)]
+    api.answer = [snapshot(10, later)]
+    agent.handle(Received("sm/n/net_a", protocol.encode(protocol.Delta(NET, 10, remove=("host_3",)))))
+    assert api.calls == 2 and agent.tracker.seq(NET) == 10
+    assert members[2].public_key in peer_keys(backend)  # the delta at 10 was not applied on top of 7
+    assert later[3].public_key in peer_keys(backend)
+
+
+def test_a_replayed_or_foreign_message_changes_nothing(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, _ = make_agent(tmp_path, api)
+    agent.boot()
+    agent.handle(Connected())
+    applies = len(backend.applies)
+    agent.handle(Received("sm/n/net_a", protocol.encode(protocol.Delta(NET, 7, remove=("host_2",)))))
+    agent.handle(Received("sm/n/net_a", b'{"v": 99, "type": "delta"}'))
+    agent.handle(Received("sm/n/net_a", b"\xff not json"))
+    assert len(backend.applies) == applies and api.calls == 1
+
+
+def test_a_resync_command_fetches_the_config(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, _, _ = make_agent(tmp_path, api)
+    agent.boot()
+    agent.handle(Received("sm/h/host_1/in", protocol.encode(protocol.Command("resync"))))
+    assert api.calls == 1
+
+
+def test_a_deleted_host_drops_its_peers_but_an_outage_does_not(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, _ = make_agent(tmp_path, api)
+    agent.boot()
+    agent.resync()
+    api.answer = ApiError(503, "unavailable", "the database did not answer")
+    agent.resync()
+    assert len(peer_keys(backend)) == 2
+    agent.handle(Disconnected("connection reset"))
+    assert len(peer_keys(backend)) == 2
+    api.answer = ApiError(401, "unauthorized", "unknown host token")
+    agent.resync()
+    assert peer_keys(backend) == set() and backend.exists()
+
+
+def test_status_is_reported_on_change_and_otherwise_only_at_the_heartbeat(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, _, link = make_agent(tmp_path, api, heartbeat=3600)
+    agent.boot()
+    agent.handle(Connected())
+    agent.report_status()
+    agent.report_status()
+    reports = [protocol.decode(p) for t, p in link.published if t == "sm/h/host_1/status"]
+    assert len(reports) == 1
+    assert {p.public_key for p in reports[0].peers} == {members[1].public_key, members[2].public_key}
+    agent.handle(Received("sm/n/net_a", protocol.encode(protocol.Delta(NET, 8, upsert=(member(4),)))))
+    agent.report_status()
+    assert len([t for t, _ in link.published if t == "sm/h/host_1/status"]) == 2
+
+
+def test_not_connected_means_no_reports(tmp_path, members):
+    agent, _, link = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
+    agent.boot()
+    agent.report_status()
+    assert link.published == []

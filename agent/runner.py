@@ -37,6 +37,7 @@ from .config import PeerConfig, peer_diff
 from .converge import Outcome, Tracker
 from .mqtt import Connected, Disconnected, Received
 from .state import StateDir
+from .netconf import NetConfError
 from .wg.base import Backend, BackendError
 
 log = logging.getLogger("skymesh.agent")
@@ -260,7 +261,7 @@ class Agent:
             if diff:
                 self.backend.apply_peers(diff.upsert, diff.remove)
                 log.info("applied %d peer change(s), %d removal(s)", len(diff.upsert), len(diff.remove))
-        except (BackendError, OSError) as e:
+        except (BackendError, NetConfError, OSError) as e:
             self.error = f"cannot configure {self.state.interface}: {e}"
             log.error("%s; retrying in %.0fs", self.error, self.t.apply_retry)
             self._apply_at = time.monotonic() + self.t.apply_retry

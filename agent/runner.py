@@ -36,8 +36,8 @@ from .api import ApiClient, ApiError, Unreachable
 from .config import PeerConfig, peer_diff
 from .converge import Outcome, Tracker
 from .mqtt import Connected, Disconnected, Received
-from .state import StateDir
 from .netconf import NetConfError
+from .state import StateDir
 from .wg.base import Backend, BackendError
 
 log = logging.getLogger("skymesh.agent")

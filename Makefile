@@ -20,5 +20,10 @@ lint: deps
 bench: deps ## benchmarks; results and commands in BENCHMARKS.md
 	$(PY) bench/run_all.py
 
+demo: deps ## a lab of network namespaces: control plane + 4 agents, status table, ping matrix (root)
+	$(PY) -m skymesh.lab.demo
+
+.PHONY: demo
+
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache

@@ -13,6 +13,7 @@ network resource): interface names must be unique across namespaces.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno as errno_mod
 import logging
@@ -48,8 +49,6 @@ def _hex(key: str, what: str) -> str:
 
 
 def _b64(hex_key: str) -> str:
-    import base64
-
     return base64.b64encode(bytes.fromhex(hex_key)).decode()
 
 
@@ -115,8 +114,7 @@ def parse_get(text: str) -> DeviceState:
             elif key == "listen_port":
                 dev.listen_port = int(value)
         elif key == "endpoint":
-            host, _, port = value.rpartition(":")
-            peer.endpoint = format_endpoint(host.strip("[]"), int(port))
+            peer.endpoint = value  # already ip:port or [ip6]:port, canonical
         elif key == "allowed_ip":
             peer.allowed_ips.append(value)
         elif key == "persistent_keepalive_interval":

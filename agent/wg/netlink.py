@@ -10,6 +10,7 @@ backend it is not one transaction. pyroute2 is imported on first use.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from .base import BackendError, PeerStats
 from .uapi import DeviceState, PeerState
 
 __all__ = ["NetlinkBackend", "kernel_wireguard_available", "parse_dump"]
+
+log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 10.0
 
@@ -123,7 +126,13 @@ class NetlinkBackend:
     def _dump(self) -> DeviceState:
         from pyroute2.netlink.exceptions import NetlinkError
 
-        with self._wg() as wg:
+        try:
+            sock = self._wg()
+        except BackendError:
+            if self._kind() is None:  # the module loads with the first link; say what is missing
+                raise BackendError(f"{self.ifname}: no WireGuard device; call ensure_device first") from None
+            raise
+        with sock as wg:
             try:
                 return parse_dump(list(wg.info(self.ifname)))
             except NetlinkError as e:
@@ -210,6 +219,7 @@ class NetlinkBackend:
         return self._dump().peer_stats()
 
     def delete(self) -> None:
+        """Delete the wireguard link; a missing link or namespace is fine, another kind is left alone."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         try:
@@ -219,6 +229,11 @@ class NetlinkBackend:
         with ipr:
             idx = ipr.link_lookup(ifname=self.ifname)
             if not idx:
+                return
+            kind = ipr.get_links(idx[0])[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+            if kind != "wireguard":
+                log.warning("%s: not deleting the link: it is a %s link, not WireGuard",
+                            self.ifname, kind or "unknown")
                 return
             try:
                 ipr.link("del", index=idx[0])

@@ -246,6 +246,7 @@ class UapiBackend:
 
     def _daemon_pids(self) -> list[int]:
         """Running (not zombie) wireguard-go processes serving ``ifname``."""
+        exe = os.path.basename(self.wireguard_go).encode()
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -255,7 +256,7 @@ class UapiBackend:
                 state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
             except OSError:
                 continue
-            if (state not in ("Z", "X") and argv and os.path.basename(argv[0]) == b"wireguard-go"
+            if (state not in ("Z", "X") and argv and os.path.basename(argv[0]) == exe
                     and self.ifname.encode() in argv[1:]):
                 pids.append(int(entry.name))
         return pids
@@ -355,6 +356,7 @@ class UapiBackend:
                 os.waitpid(pid, os.WNOHANG)
 
     def _delete_link(self) -> None:
+        """Delete the TUN link ``ifname`` (in ``netns``); a missing link or namespace is fine."""
         from pyroute2 import IPRoute
         from pyroute2.netlink.exceptions import NetlinkError
 
@@ -365,6 +367,11 @@ class UapiBackend:
         with ipr:
             idx = ipr.link_lookup(ifname=self.ifname)
             if not idx:
+                return
+            kind = ipr.get_links(idx[0])[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+            if kind != "tun":  # wireguard-go's device is a TUN; anything else is not ours
+                log.warning("%s: not deleting the link: it is a %s link, not a wireguard-go TUN",
+                            self.ifname, kind or "unknown")
                 return
             try:
                 ipr.link("del", index=idx[0])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -184,6 +185,14 @@ def lab() -> Iterator[Lab]:
 # --- the backends under test ----------------------------------------------------------
 
 
+@functools.cache
+def kernel_wireguard() -> tuple[bool, str]:
+    """:func:`agent.wg.netlink.kernel_wireguard_available`, asked once per session."""
+    from agent.wg.netlink import kernel_wireguard_available
+
+    return kernel_wireguard_available()
+
+
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("uapi", id="uapi", marks=needs_uapi),
@@ -199,9 +208,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         yield MemoryBackend("smct-mem0")
         return
     if kind == "netlink":
-        from agent.wg.netlink import kernel_wireguard_available
-
-        ok, reason = kernel_wireguard_available()
+        ok, reason = kernel_wireguard()
         if not ok:
             pytest.skip(reason)
     lab: Lab = request.getfixturevalue("lab")
@@ -404,6 +411,32 @@ def test_uapi_device_outlives_its_backend_object(backend: Backend) -> None:
     again = make_backend("uapi", backend.ifname, netns=backend.netns)  # type: ignore[attr-defined]
     assert again.ensure_device(priv, 51820) is False
     assert again.peers() == desired
+
+
+@pytest.mark.root
+@pytest.mark.skipif(UAPI_UNAVAILABLE is not None, reason=UAPI_UNAVAILABLE or "")
+def test_uapi_leaves_a_foreign_link_of_its_name_alone(lab: Lab) -> None:
+    ns, name = lab.netns(), lab.ifname()
+    sh("ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", lab.ifname())
+    wg = make_backend("uapi", name, netns=ns)
+    with pytest.raises(BackendError, match=rf"{name}: ip netns exec {ns} wireguard-go {name} failed.*TUN"):
+        wg.ensure_device(keypair()[0], 51820)
+    wg.delete()
+    assert link_of(ns, name)["ifname"] == name, "delete() removed a link that is not wireguard-go's"
+
+
+@pytest.mark.root
+@pytest.mark.skipif(UAPI_UNAVAILABLE is not None, reason=UAPI_UNAVAILABLE or "")
+def test_auto_keeps_a_device_wireguard_go_serves(lab: Lab) -> None:
+    ns = lab.netns()
+    served = make_backend("uapi", lab.ifname(), netns=ns)
+    served.ensure_device(keypair()[0], 51820)
+    try:
+        assert make_backend("auto", served.ifname, netns=ns).name == "uapi"
+        expected = "netlink" if kernel_wireguard()[0] else "uapi"
+        assert make_backend("auto", lab.ifname(), netns=ns).name == expected, kernel_wireguard()[1]
+    finally:
+        served.delete()
 
 
 def test_make_backend_kinds() -> None:

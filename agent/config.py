@@ -8,6 +8,7 @@ applies only what differs from the device, peer by peer.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,12 @@ DEFAULT_MTU = 1420
 
 
 def _sorted_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
+    return _canonical(tuple(prefixes))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canonical(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """Sorted, deduplicated, canonical prefixes (cached: a device read re-parses the same ones)."""
     nets = {ipaddress.ip_network(p, strict=False) for p in prefixes}
     return tuple(str(n) for n in sorted(nets, key=lambda n: (n.version, n)))
 

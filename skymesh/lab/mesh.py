@@ -77,11 +77,14 @@ class LabAgent:
     def argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", AGENT_MODULE, *args]
 
-    def _cmd(self, what: str, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
-        """Run one short agent command in the node (bounded); its output goes to ``<what>.log``."""
+    def _cmd(self, what: str | None, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run one short agent command in the node (bounded); its output goes to ``<what>.log``
+        (not logged when ``what`` is None: ``status`` is polled and shown by :func:`diagnose`)."""
         res = self.node.run(self.argv(*args), timeout=timeout, env=_env(), cwd=str(REPO_ROOT))
-        with (self.dir / f"{what}.log").open("a") as f:
-            f.write(f"$ {' '.join(self.argv(*args))}\n[exit {res.returncode}]\n{res.stdout}{res.stderr}\n")
+        if what is not None:
+            shown = " ".join("<token>" if i and args[i - 1] == "--token" else a for i, a in enumerate(args))
+            with (self.dir / f"{what}.log").open("a") as f:
+                f.write(f"$ agent {shown}\n[exit {res.returncode}]\n{res.stdout}{res.stderr}\n")
         return res
 
     def join(self, server: str, token: str, timeout: float = 60.0,
@@ -130,7 +133,7 @@ class LabAgent:
 
     def status(self, timeout: float = 30.0) -> dict[str, Any]:
         """``status --json`` as a dict; :class:`LabError` if it fails."""
-        res = self._cmd("status", ["status", "--json", "--state-dir", str(self.state_dir)], timeout)
+        res = self._cmd(None, ["status", "--json", "--state-dir", str(self.state_dir)], timeout)
         if res.returncode != 0:
             raise LabError(f"{self.name}: `agent status --json` failed ({res.returncode}): {res.stderr}")
         try:

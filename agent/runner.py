@@ -62,7 +62,7 @@ class NetSetup(Protocol):
 @dataclass(frozen=True)
 class Timings:
     heartbeat: float = 300.0  # a status report at least this often
-    status_check: float = 15.0  # how often to look for a change worth reporting
+    status_check: float = 10.0  # how often to check the device and look for a change worth reporting
     resync_min: float = 1.0  # retry backoff of a failed resync…
     resync_max: float = 60.0  # …doubling up to this, with full jitter
     apply_retry: float = 5.0
@@ -292,8 +292,16 @@ class Agent:
                                      peers=peers)
 
     def report_status(self) -> None:
-        """Publish a status report if something changed or the heartbeat is due."""
+        """Check the device is there (bring it back if not); report if something changed.
+
+        A report goes out when a peer's handshake appears or goes stale, the peer
+        set or the endpoints change, or the heartbeat is due.
+        """
         self._status_at = time.monotonic() + self.t.status_check
+        if self._apply_at is None and not self.backend.exists():
+            log.warning("%s is gone (wireguard-go died, or someone deleted it): bringing it back",
+                        self.state.interface)
+            self.apply()
         if self.link is None or not self.connected:
             return
         try:

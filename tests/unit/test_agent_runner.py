@@ -198,3 +198,13 @@ def test_not_connected_means_no_reports(tmp_path, members):
     agent.boot()
     agent.report_status()
     assert link.published == []
+
+
+def test_a_device_that_vanished_is_brought_back_at_the_next_check(tmp_path, members):
+    agent, backend, _ = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
+    agent.boot()
+    agent.resync()
+    backend.delete()  # wireguard-go was killed, or someone ran `ip link del`
+    agent.report_status()
+    assert backend.exists() and backend.creations == 2
+    assert peer_keys(backend) == {members[1].public_key, members[2].public_key}

@@ -1,0 +1,51 @@
+"""Run every benchmark with the arguments BENCHMARKS.md reports; print each one's JSON summary.
+
+    python bench/run_all.py [--quick]
+
+``--quick`` uses small sizes (a smoke run, not figures to report). ``apply`` needs
+root (network namespaces, wireguard-go) and is skipped, with the reason, without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick args
+    ("cold_import", ["--runs", "10"], ["--runs", "3"]),
+    ("config_handler", ["--hosts", "1000", "--requests", "200"], ["--hosts", "50", "--requests", "20"]),
+    ("registration", ["--hosts", "500", "--concurrency", "16"], ["--hosts", "20", "--concurrency", "4"]),
+    ("propagation", ["--agents", "1000", "--changes", "5"], ["--agents", "20", "--changes", "2"]),
+    ("apply", ["--peers", "1000", "--reps", "30"], ["--peers", "100", "--reps", "3"]),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    failed = []
+    for name, full, quick in BENCHES:
+        if name == "apply" and (os.geteuid() != 0 or not shutil.which("wireguard-go")):
+            print('{"bench": "apply", "skipped": "needs root and wireguard-go"}')
+            continue
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"),
+                              *(quick if args.quick else full)],
+                             cwd=ROOT, capture_output=True, text=True)
+        lines = out.stdout.strip().splitlines()
+        if out.returncode != 0 or not lines:
+            failed.append(name)
+            print(f"{name} failed (exit {out.returncode}):\n{out.stderr[-2000:]}", file=sys.stderr)
+            continue
+        print(lines[-1], flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

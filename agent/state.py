@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from chalicelib.domain import protocol
+from chalicelib.fsutil import write_atomic
 
 __all__ = ["AgentState", "StateDir", "NotJoinedError", "DEFAULT_STATE_DIR"]
 
@@ -54,23 +54,7 @@ class AgentState:
 
 def write_private(path: Path, data: str | bytes) -> None:
     """Atomically replace ``path`` with ``data``, mode 0600, durable on return."""
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, data.encode() if isinstance(data, str) else data, 0o600)
 
 
 class StateDir:

@@ -9,12 +9,12 @@ Addresses, MTU and routes are not its business (see :mod:`agent.netconf`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import PeerConfig
 
-__all__ = ["Backend", "PeerStats", "BackendError"]
+__all__ = ["Backend", "PeerStats", "BackendError", "DeviceState", "PeerState", "ReadsDevice"]
 
 
 class BackendError(RuntimeError):
@@ -63,3 +63,57 @@ class Backend(Protocol):
 
     def delete(self) -> None:
         """Remove the device (and stop what the backend started for it)."""
+
+
+@dataclass
+class PeerState:
+    """A peer as a device reports it (the netlink backend reads into the same shape)."""
+
+    public_key: str
+    endpoint: str | None = None  # ip:port or [ip6]:port
+    keepalive: int = 0
+    allowed_ips: list[str] = field(default_factory=list)
+    handshake_sec: int = 0
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+
+
+@dataclass
+class DeviceState:
+    """A device as it reports itself: key (base64), port and peers by public key."""
+
+    private_key: str | None = None  # base64
+    listen_port: int | None = None
+    peers: dict[str, PeerState] = field(default_factory=dict)
+
+    def peer_configs(self) -> dict[str, PeerConfig]:
+        return {k: PeerConfig(public_key=k, endpoint=p.endpoint, allowed_ips=tuple(p.allowed_ips),
+                              keepalive=p.keepalive)
+                for k, p in self.peers.items()}
+
+    def peer_stats(self) -> dict[str, PeerStats]:
+        return {k: PeerStats(public_key=k, endpoint=p.endpoint, latest_handshake=p.handshake_sec or None,
+                             rx_bytes=p.rx_bytes, tx_bytes=p.tx_bytes)
+                for k, p in self.peers.items()}
+
+
+class ReadsDevice:
+    """The read side of a backend whose device reports itself as one :class:`DeviceState`."""
+
+    def _read(self) -> DeviceState:
+        raise NotImplementedError
+
+    def public_key(self) -> str | None:
+        from . import public_key_of
+
+        key = self._read().private_key
+        return public_key_of(key) if key else None
+
+    def listen_port(self) -> int | None:
+        return self._read().listen_port
+
+    def peers(self) -> dict[str, PeerConfig]:
+        return self._read().peer_configs()
+
+    def stats(self) -> dict[str, PeerStats]:
+        return self._read().peer_stats()

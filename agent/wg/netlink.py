@@ -18,9 +18,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..config import PeerConfig
-from . import key_bytes, public_key_of, resolve_endpoint
-from .base import BackendError, PeerStats
-from .uapi import DeviceState, PeerState
+from . import key_bytes, resolve_endpoint
+from .base import BackendError, DeviceState, PeerState, ReadsDevice
 
 __all__ = ["NetlinkBackend", "kernel_wireguard_available", "parse_dump"]
 
@@ -79,7 +78,7 @@ def peer_message(p: PeerConfig) -> dict[str, Any]:
     return peer
 
 
-class NetlinkBackend:
+class NetlinkBackend(ReadsDevice):
     """A kernel WireGuard link ``ifname`` (in network namespace ``netns`` when given)."""
 
     name = "netlink"
@@ -123,7 +122,7 @@ class NetlinkBackend:
             link = ipr.get_links(idx[0])[0]
             return link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "unknown"
 
-    def _dump(self) -> DeviceState:
+    def _read(self) -> DeviceState:
         from pyroute2.netlink.exceptions import NetlinkError
 
         try:
@@ -170,7 +169,7 @@ class NetlinkBackend:
             created = True
         elif kind != "wireguard":
             raise BackendError(f"{self.ifname}: a {kind} link of that name exists; it is not WireGuard")
-        dev = self._dump()
+        dev = self._read()
         changes: dict[str, Any] = {}
         if dev.private_key is None or key_bytes(dev.private_key, "device key") != raw:
             changes["private_key"] = private_key
@@ -179,16 +178,6 @@ class NetlinkBackend:
         if changes:
             self._set(" and ".join(k.replace("_", " ") for k in changes), **changes)
         return created
-
-    def public_key(self) -> str | None:
-        key = self._dump().private_key
-        return public_key_of(key) if key else None
-
-    def listen_port(self) -> int | None:
-        return self._dump().listen_port
-
-    def peers(self) -> dict[str, PeerConfig]:
-        return self._dump().peer_configs()
 
     def apply_peers(self, upsert: Sequence[PeerConfig], remove: Sequence[str]) -> None:
         """One netlink message per peer (pyroute2's ``set`` takes one peer); changes are in place.
@@ -214,9 +203,6 @@ class NetlinkBackend:
                     action = "removing" if peer.get("remove") else "setting"
                     raise BackendError(f"{self.ifname}: the kernel refused {action} peer {peer['public_key']}"
                                        f": {e} ({done} of {len(messages)} peer changes applied)") from None
-
-    def stats(self) -> dict[str, PeerStats]:
-        return self._dump().peer_stats()
 
     def delete(self) -> None:
         """Delete the wireguard link; a missing link or namespace is fine, another kind is left alone."""

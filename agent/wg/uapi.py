@@ -23,14 +23,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import PeerConfig
-from . import format_endpoint, key_bytes, public_key_of, resolve_endpoint
-from .base import BackendError, PeerStats
+from . import format_endpoint, key_bytes, resolve_endpoint
+from .base import BackendError, DeviceState, PeerState, ReadsDevice
 
-__all__ = ["UapiBackend", "DEFAULT_SOCKET_DIR", "DeviceState", "PeerState", "parse_get"]
+__all__ = ["UapiBackend", "DEFAULT_SOCKET_DIR", "parse_get"]
 
 log = logging.getLogger(__name__)
 
@@ -61,38 +60,6 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL)
-
-
-@dataclass
-class PeerState:
-    """A peer as a device reports it (the netlink backend reads into the same shape)."""
-
-    public_key: str
-    endpoint: str | None = None  # ip:port or [ip6]:port
-    keepalive: int = 0
-    allowed_ips: list[str] = field(default_factory=list)
-    handshake_sec: int = 0
-    rx_bytes: int = 0
-    tx_bytes: int = 0
-
-
-@dataclass
-class DeviceState:
-    """A device as it reports itself: key (base64), port and peers by public key."""
-
-    private_key: str | None = None  # base64
-    listen_port: int | None = None
-    peers: dict[str, PeerState] = field(default_factory=dict)
-
-    def peer_configs(self) -> dict[str, PeerConfig]:
-        return {k: PeerConfig(public_key=k, endpoint=p.endpoint, allowed_ips=tuple(p.allowed_ips),
-                              keepalive=p.keepalive)
-                for k, p in self.peers.items()}
-
-    def peer_stats(self) -> dict[str, PeerStats]:
-        return {k: PeerStats(public_key=k, endpoint=p.endpoint, latest_handshake=p.handshake_sec or None,
-                             rx_bytes=p.rx_bytes, tx_bytes=p.tx_bytes)
-                for k, p in self.peers.items()}
 
 
 def parse_get(text: str) -> DeviceState:
@@ -128,7 +95,7 @@ def parse_get(text: str) -> DeviceState:
     return dev
 
 
-class UapiBackend:
+class UapiBackend(ReadsDevice):
     """A wireguard-go device driven over its UAPI socket.
 
     ``netns`` is the network namespace wireguard-go (and so the interface and its
@@ -208,7 +175,7 @@ class UapiBackend:
                                f"{os.strerror(code)}); its log says more (LOG_LEVEL=verbose)")
         return body
 
-    def _get(self) -> DeviceState:
+    def _read(self) -> DeviceState:
         """The device as it is now (one ``get``)."""
         return parse_get(self._request(b"get=1\n\n", "get"))
 
@@ -277,7 +244,7 @@ class UapiBackend:
         if not self._alive():
             self._start()
             created = True
-        dev = self._get()
+        dev = self._read()
         lines, changes = [], []
         if dev.private_key is None or _hex(dev.private_key, "device key") != key_hex:
             lines.append(f"private_key={key_hex}")
@@ -288,16 +255,6 @@ class UapiBackend:
         if lines:
             self._set(lines, "setting " + " and ".join(changes))
         return created
-
-    def public_key(self) -> str | None:
-        key = self._get().private_key
-        return public_key_of(key) if key else None
-
-    def listen_port(self) -> int | None:
-        return self._get().listen_port
-
-    def peers(self) -> dict[str, PeerConfig]:
-        return self._get().peer_configs()
 
     def apply_peers(self, upsert: Sequence[PeerConfig], remove: Sequence[str]) -> None:
         """All upserts and removals as one UAPI ``set`` (one transaction).
@@ -326,9 +283,6 @@ class UapiBackend:
             lines.append(f"public_key={_hex(key, 'peer public key')}")
             lines.append("remove=true")
         self._set(lines, f"set of {len(upsert)} peer(s) and removal of {len(remove)}")
-
-    def stats(self) -> dict[str, PeerStats]:
-        return self._get().peer_stats()
 
     def delete(self) -> None:
         """Delete the link (wireguard-go then exits and removes its socket); wait for both.

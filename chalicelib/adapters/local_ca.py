@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import InvalidInputError
+from ..fsutil import write_atomic
 
 __all__ = [
     "CertificateAuthority",
@@ -283,26 +282,11 @@ def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     """Write ``key`` as PEM to ``path`` atomically; the file is mode 0600 from its creation."""
-    _atomic_write(path, key_pem(key), 0o600)
+    write_atomic(path, key_pem(key), 0o600)
 
 
 def write_public_file(path: Path, data: str | bytes) -> None:
     """Write a non-secret file (certificate, CRL, ACL) atomically with mode 0644."""
-    _atomic_write(path, data.encode() if isinstance(data, str) else data, 0o644)
+    write_atomic(path, data.encode() if isinstance(data, str) else data, 0o644)

@@ -199,22 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except NotJoinedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except UsageError as e:
+    except (NotJoinedError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ApiError as e:
         print(f"error: the API said: {e.message} (HTTP {e.status})", file=sys.stderr)
-        return 1
     except Unreachable as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
     except PermissionError as e:
         print(f"error: {e} (the agent manages network interfaces: run it as root)", file=sys.stderr)
-        return 1
-
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,11 +8,15 @@ Addresses, MTU and routes are not its business (see :mod:`agent.netconf`).
 
 from __future__ import annotations
 
+import errno
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config import PeerConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Backend", "PeerStats", "BackendError", "DeviceState", "PeerState", "ReadsDevice"]
 
@@ -117,3 +121,24 @@ class ReadsDevice:
 
     def stats(self) -> dict[str, PeerStats]:
         return self._read().peer_stats()
+
+
+def delete_link(ipr: Any, ifname: str, kind: str) -> None:
+    """Delete link ``ifname`` through an open pyroute2 ``IPRoute`` if it is of ``kind``.
+
+    A missing link is fine; a link of another kind is not ours and is left alone.
+    """
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    idx = ipr.link_lookup(ifname=ifname)
+    if not idx:
+        return
+    found = ipr.get_links(idx[0])[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    if found != kind:
+        log.warning("%s: not deleting the link: it is a %s link, not %s", ifname, found or "unknown", kind)
+        return
+    try:
+        ipr.link("del", index=idx[0])
+    except NetlinkError as e:
+        if e.code != errno.ENODEV:
+            raise BackendError(f"{ifname}: cannot delete the link: {e}") from None

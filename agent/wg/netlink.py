@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import PeerConfig
 from . import key_bytes, resolve_endpoint
-from .base import BackendError, DeviceState, PeerState, ReadsDevice
+from .base import BackendError, DeviceState, PeerState, ReadsDevice, delete_link
 
 __all__ = ["NetlinkBackend", "kernel_wireguard_available", "parse_dump"]
 
@@ -206,26 +206,12 @@ class NetlinkBackend(ReadsDevice):
 
     def delete(self) -> None:
         """Delete the wireguard link; a missing link or namespace is fine, another kind is left alone."""
-        from pyroute2.netlink.exceptions import NetlinkError
-
         try:
             ipr = self._ipr()
         except BackendError:
             return  # the namespace is gone, and the link with it
         with ipr:
-            idx = ipr.link_lookup(ifname=self.ifname)
-            if not idx:
-                return
-            kind = ipr.get_links(idx[0])[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-            if kind != "wireguard":
-                log.warning("%s: not deleting the link: it is a %s link, not WireGuard",
-                            self.ifname, kind or "unknown")
-                return
-            try:
-                ipr.link("del", index=idx[0])
-            except NetlinkError as e:
-                if e.code != errno.ENODEV:
-                    raise BackendError(f"{self.ifname}: cannot delete the link: {e}") from None
+            delete_link(ipr, self.ifname, "wireguard")
 
 
 # A child process in a new, unnamed network namespace tries to make a wireguard link;

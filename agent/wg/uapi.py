@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..config import PeerConfig
 from . import format_endpoint, key_bytes, resolve_endpoint
-from .base import BackendError, DeviceState, PeerState, ReadsDevice
+from .base import BackendError, DeviceState, PeerState, ReadsDevice, delete_link
 
 __all__ = ["UapiBackend", "DEFAULT_SOCKET_DIR", "parse_get"]
 
@@ -312,23 +312,10 @@ class UapiBackend(ReadsDevice):
     def _delete_link(self) -> None:
         """Delete the TUN link ``ifname`` (in ``netns``); a missing link or namespace is fine."""
         from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
 
         try:
             ipr = IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
         except FileNotFoundError:
             return  # the namespace is gone, and the link with it
         with ipr:
-            idx = ipr.link_lookup(ifname=self.ifname)
-            if not idx:
-                return
-            kind = ipr.get_links(idx[0])[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-            if kind != "tun":  # wireguard-go's device is a TUN; anything else is not ours
-                log.warning("%s: not deleting the link: it is a %s link, not a wireguard-go TUN",
-                            self.ifname, kind or "unknown")
-                return
-            try:
-                ipr.link("del", index=idx[0])
-            except NetlinkError as e:
-                if e.code != errno_mod.ENODEV:
-                    raise BackendError(f"{self.ifname}: cannot delete the link: {e}") from None
+            delete_link(ipr, self.ifname, "tun")  # wireguard-go's device is a TUN

@@ -159,22 +159,22 @@ class NetConf:
             to_remove = set(have_addrs) - want_addrs
             for a in sorted(want_addrs - set(have_addrs)):
                 same_ip = sorted(o for o in to_remove if o.split("/")[0] == a.split("/")[0])
-                err = self._add_addr(ipr, idx, a)
+                err = self._addr(ipr, idx, a, "add")
                 if err and same_ip:  # the same address with another prefix length is in the way
                     for o in same_ip:
                         to_remove.discard(o)
-                        o_err = self._del_addr(ipr, idx, o)
+                        o_err = self._addr(ipr, idx, o, "del")
                         if o_err:
                             errors.append(o_err)
                         else:
                             removed_a.append(o)
-                    err = self._add_addr(ipr, idx, a)
+                    err = self._addr(ipr, idx, a, "add")
                 if err:
                     errors.append(err)
                 else:
                     added_a.append(a)
             for a in sorted(to_remove):
-                err = self._del_addr(ipr, idx, a)
+                err = self._addr(ipr, idx, a, "del")
                 if err:
                     errors.append(err)
                 else:
@@ -209,26 +209,19 @@ class NetConf:
                           mtu=new_mtu, brought_up=brought_up)
 
     @staticmethod
-    def _add_addr(ipr: Any, idx: int, a: str) -> str | None:
+    def _addr(ipr: Any, idx: int, a: str, op: str) -> str | None:
+        """Add (``op="add"``) or delete (``"del"``) address ``a``; an error message, or None.
+
+        Deleting an address that is not there is fine.
+        """
         from pyroute2.netlink.exceptions import NetlinkError
 
         iface = ipaddress.ip_interface(a)
         try:
-            ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            ipr.addr(op, index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
         except NetlinkError as e:
-            return f"adding address {a}: {e.args[-1] if e.args else e}"
-        return None
-
-    @staticmethod
-    def _del_addr(ipr: Any, idx: int, a: str) -> str | None:
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        iface = ipaddress.ip_interface(a)
-        try:
-            ipr.addr("del", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-        except NetlinkError as e:
-            if e.code != errno.EADDRNOTAVAIL:
-                return f"removing address {a}: {e.args[-1] if e.args else e}"
+            if op == "add" or e.code != errno.EADDRNOTAVAIL:
+                return f"{'adding' if op == 'add' else 'removing'} address {a}: {e.args[-1] if e.args else e}"
         return None
 
     @staticmethod
@@ -268,7 +261,7 @@ class NetConf:
                 else:
                     removed_r.append(r)
             for a in sorted(self._addresses(ipr, idx)):
-                err = self._del_addr(ipr, idx, a)
+                err = self._addr(ipr, idx, a, "del")
                 if err:
                     errors.append(err)
                 else:

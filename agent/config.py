@@ -13,9 +13,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from chalicelib.domain.topology import HostView
+from chalicelib.domain.topology import HostView, Peer
 
-__all__ = ["PeerConfig", "DeviceConfig", "PeerDiff", "merge_views", "peer_diff", "DEFAULT_MTU"]
+__all__ = ["PeerConfig", "DeviceConfig", "PeerDiff", "merge_peer", "merge_views", "peer_diff", "DEFAULT_MTU"]
 
 DEFAULT_MTU = 1420
 
@@ -64,6 +64,20 @@ class PeerDiff:
         return bool(self.upsert or self.remove)
 
 
+def merge_peer(old: PeerConfig | None, p: Peer) -> PeerConfig:
+    """Fold one network's view of a peer into what other networks said of the same key.
+
+    Networks are folded in network-id order: the first endpoint known wins, allowed
+    IPs are the union, the keepalive the largest asked for.
+    """
+    return PeerConfig(
+        public_key=p.public_key,
+        endpoint=(old.endpoint if old and old.endpoint else p.endpoint),
+        allowed_ips=(old.allowed_ips if old else ()) + p.allowed_ips,
+        keepalive=max(p.keepalive, old.keepalive if old else 0),
+    )
+
+
 def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
     """One device for all the host's networks.
 
@@ -82,13 +96,7 @@ def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
             addresses.append(f"{ip.ip}/{ip.max_prefixlen}")
             routes.append(str(ip.network))
         for p in view.peers:
-            old = peers.get(p.public_key)
-            peers[p.public_key] = PeerConfig(
-                public_key=p.public_key,
-                endpoint=(old.endpoint if old and old.endpoint else p.endpoint),
-                allowed_ips=(old.allowed_ips if old else ()) + p.allowed_ips,
-                keepalive=max(p.keepalive, old.keepalive if old else 0),
-            )
+            peers[p.public_key] = merge_peer(peers.get(p.public_key), p)
     return DeviceConfig(
         listen_port=listen_port,
         mtu=DEFAULT_MTU if mtu is None else mtu,

@@ -66,6 +66,7 @@ class Timings:
     resync_min: float = 1.0  # retry backoff of a failed resync…
     resync_max: float = 60.0  # …doubling up to this, with full jitter
     apply_retry: float = 5.0
+    cache_delay: float = 1.0  # a burst of deltas is written to the cache once
 
 
 class Agent:
@@ -88,13 +89,16 @@ class Agent:
         self.tracker = Tracker(self.state.host_id, state_dir.load_cache())
         self._wg_key = state_dir.wg_key()
         self._applied: dict[str, PeerConfig] = {}
-        self._cached_seqs: dict[str, int] = {s.network.id: s.seq for s in self.tracker.snapshots}
+        self._cached_seqs: dict[str, int | None] = {n: self.tracker.seq(n) for n in self.tracker.network_ids}
         self._subscribed: set[str] = set()
         self.link: Link | None = None
         self.connected = False
         self._resync_at: float | None = None
         self._resync_backoff = self.t.resync_min
         self._apply_at: float | None = None
+        self._needs_full = True
+        self._reconciled_at = float("-inf")
+        self._cache_at: float | None = None
         self._status_at = 0.0
         self._last_report: tuple | None = None
         self._last_report_at = float("-inf")
@@ -121,6 +125,8 @@ class Agent:
         finally:
             if self.link is not None:
                 self.link.stop()
+            if self._cache_at is not None:
+                self.save_cache()
             self._write_runtime(running=False)
 
     def boot(self) -> None:
@@ -142,11 +148,13 @@ class Agent:
             self.resync()
         if self._apply_at is not None and now >= self._apply_at:
             self.apply()
+        if self._cache_at is not None and now >= self._cache_at:
+            self.save_cache()
         if now >= self._status_at:
             self.report_status()
 
     def _next_timer(self) -> float:
-        due = [t for t in (self._resync_at, self._apply_at, self._status_at) if t is not None]
+        due = [t for t in (self._resync_at, self._apply_at, self._status_at, self._cache_at) if t is not None]
         return min(1.0, max(0.0, min(due) - time.monotonic())) if due else 1.0
 
     # ---------------------------------------------------------------- events
@@ -250,33 +258,79 @@ class Agent:
 
     # ----------------------------------------------------------------- apply
     def apply(self) -> None:
-        """Make the device match the tracked networks, peer by peer."""
-        desired = self.tracker.device(self.state.listen_port)
+        """Make the device match the tracked networks, peer by peer.
+
+        After a delta only the peers it touched are computed and sent (O(change));
+        at boot, after a resync or a failure, and at every heartbeat the whole
+        device is read back and reconciled (O(network)).
+        """
+        changes = self.tracker.take_changes()
+        before = set(self._applied)
         try:
-            created = self.backend.ensure_device(self._wg_key, self.state.listen_port)
-            if self.netsetup is not None:
-                self.netsetup.apply(desired.addresses, desired.routes, desired.mtu)
-            current = self.backend.peers()
-            diff = peer_diff(current, desired.peers, None if created else self._applied)
-            if diff:
-                self.backend.apply_peers(diff.upsert, diff.remove)
-                log.info("applied %d peer change(s), %d removal(s)", len(diff.upsert), len(diff.remove))
+            if changes.full or self._needs_full:
+                self._needs_full = True  # until it succeeds
+                self._apply_full()
+            elif changes.keys:
+                self._apply_keys(changes.keys)
         except (BackendError, NetConfError, OSError) as e:
             self.error = f"cannot configure {self.state.interface}: {e}"
             log.error("%s; retrying in %.0fs", self.error, self.t.apply_retry)
+            self._needs_full = True
             self._apply_at = time.monotonic() + self.t.apply_retry
             self._write_runtime()
             return
-        self._apply_at = None
-        self._applied = dict(desired.peers)
-        seqs = {s.network.id: s.seq for s in self.tracker.snapshots}
-        if seqs != self._cached_seqs:
-            self.dir.save_cache(self.tracker.snapshots)
-            self._cached_seqs = seqs
-        self._status_at = min(self._status_at, time.monotonic() + 1.0)
+        self._needs_full, self._apply_at = False, None
+        if self.error and self.error.startswith("cannot configure"):
+            self.error = None
+        seqs = {n: self.tracker.seq(n) for n in self.tracker.network_ids}
+        if seqs != self._cached_seqs and self._cache_at is None:
+            self._cache_at = time.monotonic() + self.t.cache_delay  # coalesce a burst into one write
+        if set(self._applied) != before:
+            self._status_at = min(self._status_at, time.monotonic() + 1.0)  # peers came or went
         self._write_runtime()
         if self._on_applied is not None:
             self._on_applied(self.tracker)
+
+    def _apply_full(self) -> None:
+        desired = self.tracker.device(self.state.listen_port)
+        created = self.backend.ensure_device(self._wg_key, self.state.listen_port)
+        if self.netsetup is not None:
+            self.netsetup.apply(desired.addresses, desired.routes, desired.mtu)
+        diff = peer_diff(self.backend.peers(), desired.peers, None if created else self._applied)
+        if diff:
+            self.backend.apply_peers(diff.upsert, diff.remove)
+            log.info("applied %d peer change(s), %d removal(s)", len(diff.upsert), len(diff.remove))
+        self._applied = dict(desired.peers)
+        self._reconciled_at = time.monotonic()
+
+    def _apply_keys(self, keys: set[str]) -> None:
+        upsert, remove = [], []
+        for key in sorted(keys):
+            want = self.tracker.peer(key)
+            if want == self._applied.get(key):
+                continue
+            if want is None:
+                remove.append(key)
+            else:
+                upsert.append(want)
+        if not upsert and not remove:
+            return
+        self.backend.apply_peers(upsert, [k for k in remove if k in self._applied])
+        log.info("applied %d peer change(s), %d removal(s)", len(upsert), len(remove))
+        for p in upsert:
+            self._applied[p.public_key] = p
+        for key in remove:
+            self._applied.pop(key, None)
+
+    def save_cache(self) -> None:
+        """Write what was applied, so the next boot starts from it."""
+        self._cache_at = None
+        try:
+            self.dir.save_cache(self.tracker.snapshots)
+        except OSError as e:
+            log.warning("cannot write the cache: %s", e)
+            return
+        self._cached_seqs = {n: self.tracker.seq(n) for n in self.tracker.network_ids}
 
     # ---------------------------------------------------------------- status
     def status_report(self) -> protocol.StatusReport:
@@ -298,9 +352,14 @@ class Agent:
         set or the endpoints change, or the heartbeat is due.
         """
         self._status_at = time.monotonic() + self.t.status_check
+        reconcile_due = time.monotonic() - self._reconciled_at >= self.t.heartbeat
         if self._apply_at is None and not self.backend.exists():
             log.warning("%s is gone (wireguard-go died, or someone deleted it): bringing it back",
                         self.state.interface)
+            self._needs_full = True
+            self.apply()
+        elif reconcile_due and self._apply_at is None:
+            self._needs_full = True  # read the whole device back: undo changes made behind our back
             self.apply()
         if self.link is None or not self.connected:
             return

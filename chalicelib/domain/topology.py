@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .ids import HostId
 from .models import Member, Network
 
-__all__ = ["Peer", "Interface", "HostView", "host_view"]
+__all__ = ["Peer", "Interface", "HostView", "host_view", "peer_of"]
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,20 @@ def host_view(host_id: str, network: Network, members: Iterable[Member]) -> Host
         mtu=network.mtu,
     )
     peers = tuple(
-        Peer(
-            host_id=m.host_id,
-            name=m.name,
-            public_key=m.public_key,
-            endpoint=m.endpoints[0] if m.endpoints else None,
-            allowed_ips=m.allowed_ips,
-            keepalive=network.keepalive,
-        )
+        peer_of(m, network)
         for m in sorted(by_host.values(), key=lambda m: m.host_id)
         if m.host_id != me.host_id and m.public_key != me.public_key
     )
     return HostView(network_id=network.id, seq=network.seq, interface=interface, peers=peers)
+
+
+def peer_of(member: Member, network: Network) -> Peer:
+    """How ``member`` appears as a peer to the other hosts of ``network``."""
+    return Peer(
+        host_id=member.host_id,
+        name=member.name,
+        public_key=member.public_key,
+        endpoint=member.endpoints[0] if member.endpoints else None,
+        allowed_ips=member.allowed_ips,
+        keepalive=network.keepalive,
+    )

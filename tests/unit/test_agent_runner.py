@@ -86,7 +86,7 @@ def make_agent(tmp_path, api, cache=(), heartbeat: float = 300.0,
         sd.save_cache(list(cache))
     backend, link = MemoryBackend("sm0"), RecordingLink()
     agent = Agent(sd, backend=backend, netsetup=None, api=api, link_factory=lambda _events: link,
-                  timings=Timings(heartbeat=heartbeat))
+                  timings=Timings(heartbeat=heartbeat, cache_delay=0))
     agent.link = link
     return agent, backend, link
 
@@ -112,7 +112,8 @@ def test_connect_subscribes_then_resyncs(tmp_path, members):
     assert set(link.subscribed) == {"sm/h/host_1/in", "sm/n/net_a"}
     assert api.calls == 1 and agent.tracker.seq(NET) == 7
     assert peer_keys(backend) == {members[1].public_key, members[2].public_key}
-    # The next boot starts from what was applied.
+    # The next boot starts from what was applied (written once the burst is over).
+    agent.step(timeout=0)
     assert agent.dir.load_cache() == [snapshot(7, members)]
 
 

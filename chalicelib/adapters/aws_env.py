@@ -6,7 +6,10 @@ Variables:
 - ``SKYMESH_IOT_ENDPOINT`` (optional): the account's ATS data endpoint host,
   ``xxxxxxxx-ats.iot.<region>.amazonaws.com``. When absent it is looked up with
   ``iot:DescribeEndpoint`` (``iot:Data-ATS``), once per region per process.
-- ``SKYMESH_IOT_THING_PREFIX`` (optional): prefix of thing and thing-group names.
+- ``SKYMESH_IOT_THING_PREFIX`` (optional): prefix of thing names; leave it unset on a
+  deployed stack, where the thing name is the host id (the agent's MQTT client id).
+- ``SKYMESH_IOT_NETWORK_PREFIX`` (optional): prefix of each network's thing group
+  and policy (default ``<thing prefix>net-``; the stack sets ``<stack name>-net-``).
 - ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (required).
 
 Credentials come from boto3's usual chain (in Lambda: the function's role).
@@ -93,6 +96,7 @@ def aws_adapters_from_env(
         raise _misconfigured("SKYMESH_IOT_POLICY is not set; set it to the name of the IoT "
                              "policy the stack made for host certificates")
     prefix = env.get("SKYMESH_IOT_THING_PREFIX", "").strip()
+    network_prefix = env.get("SKYMESH_IOT_NETWORK_PREFIX", "").strip() or None
 
     if session is None:
         import boto3  # only here: nothing AWS happens at import time
@@ -106,7 +110,10 @@ def aws_adapters_from_env(
         "iot-data", region_name=region, endpoint_url=f"https://{endpoint}", config=CLIENT_CONFIG
     )
     try:
-        identity = IotIdentity(iot, endpoint=endpoint, policy_name=policy, thing_prefix=prefix)
+        identity = IotIdentity(iot, endpoint=endpoint, policy_name=policy, thing_prefix=prefix,
+                               network_prefix=network_prefix)
     except ValueError as err:
-        raise _misconfigured(f"SKYMESH_IOT_THING_PREFIX: {err}") from None
+        variable = ("SKYMESH_IOT_NETWORK_PREFIX" if "network_prefix" in str(err)
+                    else "SKYMESH_IOT_THING_PREFIX")
+        raise _misconfigured(f"{variable}: {err}") from None
     return IotDataPublisher(data), identity

@@ -4,46 +4,33 @@ Each host is one IoT *thing* named ``<thing_prefix><host_id>`` (attribute
 ``host_id`` = the host id). Its certificate is signed by AWS IoT from a CSR the
 agent made (the private key never leaves the host), attached to the thing and
 to one static policy. Each network is one *thing group* named
-``<thing_prefix>net-<network_id>``; the host is a member of exactly the groups
-of its networks.
+``<network_prefix><network_id>`` (default prefix ``<thing_prefix>net-``); the
+host is a member of exactly the groups of its networks.
 
-Intended policies (written in CDK by a later change; ``R:A`` = region:account)
-------------------------------------------------------------------------------
+Policies (documents in :mod:`chalicelib.adapters.aws_iot_policies`)
+-------------------------------------------------------------------
 
-The static host policy ``SKYMESH_IOT_POLICY``, attached to every certificate::
+The static host policy ``SKYMESH_IOT_POLICY`` (made by the stack in ``infra/``) is
+attached to every certificate. Through policy variables on the thing name it lets
+a certificate connect only with client id = its own thing name (which also stops
+one host taking over another's session, and is what makes AWS IoT apply
+thing-group policies), read only its own inbox and publish only its own status.
+The thing name must therefore *be* the host id that
+:mod:`chalicelib.domain.protocol` puts in host topics and that the API hands the
+agent as its client id: keep ``thing_prefix`` empty on a deployed stack (a prefix
+is for tests and for registries shared with something else).
 
-    {"Version": "2012-10-17", "Statement": [
-      {"Effect": "Allow", "Action": "iot:Connect",
-       "Resource": "arn:aws:iot:R:A:client/${iot:Connection.Thing.ThingName}",
-       "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}},
-      {"Effect": "Allow", "Action": "iot:Subscribe",
-       "Resource": "arn:aws:iot:R:A:topicfilter/sm/h/${iot:Connection.Thing.ThingName}/in"},
-      {"Effect": "Allow", "Action": "iot:Receive",
-       "Resource": "arn:aws:iot:R:A:topic/sm/h/${iot:Connection.Thing.ThingName}/in"},
-      {"Effect": "Allow", "Action": "iot:Publish",
-       "Resource": "arn:aws:iot:R:A:topic/sm/h/${iot:Connection.Thing.ThingName}/status"}]}
-
-So a certificate may connect only with client id = its own thing name (which
-also stops one host taking over another's session, and is what makes AWS IoT
-apply thing-group policies), read only its own inbox and publish only its own
-status. With the default empty ``thing_prefix`` the thing name *is* the host id
-that :mod:`chalicelib.domain.protocol` puts in host topics. With a prefix (for
-several stages in one account), host topics in the policy must use
-``${iot:Connection.Thing.Attributes[host_id]}`` instead, and the agent must be
-told its client id (:meth:`IotIdentity.thing_name`).
-
-One policy per network, attached to that network's thing group::
-
-    {"Effect": "Allow", "Action": "iot:Subscribe",
-     "Resource": "arn:aws:iot:R:A:topicfilter/sm/n/<network_id>"},
-    {"Effect": "Allow", "Action": "iot:Receive",
-     "Resource": "arn:aws:iot:R:A:topic/sm/n/<network_id>"}
-
+Each network has a thing group ``<network_prefix><network_id>`` and a policy of
+the same name, attached to that group, that allows subscribing to and receiving
+the network's broadcast topic. Both are made here at run time (networks are made
+at run time): a host reads exactly the broadcasts of the groups it is in.
 ``iot:Receive`` is checked on every delivered message, so leaving a group stops
-that network's broadcasts even on a live connection. Thing groups are created
-here at run time (networks are created at run time), so the per-network policy
-has to be created and attached at run time too; CDK can only grant the control
-plane the rights to do so. That step is not part of this module yet.
+that network's broadcasts even on a live connection. Joining a group also
+(re)attaches its policy, so an interrupted earlier join heals itself.
+
+AWS IoT lets a thing be a direct member of at most 10 thing groups (a hard
+quota), hence at most 10 networks per host on AWS; :meth:`IotIdentity.set_networks`
+refuses more with a 4xx ``too_many_networks`` before touching anything.
 
 Errors: throttling is retried; AWS refusals become :mod:`chalicelib.errors`
 exceptions with a message naming the IAM action and what to do.
@@ -52,6 +39,7 @@ exceptions with a message naming the IAM action and what to do.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import time
@@ -80,6 +68,7 @@ from .aws_iot_data import (
     call_with_retries,
     unavailable_error,
 )
+from .aws_iot_policies import iot_arn_prefix, network_policy_document
 
 __all__ = ["IotIdentity", "AMAZON_ROOT_CA_1", "load_csr", "MAX_CSR_CHARS"]
 
@@ -116,6 +105,8 @@ MAX_CSR_CHARS = 16_384
 #: AWS IoT thing and thing-group names.
 _NAME_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 _PREFIX_RE = re.compile(r"^[a-zA-Z0-9:_-]{0,64}$")
+#: A network's thing group and policy share one name: no ":" (IoT policy names refuse it).
+_GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 #: Key types AWS IoT signs: RSA of 2048 bits or more, ECDSA on these curves.
 _EC_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 _CSR_BEGIN = "-----BEGIN CERTIFICATE REQUEST-----"
@@ -200,6 +191,7 @@ class IotIdentity:
         endpoint: str,
         policy_name: str,
         thing_prefix: str = "",
+        network_prefix: str | None = None,
         ca_pem: str = AMAZON_ROOT_CA_1,
         port: int = 8883,
         retries: int = 2,
@@ -209,13 +201,22 @@ class IotIdentity:
     ) -> None:
         """``iot_client`` is a boto3 ``iot`` client; ``endpoint`` the ATS data endpoint host.
 
-        ``retries`` extra attempts are made on throttling. ``delete_thing_attempts``
-        bounds the wait for AWS to finish detaching certificates (it does so
+        ``network_prefix`` names each network's thing group and policy
+        (default ``<thing_prefix>net-``; a stack uses ``<stack name>-net-`` so its
+        IAM grants can name exactly its own groups and policies). ``retries``
+        extra attempts are made on throttling. ``delete_thing_attempts`` bounds
+        the wait for AWS to finish detaching certificates (it does so
         asynchronously) before a thing can be deleted.
         """
         if not _PREFIX_RE.match(thing_prefix):
             raise ValueError(
                 f"thing_prefix {thing_prefix!r}: at most 64 of a-z A-Z 0-9 : _ -"
+            )
+        if network_prefix is None:
+            network_prefix = f"{thing_prefix}net-"
+        if not network_prefix or len(network_prefix) > 64 or not _GROUP_NAME_RE.match(network_prefix):
+            raise ValueError(
+                f"network_prefix {network_prefix!r}: 1 to 64 of a-z A-Z 0-9 _ -"
             )
         if not policy_name:
             raise ValueError("policy_name is required")
@@ -223,6 +224,9 @@ class IotIdentity:
         self._endpoint = endpoint
         self._policy_name = policy_name
         self._prefix = thing_prefix
+        self._network_prefix = network_prefix
+        #: Groups known (in this process) to exist with their policy attached: name -> ARN.
+        self._ready_groups: dict[str, str] = {}
         self._ca_pem = ca_pem
         self._port = port
         self._retries = retries
@@ -251,12 +255,13 @@ class IotIdentity:
         return name
 
     def group_name(self, network_id: str) -> str:
-        """The thing group whose members may read ``network_id``'s broadcasts."""
+        """The thing group whose members may read ``network_id``'s broadcasts; its policy
+        has the same name."""
         name = f"{self._group_prefix}{network_id}"
-        if not network_id or not _NAME_RE.match(name):
+        if not network_id or not _GROUP_NAME_RE.match(name):
             raise InvalidInputError(
-                f"network id {network_id!r} cannot name an AWS IoT thing group "
-                "(1-128 of a-z A-Z 0-9 : _ - with the prefix)"
+                f"network id {network_id!r} cannot name an AWS IoT thing group and policy "
+                "(1-128 of a-z A-Z 0-9 _ - with the prefix)"
             )
         return name
 
@@ -306,12 +311,13 @@ class IotIdentity:
         )
 
     def set_networks(self, host_id: HostId, network_ids: Sequence[NetworkId]) -> None:
-        """Make the host's thing a member of exactly its networks' thing groups.
+        """Make the host's thing a member of exactly its networks' thing groups, so it
+        may read exactly these networks' broadcasts.
 
-        Groups are created when missing. Only skymesh's own groups (named
-        ``<prefix>net-…``) are removed; groups someone else put the thing in are
-        left alone but count against AWS IoT's limit of groups per thing. The
-        thing is created if it does not exist yet. Raises
+        Groups and their policies are created when missing. Only skymesh's own
+        groups (named ``<network_prefix>…``) are removed; groups someone else put
+        the thing in are left alone but count against AWS IoT's limit of groups
+        per thing. The thing is created if it does not exist yet. Raises
         :class:`InvalidInputError` when the limit would be exceeded.
         """
         thing = self.thing_name(host_id)
@@ -334,6 +340,23 @@ class IotIdentity:
             self._call("remove_thing_from_thing_group", thingGroupName=group, thingName=thing)
         for group in sorted(wanted - ours):
             self._join_group(thing, group)
+
+    def remove_network(self, network_id: str) -> None:
+        """Delete ``network_id``'s thing group and policy (for a deleted network, or teardown).
+
+        Members are removed from the group first. Idempotent: what is gone is skipped.
+        """
+        group = self.group_name(network_id)
+        self._ready_groups.pop(group, None)
+        try:
+            arn = self._call("describe_thing_group", thingGroupName=group)["thingGroupArn"]
+        except NotFoundError:
+            arn = None
+        if arn:
+            self._tolerate_missing("detach_policy", policyName=group, target=arn)
+        self._tolerate_missing("delete_policy", policyName=group)
+        if arn:
+            self._tolerate_missing("delete_thing_group", thingGroupName=group)
 
     def revoke(self, host_id: HostId, certificate_id: str) -> None:
         """``certificate_id`` is REVOKED and detached, and the host loses every permission:
@@ -375,7 +398,7 @@ class IotIdentity:
 
     @property
     def _group_prefix(self) -> str:
-        return f"{self._prefix}net-"
+        return self._network_prefix
 
     def _ensure_thing(self, thing: str, host_id: str) -> None:
         try:
@@ -389,20 +412,37 @@ class IotIdentity:
             log.info("thing %s already exists; reusing it", thing)
 
     def _join_group(self, thing: str, group: str) -> None:
-        try:
-            self._call("add_thing_to_thing_group", thingGroupName=group, thingName=thing)
-            return
-        except NotFoundError:
-            pass  # the group does not exist yet (or the thing vanished: the retry tells)
-        network_id = group[len(self._group_prefix):]
-        # ConflictError: made concurrently, or by hand with other properties; it exists.
-        with contextlib.suppress(ConflictError):
-            self._call(
-                "create_thing_group",
-                thingGroupName=group,
-                thingGroupProperties={"thingGroupDescription": f"skymesh network {network_id}"},
-            )
+        self._ensure_network_group(group)
         self._call("add_thing_to_thing_group", thingGroupName=group, thingName=thing)
+
+    def _ensure_network_group(self, group: str) -> None:
+        """The group exists with its network policy attached (checked once per process).
+
+        Every step tolerates its result being there already, so a join that was
+        interrupted half-way (group made, policy not yet attached) is completed
+        by the next one instead of leaving members unable to read.
+        """
+        if group in self._ready_groups:
+            return
+        network_id = group[len(self._group_prefix):]
+        try:
+            arn = self._call("describe_thing_group", thingGroupName=group)["thingGroupArn"]
+        except NotFoundError:
+            try:
+                arn = self._call(
+                    "create_thing_group",
+                    thingGroupName=group,
+                    thingGroupProperties={"thingGroupDescription": f"skymesh network {network_id}"},
+                )["thingGroupArn"]
+            except ConflictError:  # made concurrently
+                arn = self._call("describe_thing_group", thingGroupName=group)["thingGroupArn"]
+        document = network_policy_document(iot_arn_prefix(arn), network_id)
+        # ConflictError: the policy exists (an earlier join made it).
+        with contextlib.suppress(ConflictError):
+            self._call("create_policy", policyName=group, policyDocument=json.dumps(document))
+        with contextlib.suppress(ConflictError):  # attached already
+            self._call("attach_policy", policyName=group, target=arn)
+        self._ready_groups[group] = arn
 
     def _revoke_certificate(self, cert_id: str, thing: str) -> None:
         try:

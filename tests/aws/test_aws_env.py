@@ -15,7 +15,7 @@ from chalicelib.adapters import aws_env
 from chalicelib.adapters.aws_env import aws_adapters_from_env
 from chalicelib.adapters.aws_iot_data import IotDataPublisher
 from chalicelib.adapters.aws_iot_identity import IotIdentity
-from chalicelib.domain.ids import HostId
+from chalicelib.domain.ids import HostId, NetworkId
 from chalicelib.errors import UnavailableError
 
 from .conftest import POLICY, REGION
@@ -45,6 +45,16 @@ def test_builds_both_adapters_from_explicit_endpoint(
         ("sm/n/net_a", b"hello")]
     identity.issue(HostId("host_a1"), make_csr())
     assert iot.describe_thing(thingName="dev-host_a1")["thingName"] == "dev-host_a1"
+
+
+def test_network_prefix_names_groups_and_policies(iot: Any) -> None:
+    _, identity = aws_adapters_from_env(
+        _env(SKYMESH_IOT_ENDPOINT="data-ats.iot.us-east-1.amazonaws.com",
+             SKYMESH_IOT_NETWORK_PREFIX="skymesh-net-"))
+    identity.set_networks(HostId("host_a1"), [NetworkId("net_a")])
+    groups = iot.list_thing_groups_for_thing(thingName="host_a1")["thingGroups"]
+    assert [g["groupName"] for g in groups] == ["skymesh-net-net_a"]
+    assert iot.get_policy(policyName="skymesh-net-net_a")["policyName"] == "skymesh-net-net_a"
 
 
 def test_looks_up_the_ats_endpoint_once(iot: Any) -> None:
@@ -81,6 +91,8 @@ def test_clients_retry_adaptively() -> None:
         ({"AWS_REGION": REGION}, "SKYMESH_IOT_POLICY"),
         ({"AWS_REGION": REGION, "SKYMESH_IOT_POLICY": POLICY,
           "SKYMESH_IOT_THING_PREFIX": "dev/"}, "SKYMESH_IOT_THING_PREFIX"),
+        ({"AWS_REGION": REGION, "SKYMESH_IOT_POLICY": POLICY,
+          "SKYMESH_IOT_NETWORK_PREFIX": "stack:net-"}, "SKYMESH_IOT_NETWORK_PREFIX"),
     ],
 )
 def test_missing_or_bad_configuration_says_what_to_set(env: dict[str, str], needle: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -185,7 +186,28 @@ def test_revoke_access_denied_raises(stubbed: tuple[IotIdentity, Stubber]) -> No
         identity.revoke(HostId("host_a1"), CERT_ID)
 
 
-def test_set_networks_creates_a_missing_group(stubbed: tuple[IotIdentity, Stubber]) -> None:
+GROUP_ARN = f"arn:aws:iot:{REGION}:123456789012:thinggroup/net-net_new"
+
+
+def _group_ready(stub: Stubber, *, made: bool = False) -> None:
+    """The calls that make sure group ``net-net_new`` exists with its policy attached."""
+    if made:
+        stub.add_client_error("describe_thing_group", "ResourceNotFoundException", "no", 404,
+                              expected_params={"thingGroupName": "net-net_new"})
+        stub.add_response("create_thing_group",
+                          {"thingGroupName": "net-net_new", "thingGroupArn": GROUP_ARN},
+                          {"thingGroupName": "net-net_new", "thingGroupProperties": ANY})
+    else:
+        stub.add_response("describe_thing_group", {"thingGroupArn": GROUP_ARN},
+                          {"thingGroupName": "net-net_new"})
+    stub.add_response("create_policy", {"policyName": "net-net_new"},
+                      {"policyName": "net-net_new", "policyDocument": ANY})
+    stub.add_response("attach_policy", {}, {"policyName": "net-net_new", "target": GROUP_ARN})
+
+
+def test_set_networks_creates_a_missing_group_and_its_policy(
+    stubbed: tuple[IotIdentity, Stubber]
+) -> None:
     identity, stub = stubbed
     stub.add_response("list_thing_groups_for_thing", {"thingGroups": [], "nextToken": "p2"})
     stub.add_response("list_thing_groups_for_thing", {"thingGroups": [
@@ -193,31 +215,109 @@ def test_set_networks_creates_a_missing_group(stubbed: tuple[IotIdentity, Stubbe
         {"thingName": "host_a1", "maxResults": 250, "nextToken": "p2"})
     stub.add_response("remove_thing_from_thing_group", {},
                       {"thingGroupName": "net-net_old", "thingName": "host_a1"})
-    stub.add_client_error("add_thing_to_thing_group", "ResourceNotFoundException", "no", 404)
-    stub.add_response("create_thing_group", {"thingGroupName": "net-net_new"},
-                      {"thingGroupName": "net-net_new", "thingGroupProperties": ANY})
+    _group_ready(stub, made=True)
     stub.add_response("add_thing_to_thing_group", {},
                       {"thingGroupName": "net-net_new", "thingName": "host_a1"})
     identity.set_networks(HostId("host_a1"), [NetworkId("net_new")])
 
 
+def test_network_policy_names_only_that_networks_topics(stubbed: tuple[IotIdentity, Stubber]) -> None:
+    identity, stub = stubbed
+    documents: list[str] = []
+
+    class Capture:
+        def __eq__(self, other: object) -> bool:
+            documents.append(str(other))
+            return True
+
+    stub.add_response("list_thing_groups_for_thing", {"thingGroups": []})
+    stub.add_response("describe_thing_group", {"thingGroupArn": GROUP_ARN})
+    stub.add_response("create_policy", {}, {"policyName": "net-net_new", "policyDocument": Capture()})
+    stub.add_response("attach_policy", {})
+    stub.add_response("add_thing_to_thing_group", {})
+    identity.set_networks(HostId("host_a1"), [NetworkId("net_new")])
+    resources = [st["Resource"] for st in json.loads(documents[0])["Statement"]]
+    assert resources == [f"arn:aws:iot:{REGION}:123456789012:topicfilter/sm/n/net_new",
+                         f"arn:aws:iot:{REGION}:123456789012:topic/sm/n/net_new"]
+
+
+def test_interrupted_join_is_completed_by_the_next_one(stubbed: tuple[IotIdentity, Stubber]) -> None:
+    """Group and policy made, policy never attached (a crash in between): the next join attaches."""
+    identity, stub = stubbed
+    stub.add_response("list_thing_groups_for_thing", {"thingGroups": []})
+    stub.add_response("describe_thing_group", {"thingGroupArn": GROUP_ARN})
+    stub.add_client_error("create_policy", "ResourceAlreadyExistsException", "exists", 409)
+    stub.add_response("attach_policy", {}, {"policyName": "net-net_new", "target": GROUP_ARN})
+    stub.add_response("add_thing_to_thing_group", {})
+    identity.set_networks(HostId("host_a1"), [NetworkId("net_new")])
+
+
+def test_a_ready_group_is_not_checked_again(stubbed: tuple[IotIdentity, Stubber]) -> None:
+    identity, stub = stubbed
+    for host in ("host_a1", "host_b2"):
+        stub.add_response("list_thing_groups_for_thing", {"thingGroups": []},
+                          {"thingName": host, "maxResults": 250})
+        if host == "host_a1":
+            _group_ready(stub)
+        stub.add_response("add_thing_to_thing_group", {},
+                          {"thingGroupName": "net-net_new", "thingName": host})
+        identity.set_networks(HostId(host), [NetworkId("net_new")])
+
+
 def test_set_networks_group_made_concurrently(stubbed: tuple[IotIdentity, Stubber]) -> None:
     identity, stub = stubbed
     stub.add_response("list_thing_groups_for_thing", {"thingGroups": []})
-    stub.add_client_error("add_thing_to_thing_group", "ResourceNotFoundException", "no", 404)
+    stub.add_client_error("describe_thing_group", "ResourceNotFoundException", "no", 404)
     stub.add_client_error("create_thing_group", "ResourceAlreadyExistsException", "exists", 409)
+    stub.add_response("describe_thing_group", {"thingGroupArn": GROUP_ARN})
+    stub.add_client_error("create_policy", "ResourceAlreadyExistsException", "exists", 409)
+    stub.add_response("attach_policy", {})
     stub.add_response("add_thing_to_thing_group", {})
     identity.set_networks(HostId("host_a1"), [NetworkId("net_new")])
+
+
+def test_throttled_policy_calls_are_retried(stubbed: tuple[IotIdentity, Stubber]) -> None:
+    identity, stub = stubbed
+    stub.add_response("list_thing_groups_for_thing", {"thingGroups": []})
+    stub.add_response("describe_thing_group", {"thingGroupArn": GROUP_ARN})
+    stub.add_client_error("create_policy", "ThrottlingException", "Rate exceeded", 400)
+    stub.add_response("create_policy", {})
+    stub.add_client_error("attach_policy", "ThrottlingException", "Rate exceeded", 400)
+    stub.add_response("attach_policy", {})
+    stub.add_response("add_thing_to_thing_group", {})
+    identity.set_networks(HostId("host_a1"), [NetworkId("net_new")])
+
+
+def test_policy_creation_denied_names_the_action_and_leaves_host_out(
+    stubbed: tuple[IotIdentity, Stubber]
+) -> None:
+    identity, stub = stubbed
+    stub.add_response("list_thing_groups_for_thing", {"thingGroups": []})
+    stub.add_response("describe_thing_group", {"thingGroupArn": GROUP_ARN})
+    stub.add_client_error("create_policy", "AccessDeniedException", "not authorized", 403)
+    with pytest.raises(UnavailableError, match="iot:CreatePolicy") as info:
+        identity.set_networks(HostId("host_a1"), [NetworkId("net_new")])
+    assert info.value.code == "aws_access_denied"
 
 
 def test_set_networks_for_a_host_that_vanished(stubbed: tuple[IotIdentity, Stubber]) -> None:
     identity, stub = stubbed
     stub.add_response("list_thing_groups_for_thing", {"thingGroups": []})
-    stub.add_client_error("add_thing_to_thing_group", "ResourceNotFoundException", "no", 404)
-    stub.add_response("create_thing_group", {})
+    _group_ready(stub)
     stub.add_client_error("add_thing_to_thing_group", "ResourceNotFoundException", "no", 404)
     with pytest.raises(NotFoundError, match="iot:AddThingToThingGroup"):
         identity.set_networks(HostId("host_a1"), [NetworkId("net_new")])
+
+
+def test_remove_network_detaches_and_deletes_policy_and_group(
+    stubbed: tuple[IotIdentity, Stubber]
+) -> None:
+    identity, stub = stubbed
+    stub.add_response("describe_thing_group", {"thingGroupArn": GROUP_ARN})
+    stub.add_response("detach_policy", {}, {"policyName": "net-net_new", "target": GROUP_ARN})
+    stub.add_client_error("delete_policy", "ResourceNotFoundException", "gone", 404)
+    stub.add_response("delete_thing_group", {}, {"thingGroupName": "net-net_new"})
+    identity.remove_network("net_new")
 
 
 def test_bad_names_are_refused_before_aws() -> None:

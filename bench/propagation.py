@@ -1,24 +1,29 @@
 """Propagation: one host change through the API → time until N agents applied it.
 
 Starts `skymesh local up` (real DynamoDB Local, Mosquitto with mutual TLS, the
-HTTP API) and registers N+1 hosts. N simulated agents then run in this process,
-each the agent's own :class:`agent.runner.Agent` (tracker, topology, per-peer diff,
-apply) with its own MQTT5 mTLS connection (awsiotsdk) to the broker and an
-in-memory WireGuard backend. The extra host is changed through the API
-(``PATCH /v1/hosts/{id}`` with a new endpoint) R times; for each change we take,
-per agent, the time from sending the request until that agent applied it.
+HTTP API) and registers N+1 hosts. N simulated agents then run in W worker
+processes, each agent the agent's own :class:`agent.runner.Agent` (tracker,
+topology, per-peer diff, apply) with its own MQTT5 mTLS connection (awsiotsdk)
+to the broker and an in-memory WireGuard backend. The extra host is changed
+through the API (``PATCH /v1/hosts/{id}`` with a new endpoint) R times; for each
+change we take, per agent, the time from sending the request until that agent
+received the broadcast and until it applied it (``perf_counter`` is the same
+monotonic clock in every process).
 
-What is not real: the WireGuard device (in memory), and the disk (the agents'
-cache writes are skipped; each real host writes its own small cache file), and
-the agents' start-up resync is served from one /config fetch made by the bench
-instead of N (that is a cold-start herd, not propagation).
+What is not real: the WireGuard device (in memory); the disk (cache writes are
+skipped; each real host writes its own small file); the agents' start-up resync
+is served from one /config fetch made by the bench instead of N (a cold-start
+herd, not propagation) — a resync during the measured run is a real API call.
+And all N agents share this machine's cores with the broker and the API, where
+real agents each have their own.
 
-    python bench/propagation.py [--agents 100] [--changes 5]
+    python bench/propagation.py [--agents 100] [--changes 5] [--workers 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import queue
 import sys
 import tempfile
@@ -26,25 +31,146 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import call, host_body, local_stack, percentile, stats_ms, summary  # noqa: E402
 
 
-def main() -> None:  # noqa: PLR0915 - a linear script
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--agents", type=int, default=100)
-    ap.add_argument("--changes", type=int, default=5)
-    ap.add_argument("--concurrency", type=int, default=16, help="parallel registrations while setting up")
-    args = ap.parse_args()
-
-    from agent import keys
+def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, net_id: str,
+           tmp: str, count_bytes: bool) -> None:
+    """Run the agents of ``specs`` until told to stop; answer the parent's questions on ``conn``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from agent.api import ApiClient, FullConfig
     from agent.mqtt import MqttLink, Received
     from agent.runner import Agent, Timings
     from agent.state import AgentState, StateDir
     from agent.wg.memory import MemoryBackend
+    from chalicelib.domain import protocol
+
+    shared = tuple(protocol.decode(w) for w in shared_wire)
+    live = threading.Event()  # set once every agent is up: from then on resyncs are real calls
+    resyncs_live: list[str] = []
+    net_topic = protocol.network_topic(net_id)
+
+    class SharedConfig(ApiClient):
+        """At start-up every agent's /config is the one the parent fetched (members are
+        network-wide); after that, the real call."""
+
+        def config(self, host_id: str) -> FullConfig:
+            if live.is_set():
+                resyncs_live.append(host_id)
+                return super().config(host_id)
+            return FullConfig(host_id=host_id, snapshots=shared)
+
+        def update_endpoints(self, host_id: str, endpoints: list[str]) -> None:
+            pass
+
+    class MemoryStateDir(StateDir):
+        def __init__(self, path: Path, state: AgentState, wg: str) -> None:
+            super().__init__(path)
+            self._state, self._wg = state, wg
+
+        def load(self) -> AgentState:
+            return self._state
+
+        def wg_key(self) -> str:
+            return self._wg
+
+        def load_cache(self) -> list:
+            return []
+
+        def save_cache(self, snapshots: list) -> None:
+            pass
+
+        def save_runtime(self, info: dict) -> None:
+            pass
+
+    n = len(specs)
+    applied_at: list[dict[int, float]] = [{} for _ in range(n)]
+    received_at: list[dict[int, float]] = [{} for _ in range(n)]
+    seen_bytes: list[tuple[int, int]] = []
+    agents: list[Agent] = []
+    for i, spec in enumerate(specs):
+        d = Path(tmp) / spec["host_id"]
+        d.mkdir()
+        (d / "tls.key").write_text(spec["tls_key"])
+        (d / "tls.crt").write_text(spec["certificate_pem"])
+        state = AgentState(server=spec["api"], host_id=spec["host_id"], name=spec["name"],
+                           host_token=spec["host_token"], interface=f"sim{i}", backend="memory",
+                           listen_port=51820, mqtt_endpoint=spec["mqtt_endpoint"],
+                           mqtt_port=spec["mqtt_port"], client_id=spec["host_id"])
+
+        def on_applied(tracker: Any, i: int = i) -> None:
+            seq = tracker.seq(net_id)
+            if seq is not None:
+                applied_at[i].setdefault(seq, time.perf_counter())
+
+        def link_factory(events: queue.Queue, d: Path = d, spec: dict = spec, i: int = i) -> MqttLink:
+            class Tee(queue.Queue):
+                """Timestamps each broadcast as it arrives (on the MQTT client's thread)."""
+
+                def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+                    if isinstance(item, Received) and item.topic == net_topic:
+                        seq = protocol.decode(item.payload).seq
+                        received_at[i].setdefault(seq, time.perf_counter())
+                        if i == 0 and count_bytes:  # what one subscriber receives per change
+                            seen_bytes.append((seq, len(item.payload)))
+                    events.put(item)
+
+            return MqttLink(endpoint=spec["mqtt_endpoint"], port=spec["mqtt_port"], client_id=spec["host_id"],
+                            cert_path=d / "tls.crt", key_path=d / "tls.key", ca_path=Path(ca_path),
+                            events=Tee())
+
+        api = SharedConfig(spec["api"], spec["host_token"])
+        agents.append(Agent(MemoryStateDir(d, state, spec["wg_key"]), backend=MemoryBackend(f"sim{i}"),
+                            netsetup=None, api=api, link_factory=link_factory,
+                            timings=Timings(heartbeat=3600), on_applied=on_applied))
+    threads = [threading.Thread(target=a.run, daemon=True) for a in agents]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + 60 + n * 0.2
+    while not all(a.connected and a._subscribed and a.tracker.network_ids for a in agents):
+        if time.monotonic() > deadline:
+            conn.send(("error", f"only {sum(a.connected for a in agents)}/{n} agents connected"))
+            return
+        time.sleep(0.05)
+    live.set()
+    conn.send(("ready", n))
+    while True:
+        msg = conn.recv()
+        if msg[0] == "wait":
+            _, base, t0, timeout = msg
+            end = time.monotonic() + timeout
+            while not all(any(s > base for s in applied_at[i]) for i in range(n)):
+                if time.monotonic() > end:
+                    break
+                time.sleep(0.005)
+            lat = [(min((ts for s, ts in applied_at[i].items() if s > base), default=None),
+                    min((ts for s, ts in received_at[i].items() if s > base), default=None))
+                   for i in range(n)]
+            conn.send(("done", lat, [b for s, b in seen_bytes if s > base]))
+        elif msg[0] == "stop":
+            extra = sum(len(a.backend.applies) > msg[1] + 1 for a in agents)
+            for a in agents:
+                a.stop()
+            for th in threads:
+                th.join(10)
+            conn.send(("stopped", extra, len(resyncs_live)))
+            return
+
+
+def main() -> None:  # noqa: PLR0915 - a linear script
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--agents", type=int, default=100)
+    ap.add_argument("--changes", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=4, help="processes the agents are spread over")
+    ap.add_argument("--concurrency", type=int, default=16, help="parallel registrations while setting up")
+    args = ap.parse_args()
+
+    from agent import keys
+    from agent.api import ApiClient
     from chalicelib.domain import protocol
 
     n = args.agents
@@ -55,134 +181,93 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         code, key = call(api, "POST", "/v1/enrollment-keys", admin, {"networks": [net["id"]], "uses": n + 1})
         assert code == 201, key
 
-        def register(i: int) -> tuple[dict, str, str]:
+        def register(i: int) -> dict:
             body, tls = host_body(f"a{i}", f"198.18.{i // 250}.{i % 250 + 1}:51820")
             code, out = call(api, "POST", "/v1/hosts", key["token"], body)
             assert code == 201, out
-            return out, tls, keys.new_wireguard_key()
+            return {"api": api, "host_id": out["host"]["id"], "name": out["host"]["name"],
+                    "host_token": out["host_token"], "certificate_pem": out["certificate_pem"],
+                    "ca_pem": out["ca_pem"], "mqtt_endpoint": out["mqtt"]["endpoint"],
+                    "mqtt_port": out["mqtt"]["port"], "tls_key": tls, "wg_key": keys.new_wireguard_key()}
 
         t = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
             hosts = list(pool.map(register, range(n + 1)))
         print(f"registered {n + 1} hosts in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        target, hosts = hosts[-1][0]["host"], hosts[:-1]
-        shared = ApiClient(api, hosts[0][0]["host_token"]).config(hosts[0][0]["host"]["id"])
-
-        class SharedConfig(ApiClient):
-            """Every agent's /config, served from the one fetched above (members are network-wide)."""
-
-            def config(self, host_id: str) -> FullConfig:
-                return FullConfig(host_id=host_id, snapshots=self.snapshots)
-
-            def update_endpoints(self, host_id: str, endpoints: list[str]) -> None:
-                pass
-
-        class MemoryStateDir(StateDir):
-            def __init__(self, path: Path, state: AgentState, wg: str) -> None:
-                super().__init__(path)
-                self._state, self._wg = state, wg
-
-            def load(self) -> AgentState:
-                return self._state
-
-            def wg_key(self) -> str:
-                return self._wg
-
-            def load_cache(self) -> list[protocol.Snapshot]:
-                return []
-
-            def save_cache(self, snapshots: list[protocol.Snapshot]) -> None:
-                pass
-
-            def save_runtime(self, info: dict) -> None:
-                pass
-
-        applied_at: list[dict[int, float]] = [{} for _ in range(n)]
-        seen_bytes: list[tuple[int, int]] = []  # (seq, bytes) of broadcasts agent 0 received
-        agents: list[Agent] = []
+        target, hosts = hosts[-1], hosts[:-1]
+        shared = ApiClient(api, hosts[0]["host_token"]).config(hosts[0]["host_id"])
         ca = Path(tmp) / "ca.pem"
-        ca.write_text(hosts[0][0]["ca_pem"])
-        net_topic = protocol.network_topic(net["id"])
-        for i, (reg, tls, wg) in enumerate(hosts):
-            h = reg["host"]
-            d = Path(tmp) / h["id"]
-            d.mkdir()
-            (d / "tls.key").write_text(tls)
-            (d / "tls.crt").write_text(reg["certificate_pem"])
-            state = AgentState(server=api, host_id=h["id"], name=h["name"], host_token=reg["host_token"],
-                               interface=f"sim{i}", backend="memory", listen_port=51820,
-                               mqtt_endpoint=reg["mqtt"]["endpoint"], mqtt_port=reg["mqtt"]["port"],
-                               client_id=reg["mqtt"]["client_id"], endpoints=tuple(h["endpoints"]))
-            api_client = SharedConfig(api, reg["host_token"])
-            api_client.snapshots = shared.snapshots
+        ca.write_text(hosts[0]["ca_pem"])
 
-            def on_applied(tracker, i=i) -> None:  # noqa: ANN001
-                seq = tracker.seq(net["id"])
-                if seq is not None:
-                    applied_at[i].setdefault(seq, time.perf_counter())
-
-            def link_factory(events: queue.Queue, d=d, reg=reg, i=i) -> MqttLink:
-                if i == 0:  # tee: count what one subscriber receives per change
-                    class Tee(queue.Queue):
-                        def put(self, item, block=True, timeout=None) -> None:  # noqa: ANN001
-                            if isinstance(item, Received) and item.topic == net_topic:
-                                seen_bytes.append((protocol.decode(item.payload).seq, len(item.payload)))
-                            events.put(item)
-                    out = Tee()
-                else:
-                    out = events
-                return MqttLink(endpoint=reg["mqtt"]["endpoint"], port=reg["mqtt"]["port"],
-                                client_id=reg["mqtt"]["client_id"], cert_path=d / "tls.crt",
-                                key_path=d / "tls.key", ca_path=ca, events=out)
-
-            agents.append(Agent(MemoryStateDir(d, state, wg), backend=MemoryBackend(f"sim{i}"),
-                                netsetup=None, api=api_client, link_factory=link_factory,
-                                timings=Timings(heartbeat=3600), on_applied=on_applied))
-
-        threads = [threading.Thread(target=a.run, daemon=True) for a in agents]
+        ctx = mp.get_context("spawn")
+        w = max(1, min(args.workers, n))
+        pipes, procs = [], []
         t = time.perf_counter()
-        for th in threads:
-            th.start()
-        deadline = time.monotonic() + 120 + n * 0.1
-        while not all(a.connected and a._subscribed for a in agents):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"only {sum(a.connected for a in agents)}/{n} agents connected")
-            time.sleep(0.1)
-        print(f"{n} agents connected and subscribed in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        for k in range(w):
+            parent, child = ctx.Pipe()
+            wdir = Path(tmp) / f"w{k}"
+            wdir.mkdir()
+            wire = [protocol.to_wire(s) for s in shared.snapshots]
+            p = ctx.Process(target=worker, daemon=True,
+                            args=(child, hosts[k::w], wire, str(ca), net["id"], str(wdir), k == 0))
+            p.start()
+            pipes.append(parent)
+            procs.append(p)
+        for c in pipes:
+            status = c.recv()
+            if status[0] != "ready":
+                raise SystemExit(status[1])
+        print(f"{n} agents in {w} processes connected and subscribed in {time.perf_counter() - t:.1f}s",
+              file=sys.stderr)
 
         samples: list[float] = []
+        received: list[float] = []
         api_done: list[float] = []  # when the PATCH returned (the broadcast is out by then)
         per_change_p99: list[float] = []
-        seqs_before = len(seen_bytes)
+        msg_sizes: list[int] = []
+        base = shared.snapshots[0].seq
         for c in range(args.changes):
-            base = max(a.tracker.seq(net["id"]) or 0 for a in agents)
             t0 = time.perf_counter()
-            code, out = call(api, "PATCH", f"/v1/hosts/{target['id']}", admin,
+            code, out = call(api, "PATCH", f"/v1/hosts/{target['host_id']}", admin,
                              {"endpoints": [f"198.18.100.{c + 1}:51820"]})
             assert code == 200, out
             api_done.append(time.perf_counter() - t0)
-            deadline = time.monotonic() + 60
-            while not all(any(s > base for s in applied_at[i]) for i in range(n)):
-                if time.monotonic() > deadline:
-                    missing = sum(not any(s > base for s in applied_at[i]) for i in range(n))
-                    raise SystemExit(f"change {c}: {missing}/{n} agents did not apply it within 60s")
-                time.sleep(0.01)
-            lat = [min(ts for s, ts in applied_at[i].items() if s > base) - t0 for i in range(n)]
+            for pc in pipes:
+                pc.send(("wait", base, t0, 60.0))
+            lat: list[float] = []
+            for pc in pipes:
+                _, rows, sizes = pc.recv()
+                msg_sizes += sizes
+                missing = sum(a is None for a, _ in rows)
+                if missing:
+                    raise SystemExit(f"change {c}: {missing} agents did not apply it within 60s")
+                lat += [a - t0 for a, _ in rows]
+                received += [r - t0 for _, r in rows if r is not None]
             samples += lat
             per_change_p99.append(percentile(lat, 99))
-            time.sleep(0.5)  # let the broker go quiet so changes do not overlap
-        msgs = seen_bytes[seqs_before:]
-        resyncs = sum(len(a.backend.applies) > args.changes + 1 for a in agents)
-        for a in agents:
-            a.stop()
-        for th in threads:
-            th.join(10)
-    summary("propagation", agents=n, changes=args.changes, samples=len(samples),
-            messages_per_change=round(len(msgs) / args.changes, 2),
-            bytes_per_change=round(sum(b for _, b in msgs) / args.changes),
+            base = max(base + 1, _network_seq(api, admin, net["id"]))
+        extra = resyncs = 0
+        for pc in pipes:
+            pc.send(("stop", args.changes))
+            _, e, r = pc.recv()
+            extra, resyncs = extra + e, resyncs + r
+        for p in procs:
+            p.join(15)
+    summary("propagation", agents=n, workers=w, changes=args.changes, samples=len(samples),
+            messages_per_change=round(len(msg_sizes) / args.changes, 2),
+            bytes_per_change=round(sum(msg_sizes) / args.changes),
             worst_change_p99_ms=round(max(per_change_p99) * 1000, 2),
-            agents_with_extra_applies=resyncs, api_p50_ms=round(percentile(api_done, 50) * 1000, 2),
+            agents_with_extra_applies=extra, resyncs_during_run=resyncs,
+            api_p50_ms=round(percentile(api_done, 50) * 1000, 2),
+            received_p50_ms=round(percentile(received, 50) * 1000, 2),
+            received_p99_ms=round(percentile(received, 99) * 1000, 2),
             **stats_ms(samples))
+
+
+def _network_seq(api: str, admin: str, net_id: str) -> int:
+    code, out = call(api, "GET", f"/v1/networks/{net_id}", admin)
+    assert code == 200, out
+    return int(out["seq"])
 
 
 if __name__ == "__main__":

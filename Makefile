@@ -1,7 +1,11 @@
 # skymesh — the two commands of the README, and a few more.
-.PHONY: up test deps lint bench clean
+.PHONY: up test deps lint bench clean synth
 
 PY := .venv/bin/python
+# AWS tooling offline: no credentials or metadata service, pip only from the wheels
+# scripts/bootstrap.sh fetched for the Lambda package.
+OFFLINE := env AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} AWS_EC2_METADATA_DISABLED=true \
+	PIP_NO_INDEX=1 PIP_FIND_LINKS=$(CURDIR)/.venv/lambda-wheels JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=18,20
 
 deps:
 	@scripts/bootstrap.sh
@@ -9,9 +13,16 @@ deps:
 up: deps ## start the local stack (DynamoDB Local, Mosquitto, API, scheduler, rule bridge)
 	.venv/bin/skymesh local up
 
-test: deps ## every test: unit, functional, integration, AWS adapters (moto)
+test: deps ## every test: unit, functional, integration, AWS adapters (moto), infra (template, IAM, cfn-lint)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+	rm -rf build/chalice-prod && $(OFFLINE) .venv/bin/chalice package --stage prod build/chalice-prod
+	@$(MAKE) --no-print-directory synth
+
+synth: deps ## the CloudFormation template, offline (no AWS credentials), into cdk.out/; then cfn-lint
+	rm -rf cdk.out
+	$(OFFLINE) CDK_OUTDIR=$(CURDIR)/cdk.out $(PY) infra/app.py
+	.venv/bin/cfn-lint cdk.out/skymesh.template.json
 
 lint: deps
 	$(PY) -m ruff check .

@@ -35,8 +35,24 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "bootstrap: preparing .venv"
   python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[control,agent,dev]'
+  .venv/bin/python -m pip install -q -e '.[control,agent,dev,infra]'
   echo "$want" > "$stamp"
+fi
+
+# The Lambda package's wheels (Linux x86_64, this Python), fetched while the network
+# is there so `chalice package` and `make synth` work offline later: the Makefile and
+# tests/infra point pip at this directory (PIP_NO_INDEX, PIP_FIND_LINKS).
+wheels=.venv/lambda-wheels
+want_wheels=$(cat requirements.txt "$stamp" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$wheels/.stamp" 2>/dev/null)" != "$want_wheels" ]; then
+  echo "bootstrap: fetching wheels for the Lambda package"
+  pyver=$(.venv/bin/python -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+  platforms=(--platform manylinux2014_x86_64)
+  for minor in $(seq 17 26); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+  .venv/bin/python -m pip download -q -d "$wheels" -r requirements.txt
+  .venv/bin/python -m pip download -q -d "$wheels" -r requirements.txt --only-binary=:all: \
+    --implementation cp --python-version "$pyver" "${platforms[@]}"
+  echo "$want_wheels" > "$wheels/.stamp"
 fi
 
 .venv/bin/python -c 'from skymesh.local.dynamodb import install, is_installed

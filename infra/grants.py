@@ -1,0 +1,168 @@
+"""Who may do what: the IAM statements of each function's role, least privilege.
+
+Chalice's generated policy cannot see PynamoDB or the IoT calls made through
+``chalicelib/adapters``, so each role is written here by hand, from what the
+function's code calls (``tests/infra/test_grants_cover_calls.py`` runs every
+function on moto, records each AWS call and checks it against these statements,
+and that nothing is granted that no call needs):
+
+- ``api_handler``: the REST API — the whole table, the IoT registry calls of host
+  identities (things, certificates, each network's thing group and policy) and
+  publishing network broadcasts.
+- ``host_report``: one ``UpdateItem`` on the reporting host's record.
+- ``mark_offline``: lists hosts through the ``kind-index`` and updates host records.
+- ``sweep_broadcasts``: reads pending changes and members, advances a network's
+  sequence, clears what it sent, publishes broadcasts.
+- ``bootstrap`` (deploy time): the first admin key (its secret, one table item) and
+  the IoT endpoint lookup.
+
+No statement has a ``*`` action. ``*`` resources appear only for the two actions
+that have no resource type in IAM: ``iot:CreateCertificateFromCsr`` and
+``iot:DescribeEndpoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import aws_iam as iam
+
+from chalicelib.adapters.dynamodb.items import KIND_INDEX
+from chalicelib.domain.ids import ID_PREFIXES
+from chalicelib.domain.protocol import network_topic
+
+__all__ = ["Arns", "statements_for", "FUNCTIONS"]
+
+#: The functions of the app (their names in app.py) plus the deploy-time one.
+FUNCTIONS = ("api_handler", "host_report", "mark_offline", "sweep_broadcasts", "bootstrap")
+
+#: What DynamoDB asks of the caller's key permissions on a table encrypted with a
+#: customer managed key (each only through DynamoDB: ``kms:ViaService``).
+_KMS_FOR_DYNAMODB = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey",
+                     "kms:ReEncryptFrom", "kms:ReEncryptTo"]
+
+
+@dataclass(frozen=True)
+class Arns:
+    """The resources the statements name (CDK tokens)."""
+
+    region: str
+    table: str
+    key: str
+    iot: str  #: ``arn:<partition>:iot:<region>:<account>:``
+    network_prefix: str  #: each network's thing group and policy: ``<network_prefix><network id>``
+    secret: str
+    log_group: dict[str, str]  #: function name -> its log group ARN (``...:log-group:NAME:*``)
+
+    @property
+    def table_index(self) -> str:
+        return f"{self.table}/index/{KIND_INDEX}"
+
+    @property
+    def things(self) -> str:
+        """Every host's thing: thing name = host id = ``host_…``."""
+        return f"{self.iot}thing/{ID_PREFIXES['host']}_*"
+
+    @property
+    def certificates(self) -> str:
+        return f"{self.iot}cert/*"
+
+    @property
+    def network_groups(self) -> str:
+        return f"{self.iot}thinggroup/{self.network_prefix}*"
+
+    @property
+    def network_policies(self) -> str:
+        return f"{self.iot}policy/{self.network_prefix}*"
+
+    @property
+    def broadcast_topics(self) -> str:
+        return f"{self.iot}topic/{network_topic('*')}"
+
+
+def _allow(sid: str, actions: list[str], resources: list[str],
+           conditions: dict[str, dict[str, object]] | None = None) -> iam.PolicyStatement:
+    return iam.PolicyStatement(sid=sid, effect=iam.Effect.ALLOW, actions=sorted(actions),
+                               resources=resources, conditions=conditions)
+
+
+def _logs(arns: Arns, function: str) -> iam.PolicyStatement:
+    # The log group is made by the stack: no logs:CreateLogGroup.
+    return _allow("OwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [arns.log_group[function]])
+
+
+def _table_key(arns: Arns) -> iam.PolicyStatement:
+    return _allow("TableKeyThroughDynamoDB", _KMS_FOR_DYNAMODB, [arns.key],
+                  {"StringEquals": {"kms:ViaService": f"dynamodb.{arns.region}.amazonaws.com"}})
+
+
+def _host_items_only() -> dict[str, dict[str, object]]:
+    """Only items whose partition key is a host record (``HOST#<id>``)."""
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["HOST#*"]}}
+
+
+def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
+    """The statements of ``function``'s role (see the module docstring)."""
+    if function == "api_handler":
+        return [
+            _logs(arns, function),
+            _allow("Table", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                             "dynamodb:DeleteItem", "dynamodb:ConditionCheckItem", "dynamodb:Query",
+                             "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [arns.table]),
+            _allow("TableKindIndex", ["dynamodb:Query"], [arns.table_index]),
+            _table_key(arns),
+            _allow("HostThings", ["iot:CreateThing", "iot:DeleteThing", "iot:ListThingPrincipals",
+                                  "iot:ListThingGroupsForThing"], [arns.things]),
+            # AWS IoT signs the CSR; this action has no resource type.
+            _allow("SignHostCsr", ["iot:CreateCertificateFromCsr"], ["*"]),
+            _allow("HostCertificates", ["iot:DescribeCertificate", "iot:UpdateCertificate",
+                                        "iot:DeleteCertificate", "iot:AttachThingPrincipal",
+                                        "iot:DetachThingPrincipal"], [arns.certificates]),
+            # Host policy onto certificates; network policies onto their thing groups.
+            _allow("AttachPolicies", ["iot:AttachPolicy", "iot:DetachPolicy"],
+                   [arns.certificates, arns.network_groups]),
+            _allow("NetworkGroups", ["iot:CreateThingGroup", "iot:DescribeThingGroup"],
+                   [arns.network_groups]),
+            _allow("NetworkGroupMembers", ["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup"],
+                   [arns.things, arns.network_groups]),
+            _allow("NetworkPolicies", ["iot:CreatePolicy"], [arns.network_policies]),
+            _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
+        ]
+    if function == "host_report":
+        return [
+            _logs(arns, function),
+            _allow("HostStatus", ["dynamodb:UpdateItem"], [arns.table], _host_items_only()),
+            _table_key(arns),
+        ]
+    if function == "mark_offline":
+        return [
+            _logs(arns, function),
+            _allow("ListHosts", ["dynamodb:Query"], [arns.table_index]),
+            _allow("MarkHostsOffline", ["dynamodb:UpdateItem"], [arns.table], _host_items_only()),
+            _table_key(arns),
+        ]
+    if function == "sweep_broadcasts":
+        return [
+            _logs(arns, function),
+            _allow("NetworksWithPendingChanges", ["dynamodb:Query"], [arns.table_index]),
+            # Pending changes (Query), the lease and sequence (UpdateItem), the members
+            # (BatchGetItem), clearing what was sent (BatchWriteItem).
+            _allow("PendingChanges", ["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:BatchGetItem",
+                                      "dynamodb:BatchWriteItem"], [arns.table]),
+            _table_key(arns),
+            _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
+        ]
+    if function == "bootstrap":
+        return [
+            _logs(arns, function),
+            _allow("AdminKeySecret", ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+                   [arns.secret]),
+            _allow("AdminKeySecretKey", ["kms:Decrypt", "kms:GenerateDataKey"], [arns.key],
+                   {"StringEquals": {"kms:ViaService": f"secretsmanager.{arns.region}.amazonaws.com"}}),
+            _allow("AdminKeyItem", ["dynamodb:GetItem", "dynamodb:PutItem"], [arns.table],
+                   {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ADMIN#*"]}}),
+            _table_key(arns),
+            # Looking up the account's IoT data endpoint; this action has no resource type.
+            _allow("IotEndpoint", ["iot:DescribeEndpoint"], ["*"]),
+        ]
+    raise ValueError(f"unknown function {function!r}; one of {', '.join(FUNCTIONS)}")

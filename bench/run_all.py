@@ -21,7 +21,8 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick ar
     ("cold_import", ["--runs", "10"], ["--runs", "3"]),
     ("config_handler", ["--hosts", "1000", "--requests", "200"], ["--hosts", "50", "--requests", "20"]),
     ("registration", ["--hosts", "500", "--concurrency", "16"], ["--hosts", "20", "--concurrency", "4"]),
-    ("propagation", ["--agents", "1000", "--changes", "5", "--workers", "4"], ["--agents", "20", "--changes", "2"]),
+    ("propagation", ["--agents", "1000", "--changes", "5", "--workers", "4"],
+     ["--agents", "20", "--changes", "2"]),
     ("apply", ["--peers", "1000", "--reps", "30"], ["--peers", "100", "--reps", "3"]),
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -169,6 +170,11 @@ def _function_env(synthesized: Synthesized, resolver: Resolver) -> dict[str, str
 @pytest.fixture(scope="module")
 def run(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     monkeypatch = pytest.MonkeyPatch()
+    # A Lambda function's environment is only what the template sets: drop whatever
+    # other tests or the machine left (e.g. a DynamoDB Local endpoint).
+    for name in list(os.environ):
+        if name.startswith(("SKYMESH_", "AWS_")):
+            monkeypatch.delenv(name)
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
                         "AWS_REGION": REGION}.items():

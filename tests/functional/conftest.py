@@ -6,6 +6,7 @@ Each test gets its own table. Publisher and identity are the in-memory adapters
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 from chalice.local import LocalChalice
-from chalice.test import Client
+from chalice.test import BaseClient, Client
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -90,9 +91,19 @@ class Api:
         return payload
 
 
+@contextlib.contextmanager
+def _keep_environ(self: Any, environment_variables: dict[str, str]) -> Iterator[None]:
+    """chalice.test swaps ``os.environ`` for a copy during each call and back after: calls
+    from several threads restore each other's copies, and the stage's variables leak
+    into later tests. Here the stage env is set with monkeypatch, so nothing is swapped."""
+    assert not environment_variables, "functional tests set the stage's env with monkeypatch"
+    yield
+
+
 @pytest.fixture
-def api(service: Service, tmp_path: Any) -> Iterator[Api]:
+def api(service: Service, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     admin = service.ensure_admin_key()
+    monkeypatch.setattr(BaseClient, "_patched_env_vars", _keep_environ)
     # project_dir without .chalice/: the stage's env vars come from the test's environment only.
     with Client(app_module.app, project_dir=str(tmp_path)) as client:
         yield Api(client, admin)

@@ -23,7 +23,6 @@ loopback), one wireguard-go device, driven two ways, R repetitions each:
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
 import secrets
@@ -43,14 +42,10 @@ from bench.common import percentile, stats_ms, summary  # noqa: E402
 
 
 def _keypair() -> tuple[str, str]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import x25519
+    from agent import keys
 
-    priv = x25519.X25519PrivateKey.generate()
-    raw = priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
-    pub = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode(), base64.b64encode(pub).decode()
+    priv = keys.new_wireguard_key()
+    return priv, keys.wireguard_public_key(priv)
 
 
 def _wg_config(private_key: str, port: int, peers: list) -> str:

@@ -13,7 +13,6 @@ Lab rules: every namespace is ``smct-<random>`` and every interface ``smct<rand4
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import ipaddress
@@ -31,9 +30,8 @@ from pathlib import Path
 from socket import AF_INET, AF_INET6, inet_pton
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import x25519
 
+from agent import keys
 from agent.config import PeerConfig, PeerDiff, peer_diff
 from agent.netconf import NetConf, NetConfError, local_addresses
 from agent.wg import format_endpoint, make_backend, resolve_endpoint
@@ -75,11 +73,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str =
 
 def keypair() -> tuple[str, str]:
     """A WireGuard (X25519) key pair, base64: (private, public)."""
-    priv = x25519.X25519PrivateKey.generate()
-    raw_priv = priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                  serialization.NoEncryption())
-    raw_pub = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw_priv).decode(), base64.b64encode(raw_pub).decode()
+    priv = keys.new_wireguard_key()
+    return priv, keys.wireguard_public_key(priv)
 
 
 def make_peer(i: int) -> PeerConfig:

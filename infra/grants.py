@@ -121,11 +121,11 @@ def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
             # Host policy onto certificates; network policies onto their thing groups.
             _allow("AttachPolicies", ["iot:AttachPolicy", "iot:DetachPolicy"],
                    [arns.certificates, arns.network_groups]),
-            _allow("NetworkGroups", ["iot:CreateThingGroup", "iot:DescribeThingGroup"],
-                   [arns.network_groups]),
+            _allow("NetworkGroups", ["iot:CreateThingGroup", "iot:DescribeThingGroup",
+                                     "iot:DeleteThingGroup"], [arns.network_groups]),
             _allow("NetworkGroupMembers", ["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup"],
                    [arns.things, arns.network_groups]),
-            _allow("NetworkPolicies", ["iot:CreatePolicy"], [arns.network_policies]),
+            _allow("NetworkPolicies", ["iot:CreatePolicy", "iot:DeletePolicy"], [arns.network_policies]),
             _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
         ]
     if function == "host_report":

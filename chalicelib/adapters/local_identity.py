@@ -249,6 +249,10 @@ class LocalCaIdentity:
             self._rebuild_locked()
         self.reload_broker()
 
+    def remove_network(self, network_id: NetworkId) -> None:
+        """Nothing to do: the broker's ACL grants broadcasts per host, and no host is left in it."""
+        _check_name("network id", network_id)
+
     def revoke(self, host_id: HostId, certificate_id: str) -> None:
         """Put the certificate on the CRL (new connections refused) and deny the host
         everything (connections already open stop receiving and publishing)."""

@@ -48,6 +48,7 @@ class MemoryIdentity:
         self._lock = threading.Lock()
         self.networks: dict[HostId, tuple[NetworkId, ...]] = {}
         self.revoked: set[str] = set()
+        self.removed_networks: list[NetworkId] = []
         self._endpoint, self._port = mqtt_endpoint, mqtt_port
 
     @property
@@ -71,3 +72,7 @@ class MemoryIdentity:
         with self._lock:
             self.networks.pop(host_id, None)
             self.revoked.add(certificate_id)
+
+    def remove_network(self, network_id: NetworkId) -> None:
+        with self._lock:
+            self.removed_networks.append(network_id)

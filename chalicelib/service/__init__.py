@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+from ..domain.ids import NetworkId
 from ..domain.models import Network
-from ..errors import ConflictError
+from ..errors import ConflictError, UnavailableError
 from .auth import Auth
-from .deps import Deps, Settings, retrying
+from .deps import Deps, Settings, log, retrying
 from .hosts import Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
 from .networks import Networks
@@ -67,3 +68,7 @@ class Service:
             if store.get_network(network_id) is not None:
                 store.unmark_network_deleting(network_id)
             raise
+        try:  # the network is gone; its broker-side group and policy grant nothing any more
+            self.deps.identity.remove_network(NetworkId(network_id))
+        except UnavailableError as e:
+            log.warning("network %s deleted; its broker resources stay until teardown: %s", network_id, e)

@@ -75,6 +75,10 @@ class HostIdentity(Protocol):
         """The certificate can no longer connect and the host loses every permission."""
         ...
 
+    def remove_network(self, network_id: NetworkId) -> None:
+        """A deleted network's broker-side resources go (idempotent; no member is left)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RegistryEntry:

@@ -73,6 +73,8 @@ def test_delete_is_409_while_hosts_are_members_and_force_removes_them_cleanly(ap
     h = api.ok("GET", f"/v1/hosts/{host['id']}")
     assert [a["network_id"] for a in h["addresses"]] == [other["id"]]
     assert service.deps.identity.networks[host["id"]] == (other["id"],)
+    # Its broker-side resources (on AWS: thing group and policy) went with it, only once.
+    assert service.deps.identity.removed_networks == [net["id"]]
     # The deleted network's range is free again.
     api.ok("POST", "/v1/networks", {"name": "n", "ipv4_cidr": "100.64.0.0/16"})
     # An enrollment key naming the deleted network says so.

@@ -141,6 +141,7 @@ def needs(service: str, operation: str, params: dict[str, Any]) -> list[Need]:
             "DetachThingPrincipal": [params.get("principal")],
             "AttachPolicy": [params.get("target")], "DetachPolicy": [params.get("target")],
             "CreatePolicy": [f"{IOT_ARN}policy/{params.get('policyName')}"],
+            "DeletePolicy": [f"{IOT_ARN}policy/{params.get('policyName')}"],
             "CreateCertificateFromCsr": ["*"], "DescribeEndpoint": ["*"],
         }
         if operation in by_resource:

@@ -76,6 +76,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         interface=args.interface, backend=args.backend, listen_port=args.listen_port,
         mqtt_endpoint=mqtt["endpoint"], mqtt_port=int(mqtt["port"]), client_id=mqtt["client_id"],
         endpoints=tuple(args.endpoint or ()), auto_endpoints=() if args.endpoint else tuple(endpoints),
+        status_topic=next(iter(mqtt.get("topics", {}).get("publish", ())), ""),
     )
     sd.create()
     sd.save_secrets(wg_key=wg_key, tls_key=tls_key)

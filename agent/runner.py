@@ -374,7 +374,8 @@ class Agent:
         now = time.monotonic()
         if digest == self._last_report and now - self._last_report_at < self.t.heartbeat:
             return
-        self.link.publish(protocol.host_status_topic(self.state.host_id), protocol.encode(report))
+        topic = self.state.status_topic or protocol.host_status_topic(self.state.host_id)
+        self.link.publish(topic, protocol.encode(report))
         self._last_report, self._last_report_at = digest, now
 
     def _write_runtime(self, running: bool = True) -> None:

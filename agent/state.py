@@ -50,6 +50,7 @@ class AgentState:
     client_id: str
     endpoints: tuple[str, ...] = ()  # given with --endpoint; empty = discover local addresses
     auto_endpoints: tuple[str, ...] = ()  # the discovered ones last sent to the API
+    status_topic: str = ""  # where to publish reports, as the API said (AWS: Basic Ingest)
 
 
 def write_private(path: Path, data: str | bytes) -> None:

@@ -195,6 +195,7 @@ class SkymeshStack(Stack):
             "SKYMESH_IOT_POLICY": f"{name}-host",
             "SKYMESH_IOT_ENDPOINT": endpoint.get_att_string("Address"),
             "SKYMESH_IOT_NETWORK_PREFIX": network_prefix,
+            "SKYMESH_IOT_STATUS_RULE": rule_name,
         }
         for fn, logical_id in CHALICE_FUNCTIONS.items():
             function = app.get_resource(logical_id)

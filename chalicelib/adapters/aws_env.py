@@ -10,6 +10,9 @@ Variables:
   deployed stack, where the thing name is the host id (the agent's MQTT client id).
 - ``SKYMESH_IOT_NETWORK_PREFIX`` (optional): prefix of each network's thing group
   and policy (default ``<thing prefix>net-``; the stack sets ``<stack name>-net-``).
+- ``SKYMESH_IOT_STATUS_RULE`` (optional): the topic rule for status reports; hosts
+  are told to publish through Basic Ingest (``$aws/rules/<rule>/sm/h/<id>/status``),
+  which skips the broker's messaging charge. Unset: the plain status topic.
 - ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (required).
 
 Credentials come from boto3's usual chain (in Lambda: the function's role).
@@ -111,7 +114,8 @@ def aws_adapters_from_env(
     )
     try:
         identity = IotIdentity(iot, endpoint=endpoint, policy_name=policy, thing_prefix=prefix,
-                               network_prefix=network_prefix)
+                               network_prefix=network_prefix,
+                               status_rule=env.get("SKYMESH_IOT_STATUS_RULE", "").strip() or None)
     except ValueError as err:
         variable = ("SKYMESH_IOT_NETWORK_PREFIX" if "network_prefix" in str(err)
                     else "SKYMESH_IOT_THING_PREFIX")

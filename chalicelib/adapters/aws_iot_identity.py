@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..domain.ids import HostId, NetworkId
+from ..domain.protocol import host_status_topic
 from ..errors import (
     ConflictError,
     InvalidInputError,
@@ -68,7 +69,7 @@ from .aws_iot_data import (
     call_with_retries,
     unavailable_error,
 )
-from .aws_iot_policies import iot_arn_prefix, network_policy_document
+from .aws_iot_policies import basic_ingest_topic, iot_arn_prefix, network_policy_document
 
 __all__ = ["IotIdentity", "AMAZON_ROOT_CA_1", "load_csr", "MAX_CSR_CHARS"]
 
@@ -198,6 +199,7 @@ class IotIdentity:
         sleep: Sleep = time.sleep,
         max_groups_per_thing: int = DEFAULT_MAX_GROUPS_PER_THING,
         delete_thing_attempts: int = 5,
+        status_rule: str | None = None,
     ) -> None:
         """``iot_client`` is a boto3 ``iot`` client; ``endpoint`` the ATS data endpoint host.
 
@@ -206,7 +208,9 @@ class IotIdentity:
         IAM grants can name exactly its own groups and policies). ``retries``
         extra attempts are made on throttling. ``delete_thing_attempts`` bounds
         the wait for AWS to finish detaching certificates (it does so
-        asynchronously) before a thing can be deleted.
+        asynchronously) before a thing can be deleted. ``status_rule`` is the
+        topic rule for status reports: hosts are told to publish through Basic
+        Ingest to it (no broker messaging charge); without it, to the plain topic.
         """
         if not _PREFIX_RE.match(thing_prefix):
             raise ValueError(
@@ -233,8 +237,14 @@ class IotIdentity:
         self._sleep = sleep
         self._max_groups = max_groups_per_thing
         self._delete_attempts = max(1, delete_thing_attempts)
+        self._status_rule = status_rule
 
     # --- the port -------------------------------------------------------------------
+
+    def status_topic(self, host_id: HostId) -> str:
+        if self._status_rule:
+            return basic_ingest_topic(self._status_rule, host_id)
+        return host_status_topic(host_id)
 
     @property
     def mqtt_endpoint(self) -> str:

@@ -41,7 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..domain.ids import HostId, NetworkId
-from ..domain.protocol import HOST_STATUS_FILTER, host_inbox_topic, network_topic
+from ..domain.protocol import HOST_STATUS_FILTER, host_inbox_topic, host_status_topic, network_topic
 from ..errors import InvalidInputError, UnavailableError
 from ..service.ports import IssuedCertificate
 from . import local_ca
@@ -248,6 +248,10 @@ class LocalCaIdentity:
             local_ca.write_public_file(self._hosts_dir / host_id, _host_lines(host_id, network_ids))
             self._rebuild_locked()
         self.reload_broker()
+
+    def status_topic(self, host_id: HostId) -> str:
+        """The plain status topic; the rule bridge subscribes to it."""
+        return host_status_topic(host_id)
 
     def remove_network(self, network_id: NetworkId) -> None:
         """Nothing to do: the broker's ACL grants broadcasts per host, and no host is left in it."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..domain.ids import HostId, NetworkId
+from ..domain.protocol import host_status_topic
 from ..errors import UnavailableError
 from ..service.ports import IssuedCertificate
 
@@ -72,6 +73,9 @@ class MemoryIdentity:
         with self._lock:
             self.networks.pop(host_id, None)
             self.revoked.add(certificate_id)
+
+    def status_topic(self, host_id: HostId) -> str:
+        return host_status_topic(host_id)
 
     def remove_network(self, network_id: NetworkId) -> None:
         with self._lock:

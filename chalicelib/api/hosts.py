@@ -28,7 +28,7 @@ def register_host(call: Call) -> s.HostRegistered:
             topics=s.MqttTopics(
                 subscribe=[protocol.host_inbox_topic(host_id)]
                 + [protocol.network_topic(n) for n in reg.host.network_ids],
-                publish=[protocol.host_status_topic(host_id)],
+                publish=[reg.status_topic],
             ),
         ),
         host_token=reg.host_token,

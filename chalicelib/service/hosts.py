@@ -24,6 +24,7 @@ class Registration:
     host_token: str
     mqtt_endpoint: str
     mqtt_port: int
+    status_topic: str  # where the host publishes its reports
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class Hosts:
             raise
         self._broadcast(host.network_ids)
         return Registration(host, certificate, str(token), d.identity.mqtt_endpoint,
-                            d.identity.mqtt_port)
+                            d.identity.mqtt_port, d.identity.status_topic(host_id))
 
     def _network_of_key(self, network_id: str) -> Network:
         network = self._d.store.get_network(network_id)

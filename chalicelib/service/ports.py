@@ -75,6 +75,10 @@ class HostIdentity(Protocol):
         """The certificate can no longer connect and the host loses every permission."""
         ...
 
+    def status_topic(self, host_id: HostId) -> str:
+        """Where the host publishes its status reports (the agent is told at registration)."""
+        ...
+
     def remove_network(self, network_id: NetworkId) -> None:
         """A deleted network's broker-side resources go (idempotent; no member is left)."""
         ...

@@ -57,6 +57,14 @@ def test_network_prefix_names_groups_and_policies(iot: Any) -> None:
     assert iot.get_policy(policyName="skymesh-net-net_a")["policyName"] == "skymesh-net-net_a"
 
 
+def test_hosts_are_told_to_report_through_basic_ingest_when_the_rule_is_named(iot: Any) -> None:
+    _, plain = aws_adapters_from_env(_env(SKYMESH_IOT_ENDPOINT="data-ats.iot.us-east-1.amazonaws.com"))
+    assert plain.status_topic(HostId("host_a1")) == "sm/h/host_a1/status"
+    _, ingest = aws_adapters_from_env(_env(SKYMESH_IOT_ENDPOINT="data-ats.iot.us-east-1.amazonaws.com",
+                                           SKYMESH_IOT_STATUS_RULE="skymesh_host_status"))
+    assert ingest.status_topic(HostId("host_a1")) == "$aws/rules/skymesh_host_status/sm/h/host_a1/status"
+
+
 def test_looks_up_the_ats_endpoint_once(iot: Any) -> None:
     _, first = aws_adapters_from_env(_env())
     assert first.mqtt_endpoint.endswith(f"-ats.iot.{REGION}.amazonaws.com")

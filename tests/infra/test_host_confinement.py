@@ -36,7 +36,8 @@ def fleet(moto_aws: None, synthesized: Synthesized) -> Iterator[tuple[Any, dict[
     _, identity = aws_adapters_from_env({
         "AWS_REGION": REGION, "SKYMESH_IOT_ENDPOINT": "data-ats.iot.us-east-1.amazonaws.com",
         "SKYMESH_IOT_POLICY": function["SKYMESH_IOT_POLICY"],
-        "SKYMESH_IOT_NETWORK_PREFIX": function["SKYMESH_IOT_NETWORK_PREFIX"]})
+        "SKYMESH_IOT_NETWORK_PREFIX": function["SKYMESH_IOT_NETWORK_PREFIX"],
+        "SKYMESH_IOT_STATUS_RULE": function["SKYMESH_IOT_STATUS_RULE"]})
     for host, networks in ((A, [OFFICE, LAB]), (B, [OFFICE])):
         identity.issue(HostId(host), csr_pem())
         identity.set_networks(HostId(host), [NetworkId(n) for n in networks])
@@ -120,3 +121,11 @@ def test_network_policy_and_group_can_be_removed(fleet: Any, synthesized: Synthe
     name = f"{synthesized.stack_name}-net-{LAB}"
     assert name not in [g["groupName"] for g in iot.list_thing_groups()["thingGroups"]]
     assert name not in [p["policyName"] for p in iot.list_policies()["policies"]]
+
+
+def test_the_status_topic_the_api_hands_out_is_one_only_that_host_may_publish_to(fleet) -> None:
+    identity, _ = fleet
+    topic = identity.status_topic(HostId(A))
+    assert topic.startswith("$aws/rules/")  # Basic Ingest: no broker messaging charge
+    assert _can(A, "iot:Publish", f"topic/{topic}")
+    assert not _can(B, "iot:Publish", f"topic/{topic}")

@@ -81,6 +81,8 @@ def test_chalice_functions_get_own_role_name_environment_and_log_group(synthesiz
         assert env["SKYMESH_IOT_ENDPOINT"] == {"Fn::GetAtt": ["IotEndpointLookup", "Address"]}
         assert env["SKYMESH_IOT_POLICY"] == f"{synthesized.stack_name}-host"
         assert env["SKYMESH_IOT_NETWORK_PREFIX"] == f"{synthesized.stack_name}-net-"
+        (rule,) = synthesized.resources("AWS::IoT::TopicRule").values()
+        assert env["SKYMESH_IOT_STATUS_RULE"] == rule["Properties"]["RuleName"]  # hosts use Basic Ingest
         assert (env["SKYMESH_PUBLISHER"], env["SKYMESH_IDENTITY"]) == ("iot", "iot")
         assert "SKYMESH_IOT_THING_PREFIX" not in env  # thing name = host id = MQTT client id
         depends = functions[logical_id]["DependsOn"]

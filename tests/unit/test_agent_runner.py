@@ -74,13 +74,14 @@ def members() -> list[Member]:
     return [member(i) for i in (1, 2, 3)]
 
 
-def make_agent(tmp_path, api, cache=(), heartbeat: float = 300.0,
+def make_agent(tmp_path, api, cache=(), heartbeat: float = 300.0, status_topic: str = "",
                ) -> tuple[Agent, MemoryBackend, RecordingLink]:
     sd = StateDir(tmp_path / "state")
     sd.create()
     sd.save(AgentState(server="http://198.18.0.1:8787", host_id="host_1", name="h1", host_token="t",
                        interface="sm0", backend="memory", listen_port=51820, mqtt_endpoint="198.18.0.1",
-                       mqtt_port=8883, client_id="host_1", endpoints=("198.18.0.1:51820",)))
+                       mqtt_port=8883, client_id="host_1", endpoints=("198.18.0.1:51820",),
+                       status_topic=status_topic))
     sd.save_secrets(wg_key=keys.new_wireguard_key(), tls_key=keys.new_tls_key())
     if cache:
         sd.save_cache(list(cache))
@@ -209,3 +210,12 @@ def test_a_device_that_vanished_is_brought_back_at_the_next_check(tmp_path, memb
     agent.report_status()
     assert backend.exists() and backend.creations == 2
     assert peer_keys(backend) == {members[1].public_key, members[2].public_key}
+
+
+def test_reports_go_where_the_api_said_at_registration(tmp_path, members):
+    ingest = "$aws/rules/skymesh_host_status/sm/h/host_1/status"
+    agent, _, link = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]), status_topic=ingest)
+    agent.boot()
+    agent.handle(Connected())
+    agent.report_status()
+    assert [t for t, _ in link.published] == [ingest]

@@ -336,6 +336,9 @@ class Agent:
     def status_report(self) -> protocol.StatusReport:
         now = time.time()
         stats = self.backend.stats() if self.backend.exists() else {}
+        # Only peers this host has talked to: in a large mesh most pairs never do, and a
+        # peer without handshake or bytes says nothing the API does not know already.
+        stats = {k: s for k, s in stats.items() if s.latest_handshake or s.rx_bytes or s.tx_bytes}
         peers = tuple(PeerStatus(
             public_key=k,
             latest_handshake_age=(None if s.latest_handshake is None
@@ -348,8 +351,9 @@ class Agent:
     def report_status(self) -> None:
         """Check the device is there (bring it back if not); report if something changed.
 
-        A report goes out when a peer's handshake appears or goes stale, the peer
-        set or the endpoints change, or the heartbeat is due.
+        A report lists the peers this host has talked to; it goes out when such a
+        peer's handshake appears or goes stale, the endpoints change, or the
+        heartbeat is due.
         """
         self._status_at = time.monotonic() + self.t.status_check
         reconcile_due = time.monotonic() - self._reconciled_at >= self.t.heartbeat

@@ -36,6 +36,7 @@ class MemoryBackend:
         self._public_key: str | None = None
         self._listen_port: int | None = None
         self._peers: dict[str, PeerConfig] = {}
+        self._traffic: dict[str, tuple[int, int, int]] = {}  # key -> (handshake, rx, tx)
 
     def __repr__(self) -> str:
         return f"MemoryBackend({self.ifname}, {len(self._peers)} peers, {len(self.applies)} applies)"
@@ -102,8 +103,16 @@ class MemoryBackend:
 
     def stats(self) -> dict[str, PeerStats]:
         self._need()
-        return {k: PeerStats(public_key=k, endpoint=p.endpoint, latest_handshake=None,
-                             rx_bytes=0, tx_bytes=0) for k, p in self._peers.items()}
+        out = {}
+        for k, p in self._peers.items():
+            handshake, rx, tx = self._traffic.get(k, (0, 0, 0))
+            out[k] = PeerStats(public_key=k, endpoint=p.endpoint, latest_handshake=handshake or None,
+                               rx_bytes=rx, tx_bytes=tx)
+        return out
+
+    def record_traffic(self, public_key: str, handshake: int, rx_bytes: int, tx_bytes: int) -> None:
+        """Pretend WireGuard did a handshake with this peer at ``handshake`` (unix seconds)."""
+        self._traffic[public_key] = (handshake, rx_bytes, tx_bytes)
 
     def delete(self) -> None:
         self._exists = False

@@ -6,6 +6,8 @@ tests/e2e; here each behaviour is pinned quickly and exactly.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from agent import keys
@@ -182,17 +184,25 @@ def test_a_deleted_host_drops_its_peers_but_an_outage_does_not(tmp_path, members
 
 def test_status_is_reported_on_change_and_otherwise_only_at_the_heartbeat(tmp_path, members):
     api = ScriptedApi([snapshot(7, members)])
-    agent, _, link = make_agent(tmp_path, api, heartbeat=3600)
+    agent, backend, link = make_agent(tmp_path, api, heartbeat=3600)
     agent.boot()
     agent.handle(Connected())
+
+    def reports() -> list:
+        return [protocol.decode(p) for t, p in link.published if t == "sm/h/host_1/status"]
+
     agent.report_status()
     agent.report_status()
-    reports = [protocol.decode(p) for t, p in link.published if t == "sm/h/host_1/status"]
-    assert len(reports) == 1
-    assert {p.public_key for p in reports[0].peers} == {members[1].public_key, members[2].public_key}
-    agent.handle(Received("sm/n/net_a", protocol.encode(protocol.Delta(NET, 8, upsert=(member(4),)))))
-    agent.report_status()
-    assert len([t for t, _ in link.published if t == "sm/h/host_1/status"]) == 2
+    assert len(reports()) == 1 and reports()[0].peers == ()  # nobody talked yet: nothing to list
+    backend.record_traffic(members[1].public_key, int(time.time()) - 5, 1500, 900)
+    agent.report_status()  # a handshake appeared: reported at once
+    assert len(reports()) == 2
+    (peer,) = reports()[1].peers
+    assert (peer.public_key, peer.rx_bytes, peer.tx_bytes) == (members[1].public_key, 1500, 900)
+    assert 0 <= peer.latest_handshake_age < 60
+    backend.record_traffic(members[1].public_key, int(time.time()) - 5, 3000, 1800)
+    agent.report_status()  # only the counters moved: that waits for the heartbeat
+    assert len(reports()) == 2
 
 
 def test_not_connected_means_no_reports(tmp_path, members):

@@ -104,6 +104,7 @@ class Agent:
         self._last_report_at = float("-inf")
         self._endpoints_checked = False
         self.last_sync: float | None = None
+        self._runtime_written: dict | None = None
         self.error: str | None = None
         self._stop = threading.Event()
 
@@ -383,11 +384,14 @@ class Agent:
         self._last_report, self._last_report_at = digest, now
 
     def _write_runtime(self, running: bool = True) -> None:
+        """Tell ``status`` what the agent is doing; written only when that changed (not per delta)."""
+        info = {"pid": os.getpid(), "running": running, "connected": self.connected and running,
+                "last_sync": self.last_sync, "error": self.error}
+        if info == self._runtime_written:
+            return
         try:
-            self.dir.save_runtime({
-                "pid": os.getpid(), "running": running, "connected": self.connected and running,
-                "last_sync": self.last_sync, "error": self.error,
-                "networks": {s.network.id: s.seq for s in self.tracker.snapshots},
-            })
+            self.dir.save_runtime(info)
         except OSError as e:
             log.warning("cannot write runtime state: %s", e)
+            return
+        self._runtime_written = info

@@ -53,7 +53,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..domain.ids import HostId, NetworkId
-from ..domain.protocol import host_status_topic
 from ..errors import (
     ConflictError,
     InvalidInputError,
@@ -70,6 +69,7 @@ from .aws_iot_data import (
     unavailable_error,
 )
 from .aws_iot_policies import basic_ingest_topic, iot_arn_prefix, network_policy_document
+from .mqtt_access import MqttAccess
 
 __all__ = ["IotIdentity", "AMAZON_ROOT_CA_1", "load_csr", "MAX_CSR_CHARS"]
 
@@ -182,7 +182,7 @@ def _cert_id_from_arn(arn: str) -> str | None:
     return tail if sep and head else None
 
 
-class IotIdentity:
+class IotIdentity(MqttAccess):
     """The ``HostIdentity`` port on the AWS IoT registry (things, certificates, thing groups)."""
 
     def __init__(
@@ -225,14 +225,13 @@ class IotIdentity:
         if not policy_name:
             raise ValueError("policy_name is required")
         self._iot = iot_client
-        self._endpoint = endpoint
+        MqttAccess.__init__(self, endpoint, port)
         self._policy_name = policy_name
         self._prefix = thing_prefix
         self._network_prefix = network_prefix
         #: Groups known (in this process) to exist with their policy attached: name -> ARN.
         self._ready_groups: dict[str, str] = {}
         self._ca_pem = ca_pem
-        self._port = port
         self._retries = retries
         self._sleep = sleep
         self._max_groups = max_groups_per_thing
@@ -244,15 +243,7 @@ class IotIdentity:
     def status_topic(self, host_id: HostId) -> str:
         if self._status_rule:
             return basic_ingest_topic(self._status_rule, host_id)
-        return host_status_topic(host_id)
-
-    @property
-    def mqtt_endpoint(self) -> str:
-        return self._endpoint
-
-    @property
-    def mqtt_port(self) -> int:
-        return self._port
+        return super().status_topic(host_id)
 
     def thing_name(self, host_id: str) -> str:
         """The thing name of ``host_id``: the MQTT client id its certificate may connect as."""

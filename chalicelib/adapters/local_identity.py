@@ -41,10 +41,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..domain.ids import HostId, NetworkId
-from ..domain.protocol import HOST_STATUS_FILTER, host_inbox_topic, host_status_topic, network_topic
+from ..domain.protocol import HOST_STATUS_FILTER, host_inbox_topic, network_topic
 from ..errors import InvalidInputError, UnavailableError
 from ..service.ports import IssuedCertificate
 from . import local_ca
+from .mqtt_access import MqttAccess
 
 __all__ = [
     "LocalCaIdentity",
@@ -182,13 +183,12 @@ def _locked(path: Path, timeout: float = _LOCK_TIMEOUT) -> Iterator[None]:
         tlock.release()
 
 
-class LocalCaIdentity:
+class LocalCaIdentity(MqttAccess):
     """Issues host certificates from the local CA and keeps Mosquitto's ACL and CRL."""
 
     def __init__(self, home: Path, mqtt_endpoint: str, mqtt_port: int) -> None:
         self._home = Path(home).absolute()
-        self._endpoint = mqtt_endpoint
-        self._port = int(mqtt_port)
+        MqttAccess.__init__(self, mqtt_endpoint, mqtt_port)
         self._ca: local_ca.CertificateAuthority | None = None
         self._ca_lock = threading.Lock()
         broker = self._home / "broker"
@@ -201,14 +201,6 @@ class LocalCaIdentity:
         self._lock_path = broker / ".acl.lock"
 
     # --- HostIdentity ---------------------------------------------------------
-    @property
-    def mqtt_endpoint(self) -> str:
-        return self._endpoint
-
-    @property
-    def mqtt_port(self) -> int:
-        return self._port
-
     @property
     def home(self) -> Path:
         return self._home
@@ -248,10 +240,6 @@ class LocalCaIdentity:
             local_ca.write_public_file(self._hosts_dir / host_id, _host_lines(host_id, network_ids))
             self._rebuild_locked()
         self.reload_broker()
-
-    def status_topic(self, host_id: HostId) -> str:
-        """The plain status topic; the rule bridge subscribes to it."""
-        return host_status_topic(host_id)
 
     def remove_network(self, network_id: NetworkId) -> None:
         """Nothing to do: the broker's ACL grants broadcasts per host, and no host is left in it."""

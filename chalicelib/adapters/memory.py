@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..domain.ids import HostId, NetworkId
-from ..domain.protocol import host_status_topic
 from ..errors import UnavailableError
 from ..service.ports import IssuedCertificate
+from .mqtt_access import MqttAccess
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RecordingPublisher:
             return [m.payload for m in self.messages if m.topic == topic]
 
 
-class MemoryIdentity:
+class MemoryIdentity(MqttAccess):
     """Issues certificates from the CSR with a throwaway CA; remembers permissions."""
 
     def __init__(self, mqtt_endpoint: str = "127.0.0.1", mqtt_port: int = 8883) -> None:
@@ -50,15 +50,7 @@ class MemoryIdentity:
         self.networks: dict[HostId, tuple[NetworkId, ...]] = {}
         self.revoked: set[str] = set()
         self.removed_networks: list[NetworkId] = []
-        self._endpoint, self._port = mqtt_endpoint, mqtt_port
-
-    @property
-    def mqtt_endpoint(self) -> str:
-        return self._endpoint
-
-    @property
-    def mqtt_port(self) -> int:
-        return self._port
+        MqttAccess.__init__(self, mqtt_endpoint, mqtt_port)
 
     def issue(self, host_id: HostId, csr_pem: str) -> IssuedCertificate:
         cert = self._local_ca.sign_csr(self._ca, csr_pem, host_id, days=1)
@@ -73,9 +65,6 @@ class MemoryIdentity:
         with self._lock:
             self.networks.pop(host_id, None)
             self.revoked.add(certificate_id)
-
-    def status_topic(self, host_id: HostId) -> str:
-        return host_status_topic(host_id)
 
     def remove_network(self, network_id: NetworkId) -> None:
         with self._lock:

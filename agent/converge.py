@@ -152,8 +152,3 @@ class Tracker:
             if me is not None and host_id != self.host_id and me.public_key != public_key:
                 out = merge_peer(out, peer_of(n.members[host_id], n.network))
         return out
-
-    def member(self, public_key: str) -> Member | None:
-        """A member record with this WireGuard key (for names in ``status``)."""
-        where = sorted(self._by_key.get(public_key, ()))
-        return self._nets[where[0][0]].members[where[0][1]] if where else None

@@ -222,8 +222,8 @@ class Store(Protocol):
     # --- the update stream ------------------------------------------------------
     def acquire_publish_lease(self, network_id: str, owner: str, now: int, ttl: int) -> bool: ...
     def release_publish_lease(self, network_id: str, owner: str) -> None: ...
-    def pending_changes(self, network_id: str) -> list[PendingChange]:
-        """Oldest first; ids sort by creation time (``PEND#<ns>-<rand>``)."""
+    def pending_changes(self, network_id: str, limit: int | None = None) -> list[PendingChange]:
+        """Oldest first (at most ``limit``); ids sort by creation time (``PEND#<ns>-<rand>``)."""
         ...
 
     def advance_seq(self, network_id: str, owner: str) -> Network:

@@ -25,19 +25,21 @@ class Stream:
     def __init__(self, deps: Deps) -> None:
         self._d = deps
 
-    def flush(self, network_id: str, *, wait: float = 5.0) -> int:
+    def flush(self, network_id: str, *, wait: float = 20.0) -> int:
         """Broadcast what is pending in ``network_id`` up to now; returns messages published.
 
         The caller takes the network's lease (waiting with backoff while another
         caller holds it), sends everything pending as one delta (several for large
         bursts) until nothing older than its own call is left, and lets go. So its
         change is on the wire when it returns, sent by it or by an earlier holder
-        that coalesced it; it never serves a burst that started after it. It waits
-        as long as the holders make progress (the oldest pending change moves);
-        after ``wait`` seconds without progress (a holder died with the lease) it
-        leaves the rest to the sweeper. The change is stored either way, so a
-        database that does not answer now only delays the broadcast: it is
-        logged, never raised to the caller whose write already committed.
+        that coalesced it; it never serves a burst that started after it. A holder
+        that died is replaced when its lease expires (``publish_lease_ttl``). A
+        waiter polls only the oldest pending change (one item), so a crowd of
+        waiters does not slow the holder down. After ``wait`` seconds in all
+        (below API Gateway's 29 s) it leaves the rest to the sweeper. The change
+        is stored either way, so a database that does not answer now only delays
+        the broadcast: it is logged, never raised to the caller whose write
+        already committed.
         """
         try:
             return self._flush(network_id, wait)
@@ -49,16 +51,14 @@ class Stream:
         store, settings = self._d.store, self._d.settings
         horizon = f"PEND#{time.time_ns():020d}"  # pending ids sort by creation time
         owner = secrets.token_hex(8)
-        backoff, head, stalled_at = 0.005, None, time.monotonic() + wait
+        backoff, deadline = 0.005, time.monotonic() + wait
         while not store.acquire_publish_lease(network_id, owner, self._d.clock.now(),
                                               settings.publish_lease_ttl):
-            pending = store.pending_changes(network_id)
-            if not pending or pending[0].id > horizon:
+            oldest = store.pending_changes(network_id, limit=1)
+            if not oldest or oldest[0].id > horizon:
                 return 0  # a holder coalesced our change into its broadcast
-            if pending[0].id != head:  # the holder is making progress: keep waiting
-                head, stalled_at = pending[0].id, time.monotonic() + wait
-            elif time.monotonic() > stalled_at:
-                log.warning("broadcast of %s left to the sweeper: no progress for %.1fs", network_id, wait)
+            if time.monotonic() > deadline:
+                log.warning("broadcast of %s left to the sweeper after %.1fs", network_id, wait)
                 return 0
             self._d.sleep(self._d.rng.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, 0.1)

@@ -194,8 +194,9 @@ class DynamoStore:
 
         return self._guard(run)
 
-    def _query(self, cls: Any, pk: str, prefix: str) -> list[Any]:
-        return self._guard(lambda: list(cls.query(pk, cls.sk.startswith(prefix), consistent_read=True)))
+    def _query(self, cls: Any, pk: str, prefix: str, limit: int | None = None) -> list[Any]:
+        return self._guard(lambda: list(cls.query(pk, cls.sk.startswith(prefix), consistent_read=True,
+                                                  limit=limit)))
 
     def _by_kind(self, cls: Any, kind: str) -> list[Any]:
         return self._guard(lambda: list(cls.by_kind.query(kind)))
@@ -741,7 +742,7 @@ class DynamoStore:
             None,
         )
 
-    def pending_changes(self, network_id: str) -> list[PendingChange]:
+    def pending_changes(self, network_id: str, limit: int | None = None) -> list[PendingChange]:
         return [
             PendingChange(
                 id=i.sk,
@@ -749,7 +750,7 @@ class DynamoStore:
                 host_ids=tuple(HostId(x) for x in i.host_ids),
                 settings=bool(i.settings),
             )
-            for i in self._query(self._items.pending, _net_pk(network_id), "PEND#")
+            for i in self._query(self._items.pending, _net_pk(network_id), "PEND#", limit=limit)
         ]
 
     def advance_seq(self, network_id: str, owner: str) -> Network:

@@ -35,9 +35,11 @@ def register_host(call: Call) -> s.HostRegistered:
     )
 
 
-@api.route("/v1/hosts", "GET", auth=ADMIN, response=s.HostList, summary="List hosts")
+@api.route("/v1/hosts", "GET", auth=ADMIN, response=s.HostList, query_model=s.ListQuery,
+           summary="List hosts, one page at a time")
 def list_hosts(call: Call) -> s.HostList:
-    return s.HostList(hosts=[serialize.host(h) for h in call.service.hosts.list()])
+    page = call.service.hosts.list(call.args.limit, call.args.cursor)
+    return s.HostList(hosts=[serialize.host(h) for h in page.items], next_cursor=page.cursor)
 
 
 @api.route("/v1/hosts/{host_id}", "GET", auth=ADMIN_OR_HOST, response=s.Host,

@@ -22,11 +22,12 @@ def create_key(call: Call) -> s.EnrollmentKeyCreated:
 
 
 @api.route("/v1/enrollment-keys", "GET", auth=ADMIN, response=s.EnrollmentKeyList,
-           summary="List enrollment keys (no secrets)")
+           query_model=s.ListQuery, summary="List enrollment keys (no secrets), one page at a time")
 def list_keys(call: Call) -> s.EnrollmentKeyList:
     now = call.service.deps.clock.now()
+    page = call.service.keys.list(call.args.limit, call.args.cursor)
     return s.EnrollmentKeyList(enrollment_keys=[
-        s.EnrollmentKey(**serialize.enrollment_key(k, now)) for k in call.service.keys.list()])
+        s.EnrollmentKey(**serialize.enrollment_key(k, now)) for k in page.items], next_cursor=page.cursor)
 
 
 @api.route("/v1/enrollment-keys/{key_id}", "GET", auth=ADMIN, response=s.EnrollmentKey,

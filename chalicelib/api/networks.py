@@ -19,9 +19,11 @@ def create_network(call: Call) -> s.Network:
         keepalive=b.keepalive, mtu=b.mtu))
 
 
-@api.route("/v1/networks", "GET", auth=ADMIN, response=s.NetworkList, summary="List networks")
+@api.route("/v1/networks", "GET", auth=ADMIN, response=s.NetworkList, query_model=s.ListQuery,
+           summary="List networks, one page at a time")
 def list_networks(call: Call) -> s.NetworkList:
-    return s.NetworkList(networks=[serialize.network(n) for n in call.service.networks.list()])
+    page = call.service.networks.list(call.args.limit, call.args.cursor)
+    return s.NetworkList(networks=[serialize.network(n) for n in page.items], next_cursor=page.cursor)
 
 
 @api.route("/v1/networks/{network_id}", "GET", auth=ADMIN, response=s.Network,

@@ -50,6 +50,8 @@ def build(specs: Iterable[RouteSpec], *, version: str) -> dict[str, Any]:
                   for p in re.findall(r"{(\w+)}", sp.path)]
         params += [{"name": q, "in": "query", "required": False, "description": d,
                     "schema": {"type": "string"}} for q, d in sp.query]
+        if sp.query_model is not None:
+            params += _query_parameters(sp.query_model)
         if params:
             op["parameters"] = params
         if sp.auth in _SECURITY:
@@ -81,6 +83,21 @@ def build(specs: Iterable[RouteSpec], *, version: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One OpenAPI query parameter per field of ``model``, with the rules the route enforces."""
+    schema = model.model_json_schema(mode="validation")
+    out = []
+    for name, prop in schema["properties"].items():
+        # ``str | None`` is a parameter that may be left out: its schema is the ``str`` part.
+        [value] = [p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
+        rules = {k: v for k, v in value.items() if k not in ("anyOf", "title", "description", "default")}
+        if prop.get("default") is not None:
+            rules["default"] = prop["default"]
+        out.append({"name": name, "in": "query", "required": name in schema.get("required", ()),
+                    "description": prop.get("description", ""), "schema": rules})
+    return out
 
 
 def _operation_id(sp: RouteSpec) -> str:

@@ -38,6 +38,7 @@ class RouteSpec:
     status: int
     query: tuple[tuple[str, str], ...] = ()
     tag: str = ""
+    query_model: type[BaseModel] | None = None  # typed query parameters, parsed into ``Call.args``
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Call:
     token: str | None
     source_ip: str | None
     caller: Any = None  # the AdminKey, Host or EnrollmentKey that authenticated
+    args: Any = None  # the query parameters as the route's ``query_model``, once authenticated
 
     @property
     def is_admin(self) -> bool:
@@ -94,13 +96,16 @@ class Api:
 
     def route(self, path: str, method: str, *, summary: str, auth: str | None,
               body: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
-              status: int = 200, query: tuple[tuple[str, str], ...] = ()) -> Callable:
-        spec = RouteSpec(path, method, summary, auth, body, response, status, query, self.tag)
+              status: int = 200, query: tuple[tuple[str, str], ...] = (),
+              query_model: type[BaseModel] | None = None) -> Callable:
+        spec = RouteSpec(path, method, summary, auth, body, response, status, query, self.tag, query_model)
         self.specs.append(spec)
 
         def decorate(fn: Callable[[Call], Any]) -> Callable:
+            target = fn if query_model is None else _with_query(query_model, fn)
+
             def view(**params: str) -> Response:
-                return self._handle(spec, fn, params)
+                return self._handle(spec, target, params)
             view.__name__ = fn.__name__
             view.__doc__ = fn.__doc__
             self.blueprint.route(path, methods=[method], content_types=[
@@ -166,6 +171,17 @@ class Api:
                 return auth.host(call.token, call.params["host_id"])
             return auth.admin(call.token)
         return None
+
+
+def _with_query(model: type[BaseModel], fn: Callable[[Call], Any]) -> Callable[[Call], Any]:
+    """``fn`` with ``call.args`` parsed from the query string; a bad parameter is a 400."""
+    def parsed(call: Call) -> Any:
+        try:
+            call.args = model.model_validate(call.query)
+        except ValidationError as e:
+            raise InvalidInputError(f"query parameters: {_validation_message(e)}") from None
+        return fn(call)
+    return parsed
 
 
 def query_flag(call: Call, name: str) -> bool:

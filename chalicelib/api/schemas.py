@@ -10,9 +10,26 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..service.ports import PAGE_CURSOR_MAX, PAGE_CURSOR_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ListQuery(BaseModel):
+    """Query parameters of every list route (``?limit=N&cursor=C``)."""
+
+    limit: int = Field(default=PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX,
+                       description=f"records per page, 1-{PAGE_LIMIT_MAX}")
+    # The store checks a cursor itself (its message says to start again); the rules are here
+    # so that the document carries them.
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page; leave out for "
+                               "the first", json_schema_extra={"minLength": 1, "maxLength": PAGE_CURSOR_MAX,
+                                                               "pattern": PAGE_CURSOR_PATTERN})
+
+
+_NEXT_CURSOR = "pass as ?cursor= for the next page; null: this was the last page"
 
 
 class NetworkCreate(_In):
@@ -50,6 +67,7 @@ class Network(BaseModel):
 
 class NetworkList(BaseModel):
     networks: list[Network]
+    next_cursor: str | None = Field(description=_NEXT_CURSOR)
 
 
 class EnrollmentKeyCreate(_In):
@@ -80,6 +98,7 @@ class EnrollmentKeyCreated(EnrollmentKey):
 
 class EnrollmentKeyList(BaseModel):
     enrollment_keys: list[EnrollmentKey]
+    next_cursor: str | None = Field(description=_NEXT_CURSOR)
 
 
 class HostRegister(_In):
@@ -137,6 +156,7 @@ class Host(BaseModel):
 
 class HostList(BaseModel):
     hosts: list[Host]
+    next_cursor: str | None = Field(description=_NEXT_CURSOR)
 
 
 class MqttTopics(BaseModel):

@@ -11,7 +11,14 @@ from ..domain.models import EnrollmentKey, Host, Network
 from ..domain.topology import HostView, host_view
 from ..errors import ConflictError, NotFoundError, UnavailableError
 from .deps import Deps, retrying
-from .ports import AddressTakenError, IssuedCertificate, StaleWriteError
+from .ports import (
+    PAGE_LIMIT_DEFAULT,
+    AddressTakenError,
+    IssuedCertificate,
+    Page,
+    StaleWriteError,
+    page_limit,
+)
 from .stream import Stream
 
 MAX_REGISTER_ATTEMPTS = 40
@@ -132,8 +139,13 @@ class Hosts:
             raise NotFoundError(f"host {host_id} does not exist")
         return host
 
-    def list(self) -> list[Host]:
-        return sorted(self._d.store.list_hosts(), key=lambda h: (h.name, h.id))
+    def list(self, limit: int = PAGE_LIMIT_DEFAULT, cursor: str | None = None) -> Page[Host]:
+        """One page of hosts in id order (ids are random, so this is no order a person reads).
+
+        Raises :class:`~chalicelib.errors.InvalidInputError` for a limit out of range or a
+        cursor this list did not hand out.
+        """
+        return self._d.store.list_hosts(page_limit(limit), cursor)
 
     def config(self, host: Host) -> list[NetworkConfig]:
         """A full snapshot of each of the host's networks, with the host's own view of it."""

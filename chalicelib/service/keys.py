@@ -7,6 +7,7 @@ from ..domain.ids import EnrollmentKeyId, NetworkId, new_id, new_token
 from ..domain.models import EnrollmentKey
 from ..errors import InvalidInputError, NotFoundError
 from .deps import Deps
+from .ports import PAGE_LIMIT_DEFAULT, Page, page_limit
 
 MAX_USES = 1_000_000
 
@@ -47,8 +48,9 @@ class EnrollmentKeys:
         self._d.store.put_enrollment_key(key)
         return key, str(token)
 
-    def list(self) -> list[EnrollmentKey]:
-        return sorted(self._d.store.list_enrollment_keys(), key=lambda k: (k.created_at, k.id))
+    def list(self, limit: int = PAGE_LIMIT_DEFAULT, cursor: str | None = None) -> Page[EnrollmentKey]:
+        """One page of enrollment keys in id order; see :meth:`Hosts.list <.hosts.Hosts.list>`."""
+        return self._d.store.list_enrollment_keys(page_limit(limit), cursor)
 
     def get(self, key_id: str) -> EnrollmentKey:
         key = self._d.store.get_enrollment_key(key_id)

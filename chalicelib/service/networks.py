@@ -7,7 +7,7 @@ from ..domain.ids import NetworkId, new_id
 from ..domain.models import DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Network
 from ..errors import ConflictError, InvalidInputError, NotFoundError
 from .deps import Deps, retrying
-from .ports import NetworkRegistry
+from .ports import PAGE_LIMIT_DEFAULT, NetworkRegistry, Page, page_limit
 
 
 def _check_settings(keepalive: int | None, mtu: int | None, listen_port: int | None) -> None:
@@ -72,8 +72,9 @@ class Networks:
             raise NotFoundError(f"network {network_id} does not exist")
         return network
 
-    def list(self) -> list[Network]:
-        return sorted(self._d.store.list_networks(), key=lambda n: (n.name, n.id))
+    def list(self, limit: int = PAGE_LIMIT_DEFAULT, cursor: str | None = None) -> Page[Network]:
+        """One page of networks in id order; see :meth:`Hosts.list <.hosts.Hosts.list>`."""
+        return self._d.store.list_networks(page_limit(limit), cursor)
 
     def update(self, network_id: str, *, name: str | None = None, listen_port: int | None = None,
                keepalive: int | None = None, mtu: int | None = None) -> tuple[Network, bool]:

@@ -7,13 +7,13 @@ the service can tell a retryable race from a refusal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from ..domain.ids import HostId, NetworkId
 from ..domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network
-from ..errors import ConflictError, SkymeshError
+from ..errors import ConflictError, InvalidInputError, SkymeshError
 
 __all__ = [
     "Clock",
@@ -29,7 +29,29 @@ __all__ = [
     "AddressTakenError",
     "PublicKeyTakenError",
     "NetworkGoneError",
+    "Page",
+    "InvalidCursorError",
+    "PAGE_LIMIT_DEFAULT",
+    "PAGE_LIMIT_MAX",
+    "PAGE_CURSOR_MAX",
+    "PAGE_CURSOR_PATTERN",
+    "page_limit",
+    "every_item",
 ]
+
+T = TypeVar("T")
+
+# A page of a list route must stay far below the smaller payload limit on its way out:
+# Lambda's 6 MB synchronous response (API Gateway's own is 10 MB). A host record is bounded
+# to about 16 KB of JSON, and Lambda wraps the body in its proxy-response JSON, where every
+# quote and backslash is escaped again (up to twice the size). 100 hosts are then at most
+# 100 x 16 KB x 2 = 3.2 MB: half the limit left as margin. Networks and enrollment keys are
+# far smaller (below 4 KB each), so the same bounds hold for every list route. The default
+# is the maximum so that a fleet of up to 100 records still fits in one call.
+PAGE_LIMIT_MAX = 100
+PAGE_LIMIT_DEFAULT = 100
+PAGE_CURSOR_MAX = 512  # characters; the cursors a store hands out are far shorter
+PAGE_CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"  # URL-safe without escaping
 
 
 class Clock(Protocol):
@@ -138,6 +160,49 @@ class NetworkGoneError(ConflictError):
     code = "network_gone"
 
 
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list, in a stable order, and where the next one starts.
+
+    ``cursor`` is opaque to callers; ``None`` means there is nothing after this page.
+    Walking the cursors visits every record that exists during the whole walk exactly
+    once; records created or deleted meanwhile may or may not appear.
+    """
+
+    items: tuple[T, ...]
+    cursor: str | None
+
+
+class InvalidCursorError(InvalidInputError):
+    """A cursor that no list handed out (malformed, cut, or from another list)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"cursor is not valid here: {what}; start the list again without cursor")
+
+
+def page_limit(limit: int) -> int:
+    """``limit`` when it is a page size a list accepts; else :class:`InvalidInputError`."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= PAGE_LIMIT_MAX:
+        raise InvalidInputError(f"limit must be a whole number from 1 to {PAGE_LIMIT_MAX}")
+    return limit
+
+
+def every_item(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
+    """Every item of a paged list, page by page (``fetch(cursor)`` returns the page at ``cursor``).
+
+    For callers that must see all records (the offline sweep); only one page is held at a time.
+
+    >>> list(every_item(lambda cursor: store.list_hosts(PAGE_LIMIT_MAX, cursor)))  # doctest: +SKIP
+    """
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        yield from page.items
+        if page.cursor is None:
+            return
+        cursor = page.cursor
+
+
 class Store(Protocol):
     """Topology storage. Every multi-record change is one atomic write."""
 
@@ -158,7 +223,12 @@ class Store(Protocol):
         ...
 
     def get_network(self, network_id: str) -> Network | None: ...
-    def list_networks(self) -> list[Network]: ...
+    def list_networks(self, limit: int, cursor: str | None = None) -> Page[Network]:
+        """At most ``limit`` networks in id order, from ``cursor`` on (None: the start).
+
+        Raises :class:`InvalidCursorError` for a cursor this list did not hand out.
+        """
+        ...
 
     def network_snapshot(self, network_id: str) -> tuple[Network, list[Member]] | None:
         """The network (its ``seq`` read first) and then its members.
@@ -181,7 +251,10 @@ class Store(Protocol):
     # --- enrollment keys --------------------------------------------------------
     def put_enrollment_key(self, key: EnrollmentKey) -> None: ...
     def get_enrollment_key(self, key_id: str) -> EnrollmentKey | None: ...
-    def list_enrollment_keys(self) -> list[EnrollmentKey]: ...
+    def list_enrollment_keys(self, limit: int, cursor: str | None = None) -> Page[EnrollmentKey]:
+        """Like :meth:`list_networks`, for enrollment keys."""
+        ...
+
     def revoke_enrollment_key(self, key_id: str) -> None: ...
 
     # --- hosts ------------------------------------------------------------------
@@ -195,7 +268,10 @@ class Store(Protocol):
         ...
 
     def get_host(self, host_id: str) -> Host | None: ...
-    def list_hosts(self) -> list[Host]: ...
+    def list_hosts(self, limit: int, cursor: str | None = None) -> Page[Host]:
+        """Like :meth:`list_networks`, for hosts."""
+        ...
+
 
     def update_host(self, old: Host, new: Host) -> None:
         """Replace ``old`` by ``new`` (same id and networks) and record the change in

@@ -7,6 +7,7 @@ from typing import Any
 from ..domain import protocol
 from ..domain.models import HostStatus
 from .deps import Deps, log
+from .ports import PAGE_LIMIT_MAX, every_item
 
 
 class Status:
@@ -36,7 +37,8 @@ class Status:
         """Mark offline every online host not heard from in ``offline_after`` seconds."""
         cutoff = self._d.clock.now() - self._d.settings.offline_after
         marked = []
-        for host in self._d.store.list_hosts():
+        store = self._d.store
+        for host in every_item(lambda cursor: store.list_hosts(PAGE_LIMIT_MAX, cursor)):
             seen = host.status.last_seen
             stale = host.status.online and (seen is None or seen < cutoff)
             if stale and self._d.store.mark_offline(host.id, cutoff):

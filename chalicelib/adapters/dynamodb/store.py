@@ -43,11 +43,13 @@ from ...service.ports import (
     KeyRefusedError,
     NetworkGoneError,
     NetworkRegistry,
+    Page,
     PendingChange,
     PublicKeyTakenError,
     RegistryEntry,
     StaleWriteError,
 )
+from . import cursor as cursors
 from .items import Items, bind
 
 __all__ = ["DynamoStore"]
@@ -200,6 +202,22 @@ class DynamoStore:
 
     def _by_kind(self, cls: Any, kind: str) -> list[Any]:
         return self._guard(lambda: list(cls.by_kind.query(kind)))
+
+    def _page_by_kind(self, cls: Any, kind: str, prefix: str, limit: int,
+                      cursor: str | None) -> tuple[list[Any], str | None]:
+        """At most ``limit`` items of ``kind`` after ``cursor``, in ``pk`` order, and the next cursor.
+
+        The items' ``pk`` is ``prefix`` + an id of the same kind (``ids.ID_PREFIXES``).
+
+        One item more than asked is read, so the cursor is ``None`` exactly when nothing
+        follows (DynamoDB's own LastEvaluatedKey is set whenever a page is full).
+        """
+        start = None if cursor is None else cursors.decode(cursor, kind, prefix, META)
+        items = self._guard(lambda: list(cls.by_kind.query(kind, limit=limit + 1, last_evaluated_key=start)))
+        if len(items) <= limit:
+            return items, None
+        last = items[limit - 1]
+        return items[:limit], cursors.encode(kind, last.pk, last.sk)
 
     # ------------------------------------------------------------ conversions
     @staticmethod
@@ -431,8 +449,9 @@ class DynamoStore:
         item = self._get(self._items.network, _net_pk(network_id), META)
         return None if item is None else self._network(item)
 
-    def list_networks(self) -> list[Network]:
-        return [self._network(i) for i in self._by_kind(self._items.network, "network")]
+    def list_networks(self, limit: int, cursor: str | None = None) -> Page[Network]:
+        items, after = self._page_by_kind(self._items.network, "network", "NET#", limit, cursor)
+        return Page(tuple(self._network(i) for i in items), after)
 
     def network_snapshot(self, network_id: str) -> tuple[Network, list[Member]] | None:
         network = self.get_network(network_id)  # seq first: members are then never older
@@ -522,8 +541,9 @@ class DynamoStore:
         item = self._get(self._items.key, f"KEY#{key_id}", META)
         return None if item is None else self._key(item)
 
-    def list_enrollment_keys(self) -> list[EnrollmentKey]:
-        return [self._key(i) for i in self._by_kind(self._items.key, "enrollment_key")]
+    def list_enrollment_keys(self, limit: int, cursor: str | None = None) -> Page[EnrollmentKey]:
+        items, after = self._page_by_kind(self._items.key, "enrollment_key", "KEY#", limit, cursor)
+        return Page(tuple(self._key(i) for i in items), after)
 
     def revoke_enrollment_key(self, key_id: str) -> None:
         k = self._items.key
@@ -594,8 +614,9 @@ class DynamoStore:
         item = self._get(self._items.host, f"HOST#{host_id}", META)
         return None if item is None else self._host(item)
 
-    def list_hosts(self) -> list[Host]:
-        return [self._host(i) for i in self._by_kind(self._items.host, "host")]
+    def list_hosts(self, limit: int, cursor: str | None = None) -> Page[Host]:
+        items, after = self._page_by_kind(self._items.host, "host", "HOST#", limit, cursor)
+        return Page(tuple(self._host(i) for i in items), after)
 
     def update_host(self, old: Host, new: Host) -> None:
         h, claim = self._items.host, self._items.claim

@@ -39,6 +39,7 @@ __all__ = [
     "Settings",
     "add_commands",
     "format_table",
+    "list_all",
     "main",
     "parse_duration",
     "parse_time",
@@ -211,6 +212,32 @@ def _api_error(status: int, raw: bytes) -> ApiError:
     return ApiError(status, f"http_{status}", f"HTTP {status}" + (f": {text[0][:200]}" if text else ""))
 
 
+def list_all(get_page: Callable[[Mapping[str, str]], Any], key: str,
+             page_size: int | None = None) -> list[dict[str, Any]]:
+    """Every record of a paged list route, following ``next_cursor`` to the last page.
+
+    ``get_page(query)`` answers one ``GET`` of the route with these query parameters;
+    ``key`` names the list in each answer (``hosts``). ``page_size`` is sent as ``limit``
+    (default: the API's). Raises :class:`CliError` if the API hands out a cursor twice,
+    which would otherwise never end.
+
+    >>> list_all(lambda q: client.call("GET", "/v1/hosts", query=q), "hosts")  # doctest: +SKIP
+    """
+    query = {} if page_size is None else {"limit": str(page_size)}
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    while True:
+        page = get_page(query)
+        items.extend(page[key])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return items
+        if cursor in seen:
+            raise CliError(f"the API returned the same {key} page twice; listing stopped")
+        seen.add(cursor)
+        query = {**query, "cursor": cursor}
+
+
 # --- parsing arguments --------------------------------------------------------------------
 
 
@@ -339,6 +366,11 @@ class Context:
         """Whether to print the API's JSON instead of tables."""
         return bool(getattr(self.args, "json", False))
 
+    def list(self, resource: str, key: str) -> list[dict[str, Any]]:
+        """Every record of ``GET /v1/<resource>``, however many pages it takes."""
+        return list_all(lambda query: self.client.call("GET", f"/v1/{resource}", query=query or None), key,
+                        getattr(self.args, "page_size", None))
+
     def print(self, text: str = "") -> None:
         """One block of text on stdout."""
         print(text, file=self.out)
@@ -368,15 +400,20 @@ def resolve(items: Sequence[Mapping[str, Any]], ref: str, kind: str) -> Mapping[
 
 
 def _networks(ctx: Context) -> list[dict[str, Any]]:
-    return list(ctx.client.get("/v1/networks")["networks"])
+    return ctx.list("networks", "networks")
 
 
 def _hosts(ctx: Context) -> list[dict[str, Any]]:
-    return list(ctx.client.get("/v1/hosts")["hosts"])
+    return ctx.list("hosts", "hosts")
 
 
 def _keys(ctx: Context) -> list[dict[str, Any]]:
-    return list(ctx.client.get("/v1/enrollment-keys")["enrollment_keys"])
+    return ctx.list("enrollment-keys", "enrollment_keys")
+
+
+def _whole_list(key: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``--json`` prints for a list: every page's records as one last page."""
+    return {key: items, "next_cursor": None}
 
 
 def _path(*parts: str) -> str:
@@ -422,10 +459,9 @@ def network_create(ctx: Context) -> None:
 
 def network_list(ctx: Context) -> None:
     """``network list``: one row per network with its host counts."""
-    payload = ctx.client.get("/v1/networks")
+    networks = _networks(ctx)
     if ctx.as_json:
-        return ctx.print_json(payload)
-    networks = payload["networks"]
+        return ctx.print_json(_whole_list("networks", networks))
     if not networks:
         return ctx.print("no networks yet: create one with `skymesh network create NAME --ipv4 CIDR`")
     hosts = _hosts(ctx)
@@ -555,10 +591,9 @@ def key_create(ctx: Context) -> None:
 
 def key_list(ctx: Context) -> None:
     """``key list``: every enrollment key, without secrets."""
-    payload = ctx.client.get("/v1/enrollment-keys")
+    keys = _keys(ctx)
     if ctx.as_json:
-        return ctx.print_json(payload)
-    keys = payload["enrollment_keys"]
+        return ctx.print_json(_whole_list("enrollment_keys", keys))
     if not keys:
         return ctx.print("no enrollment keys: create one with `skymesh key create --network NAME --uses 1`")
     networks = _networks(ctx)
@@ -584,10 +619,9 @@ def _status(host: Mapping[str, Any]) -> str:
 
 def host_list(ctx: Context) -> None:
     """``host list``: one row per host with its networks, addresses and liveness."""
-    payload = ctx.client.get("/v1/hosts")
+    hosts = _hosts(ctx)
     if ctx.as_json:
-        return ctx.print_json(payload)
-    hosts = payload["hosts"]
+        return ctx.print_json(_whole_list("hosts", hosts))
     if not hosts:
         return ctx.print("no hosts yet: enroll one with a key from `skymesh key create`")
     networks = _networks(ctx)
@@ -700,6 +734,9 @@ def _common_options() -> argparse.ArgumentParser:
                        help=f"admin key (default: ${ENV_ADMIN_KEY}, else admin_key in "
                             f"$SKYMESH_HOME/{CONFIG_NAME})")
     group.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    group.add_argument("--page-size", type=_count, metavar="N",
+                       help="records per API call when listing (the API says which sizes it takes; "
+                            "default: its own); lists are complete either way")
     return common
 
 

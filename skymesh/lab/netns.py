@@ -51,10 +51,13 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from ..admin import list_all
 
 __all__ = [
     "AdminClient",
@@ -666,8 +669,13 @@ class AdminClient:
             body["ipv6_cidr"] = ipv6_cidr
         return self.request("POST", "/v1/networks", body)  # type: ignore[no-any-return]
 
+    def _list(self, resource: str, key: str) -> list[dict[str, Any]]:
+        """Every record of ``GET /v1/<resource>``, page by page."""
+        return list_all(lambda query: self.request(
+            "GET", f"/v1/{resource}" + (f"?{urllib.parse.urlencode(query)}" if query else "")), key)
+
     def list_networks(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/networks")["networks"]  # type: ignore[no-any-return]
+        return self._list("networks", "networks")
 
     def get_network(self, network_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/networks/{network_id}")  # type: ignore[no-any-return]
@@ -683,7 +691,7 @@ class AdminClient:
         return self.request("POST", "/v1/enrollment-keys", body)  # type: ignore[no-any-return]
 
     def list_hosts(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/hosts")["hosts"]  # type: ignore[no-any-return]
+        return self._list("hosts", "hosts")
 
     def get_host(self, host_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/hosts/{host_id}")  # type: ignore[no-any-return]

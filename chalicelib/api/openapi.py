@@ -90,11 +90,14 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     schema = model.model_json_schema(mode="validation")
     out = []
     for name, prop in schema["properties"].items():
-        # ``str | None`` is a parameter that may be left out: its schema is the ``str`` part.
+        # ``str | None`` is a parameter that may be left out: its schema is the ``str`` part, plus
+        # what the field adds beside ``anyOf`` (its ``json_schema_extra``).
         [value] = [p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
-        rules = {k: v for k, v in value.items() if k not in ("anyOf", "title", "description", "default")}
-        if prop.get("default") is not None:
-            rules["default"] = prop["default"]
+        rules = {**value, **prop}
+        for k in ("anyOf", "title", "description"):
+            rules.pop(k, None)
+        if rules.get("default", "") is None:
+            rules.pop("default")
         out.append({"name": name, "in": "query", "required": name in schema.get("required", ()),
                     "description": prop.get("description", ""), "schema": rules})
     return out

@@ -234,3 +234,32 @@ def test_an_api_that_is_not_running_is_exit_2(cli: Cli) -> None:
     assert code == 2 and out.getvalue() == ""
     assert err.getvalue() == (f"error: cannot reach the skymesh API at http://127.0.0.1:{port}: "
                               "is `skymesh local up` running?\n")
+
+
+def test_lists_and_name_lookups_follow_every_page(cli: Cli, api: Api) -> None:
+    nets = [api.ok("POST", "/v1/networks", {"name": f"n{i}", "ipv4_cidr": f"100.64.{i}.0/24"})
+            for i in range(5)]
+    keys = [api.ok("POST", "/v1/enrollment-keys", {"networks": [n["id"]], "uses": 5}) for n in nets]
+    hosts = [api.ok("POST", "/v1/hosts", host_body(f"h{i}"), token=keys[0]["token"])["host"]
+             for i in range(5)]
+    assert api.ok("GET", "/v1/hosts?limit=2")["next_cursor"], "more than one page of each"
+
+    for group, made, key in (("network", nets, "networks"), ("key", keys, "enrollment_keys"),
+                             ("host", hosts, "hosts")):
+        rows = _ok(cli(group, "list", "--page-size", "2")).out.splitlines()[1:]
+        assert sorted(r.split()[1 if group != "key" else 0] for r in rows) == sorted(m["id"] for m in made)
+        listed = _ok(cli(group, "list", "--json", "--page-size", "2")).json()
+        assert sorted(x["id"] for x in listed[key]) == sorted(m["id"] for m in made)
+        assert listed["next_cursor"] is None
+
+    # Names resolve on any page; the network list counts hosts found on any page.
+    last = api.ok("GET", "/v1/hosts?limit=4")
+    beyond = api.ok("GET", f"/v1/hosts?cursor={last['next_cursor']}")["hosts"][0]
+    shown = _ok(cli("host", "show", beyond["name"], "--page-size", "1", "--json")).json()
+    assert shown["id"] == beyond["id"]
+    row = next(r for r in _ok(cli("network", "list", "--page-size", "1")).out.splitlines()
+               if r.startswith("n0 "))
+    assert row.split()[4] == "5"
+
+    refused = cli("host", "list", "--page-size", "0")
+    assert refused.code == 1 and "limit" in refused.err

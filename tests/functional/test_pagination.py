@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.domain import protocol
 from chalicelib.service.ports import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 
 from .conftest import Api, host_body
@@ -75,7 +76,8 @@ def test_without_limit_a_page_holds_the_default_and_the_rest_follows(api: Api, s
     second = api.ok("GET", f"/v1/enrollment-keys?cursor={first['next_cursor']}")
     assert len(second["enrollment_keys"]) == 1 and second["next_cursor"] is None
     assert {k["id"] for k in first["enrollment_keys"] + second["enrollment_keys"]} == made
-    assert len(api.ok("GET", f"/v1/enrollment-keys?limit={PAGE_LIMIT_MAX}")["enrollment_keys"]) == PAGE_LIMIT_MAX
+    fullest = api.ok("GET", f"/v1/enrollment-keys?limit={PAGE_LIMIT_MAX}")
+    assert len(fullest["enrollment_keys"]) == PAGE_LIMIT_MAX
 
 
 @pytest.mark.parametrize("route", LISTS)
@@ -141,3 +143,34 @@ def test_openapi_documents_limit_and_cursor_of_every_list(api: Api) -> None:
         body = doc["components"]["schemas"][op["responses"]["200"]["content"]["application/json"]["schema"]
                                             ["$ref"].rsplit("/", 1)[1]]
         assert {key, "next_cursor"} <= set(body["properties"]) and "next_cursor" in body["required"]
+
+
+class _SmallPages:
+    """The real store, answering every list with pages of ``size`` (so a few hosts span several)."""
+
+    def __init__(self, store: Any, size: int) -> None:
+        self._store, self._size = store, size
+        self.pages = 0
+
+    def list_hosts(self, limit: int, cursor: str | None = None) -> Any:
+        self.pages += 1
+        return self._store.list_hosts(min(limit, self._size), cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_mark_offline_walks_every_page_of_hosts(api: Api, service: Any, fleet: dict[str, set[str]]) -> None:
+    report = protocol.encode(protocol.StatusReport(agent_version="0.1.0"))
+    for host_id in fleet["hosts"]:
+        assert service.status.record(host_id, report)
+    real = service.deps.store
+    store = service.deps.store = _SmallPages(real, 2)
+    now = service.deps.clock.now()
+    service.deps.clock.now = lambda: now + service.deps.settings.offline_after + 1
+    try:
+        assert sorted(service.status.mark_offline()) == sorted(fleet["hosts"])
+    finally:
+        service.deps.store = real
+    assert store.pages == 4  # 2 + 2 + 2 + 1
+    assert not any(h["status"]["online"] for h in api.ok("GET", "/v1/hosts")["hosts"])

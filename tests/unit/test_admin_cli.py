@@ -353,3 +353,18 @@ def test_run_command_prints_error_and_hint_on_stderr_and_returns_the_exit_code(t
     out, err = io.StringIO(), io.StringIO()
     assert admin.run_command(args, env={"SKYMESH_HOME": str(tmp_path)}, out=out, err=err) == 2
     assert err.getvalue() == "error: it broke\nhint: try again\n" and out.getvalue() == ""
+
+
+def test_list_all_follows_next_cursor_to_the_last_page_and_stops_on_a_repeated_one() -> None:
+    pages = {None: {"hosts": [1, 2], "next_cursor": "a"}, "a": {"hosts": [3], "next_cursor": "b"},
+             "b": {"hosts": [], "next_cursor": None}}
+    sent: list[dict[str, str]] = []
+
+    def get(query: Any) -> Any:
+        sent.append(dict(query))
+        return pages[query.get("cursor")]
+
+    assert admin.list_all(get, "hosts", 2) == [1, 2, 3]
+    assert sent == [{"limit": "2"}, {"limit": "2", "cursor": "a"}, {"limit": "2", "cursor": "b"}]
+    with pytest.raises(admin.CliError, match="same hosts page twice"):
+        admin.list_all(lambda query: {"hosts": [], "next_cursor": "same"}, "hosts")

@@ -272,7 +272,6 @@ class Store(Protocol):
         """Like :meth:`list_networks`, for hosts."""
         ...
 
-
     def update_host(self, old: Host, new: Host) -> None:
         """Replace ``old`` by ``new`` (same id and networks) and record the change in
         every network the host is in. Raises :class:`StaleWriteError` when ``old``

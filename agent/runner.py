@@ -461,8 +461,8 @@ class Agent:
         info = {"pid": os.getpid(), "running": running, "connected": self.connected and running,
                 "last_sync": self.last_sync, "error": self.error,
                 "stopped": "host_deleted" if self.deleted else None,
-                "subscriptions": ({t: {"state": s.state, "error": s.error} for t, s in sorted(self._subs.items())}
-                                  if running else {}),
+                "subscriptions": ({t: {"state": s.state, "error": s.error}
+                                   for t, s in sorted(self._subs.items())} if running else {}),
                 "subscriptions_retry_at": self._sub_retry_wall if running else None}
         if info == self._runtime_written:
             return

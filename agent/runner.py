@@ -67,7 +67,7 @@ class Link(Protocol):
 
 
 class NetSetup(Protocol):
-    def apply(self, addresses: tuple[str, ...], routes: tuple[str, ...], mtu: int) -> None: ...
+    def apply(self, addresses: tuple[str, ...], routes: tuple[str, ...], mtu: int) -> object: ...
 
 
 @dataclass(frozen=True)

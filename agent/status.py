@@ -6,6 +6,8 @@ import ipaddress
 import time
 from typing import Any
 
+from chalicelib.domain.models import Member
+
 from .converge import Tracker
 from .state import AgentState
 from .wg.base import PeerStats
@@ -39,7 +41,7 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, PeerStats] | N
     }
     stats = stats or {}
     for snap, view in zip(tracker.snapshots, tracker.views(), strict=True):
-        members = {m.host_id: m for m in snap.members}
+        members: dict[str, Member] = {m.host_id: m for m in snap.members}
         peers = []
         for p in view.peers:
             s = stats.get(p.public_key)
@@ -63,7 +65,7 @@ def _ago(ts: float | None, now: float) -> str:
     if not ts:
         return "never"
     secs = max(0, int(now - ts))
-    parts = []
+    parts: list[str] = []
     for unit, n in (("hour", 3600), ("minute", 60), ("second", 1)):
         if secs >= n or (unit == "second" and not parts):
             q, secs = divmod(secs, n)

@@ -180,11 +180,16 @@ def test_3_a_deleted_host_is_dropped_and_cut_off(mesh: Mesh) -> None:
 def test_3b_a_deleted_host_stops_its_agent_and_can_still_leave_cleanly(mesh: Mesh) -> None:
     mesh.need(3)
     c = mesh.agents["c"]
-    # It heard of its own deletion (a broadcast, then a resync answered 401): it stops by itself,
-    # once, with the status systemd does not restart, instead of retrying every minute.
-    wait_until(lambda: not c.running, CONVERGE, "c's agent to stop after its host was deleted",
+    # Its open MQTT connection only went deaf (the broker keeps it; the ACL is gone), so the agent
+    # learns of the deletion at its next /config: here, a restart. It answers 401, and the agent
+    # stops by itself, once, with the status systemd does not restart, instead of retrying every minute.
+    assert c.stop() == 0, mesh.details("c")
+    c.start()
+    wait_until(lambda: not c.running, CONVERGE, "c's agent to stop: its host was deleted",
                interval=0.5, details=lambda: mesh.details("c"))
     assert c.stop() == EXIT_HOST_DELETED, mesh.details("c")
+    assert c.log_tail(400).count("this host was deleted from the control plane") == 1, mesh.details("c")
+    assert c.peer_ids() == set(), mesh.details("c")
     st = c.status()
     assert st["agent"]["host_deleted"] and not st["agent"]["running"], st
     res = c.leave()

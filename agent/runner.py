@@ -242,7 +242,8 @@ class Agent:
         self._resync_at, self._resync_backoff = None, self.t.resync_min
         self.last_sync, self.error = time.time(), None
         self.apply()
-        self._sync_subscriptions()
+        if self._sub_at is None:  # else the pending retry subscribes (with backoff), then resyncs
+            self._sync_subscriptions()
         self._check_endpoints()
 
     def _host_deleted(self, e: ApiError) -> None:

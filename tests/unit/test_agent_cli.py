@@ -6,6 +6,7 @@ The state directory is a real one on disk; the device is the in-memory backend.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -112,3 +113,22 @@ def test_a_state_dir_has_one_owner(tmp_path):
         sd.wipe()  # the lock file goes too; a later run locks a new one
     with sd.try_lock("run") as again:
         assert again is not None
+
+
+def test_run_started_while_leave_holds_the_state_waits_then_finds_nothing_to_run(tmp_path, members, capsys):
+    # Under systemd (Restart=always) the unit restarts `run` while `leave` removes everything: that
+    # `run` must not bring the interface back; it waits for `leave`, then exits 2, which the unit
+    # does not restart (RestartPreventExitStatus).
+    agent, _, _ = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
+    sd = agent.dir
+    result: list[int] = []
+    with sd.try_lock("leave") as lock:
+        assert lock is not None
+        t = threading.Thread(target=lambda: result.append(cli.main(["run", "--state-dir", str(sd.path)])))
+        t.start()
+        t.join(timeout=0.5)
+        assert t.is_alive() and result == []  # waiting for leave, not running
+        sd.wipe()
+    t.join(timeout=10)
+    assert result == [cli.EXIT_USAGE]
+    assert "skymesh-agent join" in capsys.readouterr().err

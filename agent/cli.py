@@ -6,6 +6,14 @@
     skymesh-agent run [--state-dir DIR]
     skymesh-agent status [--json] [--state-dir DIR]
     skymesh-agent leave [--force] [--state-dir DIR]
+
+``--state-dir`` (default ``$SKYMESH_STATE_DIR``, else /var/lib/skymesh) goes before or
+after the subcommand.
+
+One process owns a state directory's device at a time: ``run`` holds its
+``run.lock`` (see :mod:`agent.state`). ``leave`` deregisters the host, then stops
+a running agent (SIGTERM, bounded wait) and removes the interface and the state
+while it holds the lock itself, so no agent "repairs" the interface it removes.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 from chalicelib.domain import validate
@@ -24,17 +34,25 @@ from chalicelib.domain import validate
 from . import __version__, keys
 from .api import ApiClient, ApiError, Unreachable
 from .converge import Tracker
-from .state import DEFAULT_STATE_DIR, AgentState, NotJoinedError, StateDir
+from .state import DEFAULT_STATE_DIR, AgentState, NotJoinedError, RunLock, StateDir
 
 log = logging.getLogger("skymesh.agent")
 
 DEFAULT_INTERFACE = "skymesh0"
 DEFAULT_PORT = 51820
 BACKENDS = ("auto", "uapi", "netlink")
+STATE_DIR_ENV = "SKYMESH_STATE_DIR"
+STOP_TIMEOUT = 20.0  # how long `leave` waits for a running agent to stop (the unit's TimeoutStopSec)
+LEAVE_WAIT = 30.0  # how long `run` waits for a `leave` that holds the state directory
+EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """A mistake the person running the command can fix; printed without a traceback."""
+
+
+class AgentRunningError(Exception):
+    """Another ``run`` already owns this state directory."""
 
 
 def _default_name() -> str:
@@ -94,13 +112,36 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------- run
+def _lock_for_run(sd: StateDir) -> RunLock:
+    """Own the state directory, or raise :class:`AgentRunningError`.
+
+    A ``leave`` holds it while it removes everything: wait for it (bounded); the state is gone then.
+    """
+    deadline = time.monotonic() + LEAVE_WAIT
+    while (lock := sd.try_lock("run")) is None:
+        holder = sd.lock_holder()
+        if holder is not None and holder.command == "run":
+            raise AgentRunningError(f"an agent already runs for {sd.path} (pid {holder.pid}); "
+                                    "stop it first, or give another --state-dir")
+        if time.monotonic() > deadline:
+            raise UsageError(f"{sd.path} is held by pid {holder.pid if holder else '?'} "
+                             f"({holder.command if holder else 'unknown'}) for over {LEAVE_WAIT:.0f}s")
+        time.sleep(0.1)  # polling a lock another process holds for a short while
+    return lock
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    sd = StateDir(args.state_dir)
+    sd.load()  # NotJoinedError before anything else
+    with _lock_for_run(sd):
+        return _run(sd, sd.load())  # loaded again: a `leave` may have wiped it while we waited
+
+
+def _run(sd: StateDir, state: AgentState) -> int:
     from .mqtt import MqttLink
     from .netconf import NetConf
-    from .runner import Agent
+    from .runner import EXIT_HOST_DELETED, Agent
 
-    sd = StateDir(args.state_dir)
-    state = sd.load()
     agent = Agent(
         sd, backend=_backend(state), netsetup=NetConf(state.interface),
         link_factory=lambda events: MqttLink(
@@ -114,6 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: agent.stop())
     log.info("skymesh-agent %s: %s (%s) on %s", __version__, state.name, state.host_id, state.interface)
     agent.run()
+    if agent.deleted:
+        return EXIT_HOST_DELETED
     log.info("stopped; %s stays up with its last config", state.interface)
     return 0
 
@@ -126,17 +169,67 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = sd.load()
     backend = _backend(state)
     stats = backend.stats() if backend.exists() else None
-    st = collect(state, Tracker(state.host_id, sd.load_cache()), stats, sd.load_runtime(), backend.name)
+    holder = sd.lock_holder()
+    st = collect(state, Tracker(state.host_id, sd.load_cache()), stats, sd.load_runtime(), backend.name,
+                 alive=holder is not None and holder.command == "run")
     print(json.dumps(st, indent=2) if args.json else render(st))
     return 0
 
 
 # --------------------------------------------------------------------- leave
+def _systemd_unit(pid: int) -> str | None:
+    """The systemd service ``pid`` runs in, if any (from its cgroup)."""
+    try:
+        cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
+    units = re.findall(r"/([^/\n]+\.service)(?:/|$)", cgroup, re.M)
+    return units[-1] if units else None
+
+
+def _stop_agent(sd: StateDir, timeout: float = STOP_TIMEOUT) -> RunLock:
+    """Stop the agent that runs for ``sd`` (if one does) and own the directory; bounded by ``timeout``.
+
+    The pid comes from ``run.lock``, which only a live ``run`` of this very directory
+    holds, so a stale pid file can never make us signal an unrelated process.
+    """
+    deadline = time.monotonic() + timeout
+    signalled: list[int] = []
+    while (lock := sd.try_lock("leave")) is None:
+        holder = sd.lock_holder()
+        if holder is not None and holder.pid and holder.pid not in signalled:
+            if holder.command != "run":
+                raise UsageError(f"another `skymesh-agent {holder.command}` (pid {holder.pid}) "
+                                 f"holds {sd.path}")
+            try:
+                os.kill(holder.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise UsageError(f"the agent (pid {holder.pid}) runs as another user; stop it first "
+                                 "(e.g. `systemctl stop skymesh-agent`), then run `skymesh-agent leave` "
+                                 "again") from None
+            signalled.append(holder.pid)
+            unit = _systemd_unit(holder.pid)
+            print(f"stopping the running agent (pid {holder.pid}"
+                  + (f", {unit}: it will not come back, `systemctl disable {unit}` keeps it off at boot)"
+                     if unit else ")"))
+        if time.monotonic() > deadline:
+            pids = ", ".join(map(str, signalled)) or "?"
+            raise UsageError(f"the running agent (pid {pids}) did not stop within {timeout:.0f}s; the "
+                             "host is deregistered already: stop it (kill -9) and run `skymesh-agent leave` "
+                             "again")
+        time.sleep(0.05)  # polling a lock until its holder exits, bounded above
+    return lock
+
+
 def cmd_leave(args: argparse.Namespace) -> int:
     from .netconf import NetConf
 
     sd = StateDir(args.state_dir)
     state = sd.load()
+    # Deregister first: when the API cannot be reached (and no --force), nothing has changed yet
+    # and a running agent keeps the tunnels up.
     try:
         ApiClient(state.server, state.host_token).delete_host(state.host_id)
     except ApiError as e:
@@ -147,28 +240,36 @@ def cmd_leave(args: argparse.Namespace) -> int:
             raise UsageError(f"{e}; the host is still registered. Retry when the API is reachable, "
                              "or use --force to remove it locally only (an admin then deletes it)") from None
         log.warning("%s; removing locally only", e)
-    NetConf(state.interface).clear()
-    backend = _backend(state)
-    if backend.exists():
-        backend.delete()
-    sd.wipe()
+    with _stop_agent(sd):  # no agent may "repair" what is removed here
+        NetConf(state.interface).clear()
+        backend = _backend(state)
+        if backend.exists():
+            backend.delete()
+        sd.wipe()
     print(f"{state.name} ({state.host_id}) left; {state.interface} removed")
     return 0
 
 
 # ---------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; ``--state-dir`` and ``-v`` go before or after the subcommand."""
+    env_dir = os.environ.get(STATE_DIR_ENV)
+    state_help = (f"where the agent keeps its keys and state (default ${STATE_DIR_ENV}, "
+                  f"else {DEFAULT_STATE_DIR})")
     p = argparse.ArgumentParser(prog="skymesh-agent", description="skymesh host agent")
     p.add_argument("--version", action="version", version=f"skymesh-agent {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--state-dir", type=Path, default=Path(env_dir) if env_dir else DEFAULT_STATE_DIR,
+                   help=state_help)
+    # The same options after the subcommand; SUPPRESS keeps a subcommand that was not given one
+    # from overwriting what was given before it (or the default).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging")
+    common.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help=state_help)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def with_state(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                        help=f"where the agent keeps its keys and state (default {DEFAULT_STATE_DIR})")
-        return sp
-
-    j = with_state(sub.add_parser("join", help="register this host with an enrollment token"))
+    j = sub.add_parser("join", parents=[common], help="register this host with an enrollment token")
     j.add_argument("--server", required=True, help="the skymesh API URL")
     j.add_argument("--token", required=True, help="an enrollment key token (skm_ek_...)")
     j.add_argument("--name", help="host name (default: the hostname)")
@@ -181,12 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where peers reach this host (repeatable; default: its global addresses)")
     j.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
     j.set_defaults(func=cmd_join)
-    with_state(sub.add_parser("run", help="apply and keep the WireGuard config converged")).set_defaults(
-        func=cmd_run)
-    s = with_state(sub.add_parser("status", help="networks and peers, like `wg show` with names"))
+    r = sub.add_parser("run", parents=[common], help="apply and keep the WireGuard config converged")
+    r.set_defaults(func=cmd_run)
+    s = sub.add_parser("status", parents=[common], help="networks and peers, like `wg show` with names")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
-    lv = with_state(sub.add_parser("leave", help="deregister this host and remove its interface"))
+    lv = sub.add_parser("leave", parents=[common], help="deregister this host and remove its interface")
     lv.add_argument("--force", action="store_true", help="remove locally even if the API is unreachable")
     lv.set_defaults(func=cmd_leave)
     return p
@@ -202,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (NotJoinedError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except AgentRunningError as e:
+        print(f"error: {e}", file=sys.stderr)
     except ApiError as e:
         print(f"error: the API said: {e.message} (HTTP {e.status})", file=sys.stderr)
     except Unreachable as e:

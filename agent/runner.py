@@ -8,12 +8,20 @@ One worker thread owns all state. It
 2. starts the MQTT link (the CRT client reconnects with jittered backoff);
 3. on every (re)connect subscribes to its inbox and its networks' broadcasts,
    then fetches the full config over HTTPS (a resync), so nothing published
-   while it was away is missed;
+   while it was away is missed; a subscription that fails while the connection
+   stays up (a timeout under load, a refusal) is retried with jittered backoff,
+   and a resync follows the first success, for what it did not hear meanwhile;
 4. applies each broadcast delta in sequence; a gap or a change of membership
    means another resync;
 5. reports its status when something a person would notice changes (a peer
    handshake appears or goes stale, its endpoints) and otherwise at a slow
-   heartbeat (5 minutes by default), so a large fleet stays cheap.
+   heartbeat (5 minutes by default), so a large fleet stays cheap;
+6. stops when the control plane says, in its own error shape, that this host
+   no longer exists (401/403/404 from ``/config``): it drops the peers, empties
+   the cache so no later boot brings them back, says so once and ends with
+   :data:`EXIT_HOST_DELETED`. The device (now without peers, addresses or routes)
+   and the state directory stay: ``skymesh-agent leave`` removes them, and needs them
+   to do so. An outage, or an error page that is not the API's, changes nothing.
 """
 
 from __future__ import annotations
@@ -42,9 +50,12 @@ from .wg.base import Backend, BackendError
 
 log = logging.getLogger("skymesh.agent")
 
-__all__ = ["Agent", "Timings", "HANDSHAKE_FRESH"]
+__all__ = ["Agent", "Timings", "HANDSHAKE_FRESH", "EXIT_HOST_DELETED", "SubState"]
 
 HANDSHAKE_FRESH = 180  # seconds: WireGuard re-keys every 2 minutes on an active tunnel
+# `run`'s exit status once the control plane deleted this host: EX_CONFIG of sysexits.h, which
+# systemd names CONFIG. The unit lists it in RestartPreventExitStatus= (a restart cannot help).
+EXIT_HOST_DELETED = 78
 
 
 class Link(Protocol):
@@ -56,7 +67,7 @@ class Link(Protocol):
 
 
 class NetSetup(Protocol):
-    def apply(self, addresses: tuple[str, ...], routes: tuple[str, ...], mtu: int) -> None: ...
+    def apply(self, addresses: tuple[str, ...], routes: tuple[str, ...], mtu: int) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,16 @@ class Timings:
     resync_max: float = 60.0  # …doubling up to this, with full jitter
     apply_retry: float = 5.0
     cache_delay: float = 1.0  # a burst of deltas is written to the cache once
+    subscribe_min: float = 1.0  # retry backoff of a failed or refused subscription while connected…
+    subscribe_max: float = 60.0  # …doubling up to this, with jitter
+
+
+@dataclass(frozen=True)
+class SubState:
+    """One topic this host must hear: ``subscribed``, ``failed`` (no answer, an error) or ``refused``."""
+
+    state: str
+    error: str = ""
 
 
 class Agent:
@@ -90,7 +111,10 @@ class Agent:
         self._wg_key = state_dir.wg_key()
         self._applied: dict[str, PeerConfig] = {}
         self._cached_seqs: dict[str, int | None] = {n: self.tracker.seq(n) for n in self.tracker.network_ids}
-        self._subscribed: set[str] = set()
+        self._subs: dict[str, SubState] = {}  # topic → state, on the current connection
+        self._sub_at: float | None = None  # when to retry what failed
+        self._sub_retry_wall: float | None = None  # the same, in unix time (for `status`)
+        self._sub_backoff = self.t.subscribe_min
         self.link: Link | None = None
         self.connected = False
         self._resync_at: float | None = None
@@ -106,6 +130,7 @@ class Agent:
         self.last_sync: float | None = None
         self._runtime_written: dict | None = None
         self.error: str | None = None
+        self.deleted: str | None = None  # why it stopped: the control plane deleted this host
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ loop
@@ -147,6 +172,8 @@ class Agent:
         now = time.monotonic()
         if self._resync_at is not None and now >= self._resync_at:
             self.resync()
+        if self._sub_at is not None and now >= self._sub_at and self._sync_subscriptions():
+            self.resync()  # what was published while we did not hear it
         if self._apply_at is not None and now >= self._apply_at:
             self.apply()
         if self._cache_at is not None and now >= self._cache_at:
@@ -155,7 +182,8 @@ class Agent:
             self.report_status()
 
     def _next_timer(self) -> float:
-        due = [t for t in (self._resync_at, self._apply_at, self._status_at, self._cache_at) if t is not None]
+        due = [t for t in (self._resync_at, self._apply_at, self._status_at, self._cache_at, self._sub_at)
+               if t is not None]
         return min(1.0, max(0.0, min(due) - time.monotonic())) if due else 1.0
 
     # ---------------------------------------------------------------- events
@@ -163,14 +191,14 @@ class Agent:
         if isinstance(ev, Connected):
             self.connected = True
             log.info("connected to MQTT; subscribing and resyncing")
-            self._subscribed = set()
+            self._subs, self._sub_backoff = {}, self.t.subscribe_min
             self._sync_subscriptions()
             self.resync()
         elif isinstance(ev, Disconnected):
             if self.connected:
                 log.warning("MQTT disconnected (%s); the tunnels stay as they are", ev.reason)
             self.connected = False
-            self._subscribed = set()
+            self._subs, self._sub_at, self._sub_retry_wall = {}, None, None  # the next connect subscribes
             self._write_runtime()
         elif isinstance(ev, Received):
             self.on_message(ev.topic, ev.payload)
@@ -203,19 +231,31 @@ class Agent:
             self._retry_resync(str(e))
             return
         except ApiError as e:
-            if e.status in (401, 403, 404):
-                # An explicit answer, not an outage: this host was deleted.
-                log.error("the control plane refused this host (%s); dropping its peers", e.message)
-                self.tracker.replace([])
-                self.apply()
+            if e.status in (401, 403, 404) and e.code:
+                # The API's own answer (its error shape has a code), not an outage, nor a proxy's or
+                # a gateway's page: this host was deleted.
+                self._host_deleted(e)
+                return
             self._retry_resync(e.message, slow=e.status < 500)
             return
         self.tracker.replace(cfg.snapshots)
         self._resync_at, self._resync_backoff = None, self.t.resync_min
         self.last_sync, self.error = time.time(), None
         self.apply()
-        self._sync_subscriptions()
+        if self._sub_at is None:  # else the pending retry subscribes (with backoff), then resyncs
+            self._sync_subscriptions()
         self._check_endpoints()
+
+    def _host_deleted(self, e: ApiError) -> None:
+        """Drop the deleted host's peers, keep no cache that would bring them back, say so once, stop."""
+        self.deleted = (f"this host was deleted from the control plane ({e.message}, HTTP {e.status}); "
+                        "stopping — run `skymesh-agent leave` to remove the interface, or join again")
+        log.error("%s", self.deleted)
+        self.tracker.replace([])
+        self.apply()  # its peers, addresses and routes go; the device itself is `leave`'s to remove
+        self.save_cache()
+        self._resync_at, self.error = None, self.deleted
+        self.stop()
 
     def _retry_resync(self, why: str, slow: bool = False) -> None:
         delay = self.t.resync_max if slow else self._resync_backoff
@@ -225,22 +265,56 @@ class Agent:
         log.warning("resync failed (%s); next try in about %.0fs", why, delay)
         self._write_runtime()
 
-    def _sync_subscriptions(self) -> None:
+    def _sync_subscriptions(self) -> bool:
+        """Hear exactly this host's inbox and its networks' broadcasts; schedule a retry of what failed.
+
+        Returns whether a topic was newly subscribed. A failure (a timeout, an error, a
+        refusal) is retried while connected, with jittered exponential backoff, until it
+        succeeds or the connection drops (the next connect starts afresh).
+        """
         if self.link is None or not self.connected:
-            return
+            return False
         want = {protocol.host_inbox_topic(self.state.host_id)}
         want |= {protocol.network_topic(n) for n in self.tracker.network_ids}
-        try:
-            if gone := sorted(self._subscribed - want):
+        have = {t for t, s in self._subs.items() if s.state == "subscribed"}
+        failed = False
+        if gone := sorted(have - want):
+            try:
                 self.link.unsubscribe(gone)
-            if new := sorted(want - self._subscribed):
-                refused = self.link.subscribe(new)
+            except Exception as e:  # noqa: BLE001 - a timeout or a dropped connection: retried
+                log.warning("unsubscribe from %s failed: %s", ", ".join(gone), _why(e))
+                failed = True
+            else:
+                for t in gone:
+                    del self._subs[t]
+        for t in [t for t, s in self._subs.items() if t not in want and s.state != "subscribed"]:
+            del self._subs[t]
+        added = False
+        if new := sorted(want - have):
+            try:
+                refused = set(self.link.subscribe(new))
+            except Exception as e:  # noqa: BLE001 - a timeout under load, or a dropped connection: retried
+                log.warning("subscribe to %s failed: %s", ", ".join(new), _why(e))
+                self._subs.update({t: SubState("failed", _why(e)) for t in new})
+                failed = True
+            else:
+                for t in new:
+                    self._subs[t] = SubState("refused", "refused by the broker") if t in refused else \
+                        SubState("subscribed")
                 if refused:
-                    log.warning("the broker refused subscriptions to %s", ", ".join(refused))
-        except Exception as e:  # noqa: BLE001 - a timeout or a dropped connection: the next connect retries
-            log.warning("subscribe failed: %s", e)
-            return
-        self._subscribed = want
+                    log.warning("the broker refused subscriptions to %s", ", ".join(sorted(refused)))
+                    failed = True
+                added = len(refused) < len(new)
+        if failed:
+            delay = self._sub_backoff
+            self._sub_backoff = min(delay * 2, self.t.subscribe_max)
+            wait = self._rng.uniform(delay / 2, delay)
+            self._sub_at, self._sub_retry_wall = time.monotonic() + wait, time.time() + wait
+            log.info("subscriptions: next try in about %.0fs", wait)
+        else:
+            self._sub_at, self._sub_retry_wall, self._sub_backoff = None, None, self.t.subscribe_min
+        self._write_runtime()
+        return added
 
     def _check_endpoints(self) -> None:
         """Once per run: tell the API where this host is now, if it moved (discovered endpoints only)."""
@@ -386,7 +460,11 @@ class Agent:
     def _write_runtime(self, running: bool = True) -> None:
         """Tell ``status`` what the agent is doing; written only when that changed (not per delta)."""
         info = {"pid": os.getpid(), "running": running, "connected": self.connected and running,
-                "last_sync": self.last_sync, "error": self.error}
+                "last_sync": self.last_sync, "error": self.error,
+                "stopped": "host_deleted" if self.deleted else None,
+                "subscriptions": ({t: {"state": s.state, "error": s.error}
+                                   for t, s in sorted(self._subs.items())} if running else {}),
+                "subscriptions_retry_at": self._sub_retry_wall if running else None}
         if info == self._runtime_written:
             return
         try:
@@ -395,3 +473,8 @@ class Agent:
             log.warning("cannot write runtime state: %s", e)
             return
         self._runtime_written = info
+
+
+def _why(e: BaseException) -> str:
+    """An exception as a person reads it (a future's timeout has no message of its own)."""
+    return str(e) or type(e).__name__

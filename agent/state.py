@@ -13,10 +13,13 @@ Layout of ``DIR`` (default ``/var/lib/skymesh``)::
     ca.pem       CA that signs the broker's certificate (local mode)
     cache.json   the last applied snapshot of every network
     runtime.json what the running agent is doing (for ``status``)
+    run.lock     held (flock) by the one process that owns the device: ``run``, or ``leave``
+                 while it removes everything; it names that process (``{"pid", "command"}``)
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -26,7 +29,7 @@ from typing import Any
 from chalicelib.domain import protocol
 from chalicelib.fsutil import write_atomic
 
-__all__ = ["AgentState", "StateDir", "NotJoinedError", "DEFAULT_STATE_DIR"]
+__all__ = ["AgentState", "StateDir", "NotJoinedError", "DEFAULT_STATE_DIR", "RunLock", "LockHolder"]
 
 DEFAULT_STATE_DIR = Path("/var/lib/skymesh")
 STATE_VERSION = 1
@@ -34,6 +37,37 @@ STATE_VERSION = 1
 
 class NotJoinedError(RuntimeError):
     """There is no state in the directory (``join`` was not run, or ``leave`` was)."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process that holds a state directory's ``run.lock`` (``pid`` 0: it has not said yet)."""
+
+    pid: int
+    command: str
+
+
+class RunLock:
+    """This process's hold on ``run.lock``: one ``run`` (or ``leave``) per state directory.
+
+    The kernel drops an flock when its holder dies, however it dies, so a held lock
+    means a live holder, and the pid written in the file is that holder's (never a
+    stale pid that another program may have taken over since).
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -136,7 +170,54 @@ class StateDir:
         except (FileNotFoundError, ValueError):
             return {}
 
+    # ------------------------------------------------------------------- lock
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "run.lock"
+
+    def try_lock(self, command: str) -> RunLock | None:
+        """Take ``run.lock`` for ``command`` without waiting; None when another process holds it."""
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # ``wipe`` unlinked the file we locked: a lock on it guards nothing
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command}).encode(), 0)
+            return RunLock(self.lock_path, fd)
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who holds ``run.lock`` now; None when nobody does (no agent runs for this directory)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # held: read who holds it
+            else:
+                return None
+            try:
+                d = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                return LockHolder(pid=int(d.get("pid", 0)), command=str(d.get("command", "")))
+            except (ValueError, TypeError, AttributeError):
+                return LockHolder(pid=0, command="")  # its holder is writing it right now
+        finally:
+            os.close(fd)
+
     def wipe(self) -> None:
         """Remove everything the agent wrote (after ``leave``)."""
-        for name in ("state.json", "wg.key", "tls.key", "tls.crt", "ca.pem", "cache.json", "runtime.json"):
+        for name in ("state.json", "wg.key", "tls.key", "tls.crt", "ca.pem", "cache.json", "runtime.json",
+                     "run.lock"):
             (self.path / name).unlink(missing_ok=True)

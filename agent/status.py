@@ -6,6 +6,8 @@ import ipaddress
 import time
 from typing import Any
 
+from chalicelib.domain.models import Member
+
 from .converge import Tracker
 from .state import AgentState
 from .wg.base import PeerStats
@@ -14,19 +16,32 @@ __all__ = ["collect", "render"]
 
 
 def collect(state: AgentState, tracker: Tracker, stats: dict[str, PeerStats] | None,
-            runtime: dict[str, Any], backend_name: str) -> dict[str, Any]:
-    """Everything ``status`` shows, as JSON-ready data. ``stats`` is None when the device is down."""
+            runtime: dict[str, Any], backend_name: str, alive: bool | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows, as JSON-ready data. ``stats`` is None when the device is down.
+
+    ``alive`` says whether an agent holds the state directory now (None: unknown). An agent
+    that was killed could not write that it stopped: its runtime file still says running,
+    and ``alive`` corrects it (``agent.crashed``).
+    """
+    said_running = bool(runtime.get("running"))
+    running = said_running if alive is None else said_running and alive
+    subs = runtime.get("subscriptions") or {} if running else {}
     out: dict[str, Any] = {
         "host_id": state.host_id, "name": state.name, "interface": state.interface,
         "backend": backend_name, "server": state.server, "listen_port": state.listen_port,
         "device_up": stats is not None,
-        "agent": {"running": bool(runtime.get("running")), "connected": bool(runtime.get("connected")),
-                  "last_sync": runtime.get("last_sync"), "error": runtime.get("error")},
+        "agent": {"running": running, "connected": running and bool(runtime.get("connected")),
+                  "crashed": said_running and not running,
+                  "host_deleted": runtime.get("stopped") == "host_deleted",
+                  "last_sync": runtime.get("last_sync"), "error": runtime.get("error"),
+                  "subscriptions": [{"topic": t, "state": v.get("state"), "error": v.get("error") or None}
+                                    for t, v in sorted(subs.items())],
+                  "subscriptions_retry_at": runtime.get("subscriptions_retry_at") if running else None},
         "networks": [],
     }
     stats = stats or {}
     for snap, view in zip(tracker.snapshots, tracker.views(), strict=True):
-        members = {m.host_id: m for m in snap.members}
+        members: dict[str, Member] = {m.host_id: m for m in snap.members}
         peers = []
         for p in view.peers:
             s = stats.get(p.public_key)
@@ -50,7 +65,7 @@ def _ago(ts: float | None, now: float) -> str:
     if not ts:
         return "never"
     secs = max(0, int(now - ts))
-    parts = []
+    parts: list[str] = []
     for unit, n in (("hour", 3600), ("minute", 60), ("second", 1)):
         if secs >= n or (unit == "second" and not parts):
             q, secs = divmod(secs, n)
@@ -66,10 +81,24 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _subscriptions(subs: list[dict[str, Any]], retry_at: float | None, now: float) -> str:
+    ok = sum(1 for s in subs if s["state"] == "subscribed")
+    line = f"subscriptions: {ok} of {len(subs)} subscribed"
+    bad = [f"{s['topic']} {s['state']}" + (f" ({s['error']})" if s.get("error") else "")
+           for s in subs if s["state"] != "subscribed"]
+    if bad:
+        line += "; " + ", ".join(bad)
+        if retry_at:
+            line += f"; next try in {max(0, round(retry_at - now))}s"
+    return line
+
+
 def render(st: dict[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     a = st["agent"]
-    agent = ("not running" if not a["running"] else
+    agent = ("stopped: this host was deleted from the control plane" if a.get("host_deleted") else
+             "not running (it stopped without saying so: killed or crashed)" if a.get("crashed") else
+             "not running" if not a["running"] else
              "connected" if a["connected"] else "running, control plane unreachable")
     lines = [
         f"host: {st['name']} ({st['host_id']})",
@@ -77,6 +106,8 @@ def render(st: dict[str, Any], now: float | None = None) -> str:
         f"listening port: {st['listen_port']}",
         f"  agent: {agent}; last full sync: {_ago(a['last_sync'], now)}",
     ]
+    if a["connected"] and a.get("subscriptions"):
+        lines.append("  " + _subscriptions(a["subscriptions"], a.get("subscriptions_retry_at"), now))
     if a.get("error"):
         lines.append(f"  last error: {a['error']}")
     for n in st["networks"]:

@@ -104,4 +104,4 @@ def resolve_endpoint(endpoint: str) -> tuple[str, int]:
         raise BackendError(f"endpoint {endpoint!r}: cannot resolve {host!r}: {e}") from None
     if not infos:
         raise BackendError(f"endpoint {endpoint!r}: {host!r} has no address")
-    return str(ipaddress.ip_address(infos[0][4][0].split("%")[0])), port
+    return str(ipaddress.ip_address(str(infos[0][4][0]).split("%")[0])), port

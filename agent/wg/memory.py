@@ -114,6 +114,11 @@ class MemoryBackend:
         """Pretend WireGuard did a handshake with this peer at ``handshake`` (unix seconds)."""
         self._traffic[public_key] = (handshake, rx_bytes, tx_bytes)
 
+    def roam(self, public_key: str, endpoint: str) -> None:
+        """Pretend WireGuard heard this peer from ``endpoint`` (it roamed, e.g. behind NAT)."""
+        self._need()
+        self._peers[public_key] = replace(self._peers[public_key], endpoint=endpoint)
+
     def delete(self) -> None:
         self._exists = False
         self._peers = {}

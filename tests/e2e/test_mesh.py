@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from agent.runner import EXIT_HOST_DELETED
 from skymesh.lab import ControlPlane, Lab, leftovers, wait_until
 from skymesh.lab.mesh import LabAgent, agent_available, diagnose, plain
 
@@ -176,10 +177,21 @@ def test_3_a_deleted_host_is_dropped_and_cut_off(mesh: Mesh) -> None:
     mesh.done.add(3)
 
 
-def test_3b_a_deleted_host_can_still_leave_cleanly(mesh: Mesh) -> None:
+def test_3b_a_deleted_host_stops_its_agent_and_can_still_leave_cleanly(mesh: Mesh) -> None:
     mesh.need(3)
     c = mesh.agents["c"]
+    # Its open MQTT connection only went deaf (the broker keeps it; the ACL is gone), so the agent
+    # learns of the deletion at its next /config: here, a restart. It answers 401, and the agent
+    # stops by itself, once, with the status systemd does not restart, instead of retrying every minute.
     assert c.stop() == 0, mesh.details("c")
+    c.start()
+    wait_until(lambda: not c.running, CONVERGE, "c's agent to stop: its host was deleted",
+               interval=0.5, details=lambda: mesh.details("c"))
+    assert c.stop() == EXIT_HOST_DELETED, mesh.details("c")
+    assert c.log_tail(400).count("this host was deleted from the control plane") == 1, mesh.details("c")
+    assert c.peer_ids() == set(), mesh.details("c")
+    st = c.status()
+    assert st["agent"]["host_deleted"] and not st["agent"]["running"], st
     res = c.leave()
     assert res.returncode == 0, f"`leave` of a host the admin deleted:\n{res.stdout}{res.stderr}"
     assert not c.has_interface(), f"`leave` kept {c.interface}\n{mesh.details('c')}"
@@ -227,3 +239,21 @@ def test_5_changes_made_while_an_agent_was_away_arrive_by_resync(mesh: Mesh) -> 
         if other is not e:
             reach(mesh, other, e)
     mesh.done.add(5)
+
+
+def test_6_leave_while_run_is_active_leaves_no_interface_and_no_running_agent(mesh: Mesh) -> None:
+    mesh.need(1)
+    b = mesh.agents["b"]
+    assert b.running, mesh.details("b")
+    pid = b.proc.pid  # type: ignore[union-attr]
+    res = b.leave()
+    assert res.returncode == 0, f"`leave` while `run` is active:\n{res.stdout}{res.stderr}"
+    assert f"stopping the running agent (pid {pid}" in res.stdout, res.stdout
+    # `leave` returned only after the agent let go of its state directory: nothing is left to
+    # "repair" the interface it removed.
+    assert b.proc.wait(timeout=5) == 0, mesh.details("b")  # type: ignore[union-attr]
+    assert not b.has_interface(), f"`leave` kept {b.interface}\n{mesh.details('b')}"
+    mesh.removed.add("b")
+    others = mesh.live()
+    converge(mesh, others, full_mesh_peers(others), CONVERGE, "the others to drop b, which left")
+    assert not b.has_interface(), f"{b.interface} came back\n{mesh.details('b')}"

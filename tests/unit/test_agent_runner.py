@@ -6,6 +6,7 @@ tests/e2e; here each behaviour is pinned quickly and exactly.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from agent.api import ApiError, FullConfig, Unreachable
 from agent.mqtt import Connected, Disconnected, Received
 from agent.runner import Agent, Timings
 from agent.state import AgentState, StateDir
+from agent.wg.base import BackendError
 from agent.wg.memory import MemoryBackend
 from chalicelib.domain import protocol
 from chalicelib.domain.ids import HostId, NetworkId
@@ -229,3 +231,121 @@ def test_reports_go_where_the_api_said_at_registration(tmp_path, members):
     agent.handle(Connected())
     agent.report_status()
     assert [t for t, _ in link.published] == [ingest]
+
+
+# --------------------------------------------------------------- issue 7: lifecycle and guards
+def test_a_deleted_host_stops_the_agent_once_and_no_boot_brings_its_peers_back(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, _ = make_agent(tmp_path, api)
+    agent.boot()
+    agent.resync()
+    agent.step(timeout=0)  # the cache now holds the network
+    assert agent.dir.load_cache()
+    api.answer = ApiError(401, "unauthorized", "unknown host token (was the host deleted?)")
+    done = threading.Thread(target=agent.run, daemon=True)
+    done.start()
+    done.join(timeout=10)
+    stuck = done.is_alive()
+    agent.stop()
+    assert not stuck, "the agent kept retrying a host the control plane deleted"
+    assert api.calls == 2  # asked once, then stopped: no retry every minute
+    assert agent.deleted and "skymesh-agent leave" in agent.deleted
+    assert peer_keys(backend) == set() and backend.exists()  # peers dropped, the device is leave's
+    assert agent.dir.load_cache() == []  # a restart or a reboot does not bring the peers back
+    runtime = agent.dir.load_runtime()
+    assert runtime["running"] is False and runtime["stopped"] == "host_deleted"
+
+
+def test_an_error_page_that_is_not_the_apis_is_an_outage_not_a_deletion(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, _ = make_agent(tmp_path, api)
+    agent.boot()
+    agent.resync()
+    api.answer = ApiError(404, "", "<html>Not Found</html>")  # a proxy, or a gateway in front of it
+    agent.resync()
+    assert len(peer_keys(backend)) == 2 and agent.deleted is None and agent._resync_at is not None
+
+
+class FlakyLink(RecordingLink):
+    """Subscribes after ``failures`` timeouts; refuses the topics in ``refuse`` once."""
+
+    def __init__(self, failures: int = 0, refuse: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.failures, self.refuse, self.attempts = failures, set(refuse), 0
+
+    def subscribe(self, topics: list[str], timeout: float = 0) -> list[str]:
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise TimeoutError()
+        refused = sorted(self.refuse & set(topics))
+        self.refuse -= set(refused)
+        self.subscribed += [t for t in topics if t not in refused]
+        return refused
+
+
+def test_a_subscription_that_fails_while_connected_is_retried_then_a_resync_catches_up(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, _, _ = make_agent(tmp_path, api)
+    agent.t = Timings(cache_delay=0, subscribe_min=0.0, subscribe_max=0.0)  # retries due at once
+    link = agent.link = FlakyLink(failures=2)
+    agent.boot()
+    agent.handle(Connected())
+    subs = agent.dir.load_runtime()["subscriptions"]  # the resync learnt net_a; the retry will add it
+    assert {t: s["state"] for t, s in subs.items()} == {"sm/h/host_1/in": "failed"}
+    assert subs["sm/h/host_1/in"]["error"] == "TimeoutError"
+    calls = api.calls
+    for _ in range(5):
+        agent.step(timeout=0)
+    assert set(link.subscribed) == {"sm/h/host_1/in", "sm/n/net_a"} and link.attempts == 3
+    assert api.calls == calls + 1  # what was published while it heard nothing
+    subs = agent.dir.load_runtime()["subscriptions"]
+    assert {s["state"] for s in subs.values()} == {"subscribed"}
+    assert agent.dir.load_runtime()["subscriptions_retry_at"] is None
+
+
+def test_a_refused_subscription_is_retried_with_growing_backoff(tmp_path, members):
+    agent, _, _ = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
+    link = agent.link = FlakyLink(refuse=("sm/n/net_a",))
+    agent.boot()
+    agent.handle(Connected())
+    assert link.subscribed == ["sm/h/host_1/in"]
+    assert agent.dir.load_runtime()["subscriptions"]["sm/n/net_a"]["state"] == "refused"
+    first = agent._sub_at
+    assert first is not None and first - time.monotonic() <= agent.t.subscribe_min
+    agent._sub_at = time.monotonic()  # due now
+    agent.step(timeout=0)
+    assert "sm/n/net_a" in link.subscribed and agent._sub_at is None
+
+
+def test_a_full_reconcile_keeps_an_endpoint_wireguard_roamed_to(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, _ = make_agent(tmp_path, api, heartbeat=0)
+    agent.boot()
+    agent.resync()
+    roamed = "198.19.7.7:40123"  # the peer's NAT mapping, learnt by WireGuard from its packets
+    backend.roam(members[1].public_key, roamed)
+    agent.report_status()  # heartbeat: the whole device is read back and reconciled
+    agent.resync()
+    assert backend.peers()[members[1].public_key].endpoint == roamed
+
+
+def test_a_failed_apply_is_retried(tmp_path, members):
+    class Refusing(MemoryBackend):
+        failures = 0
+
+        def ensure_device(self, private_key: str, listen_port: int) -> bool:
+            if self.failures:
+                self.failures -= 1
+                raise BackendError("wireguard-go did not start")
+            return super().ensure_device(private_key, listen_port)
+
+    agent, _, _ = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
+    backend = agent.backend = Refusing("sm0")
+    agent.t = Timings(apply_retry=0, cache_delay=0)
+    agent.boot()
+    backend.failures = 1
+    agent.resync()
+    assert peer_keys(backend) == set() and "wireguard-go did not start" in agent.error
+    agent.step(timeout=0)
+    assert peer_keys(backend) == {members[1].public_key, members[2].public_key} and agent.error is None

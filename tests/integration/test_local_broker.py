@@ -243,3 +243,24 @@ def test_choose_run_as(tmp_path):
         shutil.rmtree(base)
     assert ok.user == "mosquitto" and ok.uid is not None and ok.warning is None
     assert stuck.user == "root" and stuck.warning and "cannot reach" in stuck.warning
+
+
+def test_a_host_cannot_take_over_another_hosts_session(identity, tmp_path, mqtt_connect, control):
+    """A host that connects with another host's client id does not displace that host.
+
+    IoT Core refuses such a CONNECT (its policy allows only the thing's own client id);
+    Mosquitto cannot refuse it, so ``use_username_as_clientid`` replaces the id by the
+    certificate's CN: the connection is accepted as the connecting host's own (README,
+    "Local mode"). Without that line this host would take host_b's session over.
+    """
+    b = mqtt_connect(enroll_host(identity, "host_b", tmp_path), client_id="host_b")
+    b.subscribe("sm/h/host_b/in")
+    a = mqtt_connect(enroll_host(identity, "host_a", tmp_path), client_id="host_b")
+    a.subscribe("sm/h/host_b/in", "sm/h/host_a/in")
+
+    control.publish("sm/h/host_b/in", b"for b")
+    assert b.expect("sm/h/host_b/in", b"for b") == []
+    b.barrier()  # b's connection still answers
+    assert not b.disconnected.is_set()
+    control.publish("sm/h/host_a/in", b"for a")
+    assert a.expect("sm/h/host_a/in", b"for a") == []  # a is itself, and reads only its own inbox

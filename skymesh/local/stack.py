@@ -406,8 +406,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
         time.sleep(0.1)  # polling a file another process writes, bounded by the deadline
     if not info:
         seen = "no local.json yet"
-    elif info.get("state") == "ready":
-        seen = f"local.json says ready, but its stack (pid {info.get('pid')}) is not running"
+    elif info.get("state") in ("ready", "starting") and not _pid_alive(info.get("pid")):
+        seen = f"local.json says {info['state']}, but its stack (pid {info.get('pid')}) is not running"
     else:
         seen = f"local.json says {info.get('state', 'nothing about its state')}"
     print(f"error: the local stack in {home} is not ready after {args.timeout:g}s ({seen}); "

@@ -8,6 +8,7 @@ from typing import Any
 from chalice import Chalice, Rate
 
 from chalicelib.api import ALL
+from chalicelib.api.chalice_errors import chalice_errors_in_our_shape
 from chalicelib.wiring import build_service
 
 app = Chalice(app_name="skymesh")
@@ -15,6 +16,8 @@ app.log.setLevel(logging.INFO)
 
 for _api in ALL:
     app.register_blueprint(_api.blueprint)
+# Chalice's own 405/415/500 answers in our {"error": {"code", "message"}} shape.
+app.register_middleware(chalice_errors_in_our_shape, "http")
 
 
 @app.lambda_function(name="host_report")

@@ -17,6 +17,9 @@ What each resource is for (docs/deploy.md has the same list for people):
 - ``HostPolicy`` — the static IoT policy on every host certificate; per-network
   policies on per-network thing groups are made by the API at run time
   (``chalicelib/adapters/aws_iot_policies.py``).
+- ``RestAPI`` gateway responses — what API Gateway answers itself (unknown path or
+  method, unsupported media type, throttling, its own 4xx/5xx) in the API's error
+  shape ``{"error": {"code", "message"}}`` (:func:`gateway_responses`).
 - ``HostStatusRule`` — the topic rule that hands status reports (broker topic or
   Basic Ingest) to ``host_report``; failed deliveries go to ``RuleErrorLogs``.
 """
@@ -24,6 +27,7 @@ What each resource is for (docs/deploy.md has the same list for people):
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,10 +61,12 @@ from chalicelib.adapters.aws_iot_policies import (
 )
 from chalicelib.adapters.dynamodb.items import KIND_INDEX
 from chalicelib.adapters.dynamodb.table import table_definition
+from chalicelib.api.chalice_errors import ACCEPTED_CONTENT_TYPE, NO_ROUTE_CODE, NO_ROUTE_MESSAGE
 
 from .grants import FUNCTIONS, Arns, statements_for
 
-__all__ = ["SkymeshStack", "CHALICE_FUNCTIONS", "TTL_ATTRIBUTE", "REPO_ROOT", "API_STAGE"]
+__all__ = ["SkymeshStack", "CHALICE_FUNCTIONS", "TTL_ATTRIBUTE", "REPO_ROOT", "API_STAGE",
+           "gateway_responses"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,6 +95,55 @@ _LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 def _runtime() -> str:
     """The Lambda runtime Chalice packages for: the Python running this (its wheels' ABI)."""
     return f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+#: API Gateway's own message for a response type (a JSON string literal, quotes included).
+_GATEWAY_MESSAGE = "$context.error.messageString"
+
+#: response type -> (status, code, message); message None: API Gateway's own message.
+_GATEWAY_RESPONSES: dict[str, tuple[str | None, str, str | None]] = {
+    # API Gateway says "Missing Authentication Token" (403) for a path it does not have
+    # AND for a method a known path does not have: the two cannot be told apart there,
+    # so both are 404 on AWS (locally a wrong method is 405 with Allow).
+    "MISSING_AUTHENTICATION_TOKEN": ("404", NO_ROUTE_CODE, NO_ROUTE_MESSAGE),
+    # No route uses IAM auth, so a signature error can only mean an unknown route whose
+    # Bearer header API Gateway tried to read as SigV4 ("Authorization header requires
+    # 'Credential'..."). Which type it uses then was not checked on AWS; DEFAULT_4XX
+    # below puts any other one in our shape too.
+    "INVALID_SIGNATURE": ("404", NO_ROUTE_CODE, NO_ROUTE_MESSAGE),
+    "EXPIRED_TOKEN": ("404", NO_ROUTE_CODE, NO_ROUTE_MESSAGE),
+    "RESOURCE_NOT_FOUND": ("404", NO_ROUTE_CODE, NO_ROUTE_MESSAGE),
+    "UNSUPPORTED_MEDIA_TYPE": (
+        "415", "unsupported_media_type",
+        f"this Content-Type is not accepted; send the body as {ACCEPTED_CONTENT_TYPE}"),
+    "REQUEST_TOO_LARGE": ("413", "too_large", "the request is larger than API Gateway accepts"),
+    "THROTTLED": ("429", "throttled", "too many requests; retry after a pause"),
+    "QUOTA_EXCEEDED": ("429", "throttled", "request quota exceeded; retry later"),
+    "ACCESS_DENIED": ("403", "forbidden", None),
+    "UNAUTHORIZED": ("401", "unauthorized", None),
+    "INTEGRATION_TIMEOUT": ("504", "unavailable", "the API did not answer in time; retry"),
+    "INTEGRATION_FAILURE": ("502", "unavailable", "the API could not be reached; retry"),
+    # Everything else keeps its status and API Gateway's message, in our shape.
+    "DEFAULT_4XX": (None, "bad_request", None),
+    "DEFAULT_5XX": (None, "unavailable", None),
+}
+
+
+def gateway_responses() -> dict[str, dict[str, Any]]:
+    """``x-amazon-apigateway-gateway-responses`` for the REST API: API Gateway's own answers
+    in the API's error shape ``{"error": {"code", "message"}}``, as JSON."""
+    out: dict[str, dict[str, Any]] = {}
+    for response_type, (status, code, message) in _GATEWAY_RESPONSES.items():
+        quoted = json.dumps(message) if message is not None else _GATEWAY_MESSAGE
+        entry: dict[str, Any] = {
+            "responseParameters": {"gatewayresponse.header.Content-Type": "'application/json'"},
+            "responseTemplates": {
+                "application/json": f'{{"error":{{"code":{json.dumps(code)},"message":{quoted}}}}}'},
+        }
+        if status is not None:
+            entry["statusCode"] = status
+        out[response_type] = entry
+    return out
 
 
 def _pascal(name: str) -> str:
@@ -208,6 +263,12 @@ class SkymeshStack(Stack):
             function.node.add_dependency(log_groups[fn], host_policy, admin_key)
 
         self._status_rule(app, key, rule_name)
+
+        # In the API definition (not separate AWS::ApiGateway::GatewayResponse resources):
+        # SAM's deployment hashes the definition, so a change here is redeployed to the
+        # stage; a separate resource would only take effect at the next deployment.
+        app.get_resource("RestAPI").add_property_override(
+            "DefinitionBody.x-amazon-apigateway-gateway-responses", gateway_responses())
 
         # --- outputs -----------------------------------------------------------------------
         api_url = Fn.join("", ["https://", app.get_resource("RestAPI").ref, ".execute-api.",

@@ -2,21 +2,40 @@
 
 Chalice's own local server (``chalice.local``), one thread per connection, with
 ``current_request`` kept per thread. Stops cleanly on SIGTERM/SIGINT.
+
+Where API Gateway and Chalice's local gateway differ in a way a user notices, this
+server does what API Gateway does (as configured by ``infra/stack.py``):
+
+- ``requestContext.identity.sourceIp`` is the client's address (the socket's peer);
+  Chalice always says 127.0.0.1, so the address a host registered from was never seen.
+- A path the API does not have is 404 in our error shape, as the stack's gateway
+  responses answer it; Chalice says 403 "Missing Authentication Token".
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import signal
 import socket
 import sys
 import threading
-from http.server import HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 from typing import Any
 
 from chalice.config import Config
-from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer
+from chalice.local import (
+    ChaliceRequestHandler,
+    CustomLocalChalice,
+    LocalChalice,
+    LocalDevServer,
+    LocalGateway,
+    LocalGatewayException,
+)
+
+from chalicelib.api.chalice_errors import NO_ROUTE_CODE, no_route_message
 
 from .appload import load_app
 
@@ -35,13 +54,55 @@ class _ThreadedServer6(_ThreadedServer):
     address_family = socket.AF_INET6
 
 
+class _NoRoute(LocalGatewayException):
+    CODE = 404
+
+
+def _client_ip(address: str) -> str:
+    """The peer as API Gateway reports it: IPv4 for an IPv4 client of a dual-stack socket."""
+    try:
+        mapped = ipaddress.IPv6Address(address.split("%", 1)[0]).ipv4_mapped
+    except ValueError:
+        return address
+    return str(mapped) if mapped is not None else address
+
+
+class _Gateway(LocalGateway):
+    """Chalice's local API Gateway, with the client's address and our 404 (module docstring)."""
+
+    def __init__(self, app_object: Any, config: Config, source_ip: str) -> None:
+        super().__init__(app_object, config)
+        self._source_ip = source_ip
+
+    def _generate_lambda_event(self, method: str, path: str, headers: Any, body: bytes | None) -> Any:
+        try:
+            event = super()._generate_lambda_event(method, path, headers, body)
+        except ValueError:  # no route matches the path
+            message = no_route_message(method, path.split("?")[0])
+            error = {"error": {"code": NO_ROUTE_CODE, "message": message}}
+            raise _NoRoute({"Content-Type": "application/json"}, json.dumps(error).encode()) from None
+        event["requestContext"]["identity"]["sourceIp"] = self._source_ip
+        return event
+
+
+class _RequestHandler(ChaliceRequestHandler):
+    def __init__(self, request: Any, client_address: tuple[str, int], server: Any,
+                 app_object: Any, config: Config) -> None:
+        # ChaliceRequestHandler.__init__ would make a plain LocalGateway; the request is
+        # handled inside BaseHTTPRequestHandler.__init__, so the gateway must exist first.
+        self.local_gateway = _Gateway(app_object, config, _client_ip(client_address[0]))
+        BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+
 def make_server(host: str, port: int, module_name: str | None = None) -> LocalDevServer:
     """A bound (not yet serving) threaded HTTP server for the app."""
     _module, app = load_app(module_name)
-    CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
-    app.__class__ = CustomLocalChalice
+    if not isinstance(app, LocalChalice):  # per-thread current_request (once per process)
+        CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+        app.__class__ = CustomLocalChalice
     server_cls = _ThreadedServer6 if ":" in host else _ThreadedServer
-    return LocalDevServer(app, Config(chalice_stage="local"), host, port, server_cls=server_cls)
+    return LocalDevServer(app, Config(chalice_stage="local"), host, port,
+                          handler_cls=_RequestHandler, server_cls=server_cls)
 
 
 def main(argv: list[str] | None = None) -> int:

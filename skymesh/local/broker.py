@@ -49,8 +49,11 @@ class RunAs:
     warning: str | None = None
 
 
-def _traversable(path: Path, uid: int, gids: set[int]) -> bool:
-    for d in [path, *path.parents]:
+def _unsearchable(path: Path, uid: int, gids: set[int]) -> Path | None:
+    """The first directory on ``path``'s real path (symlinks resolved: Mosquitto opens the
+    target) that ``uid``/``gids`` cannot search; ``None`` when it can reach ``path``."""
+    real = path.resolve()
+    for d in [*reversed(real.parents), real]:
         st = d.stat()
         if st.st_uid == uid:
             bit = stat.S_IXUSR
@@ -59,8 +62,8 @@ def _traversable(path: Path, uid: int, gids: set[int]) -> bool:
         else:
             bit = stat.S_IXOTH
         if not st.st_mode & bit:
-            return False
-    return True
+            return d
+    return None
 
 
 def choose_run_as(dirs: list[Path], euid: int | None = None, user: str = "mosquitto") -> RunAs:
@@ -77,16 +80,18 @@ def choose_run_as(dirs: list[Path], euid: int | None = None, user: str = "mosqui
     except KeyError:
         return RunAs(user="root", warning=f"no user {user!r}; the broker runs as root")
     gids = set(os.getgrouplist(user, pw.pw_gid))
-    blocked = [d for d in dirs if not _traversable(d, pw.pw_uid, gids)]
-    if blocked:
-        return RunAs(
-            user="root",
-            warning=(
-                f"user {user!r} cannot reach {blocked[0]} (a parent directory is not "
-                "searchable by it); the broker runs as root. Use a home under a "
-                "world-searchable directory to let it drop privileges."
-            ),
-        )
+    for d in dirs:
+        closed = _unsearchable(d, pw.pw_uid, gids)
+        if closed is not None:
+            return RunAs(
+                user="root",
+                warning=(
+                    f"user {user!r} cannot reach {d}: {closed} is not searchable by it, so "
+                    f"the broker keeps running as root. To let it drop privileges, use a --home "
+                    f"outside {closed} (e.g. under /var/lib or /srv) or allow it through with "
+                    f"`chmod o+x {closed}`."
+                ),
+            )
     return RunAs(user=user, uid=pw.pw_uid, gid=pw.pw_gid)
 
 

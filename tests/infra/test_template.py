@@ -169,3 +169,40 @@ def test_template_size_and_resources(synthesized: Synthesized) -> None:
     """CloudFormation's limits: 500 resources, 1 MB template (S3); far below both."""
     assert len(synthesized.template["Resources"]) < 60
     assert synthesized.template_path.stat().st_size < 200_000
+
+
+def _gateway_responses(synthesized: Synthesized) -> dict[str, Any]:
+    (api,) = synthesized.resources("AWS::Serverless::Api").values()
+    return api["Properties"]["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]  # type: ignore[no-any-return]
+
+
+def _rendered(template: str) -> Any:
+    """The body API Gateway sends: its one variable replaced as it would (a JSON string)."""
+    import json
+    return json.loads(template.replace("$context.error.messageString", json.dumps("API Gateway's text")))
+
+
+def test_api_gateway_answers_in_our_error_shape(synthesized: Synthesized) -> None:
+    """Requests API Gateway answers itself (no Lambda call) get {"error": {"code", "message"}}."""
+    from chalicelib.api.chalice_errors import NO_ROUTE_MESSAGE
+
+    responses = _gateway_responses(synthesized)
+    assert {"MISSING_AUTHENTICATION_TOKEN", "UNSUPPORTED_MEDIA_TYPE", "THROTTLED", "ACCESS_DENIED",
+            "DEFAULT_4XX", "DEFAULT_5XX"} <= set(responses)
+    for response_type, response in responses.items():
+        assert response["responseParameters"] == {
+            "gatewayresponse.header.Content-Type": "'application/json'"}, response_type
+        body = _rendered(response["responseTemplates"]["application/json"])
+        assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, response_type
+        assert body["error"]["code"] and body["error"]["message"], response_type
+    # Unknown paths and methods: 404 (not 403 "Missing Authentication Token"), the local message.
+    missing = responses["MISSING_AUTHENTICATION_TOKEN"]
+    assert missing["statusCode"] == "404"
+    assert _rendered(missing["responseTemplates"]["application/json"])["error"] == {
+        "code": "not_found", "message": NO_ROUTE_MESSAGE}
+    assert responses["UNSUPPORTED_MEDIA_TYPE"]["statusCode"] == "415"
+    assert responses["THROTTLED"]["statusCode"] == "429"
+    # The defaults keep API Gateway's status and message.
+    assert "statusCode" not in responses["DEFAULT_4XX"] and "statusCode" not in responses["DEFAULT_5XX"]
+    assert _rendered(responses["DEFAULT_5XX"]["responseTemplates"]["application/json"])["error"][
+        "message"] == "API Gateway's text"

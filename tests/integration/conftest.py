@@ -103,14 +103,14 @@ class ConnectRefused(Exception):
 class MqttTestClient:
     """A paho MQTT 5 client whose every operation waits (bounded) for the broker's answer."""
 
-    def __init__(self, host: str, port: int, creds: Creds | ControlCredentials) -> None:
+    def __init__(self, host: str, port: int, creds: Creds | ControlCredentials, client_id: str = "") -> None:
         self.host, self.port = host, port
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._acks: dict[int, queue.Queue[Any]] = {}
         self._lock = threading.Lock()
         self._connack: queue.Queue[Any] = queue.Queue()
         self.disconnected = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                         reconnect_on_failure=False)
         c.tls_set(ca_certs=str(creds.ca_path), certfile=str(creds.cert_path),
                   keyfile=str(creds.key_path))
@@ -183,11 +183,12 @@ class MqttTestClient:
 
 @pytest.fixture
 def mqtt_connect(broker: MosquittoBroker) -> Iterator[Callable[..., MqttTestClient]]:
-    """``mqtt_connect(creds, connect=True)`` → a connected :class:`MqttTestClient`."""
+    """``mqtt_connect(creds, client_id="")`` → a connected :class:`MqttTestClient`."""
     clients: list[MqttTestClient] = []
 
-    def connect(creds: Creds | ControlCredentials, *, do_connect: bool = True) -> MqttTestClient:
-        c = MqttTestClient(broker.connect_host, broker.port, creds)
+    def connect(creds: Creds | ControlCredentials, *, do_connect: bool = True,
+                client_id: str = "") -> MqttTestClient:
+        c = MqttTestClient(broker.connect_host, broker.port, creds, client_id)
         clients.append(c)
         if do_connect:
             c.connect()

@@ -243,3 +243,65 @@ def test_choose_run_as(tmp_path):
         shutil.rmtree(base)
     assert ok.user == "mosquitto" and ok.uid is not None and ok.warning is None
     assert stuck.user == "root" and stuck.warning and "cannot reach" in stuck.warning
+
+
+def test_a_host_cannot_take_over_another_hosts_session(identity, tmp_path, mqtt_connect, control):
+    """A host that connects with another host's client id does not displace that host.
+
+    IoT Core refuses such a CONNECT (its policy allows only the thing's own client id);
+    Mosquitto cannot refuse it, so ``use_username_as_clientid`` replaces the id by the
+    certificate's CN: the connection is accepted as the connecting host's own (README,
+    "Local mode"). Without that line this host would take host_b's session over.
+    """
+    b = mqtt_connect(enroll_host(identity, "host_b", tmp_path), client_id="host_b")
+    b.subscribe("sm/h/host_b/in")
+    a = mqtt_connect(enroll_host(identity, "host_a", tmp_path), client_id="host_b")
+    a.subscribe("sm/h/host_b/in", "sm/h/host_a/in")
+
+    control.publish("sm/h/host_b/in", b"for b")
+    assert b.expect("sm/h/host_b/in", b"for b") == []
+    b.barrier()  # b's connection still answers
+    assert not b.disconnected.is_set()
+    control.publish("sm/h/host_a/in", b"for a")
+    assert a.expect("sm/h/host_a/in", b"for a") == []  # a is itself, and reads only its own inbox
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("through_symlink", [False, True], ids=["under-0700-dir", "symlink-into-0700-dir"])
+def test_a_home_under_a_0700_directory_works_and_says_how_to_drop_privileges(through_symlink):
+    """As root, with --home under a directory user mosquitto cannot search (such as /root),
+    the broker starts and serves mTLS, and the warning names that directory and the fix.
+    Through a symlink the mode bits of the link's parents said "reachable": Mosquitto
+    dropped privileges, could not open its files, and the stack did not start."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    from skymesh.local.proc import free_port
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (Mosquitto drops privileges only when started as root)")
+    try:
+        pwd.getpwnam("mosquitto")
+    except KeyError:
+        pytest.skip("no mosquitto user here")
+    base = Path(tempfile.mkdtemp(prefix="skymesh-closed-"))
+    os.chmod(base, 0o755)
+    closed = base / "closed"
+    closed.mkdir(mode=0o700)
+    os.chmod(closed, 0o700)
+    home = closed / "home"
+    if through_symlink:
+        home.mkdir()
+        (base / "link").symlink_to(home)
+        home = base / "link"
+    broker = MosquittoBroker(home, "127.0.0.1", free_port())
+    try:
+        broker.start()  # returns once a real mutual-TLS client is accepted
+        assert broker.run_as is not None and broker.run_as.user == "root"
+        assert f"{closed} is not searchable" in (broker.run_as.warning or "")
+        assert f"chmod o+x {closed}" in (broker.run_as.warning or "")
+    finally:
+        broker.stop()
+        shutil.rmtree(base, ignore_errors=True)

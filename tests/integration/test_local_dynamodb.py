@@ -62,3 +62,32 @@ def test_port_in_use_is_a_clear_error(dynamodb_local):
     port = int(dynamodb_local.rsplit(":", 1)[1])
     with pytest.raises(LocalStackError, match=f"port {port} .* already in use"):
         DynamoDBLocal(port, in_memory=True).start()
+
+
+@pytest.mark.slow
+def test_data_is_readable_by_its_owner_only(tmp_path):
+    """The database file (every table) is 0600 in a 0700 directory, also one an older run left open."""
+    import os
+    import stat
+
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    os.chmod(data, 0o755)
+    old = data / "left-by-an-older-run.db"
+    old.write_bytes(b"")
+    os.chmod(old, 0o644)
+    db = DynamoDBLocal(free_port(), db_path=data, directory=install())
+    db.start()
+    try:
+        c = _client(db.endpoint_url)
+        c.create_table(TableName="private", BillingMode="PAY_PER_REQUEST",
+                       KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                       AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        c.put_item(TableName="private", Item={"pk": {"S": "a"}})
+    finally:
+        db.stop()
+    files = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" and p != old for p in files), files  # DynamoDB Local's own file
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for p in data.rglob("*"):
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, (p, oct(p.stat().st_mode))

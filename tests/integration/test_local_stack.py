@@ -203,3 +203,42 @@ def test_port_in_use_is_reported(stack_env):
     out = stack.output()
     assert f"port {ports['mqtt']} on 127.0.0.1 (the MQTT broker) is already in use" in out
     assert "--mqtt-port" in out
+
+
+def local_wait(home: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYMESH_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "skymesh.cli", "local", "wait", "--home", str(home),
+                           "--timeout", str(timeout)], capture_output=True, text=True, env=env,
+                          timeout=timeout + 60, check=False)
+
+
+def test_scripts_can_wait_for_ready_also_over_an_old_local_json(stack_env):
+    """`skymesh local wait` returns once the stack answers, not because an earlier run's
+    local.json is there; local.json says ready with the stack's pid, and stopped after."""
+    home, ports = stack_env
+    home.mkdir(parents=True)
+    killed = subprocess.Popen(["true"])  # a pid that no longer runs: a killed earlier stack's
+    killed.wait(10)
+    (home / "local.json").write_text(json.dumps({
+        "api_url": f"http://127.0.0.1:{ports['api']}", "state": "ready", "pid": killed.pid}))
+    early = local_wait(home, 0.5)
+    assert early.returncode == 1 and "is not running" in early.stderr, early
+
+    stack = Stack(home, ports)
+    try:
+        waited = local_wait(home, START_TIMEOUT)
+        assert waited.returncode == 0, (waited.stderr, stack.output())
+        assert waited.stdout.strip() == f"http://127.0.0.1:{ports['api']}"
+        with urllib.request.urlopen(waited.stdout.strip() + "/v1/health", timeout=10) as r:
+            assert r.status == 200  # ready means every child answers now
+        info = json.loads((home / "local.json").read_text())
+        assert info["state"] == "ready" and info["pid"] == stack.proc.pid and info["started_at"]
+        assert "Ctrl-C stops it" in stack.output()
+        assert stack.stop() == 0
+        info = json.loads((home / "local.json").read_text())
+        assert info["state"] == "stopped" and info["admin_key"]  # kept for the next start
+        after = local_wait(home, 0)
+        assert after.returncode == 1 and "says stopped" in after.stderr, after
+    finally:
+        stack.stop()

@@ -29,7 +29,6 @@ from moto.iotdata.models import iotdata_backends
 from chalicelib.adapters.aws_bootstrap import handle
 from chalicelib.adapters.dynamodb.table import table_definition
 from infra.grants import FUNCTIONS
-
 from tests.aws.conftest import patch_moto_certificate_delete
 
 from .conftest import Synthesized

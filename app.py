@@ -42,3 +42,9 @@ def mark_offline(event: Any) -> dict[str, Any]:
 def sweep_broadcasts(event: Any) -> dict[str, Any]:
     """Broadcast changes a failed or interrupted publish left pending."""
     return {"published": build_service().stream.sweep()}
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="sweep_orphans")
+def sweep_orphans(event: Any) -> dict[str, Any]:
+    """Remove the certificate and broker access of registrations that died before their commit."""
+    return {"discarded": build_service().orphans.sweep()}

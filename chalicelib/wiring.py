@@ -12,6 +12,8 @@ Variables:
 - ``SKYMESH_IDENTITY``: ``local`` (local CA + Mosquitto ACLs), ``iot`` (AWS IoT registry)
   or ``memory`` (tests)
 - ``SKYMESH_OFFLINE_AFTER``: seconds without a status report before a host is offline
+- ``SKYMESH_ORPHAN_AFTER``: seconds after which an unfinished registration's certificate
+  is removed by ``sweep_orphans``
 - adapter-specific variables: see ``adapters/local_env.py`` and ``adapters/aws_env.py``
 """
 
@@ -77,6 +79,7 @@ def _build(env: Mapping[str, str]) -> Service:
         raise ConfigurationError(
             f"unsupported SKYMESH_PUBLISHER={publisher_kind!r} with SKYMESH_IDENTITY="
             f"{identity_kind!r}; use mqtt+local (local stack), iot+iot (AWS) or memory+memory (tests)")
-    settings = Settings(offline_after=int(env.get("SKYMESH_OFFLINE_AFTER", Settings.offline_after)))
+    settings = Settings(offline_after=int(env.get("SKYMESH_OFFLINE_AFTER", Settings.offline_after)),
+                        orphan_after=int(env.get("SKYMESH_ORPHAN_AFTER", Settings.orphan_after)))
     return Service(Deps(store=store, publisher=publisher, identity=identity,
                         clock=SystemClock(), settings=settings))

@@ -13,6 +13,11 @@ and that nothing is granted that no call needs):
 - ``mark_offline``: lists hosts through the ``kind-index`` and updates host records.
 - ``sweep_broadcasts``: reads pending changes and members, advances a network's
   sequence, clears what it sent, publishes broadcasts.
+- ``sweep_orphans``: finds registrations that died between certificate and commit
+  (pending identities through the ``kind-index``), claims each (its own ``IDENTITY#``
+  item, with a check that the ``HOST#`` item does not exist) and deletes what the
+  identity left in the IoT registry: the host's certificates (deactivated, detached,
+  deleted), its group memberships and its thing.
 - ``bootstrap`` (deploy time): the first admin key (its secret, one table item) and
   the IoT endpoint lookup.
 
@@ -34,7 +39,8 @@ from chalicelib.domain.protocol import network_topic
 __all__ = ["Arns", "statements_for", "FUNCTIONS"]
 
 #: The functions of the app (their names in app.py) plus the deploy-time one.
-FUNCTIONS = ("api_handler", "host_report", "mark_offline", "sweep_broadcasts", "bootstrap")
+FUNCTIONS = ("api_handler", "host_report", "mark_offline", "sweep_broadcasts", "sweep_orphans",
+             "bootstrap")
 
 #: What DynamoDB asks of the caller's key permissions on a table encrypted with a
 #: customer managed key (each only through DynamoDB: ``kms:ViaService``).
@@ -151,6 +157,24 @@ def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
                                       "dynamodb:BatchWriteItem"], [arns.table]),
             _table_key(arns),
             _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
+        ]
+    if function == "sweep_orphans":
+        return [
+            _logs(arns, function),
+            _allow("ListPendingIdentities", ["dynamodb:Query"], [arns.table_index]),
+            # Claim (UpdateItem in a transaction), re-read and remove the record.
+            _allow("PendingIdentities", ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                   [arns.table], {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["IDENTITY#*"]}}),
+            # In the same transaction: the host was never committed.
+            _allow("HostNotCommitted", ["dynamodb:ConditionCheckItem"], [arns.table], _host_items_only()),
+            _table_key(arns),
+            _allow("OrphanThings", ["iot:DeleteThing", "iot:ListThingPrincipals",
+                                    "iot:ListThingGroupsForThing"], [arns.things]),
+            _allow("OrphanCertificates", ["iot:DescribeCertificate", "iot:UpdateCertificate",
+                                          "iot:DeleteCertificate", "iot:DetachThingPrincipal",
+                                          "iot:DetachPolicy"], [arns.certificates]),
+            _allow("LeaveNetworkGroups", ["iot:RemoveThingFromThingGroup"],
+                   [arns.things, arns.network_groups]),
         ]
     if function == "bootstrap":
         return [

@@ -8,9 +8,10 @@ What each resource is for (docs/deploy.md has the same list for people):
   on demand, point-in-time recovery, TTL on ``expires_at`` (expired enrollment keys go).
   Kept when the stack is deleted unless ``retain_data=False``.
 - ``App`` — the Chalice app through Chalice's CDK construct: the REST API (API
-  Gateway + ``api_handler``), ``host_report`` (called by the IoT rule) and the two
-  schedules ``mark_offline`` and ``sweep_broadcasts`` (every minute). Chalice makes
-  no IAM here: each function gets its own role from :mod:`infra.grants`.
+  Gateway + ``api_handler``), ``host_report`` (called by the IoT rule) and the
+  schedules ``mark_offline`` and ``sweep_broadcasts`` (every minute) and
+  ``sweep_orphans`` (every 5 minutes). Chalice makes no IAM here: each function gets
+  its own role from :mod:`infra.grants`.
 - ``Bootstrap`` + ``FirstAdminKey`` + ``IotEndpointLookup`` — deploy-time custom resources
   (``chalicelib/adapters/aws_bootstrap.py``): the first admin key into
   ``AdminKeySecret``, and the account's IoT data endpoint for the functions.
@@ -76,6 +77,7 @@ CHALICE_FUNCTIONS = {
     "host_report": "HostReport",
     "mark_offline": "MarkOffline",
     "sweep_broadcasts": "SweepBroadcasts",
+    "sweep_orphans": "SweepOrphans",
 }
 
 #: Enrollment keys carry ``expires_at`` (epoch seconds) when they expire; DynamoDB

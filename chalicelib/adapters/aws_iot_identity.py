@@ -367,33 +367,42 @@ class IotIdentity(MqttAccess):
         Idempotent: what is already gone is skipped.
         """
         thing = self.thing_name(host_id)
-        cert_ids = [certificate_id]
-        other_principals: list[str] = []
-        try:
-            for principal in self._principals_of(thing):
-                cid = _cert_id_from_arn(principal)
-                if cid is None:
-                    other_principals.append(principal)
-                elif cid not in cert_ids:
-                    cert_ids.append(cid)
-        except NotFoundError:
-            pass  # no thing: nothing attached to it
+        cert_ids, other_principals = self._attached(thing, [certificate_id])
         if len(cert_ids) > 1:
             log.warning("thing %s had %d more certificates attached; revoking them too",
                         thing, len(cert_ids) - 1)
         for cid in cert_ids:
-            self._revoke_certificate(cid, thing)
-        for principal in other_principals:
-            self._tolerate_missing("detach_thing_principal", thingName=thing, principal=principal)
-        try:
-            groups = list(self._groups_of(thing))
-        except NotFoundError:
-            groups = []
-        for group in groups:
-            self._tolerate_missing(
-                "remove_thing_from_thing_group", thingGroupName=group, thingName=thing
-            )
-        self._delete_thing(thing)
+            self._detach_certificate(cid, thing, "REVOKED")
+        self._remove_thing(thing, other_principals)
+
+    def discard(self, host_id: HostId, certificate_id: str | None) -> None:
+        """Delete what an identity that never became a host left: ``certificate_id``
+        and every certificate attached to the host's thing are deactivated, detached
+        (host policy, thing) and deleted; the thing leaves its groups and is deleted.
+
+        Idempotent: what is already gone is skipped. Detaching is asynchronous in AWS
+        IoT: when a certificate or the thing cannot be deleted yet, every certificate
+        is already unusable and :class:`UnavailableError` says to try again later.
+        """
+        thing = self.thing_name(host_id)
+        cert_ids, other_principals = self._attached(thing, [certificate_id] if certificate_id else [])
+        detached = [cid for cid in cert_ids if self._detach_certificate(cid, thing, "INACTIVE")]
+        # The thing can be deleted once AWS has finished detaching (its retries wait
+        # for that); only then can the certificates be.
+        if not self._remove_thing(thing, other_principals):
+            raise UnavailableError(f"thing {thing} is not deleted yet; the next sweep deletes it")
+        for cid in detached:
+            try:
+                self._call("delete_certificate", certificateId=cid, forceDelete=True)
+            except NotFoundError:
+                pass
+            except ConflictError as err:
+                raise UnavailableError(
+                    f"certificate {cid} is inactive but not deleted yet ({err.message}); "
+                    "the next sweep deletes it"
+                ) from err
+        log.info("discarded the identity of unregistered host %s (certificates: %s)",
+                 host_id, ", ".join(cert_ids) or "none")
 
     # --- steps ------------------------------------------------------------------------
 
@@ -445,31 +454,64 @@ class IotIdentity(MqttAccess):
             self._call("attach_policy", policyName=group, target=arn)
         self._ready_groups[group] = arn
 
-    def _revoke_certificate(self, cert_id: str, thing: str) -> None:
+    def _attached(self, thing: str, cert_ids: list[str]) -> tuple[list[str], list[str]]:
+        """``cert_ids`` plus the certificates attached to ``thing``; its other principals."""
+        cert_ids = list(cert_ids)
+        other_principals: list[str] = []
+        try:
+            for principal in self._principals_of(thing):
+                cid = _cert_id_from_arn(principal)
+                if cid is None:
+                    other_principals.append(principal)
+                elif cid not in cert_ids:
+                    cert_ids.append(cid)
+        except NotFoundError:
+            pass  # no thing: nothing attached to it
+        return cert_ids, other_principals
+
+    def _detach_certificate(self, cert_id: str, thing: str, status: str) -> str | None:
+        """Set the certificate to ``status`` (a REVOKED one stays so) and detach it from the
+        host policy and ``thing``; returns its ARN, ``None`` when it does not exist."""
         try:
             desc = self._call("describe_certificate", certificateId=cert_id)
         except NotFoundError:
             log.info("certificate %s no longer exists; nothing to revoke", cert_id)
-            return
+            return None
         info = desc["certificateDescription"]
-        arn = info["certificateArn"]
-        if info.get("status") != "REVOKED":
-            self._tolerate_missing("update_certificate", certificateId=cert_id,
-                                   newStatus="REVOKED")
+        arn: str = info["certificateArn"]
+        if info.get("status") not in (status, "REVOKED"):
+            self._tolerate_missing("update_certificate", certificateId=cert_id, newStatus=status)
         self._tolerate_missing("detach_policy", policyName=self._policy_name, target=arn)
         self._tolerate_missing("detach_thing_principal", thingName=thing, principal=arn)
+        return arn
 
-    def _delete_thing(self, thing: str) -> None:
+    def _remove_thing(self, thing: str, other_principals: list[str]) -> bool:
+        """Detach ``other_principals``, take the thing out of its groups and delete it;
+        ``False`` when AWS has not let it be deleted yet."""
+        for principal in other_principals:
+            self._tolerate_missing("detach_thing_principal", thingName=thing, principal=principal)
+        try:
+            groups = list(self._groups_of(thing))
+        except NotFoundError:
+            groups = []
+        for group in groups:
+            self._tolerate_missing(
+                "remove_thing_from_thing_group", thingGroupName=group, thingName=thing
+            )
+        return self._delete_thing(thing)
+
+    def _delete_thing(self, thing: str) -> bool:
+        """Delete ``thing`` (``True``, also when it is gone); ``False`` when AWS still refuses."""
         # Detaching a certificate is asynchronous in AWS IoT: deleting the thing
         # right after may be refused ("still attached") for a few seconds.
         for attempt in range(self._delete_attempts):
             try:
                 self._raw_call("delete_thing", thingName=thing)
-                return
+                return True
             except ClientError as err:
                 code = aws_error_code(err)
                 if code == "ResourceNotFoundException":
-                    return
+                    return True
                 if code != "InvalidRequestException":
                     raise self._translate(err, "delete_thing") from err
                 if attempt + 1 < self._delete_attempts:
@@ -480,6 +522,7 @@ class IotIdentity(MqttAccess):
                             "a later revoke will delete it", thing, aws_error_message(err))
             except BotoCoreError as err:
                 raise unavailable_error(err, self._label("delete_thing")) from err
+        return False
 
     def _discard_certificate(self, cert_id: str, cert_arn: str, thing: str) -> None:
         """Undo a half-made identity; best effort, never raises (the first error matters)."""

@@ -5,7 +5,8 @@ Layout under ``home`` (every path relative to it)::
     ca/ca.pem  ca/ca.key (0600)       the CA
     control/<name>.pem|.key (0600)    client certificates of control components
     broker/acl                        the ACL Mosquitto reads (rebuilt, never edited)
-    broker/acl.d/<host_id>            one fragment per host (its network reads)
+    broker/acl.d/<host_id>            one fragment per host (its network reads; removed
+                                      again when its registration never committed)
     broker/control.d/<common_name>    one fragment per control client (full access)
     broker/crl.pem  broker/revoked.json   revoked serials (hex ids) and their CRL
     broker/mosquitto.pid              written by Mosquitto; SIGHUP makes it re-read
@@ -252,12 +253,31 @@ class LocalCaIdentity(MqttAccess):
         serial = local_ca.serial_from_id(certificate_id)
         ca = self._load_ca()
         with _locked(self._lock_path):
-            serials = self._read_revoked()
-            serials.add(serial)
-            self._write_crl_locked(ca, serials)
+            self._revoke_serial_locked(ca, serial)
             local_ca.write_public_file(self._hosts_dir / host_id, _deny_lines(host_id))
             self._rebuild_locked()
         self.reload_broker()
+
+    def discard(self, host_id: HostId, certificate_id: str | None) -> None:
+        """Put the certificate (when known) on the CRL and remove the host's ACL fragment.
+
+        For an identity that never became a host: its certificate never reached
+        the host, so no connection can be open and no deny fragment is needed.
+        Idempotent.
+        """
+        _check_host_id(host_id)
+        serial = None if certificate_id is None else local_ca.serial_from_id(certificate_id)
+        ca = None if serial is None else self._load_ca()
+        with _locked(self._lock_path):
+            if ca is not None and serial is not None:
+                self._revoke_serial_locked(ca, serial)
+            fragment = self._hosts_dir / host_id
+            removed = fragment.exists()
+            if removed:
+                fragment.unlink()
+                self._rebuild_locked()
+        if removed or serial is not None:
+            self.reload_broker()
 
     # --- local-stack extras ---------------------------------------------------
     def issue_control_client(self, component: str) -> ControlCredentials:
@@ -377,6 +397,11 @@ class LocalCaIdentity(MqttAccess):
         except FileNotFoundError:
             return set()
         return {int(s, 16) for s in raw.get("serials", [])}
+
+    def _revoke_serial_locked(self, ca: local_ca.CertificateAuthority, serial: int) -> None:
+        serials = self._read_revoked()
+        serials.add(serial)
+        self._write_crl_locked(ca, serials)
 
     def _write_crl_locked(self, ca: local_ca.CertificateAuthority, serials: set[int]) -> None:
         crl = local_ca.build_crl(ca, serials)

@@ -50,6 +50,7 @@ class MemoryIdentity(MqttAccess):
         self.networks: dict[HostId, tuple[NetworkId, ...]] = {}
         self.revoked: set[str] = set()
         self.removed_networks: list[NetworkId] = []
+        self.discarded: list[tuple[HostId, str | None]] = []
         MqttAccess.__init__(self, mqtt_endpoint, mqtt_port)
 
     def issue(self, host_id: HostId, csr_pem: str) -> IssuedCertificate:
@@ -69,3 +70,10 @@ class MemoryIdentity(MqttAccess):
     def remove_network(self, network_id: NetworkId) -> None:
         with self._lock:
             self.removed_networks.append(network_id)
+
+    def discard(self, host_id: HostId, certificate_id: str | None) -> None:
+        with self._lock:
+            self.networks.pop(host_id, None)
+            if certificate_id is not None:
+                self.revoked.add(certificate_id)
+            self.discarded.append((host_id, certificate_id))

@@ -14,6 +14,7 @@ from .deps import Deps, Settings, log, retrying
 from .hosts import Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
 from .networks import Networks
+from .orphans import Orphans
 from .ports import StaleWriteError
 from .status import Status
 from .stream import Stream
@@ -32,6 +33,7 @@ class Service:
         self.keys = EnrollmentKeys(deps)
         self.hosts = Hosts(deps, self.stream)
         self.status = Status(deps)
+        self.orphans = Orphans(deps)
 
     def ensure_admin_key(self, existing: str | None = None) -> str:
         return self.auth.ensure_admin_key(existing)

@@ -22,6 +22,9 @@ class Settings:
     publish_lease_ttl: int = 30
     max_delta_hosts: int = 200  # hosts per broadcast; larger bursts go out in several
     max_key_networks: int = 16  # a registration is one transaction of <= 100 items
+    # A registration's pending identity older than this is an orphan: far above the
+    # longest registration (a Lambda runs at most 30 s).
+    orphan_after: int = 300
 
 
 @dataclass

@@ -10,12 +10,14 @@ from ..domain.ids import HostId, NetworkId, new_id, new_token
 from ..domain.models import EnrollmentKey, Host, Network
 from ..domain.topology import HostView, host_view
 from ..errors import ConflictError, NotFoundError, UnavailableError
-from .deps import Deps, retrying
+from .deps import Deps, log, retrying
 from .ports import (
     PAGE_LIMIT_DEFAULT,
     AddressTakenError,
+    IdentityWithdrawnError,
     IssuedCertificate,
     Page,
+    PendingIdentity,
     StaleWriteError,
     page_limit,
 )
@@ -68,6 +70,10 @@ class Hosts:
 
         The certificate is signed from the host's CSR (its private key never
         leaves it). Everything is undone when the key turns out to be used up.
+        A pending identity is recorded before the certificate is issued and goes
+        in the transaction that commits the host: if this call dies in between,
+        :meth:`~chalicelib.service.orphans.Orphans.sweep` removes the certificate
+        and its broker access later.
         """
         d = self._d
         validate.name(name)
@@ -77,8 +83,11 @@ class Hosts:
         networks = [self._network_of_key(n) for n in key.networks]
         host_id = HostId(new_id("host", d.rng))  # type: ignore[arg-type]
         token = new_token("host", host_id)
-        certificate = d.identity.issue(host_id, csr_pem)
+        d.store.begin_identity(PendingIdentity(host_id, d.clock.now()))
+        certificate: IssuedCertificate | None = None
         try:
+            certificate = d.identity.issue(host_id, csr_pem)
+            d.store.note_certificate(host_id, certificate.certificate_id)
             d.identity.set_networks(host_id, key.networks)
             host = self._commit_registration(key, networks, Host(
                 id=host_id, name=name, public_key=wg_public_key, listen_port=listen_port,
@@ -87,12 +96,25 @@ class Hosts:
                 observed_endpoint=observed_endpoint(source_ip, listen_port), tags=key.tags,
                 created_at=d.clock.now(),
             ))
-        except BaseException:
-            d.identity.revoke(host_id, certificate.certificate_id)
+        except BaseException as e:
+            self._withdraw(host_id, certificate, claimed=isinstance(e, IdentityWithdrawnError))
             raise
         self._broadcast(host.network_ids)
         return Registration(host, certificate, str(token), d.identity.mqtt_endpoint,
                             d.identity.mqtt_port, d.identity.status_topic(host_id))
+
+    def _withdraw(self, host_id: HostId, certificate: IssuedCertificate | None, *, claimed: bool) -> None:
+        """Undo a registration that failed before its commit; never raises (the first
+        error is the one to report). What is left here, the sweeper removes: its pending
+        identity stays until everything is gone, and it alone owns one it ``claimed``."""
+        d = self._d
+        try:
+            d.identity.discard(host_id, None if certificate is None else certificate.certificate_id)
+            if not claimed:
+                d.store.forget_identity(host_id)
+        except Exception as e:  # noqa: BLE001 (logged; the sweeper finishes it)
+            log.warning("registration of %s failed; the sweeper removes its identity later: %s",
+                        host_id, e)
 
     def _network_of_key(self, network_id: str) -> Network:
         network = self._d.store.get_network(network_id)

@@ -13,7 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from ..domain.ids import HostId, NetworkId
 from ..domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network
-from ..errors import ConflictError, InvalidInputError, SkymeshError
+from ..errors import ConflictError, InvalidInputError, SkymeshError, UnavailableError
 
 __all__ = [
     "Clock",
@@ -23,6 +23,7 @@ __all__ = [
     "RegistryEntry",
     "NetworkRegistry",
     "PendingChange",
+    "PendingIdentity",
     "Store",
     "StaleWriteError",
     "KeyRefusedError",
@@ -37,6 +38,7 @@ __all__ = [
     "PAGE_CURSOR_PATTERN",
     "page_limit",
     "every_item",
+    "IdentityWithdrawnError",
 ]
 
 T = TypeVar("T")
@@ -105,6 +107,18 @@ class HostIdentity(Protocol):
         """A deleted network's broker-side resources go (idempotent; no member is left)."""
         ...
 
+    def discard(self, host_id: HostId, certificate_id: str | None) -> None:
+        """Remove an identity that never became a host: its certificate can no longer
+        connect and is deleted where the broker keeps certificates, and every broker-side
+        resource of ``host_id`` goes (``certificate_id`` may be unknown: what is attached
+        to the host is found).
+
+        Idempotent: what is already gone is skipped. Raises
+        :class:`~chalicelib.errors.UnavailableError` when something is left, so the
+        caller tries again later.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class RegistryEntry:
@@ -130,6 +144,18 @@ class PendingChange:
     network_id: NetworkId
     host_ids: tuple[HostId, ...]
     settings: bool = False
+
+
+@dataclass(frozen=True)
+class PendingIdentity:
+    """A registration under way: an identity is (being) issued for ``host_id``, which is
+    not committed yet. The commit removes it; the sweeper discards what it names when a
+    registration died (``abandoned``: the sweeper claimed it, no commit can follow)."""
+
+    host_id: HostId
+    created_at: int
+    certificate_id: str | None = None
+    abandoned: bool = False
 
 
 class StaleWriteError(ConflictError):
@@ -203,6 +229,12 @@ def every_item(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
         cursor = page.cursor
 
 
+class IdentityWithdrawnError(UnavailableError):
+    """The registration took so long that the sweeper withdrew its certificate."""
+
+    code = "registration_timed_out"
+
+
 class Store(Protocol):
     """Topology storage. Every multi-record change is one atomic write."""
 
@@ -257,13 +289,43 @@ class Store(Protocol):
 
     def revoke_enrollment_key(self, key_id: str) -> None: ...
 
+    # --- registrations under way -----------------------------------------------
+    def begin_identity(self, pending: PendingIdentity) -> None:
+        """Record that an identity is about to be issued for ``pending.host_id``."""
+        ...
+
+    def note_certificate(self, host_id: HostId, certificate_id: str) -> None:
+        """Add the issued certificate to the host's pending identity. Raises
+        :class:`IdentityWithdrawnError` when the sweeper claimed it (or it is gone)."""
+        ...
+
+    def pending_identities(self) -> list[PendingIdentity]:
+        """Every pending identity (possibly a moment stale: the sweeper re-checks)."""
+        ...
+
+    def abandon_identity(self, host_id: HostId) -> PendingIdentity | None:
+        """Claim the pending identity for cleanup, unless its host was committed.
+
+        Returns it as stored now (``abandoned``; no registration can commit it any
+        more), or ``None`` when the host exists or there is no pending identity:
+        then there is nothing to clean up.
+        """
+        ...
+
+    def forget_identity(self, host_id: HostId) -> None:
+        """Remove the pending identity record (idempotent)."""
+        ...
+
     # --- hosts ------------------------------------------------------------------
     def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
-        """Create ``host`` with its addresses in every network, consuming one use of ``key``.
+        """Create ``host`` with its addresses in every network, consuming one use of ``key``,
+        and remove its pending identity (:meth:`begin_identity`), which must still be there
+        and not abandoned.
 
         All or nothing. Raises :class:`KeyRefusedError` (revoked, expired, used up),
         :class:`AddressTakenError`, :class:`PublicKeyTakenError`,
-        :class:`NetworkGoneError` or :class:`StaleWriteError` (retry).
+        :class:`NetworkGoneError`, :class:`IdentityWithdrawnError` or
+        :class:`StaleWriteError` (retry).
         """
         ...
 

@@ -55,9 +55,19 @@ def moto_aws() -> Iterator[None]:
         yield
 
 
+def patch_moto_certificate_delete(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto 5.2's DeleteCertificate compares every policy target with the certificate and
+    fails (AttributeError) once a thing group has a policy attached; AWS has no such
+    limit. A thing group is no certificate: give it an empty ``certificate_id``."""
+    from moto.iot.models import FakeThingGroup
+
+    monkeypatch.setattr(FakeThingGroup, "certificate_id", None, raising=False)
+
+
 @pytest.fixture
-def iot(moto_aws: None) -> Any:
+def iot(moto_aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A moto-backed ``iot`` client with the host policy created."""
+    patch_moto_certificate_delete(monkeypatch)
     client = boto3.client("iot", region_name=REGION)
     client.create_policy(policyName=POLICY, policyDocument='{"Version":"2012-10-17","Statement":[]}')
     return client

@@ -378,3 +378,40 @@ def test_bundled_ca_is_amazon_root_ca_1() -> None:
     cert = x509.load_pem_x509_certificate(AMAZON_ROOT_CA_1.encode())
     assert cert.fingerprint(hashes.SHA256()).hex() == (
         "8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e")
+
+
+def test_discard_leaves_the_rest_to_the_next_sweep_while_aws_still_detaches(
+    stubbed: tuple[IotIdentity, Stubber]
+) -> None:
+    """Detaching is asynchronous: the thing (and so the certificate) cannot be deleted yet.
+    The certificate is already inactive and detached; the caller hears to try later."""
+    identity, stub = stubbed
+    stub.add_response("list_thing_principals", {"principals": [CERT_ARN]})
+    stub.add_response("describe_certificate", {"certificateDescription": {
+        "certificateArn": CERT_ARN, "certificateId": CERT_ID, "status": "ACTIVE"}})
+    stub.add_response("update_certificate", {}, {"certificateId": CERT_ID, "newStatus": "INACTIVE"})
+    stub.add_response("detach_policy", {}, {"policyName": POLICY, "target": CERT_ARN})
+    stub.add_response("detach_thing_principal", {}, {"thingName": "host_a1", "principal": CERT_ARN})
+    stub.add_response("list_thing_groups_for_thing", {"thingGroups": []})
+    for _ in range(3):  # delete_thing_attempts
+        stub.add_client_error("delete_thing", "InvalidRequestException",
+                              "Cannot delete thing host_a1 because it has attached principals", 400)
+    with pytest.raises(UnavailableError, match="next sweep"):
+        identity.discard(HostId("host_a1"), CERT_ID)
+
+
+def test_discard_reports_a_certificate_aws_will_not_delete_yet(
+    stubbed: tuple[IotIdentity, Stubber]
+) -> None:
+    identity, stub = stubbed
+    stub.add_client_error("list_thing_principals", "ResourceNotFoundException", "no thing", 404)
+    stub.add_response("describe_certificate", {"certificateDescription": {
+        "certificateArn": CERT_ARN, "certificateId": CERT_ID, "status": "INACTIVE"}})
+    stub.add_client_error("detach_policy", "ResourceNotFoundException", "not attached", 404)
+    stub.add_client_error("detach_thing_principal", "ResourceNotFoundException", "no", 404)
+    stub.add_client_error("list_thing_groups_for_thing", "ResourceNotFoundException", "x", 404)
+    stub.add_client_error("delete_thing", "ResourceNotFoundException", "no thing", 404)
+    stub.add_client_error("delete_certificate", "CertificateStateException",
+                          "Certificate is still attached", 409)
+    with pytest.raises(UnavailableError, match="not deleted yet"):
+        identity.discard(HostId("host_a1"), CERT_ID)

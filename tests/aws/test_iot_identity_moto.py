@@ -178,3 +178,44 @@ def test_revoke_is_idempotent(iot: Any, make_csr: Callable[..., str]) -> None:
     identity.revoke(HostId("host_zz"), "0" * 64)
     backend = iot_backends[DEFAULT_ACCOUNT_ID][REGION]
     assert backend.things == {}
+
+
+def _certificate_ids(iot: Any) -> set[str]:
+    return {c["certificateId"] for c in iot.list_certificates()["certificates"]}
+
+
+def test_discard_deletes_thing_certificate_and_attachments(
+    iot: Any, make_csr: Callable[..., str]
+) -> None:
+    """An identity whose registration never committed: nothing of it is left in IoT."""
+    identity = _identity(iot)
+    kept = identity.issue(HostId("host_k1"), make_csr())
+    issued = identity.issue(HostId("host_a1"), make_csr())
+    identity.set_networks(HostId("host_a1"), [NetworkId("net_x")])
+    identity.set_networks(HostId("host_k1"), [NetworkId("net_x")])
+    arn = iot.describe_certificate(certificateId=issued.certificate_id)[
+        "certificateDescription"]["certificateArn"]
+
+    identity.discard(HostId("host_a1"), issued.certificate_id)
+
+    assert _certificate_ids(iot) == {kept.certificate_id}
+    assert iot.list_attached_policies(target=arn)["policies"] == []
+    assert iot.list_principal_things(principal=arn)["things"] == []
+    assert not _thing_exists(iot, "host_a1")
+    assert [t for t in iot.list_things_in_thing_group(thingGroupName="net-net_x")["things"]] == ["host_k1"]
+    # The other host is untouched.
+    assert iot.describe_certificate(certificateId=kept.certificate_id)[
+        "certificateDescription"]["status"] == "ACTIVE"
+
+
+def test_discard_without_a_certificate_id_finds_what_is_attached_and_is_idempotent(
+    iot: Any, make_csr: Callable[..., str]
+) -> None:
+    """The registration died before it recorded its certificate: the thing names it."""
+    identity = _identity(iot)
+    identity.issue(HostId("host_a1"), make_csr())
+    identity.discard(HostId("host_a1"), None)
+    assert _certificate_ids(iot) == set()
+    assert not _thing_exists(iot, "host_a1")
+    identity.discard(HostId("host_a1"), None)
+    identity.discard(HostId("host_zz"), "0" * 64)  # never existed

@@ -166,3 +166,23 @@ def test_status_reports_show_hosts_online_until_reports_stop(api, service, key):
                                                 detail={}, resources=[])
     assert api.client.lambda_.invoke("mark_offline", event).payload == {"offline": [host_id]}
     assert api.ok("GET", f"/v1/hosts/{host_id}")["status"]["online"] is False
+
+
+def test_a_registration_refused_at_its_commit_leaves_no_certificate_nor_pending_identity(
+        api, service, key):
+    """The failure path undoes its own identity at once; the sweeper finds nothing left."""
+    a = api.ok("POST", "/v1/hosts", host_body("a"), token=key["token"])
+    code, out = api.call("POST", "/v1/hosts", {**host_body("b"), "wg_public_key": a["host"]["wg_public_key"]},
+                         token=key["token"])
+    assert code == 409 and out["error"]["code"] == "public_key_in_use"
+    identity = service.deps.identity
+    ((refused, certificate_id),) = identity.discarded
+    assert certificate_id in identity.revoked and refused not in identity.networks
+    assert service.deps.store.pending_identities() == []
+
+    now = service.deps.clock.now()
+    service.deps.clock.now = lambda: now + service.deps.settings.orphan_after + 1  # type: ignore
+    event = api.client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event",
+                                                detail={}, resources=[])
+    assert api.client.lambda_.invoke("sweep_orphans", event).payload == {"discarded": []}
+    assert api.ok("GET", f"/v1/hosts/{a['host']['id']}")["id"] == a["host"]["id"]  # untouched

@@ -29,6 +29,7 @@ from moto.iotdata.models import iotdata_backends
 from chalicelib.adapters.aws_bootstrap import handle
 from chalicelib.adapters.dynamodb.table import table_definition
 from infra.grants import FUNCTIONS
+from tests.aws.conftest import patch_moto_certificate_delete
 
 from .conftest import Synthesized
 from .evaluate import ACCOUNT, IOT_ARN, REGION, Need, Resolver, allows, as_list, role_statements
@@ -58,17 +59,27 @@ NOT_EXERCISED = {
 # --- recording ------------------------------------------------------------------------------
 
 
+class Killed(BaseException):
+    """The function's process died (a Lambda timeout): no later call of it reaches AWS."""
+
+
 @dataclass
 class Recorder:
-    """Every AWS API call, by the function that made it; can make iot-data Publish fail."""
+    """Every AWS API call, by the function that made it; can make iot-data Publish fail,
+    and can kill the function at a call (``kill_at``): that call and all after it fail."""
 
     phase: str | None = None
     fail_publish: bool = False
+    kill_at: tuple[str, str] | None = None
+    killed: bool = False
     calls: dict[str, list[tuple[str, str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
 
     def wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def make_api_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
             service = client.meta.service_model.service_name
+            if self.killed or (service, operation) == self.kill_at:
+                self.killed = True
+                raise Killed(operation)
             if self.phase:
                 self.calls[self.phase].append((service, operation, copy.deepcopy(params)))
             if self.fail_publish and (service, operation) == ("iot-data", "Publish"):
@@ -181,6 +192,7 @@ def run(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> I
                         "AWS_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
     recorder = Recorder()
+    patch_moto_certificate_delete(monkeypatch)
     monkeypatch.setattr(BaseClient, "_make_api_call", recorder.wrap(BaseClient._make_api_call))
     template = synthesized.template
     try:
@@ -273,6 +285,25 @@ def _drive(synthesized: Synthesized, resolver: Resolver, recorder: Recorder,
                 "sweep_broadcasts", tick(client)).payload
 
         iot = boto3.client("iot", region_name=REGION)
+        # A registration dies (Lambda timeout) at its commit: certificate and thing stay
+        # until the sweeper runs past the bound (here: at once).
+        recorder.kill_at = ("dynamodb", "TransactWriteItems")
+        with pytest.raises(Killed), recorder.running("api_handler"):
+            client.http.post("/v1/hosts", headers={"Content-Type": "application/json",
+                                                   "Authorization": f"Bearer {key['token']}"},
+                             body=json.dumps(host_body("dies")))
+        recorder.kill_at, recorder.killed = None, False
+        (dead,) = {p["thingName"] for _service, op, p in recorder.calls["api_handler"]
+                   if op == "CreateThing"} - {h1_id, h2_id}
+        (dead_cert,) = iot.list_thing_principals(thingName=dead)["principals"]
+        monkeypatch.setenv("SKYMESH_ORPHAN_AFTER", "-1")
+        with recorder.running("sweep_orphans"):
+            out["orphans"] = client.lambda_.invoke("sweep_orphans", tick(client)).payload
+        monkeypatch.delenv("SKYMESH_ORPHAN_AFTER")
+        out["dead"] = {"id": dead, "certificate_left": dead_cert.rsplit("/", 1)[1] in {
+            c["certificateId"] for c in iot.list_certificates()["certificates"]},
+            "thing_left": dead in [t["thingName"] for t in iot.list_things()["things"]]}
+
         (h2_cert,) = iot.list_thing_principals(thingName=h2_id)["principals"]
         call("DELETE", f"/v1/hosts/{h2_id}")
         out["h2"] = {"id": h2_id, "certificate_status": iot.describe_certificate(
@@ -306,6 +337,12 @@ def test_reports_schedules_and_sweeper_do_their_job(run: Run) -> None:
     office, lab = run.outcomes["networks"]
     topics = {topic for topic, _ in run.published}
     assert {f"sm/n/{office}", f"sm/n/{lab}"} <= topics
+
+
+def test_sweeper_deletes_the_certificate_and_thing_of_a_registration_that_died(run: Run) -> None:
+    dead = run.outcomes["dead"]
+    assert run.outcomes["orphans"] == {"discarded": [dead["id"]]}
+    assert (dead["certificate_left"], dead["thing_left"]) == (False, False)
 
 
 def test_deleting_a_host_revokes_its_certificate_and_removes_its_thing(run: Run) -> None:
@@ -347,3 +384,17 @@ def test_every_grant_is_needed(run: Run, synthesized: Synthesized, function: str
             for n in needs(service, operation, params)}
     excused = set(NOT_EXERCISED["*"]) | set(NOT_EXERCISED.get(function, {}))
     assert granted - used - excused == set(), f"{function}: granted, never used"
+
+
+def test_orphan_sweeper_writes_only_pending_identities(run: Run, synthesized: Synthesized) -> None:
+    """It may check that a host item does not exist, but never read or change one."""
+    statements = role_statements(synthesized.template, _role(synthesized, "sweep_orphans"), run.resolver)
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
+
+    def on(action: str, pk: str) -> bool:
+        return allows(statements, Need(action, table, (("dynamodb:LeadingKeys", (pk,)),)))
+
+    for action in ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+        assert on(action, "IDENTITY#host_x") and not on(action, "HOST#host_x"), action
+    assert on("dynamodb:ConditionCheckItem", "HOST#host_x")
+    assert not on("dynamodb:ConditionCheckItem", "KEY#key_x")

@@ -122,6 +122,8 @@ def test_every_resource_is_of_a_type_the_action_acts_on(synthesized: Synthesized
     ("host_report", ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query", "iot:Publish"]),
     ("mark_offline", ["dynamodb:PutItem", "dynamodb:DeleteItem", "iot:Publish"]),
     ("sweep_broadcasts", ["dynamodb:PutItem", "iot:CreateCertificateFromCsr", "iot:AttachPolicy"]),
+    ("sweep_orphans", ["dynamodb:PutItem", "dynamodb:BatchWriteItem", "iot:CreateCertificateFromCsr",
+                       "iot:AttachPolicy", "iot:AttachThingPrincipal", "iot:CreateThing", "iot:Publish"]),
     ("bootstrap", ["dynamodb:Query", "dynamodb:UpdateItem", "iot:Publish", "iot:CreatePolicy"]),
 ])
 def test_functions_cannot_do_what_they_never_need(

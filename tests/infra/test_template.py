@@ -59,7 +59,7 @@ def test_kms_key_rotates_and_encrypts_secret_and_logs(synthesized: Synthesized) 
     synthesized.assertions.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
     synthesized.assertions.has_resource_properties("AWS::SecretsManager::Secret", {"KmsKeyId": key_arn})
     groups = synthesized.resources("AWS::Logs::LogGroup")
-    assert len(groups) == 6  # five functions + the status rule's errors
+    assert len(groups) == 7  # six functions + the status rule's errors
     for group in groups.values():
         assert group["Properties"]["KmsKeyId"] == key_arn
         assert group["Properties"]["RetentionInDays"] == 30
@@ -103,6 +103,8 @@ def test_schedules_and_rest_api(synthesized: Synthesized) -> None:
     for logical_id in ("MarkOffline", "SweepBroadcasts"):
         (event,) = functions[logical_id]["Properties"]["Events"].values()
         assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
+    (event,) = functions["SweepOrphans"]["Properties"]["Events"].values()
+    assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(5 minutes)"}}
     synthesized.assertions.has_resource_properties("AWS::Serverless::Api", {"StageName": API_STAGE})
     api_url = synthesized.template["Outputs"]["ApiUrl"]["Value"]
     assert Resolver(synthesized.template, synthesized.stack_name).resolve(api_url) == \

@@ -10,6 +10,8 @@ Layout (``pk`` / ``sk``):
 ``NET#<id>``                ``PEND#<change>``     a committed change not yet broadcast
 ``WGKEY#<public key>``      ``CLAIM``             a WireGuard key belongs to one host
 ``HOST#<id>``               ``META``              host record and last status
+``IDENTITY#<host id>``      ``PENDING``           a registration under way (certificate not
+                                                  yet committed with a host)
 ``KEY#<id>``                ``META``              enrollment key (token stored hashed)
 ``ADMIN#<id>``              ``META``              admin key (token stored hashed)
 ==========================  ====================  =========================================
@@ -107,6 +109,14 @@ class _HostItem(_Item):
     peers = ListAttribute(default=list)  # raw: [{key, handshake_age, rx, tx}]
 
 
+class _IdentityItem(_Item):
+    kind = UnicodeAttribute(null=True)
+    host_id = UnicodeAttribute()
+    created_at = NumberAttribute()
+    certificate_id = UnicodeAttribute(null=True)
+    abandoned = BooleanAttribute(null=True)
+
+
 class _KeyItem(_Item):
     kind = UnicodeAttribute(null=True)
     id = UnicodeAttribute()
@@ -139,6 +149,7 @@ class Items:
     claim: Any
     pending: Any
     host: Any
+    identity: Any
     key: Any
     admin: Any
 
@@ -179,6 +190,7 @@ def bind(table: str, host: str | None, region: str) -> Items:
         claim=make(_ClaimItem, False),
         pending=make(_PendingItem, True),
         host=make(_HostItem, True),
+        identity=make(_IdentityItem, True),
         key=make(_KeyItem, True),
         admin=make(_AdminItem, True),
     )

@@ -40,11 +40,13 @@ from ...domain.models import (
 from ...errors import NotFoundError, UnavailableError
 from ...service.ports import (
     AddressTakenError,
+    IdentityWithdrawnError,
     KeyRefusedError,
     NetworkGoneError,
     NetworkRegistry,
     Page,
     PendingChange,
+    PendingIdentity,
     PublicKeyTakenError,
     RegistryEntry,
     StaleWriteError,
@@ -111,6 +113,18 @@ def _ip_sk(address: str) -> str:
 
 def _wgkey_pk(public_key: str) -> str:
     return f"WGKEY#{public_key}"
+
+
+def _identity_pk(host_id: str) -> str:
+    return f"IDENTITY#{host_id}"
+
+
+PENDING = "PENDING"
+
+
+def _withdrawn() -> Exception:
+    return IdentityWithdrawnError(
+        "registration took too long and its certificate was withdrawn; register again")
 
 
 def _stale(message: str) -> Callable[[], Exception]:
@@ -554,6 +568,56 @@ class DynamoStore:
             NotFoundError(f"enrollment key {key_id} does not exist"),
         )
 
+    # ---------------------------------------------------- registrations under way
+    @staticmethod
+    def _pending_identity(item: Any) -> PendingIdentity:
+        return PendingIdentity(
+            host_id=HostId(item.host_id),
+            created_at=int(item.created_at),
+            certificate_id=item.certificate_id or None,
+            abandoned=bool(item.abandoned),
+        )
+
+    def begin_identity(self, pending: PendingIdentity) -> None:
+        ident = self._items.identity
+        item = ident(_identity_pk(pending.host_id), PENDING, kind="pending_identity",
+                     host_id=pending.host_id, created_at=pending.created_at,
+                     certificate_id=pending.certificate_id)
+        self._guard(lambda: item.save(ident.pk.does_not_exist()))
+
+    def note_certificate(self, host_id: HostId, certificate_id: str) -> None:
+        ident = self._items.identity
+        self._guard_update(ident(_identity_pk(host_id), PENDING),
+                           [ident.certificate_id.set(certificate_id)],
+                           ident.pk.exists() & ident.abandoned.does_not_exist(), _withdrawn())
+
+    def pending_identities(self) -> list[PendingIdentity]:
+        return [self._pending_identity(i) for i in self._by_kind(self._items.identity, "pending_identity")]
+
+    def abandon_identity(self, host_id: HostId) -> PendingIdentity | None:
+        h, ident = self._items.host, self._items.identity
+
+        class _Nothing(Exception):
+            pass
+
+        def build(tx: _Tx) -> None:
+            # The host's absence and the claim in one transaction: a registration that
+            # commits first makes this fail; one that comes later finds the claim.
+            tx.check(h, f"HOST#{host_id}", META, condition=h.pk.does_not_exist(), on_fail=_Nothing)
+            tx.update(ident(_identity_pk(host_id), PENDING), actions=[ident.abandoned.set(True)],
+                      condition=ident.pk.exists(), on_fail=_Nothing)
+
+        try:
+            self._transact(build)
+        except _Nothing:
+            return None
+        item = self._get(ident, _identity_pk(host_id), PENDING)
+        return None if item is None else self._pending_identity(item)
+
+    def forget_identity(self, host_id: HostId) -> None:
+        item = self._items.identity(_identity_pk(host_id), PENDING)
+        self._guard(item.delete)
+
     # -------------------------------------------------------------------- hosts
     def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
         k, net, claim = self._items.key, self._items.network, self._items.claim
@@ -581,6 +645,12 @@ class DynamoStore:
                 condition=self._items.host.pk.does_not_exist(),
                 on_fail=_stale("host id collision; retry"),
             )
+            # The host and its certificate become one: the pending identity goes, and a
+            # sweeper that withdrew the certificate (abandoned) stops the commit.
+            ident = self._items.identity
+            tx.delete(ident(_identity_pk(host.id), PENDING),
+                      condition=ident.pk.exists() & ident.abandoned.does_not_exist(),
+                      on_fail=_withdrawn)
             tx.put(
                 claim(_wgkey_pk(host.public_key), "CLAIM", owner=host.id),
                 condition=claim.pk.does_not_exist(),

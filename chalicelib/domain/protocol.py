@@ -48,6 +48,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_REPORT_BYTES",
     "MAX_REPORT_PEERS",
+    "MAX_STORED_REPORT_BYTES",
     "member_to_wire",
     "member_from_wire",
     "network_to_wire",
@@ -69,6 +70,8 @@ MAX_MESSAGE_BYTES = 128 * 1024
 # 256 most recent handshakes are enough to see that it works (the agent keeps those).
 # A list page of 50 such hosts stays far below API Gateway's and Lambda's 6 MB.
 MAX_REPORT_PEERS = 256
+MAX_STORED_REPORT_BYTES = 32 * 1024
+"""The most a stored report adds to its host's record (measured by DynamoDB's item-size rules)."""
 MAX_REPORT_BYTES = 48 * 1024  # a full report encodes to ~26 KB (256 peers × ~100 B)
 MAX_AGENT_VERSION = 64
 MAX_HANDSHAKE_AGE = 2**32 - 1  # seconds (136 years): an age, never a timestamp

@@ -406,6 +406,8 @@ def decode(payload: bytes | str | dict[str, Any]) -> Message:
             return _status_from_wire(d)
         if kind == "command":
             return Command(name=str(d["name"]))
+    except ProtocolError as e:
+        raise ProtocolError(f"bad {kind} message: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
         raise ProtocolError(f"bad {short(kind)} message: {short(str(e))}") from None
     raise ProtocolError(f"unknown message type {short(kind)}")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import logging
-from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
 
 import app as app_module
+from chalicelib.adapters.dynamodb.size import item_size
 from chalicelib.domain import protocol
 from chalicelib.service import Service
 
@@ -36,29 +36,6 @@ def raw_host_item(stage: dict[str, str], host_id: str) -> dict[str, Any] | None:
     item: dict[str, Any] | None = table.get_item(Key={"pk": f"HOST#{host_id}", "sk": "META"},
                                                  ConsistentRead=True).get("Item")
     return item
-
-
-def item_size(value: Any) -> int:
-    """Bytes by DynamoDB's item-size rules: names and strings in UTF-8, numbers about
-    one byte per two significant digits plus one, 3 bytes per list or map plus 1 per element."""
-    if isinstance(value, str):
-        return len(value.encode())
-    if isinstance(value, bool) or value is None:
-        return 1
-    if isinstance(value, int | Decimal):
-        digits = str(abs(value)).replace(".", "").strip("0") or "0"
-        return len(digits) // 2 + 2
-    if isinstance(value, bytes):
-        return len(value)
-    if isinstance(value, dict):
-        return 3 + sum(item_size(k) + item_size(v) + 1 for k, v in value.items())
-    if isinstance(value, list | set):
-        return 3 + sum(item_size(v) + 1 for v in value)
-    raise TypeError(type(value))
-
-
-def record_size(item: dict[str, Any]) -> int:
-    return sum(item_size(k) + item_size(v) for k, v in item.items())
 
 
 def wg_key(i: int) -> str:
@@ -117,7 +94,7 @@ def test_events_without_a_known_host_are_not_recorded_and_do_not_raise(api: Any,
 
 def test_the_most_hostile_valid_report_keeps_the_host_record_bounded(
         api: Any, stage: dict[str, str], host_id: str) -> None:
-    plain = record_size(raw_host_item(stage, host_id) or {})
+    plain = item_size(raw_host_item(stage, host_id) or {})
     worst = report(
         agent_version="v" * protocol.MAX_AGENT_VERSION,
         endpoints=[f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 57}{i}:65535"
@@ -128,7 +105,7 @@ def test_the_most_hostile_valid_report_keeps_the_host_record_bounded(
     assert app_module.host_report({**worst, "host_id": host_id}, None) == {"recorded": True}
     item = raw_host_item(stage, host_id)
     assert item is not None and len(item["peers"]) == protocol.MAX_REPORT_PEERS
-    assert record_size(item) - plain <= protocol.MAX_STORED_REPORT_BYTES
+    assert item_size(item) - plain <= protocol.MAX_STORED_REPORT_BYTES
 
 
 # --- guards the store's conditions hold (evaluated by DynamoDB Local) --------------------------

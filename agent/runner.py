@@ -346,9 +346,8 @@ class Agent:
         kept = sorted(recent[:protocol.MAX_REPORT_PEERS])
         peers = tuple(PeerStatus(
             public_key=k,
-            latest_handshake_age=(None if stats[k].latest_handshake is None
-                                  else min(protocol.MAX_HANDSHAKE_AGE,
-                                           max(0, int(now - stats[k].latest_handshake)))),
+            latest_handshake_age=(None if (at := stats[k].latest_handshake) is None
+                                  else min(protocol.MAX_HANDSHAKE_AGE, max(0, int(now - at)))),
             rx_bytes=stats[k].rx_bytes, tx_bytes=stats[k].tx_bytes) for k in kept)
         return protocol.StatusReport(agent_version=__version__,
                                      endpoints=self.state.endpoints or self.state.auto_endpoints,

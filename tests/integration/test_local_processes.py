@@ -137,46 +137,47 @@ def test_rule_event():
     assert rule_event("sm/h/host_a/in", b"{}") is None
 
 
-def test_bridge_calls_the_handler_for_valid_reports(identity, tmp_path, mqtt_connect, broker):
+@pytest.fixture
+def bridge(identity, broker):
+    """A subscribed :class:`RuleBridge` whose handler puts each event on ``bridge.events``."""
     events: queue.Queue[dict] = queue.Queue()
-    bridge = RuleBridge(broker.connect_host, broker.port, identity.issue_control_client("rules"),
-                        lambda event, ctx: events.put(event))
-    bridge.start()
+    b = RuleBridge(broker.connect_host, broker.port, identity.issue_control_client("rules"),
+                   lambda event, ctx: events.put(event))
+    b.events = events  # type: ignore[attr-defined]
+    b.start()
     try:
-        assert bridge.subscribed.wait(5)
-        host = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
-        host.publish("sm/h/host_a/status", b'{"v":1,"type":"status","agent_version":"1"}')
-        host.publish("sm/h/host_a/status", b"{broken")
-        host.publish("sm/h/host_a/status", b'"a string"')
-        host.publish("sm/h/host_a/status", b'{"n":2,"host_id":"host_b"}')
-        first, second = events.get(timeout=5), events.get(timeout=5)
-        assert first == {"v": 1, "type": "status", "agent_version": "1", "host_id": "host_a"}
-        assert second == {"n": 2, "host_id": "host_a"}
-        assert bridge.dropped == 2 and events.empty()
+        assert b.subscribed.wait(5)
+        yield b
     finally:
-        bridge.stop(5)
+        b.stop(5)
+
+
+def test_bridge_calls_the_handler_for_valid_reports(identity, tmp_path, mqtt_connect, bridge):
+    events = bridge.events
+    host = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
+    host.publish("sm/h/host_a/status", b'{"v":1,"type":"status","agent_version":"1"}')
+    host.publish("sm/h/host_a/status", b"{broken")
+    host.publish("sm/h/host_a/status", b'"a string"')
+    host.publish("sm/h/host_a/status", b'{"n":2,"host_id":"host_b"}')
+    first, second = events.get(timeout=5), events.get(timeout=5)
+    assert first == {"v": 1, "type": "status", "agent_version": "1", "host_id": "host_a"}
+    assert second == {"n": 2, "host_id": "host_a"}
+    assert bridge.dropped == 2 and events.empty()
 
 
 NESTED = b'{"v":1,"type":"status","agent_version":' + b"[" * 60_000 + b"]" * 60_000 + b"}"
 
 
-def test_bridge_goes_on_after_a_deeply_nested_report(identity, tmp_path, mqtt_connect, broker):
+def test_bridge_goes_on_after_a_deeply_nested_report(identity, tmp_path, mqtt_connect, bridge):
     """One host's hostile report must not stop every host's status from being recorded."""
-    events: queue.Queue[dict] = queue.Queue()
-    bridge = RuleBridge(broker.connect_host, broker.port, identity.issue_control_client("rules"),
-                        lambda event, ctx: events.put(event))
-    bridge.start()
-    try:
-        assert bridge.subscribed.wait(5)
-        a = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
-        b = mqtt_connect(enroll_host(identity, "host_b", tmp_path))
-        assert not a.publish("sm/h/host_a/status", NESTED).is_failure
-        assert not a.publish("sm/h/host_a/status", b'{"k":"' + b"x" * 200_000 + b'"}').is_failure
-        b.publish("sm/h/host_b/status", b'{"v":1,"type":"status","agent_version":"1"}')
-        assert events.get(timeout=5)["host_id"] == "host_b"
-        assert bridge.dropped == 2 and not bridge.worker_ended.is_set()
-    finally:
-        bridge.stop(5)
+    events = bridge.events
+    a = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
+    b = mqtt_connect(enroll_host(identity, "host_b", tmp_path))
+    assert not a.publish("sm/h/host_a/status", NESTED).is_failure
+    assert not a.publish("sm/h/host_a/status", b'{"k":"' + b"x" * 200_000 + b'"}').is_failure
+    b.publish("sm/h/host_b/status", b'{"v":1,"type":"status","agent_version":"1"}')
+    assert events.get(timeout=5)["host_id"] == "host_b"
+    assert bridge.dropped == 2 and not bridge.worker_ended.is_set()
 
 
 def test_bridge_process_exits_when_its_worker_dies(fake_app, identity, tmp_path, mqtt_connect,

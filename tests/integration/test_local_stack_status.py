@@ -15,12 +15,10 @@ from typing import Any
 import pytest
 
 from .conftest import MqttTestClient
+from .test_local_processes import NESTED
 from .test_local_stack import Stack, call, enroll, stack_env  # noqa: F401 (stack_env is a fixture)
 
 pytestmark = pytest.mark.slow
-
-NESTED = b'{"v":1,"type":"status","agent_version":' + b"[" * 60_000 + b"]" * 60_000 + b"}"
-
 
 def report(version: str) -> bytes:
     return json.dumps({"v": 1, "type": "status", "agent_version": version,

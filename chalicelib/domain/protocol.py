@@ -72,7 +72,7 @@ MAX_MESSAGE_BYTES = 128 * 1024
 MAX_REPORT_PEERS = 256
 MAX_STORED_REPORT_BYTES = 32 * 1024
 """The most a stored report adds to its host's record (measured by DynamoDB's item-size rules)."""
-MAX_REPORT_BYTES = 48 * 1024  # a full report encodes to ~26 KB (256 peers × ~100 B)
+MAX_REPORT_BYTES = 48 * 1024  # the largest valid report encodes to ~39 KB
 MAX_AGENT_VERSION = 64
 MAX_HANDSHAKE_AGE = 2**32 - 1  # seconds (136 years): an age, never a timestamp
 MAX_COUNTER = 2**64 - 1  # WireGuard's byte counters are unsigned 64-bit
@@ -195,6 +195,8 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class StatusReport:
+    """What a host says about itself; :func:`decode_status` holds any host's report to its bounds."""
+
     agent_version: str
     endpoints: tuple[str, ...] = ()
     peers: tuple[PeerStatus, ...] = ()
@@ -279,12 +281,12 @@ def _check_bounds(doc: Any, max_bytes: int) -> None:
             if depth > _MAX_DEPTH:
                 raise ProtocolError(f"nested deeper than {_MAX_DEPTH} levels")
             budget -= 2 + len(value)
+            if budget < 0:  # before copying its children: a container's length is the cost
+                raise ProtocolError(f"larger than {max_bytes} bytes")
             children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
             stack.extend((child, depth + 1) for child in children)
-        elif isinstance(value, str):
-            budget -= len(value) + 2
-        else:
-            budget -= 8  # a number, boolean or null; huge integers are refused later
+            continue
+        budget -= len(value) + 2 if isinstance(value, str) else 8  # 8: a number, boolean or null
         if budget < 0:
             raise ProtocolError(f"larger than {max_bytes} bytes")
 

@@ -320,11 +320,11 @@ class LocalStack:
 
     def _restart(self, name: str, child: Any) -> bool:
         """Start a dead child again after its backoff; ``False`` when it is not to be restarted."""
-        code = child.returncode() if hasattr(child, "returncode") else None
         if name not in RESTARTABLE:
             self.say(f"\n{name} exited unexpectedly; last lines of its log:\n"
                      f"{child.log_tail()}\nstopping the rest")
             return False
+        code = child.returncode()
         budget = self._budgets.setdefault(name, RestartBudget())
         delay = budget.after_death(time.monotonic())
         if delay is None:
@@ -334,7 +334,7 @@ class LocalStack:
             return False
         self.say(f"\n{name} exited unexpectedly (status {code}); last lines of its log:\n"
                  f"{child.log_tail()}\nrestarting {name} in {delay:g}s "
-                 f"(death {budget.recent_deaths} of at most {budget.limit} within {budget.window:.0f}s)")
+                 f"(restart {budget.recent_deaths} of at most {budget.limit} within {budget.window:.0f}s)")
         if self._stop_requested.wait(delay):
             return True  # stopping: the caller sees it
         try:

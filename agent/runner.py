@@ -414,11 +414,15 @@ class Agent:
         # Only peers this host has talked to: in a large mesh most pairs never do, and a
         # peer without handshake or bytes says nothing the API does not know already.
         stats = {k: s for k, s in stats.items() if s.latest_handshake or s.rx_bytes or s.tx_bytes}
+        # The control plane refuses a report of more peers than that (any host can send
+        # one, and its record has a fixed size): a gateway reports its most recent handshakes.
+        recent = sorted(stats, key=lambda k: (-(stats[k].latest_handshake or 0), k))
+        kept = sorted(recent[:protocol.MAX_REPORT_PEERS])
         peers = tuple(PeerStatus(
             public_key=k,
-            latest_handshake_age=(None if s.latest_handshake is None
-                                  else max(0, int(now - s.latest_handshake))),
-            rx_bytes=s.rx_bytes, tx_bytes=s.tx_bytes) for k, s in sorted(stats.items()))
+            latest_handshake_age=(None if (at := stats[k].latest_handshake) is None
+                                  else min(protocol.MAX_HANDSHAKE_AGE, max(0, int(now - at)))),
+            rx_bytes=stats[k].rx_bytes, tx_bytes=stats[k].tx_bytes) for k in kept)
         return protocol.StatusReport(agent_version=__version__,
                                      endpoints=self.state.endpoints or self.state.auto_endpoints,
                                      peers=peers)

@@ -20,9 +20,12 @@ True
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidInputError
+from . import validate
 from .ids import HostId, NetworkId
 from .models import Member, Network, PeerStatus
 
@@ -40,6 +43,12 @@ __all__ = [
     "Command",
     "encode",
     "decode",
+    "decode_status",
+    "short",
+    "MAX_MESSAGE_BYTES",
+    "MAX_REPORT_BYTES",
+    "MAX_REPORT_PEERS",
+    "MAX_STORED_REPORT_BYTES",
     "member_to_wire",
     "member_from_wire",
     "network_to_wire",
@@ -49,6 +58,29 @@ __all__ = [
 VERSION = 1
 ROOT = "sm"
 HOST_STATUS_FILTER = f"{ROOT}/h/+/status"
+
+MAX_MESSAGE_BYTES = 128 * 1024
+"""AWS IoT Core's limit for one MQTT message; the broker refuses anything larger."""
+
+# Bounds of a status report. Any host can publish one, so each field has a limit and
+# the stored record cannot outgrow them: at most MAX_REPORT_PEERS entries of a 44-byte
+# key and three integers (about 100 bytes each as a DynamoDB item) plus 8 endpoints,
+# i.e. under 32 KB, whatever a host sends. The agent reports only the peers it has
+# talked to; a host talks to most of its peers only as a gateway or relay, and then
+# 256 most recent handshakes are enough to see that it works (the agent keeps those).
+# A list page of 50 such hosts stays far below API Gateway's and Lambda's 6 MB.
+MAX_REPORT_PEERS = 256
+MAX_STORED_REPORT_BYTES = 32 * 1024
+"""The most a stored report adds to its host's record (measured by DynamoDB's item-size rules)."""
+MAX_REPORT_BYTES = 48 * 1024  # the largest valid report encodes to ~39 KB
+MAX_AGENT_VERSION = 64
+MAX_HANDSHAKE_AGE = 2**32 - 1  # seconds (136 years): an age, never a timestamp
+MAX_COUNTER = 2**64 - 1  # WireGuard's byte counters are unsigned 64-bit
+_MAX_DEPTH = 8  # a status report is 3 deep (object → peers → peer); deltas 4
+_MAX_ENDPOINT_CHARS = 261  # "[" 45-character IPv6 "]:65535", or a 253-character name ":65535"
+_AGENT_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9.+_-]{{0,{MAX_AGENT_VERSION - 1}}}")
+_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers"})
+_PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx"})
 
 
 class ProtocolError(ValueError):
@@ -163,6 +195,8 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class StatusReport:
+    """What a host says about itself; :func:`decode_status` holds any host's report to its bounds."""
+
     agent_version: str
     endpoints: tuple[str, ...] = ()
     peers: tuple[PeerStatus, ...] = ()
@@ -221,19 +255,138 @@ def encode(msg: Message) -> bytes:
     return json.dumps(to_wire(msg), separators=(",", ":")).encode()
 
 
+def short(value: Any) -> str:
+    """A value for an error message, cut short: a hostile field must not become a huge log line."""
+    if isinstance(value, str):
+        text = repr(value[:40])
+    elif isinstance(value, int | float) or value is None:
+        text = repr(value)  # json.loads refuses integers of more than 4300 digits already
+    else:
+        text = type(value).__name__  # the repr of a container could be huge or nested deep
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_bounds(doc: Any, max_bytes: int) -> None:
+    """Raise :class:`ProtocolError` if parsed JSON nests deeper than ``_MAX_DEPTH`` or its
+    strings and numbers add up to more than about ``max_bytes``.
+
+    Iterative, so no nesting depth can exhaust the stack; it stops at the first excess,
+    so its cost is bounded by ``max_bytes`` whatever it is given.
+    """
+    budget = max_bytes
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > _MAX_DEPTH:
+                raise ProtocolError(f"nested deeper than {_MAX_DEPTH} levels")
+            budget -= 2 + len(value)
+            if budget < 0:  # before copying its children: a container's length is the cost
+                raise ProtocolError(f"larger than {max_bytes} bytes")
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+            continue
+        budget -= len(value) + 2 if isinstance(value, str) else 8  # 8: a number, boolean or null
+        if budget < 0:
+            raise ProtocolError(f"larger than {max_bytes} bytes")
+
+
+def _load(payload: bytes | str) -> Any:
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ProtocolError(f"not JSON: {short(str(e))}") from None
+
+
+def _bounded_int(value: Any, lo: int, hi: int, field: str) -> int:
+    # bool is an int in Python, and JSON's true is not a count of bytes
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ProtocolError(f"{field} must be an integer from {lo} to {hi}, not {short(value)}")
+    return value
+
+
+def _peer_from_wire(p: Any) -> PeerStatus:
+    if not isinstance(p, dict):
+        raise ProtocolError(f"a peer must be an object, not {short(p)}")
+    unknown = set(p) - _PEER_KEYS
+    if unknown:
+        raise ProtocolError(f"unknown peer field {short(sorted(map(str, unknown))[0])}")
+    key = p.get("key")
+    try:
+        if not isinstance(key, str) or len(key) != 44:
+            raise InvalidInputError("not 44 characters")
+        validate.wireguard_key(key)
+    except InvalidInputError:
+        raise ProtocolError(f"peer key {short(key)} is not a WireGuard public key") from None
+    age = p.get("handshake_age")
+    return PeerStatus(
+        public_key=key,
+        latest_handshake_age=None if age is None else _bounded_int(age, 0, MAX_HANDSHAKE_AGE,
+                                                                   "handshake_age"),
+        rx_bytes=_bounded_int(p.get("rx", 0), 0, MAX_COUNTER, "rx"),
+        tx_bytes=_bounded_int(p.get("tx", 0), 0, MAX_COUNTER, "tx"),
+    )
+
+
+def _status_from_wire(d: dict[str, Any]) -> StatusReport:
+    """The one schema of a status report; every field bounded, unknown fields refused
+    (a new field is a new schema version ``v``)."""
+    unknown = set(d) - _REPORT_KEYS
+    if unknown:
+        raise ProtocolError(f"unknown field {short(sorted(map(str, unknown))[0])}")
+    version = d.get("agent_version")
+    if not isinstance(version, str) or not _AGENT_VERSION.fullmatch(version):
+        raise ProtocolError(f"agent_version {short(version)} must be 1-{MAX_AGENT_VERSION} "
+                            "letters, digits, '.', '+', '_' or '-'")
+    endpoints = d.get("endpoints", [])
+    if not isinstance(endpoints, list) or len(endpoints) > validate.MAX_ENDPOINTS:
+        raise ProtocolError(f"endpoints must be a list of at most {validate.MAX_ENDPOINTS}")
+    if not all(isinstance(e, str) and len(e) <= _MAX_ENDPOINT_CHARS for e in endpoints):
+        raise ProtocolError(f"each endpoint must be host:port of at most {_MAX_ENDPOINT_CHARS} characters")
+    try:
+        checked = validate.endpoints(endpoints)
+    except InvalidInputError as e:
+        raise ProtocolError(str(e)) from None
+    peers = d.get("peers", [])
+    if not isinstance(peers, list) or len(peers) > MAX_REPORT_PEERS:
+        raise ProtocolError(f"peers must be a list of at most {MAX_REPORT_PEERS}")
+    return StatusReport(agent_version=version, endpoints=checked,
+                        peers=tuple(_peer_from_wire(p) for p in peers))
+
+
+def decode_status(payload: bytes | str | dict[str, Any]) -> StatusReport:
+    """Parse a host's status report, which any host can send: refuse with
+    :class:`ProtocolError` anything above :data:`MAX_REPORT_BYTES`, nested deeper than a
+    report is, of another type, or outside the bounds of :class:`StatusReport`'s fields.
+
+    Raises nothing else, whatever the payload (bytes from MQTT, or the JSON the IoT
+    rule already parsed).
+    """
+    if isinstance(payload, dict):
+        doc: Any = payload
+    else:
+        if len(payload) > MAX_REPORT_BYTES:
+            raise ProtocolError(f"larger than {MAX_REPORT_BYTES} bytes")
+        doc = _load(payload)
+    if not isinstance(doc, dict):
+        raise ProtocolError("a message must be a JSON object")
+    _check_bounds(doc, MAX_REPORT_BYTES)
+    msg = decode(doc)
+    if not isinstance(msg, StatusReport):
+        raise ProtocolError(f"a status report, not a {msg.type} message")
+    return msg
+
+
 def decode(payload: bytes | str | dict[str, Any]) -> Message:
     """Parse a message; raises :class:`ProtocolError` for anything unknown or malformed."""
     if isinstance(payload, dict):
         d = payload
     else:
-        try:
-            d = json.loads(payload)
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:
-            raise ProtocolError(f"not JSON: {e}") from None
+        d = _load(payload)
     if not isinstance(d, dict):
         raise ProtocolError("a message must be a JSON object")
     if d.get("v") != VERSION:
-        raise ProtocolError(f"unsupported schema version {d.get('v')!r}; this side speaks {VERSION}")
+        raise ProtocolError(f"unsupported schema version {short(d.get('v'))}; this side speaks {VERSION}")
     kind = d.get("type")
     try:
         if kind == "delta":
@@ -252,23 +405,11 @@ def decode(payload: bytes | str | dict[str, Any]) -> Message:
                 members=tuple(member_from_wire(net.id, m) for m in d["members"]),
             )
         if kind == "status":
-            peers = tuple(
-                PeerStatus(
-                    public_key=str(p["key"]),
-                    latest_handshake_age=(None if p.get("handshake_age") is None
-                                          else int(p["handshake_age"])),
-                    rx_bytes=int(p.get("rx", 0)),
-                    tx_bytes=int(p.get("tx", 0)),
-                )
-                for p in d.get("peers", ())
-            )
-            return StatusReport(
-                agent_version=str(d["agent_version"])[:64],
-                endpoints=tuple(str(e)[:64] for e in d.get("endpoints", ()))[:16],
-                peers=peers,
-            )
+            return _status_from_wire(d)
         if kind == "command":
             return Command(name=str(d["name"]))
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+    except ProtocolError as e:
         raise ProtocolError(f"bad {kind} message: {e}") from None
-    raise ProtocolError(f"unknown message type {kind!r}")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
+        raise ProtocolError(f"bad {short(kind)} message: {short(str(e))}") from None
+    raise ProtocolError(f"unknown message type {short(kind)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain import protocol
+from ..domain import ids, protocol
 from ..domain.models import HostStatus
 from .deps import Deps, log
 from .ports import PAGE_LIMIT_MAX, every_item
@@ -19,18 +19,21 @@ class Status:
 
         ``host_id`` comes from the topic the broker let the host publish on, so
         it is authenticated; anything in the payload is not trusted beyond shape.
+        Whatever a host sends, a report outside the bounds of
+        :func:`~chalicelib.domain.protocol.decode_status` costs one log line and is
+        not stored, so a host record cannot outgrow those bounds.
         """
+        if not ids.is_id("host", host_id):
+            log.warning("status report for %s dropped: not a host id", protocol.short(host_id))
+            return False
         try:
-            msg = protocol.decode(payload)
+            msg = protocol.decode_status(payload)
         except protocol.ProtocolError as e:
             log.warning("status report of %s dropped: %s", host_id, e)
             return False
-        if not isinstance(msg, protocol.StatusReport):
-            log.warning("status topic of %s carried a %s message; dropped", host_id, msg.type)
-            return False
         status = HostStatus(online=True, last_seen=self._d.clock.now(),
                             agent_version=msg.agent_version,
-                            reported_endpoints=msg.endpoints, peers=msg.peers[:1000])
+                            reported_endpoints=msg.endpoints, peers=msg.peers)
         return self._d.store.record_host_status(host_id, status)
 
     def mark_offline(self) -> list[str]:

@@ -6,6 +6,12 @@ to :data:`HOST_STATUS_FILTER`; the MQTT callback only enqueues, and one worker
 thread parses each payload (a JSON object, else logged and dropped), sets
 ``host_id`` from the topic (overriding any ``host_id`` in the payload, as the
 rule's alias does) and calls the handler with context ``None``.
+
+Any host can publish here, so nothing a payload holds may stop the worker: every
+report is handled inside one catch-all and costs at most one log line. If the
+worker thread ends anyway, the process exits with status 1, so the supervisor
+(``skymesh local up``) sees it and starts a fresh bridge instead of one that
+stays up and records nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import paho.mqtt.client as mqtt
 
 from chalicelib.adapters.local_env import ENV_HOME, ENV_MQTT_HOST, ENV_MQTT_PORT
 from chalicelib.adapters.local_identity import ControlCredentials, LocalCaIdentity
-from chalicelib.domain.protocol import HOST_STATUS_FILTER, host_id_from_status_topic
+from chalicelib.domain.protocol import HOST_STATUS_FILTER, MAX_MESSAGE_BYTES, host_id_from_status_topic
 
 from .appload import lambda_function, load_app
 
@@ -40,13 +46,14 @@ _SENTINEL = ("", b"")
 
 
 def rule_event(topic: str, payload: bytes) -> dict[str, Any] | None:
-    """What the topic rule hands the Lambda, or ``None`` when it would not fire."""
+    """What the topic rule hands the Lambda, or ``None`` when it would not fire
+    (IoT Core refuses messages above 128 KB, and fires ``SELECT *`` on JSON objects only)."""
     host_id = host_id_from_status_topic(topic)
-    if host_id is None:
+    if host_id is None or len(payload) > MAX_MESSAGE_BYTES:
         return None
     try:
         doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting is a RecursionError
         return None
     if not isinstance(doc, dict):
         return None
@@ -69,6 +76,7 @@ class RuleBridge:
         self._handler = handler
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=queue_size)
         self.subscribed = threading.Event()
+        self.worker_ended = threading.Event()
         self.handled = 0
         self.dropped = 0
         self._worker = threading.Thread(target=self._work, name="bridge-worker", daemon=True)
@@ -109,21 +117,34 @@ class RuleBridge:
 
     # worker ----------------------------------------------------------------
     def _work(self) -> None:
-        while True:
-            topic, payload = self._queue.get()
-            if (topic, payload) == _SENTINEL:
-                return
+        try:
+            while True:
+                topic, payload = self._queue.get()
+                if (topic, payload) == _SENTINEL:
+                    return
+                self._handle(topic, payload)
+        finally:
+            self.worker_ended.set()
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        """One report: never raises an ``Exception``, logs at most one line for a bad one."""
+        try:
             event = rule_event(topic, payload)
-            if event is None:
-                self.dropped += 1
-                log.warning("dropped a report on %s: not a JSON object (%d bytes)",
-                            topic, len(payload))
-                continue
-            try:
-                self._handler(event, None)
-                self.handled += 1
-            except Exception:
-                log.exception("host_report failed for a report on %s", topic)
+        except Exception as e:  # whatever a host sent, the worker goes on
+            event = None
+            log.warning("parsing a report on %s failed: %s", topic, type(e).__name__)
+        if event is None:
+            self.dropped += 1
+            log.warning("dropped a report on %s: not a JSON object of at most %d bytes (%d bytes)",
+                        topic, MAX_MESSAGE_BYTES, len(payload))
+            return
+        try:
+            self._handler(event, None)
+            self.handled += 1
+        except Exception as e:
+            # The handler drops bad reports itself; this is the store or a bug, not the host.
+            log.error("host_report failed for a report on %s: %s: %s", topic, type(e).__name__,
+                      str(e)[:200])
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect (bounded) and start the worker; the subscription follows on CONNACK."""
@@ -162,16 +183,26 @@ def main(argv: list[str] | None = None) -> int:
     handler = lambda_function(module, app, "host_report")
     creds = LocalCaIdentity(home, host, port).issue_control_client(BRIDGE_COMPONENT)
     bridge = RuleBridge(host, port, creds, handler)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
+    stop_requested = threading.Event()
+
+    def on_signal(*_: Any) -> None:
+        stop_requested.set()
+        bridge.worker_ended.set()  # wakes the wait below
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         bridge.start()
     except OSError as e:
         print(f"bridge: cannot reach the broker at {host}:{port}: {e}", file=sys.stderr)
         return 2
-    while not done.wait(3600):
+    while not bridge.worker_ended.wait(3600):
         pass
+    if not stop_requested.is_set():
+        log.error("the worker thread ended (%d handled, %d dropped); exiting so the "
+                  "supervisor starts a new bridge", bridge.handled, bridge.dropped)
+        bridge.stop(timeout=2.0)
+        return 1
     bridge.stop()
     log.info("stopped (%d handled, %d dropped)", bridge.handled, bridge.dropped)
     return 0

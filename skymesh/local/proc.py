@@ -17,12 +17,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 __all__ = [
     "LocalStackError",
     "ManagedProcess",
+    "RestartBudget",
     "free_port",
     "check_port_free",
     "require_executable",
@@ -203,3 +205,41 @@ class ManagedProcess:
 
     def log_tail(self, lines: int = 30) -> str:
         return tail(self.log_path, lines)
+
+
+class RestartBudget:
+    """When to restart a child that died: exponential backoff, and a limit per time window.
+
+    As the common supervisors do it: systemd's ``StartLimitBurst`` within
+    ``StartLimitIntervalSec`` with ``RestartSec``, Erlang/OTP's restart intensity per
+    period, Kubernetes' doubling CrashLoopBackOff. A child that crashes now and then
+    is restarted at once; one that crashes in a loop is restarted ever more slowly and
+    then given up on, so its supervisor stops and says so instead of spinning.
+
+    >>> b = RestartBudget(limit=2, window=60, first_delay=1, max_delay=10)
+    >>> b.after_death(0), b.after_death(1), b.after_death(2)
+    (1, 2, None)
+    >>> b.after_death(100)  # the earlier deaths left the window
+    1
+    """
+
+    def __init__(self, limit: int = 5, window: float = 300.0, first_delay: float = 0.5,
+                 max_delay: float = 30.0) -> None:
+        self.limit, self.window = limit, window
+        self.first_delay, self.max_delay = first_delay, max_delay
+        self._deaths: deque[float] = deque()
+
+    def after_death(self, now: float) -> float | None:
+        """Record a death at ``now`` (monotonic seconds); return the delay before the next
+        start, or ``None`` when this is more than ``limit`` deaths within ``window``."""
+        while self._deaths and self._deaths[0] <= now - self.window:
+            self._deaths.popleft()
+        self._deaths.append(now)
+        n = len(self._deaths)
+        if n > self.limit:
+            return None
+        return min(self.max_delay, self.first_delay * 2 ** (n - 1))
+
+    @property
+    def recent_deaths(self) -> int:
+        return len(self._deaths)

@@ -4,7 +4,9 @@ Order: DynamoDB Local (127.0.0.1, data in ``home/data``) → table + admin key
 (``python -m skymesh.local.bootstrap``) → Mosquitto (``home/broker``) → the API
 (``python -m skymesh.local.api``) → the scheduler → the rule bridge. Runs in the
 foreground; SIGINT/SIGTERM stops the children in reverse order (bounded, then
-killed). If a child dies, its log tail is printed, the rest is stopped and the
+killed). A Python child (API, scheduler, bridge) that dies is restarted with backoff
+(see :meth:`LocalStack.run`). If DynamoDB Local or Mosquitto dies, or a child keeps
+dying, its log tail is printed, the rest is stopped and the
 exit status is 1. Everything lives in the home, so stop + start loses nothing.
 
 ``home/local.json`` (0600) says where clients connect and whether the stack is up:
@@ -54,7 +56,15 @@ from chalicelib.adapters import local_env
 from . import dynamodb as ddb
 from .bridge import READY_LINE
 from .broker import MosquittoBroker, find_mosquitto
-from .proc import LocalStackError, ManagedProcess, check_port_free, require_executable, tail, wait_until
+from .proc import (
+    LocalStackError,
+    ManagedProcess,
+    RestartBudget,
+    check_port_free,
+    require_executable,
+    tail,
+    wait_until,
+)
 
 __all__ = ["StackConfig", "LocalStack", "child_env", "CHILD_ENV_KEYS", "add_local_commands",
            "read_state", "is_ready"]
@@ -71,6 +81,8 @@ CHILD_ENV_KEYS = (
 """Every variable ``child_env`` sets (documented in the module docstring)."""
 
 _READY_TIMEOUT = 60.0
+RESTARTABLE = ("api", "scheduler", "bridge")
+"""Children that hold no state of their own: one that dies is started again."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,10 @@ class LocalStack:
         self.db = ddb.DynamoDBLocal(cfg.dynamodb_port, db_path=self.home / "data",
                                     log_path=self.logs / "dynamodb.log")
         self.children: list[tuple[str, Any]] = []  # (name, object with alive/stop/log_tail)
+        self._ready: dict[str, Any] = {}  # name -> how to tell that a (re)started child is ready
+        self._budgets: dict[str, RestartBudget] = {}
         self._wake = threading.Event()
+        self._stop_requested = threading.Event()
         self._stopping = False
 
     def say(self, text: str) -> None:
@@ -270,21 +285,37 @@ class LocalStack:
     def _start_python(self, name: str, module: str, args: list[str], probe: Any,
                       ready_line: str | None = None) -> None:
         log = self.logs / f"{name}.log"
-        offset = _size(log)
         proc = ManagedProcess(name, [sys.executable, "-m", module, *args], log,
                               env=child_env(self.cfg, name))
         self.say(f"starting {name}")
-        proc.start()
+        self._ready[name] = (probe, ready_line)
         self.children.append((name, proc))
-        check = probe if probe is not None else (lambda: _log_has(log, offset, ready_line or ""))
+        self._launch(name, proc)
+
+    def _launch(self, name: str, proc: ManagedProcess) -> None:
+        """Start ``proc`` and wait (bounded) until it is ready; :class:`LocalStackError` if not."""
+        probe, ready_line = self._ready[name]
+        offset = _size(proc.log_path)
+        proc.start()
+        check = probe if probe is not None else (
+            lambda: _log_has(proc.log_path, offset, ready_line or ""))
         try:
             wait_until(check, _READY_TIMEOUT, name, alive=proc.alive, interval=0.05)
         except LocalStackError as e:
-            raise LocalStackError(f"{e}\n--- {log} (tail):\n{proc.log_tail()}") from None
+            raise LocalStackError(f"{e}\n--- {proc.log_path} (tail):\n{proc.log_tail()}") from None
 
     # --- run ------------------------------------------------------------------
     def run(self) -> int:
-        """Watch the children until a signal (→ 0) or a child's death (→ 1)."""
+        """Watch the children until a signal (→ 0) or a death that is not restarted (→ 1).
+
+        A child in :data:`RESTARTABLE` that dies is started again after a backoff, and
+        each death is printed with the child's log tail: a bridge that stops records no
+        host's status, so it must not stay down, nor take the API down with it. Every
+        child's budget is :class:`RestartBudget`'s default (5 deaths in 5 minutes, from
+        0.5 s doubling); past it the stack stops, as it does when DynamoDB Local or
+        Mosquitto dies: they hold the state everything else needs, and a person should
+        see why they died rather than have it hidden by restarts.
+        """
         signal.signal(signal.SIGCHLD, lambda *_: self._wake.set())
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -295,17 +326,49 @@ class LocalStack:
                 if self._stopping:
                     break
                 dead = [(n, c) for n, c in self.children if not c.alive()]
-                if dead:
-                    name, child = dead[0]
-                    self.say(f"\n{name} exited unexpectedly; last lines of its log:\n"
-                             f"{child.log_tail()}\nstopping the rest")
+                for name, child in dead:
+                    if self._stopping or not self._restart(name, child):
+                        break
+                else:
+                    continue
+                if not self._stopping:
                     return 1
             return 0
         finally:
             self.stop()
 
+    def _restart(self, name: str, child: Any) -> bool:
+        """Start a dead child again after its backoff; ``False`` when it is not to be restarted."""
+        if name not in RESTARTABLE:
+            self.say(f"\n{name} exited unexpectedly; last lines of its log:\n"
+                     f"{child.log_tail()}\nstopping the rest")
+            return False
+        code = child.returncode()
+        budget = self._budgets.setdefault(name, RestartBudget())
+        delay = budget.after_death(time.monotonic())
+        if delay is None:
+            self.say(f"\n{name} exited (status {code}) {budget.recent_deaths} times within "
+                     f"{budget.window:.0f}s; last lines of its log:\n{child.log_tail()}\n"
+                     "not restarting it again; stopping the rest")
+            return False
+        self.say(f"\n{name} exited unexpectedly (status {code}); last lines of its log:\n"
+                 f"{child.log_tail()}\nrestarting {name} in {delay:g}s "
+                 f"(restart {budget.recent_deaths} of at most {budget.limit} within {budget.window:.0f}s)")
+        if self._stop_requested.wait(delay):
+            return True  # stopping: the caller sees it
+        try:
+            self._launch(name, child)
+        except LocalStackError as e:
+            child.stop()  # not ready: counts as the next death on the next turn
+            self.say(f"{name} did not come back: {e}")
+            self._wake.set()
+            return True
+        self.say(f"{name} restarted")
+        return True
+
     def _on_stop_signal(self, *_: Any) -> None:
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
 
     def stop(self) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from skymesh.local.bridge import RuleBridge, rule_event
+from chalicelib.adapters.local_env import ENV_HOME, ENV_MQTT_HOST, ENV_MQTT_PORT
+from skymesh.local.bridge import READY_LINE, RuleBridge, rule_event
 from skymesh.local.scheduler import Scheduler, parse_rate, scheduled_event, schedules_of
 
 from .conftest import enroll_host
@@ -49,7 +50,13 @@ def at_ten(event):
 
 @app.lambda_function(name="host_report")
 def report_handler(event, context):
+    if event.get("end_the_worker"):  # stands for a bug no catch-all sees (BaseException)
+        raise SystemExit("the worker thread ends here")
     CALLS.put(("host_report", event))
+    out = os.environ.get("FAKE_APP_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(event) + "\\n")
     return {"recorded": True}
 '''
 
@@ -130,21 +137,75 @@ def test_rule_event():
     assert rule_event("sm/h/host_a/in", b"{}") is None
 
 
-def test_bridge_calls_the_handler_for_valid_reports(identity, tmp_path, mqtt_connect, broker):
+@pytest.fixture
+def bridge(identity, broker):
+    """A subscribed :class:`RuleBridge` whose handler puts each event on ``bridge.events``."""
     events: queue.Queue[dict] = queue.Queue()
-    bridge = RuleBridge(broker.connect_host, broker.port, identity.issue_control_client("rules"),
-                        lambda event, ctx: events.put(event))
-    bridge.start()
+    b = RuleBridge(broker.connect_host, broker.port, identity.issue_control_client("rules"),
+                   lambda event, ctx: events.put(event))
+    b.events = events  # type: ignore[attr-defined]
+    b.start()
     try:
-        assert bridge.subscribed.wait(5)
-        host = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
-        host.publish("sm/h/host_a/status", b'{"v":1,"type":"status","agent_version":"1"}')
-        host.publish("sm/h/host_a/status", b"{broken")
-        host.publish("sm/h/host_a/status", b'"a string"')
-        host.publish("sm/h/host_a/status", b'{"n":2,"host_id":"host_b"}')
-        first, second = events.get(timeout=5), events.get(timeout=5)
-        assert first == {"v": 1, "type": "status", "agent_version": "1", "host_id": "host_a"}
-        assert second == {"n": 2, "host_id": "host_a"}
-        assert bridge.dropped == 2 and events.empty()
+        assert b.subscribed.wait(5)
+        yield b
     finally:
-        bridge.stop(5)
+        b.stop(5)
+
+
+def test_bridge_calls_the_handler_for_valid_reports(identity, tmp_path, mqtt_connect, bridge):
+    events = bridge.events
+    host = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
+    host.publish("sm/h/host_a/status", b'{"v":1,"type":"status","agent_version":"1"}')
+    host.publish("sm/h/host_a/status", b"{broken")
+    host.publish("sm/h/host_a/status", b'"a string"')
+    host.publish("sm/h/host_a/status", b'{"n":2,"host_id":"host_b"}')
+    first, second = events.get(timeout=5), events.get(timeout=5)
+    assert first == {"v": 1, "type": "status", "agent_version": "1", "host_id": "host_a"}
+    assert second == {"n": 2, "host_id": "host_a"}
+    assert bridge.dropped == 2 and events.empty()
+
+
+NESTED = b'{"v":1,"type":"status","agent_version":' + b"[" * 60_000 + b"]" * 60_000 + b"}"
+
+
+def test_bridge_goes_on_after_a_deeply_nested_report(identity, tmp_path, mqtt_connect, bridge):
+    """One host's hostile report must not stop every host's status from being recorded."""
+    events = bridge.events
+    a = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
+    b = mqtt_connect(enroll_host(identity, "host_b", tmp_path))
+    assert not a.publish("sm/h/host_a/status", NESTED).is_failure
+    assert not a.publish("sm/h/host_a/status", b'{"k":"' + b"x" * 200_000 + b'"}').is_failure
+    b.publish("sm/h/host_b/status", b'{"v":1,"type":"status","agent_version":"1"}')
+    assert events.get(timeout=5)["host_id"] == "host_b"
+    assert bridge.dropped == 2 and not bridge.worker_ended.is_set()
+
+
+def test_bridge_process_exits_when_its_worker_dies(fake_app, identity, tmp_path, mqtt_connect,
+                                                    broker, local_home):
+    """A bridge whose worker is gone records nothing: it must exit so that its supervisor sees it."""
+    out = tmp_path / "reports.jsonl"
+    env = {**os.environ, "FAKE_APP_OUT": str(out), ENV_HOME: str(local_home),
+           ENV_MQTT_HOST: broker.connect_host, ENV_MQTT_PORT: str(broker.port),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    log = tmp_path / "bridge.log"
+    with log.open("wb") as f:
+        p = subprocess.Popen([sys.executable, "-m", "skymesh.local.bridge", "--app-module",
+                              fake_app.__name__], env=env, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while READY_LINE not in log.read_text(errors="replace"):
+            assert p.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "bridge never subscribed"
+            time.sleep(0.05)  # polling the child's log, bounded by the deadline
+        host = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
+        host.publish("sm/h/host_a/status", NESTED)  # survived: the worker goes on
+        host.publish("sm/h/host_a/status", b'{"n":1}')
+        host.publish("sm/h/host_a/status", b'{"end_the_worker":true}')
+        assert p.wait(20) == 1, log.read_text(errors="replace")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"n": 1, "host_id": "host_a"}]
+    assert "the worker thread ended" in log.read_text()

@@ -207,6 +207,23 @@ def test_status_is_reported_on_change_and_otherwise_only_at_the_heartbeat(tmp_pa
     assert len(reports()) == 2
 
 
+def test_a_gateway_reports_its_most_recent_handshakes_within_the_protocols_bound(tmp_path):
+    many = [Member(network_id=NetworkId(NET), host_id=HostId(f"host_{n}"), name=f"h{n}",
+                   public_key=keys.wireguard_public_key(keys.new_wireguard_key()),
+                   ipv4=f"100.64.{n // 250}.{n % 250 + 1}", ipv6=f"fd00:1::{n:x}", listen_port=51820)
+            for n in range(2, protocol.MAX_REPORT_PEERS + 50)]
+    agent, backend, link = make_agent(tmp_path, ScriptedApi([snapshot(7, [member(1), *many])]))
+    agent.boot()
+    agent.handle(Connected())
+    now = int(time.time())
+    for age, m in enumerate(many):  # many[0] talked most recently
+        backend.record_traffic(m.public_key, now - 10 - age, 100, 100)
+    agent.report_status()
+    (payload,) = [p for t, p in link.published if t == "sm/h/host_1/status"]
+    report = protocol.decode_status(payload)  # what the control plane accepts
+    assert {p.public_key for p in report.peers} == {m.public_key for m in many[:protocol.MAX_REPORT_PEERS]}
+
+
 def test_not_connected_means_no_reports(tmp_path, members):
     agent, _, link = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
     agent.boot()

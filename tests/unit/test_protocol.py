@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import random
@@ -65,13 +66,19 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     return Snapshot(network=net, members=tuple(draw(st.lists(members(net.id), max_size=5))))
 
 
+# Status reports come from any host, so only reports inside the schema's bounds are valid.
+wg_keys = st.binary(min_size=32, max_size=32).filter(any).map(lambda b: base64.b64encode(b).decode())
+agent_versions = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}", fullmatch=True)
+report_endpoints = st.sampled_from(["198.18.0.5:51820", "[fd00::5]:51820", "gw.example.net:1",
+                                    "203.0.113.7:65535", "a:2"])
 status_reports = st.builds(
     StatusReport,
-    agent_version=st.text(max_size=64),
-    endpoints=st.lists(st.text(max_size=64), max_size=16).map(tuple),
-    peers=st.lists(st.builds(PeerStatus, public_key=st.text(max_size=44),
-                             latest_handshake_age=st.none() | st.integers(0, 2**40),
-                             rx_bytes=st.integers(0, 2**63), tx_bytes=st.integers(0, 2**63)),
+    agent_version=agent_versions,
+    endpoints=st.lists(report_endpoints, max_size=5, unique=True).map(tuple),
+    peers=st.lists(st.builds(PeerStatus, public_key=wg_keys,
+                             latest_handshake_age=st.none() | st.integers(0, protocol.MAX_HANDSHAKE_AGE),
+                             rx_bytes=st.integers(0, protocol.MAX_COUNTER),
+                             tx_bytes=st.integers(0, protocol.MAX_COUNTER)),
                    max_size=5).map(tuple),
 )
 
@@ -156,14 +163,95 @@ def test_delta_members_belong_to_the_deltas_network() -> None:
     assert msg.network is None
 
 
-def test_status_report_from_a_host_is_trimmed_to_bounded_sizes() -> None:
-    wire = {"v": 1, "type": "status", "agent_version": "x" * 500, "endpoints": ["e" * 100] * 50,
-            "peers": [{"key": "k"}]}
-    msg = protocol.decode(wire)
-    assert isinstance(msg, StatusReport)
-    assert len(msg.agent_version) == 64
-    assert len(msg.endpoints) == 16 and all(len(e) == 64 for e in msg.endpoints)
-    assert msg.peers == (PeerStatus(public_key="k", latest_handshake_age=None, rx_bytes=0, tx_bytes=0),)
+KEY = base64.b64encode(bytes(range(1, 33))).decode()
+
+
+def report(**fields: Any) -> dict[str, Any]:
+    return {"v": 1, "type": "status", "agent_version": "0.1.0", **fields}
+
+
+def peer(**fields: Any) -> dict[str, Any]:
+    return {"key": KEY, "handshake_age": 3, "rx": 10, "tx": 20, **fields}
+
+
+def test_the_largest_valid_status_report_decodes_and_fits_the_byte_bound() -> None:
+    keys = [base64.b64encode(i.to_bytes(32, "big")).decode() for i in range(1, protocol.MAX_REPORT_PEERS + 1)]
+    wire = report(agent_version="v" * protocol.MAX_AGENT_VERSION,
+                  endpoints=[f"[fd00::{i:x}:ffff:ffff:ffff:ffff]:65535" for i in range(8)],
+                  peers=[peer(key=k, handshake_age=protocol.MAX_HANDSHAKE_AGE, rx=protocol.MAX_COUNTER,
+                              tx=protocol.MAX_COUNTER) for k in keys])
+    payload = json.dumps(wire).encode()
+    assert len(payload) <= protocol.MAX_REPORT_BYTES
+    msg = protocol.decode_status(payload)
+    assert len(msg.peers) == protocol.MAX_REPORT_PEERS and len(msg.endpoints) == 8
+    assert protocol.decode_status(wire) == msg
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("wire", [
+    report(agent_version="x" * (protocol.MAX_AGENT_VERSION + 1)),
+    report(agent_version=""),
+    report(agent_version="1.0\n"),
+    report(agent_version=7),
+    report(agent_version=["1"]),
+    report(endpoints=["198.18.0.5:51820"] * 9),
+    report(endpoints=["x" * 300 + ":1"]),
+    report(endpoints=["198.18.0.5"]),
+    report(endpoints=[{"host": "198.18.0.5"}]),
+    report(endpoints="198.18.0.5:51820"),
+    report(peers=[peer()] * (protocol.MAX_REPORT_PEERS + 1)),
+    report(peers=[peer(key="k")]),
+    report(peers=[peer(key=KEY[:-1] + "A")]),  # non-canonical base64
+    report(peers=[peer(key="A" * 43 + "=")]),  # all zeros
+    report(peers=[peer(key=KEY * 1000)]),
+    report(peers=[peer(rx=-1)]),
+    report(peers=[peer(tx=protocol.MAX_COUNTER + 1)]),
+    report(peers=[peer(rx=True)]),
+    report(peers=[peer(handshake_age=1.5)]),
+    report(peers=[peer(handshake_age=protocol.MAX_HANDSHAKE_AGE + 1)]),
+    report(peers=[peer(extra=1)]),
+    report(peers={"a": peer()}),
+    report(host="host_b"),
+    report(**{"k" * 100_000: 1}),
+    report(agent_version=_nested(50_000)),
+    report(peers=[peer(key=_nested(50))]),
+    {"v": 1, "type": "command", "name": "resync"},
+], ids=lambda w: next((k for k in w if k not in ("v", "type")), "type")[:20])
+def test_status_reports_outside_the_bounds_are_refused(wire: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode_status(wire)
+    try:
+        payload = json.dumps(wire).encode()
+    except RecursionError:
+        return
+    with pytest.raises(ProtocolError):
+        protocol.decode_status(payload)
+
+
+@pytest.mark.parametrize("payload", [
+    b"[" * 100_000,
+    b'{"v":1,"type":"status","agent_version":"1","x":' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+    b'{"v":1,"type":"status","agent_version":"1","x":' + b"[" * 900 + b"]" * 900 + b"}",
+    b'{"v":1,"type":"status","agent_version":"' + b"1" * (protocol.MAX_REPORT_BYTES + 1) + b'"}',
+])
+def test_oversized_or_deep_payloads_are_refused_before_or_while_parsing(payload: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode_status(payload)
+
+
+def test_refusals_of_hostile_reports_are_short() -> None:
+    with pytest.raises(ProtocolError) as e:
+        protocol.decode_status(report(agent_version="x" * 100_000))
+    assert len(str(e.value)) < 200
+    with pytest.raises(ProtocolError) as e:
+        protocol.decode_status(report(**{"k" * 40_000: 1}))
+    assert len(str(e.value)) < 200
 
 
 # --- refusals -------------------------------------------------------------------------------

@@ -232,13 +232,32 @@ class Hosts:
         return host
 
     def delete(self, host_id: str) -> Host:
-        """Remove the host from every network, free its addresses, revoke its certificate."""
+        """Remove the host from every network, free its addresses, revoke its certificate.
+
+        The host's own agent is told first, on its inbox (while its certificate may
+        still read it): a broker keeps a revoked client's connection open but delivers
+        it nothing more, so without the word the agent would learn of its deletion
+        only at its next ``/config`` call.
+        """
         def attempt() -> Host:
             host = self.get(host_id)
             self._d.store.delete_host(host)
             return host
 
         host = retrying(self._d, "deleting the host", attempt)
+        self._tell_deleted(host.id)
         self._d.identity.revoke(host.id, host.certificate_id)
         self._broadcast(host.network_ids)
         return host
+
+    def _tell_deleted(self, host_id: HostId) -> None:
+        """Ask the host's agent to resync now: its ``/config`` then answers that it is gone.
+
+        Best effort: the deletion has committed, and an agent that misses this learns it
+        at its next resync.
+        """
+        try:
+            self._d.publisher.publish(protocol.host_inbox_topic(host_id),
+                                      protocol.encode(protocol.Command(name="resync")))
+        except UnavailableError as e:
+            log.warning("could not tell %s it was deleted: %s", host_id, e.message)

@@ -138,6 +138,9 @@ def test_delete_frees_addresses_and_revokes_the_certificate(api, service, net):
     assert api.call("GET", f"/v1/hosts/{host_id}")[0] == 404
     assert format(cert.serial_number, "x") in service.deps.identity.revoked
     assert host_id not in service.deps.identity.networks
+    # Its running agent hears at once that it should resync (and so learns it is gone).
+    inbox = [protocol.decode(p) for p in service.deps.publisher.on(protocol.host_inbox_topic(host_id))]
+    assert inbox == [protocol.Command(name="resync")]
     code, _ = api.call("GET", f"/v1/hosts/{host_id}/config", token=a["host_token"])
     assert code == 401
     # The freed address is assignable again: fill the /24 completely (253 usable after .0/.255).

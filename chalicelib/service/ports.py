@@ -43,13 +43,14 @@ __all__ = [
 
 T = TypeVar("T")
 
-# A page of a list route must stay far below the smaller payload limit on its way out:
-# Lambda's 6 MB synchronous response (API Gateway's own is 10 MB). A host record is bounded
-# to about 16 KB of JSON, and Lambda wraps the body in its proxy-response JSON, where every
-# quote and backslash is escaped again (up to twice the size). 100 hosts are then at most
-# 100 x 16 KB x 2 = 3.2 MB: half the limit left as margin. Networks and enrollment keys are
-# far smaller (below 4 KB each), so the same bounds hold for every list route. The default
-# is the maximum so that a fleet of up to 100 records still fits in one call.
+# A page of a list route must stay below the smaller payload limit on its way out: Lambda's
+# 6 MB synchronous response (API Gateway's own is 10 MB). The largest host a client can make
+# (longest name, endpoints and tags, the largest status report the schema lets through) is
+# about 44 KB of JSON, and Lambda carries the body as a JSON string, escaping every quote again:
+# a page of 100 such hosts measures 5.05 MB. tests/functional/test_status_reports.py pins that a
+# full page fits, so a field that makes hosts larger shows up there first. Networks and
+# enrollment keys are far smaller. The default is the maximum so that a fleet of up to 100
+# records still fits in one call.
 PAGE_LIMIT_MAX = 100
 PAGE_LIMIT_DEFAULT = 100
 PAGE_CURSOR_MAX = 512  # characters; the cursors a store hands out are far shorter

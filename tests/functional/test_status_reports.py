@@ -7,6 +7,7 @@ conditions DynamoDB evaluates, so they are tested by racing real writes.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from typing import Any
 
@@ -17,6 +18,7 @@ import app as app_module
 from chalicelib.adapters.dynamodb.size import item_size
 from chalicelib.domain import protocol
 from chalicelib.service import Service
+from chalicelib.service.ports import PAGE_CURSOR_MAX, PAGE_LIMIT_MAX
 
 from .conftest import host_body
 
@@ -106,6 +108,34 @@ def test_the_most_hostile_valid_report_keeps_the_host_record_bounded(
     item = raw_host_item(stage, host_id)
     assert item is not None and len(item["peers"]) == protocol.MAX_REPORT_PEERS
     assert item_size(item) - plain <= protocol.MAX_STORED_REPORT_BYTES
+
+
+
+LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024  # bytes of a synchronous Lambda response (API Gateway: 10 MB)
+
+
+def test_a_full_page_of_the_largest_hosts_fits_in_a_lambda_response(
+        api: Any, stage: dict[str, str], host_id: str) -> None:
+    """Whatever the fleet, ``GET /v1/hosts`` stays under the payload limit: a page holds at most
+    PAGE_LIMIT_MAX hosts, each as large as a host record can be made."""
+    api.ok("PATCH", f"/v1/hosts/{host_id}", {
+        "name": "n" * 63,
+        "endpoints": [f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 57}{i}:65535" for i in range(8)],
+        "tags": [f"{i:02d}" + "t" * 61 for i in range(32)]})
+    worst = report(
+        agent_version="v" * protocol.MAX_AGENT_VERSION,
+        endpoints=[f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 57}{i}:65535" for i in range(8)],
+        peers=[{"key": wg_key(2**255 - i), "handshake_age": protocol.MAX_HANDSHAKE_AGE,
+                "rx": protocol.MAX_COUNTER - i, "tx": protocol.MAX_COUNTER - i}
+               for i in range(protocol.MAX_REPORT_PEERS)])
+    assert app_module.host_report({**worst, "host_id": host_id}, None) == {"recorded": True}
+    page = api.ok("GET", "/v1/hosts?limit=1")
+    (host,) = page["hosts"]
+    full = json.dumps({"hosts": [host] * PAGE_LIMIT_MAX, "next_cursor": "c" * PAGE_CURSOR_MAX},
+                      separators=(",", ":"))
+    # Lambda's proxy response carries the body as a JSON string: every quote is escaped again.
+    size = len(json.dumps({"statusCode": 200, "body": full}))
+    assert size < LAMBDA_RESPONSE_LIMIT, size
 
 
 # --- guards the store's conditions hold (evaluated by DynamoDB Local) --------------------------

@@ -18,7 +18,7 @@ import app as app_module
 from chalicelib.adapters.dynamodb.size import item_size
 from chalicelib.domain import protocol
 from chalicelib.service import Service
-from chalicelib.service.ports import PAGE_CURSOR_MAX, PAGE_LIMIT_MAX
+from chalicelib.service.ports import PAGE_CURSOR_MAX, PAGE_LIMIT_MAX, every_item
 
 from .conftest import host_body
 
@@ -163,7 +163,7 @@ def test_mark_offline_does_not_flip_a_host_whose_report_came_after_the_listing(
     after = service.deps.settings.offline_after
     assert app_module.host_report({**report(), "host_id": host_id}, None) == {"recorded": True}
     cutoff = t0 + 10
-    listed = {h.id: h for h in service.deps.store.list_hosts()}
+    listed = {h.id: h for h in every_item(lambda c: service.deps.store.list_hosts(PAGE_LIMIT_MAX, c))}
     assert listed[host_id].status.online and listed[host_id].status.last_seen < cutoff  # stale then
 
     _at(service, cutoff + after - 1)  # the report comes in after the listing, before the write
@@ -182,7 +182,7 @@ def test_mark_offline_does_not_flip_a_host_whose_report_came_after_the_listing(
 def test_mark_offline_does_not_recreate_a_host_deleted_after_the_listing(
         api: Any, service: Service, stage: dict[str, str], host_id: str) -> None:
     assert app_module.host_report({**report(), "host_id": host_id}, None) == {"recorded": True}
-    assert host_id in {h.id for h in service.deps.store.list_hosts()}
+    assert host_id in {h.id for h in every_item(lambda c: service.deps.store.list_hosts(PAGE_LIMIT_MAX, c))}
     api.ok("DELETE", f"/v1/hosts/{host_id}")
     assert service.deps.store.mark_offline(host_id, service.deps.clock.now() + 3600) is False
     assert raw_host_item(stage, host_id) is None

@@ -29,13 +29,12 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import call, host_body, local_stack, percentile, stats_ms, summary  # noqa: E402
+from bench.common import call, local_stack, percentile, register_hosts, stats_ms, summary  # noqa: E402
 
 
 def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, net_id: str,
@@ -161,6 +160,36 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
             return
 
 
+def spawn_agents(hosts: list[dict], snapshots: Any, ca: Path, net_id: str, tmp: Path,
+                 workers: int) -> tuple[list[Any], list[Any]]:
+    """Run ``hosts`` as agents spread over ``workers`` processes; return once all are subscribed.
+
+    Returns the pipes to talk to the workers (see :func:`worker`) and the processes.
+    """
+    from chalicelib.domain import protocol
+
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    t = time.perf_counter()
+    wire = [protocol.to_wire(s) for s in snapshots]
+    for k in range(workers):
+        parent, child = ctx.Pipe()
+        wdir = tmp / f"w{k}"
+        wdir.mkdir()
+        p = ctx.Process(target=worker, daemon=True,
+                        args=(child, hosts[k::workers], wire, str(ca), net_id, str(wdir), k == 0))
+        p.start()
+        pipes.append(parent)
+        procs.append(p)
+    for c in pipes:
+        status = c.recv()
+        if status[0] != "ready":
+            raise SystemExit(status[1])
+    print(f"{len(hosts)} agents in {workers} processes connected and subscribed in "
+          f"{time.perf_counter() - t:.1f}s", file=sys.stderr)
+    return pipes, procs
+
+
 def main() -> None:  # noqa: PLR0915 - a linear script
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--agents", type=int, default=100)
@@ -169,56 +198,19 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--concurrency", type=int, default=16, help="parallel registrations while setting up")
     args = ap.parse_args()
 
-    from agent import keys
     from agent.api import ApiClient
-    from chalicelib.domain import protocol
 
     n = args.agents
     with local_stack() as info, tempfile.TemporaryDirectory() as tmp:
         api, admin = info["api_url"], info["admin_key"]
-        code, net = call(api, "POST", "/v1/networks", admin, {"name": "bench", "ipv4_cidr": "100.64.0.0/16"})
-        assert code == 201, net
-        code, key = call(api, "POST", "/v1/enrollment-keys", admin, {"networks": [net["id"]], "uses": n + 1})
-        assert code == 201, key
-
-        def register(i: int) -> dict:
-            body, tls = host_body(f"a{i}", f"198.18.{i // 250}.{i % 250 + 1}:51820")
-            code, out = call(api, "POST", "/v1/hosts", key["token"], body)
-            assert code == 201, out
-            return {"api": api, "host_id": out["host"]["id"], "name": out["host"]["name"],
-                    "host_token": out["host_token"], "certificate_pem": out["certificate_pem"],
-                    "ca_pem": out["ca_pem"], "mqtt_endpoint": out["mqtt"]["endpoint"],
-                    "mqtt_port": out["mqtt"]["port"], "tls_key": tls, "wg_key": keys.new_wireguard_key()}
-
-        t = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            hosts = list(pool.map(register, range(n + 1)))
-        print(f"registered {n + 1} hosts in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+        net, hosts = register_hosts(api, admin, n + 1, args.concurrency)
         target, hosts = hosts[-1], hosts[:-1]
         shared = ApiClient(api, hosts[0]["host_token"]).config(hosts[0]["host_id"])
         ca = Path(tmp) / "ca.pem"
         ca.write_text(hosts[0]["ca_pem"])
 
-        ctx = mp.get_context("spawn")
         w = max(1, min(args.workers, n))
-        pipes, procs = [], []
-        t = time.perf_counter()
-        for k in range(w):
-            parent, child = ctx.Pipe()
-            wdir = Path(tmp) / f"w{k}"
-            wdir.mkdir()
-            wire = [protocol.to_wire(s) for s in shared.snapshots]
-            p = ctx.Process(target=worker, daemon=True,
-                            args=(child, hosts[k::w], wire, str(ca), net["id"], str(wdir), k == 0))
-            p.start()
-            pipes.append(parent)
-            procs.append(p)
-        for c in pipes:
-            status = c.recv()
-            if status[0] != "ready":
-                raise SystemExit(status[1])
-        print(f"{n} agents in {w} processes connected and subscribed in {time.perf_counter() - t:.1f}s",
-              file=sys.stderr)
+        pipes, procs = spawn_agents(hosts, shared.snapshots, ca, net["id"], Path(tmp), w)
 
         samples: list[float] = []
         received: list[float] = []

@@ -38,11 +38,16 @@ from bench.common import call, local_stack, percentile, register_hosts, stats_ms
 
 
 def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, net_id: str,
-           tmp: str, count_bytes: bool) -> None:
-    """Run the agents of ``specs`` until told to stop; answer the parent's questions on ``conn``."""
+           tmp: str, count_bytes: bool, link_options: dict | None = None,
+           timing_options: dict | None = None) -> None:
+    """Run the agents of ``specs`` until told to stop; answer the parent's questions on ``conn``.
+
+    ``link_options`` / ``timing_options`` override the defaults of :class:`MqttLink` and
+    :class:`Timings` (to measure other backoff settings with the same code).
+    """
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from agent.api import ApiClient, FullConfig
-    from agent.mqtt import MqttLink, Received
+    from agent.mqtt import Connected, MqttLink, Received
     from agent.runner import Agent, Timings
     from agent.state import AgentState, StateDir
     from agent.wg.memory import MemoryBackend
@@ -89,6 +94,7 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
     n = len(specs)
     applied_at: list[dict[int, float]] = [{} for _ in range(n)]
     received_at: list[dict[int, float]] = [{} for _ in range(n)]
+    connected_at: list[list[float]] = [[] for _ in range(n)]  # every CONNACK, for bench/reconnect.py
     seen_bytes: list[tuple[int, int]] = []
     agents: list[Agent] = []
     for i, spec in enumerate(specs):
@@ -111,7 +117,9 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
                 """Timestamps each broadcast as it arrives (on the MQTT client's thread)."""
 
                 def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-                    if isinstance(item, Received) and item.topic == net_topic:
+                    if isinstance(item, Connected):
+                        connected_at[i].append(time.perf_counter())
+                    elif isinstance(item, Received) and item.topic == net_topic:
                         seq = protocol.decode(item.payload).seq
                         received_at[i].setdefault(seq, time.perf_counter())
                         if i == 0 and count_bytes:  # what one subscriber receives per change
@@ -120,12 +128,13 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
 
             return MqttLink(endpoint=spec["mqtt_endpoint"], port=spec["mqtt_port"], client_id=spec["host_id"],
                             cert_path=d / "tls.crt", key_path=d / "tls.key", ca_path=Path(ca_path),
-                            events=Tee())
+                            events=Tee(), **(link_options or {}))
 
         api = SharedConfig(spec["api"], spec["host_token"])
         agents.append(Agent(MemoryStateDir(d, state, spec["wg_key"]), backend=MemoryBackend(f"sim{i}"),
                             netsetup=None, api=api, link_factory=link_factory,
-                            timings=Timings(heartbeat=3600), on_applied=on_applied))
+                            timings=Timings(**{"heartbeat": 3600, **(timing_options or {})}),
+                            on_applied=on_applied))
     threads = [threading.Thread(target=a.run, daemon=True) for a in agents]
     for th in threads:
         th.start()
@@ -149,7 +158,8 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
             lat = [(min((ts for s, ts in applied_at[i].items() if s > base), default=None),
                     min((ts for s, ts in received_at[i].items() if s > base), default=None))
                    for i in range(n)]
-            conn.send(("done", lat, [b for s, b in seen_bytes if s > base]))
+            conn.send(("done", lat, [b for s, b in seen_bytes if s > base],
+                       connected_at))
         elif msg[0] == "stop":
             extra = sum(len(a.backend.applies) > msg[1] + 1 for a in agents)
             for a in agents:
@@ -160,8 +170,9 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
             return
 
 
-def spawn_agents(hosts: list[dict], snapshots: Any, ca: Path, net_id: str, tmp: Path,
-                 workers: int) -> tuple[list[Any], list[Any]]:
+def spawn_agents(hosts: list[dict], snapshots: Any, ca: Path, net_id: str, tmp: Path, workers: int,
+                 link_options: dict | None = None, timing_options: dict | None = None,
+                 ) -> tuple[list[Any], list[Any]]:
     """Run ``hosts`` as agents spread over ``workers`` processes; return once all are subscribed.
 
     Returns the pipes to talk to the workers (see :func:`worker`) and the processes.
@@ -177,7 +188,8 @@ def spawn_agents(hosts: list[dict], snapshots: Any, ca: Path, net_id: str, tmp: 
         wdir = tmp / f"w{k}"
         wdir.mkdir()
         p = ctx.Process(target=worker, daemon=True,
-                        args=(child, hosts[k::workers], wire, str(ca), net_id, str(wdir), k == 0))
+                        args=(child, hosts[k::workers], wire, str(ca), net_id, str(wdir), k == 0,
+                              link_options, timing_options))
         p.start()
         pipes.append(parent)
         procs.append(p)
@@ -228,7 +240,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 pc.send(("wait", base, t0, 60.0))
             lat: list[float] = []
             for pc in pipes:
-                _, rows, sizes = pc.recv()
+                _, rows, sizes, _ = pc.recv()
                 msg_sizes += sizes
                 missing = sum(a is None for a, _ in rows)
                 if missing:

@@ -25,6 +25,9 @@ is shared), CPU seconds the broker and the API used in the measured window, and
 threads per worker process.
 
     python bench/reconnect.py [--agents 100] [--workers 4] [--outage 30] [--scenario broker]
+
+``--reconnect-max-ms`` and ``--resync-max`` run the same code with other backoff caps
+(the settings before issue 7: ``--reconnect-max-ms 30000 --resync-max 60``).
 """
 
 from __future__ import annotations
@@ -110,13 +113,17 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--workers", type=int, default=4, help="processes the agents are spread over")
     ap.add_argument("--outage", type=float, default=30.0,
                     help="seconds the broker (or API) is down; enough for backoffs to reach their cap")
+    ap.add_argument("--settle", type=float, default=35.0,
+                    help="seconds connected before the outage (the CRT resets its backoff after 30 s)")
     ap.add_argument("--scenario", choices=("broker", "api"), default="broker")
     ap.add_argument("--timeout", type=float, default=180.0, help="give up on agents not converged by then")
     ap.add_argument("--concurrency", type=int, default=16, help="parallel registrations while setting up")
+    ap.add_argument("--reconnect-max-ms", type=int, help="override MqttLink's cap (default: the agent's)")
+    ap.add_argument("--resync-max", type=float, help="override Timings.resync_max (default: the agent's)")
     args = ap.parse_args()
 
     from agent.api import ApiClient
-    from agent.mqtt import MqttLink
+    from agent.mqtt import RECONNECT_MAX_MS, RECONNECT_MIN_MS
     from agent.runner import Timings
 
     n = args.agents
@@ -128,10 +135,14 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         ca = Path(tmp) / "ca.pem"
         ca.write_text(hosts[0]["ca_pem"])
         w = max(1, min(args.workers, n))
-        pipes, procs = spawn_agents(hosts, shared.snapshots, ca, net["id"], Path(tmp), w)
+        link_options = {} if args.reconnect_max_ms is None else {"max_reconnect_ms": args.reconnect_max_ms}
+        timing_options = {} if args.resync_max is None else {"resync_max": args.resync_max}
+        pipes, procs = spawn_agents(hosts, shared.snapshots, ca, net["id"], Path(tmp), w,
+                                    link_options, timing_options)
         threads = [_threads(p.pid) for p in procs]
         base = _network_seq(api, admin, net["id"])
         broker, api_proc = stack.broker, _child(stack, "api")
+        time.sleep(args.settle)  # as in a fleet that has been up for a while, not just started
         load_before = os.getloadavg()
 
         t_down = time.perf_counter()
@@ -159,11 +170,16 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         for pc in pipes:
             pc.send(("wait", base, t_back, args.timeout))
         lat: list[float] = []
+        reconnected: list[float] = []  # broker scenario: from its start to each agent's first CONNACK
+        connacks_after = 0  # more than one per agent: a connection dropped again
         missing = 0
         for pc in pipes:
-            _, rows, _sizes = pc.recv()
+            _, rows, _sizes, connacks = pc.recv()
             missing += sum(a is None for a, _ in rows)
             lat += [a - t_back for a, _ in rows if a is not None]
+            after = [[c - t_back for c in agent if c > t_back] for agent in connacks]
+            reconnected += [min(a) for a in after if a]
+            connacks_after += sum(len(a) for a in after)
         cpu = {"broker": _cpu_seconds(broker.process.pid if broker.process else None) - cpu0["broker"],
                "api": _cpu_seconds(api_proc.pid) - cpu0["api"]}
         window = max(lat) if lat else args.timeout
@@ -175,16 +191,19 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             p.join(15)
     if not lat:
         raise SystemExit("no agent converged")
-    defaults = Timings()
-    link = MqttLink.__init__.__kwdefaults__ or {}
+    defaults = Timings(**timing_options)
+    cap = link_options.get("max_reconnect_ms", f"{RECONNECT_MAX_MS // 2}-{RECONNECT_MAX_MS}")
     summary("reconnect", scenario=args.scenario, agents=n, workers=w, outage_s=args.outage,
-            converged=len(lat), not_converged=missing,
+            converged=len(lat), not_converged=missing, reconnected=len(reconnected), connacks=connacks_after,
+            connack_p50_ms=ms(percentile(reconnected, 50)) if reconnected else None,
+            connack_p99_ms=ms(percentile(reconnected, 99)) if reconnected else None,
+            connack_max_ms=ms(max(reconnected)) if reconnected else None,
             p50_ms=ms(percentile(lat, 50)), p99_ms=ms(percentile(lat, 99)), max_ms=ms(max(lat)),
             back_ready_ms=ms(ready_after), patch_status=patch_status,
             resync_calls=resyncs, resyncs_per_agent=round(resyncs / n, 2),
             broker_cpu_s=round(cpu["broker"], 2), api_cpu_s=round(cpu["api"], 2),
             window_s=round(window, 2), threads_per_worker=threads,
-            reconnect_ms=[link.get("min_reconnect_ms"), link.get("max_reconnect_ms")],
+            reconnect_ms=[RECONNECT_MIN_MS, cap],
             resync_s=[defaults.resync_min, defaults.resync_max],
             load_before=[round(x, 2) for x in load_before],
             load_after=[round(x, 2) for x in os.getloadavg()])

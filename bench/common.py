@@ -145,3 +145,24 @@ def register_hosts(api: str, admin: str, count: int, concurrency: int = 16) -> t
         hosts = list(pool.map(register, range(count)))
     print(f"registered {count} hosts in {time.perf_counter() - t:.1f}s", file=sys.stderr)
     return net, hosts
+
+
+def register_fleet(api: str, admin: str, agents: int, concurrency: int,
+                   tmp: Path) -> tuple[dict, dict, list[dict], Any, Path]:
+    """``agents`` + 1 hosts registered: (network, the extra host the bench changes, the agents' hosts,
+    the /config they all start from (one fetch: members are network-wide), the CA file)."""
+    from agent.api import ApiClient
+
+    net, hosts = register_hosts(api, admin, agents + 1, concurrency)
+    target, hosts = hosts[-1], hosts[:-1]
+    shared = ApiClient(api, hosts[0]["host_token"]).config(hosts[0]["host_id"])
+    ca = tmp / "ca.pem"
+    ca.write_text(hosts[0]["ca_pem"])
+    return net, target, hosts, shared, ca
+
+
+def network_seq(api: str, admin: str, net_id: str) -> int:
+    """The network's current sequence number (bumped by every change of its content)."""
+    code, out = call(api, "GET", f"/v1/networks/{net_id}", admin)
+    assert code == 200, out
+    return int(out["seq"])

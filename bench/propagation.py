@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import call, local_stack, percentile, register_hosts, stats_ms, summary  # noqa: E402
+from bench.common import call, local_stack, network_seq, percentile, register_fleet, stats_ms, summary  # noqa: E402
 
 
 def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, net_id: str,
@@ -210,16 +210,11 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--concurrency", type=int, default=16, help="parallel registrations while setting up")
     args = ap.parse_args()
 
-    from agent.api import ApiClient
 
     n = args.agents
     with local_stack() as info, tempfile.TemporaryDirectory() as tmp:
         api, admin = info["api_url"], info["admin_key"]
-        net, hosts = register_hosts(api, admin, n + 1, args.concurrency)
-        target, hosts = hosts[-1], hosts[:-1]
-        shared = ApiClient(api, hosts[0]["host_token"]).config(hosts[0]["host_id"])
-        ca = Path(tmp) / "ca.pem"
-        ca.write_text(hosts[0]["ca_pem"])
+        net, target, hosts, shared, ca = register_fleet(api, admin, n, args.concurrency, Path(tmp))
 
         w = max(1, min(args.workers, n))
         pipes, procs = spawn_agents(hosts, shared.snapshots, ca, net["id"], Path(tmp), w)
@@ -249,7 +244,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 received += [r - t0 for _, r in rows if r is not None]
             samples += lat
             per_change_p99.append(percentile(lat, 99))
-            base = max(base + 1, _network_seq(api, admin, net["id"]))
+            base = max(base + 1, network_seq(api, admin, net["id"]))
         extra = resyncs = 0
         for pc in pipes:
             pc.send(("stop", args.changes))
@@ -266,12 +261,6 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             received_p50_ms=round(percentile(received, 50) * 1000, 2),
             received_p99_ms=round(percentile(received, 99) * 1000, 2),
             **stats_ms(samples))
-
-
-def _network_seq(api: str, admin: str, net_id: str) -> int:
-    code, out = call(api, "GET", f"/v1/networks/{net_id}", admin)
-    assert code == 200, out
-    return int(out["seq"])
 
 
 if __name__ == "__main__":

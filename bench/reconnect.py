@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import call, ms, percentile, register_hosts, summary  # noqa: E402
+from bench.common import call, ms, network_seq, percentile, register_fleet, summary  # noqa: E402
 from bench.propagation import spawn_agents  # noqa: E402
 
 
@@ -101,12 +101,6 @@ def _wait_http(url: str, timeout: float) -> None:
     raise SystemExit(f"the API at {url} did not come back within {timeout:.0f}s")
 
 
-def _network_seq(api: str, admin: str, net_id: str) -> int:
-    code, out = call(api, "GET", f"/v1/networks/{net_id}", admin)
-    assert code == 200, out
-    return int(out["seq"])
-
-
 def main() -> None:  # noqa: PLR0915 - a linear script
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--agents", type=int, default=100)
@@ -122,25 +116,20 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--resync-max", type=float, help="override Timings.resync_max (default: the agent's)")
     args = ap.parse_args()
 
-    from agent.api import ApiClient
     from agent.mqtt import RECONNECT_MAX_MS, RECONNECT_MIN_MS
     from agent.runner import Timings
 
     n = args.agents
     with tempfile.TemporaryDirectory() as tmp, stack_in_process(Path(tmp) / "home") as (stack, info):
         api, admin = info["api_url"], info["admin_key"]
-        net, hosts = register_hosts(api, admin, n + 1, args.concurrency)
-        target, hosts = hosts[-1], hosts[:-1]
-        shared = ApiClient(api, hosts[0]["host_token"]).config(hosts[0]["host_id"])
-        ca = Path(tmp) / "ca.pem"
-        ca.write_text(hosts[0]["ca_pem"])
+        net, target, hosts, shared, ca = register_fleet(api, admin, n, args.concurrency, Path(tmp))
         w = max(1, min(args.workers, n))
         link_options = {} if args.reconnect_max_ms is None else {"max_reconnect_ms": args.reconnect_max_ms}
         timing_options = {} if args.resync_max is None else {"resync_max": args.resync_max}
         pipes, procs = spawn_agents(hosts, shared.snapshots, ca, net["id"], Path(tmp), w,
                                     link_options, timing_options)
         threads = [_threads(p.pid) for p in procs]
-        base = _network_seq(api, admin, net["id"])
+        base = network_seq(api, admin, net["id"])
         broker, api_proc = stack.broker, _child(stack, "api")
         time.sleep(args.settle)  # as in a fleet that has been up for a while, not just started
         load_before = os.getloadavg()
@@ -150,7 +139,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         code, out = call(api, "PATCH", f"/v1/hosts/{target['host_id']}", admin,
                          {"endpoints": ["198.18.100.1:51820"]})
         patch_status = code
-        if _network_seq(api, admin, net["id"]) <= base:
+        if network_seq(api, admin, net["id"]) <= base:
             raise SystemExit(f"the change was not stored while the broker was down: {code} {out}")
         if args.scenario == "api":
             api_proc.stop()

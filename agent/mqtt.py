@@ -1,6 +1,7 @@
 """The agent's MQTT link: awsiotsdk's MQTT5 client over mutual TLS.
 
-The CRT client reconnects by itself with exponential backoff and full jitter.
+The CRT client reconnects by itself with exponential backoff and full jitter
+(sized below for a fleet: :data:`RECONNECT_MAX_MS`).
 Its callbacks run on CRT threads; this module turns them into events on a
 queue that the agent's single worker consumes, so all state changes happen on
 one thread, in order.
@@ -10,12 +11,40 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("skymesh.agent")
 
-__all__ = ["MqttLink", "Connected", "Disconnected", "Received"]
+__all__ = ["MqttLink", "Connected", "Disconnected", "Received", "RECONNECT_MIN_MS", "RECONNECT_MAX_MS"]
+
+# Reconnect backoff, sized so that a fleet converges within 10 s of the broker's return.
+#
+# What the CRT client does (awscrt 0.36, measured with its debug log and bench/reconnect.py):
+# it draws the jittered delay first and caps it afterwards, min(uniform(0, R), max), and R is
+# tens of seconds already at the first reconnect. With max = 30 s (before issue 7) agents came
+# back spread over 0–30 s; with a small max nearly every draw is cut to exactly max, so a fleet
+# that lost the broker at one instant retries in lockstep, one wave every max seconds (100
+# agents: all within 0.1 s, 5.7 s after the broker's return). The spread therefore comes from
+# the cap itself: each link picks its own, uniform in [RECONNECT_MAX/2, RECONNECT_MAX]. After an
+# outage of a few caps the phases of N agents are spread over the whole window, and
+#   one agent:  converged after <= RECONNECT_MAX + TLS/CONNECT/SUBSCRIBE + one resync
+#   the fleet:  about N / RECONNECT_MAX connects per second, each followed by one resync
+# Target 10 s, with about 2 s for connect, subscribe and resync under load: RECONNECT_MAX <= 8 s.
+# We take 5 s (margin for the resync herd: about N / 5 s GET /config per second).
+#
+# AWS IoT allows 500 CONNECT/s per account, so the window N agents need is N / 500 s:
+#   N / 500 <= RECONNECT_MAX       -> up to 5 s * 500/s = 2,500 agents reconnect unthrottled;
+#   N / 500 <= 10 s - 2 s          -> the 10 s target holds up to ~4,000 agents per account
+#                                     (throttled connects fail and retry within the same cap);
+#   beyond that the account's rate is the bound, not the backoff: 10,000 agents need >= 20 s,
+#   and a longer cap would only spread them thinner (fewer rejected CONNECTs, no faster end).
+# A connection that lasted 30 s resets the backoff, so a flapping broker cannot make a fleet
+# hammer it at RECONNECT_MIN.
+RECONNECT_MIN_MS = 500
+RECONNECT_MAX_MS = 5_000
+RESET_AFTER_CONNECTED_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -42,14 +71,18 @@ class MqttLink:
     """One MQTT5 session; events go to ``events``."""
 
     def __init__(self, *, endpoint: str, port: int, client_id: str, cert_path: Path, key_path: Path,
-                 ca_path: Path | None, events: queue.Queue, min_reconnect_ms: int = 500,
-                 max_reconnect_ms: int = 30_000, keep_alive_s: int = 60) -> None:
+                 ca_path: Path | None, events: queue.Queue,
+                 min_reconnect_ms: int = RECONNECT_MIN_MS, max_reconnect_ms: int | None = None,
+                 keep_alive_s: int = 60) -> None:
+        """``max_reconnect_ms`` None: a cap of its own, uniform in [RECONNECT_MAX_MS/2, RECONNECT_MAX_MS]."""
         from awscrt import mqtt5
         from awsiot import mqtt5_client_builder
 
         self._mqtt5 = mqtt5
         self._events = events
         self.endpoint = endpoint
+        self.max_reconnect_ms = (random.randint(RECONNECT_MAX_MS // 2, RECONNECT_MAX_MS)
+                                 if max_reconnect_ms is None else max_reconnect_ms)
         extra = {}
         if not _is_aws_iot(endpoint):
             # Mosquitto in local mode: IoT Core's client-side limits only slow us down (~10 ms/publish).
@@ -62,8 +95,8 @@ class MqttLink:
             session_behavior=mqtt5.ClientSessionBehaviorType.CLEAN,
             keep_alive_interval_sec=keep_alive_s,
             retry_jitter_mode=mqtt5.ExponentialBackoffJitterMode.FULL,
-            min_reconnect_delay_ms=min_reconnect_ms, max_reconnect_delay_ms=max_reconnect_ms,
-            min_connected_time_to_reset_reconnect_delay_ms=30_000,
+            min_reconnect_delay_ms=min_reconnect_ms, max_reconnect_delay_ms=self.max_reconnect_ms,
+            min_connected_time_to_reset_reconnect_delay_ms=RESET_AFTER_CONNECTED_MS,
             connack_timeout_ms=10_000, ack_timeout_sec=15,
             enable_metrics_collection=False,
             on_publish_received=self._on_publish,

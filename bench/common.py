@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,53 @@ def host_body(name: str, endpoint: str) -> tuple[dict, str]:
     wg, tls = keys.new_wireguard_key(), keys.new_tls_key()
     return ({"name": name, "wg_public_key": keys.wireguard_public_key(wg), "listen_port": 51820,
              "endpoints": [endpoint], "csr_pem": keys.csr_pem(tls, name)}, tls)
+
+
+def register_hosts(api: str, admin: str, count: int, concurrency: int = 16) -> tuple[dict, list[dict]]:
+    """One network and ``count`` hosts registered in it (keys made here, as agents would).
+
+    Returns the network and, per host, what a simulated agent needs to run: its id, token,
+    certificate, TLS key, WireGuard key, the broker's address and the CA.
+    """
+    from agent import keys
+
+    code, net = call(api, "POST", "/v1/networks", admin, {"name": "bench", "ipv4_cidr": "100.64.0.0/16"})
+    assert code == 201, net
+    code, key = call(api, "POST", "/v1/enrollment-keys", admin, {"networks": [net["id"]], "uses": count})
+    assert code == 201, key
+
+    def register(i: int) -> dict:
+        body, tls = host_body(f"a{i}", f"198.18.{i // 250}.{i % 250 + 1}:51820")
+        code, out = call(api, "POST", "/v1/hosts", key["token"], body)
+        assert code == 201, out
+        return {"api": api, "host_id": out["host"]["id"], "name": out["host"]["name"],
+                "host_token": out["host_token"], "certificate_pem": out["certificate_pem"],
+                "ca_pem": out["ca_pem"], "mqtt_endpoint": out["mqtt"]["endpoint"],
+                "mqtt_port": out["mqtt"]["port"], "tls_key": tls, "wg_key": keys.new_wireguard_key()}
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        hosts = list(pool.map(register, range(count)))
+    print(f"registered {count} hosts in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    return net, hosts
+
+
+def register_fleet(api: str, admin: str, agents: int, concurrency: int,
+                   tmp: Path) -> tuple[dict, dict, list[dict], Any, Path]:
+    """``agents`` + 1 hosts registered: (network, the extra host the bench changes, the agents' hosts,
+    the /config they all start from (one fetch: members are network-wide), the CA file)."""
+    from agent.api import ApiClient
+
+    net, hosts = register_hosts(api, admin, agents + 1, concurrency)
+    target, hosts = hosts[-1], hosts[:-1]
+    shared = ApiClient(api, hosts[0]["host_token"]).config(hosts[0]["host_id"])
+    ca = tmp / "ca.pem"
+    ca.write_text(hosts[0]["ca_pem"])
+    return net, target, hosts, shared, ca
+
+
+def network_seq(api: str, admin: str, net_id: str) -> int:
+    """The network's current sequence number (bumped by every change of its content)."""
+    code, out = call(api, "GET", f"/v1/networks/{net_id}", admin)
+    assert code == 200, out
+    return int(out["seq"])

@@ -29,21 +29,25 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import call, host_body, local_stack, percentile, stats_ms, summary  # noqa: E402
+from bench.common import call, local_stack, network_seq, percentile, register_fleet, stats_ms, summary  # noqa: E402
 
 
 def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, net_id: str,
-           tmp: str, count_bytes: bool) -> None:
-    """Run the agents of ``specs`` until told to stop; answer the parent's questions on ``conn``."""
+           tmp: str, count_bytes: bool, link_options: dict | None = None,
+           timing_options: dict | None = None) -> None:
+    """Run the agents of ``specs`` until told to stop; answer the parent's questions on ``conn``.
+
+    ``link_options`` / ``timing_options`` override the defaults of :class:`MqttLink` and
+    :class:`Timings` (to measure other backoff settings with the same code).
+    """
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from agent.api import ApiClient, FullConfig
-    from agent.mqtt import MqttLink, Received
+    from agent.mqtt import Connected, MqttLink, Received
     from agent.runner import Agent, Timings
     from agent.state import AgentState, StateDir
     from agent.wg.memory import MemoryBackend
@@ -90,6 +94,7 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
     n = len(specs)
     applied_at: list[dict[int, float]] = [{} for _ in range(n)]
     received_at: list[dict[int, float]] = [{} for _ in range(n)]
+    connected_at: list[list[float]] = [[] for _ in range(n)]  # every CONNACK, for bench/reconnect.py
     seen_bytes: list[tuple[int, int]] = []
     agents: list[Agent] = []
     for i, spec in enumerate(specs):
@@ -112,7 +117,9 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
                 """Timestamps each broadcast as it arrives (on the MQTT client's thread)."""
 
                 def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-                    if isinstance(item, Received) and item.topic == net_topic:
+                    if isinstance(item, Connected):
+                        connected_at[i].append(time.perf_counter())
+                    elif isinstance(item, Received) and item.topic == net_topic:
                         seq = protocol.decode(item.payload).seq
                         received_at[i].setdefault(seq, time.perf_counter())
                         if i == 0 and count_bytes:  # what one subscriber receives per change
@@ -121,12 +128,13 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
 
             return MqttLink(endpoint=spec["mqtt_endpoint"], port=spec["mqtt_port"], client_id=spec["host_id"],
                             cert_path=d / "tls.crt", key_path=d / "tls.key", ca_path=Path(ca_path),
-                            events=Tee())
+                            events=Tee(), **(link_options or {}))
 
         api = SharedConfig(spec["api"], spec["host_token"])
         agents.append(Agent(MemoryStateDir(d, state, spec["wg_key"]), backend=MemoryBackend(f"sim{i}"),
                             netsetup=None, api=api, link_factory=link_factory,
-                            timings=Timings(heartbeat=3600), on_applied=on_applied))
+                            timings=Timings(**{"heartbeat": 3600, **(timing_options or {})}),
+                            on_applied=on_applied))
     threads = [threading.Thread(target=a.run, daemon=True) for a in agents]
     for th in threads:
         th.start()
@@ -150,7 +158,8 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
             lat = [(min((ts for s, ts in applied_at[i].items() if s > base), default=None),
                     min((ts for s, ts in received_at[i].items() if s > base), default=None))
                    for i in range(n)]
-            conn.send(("done", lat, [b for s, b in seen_bytes if s > base]))
+            conn.send(("done", lat, [b for s, b in seen_bytes if s > base],
+                       connected_at))
         elif msg[0] == "stop":
             extra = sum(len(a.backend.applies) > msg[1] + 1 for a in agents)
             for a in agents:
@@ -161,6 +170,38 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
             return
 
 
+def spawn_agents(hosts: list[dict], snapshots: Any, ca: Path, net_id: str, tmp: Path, workers: int,
+                 link_options: dict | None = None, timing_options: dict | None = None,
+                 ) -> tuple[list[Any], list[Any]]:
+    """Run ``hosts`` as agents spread over ``workers`` processes; return once all are subscribed.
+
+    Returns the pipes to talk to the workers (see :func:`worker`) and the processes.
+    """
+    from chalicelib.domain import protocol
+
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    t = time.perf_counter()
+    wire = [protocol.to_wire(s) for s in snapshots]
+    for k in range(workers):
+        parent, child = ctx.Pipe()
+        wdir = tmp / f"w{k}"
+        wdir.mkdir()
+        p = ctx.Process(target=worker, daemon=True,
+                        args=(child, hosts[k::workers], wire, str(ca), net_id, str(wdir), k == 0,
+                              link_options, timing_options))
+        p.start()
+        pipes.append(parent)
+        procs.append(p)
+    for c in pipes:
+        status = c.recv()
+        if status[0] != "ready":
+            raise SystemExit(status[1])
+    print(f"{len(hosts)} agents in {workers} processes connected and subscribed in "
+          f"{time.perf_counter() - t:.1f}s", file=sys.stderr)
+    return pipes, procs
+
+
 def main() -> None:  # noqa: PLR0915 - a linear script
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--agents", type=int, default=100)
@@ -169,56 +210,14 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--concurrency", type=int, default=16, help="parallel registrations while setting up")
     args = ap.parse_args()
 
-    from agent import keys
-    from agent.api import ApiClient
-    from chalicelib.domain import protocol
 
     n = args.agents
     with local_stack() as info, tempfile.TemporaryDirectory() as tmp:
         api, admin = info["api_url"], info["admin_key"]
-        code, net = call(api, "POST", "/v1/networks", admin, {"name": "bench", "ipv4_cidr": "100.64.0.0/16"})
-        assert code == 201, net
-        code, key = call(api, "POST", "/v1/enrollment-keys", admin, {"networks": [net["id"]], "uses": n + 1})
-        assert code == 201, key
+        net, target, hosts, shared, ca = register_fleet(api, admin, n, args.concurrency, Path(tmp))
 
-        def register(i: int) -> dict:
-            body, tls = host_body(f"a{i}", f"198.18.{i // 250}.{i % 250 + 1}:51820")
-            code, out = call(api, "POST", "/v1/hosts", key["token"], body)
-            assert code == 201, out
-            return {"api": api, "host_id": out["host"]["id"], "name": out["host"]["name"],
-                    "host_token": out["host_token"], "certificate_pem": out["certificate_pem"],
-                    "ca_pem": out["ca_pem"], "mqtt_endpoint": out["mqtt"]["endpoint"],
-                    "mqtt_port": out["mqtt"]["port"], "tls_key": tls, "wg_key": keys.new_wireguard_key()}
-
-        t = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            hosts = list(pool.map(register, range(n + 1)))
-        print(f"registered {n + 1} hosts in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-        target, hosts = hosts[-1], hosts[:-1]
-        shared = ApiClient(api, hosts[0]["host_token"]).config(hosts[0]["host_id"])
-        ca = Path(tmp) / "ca.pem"
-        ca.write_text(hosts[0]["ca_pem"])
-
-        ctx = mp.get_context("spawn")
         w = max(1, min(args.workers, n))
-        pipes, procs = [], []
-        t = time.perf_counter()
-        for k in range(w):
-            parent, child = ctx.Pipe()
-            wdir = Path(tmp) / f"w{k}"
-            wdir.mkdir()
-            wire = [protocol.to_wire(s) for s in shared.snapshots]
-            p = ctx.Process(target=worker, daemon=True,
-                            args=(child, hosts[k::w], wire, str(ca), net["id"], str(wdir), k == 0))
-            p.start()
-            pipes.append(parent)
-            procs.append(p)
-        for c in pipes:
-            status = c.recv()
-            if status[0] != "ready":
-                raise SystemExit(status[1])
-        print(f"{n} agents in {w} processes connected and subscribed in {time.perf_counter() - t:.1f}s",
-              file=sys.stderr)
+        pipes, procs = spawn_agents(hosts, shared.snapshots, ca, net["id"], Path(tmp), w)
 
         samples: list[float] = []
         received: list[float] = []
@@ -236,7 +235,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 pc.send(("wait", base, t0, 60.0))
             lat: list[float] = []
             for pc in pipes:
-                _, rows, sizes = pc.recv()
+                _, rows, sizes, _ = pc.recv()
                 msg_sizes += sizes
                 missing = sum(a is None for a, _ in rows)
                 if missing:
@@ -245,7 +244,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
                 received += [r - t0 for _, r in rows if r is not None]
             samples += lat
             per_change_p99.append(percentile(lat, 99))
-            base = max(base + 1, _network_seq(api, admin, net["id"]))
+            base = max(base + 1, network_seq(api, admin, net["id"]))
         extra = resyncs = 0
         for pc in pipes:
             pc.send(("stop", args.changes))
@@ -262,12 +261,6 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             received_p50_ms=round(percentile(received, 50) * 1000, 2),
             received_p99_ms=round(percentile(received, 99) * 1000, 2),
             **stats_ms(samples))
-
-
-def _network_seq(api: str, admin: str, net_id: str) -> int:
-    code, out = call(api, "GET", f"/v1/networks/{net_id}", admin)
-    assert code == 200, out
-    return int(out["seq"])
 
 
 if __name__ == "__main__":

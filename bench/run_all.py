@@ -23,6 +23,8 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick ar
     ("registration", ["--hosts", "500", "--concurrency", "16"], ["--hosts", "20", "--concurrency", "4"]),
     ("propagation", ["--agents", "1000", "--changes", "5", "--workers", "4"],
      ["--agents", "20", "--changes", "2"]),
+    ("reconnect", ["--agents", "100", "--outage", "30"],
+     ["--agents", "20", "--outage", "10", "--settle", "1"]),
     ("apply", ["--peers", "1000", "--reps", "30"], ["--peers", "100", "--reps", "3"]),
 ]
 

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,20 @@ def mqtt_connect(broker: MosquittoBroker) -> Iterator[Callable[..., MqttTestClie
     yield connect
     for c in clients:
         c.close()
+
+
+@contextmanager
+def serving(bind: Callable[[], Any]) -> Iterator[Any]:
+    """Serve the HTTP server ``bind()`` returns in a thread; shut it down and close it at exit.
+
+    Takes a ``socketserver`` server or Chalice's ``LocalDevServer`` (which wraps one).
+    """
+    server = bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        getattr(server, "server", server).server_close()
+        thread.join(10)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +18,8 @@ import pytest
 
 from agent.api import ApiClient, ApiError, Unreachable
 from chalicelib.domain import protocol
+
+from .conftest import serving
 
 
 class Scripted(ThreadingHTTPServer):
@@ -56,15 +57,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Scripted]:
-    s = Scripted()
-    t = threading.Thread(target=s.serve_forever, daemon=True)
-    t.start()
-    try:
+    with serving(Scripted) as s:
         yield s
-    finally:
-        s.shutdown()
-        s.server_close()
-        t.join(timeout=5)
 
 
 def test_an_api_error_carries_the_apis_status_code_and_message(server):

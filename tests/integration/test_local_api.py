@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -23,6 +21,8 @@ from chalicelib.wiring import build_service
 from skymesh.local.api import make_server
 from skymesh.local.proc import free_port
 from tests.functional.conftest import host_body
+
+from .conftest import serving
 
 Answer = tuple[int, dict[str, str], Any]
 
@@ -38,20 +38,6 @@ def stage(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv(k, v)
     ensure_table(table, dynamodb_local, "us-east-1")
     return build_service().ensure_admin_key()
-
-
-@contextmanager
-def serving(bind: Callable[[], Any]) -> Iterator[Any]:
-    """Serve the server ``bind()`` returns in a thread; shut it down at exit."""
-    server = bind()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server.server_close()
-        thread.join(10)
 
 
 def request(host: str, port: int, method: str, path: str, body: bytes | None = None,

@@ -13,7 +13,7 @@ content_type_conformance); data the document forbids is refused with a 4xx
 (negative_data_rejection), which is what holds the document's rules and the server's
 checks together.
 
-    python bench/fuzz.py [--cases 5000] [--seed 1]
+    python bench/fuzz.py [--cases 5000] [--examples 200] [--seed 1]
 
 Prints one JSON line: cases, 5xx, schema violations (responses off the document) and the
 failures per check.
@@ -176,25 +176,32 @@ def fuzz(ddb_endpoint: str, workdir: Path, *, examples: int, seed: int) -> dict[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=5000, help="at least this many cases in all")
+    ap.add_argument("--examples", type=int, default=200, help="fuzzing-phase cases per operation and run")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    examples, result = max(1, args.cases // 20), None
+    # -n bounds only the fuzzing phase, and operations with few distinct inputs stop sooner:
+    # runs with the next seeds are added until there are --cases cases in all.
+    total: dict[str, Any] = {"cases": 0, "5xx": 0, "schema_violations": 0, "accepted_invalid": 0,
+                             "errors": 0, "seconds": 0.0, "server_tracebacks": 0}
+    failures: dict[str, int] = {}
+    seeds = []
     with dynamodb_local() as ddb:
-        # -n bounds the fuzzing phase per operation; the coverage phase adds its own cases.
-        # Grow it until the run has made at least --cases cases.
-        while result is None or result["cases"] < args.cases:
-            if result is not None:
-                examples = examples * args.cases // max(result["cases"], 1) + 1
+        while total["cases"] < args.cases:
+            seeds.append(args.seed + len(seeds))
             with tempfile.TemporaryDirectory() as tmp:
-                result = fuzz(ddb, Path(tmp), examples=examples, seed=args.seed)
-    if result["5xx"] or result["schema_violations"] or result["errors"]:
-        print(result["output"][-20000:], file=sys.stderr)
-    summary("fuzz", cases=result["cases"], server_errors_5xx=result["5xx"],
-            schema_violations=result["schema_violations"], accepted_invalid=result["accepted_invalid"],
-            failures=result["failures"], errors=result["errors"], operations=result["operations"],
-            examples_per_operation=examples, seed=args.seed, seconds=result["seconds"],
-            server_tracebacks=result["server_tracebacks"])
-    sys.exit(1 if result["5xx"] or result["schema_violations"] or result["errors"] else 0)
+                result = fuzz(ddb, Path(tmp), examples=args.examples, seed=seeds[-1])
+            for k in total:
+                total[k] += result[k]
+            for k, n in result["failures"].items():
+                failures[k] = failures.get(k, 0) + n
+            if result["5xx"] or result["schema_violations"] or result["errors"]:
+                print(result["output"][-20000:], file=sys.stderr)
+    summary("fuzz", cases=total["cases"], server_errors_5xx=total["5xx"],
+            schema_violations=total["schema_violations"], accepted_invalid=total["accepted_invalid"],
+            failures=failures, errors=total["errors"], operations=result["operations"],
+            examples_per_operation=args.examples, seeds=seeds, seconds=round(total["seconds"], 1),
+            server_tracebacks=total["server_tracebacks"])
+    sys.exit(1 if total["5xx"] or total["schema_violations"] or total["errors"] else 0)
 
 
 if __name__ == "__main__":

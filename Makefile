@@ -32,7 +32,7 @@ bench: deps ## benchmarks; results and commands in BENCHMARKS.md
 	$(PY) bench/run_all.py
 
 fuzz: deps ## schemathesis from /v1/openapi.json, 5,000+ cases against the API on DynamoDB Local; one JSON line
-	$(PY) bench/fuzz.py --cases 5000
+	$(PY) bench/fuzz.py --cases 5000 --examples 345
 
 demo: deps ## a lab of network namespaces: control plane + 4 agents, status table, ping matrix (root)
 	$(PY) -m skymesh.lab.demo

@@ -13,7 +13,7 @@ content_type_conformance); data the document forbids is refused with a 4xx
 (negative_data_rejection), which is what holds the document's rules and the server's
 checks together.
 
-    python bench/fuzz.py [--cases 5000] [--examples 200] [--seed 1]
+    python bench/fuzz.py [--cases 5000] [--examples 345] [--seed 1]
 
 Prints one JSON line: cases, 5xx, schema violations (responses off the document) and the
 failures per check.
@@ -176,7 +176,7 @@ def fuzz(ddb_endpoint: str, workdir: Path, *, examples: int, seed: int) -> dict[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=5000, help="at least this many cases in all")
-    ap.add_argument("--examples", type=int, default=200, help="fuzzing-phase cases per operation and run")
+    ap.add_argument("--examples", type=int, default=345, help="fuzzing-phase cases per operation and run")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     # -n bounds only the fuzzing phase, and operations with few distinct inputs stop sooner:

@@ -131,11 +131,12 @@ def run(api: str, creds: dict[str, str], *, examples: int, seed: int, workdir: P
     cfg = workdir / "schemathesis.toml"
     cfg.write_text(config(creds))
     report = workdir / "report.json"
-    # One worker: with two, hypothesis' lambda-source parsing (ast, in threads) fails on Python 3.11.
+    # A generous request timeout: a loaded machine is not a slow API. One worker: with two,
+    # hypothesis' lambda-source parsing (ast, in threads) fails on Python 3.11.
     cmd = [str(Path(sys.executable).with_name("st")), "--config-file", str(cfg), "run",
            f"{api}/v1/openapi.json", "--checks", ",".join(CHECKS), "--max-examples", str(examples),
            "--seed", str(seed), "--workers", "1", "--phases", "examples,coverage,fuzzing",
-           "--suppress-health-check", "all", "--no-shrink", "--request-timeout", "30",
+           "--suppress-health-check", "all", "--no-shrink", "--request-timeout", "120",
            "--report", "json", "--report-json-path", str(report), "--output-truncate", "true"]
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=3600)
     if not report.exists():

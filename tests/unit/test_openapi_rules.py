@@ -7,13 +7,16 @@ import ipaddress
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.api.openapi import document
 from chalicelib.domain import ipam, validate
 from chalicelib.domain.ids import id_pattern, is_id
 from chalicelib.errors import InvalidInputError
+
+# No deadline: each example is microseconds, but the shared build machine can stall any one of them.
+_unhurried = settings(deadline=None)
 
 
 def _props(model: str) -> dict:
@@ -73,16 +76,19 @@ def test_every_pattern_is_a_regex_both_python_and_json_schema_read_alike():
         assert not re.search(r"\(\?[P<=!]|\\[AZz]", pattern), pattern
 
 
+@_unhurried
 @given(st.from_regex(validate.NAME_PATTERN, fullmatch=True))
 def test_names_the_document_allows_are_accepted(name):
     assert validate.name(name) == name
 
 
+@_unhurried
 @given(st.from_regex(validate.TAG_PATTERN, fullmatch=True))
 def test_tags_the_document_allows_are_accepted(tag):
     assert validate.tags([tag]) == (tag,)
 
 
+@_unhurried
 @given(st.binary(min_size=32, max_size=32).filter(any))
 def test_every_wireguard_key_matches_the_documented_pattern(raw):
     key = base64.b64encode(raw).decode()
@@ -90,6 +96,7 @@ def test_every_wireguard_key_matches_the_documented_pattern(raw):
     assert validate.wireguard_key(key) == key
 
 
+@_unhurried
 @given(st.from_regex(validate.WIREGUARD_KEY_PATTERN, fullmatch=True))
 def test_keys_of_the_documented_shape_are_keys(key):
     if base64.b64decode(key) == bytes(32):
@@ -103,6 +110,7 @@ _hostnames = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z]{2,10}){0
     lambda h: not h.replace(".", "").isdigit())
 
 
+@_unhurried
 @given(st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(lambda a: f"[{a}]"), _hostnames),
        st.integers(1, 65535))
 def test_every_endpoint_accepted_has_the_documented_shape(host, port):
@@ -112,6 +120,7 @@ def test_every_endpoint_accepted_has_the_documented_shape(host, port):
     assert len(endpoint) <= validate.ENDPOINT_MAX
 
 
+@_unhurried
 @given(st.from_regex(validate.ENDPOINT_PATTERN, fullmatch=True))
 def test_endpoints_of_the_documented_shape_are_accepted_or_refused_with_a_reason(endpoint):
     try:
@@ -126,6 +135,7 @@ def test_an_endpoint_with_a_zone_index_is_refused():
         validate.endpoint("[fe80::1%eth0]:51820")
 
 
+@_unhurried
 @given(st.from_regex(ipam.IPV4_CIDR_PATTERN, fullmatch=True))
 def test_ipv4_ranges_of_the_documented_shape_parse_or_say_why(cidr):
     try:
@@ -134,6 +144,7 @@ def test_ipv4_ranges_of_the_documented_shape_parse_or_say_why(cidr):
         assert "ipv4_cidr" in e.message
 
 
+@_unhurried
 @given(st.text(max_size=60))
 def test_is_id_agrees_with_the_documented_pattern(value):
     assert is_id("host", value) == bool(re.fullmatch(id_pattern("host"), value))

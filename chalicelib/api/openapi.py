@@ -10,8 +10,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from ..domain.ids import id_pattern
 from . import schemas
-from .routing import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, RouteSpec
+from .routing import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, PATH_IDS, RouteSpec
 
 _SECURITY = {
     ADMIN: [{"adminKey": []}],
@@ -26,6 +27,7 @@ _ERRORS = {
     "403": "Token valid but not allowed (e.g. used-up enrollment key)",
     "404": "No such record",
     "409": "Conflicts with the current state",
+    "503": "A dependency (the database, the broker) did not answer in time; retry",
 }
 
 
@@ -46,7 +48,8 @@ def build(specs: Iterable[RouteSpec], *, version: str) -> dict[str, Any]:
             "tags": [sp.tag],
             "responses": {},
         }
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        params = [{"name": p, "in": "path", "required": True,
+                   "schema": {"type": "string", "pattern": id_pattern(PATH_IDS[p][0])}}
                   for p in re.findall(r"{(\w+)}", sp.path)]
         params += [{"name": q, "in": "query", "required": False, "description": d,
                     "schema": {"type": "string"}} for q, d in sp.query]

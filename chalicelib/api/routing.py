@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 from chalice import Blueprint, Response
 from pydantic import BaseModel, ValidationError
 
-from ..errors import InvalidInputError, SkymeshError
+from ..domain import validate
+from ..domain.ids import ID_PREFIXES, is_id
+from ..errors import InvalidInputError, NotFoundError, SkymeshError
 from ..service import Service
 from ..wiring import build_service
 
@@ -25,6 +28,9 @@ log = logging.getLogger("skymesh.api")
 
 ADMIN, HOST, ENROLLMENT, ADMIN_OR_HOST, PUBLIC = "admin", "host", "enrollment", "admin_or_host", None
 MAX_BODY = 64 * 1024
+# Path parameters that name a record, and the kind of id each one takes.
+PATH_IDS = {"network_id": ("network", "network"), "key_id": ("enrollment_key", "enrollment key"),
+            "host_id": ("host", "host")}
 
 
 @dataclass(frozen=True)
@@ -69,13 +75,20 @@ def error_response(status: int, code: str, message: str) -> Response:
     return json_response(status, {"error": {"code": code, "message": message}})
 
 
+_JSON_TYPES = {bool: "a JSON boolean", str: "a string", float: "a fractional number", int: "a number",
+               list: "an array", dict: "an object", type(None): "null"}
+
+
 def _validation_message(e: ValidationError) -> str:
     parts = []
-    for err in e.errors()[:5]:
+    for err in e.errors(include_url=False)[:5]:
         where = ".".join(str(x) for x in err["loc"]) or "body"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "is not a known field"
+        elif err["type"].endswith("_type") and type(err["input"]) in _JSON_TYPES:
+            # Strict types: say what was sent, e.g. `true` where a port was expected.
+            msg = f"{msg}, not {_JSON_TYPES[type(err['input'])]}"
         parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
@@ -98,6 +111,9 @@ class Api:
               body: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
               status: int = 200, query: tuple[tuple[str, str], ...] = (),
               query_model: type[BaseModel] | None = None) -> Callable:
+        unknown = set(re.findall(r"{(\w+)}", path)) - PATH_IDS.keys()
+        if unknown:  # every path parameter is an id whose shape is checked before use
+            raise ValueError(f"{path}: add {sorted(unknown)} to PATH_IDS")
         spec = RouteSpec(path, method, summary, auth, body, response, status, query, self.tag, query_model)
         self.specs.append(spec)
 
@@ -119,13 +135,16 @@ class Api:
             service = build_service()
             call = Call(
                 service=service,
-                body=self._parse_body(spec, request.raw_body),
+                body=None,
                 params=params,
                 query=dict(request.query_params or {}),
                 token=_bearer(request.headers),
                 source_ip=((request.context or {}).get("identity") or {}).get("sourceIp"),
             )
+            # Who calls comes first: without valid credentials nothing else is looked at.
             call.caller = self._authenticate(spec, call)
+            self._check_path_ids(params)
+            call.body = self._parse_body(spec, request.raw_body)
             result = fn(call)
             if result is None:
                 return Response(body="", status_code=204)
@@ -146,16 +165,22 @@ class Api:
             raise InvalidInputError("this call needs a JSON object body")
         if len(raw) > MAX_BODY:
             raise InvalidInputError(f"body is larger than {MAX_BODY} bytes")
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InvalidInputError(f"body is not valid JSON: {e}") from None
+        data = validate.json_document(raw)
         if not isinstance(data, dict):
             raise InvalidInputError("body must be a JSON object")
         try:
             return spec.body.model_validate(data)
         except ValidationError as e:
             raise InvalidInputError(_validation_message(e)) from None
+
+    @staticmethod
+    def _check_path_ids(params: dict[str, str]) -> None:
+        """404 for an id that no record can have, before any database call."""
+        for name, value in params.items():
+            kind, what = PATH_IDS[name]
+            if not is_id(kind, value):
+                raise NotFoundError(f"no {what} has the id {validate.quoted(value)}: {what} ids are "
+                                    f"{ID_PREFIXES[kind]}_ and 4-40 lowercase letters or digits")
 
     @staticmethod
     def _authenticate(spec: RouteSpec, call: Call) -> Any:

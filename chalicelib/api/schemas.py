@@ -2,19 +2,58 @@
 
 Requests are validated with these models and the OpenAPI document is generated
 from the same models, so the two cannot drift apart.
+
+Request models are strict: a JSON ``true`` is not the integer 1 and ``"51820"`` is
+not a port. Types, lengths and the shape of ids are checked here. The value rules
+(patterns, ranges) are checked by :mod:`chalicelib.domain.validate` and
+:mod:`chalicelib.domain.ipam`, whose messages say how to fix a value; here they are
+only written into the JSON Schema, from the same constants, by :func:`_rule`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from ..domain import ipam
+from ..domain import validate as v
+from ..domain.ids import id_pattern
+from ..service.keys import MAX_USES
 from ..service.ports import PAGE_CURSOR_MAX, PAGE_CURSOR_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 
 
+def _rule(**keywords: Any) -> Any:
+    """JSON Schema keywords of a rule the domain enforces (with its own message)."""
+    return Field(json_schema_extra=keywords)
+
+
+Name = Annotated[str, Field(max_length=v.NAME_MAX), _rule(pattern=v.NAME_PATTERN)]
+Tag = Annotated[str, Field(max_length=v.TAG_MAX), _rule(pattern=v.TAG_PATTERN)]
+Tags = Annotated[list[Tag], Field(max_length=v.MAX_TAGS)]
+Port = Annotated[int, _rule(minimum=v.PORT_MIN, maximum=v.PORT_MAX)]
+Keepalive = Annotated[int, _rule(minimum=0, maximum=v.KEEPALIVE_MAX)]
+Mtu = Annotated[int, _rule(minimum=v.MTU_MIN, maximum=v.MTU_MAX)]
+Uses = Annotated[int, _rule(minimum=1, maximum=MAX_USES)]
+WireguardKey = Annotated[str, Field(max_length=64), _rule(pattern=v.WIREGUARD_KEY_PATTERN)]
+Endpoint = Annotated[str, Field(max_length=v.ENDPOINT_MAX), _rule(pattern=v.ENDPOINT_PATTERN)]
+Endpoints = Annotated[list[Endpoint], Field(max_length=v.MAX_ENDPOINTS)]
+Ipv4Cidr = Annotated[str, Field(max_length=43), _rule(pattern=ipam.IPV4_CIDR_PATTERN)]
+Ipv6Cidr = Annotated[str, Field(max_length=43), _rule(pattern=ipam.IPV6_CIDR_PATTERN)]
+# Ids are checked here: an id of another shape names nothing, and must not reach the database.
+NetworkId = Annotated[str, Field(pattern=id_pattern("network"))]
+_RFC3339_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+# A time as RFC 3339 with its offset, or Unix seconds (a JSON integer); see _expiry.
+MAX_UNIX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+Expiry = Annotated[AwareDatetime, Field(strict=False), WithJsonSchema({"anyOf": [
+    {"type": "string", "format": "date-time"},
+    {"type": "integer", "minimum": 0, "maximum": MAX_UNIX_SECONDS}]})]
+
+
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ListQuery(BaseModel):
@@ -33,24 +72,23 @@ _NEXT_CURSOR = "pass as ?cursor= for the next page; null: this was the last page
 
 
 class NetworkCreate(_In):
-    name: str = Field(max_length=63, description="1-63 letters, digits, '.', '_' or '-'",
-                      examples=["office"])
-    ipv4_cidr: str = Field(max_length=43, examples=["100.64.0.0/16"],
-                           description="IPv4 overlay range, /8 to /29")
-    ipv6_cidr: str | None = Field(default=None, max_length=43,
-                                  description="IPv6 overlay range, /32 to /120; default: a random ULA /64")
-    listen_port: int | None = Field(default=None, description="default WireGuard port of hosts")
-    keepalive: int | None = Field(default=None, description="persistent keepalive, seconds (0 = off)")
-    mtu: int | None = Field(default=None, description="interface MTU, 1280-9000")
+    name: Name = Field(description="1-63 letters, digits, '.', '_' or '-'", examples=["office"])
+    ipv4_cidr: Ipv4Cidr = Field(examples=["100.64.0.0/16"],
+                                description="IPv4 overlay range, /8 to /29")
+    ipv6_cidr: Ipv6Cidr | None = Field(default=None, description="IPv6 overlay range, /32 to /120; "
+                                       "default: a random ULA /64")
+    listen_port: Port | None = Field(default=None, description="default WireGuard port of hosts")
+    keepalive: Keepalive | None = Field(default=None, description="persistent keepalive, seconds (0 = off)")
+    mtu: Mtu | None = Field(default=None, description="interface MTU, 1280-9000")
 
 
 class NetworkPatch(_In):
-    name: str | None = Field(default=None, max_length=63)
-    listen_port: int | None = None
-    keepalive: int | None = None
-    mtu: int | None = None
-    ipv4_cidr: str | None = Field(default=None, description="cannot be changed; here to say so")
-    ipv6_cidr: str | None = Field(default=None, description="cannot be changed; here to say so")
+    name: Name | None = None
+    listen_port: Port | None = None
+    keepalive: Keepalive | None = None
+    mtu: Mtu | None = None
+    ipv4_cidr: Ipv4Cidr | None = Field(default=None, description="cannot be changed; here to say so")
+    ipv6_cidr: Ipv6Cidr | None = Field(default=None, description="cannot be changed; here to say so")
 
 
 class Network(BaseModel):
@@ -71,12 +109,25 @@ class NetworkList(BaseModel):
 
 
 class EnrollmentKeyCreate(_In):
-    networks: list[str] = Field(min_length=1, max_length=16, description="network ids to join")
-    uses: int | None = Field(default=None, description="how many hosts may enroll with it")
-    expires_at: dt.datetime | None = Field(default=None,
-                                           description="RFC 3339 time or Unix seconds")
+    networks: list[NetworkId] = Field(min_length=1, max_length=16, description="network ids to join")
+    uses: Uses | None = Field(default=None, description="how many hosts may enroll with it")
+    expires_at: Expiry | None = Field(default=None, description="RFC 3339 time or Unix seconds")
     unlimited: bool = False
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: Tags = Field(default_factory=list)
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _expiry(cls, value: Any) -> Any:
+        # Lax datetime parsing would take true, 1.5 and "1900000000", and read integers past
+        # 2e10 as milliseconds; the API takes an RFC 3339 string or whole Unix seconds only.
+        if value is None or (isinstance(value, str) and _RFC3339_DATE.match(value)):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value <= MAX_UNIX_SECONDS:
+                raise ValueError(f"Unix seconds must be between 0 and {MAX_UNIX_SECONDS} (year 9999)")
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        raise ValueError("give an RFC 3339 time with its offset (2030-01-01T00:00:00Z) "
+                         "or Unix seconds (a whole number)")
 
 
 class EnrollmentKey(BaseModel):
@@ -102,21 +153,20 @@ class EnrollmentKeyList(BaseModel):
 
 
 class HostRegister(_In):
-    name: str = Field(max_length=63)
-    wg_public_key: str = Field(max_length=64, description="WireGuard public key (base64)")
-    listen_port: int
-    endpoints: list[str] = Field(default_factory=list, max_length=8,
-                                 description="host:port where peers can reach it")
+    name: Name
+    wg_public_key: WireguardKey = Field(description="WireGuard public key (base64)")
+    listen_port: Port
+    endpoints: Endpoints = Field(default_factory=list, description="host:port where peers can reach it")
     csr_pem: str = Field(max_length=16384, description="PEM CSR of the host's own TLS key")
 
 
 class HostPatch(_In):
-    name: str | None = Field(default=None, max_length=63)
-    endpoints: list[str] | None = Field(default=None, max_length=8)
-    listen_port: int | None = None
-    wg_public_key: str | None = Field(default=None, max_length=64,
-                                      description="key rotation; with the host's own token only")
-    tags: list[str] | None = Field(default=None, max_length=32, description="admin only")
+    name: Name | None = None
+    endpoints: Endpoints | None = None
+    listen_port: Port | None = None
+    wg_public_key: WireguardKey | None = Field(default=None,
+                                               description="key rotation; with the host's own token only")
+    tags: Tags | None = Field(default=None, description="admin only")
 
 
 class HostAddress(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from typing import NewType
@@ -31,10 +32,17 @@ def new_id(kind: str, rng: secrets.SystemRandom | None = None, length: int = 12)
     return ID_PREFIXES[kind] + "_" + "".join(r.choice(_ALPHABET) for _ in range(length))
 
 
+def id_pattern(kind: str) -> str:
+    """The shape of every id of ``kind`` (also in the OpenAPI document), e.g. ``^net_[0-9a-z]{4,40}$``."""
+    return f"^{ID_PREFIXES[kind]}_[0-9a-z]{{4,40}}$"  # [0-9a-z] is _ALPHABET
+
+
+_ID_SHAPES = {kind: re.compile(id_pattern(kind)) for kind in ID_PREFIXES}
+
+
 def is_id(kind: str, value: str) -> bool:
-    prefix = ID_PREFIXES[kind] + "_"
-    rest = value[len(prefix):]
-    return value.startswith(prefix) and 4 <= len(rest) <= 40 and all(c in _ALPHABET for c in rest)
+    """Whether ``value`` can be an id of ``kind``; anything else names no record."""
+    return _ID_SHAPES[kind].fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

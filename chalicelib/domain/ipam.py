@@ -33,6 +33,10 @@ IPV4_MIN_PREFIX = 8
 IPV4_MAX_PREFIX = 29  # 6 usable addresses: smaller ranges are not a mesh
 IPV6_MIN_PREFIX = 32
 IPV6_MAX_PREFIX = 120
+# The written form of a range as the OpenAPI document gives it; parse_ipv4_range and
+# parse_ipv6_range check the address, the prefix length and what the range may be.
+IPV4_CIDR_PATTERN = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$"
+IPV6_CIDR_PATTERN = r"^[0-9A-Fa-f:.]+/[0-9]{1,3}$"
 
 AnyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -9,22 +9,75 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import re
+from typing import Any
 
 from ..errors import InvalidInputError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# The rules below are the one source for both these checks and the OpenAPI document
+# (chalicelib/api/schemas.py puts them into the request models' JSON Schema).
+NAME_MAX = 63
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+TAG_MAX, MAX_TAGS = 63, 32
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:._/-]{0,62}$"
+# 32 bytes in canonical base64: 42 free characters, one whose low 2 bits are zero, and "=".
+WIREGUARD_KEY_PATTERN = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"
+PORT_MIN, PORT_MAX = 1, 65535
+KEEPALIVE_MAX = 3600
+MTU_MIN, MTU_MAX = 1280, 9000  # 1280: IPv6's minimum MTU
+MAX_ENDPOINTS = 8
+# The shape of an endpoint: [IPv6]:port, or an IPv4 address or DNS name and :port.
+# `endpoint` also checks the address, the name's labels and the port's range.
+ENDPOINT_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
+ENDPOINT_MAX = 253 + 1 + 5  # the longest DNS name, ":" and a port
+# Request bodies are flat (an object of scalars and lists of strings); anything nested
+# deeper is not ours, and refusing it before parsing keeps the parser's recursion bounded.
+MAX_JSON_DEPTH = 32
+
+_NAME = re.compile(NAME_PATTERN)
+_TAG = re.compile(TAG_PATTERN)
+_ENDPOINT = re.compile(ENDPOINT_PATTERN)
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._/-]{0,62}$")
-MAX_ENDPOINTS = 8
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """``value`` quoted for a message, cut short so that a huge input gives a short message."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+
+
+def json_document(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse JSON text nested at most ``max_depth`` arrays/objects deep.
+
+    The depth is counted on the raw text (strings skipped) before the recursive parser
+    sees it, so tens of thousands of ``[`` cost one linear scan and a 400, not a
+    ``RecursionError``.
+
+    >>> json_document(b'{"a": [1, "]]"]}')
+    {'a': [1, ']]']}
+    """
+    depth = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
+        depth += 1 if m.group() in (b"[", b"{") else -1
+        if depth > max_depth:
+            raise InvalidInputError(f"body is nested deeper than {max_depth} levels; "
+                                    "send a flat JSON object as the API documents")
+    try:
+        return json.loads(raw)
+    except RecursionError:  # only if max_depth were set above the interpreter's limit
+        raise InvalidInputError("body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"body is not valid JSON: {e}") from None
 
 
 def name(value: str, field: str = "name") -> str:
     """1–63 characters: letters, digits, ``.``, ``_``, ``-``; starts with a letter or digit."""
     if not _NAME.fullmatch(value):
         raise InvalidInputError(
-            f"{field} {value!r} is not valid: use 1-63 letters, digits, '.', '_' or '-', "
+            f"{field} {quoted(value)} is not valid: use 1-63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit")
     return value
 
@@ -32,10 +85,10 @@ def name(value: str, field: str = "name") -> str:
 def tags(values: list[str]) -> tuple[str, ...]:
     for t in values:
         if not _TAG.fullmatch(t):
-            raise InvalidInputError(f"tag {t!r} is not valid: use 1-63 letters, digits, ':', '.', "
+            raise InvalidInputError(f"tag {quoted(t)} is not valid: use 1-63 letters, digits, ':', '.', "
                                     "'_', '/' or '-'")
-    if len(values) > 32:
-        raise InvalidInputError("at most 32 tags")
+    if len(values) > MAX_TAGS:
+        raise InvalidInputError(f"at most {MAX_TAGS} tags")
     return tuple(dict.fromkeys(values))
 
 
@@ -56,34 +109,59 @@ def wireguard_key(value: str, field: str = "wg_public_key") -> str:
 
 
 def port(value: int, field: str) -> int:
-    if not 1 <= value <= 65535:
-        raise InvalidInputError(f"{field} {value} is out of range: use 1-65535")
+    if not PORT_MIN <= value <= PORT_MAX:
+        raise InvalidInputError(f"{field} {value} is out of range: use {PORT_MIN}-{PORT_MAX}")
+    return value
+
+
+def keepalive(value: int) -> int:
+    """Persistent keepalive in seconds; 0 turns it off."""
+    if not 0 <= value <= KEEPALIVE_MAX:
+        raise InvalidInputError(f"keepalive {value} is out of range: use 0 (off) to {KEEPALIVE_MAX} seconds")
+    return value
+
+
+def mtu(value: int) -> int:
+    if not MTU_MIN <= value <= MTU_MAX:
+        raise InvalidInputError(f"mtu {value} is out of range: use {MTU_MIN}-{MTU_MAX} "
+                                f"({MTU_MIN} is IPv6's minimum)")
     return value
 
 
 def endpoint(value: str, field: str = "endpoints") -> str:
     """``host:port``: an IPv4 address, ``[IPv6]`` or a DNS name, and a port."""
     host, sep, port_text = value.rpartition(":")
+    shown = quoted(value)
     if not sep or not (port_text.isascii() and port_text.isdigit()):
-        raise InvalidInputError(f"{field} entry {value!r} must be host:port, e.g. "
+        raise InvalidInputError(f"{field} entry {shown} must be host:port, e.g. "
                                 "203.0.113.7:51820 or [2001:db8::7]:51820")
-    port(int(port_text), f"{field} entry {value!r} port")
-    if host.startswith("[") and host.endswith("]"):
+    # int() of thousands of digits is slow, and refused past Python's digit limit.
+    if len(port_text) > len(str(PORT_MAX)):
+        raise InvalidInputError(f"{field} entry {shown} port is out of range: use {PORT_MIN}-{PORT_MAX}")
+    port(int(port_text), f"{field} entry {shown} port")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if ":" in host and not bracketed:
+        raise InvalidInputError(f"{field} entry {shown}: write IPv6 addresses in brackets, "
+                                "e.g. [2001:db8::7]:51820")
+    shaped = _ENDPOINT.fullmatch(value) is not None
+    if bracketed:
         try:
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
-            raise InvalidInputError(f"{field} entry {value!r}: {host} is not an IPv6 address") from None
+            shaped = False
+        if not shaped:  # a zone index (%eth0) names an interface of this host only
+            raise InvalidInputError(f"{field} entry {shown}: {quoted(host)} is not an IPv6 address "
+                                    "(without a zone index)")
         return value
+    if not shaped:
+        raise InvalidInputError(f"{field} entry {shown}: {quoted(host)} is not an IP address or DNS name")
     try:
         ipaddress.IPv4Address(host)
         return value
     except ValueError:
         pass
-    if ":" in host:
-        raise InvalidInputError(f"{field} entry {value!r}: write IPv6 addresses in brackets, "
-                                "e.g. [2001:db8::7]:51820")
     if not _HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
-        raise InvalidInputError(f"{field} entry {value!r}: {host!r} is not an IP address or DNS name")
+        raise InvalidInputError(f"{field} entry {shown}: {quoted(host)} is not an IP address or DNS name")
     return value
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from ..domain import ipam, validate
 from ..domain.ids import NetworkId, new_id
 from ..domain.models import DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Network
-from ..errors import ConflictError, InvalidInputError, NotFoundError
+from ..errors import ConflictError, NotFoundError
 from .deps import Deps, retrying
 from .ports import PAGE_LIMIT_DEFAULT, NetworkRegistry, Page, page_limit
 
 
 def _check_settings(keepalive: int | None, mtu: int | None, listen_port: int | None) -> None:
-    if keepalive is not None and not 0 <= keepalive <= 3600:
-        raise InvalidInputError(f"keepalive {keepalive} is out of range: use 0 (off) to 3600 seconds")
-    if mtu is not None and not 1280 <= mtu <= 9000:
-        raise InvalidInputError(f"mtu {mtu} is out of range: use 1280-9000 (1280 is IPv6's minimum)")
+    if keepalive is not None:
+        validate.keepalive(keepalive)
+    if mtu is not None:
+        validate.mtu(mtu)
     if listen_port is not None:
         validate.port(listen_port, "listen_port")
 

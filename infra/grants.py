@@ -34,7 +34,7 @@ from aws_cdk import aws_iam as iam
 
 from chalicelib.adapters.dynamodb.items import KIND_INDEX
 from chalicelib.domain.ids import ID_PREFIXES
-from chalicelib.domain.protocol import network_topic
+from chalicelib.domain.protocol import host_inbox_topic, network_topic
 
 __all__ = ["Arns", "statements_for", "FUNCTIONS"]
 
@@ -85,6 +85,11 @@ class Arns:
     def broadcast_topics(self) -> str:
         return f"{self.iot}topic/{network_topic('*')}"
 
+    @property
+    def host_inboxes(self) -> str:
+        """Every host's command topic (a deleted host is told to resync: its /config then says so)."""
+        return f"{self.iot}topic/{host_inbox_topic(ID_PREFIXES['host'] + '_*')}"
+
 
 def _allow(sid: str, actions: list[str], resources: list[str],
            conditions: dict[str, dict[str, object]] | None = None) -> iam.PolicyStatement:
@@ -133,6 +138,7 @@ def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
                    [arns.things, arns.network_groups]),
             _allow("NetworkPolicies", ["iot:CreatePolicy", "iot:DeletePolicy"], [arns.network_policies]),
             _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
+            _allow("HostCommands", ["iot:Publish"], [arns.host_inboxes]),
         ]
     if function == "host_report":
         return [

@@ -1,5 +1,5 @@
 # skymesh — the two commands of the README, and a few more.
-.PHONY: up test deps lint bench clean synth
+.PHONY: up test deps lint bench clean synth mutate
 
 PY := .venv/bin/python
 # AWS tooling offline: no credentials or metadata service, pip only from the wheels
@@ -30,6 +30,9 @@ lint: deps
 
 bench: deps ## benchmarks; results and commands in BENCHMARKS.md
 	$(PY) bench/run_all.py
+
+mutate: deps ## mutation testing (mutmut) of the store's conditions, the stream and the agent runner; slow, not in test
+	$(PY) scripts/mutate.py
 
 demo: deps ## a lab of network namespaces: control plane + 4 agents, status table, ping matrix (root)
 	$(PY) -m skymesh.lab.demo

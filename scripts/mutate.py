@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="every mutant of the configured files")
     parser.add_argument("mutants", nargs="*", help="only these mutants (mutmut names or globs)")
     args = parser.parse_args(argv)
+    # `timeout` and service managers stop with SIGTERM: clean up as on ^C (mutmut, DynamoDB Local).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     names = [] if args.all else (args.mutants or FOCUS)
 
     sys.path.insert(0, str(ROOT))
@@ -54,10 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         db.start()
         try:
             env = {**os.environ, "SKYMESH_TEST_DYNAMODB_ENDPOINT": db.endpoint_url}
-            run = subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children), *names],
-                                 cwd=ROOT, env=env, check=False)
+            run = subprocess.Popen([str(mutmut), "run", "--max-children", str(args.max_children), *names],
+                                   cwd=ROOT, env=env)
+            try:
+                code = run.wait()
+            finally:  # stopped (timeout, ^C): stop mutmut too; results so far stay in mutants/
+                if run.poll() is None:
+                    run.terminate()
+                    run.wait(timeout=30)
             subprocess.run([str(mutmut), "results"], cwd=ROOT, env=env, check=False)  # survivors
-            return run.returncode
+            return code
         finally:
             db.stop()
 

@@ -17,7 +17,7 @@ from chalicelib.adapters.dynamodb import DynamoStore, ensure_table
 from chalicelib.adapters.dynamodb.table import table_definition
 from chalicelib.domain.ids import EnrollmentKeyId, HostId, NetworkId
 from chalicelib.domain.models import EnrollmentKey, Host, HostStatus, Network
-from chalicelib.errors import UnavailableError
+from chalicelib.errors import NotFoundError, UnavailableError
 from chalicelib.service.ports import (
     AddressTakenError,
     KeyRefusedError,
@@ -209,3 +209,30 @@ def test_a_host_update_refused_by_a_condition_says_which_and_writes_nothing(
     with pytest.raises(PublicKeyTakenError):  # the new key is claimed now, the old one freed
         store.register_host(_host(4, public_key="K" * 43 + "="), key, NOW)
     store.register_host(_host(5, public_key=first.public_key), key, NOW)
+
+
+def test_leaving_a_network_on_a_stale_read_is_refused_and_changes_nothing(local_store: DynamoStore) -> None:
+    store = local_store
+    first, _ = _registered(store)
+    before = _items(store)
+    with pytest.raises(StaleWriteError, match="host changed meanwhile"):
+        store.remove_host_from_network(replace(first, revision=0), NET)
+    assert _items(store) == before
+
+
+def test_a_network_with_members_is_not_deleted_and_a_deleted_one_leaves_nothing(
+        local_store: DynamoStore) -> None:
+    store = local_store
+    first, _ = _registered(store)  # a member, and its change still pending
+    with pytest.raises(StaleWriteError, match="still has members"):
+        store.delete_network(NET, store.network_registry().version)
+    assert store.get_network(NET) is not None
+
+    store.remove_host_from_network(first, NET)
+    store.delete_network(NET, store.network_registry().version)
+    assert [i for i in _items(store) if i["pk"]["S"].startswith("NET#")] == [], "nothing of it is left"
+    assert store.network_registry().entries == ()
+    with pytest.raises(NotFoundError):  # a second delete (a concurrent one) finds nothing to delete
+        store.delete_network(NET, store.network_registry().version)
+    with pytest.raises(NotFoundError):
+        store.mark_network_deleting(NET)

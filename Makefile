@@ -1,5 +1,5 @@
 # skymesh — the two commands of the README, and a few more.
-.PHONY: up test deps lint bench clean synth fuzz
+.PHONY: up test deps lint bench clean synth fuzz mutate
 
 PY := .venv/bin/python
 # AWS tooling offline: no credentials or metadata service, pip only from the wheels
@@ -33,6 +33,9 @@ bench: deps ## benchmarks; results and commands in BENCHMARKS.md
 
 fuzz: deps ## schemathesis from /v1/openapi.json, 5,000+ cases against the API on DynamoDB Local; one JSON line
 	$(PY) bench/fuzz.py --cases 5000 --examples 345
+
+mutate: deps ## mutation testing (mutmut) of the store's conditions, the stream and the agent runner; slow, not in test
+	$(PY) scripts/mutate.py
 
 demo: deps ## a lab of network namespaces: control plane + 4 agents, status table, ping matrix (root)
 	$(PY) -m skymesh.lab.demo

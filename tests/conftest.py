@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -34,3 +35,9 @@ def dynamodb_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield db.endpoint_url
     finally:
         db.stop()
+
+
+@pytest.fixture(scope="session")
+def ddb_endpoint(request: pytest.FixtureRequest) -> str:
+    """DynamoDB Local: the suite's own (or SKYMESH_TEST_DYNAMODB_ENDPOINT, to reuse one)."""
+    return os.environ.get("SKYMESH_TEST_DYNAMODB_ENDPOINT") or request.getfixturevalue("dynamodb_local")

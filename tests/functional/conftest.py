@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +25,6 @@ import app as app_module
 from chalicelib.adapters.dynamodb import ensure_table
 from chalicelib.service import Service
 from chalicelib.wiring import build_service
-
-
-@pytest.fixture(scope="session")
-def ddb_endpoint(request: pytest.FixtureRequest) -> str:
-    """DynamoDB Local: the suite's own (or SKYMESH_TEST_DYNAMODB_ENDPOINT, to reuse one)."""
-    return os.environ.get("SKYMESH_TEST_DYNAMODB_ENDPOINT") or request.getfixturevalue("dynamodb_local")
 
 
 @pytest.fixture(scope="session", autouse=True)

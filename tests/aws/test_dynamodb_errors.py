@@ -19,9 +19,11 @@ from chalicelib.domain.ids import EnrollmentKeyId, HostId, NetworkId
 from chalicelib.domain.models import EnrollmentKey, Host, HostStatus, Network
 from chalicelib.errors import NotFoundError, UnavailableError
 from chalicelib.service.ports import (
+    PAGE_LIMIT_MAX,
     AddressTakenError,
     KeyRefusedError,
     NetworkGoneError,
+    PendingIdentity,
     PublicKeyTakenError,
     StaleWriteError,
 )
@@ -121,7 +123,7 @@ def _items(store: DynamoStore) -> list[dict]:
 def test_a_status_report_for_a_missing_host_is_dropped_and_creates_nothing(local_store: DynamoStore) -> None:
     assert local_store.record_host_status("host_gone", HostStatus(online=True, last_seen=1)) is False
     assert local_store.get_host("host_gone") is None
-    assert local_store.list_hosts() == []
+    assert local_store.list_hosts(PAGE_LIMIT_MAX, None).items == ()
 
 
 def test_a_publish_lease_is_held_by_one_owner_until_it_expires(local_store: DynamoStore) -> None:
@@ -138,10 +140,16 @@ def test_a_publish_lease_is_held_by_one_owner_until_it_expires(local_store: Dyna
     assert local_store.acquire_publish_lease("net_missing", "me", now=NOW, ttl=30) is False
 
 
+def _register(store: DynamoStore, host: Host, key: EnrollmentKey, now: int) -> None:
+    """As the service registers: the pending identity first, then the transaction that commits it."""
+    store.begin_identity(PendingIdentity(host.id, now))
+    store.register_host(host, key, now)
+
+
 def _registered(store: DynamoStore) -> tuple[Host, EnrollmentKey]:
     key = _key(store)
     first = _host(1)
-    store.register_host(first, key, NOW)
+    _register(store, first, key, NOW)
     return first, replace(key, uses_left=4)
 
 
@@ -175,11 +183,12 @@ def test_a_registration_refused_by_a_condition_says_which_and_writes_nothing(
     candidate = setups[conflict]()
     if conflict == "key used up":
         key = _key(store, uses=1)
-        store.register_host(_host(3), key, NOW)
+        _register(store, _host(3), key, NOW)
     elif conflict == "key expired":
         key = _key(store, uses=None, expires_at=NOW + 60)
     elif conflict == "key deleted":
         key = replace(key, id=EnrollmentKeyId("ek_never"))
+    store.begin_identity(PendingIdentity(candidate.id, NOW + 60))
     before = _items(store)
 
     with pytest.raises(expected, match=message):
@@ -193,7 +202,7 @@ def test_a_host_update_refused_by_a_condition_says_which_and_writes_nothing(
     store = local_store
     first, key = _registered(store)
     second = _host(2)
-    store.register_host(second, key, NOW)
+    _register(store, second, key, NOW)
     current = store.get_host(first.id)
 
     with pytest.raises(PublicKeyTakenError):  # another host's key: its claim stays its own
@@ -207,8 +216,8 @@ def test_a_host_update_refused_by_a_condition_says_which_and_writes_nothing(
 
     store.update_host(current, replace(current, public_key="K" * 43 + "=", revision=2))
     with pytest.raises(PublicKeyTakenError):  # the new key is claimed now, the old one freed
-        store.register_host(_host(4, public_key="K" * 43 + "="), key, NOW)
-    store.register_host(_host(5, public_key=first.public_key), key, NOW)
+        _register(store, _host(4, public_key="K" * 43 + "="), key, NOW)
+    _register(store, _host(5, public_key=first.public_key), key, NOW)
 
 
 def test_leaving_a_network_on_a_stale_read_is_refused_and_changes_nothing(local_store: DynamoStore) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +33,11 @@ class Unreachable(RuntimeError):
 
 @dataclass(frozen=True)
 class FullConfig:
+    """The answer of ``/config``: full snapshots, and for networks the agent named, what it missed."""
+
     host_id: str
     snapshots: tuple[protocol.Snapshot, ...]
+    catch_ups: tuple[protocol.CatchUp, ...] = ()
 
 
 class ApiClient:
@@ -74,21 +79,37 @@ class ApiClient:
         assert out is not None
         return out
 
-    def config(self, host_id: str) -> FullConfig:
-        """The full snapshot of every network of this host."""
-        out = self._call("GET", f"/v1/hosts/{host_id}/config")
+    def config(self, host_id: str, known: Mapping[str, int] | None = None) -> FullConfig:
+        """Every network of this host: a full snapshot, or, for a network in ``known``
+        (network id → the seq we have), the deltas missed since, when the API still keeps them."""
+        query = ""
+        if known:
+            pairs = sorted(known.items())[: protocol.MAX_KNOWN_NETWORKS]
+            query = "?" + urllib.parse.urlencode({"known": ",".join(f"{n}:{q}" for n, q in pairs)})
+        out = self._call("GET", f"/v1/hosts/{host_id}/config{query}")
         assert out is not None
         try:
             snaps = tuple(protocol.Snapshot(
                 network=protocol.network_from_wire({**n["network"], "seq": n["seq"]}),
                 members=tuple(protocol.member_from_wire(n["network"]["id"], m) for m in n["members"]),
             ) for n in out["networks"])
-        except (KeyError, TypeError) as e:
+            catch_ups = tuple(protocol.CatchUp(
+                network_id=str(c["network_id"]), seq=int(c["seq"]),
+                deltas=tuple(_delta(d) for d in c["deltas"]),
+            ) for c in out.get("catch_ups", ()))
+        except (KeyError, TypeError, ValueError) as e:
             raise protocol.ProtocolError(f"bad /config answer: {e}") from None
-        return FullConfig(host_id=str(out["host_id"]), snapshots=snaps)
+        return FullConfig(host_id=str(out["host_id"]), snapshots=snaps, catch_ups=catch_ups)
 
     def update_endpoints(self, host_id: str, endpoints: list[str]) -> None:
         self._call("PATCH", f"/v1/hosts/{host_id}", {"endpoints": endpoints})
 
     def delete_host(self, host_id: str) -> None:
         self._call("DELETE", f"/v1/hosts/{host_id}")
+
+
+def _delta(d: Any) -> protocol.Delta:
+    msg = protocol.decode(d if isinstance(d, dict) else {})
+    if not isinstance(msg, protocol.Delta):
+        raise protocol.ProtocolError(f"a catch-up holds a {msg.type}, not a delta")
+    return msg

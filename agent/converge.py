@@ -76,6 +76,40 @@ class Tracker:
                 self._index(net_id, m)
         self._changes = Changes(full=True)
 
+    def catch_up(self, snapshots: Iterable[protocol.Snapshot], catch_ups: Iterable[protocol.CatchUp]) -> bool:
+        """Take a ``/config`` answer: full snapshots for some networks, missed deltas for the rest.
+
+        The host is then in exactly the networks named (others are left), and a delta costs
+        what it costs live. Returns False when a catch-up does not lead to its seq (a network
+        we do not know, a gap): the caller fetches full snapshots instead.
+        """
+        snapshots, catch_ups = list(snapshots), list(catch_ups)
+        named = {s.network.id for s in snapshots} | {c.network_id for c in catch_ups}
+        for net_id in [n for n in self._nets if n not in named]:
+            self._drop_network(net_id)
+        for snap in snapshots:
+            self._take_snapshot(snap)
+        for c in catch_ups:
+            if c.network_id not in self._nets:
+                return False
+            for d in c.deltas:
+                if self.on_delta(d) in (Outcome.GAP, Outcome.MEMBERSHIP):
+                    return False
+            if self._nets[c.network_id].network.seq < c.seq:
+                return False
+        return True
+
+    def _take_snapshot(self, snap: protocol.Snapshot) -> None:
+        net_id = snap.network.id
+        if (old := self._nets.pop(net_id, None)) is not None:
+            for m in old.members.values():
+                self._unindex(net_id, m)
+        if any(m.host_id == self.host_id for m in snap.members):
+            self._nets[net_id] = _Net(snap.network, {m.host_id: m for m in snap.members})
+            for m in snap.members:
+                self._index(net_id, m)
+        self._changes.full = True
+
     def on_delta(self, delta: protocol.Delta) -> Outcome:
         current = self._nets.get(delta.network_id)
         if current is None:
@@ -127,6 +161,10 @@ class Tracker:
     def seq(self, network_id: str) -> int | None:
         n = self._nets.get(network_id)
         return None if n is None else n.network.seq
+
+    def known(self) -> dict[str, int]:
+        """network id → the seq we have, for a catch-up (``/config?known=``)."""
+        return {net_id: n.network.seq for net_id, n in self._nets.items()}
 
     @property
     def network_ids(self) -> tuple[str, ...]:

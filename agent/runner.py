@@ -7,7 +7,8 @@ One worker thread owns all state. It
    because the API or the broker is unreachable);
 2. starts the MQTT link (the CRT client reconnects with jittered backoff);
 3. on every (re)connect subscribes to its inbox and its networks' broadcasts,
-   then fetches the full config over HTTPS (a resync), so nothing published
+   then asks the API over HTTPS for what it missed (a resync: the deltas since
+   the seq it has of each network, or full snapshots), so nothing published
    while it was away is missed; a subscription that fails while the connection
    stays up (a timeout under load, a refusal) is retried with jittered backoff,
    and a resync follows the first success, for what it did not hear meanwhile;
@@ -231,10 +232,15 @@ class Agent:
                 self.resync()
 
     # ---------------------------------------------------------------- resync
-    def resync(self) -> None:
-        """Fetch the full config over HTTPS and converge to it; retry with backoff on failure."""
+    def resync(self, full: bool = False) -> None:
+        """Fetch what we missed over HTTPS and converge to it; retry with backoff on failure.
+
+        We name the seq we have of each network, so after an outage in which nothing (or
+        little) changed the API answers with the deltas missed, not every member again.
+        ``full``: ask for full snapshots (after a catch-up that did not apply).
+        """
         try:
-            cfg = self.api.config(self.state.host_id)
+            cfg = self.api.config(self.state.host_id, None if full else self.tracker.known())
         except (Unreachable, protocol.ProtocolError) as e:
             self._retry_resync(str(e))
             return
@@ -246,7 +252,10 @@ class Agent:
                 return
             self._retry_resync(e.message, slow=e.status < 500)
             return
-        self.tracker.replace(cfg.snapshots)
+        if not self.tracker.catch_up(cfg.snapshots, cfg.catch_ups):
+            log.info("the catch-up did not apply; fetching full snapshots")
+            self.resync(full=True)
+            return
         self._resync_at, self._resync_backoff = None, self.t.resync_min
         self.last_sync, self.error = time.time(), None
         self.apply()

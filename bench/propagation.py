@@ -62,10 +62,10 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
         """At start-up every agent's /config is the one the parent fetched (members are
         network-wide); after that, the real call."""
 
-        def config(self, host_id: str) -> FullConfig:
+        def config(self, host_id: str, known: dict[str, int] | None = None) -> FullConfig:
             if live.is_set():
                 resyncs_live.append(host_id)
-                return super().config(host_id)
+                return super().config(host_id, known)
             return FullConfig(host_id=host_id, snapshots=shared)
 
         def update_endpoints(self, host_id: str, endpoints: list[str]) -> None:

@@ -70,7 +70,10 @@ def delete_host(call: Call) -> None:
 
 
 @api.route("/v1/hosts/{host_id}/config", "GET", auth=HOST, response=s.HostConfig,
-           summary="Full configuration snapshot of each of the host's networks")
+           query_model=s.ConfigQuery,
+           summary="Configuration of each of the host's networks: a full snapshot, or what it missed")
 def host_config(call: Call) -> s.HostConfig:
-    return s.HostConfig(host_id=call.caller.id, networks=[
-        serialize.network_config(c) for c in call.service.hosts.config(call.caller)])
+    cfg = call.service.hosts.config(call.caller, call.args.seqs())
+    return s.HostConfig(host_id=call.caller.id,
+                        networks=[serialize.network_config(c) for c in cfg.snapshots],
+                        catch_ups=[serialize.catch_up(u) for u in cfg.catch_ups])

@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema
 from ..domain import ipam
 from ..domain import validate as v
 from ..domain.ids import id_pattern
+from ..domain.protocol import MAX_KNOWN_NETWORKS
 from ..service.keys import MAX_USES
 from ..service.ports import PAGE_CURSOR_MAX, PAGE_CURSOR_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 
@@ -263,9 +264,64 @@ class NetworkSnapshot(BaseModel):
     peers: list[Peer]
 
 
+class WireNetwork(BaseModel):
+    """A network's settings as the update stream carries them."""
+
+    id: str
+    name: str
+    ipv4_cidr: str
+    ipv6_cidr: str
+    listen_port: int
+    keepalive: int
+    mtu: int
+    seq: int
+
+
+class WireDelta(BaseModel):
+    """One broadcast of a network's update stream, exactly as it went out over MQTT."""
+
+    v: int
+    type: str = Field(description='always "delta"')
+    network: str
+    seq: int
+    upsert: list[WireMember]
+    remove: list[str]
+    settings: WireNetwork | None = Field(default=None, exclude_if=lambda v: v is None,
+                                         description="only when the network's own settings changed")
+
+
+class CatchUp(BaseModel):
+    network_id: str
+    seq: int = Field(description="the network's seq once the deltas are applied")
+    deltas: list[WireDelta] = Field(description="what was missed since the seq given in ?known=, "
+                                    "in order; empty: nothing")
+
+
 class HostConfig(BaseModel):
     host_id: str
-    networks: list[NetworkSnapshot]
+    networks: list[NetworkSnapshot] = Field(description="full snapshots: every network not in "
+                                            "?known=, and those too far behind to catch up")
+    catch_ups: list[CatchUp] = Field(default_factory=list, description="for each network in "
+                                         "?known= that can catch up: the deltas missed")
+
+
+_NET_SEQ = f"{id_pattern('network')[1:-1]}:[0-9]{{1,15}}"
+
+
+class ConfigQuery(BaseModel):
+    """Query parameters of ``GET /v1/hosts/{host_id}/config``."""
+
+    known: str | None = Field(
+        default=None, max_length=MAX_KNOWN_NETWORKS * 64,
+        pattern=f"^{_NET_SEQ}(,{_NET_SEQ}){{0,{MAX_KNOWN_NETWORKS - 1}}}$",
+        description=f"networks the agent has, as network_id:seq pairs separated by commas (at most "
+                    f"{MAX_KNOWN_NETWORKS}); each is answered with the deltas missed since, when "
+                    "they are still kept, instead of a full snapshot")
+
+    def seqs(self) -> dict[str, int]:
+        if not self.known:
+            return {}
+        return {net: int(seq) for net, seq in (pair.split(":") for pair in self.known.split(","))}
 
 
 class ErrorBody(BaseModel):

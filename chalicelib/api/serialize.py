@@ -56,3 +56,8 @@ def network_config(c: NetworkConfig) -> s.NetworkSnapshot:
                       allowed_ips=list(p.allowed_ips), persistent_keepalive=p.keepalive)
                for p in view.peers],
     )
+
+
+def catch_up(u: protocol.CatchUp) -> s.CatchUp:
+    return s.CatchUp(network_id=u.network_id, seq=u.seq,
+                           deltas=[s.WireDelta.model_validate(protocol.to_wire(d)) for d in u.deltas])

@@ -60,6 +60,9 @@ ROOT = "sm"
 HOST_STATUS_FILTER = f"{ROOT}/h/+/status"
 
 MAX_MESSAGE_BYTES = 128 * 1024
+# Networks an agent names in one catch-up (``GET /config?known=``); beyond these it gets full
+# snapshots. A host in more networks than this is far outside what a mesh of ours looks like.
+MAX_KNOWN_NETWORKS = 64
 """AWS IoT Core's limit for one MQTT message; the broker refuses anything larger."""
 
 # Bounds of a status report. Any host can publish one, so each field has a limit and
@@ -191,6 +194,19 @@ class Snapshot:
     @property
     def seq(self) -> int:
         return self.network.seq
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What a host at some seq of a network missed: the deltas up to ``seq``, in order.
+
+    The answer ``GET /config?known=…`` gives for a network the agent named, when those
+    deltas are still kept; no deltas: the agent is current.
+    """
+
+    network_id: str
+    seq: int
+    deltas: tuple[Delta, ...] = ()
 
 
 @dataclass(frozen=True)

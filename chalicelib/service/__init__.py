@@ -11,7 +11,7 @@ from ..domain.models import Network
 from ..errors import ConflictError, UnavailableError
 from .auth import Auth
 from .deps import Deps, Settings, log, retrying
-from .hosts import Hosts, NetworkConfig, Registration
+from .hosts import HostConfig, Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
 from .networks import Networks
 from .orphans import Orphans
@@ -19,7 +19,7 @@ from .ports import StaleWriteError
 from .status import Status
 from .stream import Stream
 
-__all__ = ["Service", "Deps", "Settings", "Registration", "NetworkConfig"]
+__all__ = ["Service", "Deps", "Settings", "Registration", "NetworkConfig", "HostConfig"]
 
 
 class Service:

@@ -21,6 +21,10 @@ class Settings:
     offline_after: int = 660  # seconds without a report before a host shows offline
     publish_lease_ttl: int = 30
     max_delta_hosts: int = 200  # hosts per broadcast; larger bursts go out in several
+    # Deltas kept per network for agents that catch up (GET /config?known=…); an agent
+    # further behind gets a full snapshot of that network.
+    delta_log_keep: int = 64
+    delta_log_ttl: int = 24 * 3600
     max_key_networks: int = 16  # a registration is one transaction of <= 100 items
     # A registration's pending identity older than this is an orphan: far above the
     # longest registration (a Lambda runs at most 30 s).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ..domain import ipam, protocol, validate
@@ -40,6 +41,22 @@ class Registration:
 class NetworkConfig:
     snapshot: protocol.Snapshot
     view: HostView
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Every network of a host: a full snapshot, or (for one it said it knows) the deltas it missed."""
+
+    snapshots: tuple[NetworkConfig, ...]
+    catch_ups: tuple[protocol.CatchUp, ...] = ()
+
+
+# A catch-up is sent as deltas only while they stay small; beyond, the full snapshot is cheaper
+# to apply (and a burst of large deltas would pass API Gateway's and Lambda's 6 MB).
+CATCH_UP_MAX_BYTES = 256 * 1024
+# How long a catch-up waits to send a change that is stored but not broadcast yet (the broker
+# was down when it was made) before it answers with the full snapshot instead.
+CATCH_UP_FLUSH_WAIT = 2.0
 
 
 def observed_endpoint(source_ip: str | None, listen_port: int) -> str | None:
@@ -169,19 +186,55 @@ class Hosts:
         """
         return self._d.store.list_hosts(page_limit(limit), cursor)
 
-    def config(self, host: Host) -> list[NetworkConfig]:
-        """A full snapshot of each of the host's networks, with the host's own view of it."""
-        out = []
+    def config(self, host: Host, known: Mapping[str, int] | None = None) -> HostConfig:
+        """Each of the host's networks: a full snapshot with the host's own view of it, or,
+        for a network in ``known`` (network id → the seq the host has), what it missed.
+
+        An agent that reconnects after an outage passes what it has; when nothing changed
+        the answer costs two small reads per network instead of every member. It gets the
+        full snapshot when the missed deltas are no longer kept (or would be large), when
+        it is ahead (the network was re-created), and when a change is stored but could
+        not be broadcast within :data:`CATCH_UP_FLUSH_WAIT` — which this call tries first,
+        so the broadcast a broker outage held back goes out with the first agent back.
+        """
+        known = known or {}
+        snapshots, catch_ups = [], []
         for network_id in host.network_ids:
+            if network_id in known and (catch_up := self._catch_up(network_id, known[network_id])):
+                catch_ups.append(catch_up)
+                continue
             snap = self._d.store.network_snapshot(network_id)
             if snap is None:
                 continue
             network, members = snap
             if not any(m.host_id == host.id for m in members):
                 continue
-            out.append(NetworkConfig(protocol.Snapshot(network, tuple(members)),
-                                     host_view(host.id, network, members)))
-        return out
+            snapshots.append(NetworkConfig(protocol.Snapshot(network, tuple(members)),
+                                           host_view(host.id, network, members)))
+        return HostConfig(tuple(snapshots), tuple(catch_ups))
+
+    def _catch_up(self, network_id: NetworkId, seq: int) -> protocol.CatchUp | None:
+        """The deltas after ``seq`` of a network, or None when a full snapshot must be sent."""
+        store = self._d.store
+        if store.pending_changes(network_id, limit=1):
+            self._stream.flush(network_id, wait=CATCH_UP_FLUSH_WAIT)
+            if store.pending_changes(network_id, limit=1):
+                return None
+        network = store.get_network(network_id)
+        if network is None or seq > network.seq or network.seq - seq > self._d.settings.delta_log_keep:
+            return None
+        logged = store.deltas_since(network_id, seq, limit=network.seq - seq) if network.seq > seq else []
+        if [s for s, _ in logged] != list(range(seq + 1, network.seq + 1)):
+            return None  # a hole: a delta that was never logged or is gone
+        if sum(len(p) for _, p in logged) > CATCH_UP_MAX_BYTES:
+            return None
+        deltas = []
+        for _, payload in logged:
+            msg = protocol.decode(payload)
+            if not isinstance(msg, protocol.Delta):
+                return None
+            deltas.append(msg)
+        return protocol.CatchUp(network_id, network.seq, tuple(deltas))
 
     # ------------------------------------------------------------------ change
     def update(self, host_id: str, *, name: str | None = None, wg_public_key: str | None = None,

@@ -374,3 +374,15 @@ class Store(Protocol):
 
     def clear_pending(self, network_id: str, change_ids: Sequence[str]) -> None: ...
     def networks_with_pending(self) -> list[NetworkId]: ...
+
+    def log_delta(self, network_id: str, seq: int, payload: bytes, *, expires_at: int, keep: int) -> None:
+        """Keep the delta broadcast at ``seq`` for agents that catch up, and forget the one at
+        ``seq - keep`` (older ones also go when ``expires_at`` passes)."""
+        ...
+
+    def deltas_since(self, network_id: str, seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """The logged deltas after ``seq``, oldest first, at most ``limit``: ``(seq, payload)``.
+
+        The log may have holes (a delta that was never logged, or is gone): callers check
+        that the sequence numbers follow each other."""
+        ...

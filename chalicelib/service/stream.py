@@ -7,6 +7,10 @@ as they are now, publishes it and clears what it sent. So a burst of changes is
 coalesced into few messages, sequence numbers never skip on success, a call
 returns once its change is on the wire, and a crash leaves pending changes for
 the next writer or the sweeper.
+
+Each delta is also kept in a short log (the last ``delta_log_keep`` per network),
+so an agent that reconnects asks only for what it missed: after an outage in
+which nothing changed that is one cheap call, not a full snapshot per agent.
 """
 
 from __future__ import annotations
@@ -84,7 +88,13 @@ class Stream:
             remove=tuple(h for h in host_ids if h not in current),
             network=network if any(p.settings for p in batch) else None,
         )
-        self._d.publisher.publish(protocol.network_topic(network_id), protocol.encode(delta))
+        payload = protocol.encode(delta)
+        settings = self._d.settings
+        # Logged before it is sent: an agent that was away asks for what it missed
+        # (Hosts.config with ``known``), and so does one that saw a gap.
+        store.log_delta(network_id, delta.seq, payload, keep=settings.delta_log_keep,
+                        expires_at=self._d.clock.now() + settings.delta_log_ttl)
+        self._d.publisher.publish(protocol.network_topic(network_id), payload)
         store.clear_pending(network_id, [p.id for p in batch])
 
     def sweep(self) -> int:

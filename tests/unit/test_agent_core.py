@@ -204,3 +204,58 @@ def test_the_peers_a_delta_touched_are_what_a_full_recomputation_gives(script):
             else:
                 applied[key] = want
         assert applied == dict(full)
+
+
+@settings(max_examples=100, deadline=None)
+@given(delta_scripts(), st.integers(0, 25))
+def test_a_catch_up_with_the_deltas_missed_equals_what_the_live_agent_has(script, cut):
+    """An agent away from ``cut`` on, caught up from the logged deltas, holds what an agent that
+    heard every broadcast holds, and the peers it touches are what a full recomputation gives."""
+    me_a, me_b = member("net_a", 1), member("net_b", 1)
+    start = [protocol.Snapshot(net("net_a"), (me_a,)),
+             protocol.Snapshot(net("net_b", v4="100.65.0.0/16", v6="fd00:2::/64"), (me_b,))]
+    live, away = Tracker("host_1", start), Tracker("host_1", start)
+    away.take_changes()
+    missed: dict[str, list[protocol.Delta]] = {"net_a": [], "net_b": []}
+    for i, (net_id, op, n, k, ep) in enumerate(script):
+        seq = live.seq(net_id) + 1
+        if op == "upsert":
+            m = member(net_id, n, KEYS[k], f"198.18.{ep}.{n}:51820")
+            delta = protocol.Delta(net_id, seq, upsert=(m,))
+        elif op == "remove":
+            delta = protocol.Delta(net_id, seq, remove=(f"host_{n}",))
+        else:
+            delta = protocol.Delta(net_id, seq, network=net(net_id, seq).with_changes(keepalive=ep * 10))
+        assert live.on_delta(delta) is Outcome.APPLIED
+        if i < cut:
+            assert away.on_delta(delta) is Outcome.APPLIED
+        else:
+            missed[net_id].append(delta)
+    applied = dict(away.device(51820).peers)
+    away.take_changes()
+    assert away.catch_up([], [protocol.CatchUp(n, live.seq(n), tuple(d)) for n, d in missed.items()])
+    assert away.snapshots == live.snapshots
+    changes, full = away.take_changes(), away.device(51820).peers
+    if not changes.full:
+        for key in changes.keys:
+            want = away.peer(key)
+            applied.pop(key, None) if want is None else applied.__setitem__(key, want)
+        assert applied == dict(full)
+
+
+def test_a_catch_up_that_does_not_reach_its_seq_or_names_an_unknown_network_is_refused(three):
+    network, members = three
+    t = Tracker("host_1", [protocol.Snapshot(network, tuple(members))])
+    assert not t.catch_up([], [protocol.CatchUp("net_a", 3, (protocol.Delta("net_a", 2),))])  # 3 missing
+    t = Tracker("host_1", [protocol.Snapshot(network, tuple(members))])
+    assert not t.catch_up([], [protocol.CatchUp("net_a", 1), protocol.CatchUp("net_z", 4)])
+    t = Tracker("host_1", [protocol.Snapshot(network, tuple(members))])
+    assert not t.catch_up([], [protocol.CatchUp("net_a", 3, (protocol.Delta("net_a", 3),))])  # a gap
+
+
+def test_a_catch_up_leaves_the_networks_the_answer_does_not_name(three):
+    network, members = three
+    other = protocol.Snapshot(net("net_b", v4="100.65.0.0/16", v6="fd00:2::/64"), (member("net_b", 1),))
+    t = Tracker("host_1", [protocol.Snapshot(network, tuple(members)), other])
+    assert t.catch_up([], [protocol.CatchUp("net_b", 1)])
+    assert t.network_ids == ("net_b",) and t.take_changes().full

@@ -38,16 +38,21 @@ def snapshot(seq: int, members: list[Member]) -> protocol.Snapshot:
 
 
 class ScriptedApi:
-    """Answers /config with ``self.answer`` (a snapshot list, or an exception to raise)."""
+    """Answers /config with ``self.answer`` (a snapshot list, a FullConfig, or an exception to
+    raise), as an API that ignores ``known`` would; ``self.known`` records what each call named."""
 
     def __init__(self, answer) -> None:  # noqa: ANN001
         self.answer = answer
         self.calls = 0
+        self.known: list[dict[str, int] | None] = []
 
-    def config(self, host_id: str) -> FullConfig:
+    def config(self, host_id: str, known: dict[str, int] | None = None) -> FullConfig:
         self.calls += 1
+        self.known.append(known)
         if isinstance(self.answer, Exception):
             raise self.answer
+        if isinstance(self.answer, FullConfig):
+            return self.answer
         return FullConfig(host_id=host_id, snapshots=tuple(self.answer))
 
     def update_endpoints(self, host_id: str, endpoints: list[str]) -> None:
@@ -146,6 +151,36 @@ def test_a_gap_means_a_full_resync(tmp_path, members):
     agent.handle(Received("sm/n/net_a", protocol.encode(protocol.Delta(NET, 10, remove=("host_3",)))))
     assert api.calls == 2 and agent.tracker.seq(NET) == 10
     assert members[2].public_key in peer_keys(backend)  # the delta at 10 was not applied on top of 7
+    assert later[3].public_key in peer_keys(backend)
+
+
+def test_a_gap_is_healed_by_the_deltas_missed_one_peer_at_a_time(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, _ = make_agent(tmp_path, api)
+    agent.boot()
+    agent.handle(Connected())
+    newcomer = member(5)
+    missed = (protocol.Delta(NET, 8, upsert=(newcomer,)), protocol.Delta(NET, 9, remove=("host_3",)))
+    api.answer = FullConfig("host_1", (), (protocol.CatchUp(NET, 9, missed),))
+    before = len(backend.applies)
+    agent.handle(Received("sm/n/net_a", protocol.encode(protocol.Delta(NET, 9, remove=("host_3",)))))
+    assert api.known[-1] == {NET: 7} and agent.tracker.seq(NET) == 9
+    (diff,) = backend.applies[before:]  # the two missed deltas, not the whole network again
+    assert [p.public_key for p in diff.upsert] == [newcomer.public_key]
+    assert diff.remove == (members[2].public_key,)
+
+
+def test_a_catch_up_that_does_not_apply_falls_back_to_full_snapshots(tmp_path, members):
+    api = ScriptedApi([snapshot(7, members)])
+    agent, backend, _ = make_agent(tmp_path, api)
+    agent.boot()
+    agent.handle(Connected())
+    later = [*members, member(5)]
+    answers = iter([FullConfig("host_1", (), (protocol.CatchUp(NET, 12),)),  # says 12, brings nothing
+                    FullConfig("host_1", (snapshot(12, later),))])
+    api.config = lambda host_id, known=None: (api.known.append(known), next(answers))[1]  # type: ignore
+    agent.resync()
+    assert api.known[-2:] == [{NET: 7}, None] and agent.tracker.seq(NET) == 12
     assert later[3].public_key in peer_keys(backend)
 
 

@@ -8,6 +8,8 @@ Layout (``pk`` / ``sk``):
 ``NET#<id>``                ``MEMBER#<host>``     one host's WireGuard view in the network
 ``NET#<id>``                ``IP#<address>``      claim of an overlay address
 ``NET#<id>``                ``PEND#<change>``     a committed change not yet broadcast
+``NET#<id>``                ``DELTA#<seq>``       the delta broadcast at ``seq`` (the last few,
+                                                  for agents catching up; TTL ``expires_at``)
 ``WGKEY#<public key>``      ``CLAIM``             a WireGuard key belongs to one host
 ``HOST#<id>``               ``META``              host record and last status
 ``IDENTITY#<host id>``      ``PENDING``           a registration under way (certificate not
@@ -87,6 +89,11 @@ class _PendingItem(_Item):
     settings = BooleanAttribute(default=False)
 
 
+class _DeltaItem(_Item):
+    payload = UnicodeAttribute()  # the message as published (protocol.encode)
+    expires_at = NumberAttribute()  # the table's TTL attribute
+
+
 class _HostItem(_Item):
     kind = UnicodeAttribute(null=True)
     id = UnicodeAttribute()
@@ -148,6 +155,7 @@ class Items:
     member: Any
     claim: Any
     pending: Any
+    delta: Any
     host: Any
     identity: Any
     key: Any
@@ -189,6 +197,7 @@ def bind(table: str, host: str | None, region: str) -> Items:
         member=make(_MemberItem, False),
         claim=make(_ClaimItem, False),
         pending=make(_PendingItem, True),
+        delta=make(_DeltaItem, False),
         host=make(_HostItem, True),
         identity=make(_IdentityItem, True),
         key=make(_KeyItem, True),

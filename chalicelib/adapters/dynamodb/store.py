@@ -107,6 +107,10 @@ def _member_sk(host_id: str) -> str:
     return f"MEMBER#{host_id}"
 
 
+def _delta_sk(seq: int) -> str:
+    return f"DELTA#{seq:012d}"  # zero-padded: sort order is seq order
+
+
 def _ip_sk(address: str) -> str:
     return f"IP#{address}"
 
@@ -871,3 +875,21 @@ class DynamoStore:
 
     def networks_with_pending(self) -> list[NetworkId]:
         return sorted({NetworkId(i.network_id) for i in self._by_kind(self._items.pending, "pending")})
+
+    def log_delta(self, network_id: str, seq: int, payload: bytes, *, expires_at: int, keep: int) -> None:
+        d, pk = self._items.delta, _net_pk(network_id)
+
+        def run() -> None:
+            with d.batch_write() as batch:
+                batch.save(d(pk, _delta_sk(seq), payload=payload.decode(), expires_at=expires_at))
+                if seq - keep > 0:
+                    batch.delete(d(pk, _delta_sk(seq - keep)))
+
+        self._guard(run)
+
+    def deltas_since(self, network_id: str, seq: int, limit: int) -> list[tuple[int, bytes]]:
+        d = self._items.delta
+        items = self._guard(lambda: list(d.query(
+            _net_pk(network_id), d.sk.between(_delta_sk(seq + 1), _delta_sk(10**12 - 1)),
+            consistent_read=True, limit=limit)))
+        return [(int(i.sk.removeprefix("DELTA#")), i.payload.encode()) for i in items]

@@ -195,6 +195,12 @@ class Agent:
                if t is not None]
         return min(1.0, max(0.0, min(due) - time.monotonic())) if due else 1.0
 
+    @property
+    def listening(self) -> bool:
+        """Connected, and subscribed to every topic it wants (no retry pending)."""
+        return (self.connected and self._sub_at is None and bool(self._subs)
+                and all(s.state == "subscribed" for s in self._subs.values()))
+
     # ---------------------------------------------------------------- events
     def handle(self, ev: object) -> None:
         if isinstance(ev, Connected):

@@ -139,7 +139,7 @@ def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, 
     for th in threads:
         th.start()
     deadline = time.monotonic() + 60 + n * 0.2
-    while not all(a.connected and a._subscribed and a.tracker.network_ids for a in agents):
+    while not all(a.listening and a.tracker.network_ids for a in agents):
         if time.monotonic() > deadline:
             conn.send(("error", f"only {sum(a.connected for a in agents)}/{n} agents connected"))
             return

@@ -86,11 +86,15 @@ def test_the_admin_key_step_makes_no_certificate_authority(
     def no_ca(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("the admin-key step made a certificate authority")
 
+    table = "skymesh-bootstrap-no-ca"  # a table no other test used in this process
+    boto3.client("dynamodb", region_name=REGION).create_table(**table_definition(table))
     with monkeypatch.context() as patched:
         patched.setattr(local_ca, "create_ca", no_ca)
-        response, _ = _run(_event(ADMIN_KEY_TYPE, SecretId=aws["secret_arn"], TableName=TABLE))
+        response, _ = _run(_event(ADMIN_KEY_TYPE, SecretId=aws["secret_arn"], TableName=table))
     assert response["Status"] == "SUCCESS", response["Reason"]
-    assert _service().auth.admin(_secret(aws)).name == "admin"
+    token = _secret(aws)
+    assert build_service(StageConfig(adapters="memory", table=table, region=REGION)).auth.admin(
+        token).name == "admin"
 
 
 def test_update_keeps_a_valid_key(aws: dict[str, Any]) -> None:

@@ -19,12 +19,12 @@ import threading
 from dataclasses import dataclass, field
 
 from .clock import SystemClock
-from .config import ConfigError, StageConfig
+from .config import StageConfig
 from .service import Deps, Service
 from .service.auth import Auth
 from .service.ports import Clock, HostIdentity, Publisher, Store
 
-__all__ = ["build_service", "get_service", "set_service", "admin_keys", "ConfigError", "StageConfig"]
+__all__ = ["build_service", "get_service", "set_service", "admin_keys"]
 
 _lock = threading.Lock()
 _service: Service | None = None

@@ -7,8 +7,8 @@ from typing import Any
 from aws_cdk.assertions import Match
 
 from chalicelib.adapters.aws_iot_policies import host_status_rule_sql
-from chalicelib.config import VARIABLES
 from chalicelib.adapters.dynamodb.table import table_definition
+from chalicelib.config import VARIABLES
 from chalicelib.domain.protocol import HOST_STATUS_FILTER
 from infra.stack import API_STAGE, CHALICE_FUNCTIONS, TTL_ATTRIBUTE
 

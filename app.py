@@ -9,7 +9,7 @@ from chalice import Chalice, Rate
 
 from chalicelib.api import ALL
 from chalicelib.api.chalice_errors import chalice_errors_in_our_shape
-from chalicelib.wiring import build_service
+from chalicelib.wiring import get_service
 
 app = Chalice(app_name="skymesh")
 app.log.setLevel(logging.INFO)
@@ -33,22 +33,22 @@ def host_report(event: dict[str, Any], context: Any) -> dict[str, Any]:
         app.log.warning("host_report: dropped an event without a host id from the topic")
         return {"recorded": False}
     payload = {k: v for k, v in event.items() if k != "host_id"}
-    return {"recorded": build_service().status.record(event["host_id"], payload)}
+    return {"recorded": get_service().status.record(event["host_id"], payload)}
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="mark_offline")
 def mark_offline(event: Any) -> dict[str, Any]:
     """Hosts whose reports stopped show offline."""
-    return {"offline": build_service().status.mark_offline()}
+    return {"offline": get_service().status.mark_offline()}
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="sweep_broadcasts")
 def sweep_broadcasts(event: Any) -> dict[str, Any]:
     """Broadcast changes a failed or interrupted publish left pending."""
-    return {"published": build_service().stream.sweep()}
+    return {"published": get_service().stream.sweep()}
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="sweep_orphans")
 def sweep_orphans(event: Any) -> dict[str, Any]:
     """Remove the certificate and broker access of registrations that died before their commit."""
-    return {"discarded": build_service().orphans.sweep()}
+    return {"discarded": get_service().orphans.sweep()}

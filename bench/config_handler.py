@@ -50,10 +50,10 @@ def main() -> None:
 
         import app as app_module
         from chalicelib.adapters.dynamodb import ensure_table
-        from chalicelib.wiring import build_service
+        from chalicelib.wiring import get_service
 
         ensure_table(table, endpoint, "us-east-1")
-        svc = build_service()
+        svc = get_service()
         net = svc.networks.create(name="bench", ipv4_cidr="100.64.0.0/16")
         key, _ = svc.keys.create(networks=[net.id], unlimited=True)
         tls = ec.generate_private_key(ec.SECP256R1())

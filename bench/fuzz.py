@@ -95,9 +95,10 @@ def api_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
 
 def credentials(api: str, env: dict[str, str]) -> dict[str, str]:
     """An admin key, and a network, enrollment key and host made with it, with their tokens."""
+    from chalicelib.config import StageConfig
     from chalicelib.wiring import build_service
 
-    admin = build_service(env).ensure_admin_key()
+    admin = build_service(StageConfig.from_env(env)).ensure_admin_key()
     code, net = call(api, "POST", "/v1/networks", admin, {"name": "fuzz", "ipv4_cidr": "100.64.0.0/16"})
     assert code == 201, net
     code, key = call(api, "POST", "/v1/enrollment-keys", admin, {"networks": [net["id"]], "unlimited": True})

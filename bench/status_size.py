@@ -57,10 +57,10 @@ def main() -> None:
         import app as app_module
         from chalicelib.adapters.dynamodb import ensure_table
         from chalicelib.adapters.dynamodb.size import item_size
-        from chalicelib.wiring import build_service
+        from chalicelib.wiring import get_service
 
         ensure_table(table, endpoint, "us-east-1")
-        admin = build_service().ensure_admin_key()
+        admin = get_service().ensure_admin_key()
         items = boto3.resource("dynamodb", endpoint_url=endpoint, region_name="us-east-1").Table(table)
         with Client(app_module.app, project_dir=str(Path(__file__).parent)) as client:
             def call(method: str, path: str, body: Any = None, token: str = admin) -> Any:

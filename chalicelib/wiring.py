@@ -1,85 +1,98 @@
-"""Composition root: the stage's environment → a :class:`~chalicelib.service.Service`.
+"""Composition root: a :class:`~chalicelib.config.StageConfig` → a :class:`~chalicelib.service.Service`.
 
-Read at call time (Lambda configuration comes from the stage's environment, and
-Chalice's test client sets it only during a call); one service is kept per
-distinct configuration so connections are reused across invocations.
+The handlers (``app.py``, ``chalicelib/api``) get the process's service from
+:func:`get_service`: made on first use from the environment, read once
+(:meth:`StageConfig.from_env`), then kept for the life of the process so connections
+are reused across invocations. Tests put their own service in place with
+:func:`set_service`, as the Chalice todo sample does with ``get_app_db()``:
 
-Variables:
-
-- ``SKYMESH_TABLE`` (default ``skymesh``), ``SKYMESH_DYNAMODB_ENDPOINT`` (local only),
-  ``AWS_REGION`` / ``AWS_DEFAULT_REGION``
-- ``SKYMESH_PUBLISHER``: ``mqtt`` (local broker), ``iot`` (AWS IoT Data) or ``memory`` (tests)
-- ``SKYMESH_IDENTITY``: ``local`` (local CA + Mosquitto ACLs), ``iot`` (AWS IoT registry)
-  or ``memory`` (tests)
-- ``SKYMESH_OFFLINE_AFTER``: seconds without a status report before a host is offline
-- ``SKYMESH_ORPHAN_AFTER``: seconds after which an unfinished registration's certificate
-  is removed by ``sweep_orphans``
-- adapter-specific variables: see ``adapters/local_env.py`` and ``adapters/aws_env.py``
+>>> set_service(build_service(StageConfig(adapters="memory", table="t")))  # doctest: +SKIP
+>>> ...                                            # the handlers now use that service
+>>> set_service(None)                              # back to the stage's environment
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from .clock import SystemClock
-from .errors import SkymeshError
-from .service import Deps, Service, Settings
+from .config import StageConfig
+from .service import Deps, Service
+from .service.auth import Auth
+from .service.ports import Clock, HostIdentity, Publisher, Store
 
-__all__ = ["build_service", "ConfigurationError"]
+__all__ = ["build_service", "get_service", "set_service", "admin_keys"]
 
 _lock = threading.Lock()
-_cache: dict[tuple[tuple[str, str], ...], Service] = {}
+_service: Service | None = None
 
 
-class ConfigurationError(SkymeshError):
-    status = 500
-    code = "misconfigured"
-
-
-def _region(env: Mapping[str, str]) -> str:
-    return env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-
-
-def _signature(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    keys = [k for k in env if k.startswith("SKYMESH_")] + ["AWS_REGION", "AWS_DEFAULT_REGION"]
-    return tuple(sorted((k, env[k]) for k in keys if k in env))
-
-
-def build_service(env: Mapping[str, str] | None = None) -> Service:
-    """The service for this configuration (cached per distinct configuration)."""
-    env = os.environ if env is None else env
-    sig = _signature(env)
-    with _lock:
-        service = _cache.get(sig)
-        if service is None:
-            service = _cache[sig] = _build(env)
+def get_service() -> Service:
+    """The service of this process: the one :func:`set_service` put in place, or else the
+    one the environment describes (read on first use; :class:`ConfigError` when the stage
+    is set up wrongly, read again on the next call)."""
+    global _service
+    service = _service
+    if service is not None:
         return service
+    with _lock:
+        if _service is None:
+            _service = build_service(StageConfig.from_env(os.environ))
+        return _service
 
 
-def _build(env: Mapping[str, str]) -> Service:
+def set_service(service: Service | None) -> None:
+    """Make :func:`get_service` return ``service`` (tests); ``None``: build it from the
+    environment again on the next use."""
+    global _service
+    with _lock:
+        _service = service
+
+
+def build_service(config: StageConfig) -> Service:
+    """A new service with the adapters ``config`` names (no connection is made yet, except
+    the AWS IoT endpoint lookup when the endpoint is not configured)."""
+    publisher, identity = _adapters(config)
+    store = _store(config.table, endpoint_url=config.dynamodb_endpoint, region=config.region)
+    return Service(Deps(store=store, publisher=publisher, identity=identity, clock=SystemClock(),
+                        settings=config.settings))
+
+
+def _store(table: str, *, endpoint_url: str | None, region: str) -> Store:
     from .adapters.dynamodb import DynamoStore
 
-    store = DynamoStore(env.get("SKYMESH_TABLE", "skymesh"),
-                        endpoint_url=env.get("SKYMESH_DYNAMODB_ENDPOINT") or None,
-                        region=_region(env))
-    publisher_kind = env.get("SKYMESH_PUBLISHER", "iot")
-    identity_kind = env.get("SKYMESH_IDENTITY", "iot")
-    if (publisher_kind, identity_kind) == ("memory", "memory"):  # tests and dry runs
-        from .adapters.memory import MemoryIdentity, RecordingPublisher
-        publisher, identity = RecordingPublisher(), MemoryIdentity()
-    elif (publisher_kind, identity_kind) == ("mqtt", "local"):
-        from .adapters.local_env import local_adapters_from_env
-        publisher, identity = local_adapters_from_env(env)
-    elif (publisher_kind, identity_kind) == ("iot", "iot"):
-        from .adapters.aws_env import aws_adapters_from_env
-        publisher, identity = aws_adapters_from_env(env)
-    else:
-        raise ConfigurationError(
-            f"unsupported SKYMESH_PUBLISHER={publisher_kind!r} with SKYMESH_IDENTITY="
-            f"{identity_kind!r}; use mqtt+local (local stack), iot+iot (AWS) or memory+memory (tests)")
-    settings = Settings(offline_after=int(env.get("SKYMESH_OFFLINE_AFTER", Settings.offline_after)),
-                        orphan_after=int(env.get("SKYMESH_ORPHAN_AFTER", Settings.orphan_after)))
-    return Service(Deps(store=store, publisher=publisher, identity=identity,
-                        clock=SystemClock(), settings=settings))
+    return DynamoStore(table, endpoint_url=endpoint_url, region=region)
+
+
+def _adapters(config: StageConfig) -> tuple[Publisher, HostIdentity]:
+    if config.adapters == "aws":
+        from .adapters.aws_env import aws_adapters
+
+        assert config.aws is not None
+        return aws_adapters(config.aws)
+    if config.adapters == "local":
+        from .adapters.local_env import local_adapters
+
+        assert config.local is not None
+        return local_adapters(config.local)
+    from .adapters.memory import MemoryIdentity, RecordingPublisher  # tests and dry runs
+
+    return RecordingPublisher(), MemoryIdentity()
+
+
+@dataclass(frozen=True)
+class _AuthDeps:
+    """What admin keys need, and nothing more (no publisher, no identity)."""
+
+    store: Store
+    clock: Clock = field(default_factory=SystemClock)
+    rng: random.Random = field(default_factory=random.SystemRandom)
+
+
+def admin_keys(table: str, *, region: str, endpoint_url: str | None = None) -> Auth:
+    """Admin keys of ``table`` alone, for the deploy-time and local bootstraps: only the table
+    is opened (no broker connection, no certificate authority)."""
+    return Auth(_AuthDeps(_store(table, endpoint_url=endpoint_url, region=region)))

@@ -54,6 +54,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from chalice.cdk import Chalice
 from constructs import Construct
 
+from chalicelib import config
 from chalicelib.adapters.aws_bootstrap import ADMIN_KEY_TYPE, IOT_ENDPOINT_TYPE
 from chalicelib.adapters.aws_iot_policies import (
     basic_ingest_topic,
@@ -220,11 +221,7 @@ class SkymeshStack(Stack):
                 "iam_role_arn": _UNUSED_ROLE,
                 "lambda_memory_size": 512,
                 "lambda_timeout": 30,
-                "environment_variables": {
-                    "SKYMESH_STAGE": "prod",
-                    "SKYMESH_PUBLISHER": "iot",
-                    "SKYMESH_IDENTITY": "iot",
-                },
+                "environment_variables": dict(config.AWS_STAGE_ENV),
             })
         code: s3_assets.Asset = app.node.find_child("ChaliceAppCode")  # type: ignore[assignment]
 
@@ -247,12 +244,12 @@ class SkymeshStack(Stack):
         host_policy = iot.CfnPolicy(self, "HostPolicy", policy_name=f"{name}-host",
                                     policy_document=host_policy_document(iot_arn, ingest_rule=rule_name))
 
-        env = {
-            "SKYMESH_TABLE": table.table_name,
-            "SKYMESH_IOT_POLICY": f"{name}-host",
-            "SKYMESH_IOT_ENDPOINT": endpoint.get_att_string("Address"),
-            "SKYMESH_IOT_NETWORK_PREFIX": network_prefix,
-            "SKYMESH_IOT_STATUS_RULE": rule_name,
+        env = {  # what chalicelib.config reads; the rest of a Lambda's environment is AWS's own
+            config.TABLE: table.table_name,
+            config.IOT_POLICY: f"{name}-host",
+            config.IOT_ENDPOINT: endpoint.get_att_string("Address"),
+            config.IOT_NETWORK_PREFIX: network_prefix,
+            config.IOT_STATUS_RULE: rule_name,
         }
         for fn, logical_id in CHALICE_FUNCTIONS.items():
             function = app.get_resource(logical_id)

@@ -73,9 +73,10 @@ def ensure_admin_key(secrets: Any, table: str, secret_id: str, region: str) -> s
     """Make sure ``secret_id`` holds an admin key ``table`` accepts; returns the key's id.
 
     Idempotent: a valid key in the secret is kept, so an update or a re-run of the
-    stack never invalidates the key people already use.
+    stack never invalidates the key people already use. Only the table and the secret
+    are touched: no publisher or certificate authority is made for this.
     """
-    from ..wiring import build_service  # the service is built exactly as the API builds it
+    from ..wiring import admin_keys  # admin keys exactly as the API checks them
 
     try:
         current = secrets.get_secret_value(SecretId=secret_id).get("SecretString") or ""
@@ -84,14 +85,7 @@ def ensure_admin_key(secrets: Any, table: str, secret_id: str, region: str) -> s
             raise
         current = ""
     existing = current.strip() if current.strip().startswith("skm_") else None
-    service = build_service({
-        "SKYMESH_TABLE": table,
-        "AWS_REGION": region,
-        # Only the store is used here: nothing is published, no certificate issued.
-        "SKYMESH_PUBLISHER": "memory",
-        "SKYMESH_IDENTITY": "memory",
-    })
-    token = service.ensure_admin_key(existing)
+    token = admin_keys(table, region=region).ensure_admin_key(existing)
     if token != existing:
         secrets.put_secret_value(SecretId=secret_id, SecretString=token)
         log.info("stored a new admin key in %s", secret_id)

@@ -22,7 +22,7 @@ from ..domain import validate
 from ..domain.ids import ID_PREFIXES, is_id
 from ..errors import InvalidInputError, NotFoundError, SkymeshError
 from ..service import Service
-from ..wiring import build_service
+from ..wiring import get_service
 
 log = logging.getLogger("skymesh.api")
 
@@ -132,7 +132,7 @@ class Api:
     def _handle(self, spec: RouteSpec, fn: Callable[[Call], Any], params: dict[str, str]) -> Response:
         request = self.blueprint.current_request
         try:
-            service = build_service()
+            service = get_service()
             call = Call(
                 service=service,
                 body=None,

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import random
+from typing import Protocol
+
 from ..domain.ids import Token, new_id, new_token, parse_token, secret_matches
 from ..domain.models import AdminKey, EnrollmentKey, Host
 from ..errors import ForbiddenError, UnauthorizedError
-from .deps import Deps
+from .ports import Clock, Store
+
+
+class AuthDeps(Protocol):
+    """What :class:`Auth` uses of the service's dependencies (a ``Deps`` has them all)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def rng(self) -> random.Random: ...
 
 
 def _token(raw: str | None, kind: str, what: str) -> Token:
@@ -18,7 +32,7 @@ def _token(raw: str | None, kind: str, what: str) -> Token:
 
 
 class Auth:
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: AuthDeps) -> None:
         self._d = deps
 
     def admin(self, raw: str | None) -> AdminKey:

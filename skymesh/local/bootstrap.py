@@ -1,5 +1,5 @@
 """``python -m skymesh.local.bootstrap``: create the table and the admin key, in the
-stack's child environment (so the service is built exactly as the API builds it).
+stack's child environment (read as the API reads it, so the key is the one it accepts).
 
 Reads an existing admin token (or an empty line) on stdin, never from argv, and
 prints ``{"admin_key": "..."}`` on stdout.
@@ -16,15 +16,14 @@ __all__ = ["main"]
 
 def main() -> int:
     from chalicelib.adapters.dynamodb import ensure_table
-    from chalicelib.wiring import build_service
+    from chalicelib.config import StageConfig
+    from chalicelib.wiring import admin_keys
 
     existing = sys.stdin.readline().strip() or None
-    ensure_table(
-        os.environ["SKYMESH_TABLE"],
-        os.environ["SKYMESH_DYNAMODB_ENDPOINT"],
-        os.environ["AWS_DEFAULT_REGION"],
-    )
-    token = build_service().ensure_admin_key(existing)
+    config = StageConfig.from_env(os.environ)
+    ensure_table(config.table, config.dynamodb_endpoint, config.region)
+    token = admin_keys(config.table, region=config.region,
+                       endpoint_url=config.dynamodb_endpoint).ensure_admin_key(existing)
     sys.stdout.write(json.dumps({"admin_key": token}) + "\n")
     return 0
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from chalicelib.adapters.local_env import ENV_HOME, ENV_MQTT_HOST, ENV_MQTT_PORT
 from chalicelib.adapters.local_identity import ControlCredentials, LocalCaIdentity
+from chalicelib.config import HOME, MQTT_HOST, MQTT_PORT
 from chalicelib.domain.protocol import HOST_STATUS_FILTER, MAX_MESSAGE_BYTES, host_id_from_status_topic
 
 from .appload import lambda_function, load_app
@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("botocore", "pynamodb", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        home = Path(os.environ[ENV_HOME])
-        host = os.environ[ENV_MQTT_HOST]
-        port = int(os.environ.get(ENV_MQTT_PORT, "8883"))
+        home = Path(os.environ[HOME])
+        host = os.environ[MQTT_HOST]
+        port = int(os.environ.get(MQTT_PORT, "8883"))
     except (KeyError, ValueError) as e:
         print(f"bridge: missing or bad environment ({e}); run it via `skymesh local up`",
               file=sys.stderr)

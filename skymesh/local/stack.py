@@ -15,11 +15,10 @@ exit status is 1. Everything lives in the home, so stop + start loses nothing.
 with the stack's ``pid`` and ``started_at``. A ``ready`` whose pid is gone was
 killed. ``skymesh local wait`` waits (bounded) for ``ready`` with a live pid.
 
-Environment of the children (the contract with ``chalicelib.wiring`` and
-``chalicelib/adapters/local_env.py``; see :data:`CHILD_ENV_KEYS`)::
+Environment of the children (the contract with ``chalicelib.config``, which names every
+variable; the shared part is :func:`chalicelib.config.local_stage_env`)::
 
-    SKYMESH_STAGE=local  SKYMESH_TABLE=skymesh
-    SKYMESH_DYNAMODB_ENDPOINT=http://127.0.0.1:<dynamodb-port>
+    SKYMESH_TABLE=skymesh  SKYMESH_DYNAMODB_ENDPOINT=http://127.0.0.1:<dynamodb-port>
     AWS_DEFAULT_REGION=us-east-1  AWS_ACCESS_KEY_ID=local  AWS_SECRET_ACCESS_KEY=local
     AWS_EC2_METADATA_DISABLED=true  (boto never probes the metadata address)
     SKYMESH_PUBLISHER=mqtt  SKYMESH_IDENTITY=local  SKYMESH_HOME=<absolute home>
@@ -51,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chalicelib.adapters import local_env
+from chalicelib import config
 
 from . import dynamodb as ddb
 from .bridge import READY_LINE
@@ -69,14 +68,13 @@ from .proc import (
 __all__ = ["StackConfig", "LocalStack", "child_env", "CHILD_ENV_KEYS", "add_local_commands",
            "read_state", "is_ready"]
 
-TABLE = "skymesh"
-REGION = "us-east-1"
+_AWS_OFFLINE = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_EC2_METADATA_DISABLED": "true"}
+"""DynamoDB Local takes any credentials; boto never looks for real ones."""
+
 CHILD_ENV_KEYS = (
-    "SKYMESH_STAGE", "SKYMESH_TABLE", "SKYMESH_DYNAMODB_ENDPOINT", "AWS_DEFAULT_REGION",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED",
-    "SKYMESH_PUBLISHER", "SKYMESH_IDENTITY", local_env.ENV_HOME, local_env.ENV_MQTT_HOST,
-    local_env.ENV_MQTT_PORT, local_env.ENV_MQTT_ENDPOINT, local_env.ENV_MQTT_CA,
-    local_env.ENV_MQTT_CLIENT_CERT, local_env.ENV_MQTT_CLIENT_KEY,
+    *config.local_stage_env(""), *_AWS_OFFLINE, config.MQTT_ENDPOINT, config.MQTT_CA,
+    config.MQTT_CLIENT_CERT, config.MQTT_CLIENT_KEY,
 )
 """Every variable ``child_env`` sets (documented in the module docstring)."""
 
@@ -105,26 +103,19 @@ class StackConfig:
 
 def child_env(cfg: StackConfig, component: str, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of one child (``component`` picks its control certificate)."""
+    # Settings such as SKYMESH_OFFLINE_AFTER pass through; where to find the broker does not.
+    local_names = {v.name for v in config.VARIABLES if v.section == "local"}
     env = {k: v for k, v in (os.environ if base is None else base).items()
-           if not k.startswith("AWS_") and k not in local_env.LOCAL_ENV_VARS}
+           if not k.startswith("AWS_") and k not in local_names}
     home = cfg.home.absolute()
+    env.update(config.local_stage_env(str(home), mqtt_host=cfg.connect_host, mqtt_port=cfg.mqtt_port,
+                                      dynamodb_port=cfg.dynamodb_port))
+    env.update(_AWS_OFFLINE)
     env.update({
-        "SKYMESH_STAGE": "local",
-        "SKYMESH_TABLE": TABLE,
-        "SKYMESH_DYNAMODB_ENDPOINT": f"http://127.0.0.1:{cfg.dynamodb_port}",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "SKYMESH_PUBLISHER": "mqtt",
-        "SKYMESH_IDENTITY": "local",
-        local_env.ENV_HOME: str(home),
-        local_env.ENV_MQTT_HOST: cfg.connect_host,
-        local_env.ENV_MQTT_PORT: str(cfg.mqtt_port),
-        local_env.ENV_MQTT_ENDPOINT: cfg.connect_host,
-        local_env.ENV_MQTT_CA: str(home / "ca" / "ca.pem"),
-        local_env.ENV_MQTT_CLIENT_CERT: str(home / "control" / f"{component}.pem"),
-        local_env.ENV_MQTT_CLIENT_KEY: str(home / "control" / f"{component}.key"),
+        config.MQTT_ENDPOINT: cfg.connect_host,
+        config.MQTT_CA: str(home / "ca" / "ca.pem"),
+        config.MQTT_CLIENT_CERT: str(home / "control" / f"{component}.pem"),
+        config.MQTT_CLIENT_KEY: str(home / "control" / f"{component}.key"),
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(_python_path(env.get("PYTHONPATH"))),
     })
@@ -427,7 +418,7 @@ def _show(info: dict[str, Any], home: Path, tty: bool) -> str:
 # --- command line --------------------------------------------------------------------
 
 def _default_home() -> Path:
-    return Path(os.environ.get("SKYMESH_HOME") or "./.skymesh")
+    return Path(os.environ.get(config.HOME) or "./.skymesh")
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""aws_adapters_from_env: configuration, endpoint lookup, client settings (moto, offline)."""
+"""The AWS adapters from a stage's configuration: endpoint lookup, client settings (moto, offline)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,27 @@ from botocore.stub import Stubber
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.iotdata.models import iotdata_backends
 
-from chalicelib.adapters import aws_env
-from chalicelib.adapters.aws_env import aws_adapters_from_env
+from chalicelib.adapters.aws_env import aws_adapters
 from chalicelib.adapters.aws_iot_data import IotDataPublisher
 from chalicelib.adapters.aws_iot_identity import IotIdentity
+from chalicelib.config import ConfigError, StageConfig
 from chalicelib.domain.ids import HostId, NetworkId
 from chalicelib.errors import UnavailableError
+from chalicelib.service.ports import HostIdentity, Publisher
+from chalicelib.wiring import get_service, set_service
 
 from .conftest import POLICY, REGION
 
 
-@pytest.fixture(autouse=True)
-def fresh_endpoint_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aws_env, "_endpoints", {})
-
-
 def _env(**extra: str) -> dict[str, str]:
     return {"AWS_REGION": REGION, "SKYMESH_IOT_POLICY": POLICY, **extra}
+
+
+def aws_adapters_from_env(env: dict[str, str], *, session: Any = None) -> tuple[Publisher, HostIdentity]:
+    """The adapters of the stage ``env`` describes, made as the service makes them."""
+    config = StageConfig.from_env({"SKYMESH_PUBLISHER": "iot", "SKYMESH_IDENTITY": "iot", **env}).aws
+    assert config is not None
+    return aws_adapters(config, session=session)
 
 
 def test_builds_both_adapters_from_explicit_endpoint(
@@ -65,14 +69,22 @@ def test_hosts_are_told_to_report_through_basic_ingest_when_the_rule_is_named(io
     assert ingest.status_topic(HostId("host_a1")) == "$aws/rules/skymesh_host_status/sm/h/host_a1/status"
 
 
-def test_looks_up_the_ats_endpoint_once(iot: Any) -> None:
-    _, first = aws_adapters_from_env(_env())
-    assert first.mqtt_endpoint.endswith(f"-ats.iot.{REGION}.amazonaws.com")
-    # moto answers with a new random endpoint each time: the same one means no new lookup.
-    publisher, second = aws_adapters_from_env(_env())
-    assert second.mqtt_endpoint == first.mqtt_endpoint
-    assert isinstance(publisher, IotDataPublisher)
-    assert publisher._client.meta.endpoint_url == f"https://{first.mqtt_endpoint}"
+def test_looks_up_the_ats_endpoint_once(iot: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**_env(), "SKYMESH_TABLE": "t"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SKYMESH_IOT_ENDPOINT", raising=False)
+    set_service(None)
+    try:
+        first = get_service().deps.identity
+        assert isinstance(first, IotIdentity)
+        assert first.mqtt_endpoint.endswith(f"-ats.iot.{REGION}.amazonaws.com")
+        # moto answers with a new random endpoint each time: the same one means no new lookup.
+        second = get_service().deps
+        assert isinstance(second.identity, IotIdentity) and isinstance(second.publisher, IotDataPublisher)
+        assert second.identity.mqtt_endpoint == first.mqtt_endpoint
+        assert second.publisher._client.meta.endpoint_url == f"https://{first.mqtt_endpoint}"
+    finally:
+        set_service(None)
 
 
 def test_region_falls_back_to_aws_default_region(moto_aws: None) -> None:
@@ -104,7 +116,7 @@ def test_clients_retry_adaptively() -> None:
     ],
 )
 def test_missing_or_bad_configuration_says_what_to_set(env: dict[str, str], needle: str) -> None:
-    with pytest.raises(UnavailableError, match=needle) as info:
+    with pytest.raises(ConfigError, match=needle) as info:
         aws_adapters_from_env({**env, "SKYMESH_IOT_ENDPOINT": "e-ats.iot.x.amazonaws.com"})
     assert info.value.code == "misconfigured"
 

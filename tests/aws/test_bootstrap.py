@@ -11,8 +11,10 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from chalicelib.adapters import local_ca
 from chalicelib.adapters.aws_bootstrap import ADMIN_KEY_TYPE, IOT_ENDPOINT_TYPE, handle
 from chalicelib.adapters.dynamodb.table import table_definition
+from chalicelib.config import StageConfig
 from chalicelib.errors import UnauthorizedError
 from chalicelib.wiring import build_service
 
@@ -61,8 +63,7 @@ def _secret(aws: dict[str, Any]) -> str:
 
 
 def _service() -> Any:
-    return build_service({"SKYMESH_TABLE": TABLE, "AWS_REGION": REGION,
-                          "SKYMESH_PUBLISHER": "memory", "SKYMESH_IDENTITY": "memory"})
+    return build_service(StageConfig(adapters="memory", table=TABLE, region=REGION))
 
 
 def test_create_stores_an_admin_key_the_api_accepts(aws: dict[str, Any]) -> None:
@@ -76,6 +77,24 @@ def test_create_stores_an_admin_key_the_api_accepts(aws: dict[str, Any]) -> None
     assert token not in json.dumps(response)  # the token is only in the secret
     scanned = boto3.client("dynamodb", region_name=REGION).scan(TableName=TABLE)["Items"]
     assert token not in json.dumps(scanned)  # the table holds its hash only
+
+
+def test_the_admin_key_step_makes_no_certificate_authority(
+        aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """It needs the table and the secret only: no publisher, no identity, and above all no
+    throw-away CA key pair made (and dropped) in the deployed stack on every deploy."""
+    def no_ca(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the admin-key step made a certificate authority")
+
+    table = "skymesh-bootstrap-no-ca"  # a table no other test used in this process
+    boto3.client("dynamodb", region_name=REGION).create_table(**table_definition(table))
+    with monkeypatch.context() as patched:
+        patched.setattr(local_ca, "create_ca", no_ca)
+        response, _ = _run(_event(ADMIN_KEY_TYPE, SecretId=aws["secret_arn"], TableName=table))
+    assert response["Status"] == "SUCCESS", response["Reason"]
+    token = _secret(aws)
+    assert build_service(StageConfig(adapters="memory", table=table, region=REGION)).auth.admin(
+        token).name == "admin"
 
 
 def test_update_keeps_a_valid_key(aws: dict[str, Any]) -> None:

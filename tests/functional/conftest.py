@@ -1,21 +1,25 @@
-"""Functional tests: the Chalice app through chalice.test.Client, on DynamoDB Local.
+"""Functional tests: the Chalice app through Chalice's local API Gateway, on DynamoDB Local.
 
 Each test gets its own table. Publisher and identity are the in-memory adapters
-(recording publisher, throwaway CA) so assertions can read what was broadcast.
+(recording publisher, throwaway CA) so assertions can read what was broadcast. The
+handlers use the test's service through ``wiring.set_service`` (as the Chalice todo
+sample's ``get_app_db()``), so what a test sees in ``service`` is what they used.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partialmethod
 from typing import Any
 
 import pytest
-from chalice.local import LocalChalice
-from chalice.test import BaseClient, Client
+from chalice import Chalice
+from chalice.config import Config
+from chalice.local import LocalChalice, LocalGateway, LocalGatewayException
+from chalice.test import Client, HTTPResponse
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
@@ -23,8 +27,9 @@ from cryptography.x509.oid import NameOID
 
 import app as app_module
 from chalicelib.adapters.dynamodb import ensure_table
+from chalicelib.config import StageConfig
 from chalicelib.service import Service
-from chalicelib.wiring import build_service
+from chalicelib.wiring import build_service, set_service
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,15 +59,50 @@ def stage(ddb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture
-def service(stage: dict[str, str]) -> Service:
-    return build_service()
+def service(stage: dict[str, str]) -> Iterator[Service]:
+    """The service of this test's stage; the app's handlers use it too."""
+    service = build_service(StageConfig.from_env(stage))
+    set_service(service)
+    try:
+        yield service
+    finally:
+        set_service(None)
+
+
+class GatewayHttp:
+    """HTTP into the app through Chalice's local API Gateway, from any number of threads.
+
+    ``chalice.test``'s HTTP client swaps ``os.environ`` for a copy around each call
+    (for a stage's variables, which these tests do not use: the service comes from
+    ``set_service``); from several threads the swaps restore each other's copies.
+    """
+
+    def __init__(self, app: Chalice) -> None:
+        self._gateway = LocalGateway(app, Config.create())
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None,
+                body: bytes | str | None = b"") -> HTTPResponse:
+        data = body.encode() if isinstance(body, str) else body
+        try:
+            answer = self._gateway.handle_request(method=method.upper(), path=path,
+                                                  headers=headers or {}, body=data)
+        except LocalGatewayException as e:
+            return HTTPResponse(body=e.body or b"", headers=e.headers, status_code=e.CODE)
+        return HTTPResponse.create_from_dict(answer)
+
+    get = partialmethod(request, "GET")
+    post = partialmethod(request, "POST")
+    put = partialmethod(request, "PUT")
+    patch = partialmethod(request, "PATCH")
+    delete = partialmethod(request, "DELETE")
 
 
 @dataclass
 class Api:
-    """JSON over chalice.test.Client, with bearer tokens."""
+    """JSON over the app's HTTP routes, with bearer tokens; ``client`` for its other functions."""
 
     client: Client
+    http: GatewayHttp
     admin_key: str
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = "admin",
@@ -72,7 +112,7 @@ class Api:
         if bearer:
             headers["Authorization"] = f"Bearer {bearer}"
         data = raw if raw is not None else (None if body is None else json.dumps(body))
-        resp = getattr(self.client.http, method.lower())(path, headers=headers, body=data)
+        resp = self.http.request(method, path, headers=headers, body=data)
         payload = json.loads(resp.body) if resp.body else None
         return resp.status_code, payload
 
@@ -84,22 +124,12 @@ class Api:
         return payload
 
 
-@contextlib.contextmanager
-def _keep_environ(self: Any, environment_variables: dict[str, str]) -> Iterator[None]:
-    """chalice.test swaps ``os.environ`` for a copy during each call and back after: calls
-    from several threads restore each other's copies, and the stage's variables leak
-    into later tests. Here the stage env is set with monkeypatch, so nothing is swapped."""
-    assert not environment_variables, "functional tests set the stage's env with monkeypatch"
-    yield
-
-
 @pytest.fixture
-def api(service: Service, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+def api(service: Service, tmp_path: Any) -> Iterator[Api]:
     admin = service.ensure_admin_key()
-    monkeypatch.setattr(BaseClient, "_patched_env_vars", _keep_environ)
-    # project_dir without .chalice/: the stage's env vars come from the test's environment only.
+    # project_dir without .chalice/: no stage variables; the handlers use `service`.
     with Client(app_module.app, project_dir=str(tmp_path)) as client:
-        yield Api(client, admin)
+        yield Api(client, GatewayHttp(app_module.app), admin)
 
 
 def wg_public_key() -> str:

@@ -23,14 +23,14 @@ _HOP_BY_HOP = {"connection", "content-length", "transfer-encoding", "keep-alive"
 
 
 def _forwarding_handler(api: Api) -> type[BaseHTTPRequestHandler]:
-    """A handler that replays each HTTP request through ``api.client`` and sends back its answer."""
+    """A handler that replays each HTTP request through ``api.http`` and sends back its answer."""
 
     class Forward(BaseHTTPRequestHandler):
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            resp = api.client.http.request(self.command, self.path, headers=headers, body=body)
+            resp = api.http.request(self.command, self.path, headers=headers, body=body)
             payload = resp.body if isinstance(resp.body, bytes) else str(resp.body or "").encode()
             self.send_response(resp.status_code)
             for key, value in resp.headers.items():

@@ -28,6 +28,7 @@ from moto.iotdata.models import iotdata_backends
 
 from chalicelib.adapters.aws_bootstrap import handle
 from chalicelib.adapters.dynamodb.table import table_definition
+from chalicelib.wiring import set_service
 from infra.grants import FUNCTIONS
 from tests.aws.conftest import patch_moto_certificate_delete
 
@@ -195,6 +196,7 @@ def run(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> I
     patch_moto_certificate_delete(monkeypatch)
     monkeypatch.setattr(BaseClient, "_make_api_call", recorder.wrap(BaseClient._make_api_call))
     template = synthesized.template
+    set_service(None)  # the service is made from this stage's environment, as in each Lambda
     try:
         with mock_aws():
             boto3.client("dynamodb").create_table(**table_definition(TABLE))
@@ -215,6 +217,7 @@ def run(synthesized: Synthesized, tmp_path_factory: pytest.TempPathFactory) -> I
             published = list(iotdata_backends[DEFAULT_ACCOUNT_ID][REGION].published_payloads)
             yield Run(recorder, resolver, published, outcomes)
     finally:
+        set_service(None)
         monkeypatch.undo()
 
 
@@ -272,10 +275,12 @@ def _drive(synthesized: Synthesized, resolver: Resolver, recorder: Recorder,
         out["report"] = report
 
         monkeypatch.setenv("SKYMESH_OFFLINE_AFTER", "-1")  # everyone is overdue
+        set_service(None)  # a new Lambda process: the stage's environment is read again
         with recorder.running("mark_offline"):
             out["offline"] = client.lambda_.invoke(
                 "mark_offline", tick(client)).payload
         monkeypatch.delenv("SKYMESH_OFFLINE_AFTER")
+        set_service(None)
 
         recorder.fail_publish = True  # this change's broadcast is left to the sweeper
         call("PATCH", f"/v1/hosts/{h2_id}", {"endpoints": ["198.18.0.7:51820"]}, token=h2["host_token"])
@@ -297,9 +302,11 @@ def _drive(synthesized: Synthesized, resolver: Resolver, recorder: Recorder,
                    if op == "CreateThing"} - {h1_id, h2_id}
         (dead_cert,) = iot.list_thing_principals(thingName=dead)["principals"]
         monkeypatch.setenv("SKYMESH_ORPHAN_AFTER", "-1")
+        set_service(None)
         with recorder.running("sweep_orphans"):
             out["orphans"] = client.lambda_.invoke("sweep_orphans", tick(client)).payload
         monkeypatch.delenv("SKYMESH_ORPHAN_AFTER")
+        set_service(None)
         out["dead"] = {"id": dead, "certificate_left": dead_cert.rsplit("/", 1)[1] in {
             c["certificateId"] for c in iot.list_certificates()["certificates"]},
             "thing_left": dead in [t["thingName"] for t in iot.list_things()["things"]]}

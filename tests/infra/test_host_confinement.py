@@ -11,8 +11,9 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.adapters.aws_env import aws_adapters_from_env
+from chalicelib.adapters.aws_env import aws_adapters
 from chalicelib.adapters.aws_iot_policies import basic_ingest_topic
+from chalicelib.config import StageConfig
 from chalicelib.domain.ids import HostId, NetworkId
 from chalicelib.domain.protocol import host_inbox_topic, host_status_topic, network_topic
 
@@ -33,11 +34,14 @@ def fleet(moto_aws: None, synthesized: Synthesized) -> Iterator[tuple[Any, dict[
     boto3.client("iot", region_name=REGION).create_policy(
         policyName=policy["Properties"]["PolicyName"], policyDocument=json.dumps(document))
     function = synthesized.template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
-    _, identity = aws_adapters_from_env({
+    stage = StageConfig.from_env({
+        "SKYMESH_PUBLISHER": "iot", "SKYMESH_IDENTITY": "iot",
         "AWS_REGION": REGION, "SKYMESH_IOT_ENDPOINT": "data-ats.iot.us-east-1.amazonaws.com",
         "SKYMESH_IOT_POLICY": function["SKYMESH_IOT_POLICY"],
         "SKYMESH_IOT_NETWORK_PREFIX": function["SKYMESH_IOT_NETWORK_PREFIX"],
         "SKYMESH_IOT_STATUS_RULE": function["SKYMESH_IOT_STATUS_RULE"]})
+    assert stage.aws is not None
+    _, identity = aws_adapters(stage.aws)
     for host, networks in ((A, [OFFICE, LAB]), (B, [OFFICE])):
         identity.issue(HostId(host), csr_pem())
         identity.set_networks(HostId(host), [NetworkId(n) for n in networks])

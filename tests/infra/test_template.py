@@ -8,6 +8,7 @@ from aws_cdk.assertions import Match
 
 from chalicelib.adapters.aws_iot_policies import host_status_rule_sql
 from chalicelib.adapters.dynamodb.table import table_definition
+from chalicelib.config import VARIABLES
 from chalicelib.domain.protocol import HOST_STATUS_FILTER
 from infra.stack import API_STAGE, CHALICE_FUNCTIONS, TTL_ATTRIBUTE
 
@@ -85,6 +86,7 @@ def test_chalice_functions_get_own_role_name_environment_and_log_group(synthesiz
         assert env["SKYMESH_IOT_STATUS_RULE"] == rule["Properties"]["RuleName"]  # hosts use Basic Ingest
         assert (env["SKYMESH_PUBLISHER"], env["SKYMESH_IDENTITY"]) == ("iot", "iot")
         assert "SKYMESH_IOT_THING_PREFIX" not in env  # thing name = host id = MQTT client id
+        assert set(env) <= {v.name for v in VARIABLES}  # nothing set that nobody reads
         depends = functions[logical_id]["DependsOn"]
         assert "FirstAdminKey" in depends and "HostPolicy" in depends
         log_group = synthesized.logical_id("AWS::Logs::LogGroup", f"{_pascal(name)}Logs")

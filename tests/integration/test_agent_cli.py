@@ -28,6 +28,7 @@ from agent import cli
 from agent.runner import EXIT_HOST_DELETED
 from agent.state import StateDir
 from chalicelib.adapters.dynamodb import ensure_table
+from chalicelib.config import StageConfig
 from chalicelib.wiring import build_service
 from skymesh.local.proc import free_port, wait_until
 
@@ -82,7 +83,7 @@ def live_api(dynamodb_local: str, tmp_path_factory: pytest.TempPathFactory) -> I
         for k, v in env.items():
             mp.setenv(k, v)
         ensure_table(env["SKYMESH_TABLE"], dynamodb_local, "us-east-1")
-        admin = build_service(env).ensure_admin_key()
+        admin = build_service(StageConfig.from_env(env)).ensure_admin_key()
     port = free_port()
     log = (tmp_path_factory.mktemp("api") / "api.log").open("wb")
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SKYMESH_")}

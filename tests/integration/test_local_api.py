@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from chalicelib.adapters.dynamodb import ensure_table
-from chalicelib.wiring import build_service
+from chalicelib.config import StageConfig
+from chalicelib.wiring import build_service, set_service
 from skymesh.local.api import make_server
 from skymesh.local.proc import free_port
 from tests.functional.conftest import host_body
@@ -28,16 +29,22 @@ Answer = tuple[int, dict[str, str], Any]
 
 
 @pytest.fixture
-def stage(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The app's environment (a fresh table); returns the admin key."""
+def stage(dynamodb_local: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The app's service (a fresh table), in place for the handlers; yields the admin key."""
     table = f"skymesh-api-{uuid.uuid4().hex[:12]}"
-    for k, v in {"SKYMESH_TABLE": table, "SKYMESH_DYNAMODB_ENDPOINT": dynamodb_local,
-                 "SKYMESH_PUBLISHER": "memory", "SKYMESH_IDENTITY": "memory",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local",
-                 "AWS_SECRET_ACCESS_KEY": "local"}.items():
-        monkeypatch.setenv(k, v)
+    env = {"SKYMESH_TABLE": table, "SKYMESH_DYNAMODB_ENDPOINT": dynamodb_local,
+           "SKYMESH_PUBLISHER": "memory", "SKYMESH_IDENTITY": "memory",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local",
+           "AWS_SECRET_ACCESS_KEY": "local"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)  # boto3 reads its credentials from the environment
     ensure_table(table, dynamodb_local, "us-east-1")
-    return build_service().ensure_admin_key()
+    service = build_service(StageConfig.from_env(env))
+    set_service(service)
+    try:
+        yield service.ensure_admin_key()
+    finally:
+        set_service(None)
 
 
 def request(host: str, port: int, method: str, path: str, body: bytes | None = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.adapters.local_env import ENV_HOME, ENV_MQTT_HOST, ENV_MQTT_PORT
+from chalicelib.config import HOME, MQTT_HOST, MQTT_PORT
 from skymesh.local.bridge import READY_LINE, RuleBridge, rule_event
 from skymesh.local.scheduler import Scheduler, parse_rate, scheduled_event, schedules_of
 
@@ -184,8 +184,8 @@ def test_bridge_process_exits_when_its_worker_dies(fake_app, identity, tmp_path,
                                                     broker, local_home):
     """A bridge whose worker is gone records nothing: it must exit so that its supervisor sees it."""
     out = tmp_path / "reports.jsonl"
-    env = {**os.environ, "FAKE_APP_OUT": str(out), ENV_HOME: str(local_home),
-           ENV_MQTT_HOST: broker.connect_host, ENV_MQTT_PORT: str(broker.port),
+    env = {**os.environ, "FAKE_APP_OUT": str(out), HOME: str(local_home),
+           MQTT_HOST: broker.connect_host, MQTT_PORT: str(broker.port),
            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     log = tmp_path / "bridge.log"
     with log.open("wb") as f:

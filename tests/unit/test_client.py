@@ -1,18 +1,24 @@
-"""The shared REST client without a network: error mapping, paging, what each typed method sends."""
+"""The shared REST client without a network: error mapping, paging, what each typed method sends;
+and the rule that it is the one client of the admin CLI, the lab and the benches."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import urllib.error
 import urllib.response
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from skymesh.client import ApiClient, ApiError, list_all
 from skymesh.errors import CliError
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 # --- HTTP error mapping (a fake opener, no sockets) ---------------------------------------
 
@@ -128,3 +134,15 @@ def test_lists_follow_every_page() -> None:
     assert [h["id"] for h in api.list_hosts(page_size=1)] == ["a", "b"]
     assert [url for _, url, *_ in rec.sent] == ["http://api.test/v1/hosts?limit=1",
                                                "http://api.test/v1/hosts?limit=1&cursor=c1"]
+
+
+# --- one client ----------------------------------------------------------------------------
+
+
+def test_the_admin_cli_the_lab_and_the_benches_call_the_api_only_through_skymesh_client() -> None:
+    # A bearer token in a request is the mark of a REST client. bench/status_size.py and
+    # bench/config_handler.py call the app in process (chalice.test.Client), not over HTTP.
+    allowed = {"skymesh/client.py", "bench/status_size.py", "bench/config_handler.py"}
+    found = sorted(str(p.relative_to(ROOT)) for d in ("skymesh", "bench") for p in (ROOT / d).rglob("*.py")
+                   if re.search(r"Bearer \{", p.read_text()) and str(p.relative_to(ROOT)) not in allowed)
+    assert found == []

@@ -11,8 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +18,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from skymesh.client import ApiClient  # noqa: E402 - after the path above
+
+API_TIMEOUT = 60.0  # seconds per call: generous, a loaded machine answers slowly; still bounded
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -62,17 +64,15 @@ def dynamodb_local() -> Iterator[str]:
             db.stop()
 
 
+def client(api: str, token: str) -> ApiClient:
+    """The shared REST client for ``api`` with ``token``, bounded by :data:`API_TIMEOUT` per call."""
+    return ApiClient(api, token, timeout=API_TIMEOUT)
+
+
 def call(api: str, method: str, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    """One REST call; returns (status, JSON body) also for 4xx/5xx."""
-    req = urllib.request.Request(api + path, method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {token}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback
-            return resp.status, json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+    """One REST call through the shared client; returns (status, JSON body) also for 4xx/5xx."""
+    answer = client(api, token).answer(method, path, body)
+    return answer.status, answer.json() or {}
 
 
 @contextlib.contextmanager
@@ -126,15 +126,13 @@ def register_hosts(api: str, admin: str, count: int, concurrency: int = 16) -> t
     """
     from agent import keys
 
-    code, net = call(api, "POST", "/v1/networks", admin, {"name": "bench", "ipv4_cidr": "100.64.0.0/16"})
-    assert code == 201, net
-    code, key = call(api, "POST", "/v1/enrollment-keys", admin, {"networks": [net["id"]], "uses": count})
-    assert code == 201, key
+    admin_api = client(api, admin)
+    net = admin_api.create_network("bench", "100.64.0.0/16")
+    key = admin_api.create_enrollment_key([net["id"]], uses=count)
 
     def register(i: int) -> dict:
         body, tls = host_body(f"a{i}", f"198.18.{i // 250}.{i % 250 + 1}:51820")
-        code, out = call(api, "POST", "/v1/hosts", key["token"], body)
-        assert code == 201, out
+        out = admin_api.register_host(key["token"], body)
         return {"api": api, "host_id": out["host"]["id"], "name": out["host"]["name"],
                 "host_token": out["host_token"], "certificate_pem": out["certificate_pem"],
                 "ca_pem": out["ca_pem"], "mqtt_endpoint": out["mqtt"]["endpoint"],
@@ -163,6 +161,4 @@ def register_fleet(api: str, admin: str, agents: int, concurrency: int,
 
 def network_seq(api: str, admin: str, net_id: str) -> int:
     """The network's current sequence number (bumped by every change of its content)."""
-    code, out = call(api, "GET", f"/v1/networks/{net_id}", admin)
-    assert code == 200, out
-    return int(out["seq"])
+    return int(client(api, admin).get_network(net_id)["seq"])

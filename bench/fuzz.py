@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, call, dynamodb_local, host_body, summary  # noqa: E402
+from bench.common import ROOT, client, dynamodb_local, host_body, summary  # noqa: E402
 
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "negative_data_rejection")
@@ -99,12 +99,10 @@ def credentials(api: str, env: dict[str, str]) -> dict[str, str]:
     from chalicelib.wiring import build_service
 
     admin = build_service(StageConfig.from_env(env)).ensure_admin_key()
-    code, net = call(api, "POST", "/v1/networks", admin, {"name": "fuzz", "ipv4_cidr": "100.64.0.0/16"})
-    assert code == 201, net
-    code, key = call(api, "POST", "/v1/enrollment-keys", admin, {"networks": [net["id"]], "unlimited": True})
-    assert code == 201, key
-    code, reg = call(api, "POST", "/v1/hosts", key["token"], host_body("fuzz-host", "198.18.0.1:51820")[0])
-    assert code == 201, reg
+    admin_api = client(api, admin)
+    net = admin_api.create_network("fuzz", "100.64.0.0/16")
+    key = admin_api.create_enrollment_key([net["id"]], unlimited=True)
+    reg = admin_api.register_host(key["token"], host_body("fuzz-host", "198.18.0.1:51820")[0])
     return {"admin": admin, "enrollment": key["token"], "host": reg["host_token"],
             "network_id": net["id"], "key_id": key["id"], "host_id": reg["host"]["id"]}
 

@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import call, local_stack, network_seq, percentile, register_fleet, stats_ms, summary  # noqa: E402
+from bench.common import client, local_stack, network_seq, percentile, register_fleet, stats_ms, summary  # noqa: E402
 
 
 def worker(conn: Any, specs: list[dict], shared_wire: list[dict], ca_path: str, net_id: str,
@@ -225,11 +225,10 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         per_change_p99: list[float] = []
         msg_sizes: list[int] = []
         base = shared.snapshots[0].seq
+        admin_api = client(api, admin)
         for c in range(args.changes):
             t0 = time.perf_counter()
-            code, out = call(api, "PATCH", f"/v1/hosts/{target['host_id']}", admin,
-                             {"endpoints": [f"198.18.100.{c + 1}:51820"]})
-            assert code == 200, out
+            admin_api.update_host(target["host_id"], {"endpoints": [f"198.18.100.{c + 1}:51820"]})
             api_done.append(time.perf_counter() - t0)
             for pc in pipes:
                 pc.send(("wait", base, t0, 60.0))

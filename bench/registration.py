@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import call, host_body, local_stack, stats_ms, summary  # noqa: E402
+from bench.common import client, host_body, local_stack, stats_ms, summary  # noqa: E402
 
 
 def main() -> None:
@@ -30,32 +30,26 @@ def main() -> None:
     bodies = [host_body(f"h{i}", f"198.18.{i // 250}.{i % 250 + 1}:51820")[0]  # key making is not timed
               for i in range(args.hosts)]
     with local_stack() as info:
-        api, admin = info["api_url"], info["admin_key"]
-        code, net = call(api, "POST", "/v1/networks", admin,
-                          {"name": "bench", "ipv4_cidr": "100.64.0.0/16"})
-        assert code == 201, net
-        code, key = call(api, "POST", "/v1/enrollment-keys", admin,
-                          {"networks": [net["id"]], "uses": args.hosts})
-        assert code == 201, key
+        api = client(info["api_url"], info["admin_key"])
+        net = api.create_network("bench", "100.64.0.0/16")
+        key = api.create_enrollment_key([net["id"]], uses=args.hosts)
 
-        def register(body: dict) -> tuple[int, dict, float]:
+        def register(body: dict) -> tuple[dict, float]:
             t = time.perf_counter()
-            code, out = call(api, "POST", "/v1/hosts", key["token"], body)
-            return code, out, time.perf_counter() - t
+            out = api.register_host(key["token"], body)  # an error answer raises ApiError
+            return out, time.perf_counter() - t
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.concurrency) as pool:
             results = list(pool.map(register, bodies))
         elapsed = time.perf_counter() - t0
-        failed = [(c, o) for c, o, _ in results if c != 201]
-        assert not failed, failed[:3]
-        v4 = [o["host"]["addresses"][0]["ipv4"] for _, o, _ in results]
-        v6 = [o["host"]["addresses"][0]["ipv6"] for _, o, _ in results]
-        _, final = call(api, "GET", f"/v1/networks/{net['id']}", admin)
+        v4 = [o["host"]["addresses"][0]["ipv4"] for o, _ in results]
+        v6 = [o["host"]["addresses"][0]["ipv6"] for o, _ in results]
+        final = api.get_network(net["id"])
         summary("registration", hosts=args.hosts, concurrency=args.concurrency,
                 seconds=round(elapsed, 2), hosts_per_second=round(args.hosts / elapsed, 1),
                 duplicate_ipv4=len(v4) - len(set(v4)), duplicate_ipv6=len(v6) - len(set(v6)),
-                broadcasts=final["seq"], **stats_ms([r[2] for r in results]))
+                broadcasts=final["seq"], **stats_ms([r[1] for r in results]))
 
 
 if __name__ == "__main__":

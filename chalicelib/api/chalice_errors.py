@@ -1,7 +1,7 @@
 """Chalice's own error answers, rewritten into our one error shape.
 
 Chalice answers some requests itself, before or around our handlers
-(``routing.Api._handle``): a method the path does not have (405, with ``Allow``), a
+(``endpoints.Api._handle``): a method the path does not have (405, with ``Allow``), a
 ``Content-Type`` the route does not accept (415), a binary response the request's
 ``Accept`` does not match (400), an exception that escaped a view (500). Its bodies
 are ``{"Code", "Message"}``; :func:`chalice_errors_in_our_shape` (an ``http``
@@ -22,7 +22,7 @@ from typing import Any
 
 from chalice import Response
 
-from .routing import error_response
+from .endpoints import error_response
 
 __all__ = ["chalice_errors_in_our_shape", "NO_ROUTE_CODE", "NO_ROUTE_MESSAGE", "no_route_message",
            "ACCEPTED_CONTENT_TYPE"]

@@ -6,7 +6,7 @@ from ..domain import protocol
 from ..errors import ForbiddenError
 from . import schemas as s
 from . import serialize
-from .routing import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, Api, Call
+from .endpoints import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, Api, Call
 
 api = Api(__name__, "hosts")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import schemas as s
 from . import serialize
-from .routing import ADMIN, Api, Call
+from .endpoints import ADMIN, Api, Call
 
 api = Api(__name__, "enrollment-keys")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .routing import PUBLIC, Api, Call
+from .endpoints import PUBLIC, Api, Call
 
 VERSION = "0.1.0"
 api = Api(__name__, "meta")

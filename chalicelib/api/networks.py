@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import InvalidInputError
 from . import schemas as s
 from . import serialize
-from .routing import ADMIN, Api, Call, query_flag
+from .endpoints import ADMIN, Api, Call, query_flag
 
 api = Api(__name__, "networks")
 

@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 
 from ..domain.ids import id_pattern
 from . import schemas
-from .routing import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, PATH_IDS, RouteSpec
+from .endpoints import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, PATH_IDS, RouteSpec
 
 _SECURITY = {
     ADMIN: [{"adminKey": []}],

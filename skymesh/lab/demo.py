@@ -19,8 +19,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..errors import CliError
+from .control_plane import ControlPlane
+from .errors import LabError
 from .mesh import LabAgent, agent_available, diagnose, ping_matrix, plain
-from .netns import ControlPlane, Lab, LabError, missing_requirements, wait_until
+from .netns import Lab
+from .requirements import missing_requirements
+from .wait import wait_until
 
 CONVERGE = 45.0
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.step("interrupted; the lab was removed")
         return 130
-    except LabError as e:
+    except (LabError, CliError) as e:  # CliError: the API refused, or did not answer
         print(f"error: {e}", file=sys.stderr)
         return 1
 

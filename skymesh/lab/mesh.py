@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -23,7 +22,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .netns import REPO_ROOT, LabError, LabTimeout, Node, terminate
+from .errors import LabError, LabTimeout
+from .netns import Node
+from .processes import REPO_ROOT, python_env, terminate
 
 __all__ = ["AGENT_MODULE", "LabAgent", "agent_available", "diagnose", "plain", "ping_matrix"]
 
@@ -35,19 +36,12 @@ def agent_available() -> str | None:
     """None when ``python -m agent run --help`` works here, else why not (for skip reasons)."""
     try:
         res = subprocess.run([sys.executable, "-m", AGENT_MODULE, "run", "--help"], capture_output=True,
-                             text=True, timeout=60, env=_env(), cwd=str(REPO_ROOT), check=False)
+                             text=True, timeout=60, env=python_env(), cwd=str(REPO_ROOT), check=False)
     except subprocess.TimeoutExpired:
         return "`python -m agent run --help` did not finish within 60 s"
     if res.returncode != 0:
         return f"the agent CLI is not usable yet: {(res.stderr or res.stdout).strip()[-300:]}"
     return None
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYMESH_", "AWS_"))}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def plain(address: str) -> str:
@@ -80,7 +74,7 @@ class LabAgent:
     def _cmd(self, what: str | None, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
         """Run one short agent command in the node (bounded); its output goes to ``<what>.log``
         (not logged when ``what`` is None: ``status`` is polled and shown by :func:`diagnose`)."""
-        res = self.node.run(self.argv(*args), timeout=timeout, env=_env(), cwd=str(REPO_ROOT))
+        res = self.node.run(self.argv(*args), timeout=timeout, env=python_env(), cwd=str(REPO_ROOT))
         if what is not None:
             shown = " ".join("<token>" if i and args[i - 1] == "--token" else a for i, a in enumerate(args))
             with (self.dir / f"{what}.log").open("a") as f:
@@ -110,7 +104,8 @@ class LabAgent:
         self._runs += 1
         with (self.dir / f"run-{self._runs}.log").open("wb") as f:
             self.proc = self.node.popen(self.argv("run", "--state-dir", str(self.state_dir)),
-                                        stdout=f, stderr=subprocess.STDOUT, env=_env(), cwd=str(REPO_ROOT))
+                                        stdout=f, stderr=subprocess.STDOUT, env=python_env(),
+                                        cwd=str(REPO_ROOT))
 
     @property
     def running(self) -> bool:

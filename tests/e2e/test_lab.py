@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from skymesh.lab import ControlPlane, Lab, LabError, LabTimeout, cleanup_stale, leftovers, wait_until
-from skymesh.lab.netns import IFNAMSIZ, WG_RUN_DIR, _alive, descendants
+from skymesh.lab.names import IFNAMSIZ, WG_RUN_DIR
+from skymesh.lab.processes import alive as _alive
+from skymesh.lab.processes import descendants
 
 from .conftest import require_dynamodb_local, require_lab
 

@@ -6,8 +6,6 @@ import argparse
 import datetime as dt
 import io
 import json
-import urllib.error
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +13,6 @@ import pytest
 
 from skymesh import admin
 from skymesh.admin import (
-    ApiClient,
-    ApiError,
     CliError,
     Context,
     Settings,
@@ -30,6 +26,7 @@ from skymesh.admin import (
     resolve,
     resolve_settings,
 )
+from skymesh.client import ApiClient
 
 NOW = dt.datetime(2030, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -190,58 +187,14 @@ def test_resolve_prefers_ids_then_unique_names_and_lists_ambiguous_matches() -> 
         resolve(items, "x", "host")
 
 
-# --- HTTP error mapping (a fake opener, no sockets) ---------------------------------------
-
-
-def _client(exc: BaseException) -> ApiClient:
-    def opener(request: Any, timeout: float) -> Any:
-        raise exc
-    return ApiClient(Settings("http://api.test", "k"), opener=opener)
-
-
-def _http_error(status: int, body: bytes) -> urllib.error.HTTPError:
-    return urllib.error.HTTPError("http://api.test/x", status, "x", Message(), io.BytesIO(body))
-
-
-def test_api_errors_carry_the_apis_code_and_message() -> None:
-    body = json.dumps({"error": {"code": "name_taken", "message": "a network is named 'a'"}}).encode()
-    with pytest.raises(ApiError) as exc:
-        _client(_http_error(409, body)).get("/v1/networks")
-    assert (exc.value.status, exc.value.code, exc.value.message, exc.value.exit_code) == (
-        409, "name_taken", "a network is named 'a'", 1)
-
-
-@pytest.mark.parametrize(("body", "message"), [
-    (b'{"message": "Missing Authentication Token"}', "HTTP 403: Missing Authentication Token"),
-    (b"<html>Bad gateway</html>", "HTTP 403: <html>Bad gateway</html>"),
-    (b"", "HTTP 403"),
-])
-def test_other_error_bodies_still_give_a_message(body: bytes, message: str) -> None:
-    with pytest.raises(ApiError, match="^" + message + "$"):
-        _client(_http_error(403, body)).get("/v1/x")
-
-
-def test_connection_refused_is_exit_2_with_the_local_up_hint() -> None:
-    with pytest.raises(CliError) as exc:
-        _client(urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))).get("/v1/x")
-    assert exc.value.exit_code == 2
-    assert exc.value.message == ("cannot reach the skymesh API at http://api.test: "
-                                 "is `skymesh local up` running?")
-
-
-def test_other_network_failures_are_exit_2_with_the_reason() -> None:
-    with pytest.raises(CliError, match="cannot reach the skymesh API at http://api.test: timed out") as exc:
-        _client(TimeoutError("timed out")).get("/v1/x")
-    assert exc.value.exit_code == 2
-
-
 # --- commands against a fake client -------------------------------------------------------
 
 
-class FakeClient:
+class FakeClient(ApiClient):
     """Canned answers per (method, path); records what was sent."""
 
     def __init__(self, answers: dict[tuple[str, str], Any]) -> None:
+        super().__init__("http://fake.test")
         self.answers = answers
         self.sent: list[tuple[str, str, Any, Any]] = []
 
@@ -353,18 +306,3 @@ def test_run_command_prints_error_and_hint_on_stderr_and_returns_the_exit_code(t
     out, err = io.StringIO(), io.StringIO()
     assert admin.run_command(args, env={"SKYMESH_HOME": str(tmp_path)}, out=out, err=err) == 2
     assert err.getvalue() == "error: it broke\nhint: try again\n" and out.getvalue() == ""
-
-
-def test_list_all_follows_next_cursor_to_the_last_page_and_stops_on_a_repeated_one() -> None:
-    pages = {None: {"hosts": [1, 2], "next_cursor": "a"}, "a": {"hosts": [3], "next_cursor": "b"},
-             "b": {"hosts": [], "next_cursor": None}}
-    sent: list[dict[str, str]] = []
-
-    def get(query: Any) -> Any:
-        sent.append(dict(query))
-        return pages[query.get("cursor")]
-
-    assert admin.list_all(get, "hosts", 2) == [1, 2, 3]
-    assert sent == [{"limit": "2"}, {"limit": "2", "cursor": "a"}, {"limit": "2", "cursor": "b"}]
-    with pytest.raises(admin.CliError, match="same hosts page twice"):
-        admin.list_all(lambda query: {"hosts": [], "next_cursor": "same"}, "hosts")

@@ -158,9 +158,11 @@ class Api:
             return error_response(500, "internal", "internal error; it was logged")
 
     @staticmethod
-    def _parse_body(spec: RouteSpec, raw: bytes | None) -> Any:
+    def _parse_body(spec: RouteSpec, raw: bytes | str | None) -> Any:
         if spec.body is None:
             return None
+        if isinstance(raw, str):  # Chalice types raw_body as str | bytes; the size limit is in bytes
+            raw = raw.encode()
         if not raw:
             raise InvalidInputError("this call needs a JSON object body")
         if len(raw) > MAX_BODY:

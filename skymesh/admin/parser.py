@@ -1,0 +1,156 @@
+"""The admin commands' argparse: the ``network``, ``key`` and ``host`` groups, their options,
+and running the chosen command with its exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from ..client import ApiClient
+from ..errors import EXIT_OK, CliError
+from .argtypes import count, parse_duration, parse_time
+from .context import Command, Context
+from .hosts import host_delete, host_list, host_show, host_update
+from .keys import key_create, key_list, key_revoke
+from .networks import network_create, network_delete, network_list, network_show, network_update
+from .settings import CONFIG_NAME, ENV_ADMIN_KEY, ENV_API, resolve_settings
+
+__all__ = ["add_commands", "build_parser", "main", "run_command"]
+
+
+def run_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = None,
+                out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the command argparse chose (``args.admin_command``); the exit code, never a traceback for
+    an expected failure."""
+    err = err or sys.stderr
+    try:
+        settings = resolve_settings(args.api, args.key, os.environ if env is None else env)
+        args.admin_command(Context(ApiClient(settings.api_url, settings.admin_key), args, out or sys.stdout))
+    except CliError as e:
+        print(f"error: {e.message}", file=err)
+        if e.hint:
+            print(f"hint: {e.hint}", file=err)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection and output")
+    group.add_argument("--api", metavar="URL",
+                       help=f"API base URL (default: ${ENV_API}, else api_url in "
+                            f"$SKYMESH_HOME/{CONFIG_NAME})")
+    group.add_argument("--key", metavar="ADMIN_KEY",
+                       help=f"admin key (default: ${ENV_ADMIN_KEY}, else admin_key in "
+                            f"$SKYMESH_HOME/{CONFIG_NAME})")
+    group.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    group.add_argument("--page-size", type=count, metavar="N",
+                       help="records per API call when listing (the API says which sizes it takes; "
+                            "default: its own); lists are complete either way")
+    return common
+
+
+def _leaf(group: Any, name: str, command: Command, help_text: str,
+          common: argparse.ArgumentParser, ref: str | None = None) -> argparse.ArgumentParser:
+    """A command's parser; ``ref`` names its ``ID|NAME`` argument when it acts on one record."""
+    parser: argparse.ArgumentParser = group.add_parser(name, help=help_text, description=help_text,
+                                                       parents=[common])
+    parser.set_defaults(func=run_command, admin_command=command)
+    if ref is not None:
+        parser.add_argument(ref, metavar="ID|NAME")
+    return parser
+
+
+def _group(subparsers: Any, name: str, help_text: str) -> Any:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(dest=f"{name}_action", metavar="ACTION", required=True)
+
+
+def _add_network_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    g = _group(subparsers, "network", "create, list, show, change and delete networks")
+    p = _leaf(g, "create", network_create, "create a network", common)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--ipv4", required=True, metavar="CIDR", help="IPv4 overlay range, e.g. 100.64.0.0/16")
+    p.add_argument("--ipv6", metavar="CIDR", help="IPv6 overlay range (default: a random ULA /64)")
+    _network_settings(p)
+    _leaf(g, "list", network_list, "list networks", common)
+    _leaf(g, "show", network_show, "show a network and its hosts", common, "network")
+    p = _leaf(g, "update", network_update, "change a network's name or settings", common, "network")
+    p.add_argument("--name", dest="new_name", metavar="NAME", help="new name")
+    _network_settings(p)
+    p = _leaf(g, "delete", network_delete, "delete a network", common, "network")
+    p.add_argument("--force", action="store_true", help="take its hosts out of it first")
+
+
+def _network_settings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen-port", type=count, metavar="N", help="default WireGuard port of hosts")
+    p.add_argument("--keepalive", type=count, metavar="N",
+                   help="persistent keepalive in seconds (0 = off)")
+    p.add_argument("--mtu", type=count, metavar="N", help="interface MTU, 1280-9000")
+
+
+def _add_key_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    g = _group(subparsers, "key", "create, list and revoke enrollment keys")
+    p = _leaf(g, "create", key_create, "create an enrollment key (its token is shown once)", common)
+    p.add_argument("--network", action="append", required=True, metavar="ID|NAME",
+                   help="network a host enrolled with it joins (repeat for several)")
+    p.add_argument("--uses", type=count, metavar="N", help="how many hosts may enroll with it")
+    life = p.add_mutually_exclusive_group()
+    life.add_argument("--expires-in", type=parse_duration, metavar="DURATION",
+                      help="valid for this long, e.g. 1h, 7d, 1h30m")
+    life.add_argument("--expires-at", type=parse_time, metavar="RFC3339",
+                      help="valid until this time, e.g. 2030-01-01T00:00:00Z")
+    life.add_argument("--unlimited", action="store_true", help="any number of hosts, no expiry")
+    p.add_argument("--tag", action="append", metavar="T", help="tag given to hosts it enrolls (repeatable)")
+    _leaf(g, "list", key_list, "list enrollment keys (no secrets)", common)
+    p = _leaf(g, "revoke", key_revoke, "revoke an enrollment key (hosts it enrolled stay)", common)
+    p.add_argument("key_id", metavar="ID")
+
+
+def _add_host_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    g = _group(subparsers, "host", "list, show, change and delete hosts")
+    _leaf(g, "list", host_list, "list hosts", common)
+    _leaf(g, "show", host_show, "show a host, its addresses and peers", common, "host")
+    p = _leaf(g, "update", host_update, "change a host's name, endpoints, port or tags", common, "host")
+    p.add_argument("--name", dest="new_name", metavar="NAME", help="new name")
+    p.add_argument("--listen-port", type=count, metavar="N", help="its WireGuard port")
+    ends = p.add_mutually_exclusive_group()
+    ends.add_argument("--endpoint", action="append", metavar="HOST:PORT",
+                      help="where peers reach it; replaces the list (repeatable)")
+    ends.add_argument("--no-endpoints", action="store_true", help="clear its endpoints")
+    tags = p.add_mutually_exclusive_group()
+    tags.add_argument("--tag", action="append", metavar="T", help="replaces its tags (repeatable)")
+    tags.add_argument("--no-tags", action="store_true", help="clear its tags")
+    _leaf(g, "delete", host_delete, "delete a host (it leaves every network)", common, "host")
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``network``, ``key`` and ``host`` on an ``add_subparsers()`` object.
+
+    Each leaf parser sets ``func`` (:func:`run_command`), so the caller runs
+    ``sys.exit(args.func(args))`` after parsing.
+    """
+    common = _common_options()
+    _add_network_commands(subparsers, common)
+    _add_key_commands(subparsers, common)
+    _add_host_commands(subparsers, common)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A ``skymesh`` parser with only the admin commands (for ``python -m skymesh.admin`` and tests)."""
+    parser = argparse.ArgumentParser(prog="skymesh", description="skymesh admin CLI")
+    add_commands(parser.add_subparsers(dest="group", metavar="COMMAND", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
+         out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Parse ``argv`` and run it; the exit code (argparse's own usage errors still exit 2)."""
+    args = build_parser().parse_args(argv)
+    return run_command(args, env=env, out=out, err=err)
+

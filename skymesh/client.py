@@ -1,0 +1,308 @@
+"""The Python client of REST API v1, shared by the admin CLI, the lab and the benches (stdlib only).
+
+>>> api = ApiClient("http://127.0.0.1:8787", admin_key)               # doctest: +SKIP
+>>> net = api.create_network("office", "100.64.0.0/24")
+>>> key = api.create_enrollment_key([net["id"]], uses=3)
+>>> api.list_hosts()                                                  # every page
+
+One method per route, each with a bounded timeout. An error answer raises :class:`ApiError`
+with the API's status, ``code`` and ``message`` (from its ``{"error": {"code", "message"}}``
+shape, or the best message another body gives); no answer at all raises :class:`Unreachable`.
+Both are kinds of :class:`~skymesh.errors.CliError`: a command prints them as ``error: <message>``
+and exits 1 or 2.
+
+:func:`send` is the level below: one exchange with any URL, where an error status is an
+answer too and no answer is urllib's own ``OSError`` (the lab's health probes want exactly
+that). ``opener`` has the signature of ``urllib.request.urlopen(request, timeout=)``; the lab
+passes one that makes the exchange inside a network namespace.
+
+The host agent keeps its own client (``agent/api.py``): ``agent/`` imports nothing of ``skymesh``.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import EXIT_UNREACHABLE, CliError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Answer",
+    "ApiClient",
+    "ApiError",
+    "Unreachable",
+    "error_from_answer",
+    "list_all",
+    "send",
+]
+
+DEFAULT_TIMEOUT = 30.0
+USER_AGENT = "skymesh-cli"
+
+Opener = Callable[..., Any]
+
+
+class ApiError(CliError):
+    """The API answered with an error status.
+
+    ``code`` is the API's machine code, ``""`` when the body was not the API's error shape
+    (a proxy's or a gateway's page); ``message`` is its text, meant for a person.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Unreachable(CliError):
+    """No answer from the API (connection refused, timeout, reset, name not resolved)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=EXIT_UNREACHABLE)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer: its status and its body as sent."""
+
+    status: int
+    raw: bytes
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """The decoded JSON body, ``None`` when it is empty. ``ValueError`` when it is not JSON."""
+        return json.loads(self.raw) if self.raw.strip() else None
+
+
+def send(method: str, url: str, body: Any = None, token: str | None = None, *,
+         timeout: float = DEFAULT_TIMEOUT, opener: Opener = urllib.request.urlopen) -> Answer:
+    """One JSON request to ``url``; an error status is an :class:`Answer` too.
+
+    ``token`` goes out as ``Authorization: Bearer``. Raises the ``OSError`` urllib raised
+    (``URLError``, ``TimeoutError``, ...) when there is no answer within ``timeout`` seconds.
+    """
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with opener(request, timeout=timeout) as resp:
+            return Answer(resp.status, resp.read())
+    except urllib.error.HTTPError as e:
+        return Answer(e.code, _read_quietly(e))
+
+
+def _read_quietly(e: urllib.error.HTTPError) -> bytes:
+    try:
+        return e.read() or b""
+    except OSError:
+        return b""
+
+
+def error_from_answer(status: int, raw: bytes) -> ApiError:
+    """The API's ``{"error": {"code", "message"}}``; for other bodies, the best message there is."""
+    try:
+        payload = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict):
+        err = payload.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return ApiError(status, str(err.get("code") or ""), err["message"])
+        if isinstance(payload.get("message"), str):  # API Gateway's own errors
+            return ApiError(status, "", f"HTTP {status}: {payload['message']}")
+    text = raw.decode("utf-8", "replace").strip().splitlines()
+    return ApiError(status, "", f"HTTP {status}" + (f": {text[0][:200]}" if text else ""))
+
+
+def list_all(get_page: Callable[[Mapping[str, str]], Any], key: str,
+             page_size: int | None = None) -> list[dict[str, Any]]:
+    """Every record of a paged list route, following ``next_cursor`` to the last page.
+
+    ``get_page(query)`` answers one ``GET`` of the route with these query parameters;
+    ``key`` names the list in each answer (``hosts``). ``page_size`` is sent as ``limit``
+    (default: the API's). Raises :class:`~skymesh.errors.CliError` if the API hands out a
+    cursor twice, which would otherwise never end.
+
+    >>> list_all(lambda q: client.call("GET", "/v1/hosts", query=q), "hosts")  # doctest: +SKIP
+    """
+    query = {} if page_size is None else {"limit": str(page_size)}
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    while True:
+        page = get_page(query)
+        items.extend(page[key])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return items
+        if cursor in seen:
+            raise CliError(f"the API returned the same {key} page twice; listing stopped")
+        seen.add(cursor)
+        query = {**query, "cursor": cursor}
+
+
+def _path(*parts: str) -> str:
+    """``/v1/hosts/<id>`` with every part quoted, so an id cannot change the route."""
+    return "/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class ApiClient:
+    """Calls to REST API v1 at ``api_url`` with ``token`` (an admin key, unless a method takes its own).
+
+    Every call is bounded by ``timeout`` seconds; errors are :class:`ApiError` (the API said
+    no) and :class:`Unreachable` (no answer).
+    """
+
+    def __init__(self, api_url: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
+                 opener: Opener = urllib.request.urlopen) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._open = opener
+
+    # --- any route ------------------------------------------------------------------------
+
+    def url(self, path: str, query: Mapping[str, str] | None = None) -> str:
+        """The full URL of ``path`` with ``query``."""
+        return self.api_url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    def answer(self, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
+               token: str | None = None) -> Answer:
+        """One call, whatever its status (for callers that look at the status themselves).
+
+        Raises :class:`Unreachable` when the API does not answer.
+        """
+        try:
+            return send(method, self.url(path, query), body, token or self.token, timeout=self.timeout,
+                        opener=self._open)
+        except urllib.error.URLError as e:
+            raise self._unreachable(e.reason) from None
+        except OSError as e:  # timeouts and resets after the connection was made
+            raise self._unreachable(e) from None
+
+    def call(self, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
+             token: str | None = None) -> Any:
+        """The decoded JSON answer (``None`` for an empty one).
+
+        Raises :class:`ApiError` for an error status, :class:`Unreachable` when the API does
+        not answer, and a :class:`~skymesh.errors.CliError` when a 2xx body is not JSON.
+        """
+        answer = self.answer(method, path, body, query=query, token=token)
+        if not answer.ok:
+            raise error_from_answer(answer.status, answer.raw)
+        try:
+            return answer.json()
+        except ValueError:
+            raise CliError(f"the API at {self.url(path, query)} answered with something that is not JSON"
+                           ) from None
+
+    def get(self, path: str) -> Any:
+        """``GET path``, decoded."""
+        return self.call("GET", path)
+
+    def list_records(self, resource: str, key: str, page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every record of ``GET /v1/<resource>``, however many pages it takes."""
+        return list_all(lambda query: self.call("GET", f"/v1/{resource}", query=query or None), key,
+                        page_size)
+
+    def _unreachable(self, reason: object) -> Unreachable:
+        if isinstance(reason, ConnectionRefusedError):
+            return Unreachable(f"cannot reach the skymesh API at {self.api_url}: "
+                               "is `skymesh local up` running?")
+        detail = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        return Unreachable(f"cannot reach the skymesh API at {self.api_url}: {detail}")
+
+    # --- meta -----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /v1/health``."""
+        return self.call("GET", "/v1/health")
+
+    # --- networks -------------------------------------------------------------------------
+
+    def create_network(self, name: str, ipv4_cidr: str, *, ipv6_cidr: str | None = None,
+                       listen_port: int | None = None, keepalive: int | None = None,
+                       mtu: int | None = None) -> dict[str, Any]:
+        """The new network; settings left ``None`` take the API's defaults (IPv6: a random ULA /64)."""
+        body = {"name": name, "ipv4_cidr": ipv4_cidr, **_given(
+            ipv6_cidr=ipv6_cidr, listen_port=listen_port, keepalive=keepalive, mtu=mtu)}
+        return self.call("POST", "/v1/networks", body)
+
+    def list_networks(self, page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every network, however many pages it takes."""
+        return self.list_records("networks", "networks", page_size)
+
+    def get_network(self, network_id: str) -> dict[str, Any]:
+        return self.get(_path("v1", "networks", network_id))
+
+    def update_network(self, network_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH`` with ``changes`` (name, keepalive, mtu, listen_port); the network as it is now."""
+        return self.call("PATCH", _path("v1", "networks", network_id), dict(changes))
+
+    def delete_network(self, network_id: str, *, force: bool = False) -> None:
+        """Without ``force`` a network with hosts is refused (``network_not_empty``)."""
+        self.call("DELETE", _path("v1", "networks", network_id), query={"force": "true"} if force else None)
+
+    # --- enrollment keys ------------------------------------------------------------------
+
+    def create_enrollment_key(self, networks: Iterable[str], *, uses: int | None = None,
+                              unlimited: bool = False, expires_at: str | None = None,
+                              tags: Iterable[str] | None = None) -> dict[str, Any]:
+        """The created key; its one-time ``token`` is in the answer. ``expires_at`` is RFC 3339."""
+        body: dict[str, Any] = {"networks": list(networks)}
+        if tags is not None:
+            body["tags"] = list(tags)
+        body |= _given(uses=uses, unlimited=True if unlimited else None, expires_at=expires_at)
+        return self.call("POST", "/v1/enrollment-keys", body)
+
+    def list_enrollment_keys(self, page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every enrollment key (no secrets), however many pages it takes."""
+        return self.list_records("enrollment-keys", "enrollment_keys", page_size)
+
+    def revoke_enrollment_key(self, key_id: str) -> None:
+        """The key enrolls no more hosts; those it enrolled stay."""
+        self.call("DELETE", _path("v1", "enrollment-keys", key_id))
+
+    # --- hosts ----------------------------------------------------------------------------
+
+    def register_host(self, enrollment_token: str, registration: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /v1/hosts`` with an enrollment token: the host, its token, certificate and broker."""
+        return self.call("POST", "/v1/hosts", dict(registration),
+                         token=enrollment_token)
+
+    def list_hosts(self, page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every host, however many pages it takes."""
+        return self.list_records("hosts", "hosts", page_size)
+
+    def get_host(self, host_id: str) -> dict[str, Any]:
+        return self.get(_path("v1", "hosts", host_id))
+
+    def host_addresses(self, host_id: str) -> list[dict[str, str]]:
+        """``[{network_id, ipv4, ipv6}]`` of a host (overlay addresses, without prefix length)."""
+        return self.get_host(host_id)["addresses"]
+
+    def update_host(self, host_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH`` with ``changes`` (name, endpoints, listen_port, tags); the host as it is now."""
+        return self.call("PATCH", _path("v1", "hosts", host_id), dict(changes))
+
+    def delete_host(self, host_id: str) -> None:
+        """It leaves every network and its certificate is revoked."""
+        self.call("DELETE", _path("v1", "hosts", host_id))

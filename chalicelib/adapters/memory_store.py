@@ -96,11 +96,6 @@ def _withdrawn() -> Exception:
         "registration took too long and its certificate was withdrawn; register again")
 
 
-def _exists(what: str) -> UnavailableError:
-    # What the DynamoDB store says when a put of a new record finds its id taken.
-    return UnavailableError(f"the database did not answer: {what} exists already (conditional put refused)")
-
-
 @dataclass
 class _NetworkState:
     """A network with what DynamoDB keeps on its item beside the record."""
@@ -147,6 +142,13 @@ class MemoryStore:
         next_cursor = cursors.encode(kind, prefix + page[-1], layout.META) if len(ids) > limit else None
         return Page(tuple(records[i] for i in page), next_cursor)
 
+    def _put_new(self, records: dict[K, V], key: K, value: V, what: str) -> None:
+        """Store a new record; one already at ``key`` is refused with the DynamoDB store's error."""
+        with self._lock:
+            if key in records:
+                raise UnavailableError(f"the database refused the write: {what} exists already")
+            records[key] = value
+
     def _record_change(self, tx: _Tx, network_id: str, host_ids: tuple[HostId, ...] = (),
                        settings: bool = False) -> None:
         change = PendingChange(layout.new_change_sk(), NetworkId(network_id), host_ids, settings)
@@ -163,10 +165,7 @@ class MemoryStore:
 
     # ---------------------------------------------------------------- admin keys
     def put_admin_key(self, key: AdminKey) -> None:
-        with self._lock:
-            if key.id in self._admin_keys:
-                raise _exists(f"admin key {key.id}")
-            self._admin_keys[key.id] = key
+        self._put_new(self._admin_keys, key.id, key, f"admin key {key.id}")
 
     def get_admin_key(self, key_id: str) -> AdminKey | None:
         with self._lock:
@@ -258,10 +257,7 @@ class MemoryStore:
 
     # ---------------------------------------------------------- enrollment keys
     def put_enrollment_key(self, key: EnrollmentKey) -> None:
-        with self._lock:
-            if key.id in self._keys:
-                raise _exists(f"enrollment key {key.id}")
-            self._keys[key.id] = key
+        self._put_new(self._keys, key.id, key, f"enrollment key {key.id}")
 
     def get_enrollment_key(self, key_id: str) -> EnrollmentKey | None:
         with self._lock:
@@ -280,10 +276,7 @@ class MemoryStore:
 
     # ---------------------------------------------------- registrations under way
     def begin_identity(self, pending: PendingIdentity) -> None:
-        with self._lock:
-            if pending.host_id in self._identities:
-                raise _exists(f"the pending identity of {pending.host_id}")
-            self._identities[pending.host_id] = pending
+        self._put_new(self._identities, pending.host_id, pending, f"a pending identity of {pending.host_id}")
 
     def note_certificate(self, host_id: HostId, certificate_id: str) -> None:
         with self._lock:

@@ -5,16 +5,19 @@ connection for transactions, and reads that turn database failures into
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from pynamodb.connection import Connection
 
+from ...service.ports import Page
 from . import cursor as cursors
 from . import layout
 from .items import Items, bind
 from .tx import Tx, guard, transact
 
 __all__ = ["StoreBase"]
+
+T = TypeVar("T")
 
 
 class StoreBase:
@@ -33,6 +36,11 @@ class StoreBase:
     def _transact(self, build: Callable[[Tx], None]) -> None:
         transact(self._connection, build)
 
+    @staticmethod
+    def _put_new(item: Any) -> None:
+        """Store a new record; one already at its key is refused, never overwritten."""
+        guard(lambda: item.save(type(item).pk.does_not_exist()))
+
     def _get(self, cls: Any, pk: str, sk: str) -> Any | None:
         def run() -> Any | None:
             try:
@@ -49,9 +57,11 @@ class StoreBase:
     def _by_kind(self, cls: Any, kind: str) -> list[Any]:
         return guard(lambda: list(cls.by_kind.query(kind)))
 
-    def _page_by_kind(self, cls: Any, kind: str, prefix: str, limit: int,
-                      cursor: str | None) -> tuple[list[Any], str | None]:
-        """At most ``limit`` items of ``kind`` after ``cursor``, in ``pk`` order, and the next cursor.
+    @staticmethod
+    def _page_by_kind(cls: Any, kind: str, prefix: str, limit: int, cursor: str | None,
+                      record: Callable[[Any], T]) -> Page[T]:
+        """At most ``limit`` items of ``kind`` after ``cursor``, in ``pk`` order, as records, and
+        the next cursor.
 
         The items' ``pk`` is ``prefix`` + an id of the same kind (``ids.ID_PREFIXES``).
 
@@ -60,10 +70,8 @@ class StoreBase:
         """
         start = None if cursor is None else cursors.decode(cursor, kind, prefix, layout.META)
         items = guard(lambda: list(cls.by_kind.query(kind, limit=limit + 1, last_evaluated_key=start)))
-        if len(items) <= limit:
-            return items, None
-        last = items[limit - 1]
-        return items[:limit], cursors.encode(kind, last.pk, last.sk)
+        after = cursors.encode(kind, items[limit - 1].pk, items[limit - 1].sk) if len(items) > limit else None
+        return Page(tuple(record(i) for i in items[:limit]), after)
 
     def _delete_raw(self, keys: Iterable[tuple[str, str]]) -> None:
         """Delete these items, whatever they are (a batch; no conditions)."""

@@ -44,8 +44,7 @@ def _address_taken(network_id: str, address: str) -> ErrorFactory:
 class HostRecords(StoreBase):
     # ---------------------------------------------------- registrations under way
     def begin_identity(self, pending: PendingIdentity) -> None:
-        item = mapping.identity_item(self._items, pending)
-        guard(lambda: item.save(self._items.identity.pk.does_not_exist()))
+        self._put_new(mapping.identity_item(self._items, pending))
 
     def note_certificate(self, host_id: HostId, certificate_id: str) -> None:
         ident = self._items.identity
@@ -146,8 +145,7 @@ class HostRecords(StoreBase):
         return None if item is None else mapping.host(item)
 
     def list_hosts(self, limit: int, cursor: str | None = None) -> Page[Host]:
-        items, after = self._page_by_kind(self._items.host, "host", layout.HOST_PREFIX, limit, cursor)
-        return Page(tuple(mapping.host(i) for i in items), after)
+        return self._page_by_kind(self._items.host, "host", layout.HOST_PREFIX, limit, cursor, mapping.host)
 
     def update_host(self, old: Host, new: Host) -> None:
         h, claim = self._items.host, self._items.claim

@@ -12,7 +12,7 @@ from ...errors import NotFoundError
 from ...service.ports import Page
 from . import layout, mapping
 from .base import StoreBase
-from .tx import guard, guard_update
+from .tx import guard_update
 
 __all__ = ["KeyRecords"]
 
@@ -20,8 +20,7 @@ __all__ = ["KeyRecords"]
 class KeyRecords(StoreBase):
     # ---------------------------------------------------------------- admin keys
     def put_admin_key(self, key: AdminKey) -> None:
-        item = mapping.admin_item(self._items, key)
-        guard(lambda: item.save(self._items.admin.pk.does_not_exist()))
+        self._put_new(mapping.admin_item(self._items, key))
 
     def get_admin_key(self, key_id: str) -> AdminKey | None:
         item = self._get(self._items.admin, layout.admin_pk(key_id), layout.META)
@@ -32,16 +31,15 @@ class KeyRecords(StoreBase):
 
     # ---------------------------------------------------------- enrollment keys
     def put_enrollment_key(self, key: EnrollmentKey) -> None:
-        item = mapping.key_item(self._items, key)
-        guard(lambda: item.save(self._items.key.pk.does_not_exist()))
+        self._put_new(mapping.key_item(self._items, key))
 
     def get_enrollment_key(self, key_id: str) -> EnrollmentKey | None:
         item = self._get(self._items.key, layout.key_pk(key_id), layout.META)
         return None if item is None else mapping.enrollment_key(item)
 
     def list_enrollment_keys(self, limit: int, cursor: str | None = None) -> Page[EnrollmentKey]:
-        items, after = self._page_by_kind(self._items.key, "enrollment_key", layout.KEY_PREFIX, limit, cursor)
-        return Page(tuple(mapping.enrollment_key(i) for i in items), after)
+        return self._page_by_kind(self._items.key, "enrollment_key", layout.KEY_PREFIX, limit, cursor,
+                                  mapping.enrollment_key)
 
     def revoke_enrollment_key(self, key_id: str) -> None:
         k = self._items.key

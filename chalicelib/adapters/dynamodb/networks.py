@@ -85,9 +85,8 @@ class NetworkRecords(StoreBase):
         return None if item is None else mapping.network(item)
 
     def list_networks(self, limit: int, cursor: str | None = None) -> Page[Network]:
-        items, after = self._page_by_kind(self._items.network, "network", layout.NETWORK_PREFIX, limit,
-                                          cursor)
-        return Page(tuple(mapping.network(i) for i in items), after)
+        return self._page_by_kind(self._items.network, "network", layout.NETWORK_PREFIX, limit, cursor,
+                                  mapping.network)
 
     def network_snapshot(self, network_id: str) -> tuple[Network, list[Member]] | None:
         network = self.get_network(network_id)  # seq first: members are then never older

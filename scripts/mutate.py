@@ -23,14 +23,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_STORE = "chalicelib.adapters.dynamodb.store.x"
+_DDB = "chalicelib.adapters.dynamodb"
+_PARTS = {  # the store's part (module, class) -> its methods that carry a condition
+    ("networks", "NetworkRecords"): ("_registry_update", "mark_network_deleting", "delete_network"),
+    ("keys", "KeyRecords"): ("revoke_enrollment_key",),
+    ("hosts", "HostRecords"): ("register_host", "update_host", "_member_ops", "_leave_ops",
+                               "remove_host_from_network", "delete_host", "record_host_status",
+                               "mark_offline"),
+    ("stream", "StreamRecords"): ("acquire_publish_lease", "release_publish_lease", "advance_seq"),
+}
 FOCUS = [
-    f"{_STORE}ǁ_Txǁ*",
-    *(f"{_STORE}ǁDynamoStoreǁ{m}__mutmut_*" for m in (
-        "_transact", "_guard_update", "_registry_update", "register_host", "update_host", "_member_ops",
-        "_leave_ops", "remove_host_from_network", "delete_host", "record_host_status", "mark_offline",
-        "acquire_publish_lease", "release_publish_lease", "advance_seq", "revoke_enrollment_key",
-        "mark_network_deleting", "delete_network")),
+    f"{_DDB}.tx.xǁTxǁ*",
+    *(f"{_DDB}.tx.x_{f}__mutmut_*" for f in ("transact", "guard_update", "condition_failed")),
+    *(f"{_DDB}.{module}.xǁ{cls}ǁ{m}__mutmut_*" for (module, cls), methods in _PARTS.items() for m in methods),
     "chalicelib.service.stream.*",
     "agent.runner.*",
 ]

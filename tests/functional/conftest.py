@@ -4,6 +4,9 @@ Each test gets its own table. Publisher and identity are the in-memory adapters
 (recording publisher, throwaway CA) so assertions can read what was broadcast. The
 handlers use the test's service through ``wiring.set_service`` (as the Chalice todo
 sample's ``get_app_db()``), so what a test sees in ``service`` is what they used.
+A module marked ``memory_store`` runs on the in-memory store instead (a fresh one per
+test): its tests are about the API, not the database, and the in-memory store is held
+to the DynamoDB store's behaviour by tests/contract.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from cryptography.x509.oid import NameOID
 
 import app as app_module
 from chalicelib.adapters.dynamodb import ensure_table
+from chalicelib.adapters.memory_store import MemoryStore
 from chalicelib.config import StageConfig
 from chalicelib.service import Service
 from chalicelib.wiring import build_service, set_service
@@ -40,9 +44,15 @@ def _thread_safe_app() -> None:
         app_module.app.__class__ = type("ThreadLocalChalice", (LocalChalice,), {})
 
 
+def _on_memory(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("memory_store") is not None
+
+
 @pytest.fixture
-def stage(ddb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def stage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     table = f"skymesh-test-{uuid.uuid4().hex[:12]}"
+    # On the in-memory store nothing may reach a database: a closed local port, never AWS.
+    ddb_endpoint = "http://127.0.0.1:9" if _on_memory(request) else request.getfixturevalue("ddb_endpoint")
     env = {
         "SKYMESH_TABLE": table,
         "SKYMESH_DYNAMODB_ENDPOINT": ddb_endpoint,
@@ -54,14 +64,17 @@ def stage(ddb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    ensure_table(table, ddb_endpoint, "us-east-1")
+    if not _on_memory(request):
+        ensure_table(table, ddb_endpoint, "us-east-1")
     return env
 
 
 @pytest.fixture
-def service(stage: dict[str, str]) -> Iterator[Service]:
+def service(stage: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Service]:
     """The service of this test's stage; the app's handlers use it too."""
     service = build_service(StageConfig.from_env(stage))
+    if _on_memory(request):
+        service.deps.store = MemoryStore()
     set_service(service)
     try:
         yield service

@@ -19,6 +19,8 @@ from skymesh import admin
 
 from .conftest import Api, host_body
 
+pytestmark = pytest.mark.memory_store  # about the API, not the database: no DynamoDB Local
+
 _HOP_BY_HOP = {"connection", "content-length", "transfer-encoding", "keep-alive"}
 
 

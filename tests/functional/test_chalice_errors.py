@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.memory_store  # about the API, not the database: no DynamoDB Local
+
 
 def _shape(body: bytes) -> tuple[str, str]:
     payload: Any = json.loads(body)

@@ -4,6 +4,8 @@ import pytest
 
 from .conftest import host_body
 
+pytestmark = pytest.mark.memory_store  # about the API, not the database: no DynamoDB Local
+
 
 @pytest.fixture
 def net(api):

@@ -12,6 +12,8 @@ from chalicelib.domain import protocol
 
 from .conftest import host_body, make_csr, wg_public_key
 
+pytestmark = pytest.mark.memory_store  # about the API, not the database: no DynamoDB Local
+
 
 @pytest.fixture
 def net(api):

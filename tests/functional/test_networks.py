@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from .conftest import host_body
+
+pytestmark = pytest.mark.memory_store  # about the API, not the database: no DynamoDB Local
 
 
 def test_create_network_gets_ids_defaults_and_a_random_ula_when_no_ipv6(api):

@@ -14,6 +14,8 @@ from chalicelib.service.ports import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 
 from .conftest import Api, host_body
 
+pytestmark = pytest.mark.memory_store  # about the API, not the database: no DynamoDB Local
+
 LISTS = {"hosts": "hosts", "networks": "networks", "enrollment-keys": "enrollment_keys"}
 N = 7  # records of each kind: pages of 3 are 3, 3, 1
 

@@ -1,0 +1,269 @@
+"""Hosts, their memberships and claims, and the registrations under way.
+
+A host is one item; each network it is in holds its member record and a claim of
+each of its addresses, and its WireGuard key has a claim of its own. Registration,
+update, leaving and deletion each write all of these, the enrollment key's use and
+the pending change to broadcast in one transaction, under the conditions that make
+addresses and keys unique (``attribute_not_exists`` puts) and the host's ``revision``
+current.
+"""
+
+from __future__ import annotations
+
+from ...domain.ids import HostId, NetworkId
+from ...domain.models import EnrollmentKey, Host, HostStatus
+from ...service.ports import (
+    AddressTakenError,
+    IdentityWithdrawnError,
+    KeyRefusedError,
+    NetworkGoneError,
+    Page,
+    PendingIdentity,
+    PublicKeyTakenError,
+)
+from . import layout, mapping
+from .base import StoreBase
+from .tx import ErrorFactory, Tx, guard, guard_update, stale
+
+__all__ = ["HostRecords"]
+
+
+def _withdrawn() -> Exception:
+    return IdentityWithdrawnError(
+        "registration took too long and its certificate was withdrawn; register again")
+
+
+def _network_gone(network_id: str) -> ErrorFactory:
+    return lambda: NetworkGoneError(f"network {network_id} was deleted or is being deleted")
+
+
+def _address_taken(network_id: str, address: str) -> ErrorFactory:
+    return lambda: AddressTakenError(network_id, address)
+
+
+class HostRecords(StoreBase):
+    # ---------------------------------------------------- registrations under way
+    def begin_identity(self, pending: PendingIdentity) -> None:
+        self._put_new(mapping.identity_item(self._items, pending))
+
+    def note_certificate(self, host_id: HostId, certificate_id: str) -> None:
+        ident = self._items.identity
+        guard_update(ident(layout.identity_pk(host_id), layout.PENDING),
+                     [ident.certificate_id.set(certificate_id)],
+                     ident.pk.exists() & ident.abandoned.does_not_exist(), _withdrawn())
+
+    def pending_identities(self) -> list[PendingIdentity]:
+        return [mapping.pending_identity(i) for i in self._by_kind(self._items.identity, "pending_identity")]
+
+    def abandon_identity(self, host_id: HostId) -> PendingIdentity | None:
+        h, ident = self._items.host, self._items.identity
+
+        class _Nothing(Exception):
+            pass
+
+        def build(tx: Tx) -> None:
+            # The host's absence and the claim in one transaction: a registration that
+            # commits first makes this fail; one that comes later finds the claim.
+            tx.check(h, layout.host_pk(host_id), layout.META, condition=h.pk.does_not_exist(),
+                     on_fail=_Nothing)
+            tx.update(ident(layout.identity_pk(host_id), layout.PENDING), actions=[ident.abandoned.set(True)],
+                      condition=ident.pk.exists(), on_fail=_Nothing)
+
+        try:
+            self._transact(build)
+        except _Nothing:
+            return None
+        item = self._get(ident, layout.identity_pk(host_id), layout.PENDING)
+        return None if item is None else mapping.pending_identity(item)
+
+    def forget_identity(self, host_id: HostId) -> None:
+        item = self._items.identity(layout.identity_pk(host_id), layout.PENDING)
+        guard(item.delete)
+
+    # -------------------------------------------------------------------- hosts
+    def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
+        k, net, claim = self._items.key, self._items.network, self._items.claim
+
+        def refused() -> Exception:
+            item = self._get(k, layout.key_pk(key.id), layout.META)
+            reason = mapping.enrollment_key(item).refusal(now) if item else "this enrollment key was deleted"
+            return KeyRefusedError(reason or "this enrollment key cannot be used now")
+
+        def build(tx: Tx) -> None:
+            usable = k.pk.exists() & (k.revoked == False)  # noqa: E712 (a DynamoDB condition)
+            if key.expires_at is not None:
+                usable = usable & (k.expires_at > now)
+            if key.uses_left is not None:
+                tx.update(
+                    k(layout.key_pk(key.id), layout.META),
+                    actions=[k.uses_left.add(-1)],
+                    condition=usable & (k.uses_left > 0),
+                    on_fail=refused,
+                )
+            else:
+                tx.check(k, layout.key_pk(key.id), layout.META, condition=usable, on_fail=refused)
+            tx.put(
+                mapping.host_item(self._items, host),
+                condition=self._items.host.pk.does_not_exist(),
+                on_fail=stale("host id collision; retry"),
+            )
+            # The host and its certificate become one: the pending identity goes, and a
+            # sweeper that withdrew the certificate (abandoned) stops the commit.
+            ident = self._items.identity
+            tx.delete(ident(layout.identity_pk(host.id), layout.PENDING),
+                      condition=ident.pk.exists() & ident.abandoned.does_not_exist(),
+                      on_fail=_withdrawn)
+            tx.put(
+                claim(layout.wgkey_pk(host.public_key), layout.CLAIM, owner=host.id),
+                condition=claim.pk.does_not_exist(),
+                on_fail=lambda: PublicKeyTakenError(
+                    "this WireGuard public key is already used by another host; "
+                    "generate a new key pair for this host"
+                ),
+            )
+            for network_id, (ipv4, ipv6) in sorted(host.addresses.items()):
+                pk = layout.network_pk(network_id)
+                tx.check(
+                    net,
+                    pk,
+                    layout.META,
+                    condition=net.pk.exists() & net.deleting.does_not_exist(),
+                    on_fail=_network_gone(network_id),
+                )
+                for address in (ipv4, ipv6):
+                    tx.put(
+                        claim(pk, layout.ip_sk(address), owner=host.id),
+                        condition=claim.pk.does_not_exist(),
+                        on_fail=_address_taken(network_id, address),
+                    )
+                self._member_ops(tx, host, network_id)
+
+        self._transact(build)
+
+    def get_host(self, host_id: str) -> Host | None:
+        item = self._get(self._items.host, layout.host_pk(host_id), layout.META)
+        return None if item is None else mapping.host(item)
+
+    def list_hosts(self, limit: int, cursor: str | None = None) -> Page[Host]:
+        return self._page_by_kind(self._items.host, "host", layout.HOST_PREFIX, limit, cursor, mapping.host)
+
+    def update_host(self, old: Host, new: Host) -> None:
+        h, claim = self._items.host, self._items.claim
+        key_changed = old.public_key != new.public_key
+
+        def build(tx: Tx) -> None:
+            tx.update(
+                h(layout.host_pk(old.id), layout.META),
+                actions=[
+                    h.name.set(new.name),
+                    h.public_key.set(new.public_key),
+                    h.listen_port.set(new.listen_port),
+                    h.endpoints.set(list(new.endpoints)),
+                    h.observed_endpoint.set(new.observed_endpoint)
+                    if new.observed_endpoint
+                    else h.observed_endpoint.remove(),
+                    h.tags.set(list(new.tags)),
+                    h.revision.set(old.revision + 1),
+                ],
+                condition=h.revision == old.revision,
+                on_fail=stale("the host changed meanwhile; retry"),
+            )
+            if key_changed:
+                tx.put(
+                    claim(layout.wgkey_pk(new.public_key), layout.CLAIM, owner=new.id),
+                    condition=claim.pk.does_not_exist(),
+                    on_fail=lambda: PublicKeyTakenError(
+                        "this WireGuard public key is already used by another host"
+                    ),
+                )
+                tx.delete(claim(layout.wgkey_pk(old.public_key), layout.CLAIM),
+                          on_fail=stale("key claim changed; retry"))
+            for network_id in new.network_ids:
+                self._member_ops(tx, new, network_id)
+
+        self._transact(build)
+
+    def _member_ops(self, tx: Tx, host: Host, network_id: NetworkId) -> None:
+        """Write the host's member record in the network and record the change to broadcast."""
+        tx.put(mapping.member_item(self._items, host.member_of(network_id)),
+               on_fail=stale("member write conflicted; retry"))
+        tx.put(mapping.pending_item(self._items, network_id, (host.id,)),
+               on_fail=stale("change id collision; retry"))
+
+    def _leave_ops(self, tx: Tx, host: Host, network_id: str) -> None:
+        claim = self._items.claim
+        pk = layout.network_pk(network_id)
+        tx.delete(self._items.member(pk, layout.member_sk(host.id)),
+                  on_fail=stale("member changed meanwhile; retry"))
+        for address in host.addresses[NetworkId(network_id)]:
+            tx.delete(
+                claim(pk, layout.ip_sk(address)),
+                condition=claim.owner == host.id,
+                on_fail=stale("address claim changed meanwhile; retry"),
+            )
+        tx.put(mapping.pending_item(self._items, network_id, (host.id,)),
+               on_fail=stale("change id collision; retry"))
+
+    def remove_host_from_network(self, host: Host, network_id: NetworkId) -> Host:
+        h = self._items.host
+        addresses = {k: v for k, v in host.addresses.items() if k != network_id}
+
+        def build(tx: Tx) -> None:
+            tx.update(
+                h(layout.host_pk(host.id), layout.META),
+                actions=[
+                    h.addresses.set({k: [v[0], v[1]] for k, v in addresses.items()}),
+                    h.revision.set(host.revision + 1),
+                ],
+                condition=h.revision == host.revision,
+                on_fail=stale("the host changed meanwhile; retry"),
+            )
+            self._leave_ops(tx, host, network_id)
+
+        self._transact(build)
+        return Host(**{**host.__dict__, "addresses": addresses, "revision": host.revision + 1})
+
+    def delete_host(self, host: Host) -> None:
+        h, claim = self._items.host, self._items.claim
+
+        def build(tx: Tx) -> None:
+            tx.delete(
+                h(layout.host_pk(host.id), layout.META),
+                condition=h.revision == host.revision,
+                on_fail=stale("the host changed meanwhile; retry"),
+            )
+            tx.delete(
+                claim(layout.wgkey_pk(host.public_key), layout.CLAIM),
+                condition=claim.owner == host.id,
+                on_fail=stale("key claim changed; retry"),
+            )
+            for network_id in host.network_ids:
+                self._leave_ops(tx, host, network_id)
+
+        self._transact(build)
+
+    def record_host_status(self, host_id: str, status: HostStatus) -> bool:
+        h = self._items.host
+        return guard_update(
+            h(layout.host_pk(host_id), layout.META),
+            [
+                h.online.set(status.online),
+                h.last_seen.set(status.last_seen),
+                h.agent_version.set(status.agent_version),
+                h.reported_endpoints.set(list(status.reported_endpoints)),
+                h.peers.set(mapping.status_peers(status)),
+            ],
+            h.pk.exists(),
+            None,
+        )
+
+    def mark_offline(self, host_id: str, seen_before: int) -> bool:
+        h = self._items.host
+        return guard_update(
+            h(layout.host_pk(host_id), layout.META),
+            [h.online.set(False)],
+            h.pk.exists()
+            & (h.online == True)  # noqa: E712 (a DynamoDB condition)
+            & (h.last_seen.does_not_exist() | (h.last_seen < seen_before)),
+            None,
+        )

@@ -1,0 +1,73 @@
+"""Where each record lives in the one table: its partition and sort key.
+
+The table is described in :mod:`.items`; this module is the only place that spells a
+key, so a key change is made once and every writer and reader follows.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+__all__ = [
+    "REGISTRY_PK", "REGISTRY_SK", "META", "PENDING", "CLAIM", "PENDING_PREFIX", "MEMBER_PREFIX",
+    "DELTA_PREFIX", "NETWORK_PREFIX", "HOST_PREFIX", "KEY_PREFIX", "ADMIN_PREFIX",
+    "network_pk", "member_sk", "ip_sk", "wgkey_pk", "identity_pk", "host_pk", "key_pk", "admin_pk",
+    "new_change_sk",
+]
+
+REGISTRY_PK, REGISTRY_SK = "REGISTRY", "NETWORKS"
+META = "META"  # the record itself, beside what is stored under the same partition
+PENDING = "PENDING"  # sort key of a registration under way
+CLAIM = "CLAIM"  # sort key of a WireGuard key's claim
+
+# The prefixes of listed records also start their cursors (see :mod:`.cursor`).
+NETWORK_PREFIX, HOST_PREFIX, KEY_PREFIX, ADMIN_PREFIX = "NET#", "HOST#", "KEY#", "ADMIN#"
+MEMBER_PREFIX, PENDING_PREFIX, DELTA_PREFIX = "MEMBER#", "PEND#", "DELTA#"
+
+
+def network_pk(network_id: str) -> str:
+    return f"{NETWORK_PREFIX}{network_id}"
+
+
+def member_sk(host_id: str) -> str:
+    return f"{MEMBER_PREFIX}{host_id}"
+
+
+def delta_sk(seq: int) -> str:
+    """A logged broadcast's sort key, zero-padded so that sort order is seq order."""
+    return f"{DELTA_PREFIX}{seq:012d}"
+
+
+def ip_sk(address: str) -> str:
+    return f"IP#{address}"
+
+
+def wgkey_pk(public_key: str) -> str:
+    return f"WGKEY#{public_key}"
+
+
+def identity_pk(host_id: str) -> str:
+    return f"IDENTITY#{host_id}"
+
+
+def host_pk(host_id: str) -> str:
+    return f"{HOST_PREFIX}{host_id}"
+
+
+def key_pk(key_id: str) -> str:
+    return f"{KEY_PREFIX}{key_id}"
+
+
+def admin_pk(key_id: str) -> str:
+    return f"{ADMIN_PREFIX}{key_id}"
+
+
+def new_change_sk() -> str:
+    """A new pending change's sort key (also its id): ``PEND#<ns>-<random>``.
+
+    The wall-clock nanoseconds come first so that pending changes sort oldest first
+    (the stream cuts off at ``PEND#<ns>`` of its own start); the random part keeps two
+    changes of the same nanosecond apart.
+    """
+    return f"{PENDING_PREFIX}{time.time_ns():020d}-{secrets.token_hex(4)}"

@@ -1,0 +1,249 @@
+"""Items ↔ domain records: the only code that knows both an item's attributes and a record's fields.
+
+Readers turn an item of :mod:`.items` into a frozen domain record; writers build the
+item of a record at its key (:mod:`.layout`). Numbers come back from DynamoDB as
+``Decimal`` and lists as lists, so every reader converts to the record's own types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ...domain.ids import EnrollmentKeyId, HostId, NetworkId
+from ...domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network, PeerStatus
+from ...service.ports import NetworkRegistry, PendingChange, PendingIdentity, RegistryEntry
+from . import layout
+from .items import Items
+
+__all__ = [
+    "network", "registry", "member", "host", "enrollment_key", "admin_key", "pending_identity",
+    "pending_change", "network_item", "member_item", "host_item", "key_item", "admin_item",
+    "identity_item", "pending_item", "registry_entry", "status_peers",
+]
+
+
+# ------------------------------------------------------------------- items → records
+def network(item: Any) -> Network:
+    return Network(
+        id=NetworkId(item.id),
+        name=item.name,
+        ipv4_cidr=item.ipv4_cidr,
+        ipv6_cidr=item.ipv6_cidr,
+        listen_port=int(item.listen_port),
+        keepalive=int(item.keepalive),
+        mtu=int(item.mtu),
+        seq=int(item.seq),
+        created_at=int(item.created_at),
+    )
+
+
+def registry(item: Any | None) -> NetworkRegistry:
+    """The registry item as a record; a table without one has an empty registry at version 0."""
+    if item is None:
+        return NetworkRegistry(version=0, entries=())
+    nets = item.nets.as_dict()
+    entries = tuple(
+        RegistryEntry(NetworkId(nid), v["name"], v["ipv4"], v["ipv6"]) for nid, v in sorted(nets.items())
+    )
+    return NetworkRegistry(version=int(item.version), entries=entries)
+
+
+def member(network_id: str, item: Any) -> Member:
+    return Member(
+        network_id=NetworkId(network_id),
+        host_id=HostId(item.host_id),
+        name=item.name,
+        public_key=item.public_key,
+        ipv4=item.ipv4,
+        ipv6=item.ipv6,
+        listen_port=int(item.listen_port),
+        endpoints=tuple(item.endpoints or ()),
+    )
+
+
+def host(item: Any) -> Host:
+    addresses = {NetworkId(k): (v[0], v[1]) for k, v in item.addresses.as_dict().items()}
+    peers = tuple(
+        PeerStatus(
+            public_key=p["key"],
+            latest_handshake_age=None if p.get("handshake_age") is None else int(p["handshake_age"]),
+            rx_bytes=int(p.get("rx", 0)),
+            tx_bytes=int(p.get("tx", 0)),
+        )
+        for p in (item.peers or ())
+    )
+    return Host(
+        id=HostId(item.id),
+        name=item.name,
+        public_key=item.public_key,
+        listen_port=int(item.listen_port),
+        endpoints=tuple(item.endpoints or ()),
+        addresses=addresses,
+        certificate_id=item.certificate_id,
+        token_hash=item.token_hash,
+        enrollment_key_id=(EnrollmentKeyId(item.enrollment_key_id) if item.enrollment_key_id else None),
+        observed_endpoint=item.observed_endpoint,
+        tags=tuple(item.tags or ()),
+        created_at=int(item.created_at),
+        revision=int(item.revision),
+        status=HostStatus(
+            online=bool(item.online),
+            last_seen=None if item.last_seen is None else int(item.last_seen),
+            agent_version=item.agent_version,
+            reported_endpoints=tuple(item.reported_endpoints or ()),
+            peers=peers,
+        ),
+    )
+
+
+def enrollment_key(item: Any) -> EnrollmentKey:
+    return EnrollmentKey(
+        id=EnrollmentKeyId(item.id),
+        networks=tuple(NetworkId(n) for n in item.networks),
+        token_hash=item.token_hash,
+        uses_total=None if item.uses_total is None else int(item.uses_total),
+        uses_left=None if item.uses_left is None else int(item.uses_left),
+        expires_at=None if item.expires_at is None else int(item.expires_at),
+        unlimited=bool(item.unlimited),
+        tags=tuple(item.tags or ()),
+        revoked=bool(item.revoked),
+        created_at=int(item.created_at),
+    )
+
+
+def admin_key(item: Any) -> AdminKey:
+    return AdminKey(item.id, item.token_hash, item.name, int(item.created_at))
+
+
+def pending_identity(item: Any) -> PendingIdentity:
+    return PendingIdentity(
+        host_id=HostId(item.host_id),
+        created_at=int(item.created_at),
+        certificate_id=item.certificate_id or None,
+        abandoned=bool(item.abandoned),
+    )
+
+
+def pending_change(network_id: str, item: Any) -> PendingChange:
+    return PendingChange(
+        id=item.sk,
+        network_id=NetworkId(network_id),
+        host_ids=tuple(HostId(x) for x in item.host_ids),
+        settings=bool(item.settings),
+    )
+
+
+# ------------------------------------------------------------------- records → items
+def registry_entry(n: Network) -> dict[str, str]:
+    """A network's entry in the registry's map (keyed by its id)."""
+    return {"name": n.name, "ipv4": n.ipv4_cidr, "ipv6": n.ipv6_cidr}
+
+
+def status_peers(status: HostStatus) -> list[dict[str, Any]]:
+    """A status report's peers as the host item stores them (a raw list of maps)."""
+    return [
+        {"key": p.public_key, "handshake_age": p.latest_handshake_age, "rx": p.rx_bytes, "tx": p.tx_bytes}
+        for p in status.peers
+    ]
+
+
+def network_item(items: Items, n: Network) -> Any:
+    return items.network(
+        layout.network_pk(n.id),
+        layout.META,
+        kind="network",
+        id=n.id,
+        name=n.name,
+        ipv4_cidr=n.ipv4_cidr,
+        ipv6_cidr=n.ipv6_cidr,
+        listen_port=n.listen_port,
+        keepalive=n.keepalive,
+        mtu=n.mtu,
+        seq=n.seq,
+        created_at=n.created_at,
+    )
+
+
+def member_item(items: Items, m: Member) -> Any:
+    return items.member(
+        layout.network_pk(m.network_id),
+        layout.member_sk(m.host_id),
+        host_id=m.host_id,
+        name=m.name,
+        public_key=m.public_key,
+        ipv4=m.ipv4,
+        ipv6=m.ipv6,
+        listen_port=m.listen_port,
+        endpoints=list(m.endpoints),
+    )
+
+
+def host_item(items: Items, h: Host) -> Any:
+    """The host's record without its status (a new host has reported nothing yet)."""
+    return items.host(
+        layout.host_pk(h.id),
+        layout.META,
+        kind="host",
+        id=h.id,
+        name=h.name,
+        public_key=h.public_key,
+        listen_port=h.listen_port,
+        endpoints=list(h.endpoints),
+        addresses={k: [v[0], v[1]] for k, v in h.addresses.items()},
+        certificate_id=h.certificate_id,
+        token_hash=h.token_hash,
+        enrollment_key_id=h.enrollment_key_id,
+        observed_endpoint=h.observed_endpoint,
+        tags=list(h.tags),
+        created_at=h.created_at,
+        revision=h.revision,
+    )
+
+
+def key_item(items: Items, key: EnrollmentKey) -> Any:
+    return items.key(
+        layout.key_pk(key.id),
+        layout.META,
+        kind="enrollment_key",
+        id=key.id,
+        networks=list(key.networks),
+        token_hash=key.token_hash,
+        uses_total=key.uses_total,
+        uses_left=key.uses_left,
+        expires_at=key.expires_at,
+        unlimited=key.unlimited,
+        tags=list(key.tags),
+        revoked=key.revoked,
+        created_at=key.created_at,
+    )
+
+
+def admin_item(items: Items, key: AdminKey) -> Any:
+    return items.admin(
+        layout.admin_pk(key.id),
+        layout.META,
+        kind="admin_key",
+        id=key.id,
+        token_hash=key.token_hash,
+        name=key.name,
+        created_at=key.created_at,
+    )
+
+
+def identity_item(items: Items, pending: PendingIdentity) -> Any:
+    return items.identity(layout.identity_pk(pending.host_id), layout.PENDING, kind="pending_identity",
+                          host_id=pending.host_id, created_at=pending.created_at,
+                          certificate_id=pending.certificate_id)
+
+
+def pending_item(items: Items, network_id: str, host_ids: Iterable[str], settings: bool = False) -> Any:
+    """A new pending change of ``network_id`` (see :func:`.layout.new_change_sk` for its id)."""
+    return items.pending(
+        layout.network_pk(network_id),
+        layout.new_change_sk(),
+        kind="pending",
+        network_id=network_id,
+        host_ids=list(host_ids),
+        settings=settings,
+    )

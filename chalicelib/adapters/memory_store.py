@@ -1,0 +1,525 @@
+"""The :class:`~chalicelib.service.ports.Store` port in memory, for fast tests and dry runs.
+
+It keeps the records of :class:`~chalicelib.adapters.dynamodb.DynamoStore` in
+dictionaries and makes the same promises: every multi-record change is checked
+in full before anything is written (all or nothing), each failed condition raises
+the error the DynamoDB store raises for it, and when several conditions fail at
+once the one DynamoDB reports first wins (conditions in its wire order: checks,
+deletes, puts, updates). Cursors and pending-change ids are the same strings the
+DynamoDB store hands out. ``tests/contract/test_store_contract.py`` holds both
+stores to one contract, so this one cannot drift from the real thing.
+
+One lock serialises every call, so a concurrent writer is never seen half way; the
+races DynamoDB reports as transaction conflicts cannot happen here. Never used by a
+deployed stage: nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from ..domain.ids import EnrollmentKeyId, HostId, NetworkId
+from ..domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network
+from ..errors import NotFoundError, UnavailableError
+from ..service.ports import (
+    AddressTakenError,
+    IdentityWithdrawnError,
+    KeyRefusedError,
+    NetworkGoneError,
+    NetworkRegistry,
+    Page,
+    PendingChange,
+    PendingIdentity,
+    PublicKeyTakenError,
+    RegistryEntry,
+    StaleWriteError,
+)
+from .dynamodb import cursor as cursors
+from .dynamodb import layout
+
+__all__ = ["MemoryStore"]
+
+T = TypeVar("T")
+K = TypeVar("K")
+S = TypeVar("S", bound=str)
+V = TypeVar("V")
+ErrorFactory = Callable[[], Exception]
+
+
+class _Tx:
+    """A transaction: conditions are judged on the state before it, then every change is
+    made, or none. A failed condition raises the error it stands for; when several fail,
+    the first in DynamoDB's wire order (checks, deletes, puts, updates) wins, as there."""
+
+    _ORDER = ("check", "delete", "put", "update")
+
+    def __init__(self) -> None:
+        self._conditions: dict[str, list[tuple[bool, ErrorFactory]]] = {k: [] for k in self._ORDER}
+        self._changes: list[Callable[[], None]] = []
+
+    def _add(self, op: str, ok: bool, on_fail: ErrorFactory, change: Callable[[], None] | None) -> None:
+        self._conditions[op].append((ok, on_fail))
+        if change is not None:
+            self._changes.append(change)
+
+    def check(self, ok: bool, on_fail: ErrorFactory) -> None:
+        self._add("check", ok, on_fail, None)
+
+    def delete(self, change: Callable[[], None], ok: bool = True, *, on_fail: ErrorFactory) -> None:
+        self._add("delete", ok, on_fail, change)
+
+    def put(self, change: Callable[[], None], ok: bool = True, *, on_fail: ErrorFactory) -> None:
+        self._add("put", ok, on_fail, change)
+
+    def update(self, change: Callable[[], None], ok: bool = True, *, on_fail: ErrorFactory) -> None:
+        self._add("update", ok, on_fail, change)
+
+    def commit(self) -> None:
+        for op in self._ORDER:
+            for ok, on_fail in self._conditions[op]:
+                if not ok:
+                    raise on_fail()
+        for change in self._changes:
+            change()
+
+
+def _stale(message: str) -> ErrorFactory:
+    return lambda: StaleWriteError(message)
+
+
+def _withdrawn() -> Exception:
+    return IdentityWithdrawnError(
+        "registration took too long and its certificate was withdrawn; register again")
+
+
+@dataclass
+class _NetworkState:
+    """A network with what DynamoDB keeps on its item beside the record."""
+
+    network: Network
+    deleting: bool = False
+    lease: tuple[str, int] | None = None  # owner, until
+
+
+def _stored_host(host: Host) -> Host:
+    """The host as a new record keeps it: no status reported yet, its own addresses map."""
+    return replace(host, addresses=dict(host.addresses), status=HostStatus(),
+                   enrollment_key_id=host.enrollment_key_id or None)
+
+
+class MemoryStore:
+    """Topology storage in dictionaries (see the module's docstring for what it promises)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._registry_version = 0
+        self._registry: dict[NetworkId, RegistryEntry] = {}
+        self._networks: dict[NetworkId, _NetworkState] = {}
+        # As in DynamoDB's partitions, a network's members and pending changes are kept
+        # apart from its record (which the stream's lease and the deleting mark are on).
+        self._members: dict[NetworkId, dict[HostId, Member]] = defaultdict(dict)
+        self._pending: dict[NetworkId, dict[str, PendingChange]] = defaultdict(dict)
+        self._deltas: dict[NetworkId, dict[int, bytes]] = defaultdict(dict)  # expiry: the keep bound only
+        self._address_claims: dict[tuple[NetworkId, str], HostId] = {}
+        self._key_claims: dict[str, HostId] = {}
+        self._hosts: dict[HostId, Host] = {}
+        self._identities: dict[HostId, PendingIdentity] = {}
+        self._keys: dict[EnrollmentKeyId, EnrollmentKey] = {}
+        self._admin_keys: dict[str, AdminKey] = {}
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _page(records: Mapping[S, T], kind: str, prefix: str, limit: int, cursor: str | None) -> Page[T]:
+        """Like the DynamoDB store's pages: id order, its cursors, ``None`` when nothing follows."""
+        after = None
+        if cursor is not None:
+            after = cursors.decode(cursor, kind, prefix, layout.META)["pk"]["S"][len(prefix):]
+        ids = sorted(i for i in records if after is None or i > after)
+        page = ids[:limit]
+        next_cursor = cursors.encode(kind, prefix + page[-1], layout.META) if len(ids) > limit else None
+        return Page(tuple(records[i] for i in page), next_cursor)
+
+    def _put_new(self, records: dict[K, V], key: K, value: V, what: str) -> None:
+        """Store a new record; one already at ``key`` is refused with the DynamoDB store's error."""
+        with self._lock:
+            if key in records:
+                raise UnavailableError(f"the database refused the write: {what} exists already")
+            records[key] = value
+
+    def _record_change(self, tx: _Tx, network_id: str, host_ids: tuple[HostId, ...] = (),
+                       settings: bool = False) -> None:
+        change = PendingChange(layout.new_change_sk(), NetworkId(network_id), host_ids, settings)
+        tx.put(_setter(self._pending[NetworkId(network_id)], change.id, change),
+               on_fail=_stale("change id collision; retry"))
+
+    def _registry_update(self, tx: _Tx, version: int, change: Callable[[], None]) -> None:
+        def apply() -> None:
+            self._registry_version = version + 1
+            change()
+
+        tx.update(apply, self._registry_version == version,
+                  on_fail=_stale("networks changed meanwhile; retry"))
+
+    # ---------------------------------------------------------------- admin keys
+    def put_admin_key(self, key: AdminKey) -> None:
+        self._put_new(self._admin_keys, key.id, key, f"admin key {key.id}")
+
+    def get_admin_key(self, key_id: str) -> AdminKey | None:
+        with self._lock:
+            return self._admin_keys.get(key_id)
+
+    def list_admin_keys(self) -> list[AdminKey]:
+        with self._lock:
+            return [self._admin_keys[i] for i in sorted(self._admin_keys)]
+
+    # ------------------------------------------------------------------ networks
+    def network_registry(self) -> NetworkRegistry:
+        with self._lock:
+            entries = tuple(self._registry[i] for i in sorted(self._registry))
+            return NetworkRegistry(self._registry_version, entries)
+
+    def create_network(self, network: Network, registry_version: int) -> None:
+        entry = RegistryEntry(network.id, network.name, network.ipv4_cidr, network.ipv6_cidr)
+        with self._lock:
+            tx = _Tx()
+            self._registry_update(tx, registry_version, _setter(self._registry, network.id, entry))
+            tx.put(_setter(self._networks, network.id, _NetworkState(network)),
+                   network.id not in self._networks, on_fail=_stale("network id collision; retry"))
+            tx.commit()
+
+    def update_network(self, network: Network, registry_version: int, *, notify: bool) -> None:
+        entry = RegistryEntry(network.id, network.name, network.ipv4_cidr, network.ipv6_cidr)
+        with self._lock:
+            state = self._networks.get(network.id)
+            tx = _Tx()
+            self._registry_update(tx, registry_version, _setter(self._registry, network.id, entry))
+
+            def apply() -> None:
+                assert state is not None
+                state.network = replace(state.network, name=network.name, listen_port=network.listen_port,
+                                        keepalive=network.keepalive, mtu=network.mtu)
+
+            tx.update(apply, state is not None,
+                      on_fail=lambda: NotFoundError(f"network {network.id} does not exist"))
+            if notify:
+                self._record_change(tx, network.id, settings=True)
+            tx.commit()
+
+    def get_network(self, network_id: str) -> Network | None:
+        with self._lock:
+            state = self._networks.get(NetworkId(network_id))
+            return None if state is None else state.network
+
+    def list_networks(self, limit: int, cursor: str | None = None) -> Page[Network]:
+        with self._lock:
+            networks = {i: s.network for i, s in self._networks.items()}
+            return self._page(networks, "network", layout.NETWORK_PREFIX, limit, cursor)
+
+    def network_snapshot(self, network_id: str) -> tuple[Network, list[Member]] | None:
+        with self._lock:
+            state = self._networks.get(NetworkId(network_id))
+            if state is None:
+                return None
+            members = self._members.get(state.network.id, {})
+            return state.network, [members[h] for h in sorted(members)]
+
+    def mark_network_deleting(self, network_id: str) -> None:
+        with self._lock:
+            state = self._networks.get(NetworkId(network_id))
+            if state is None:
+                raise NotFoundError(f"network {network_id} does not exist")
+            state.deleting = True
+
+    def unmark_network_deleting(self, network_id: str) -> None:
+        with self._lock:
+            state = self._networks.get(NetworkId(network_id))
+            if state is not None:
+                state.deleting = False
+
+    def delete_network(self, network_id: str, registry_version: int) -> None:
+        nid = NetworkId(network_id)
+        with self._lock:
+            if self._members.get(nid):
+                raise StaleWriteError("the network still has members")
+            tx = _Tx()
+            self._registry_update(tx, registry_version, _popper(self._registry, nid))
+            tx.delete(_popper(self._networks, nid), nid in self._networks,
+                      on_fail=lambda: NotFoundError(f"network {network_id} does not exist"))
+            tx.commit()
+            # What is left (broadcast bookkeeping) is meaningless without the network.
+            self._pending.pop(nid, None)
+            self._deltas.pop(nid, None)
+            self._members.pop(nid, None)
+            for claim in [c for c in self._address_claims if c[0] == nid]:
+                del self._address_claims[claim]
+
+    # ---------------------------------------------------------- enrollment keys
+    def put_enrollment_key(self, key: EnrollmentKey) -> None:
+        self._put_new(self._keys, key.id, key, f"enrollment key {key.id}")
+
+    def get_enrollment_key(self, key_id: str) -> EnrollmentKey | None:
+        with self._lock:
+            return self._keys.get(EnrollmentKeyId(key_id))
+
+    def list_enrollment_keys(self, limit: int, cursor: str | None = None) -> Page[EnrollmentKey]:
+        with self._lock:
+            return self._page(self._keys, "enrollment_key", layout.KEY_PREFIX, limit, cursor)
+
+    def revoke_enrollment_key(self, key_id: str) -> None:
+        with self._lock:
+            key = self._keys.get(EnrollmentKeyId(key_id))
+            if key is None:
+                raise NotFoundError(f"enrollment key {key_id} does not exist")
+            self._keys[key.id] = replace(key, revoked=True)
+
+    # ---------------------------------------------------- registrations under way
+    def begin_identity(self, pending: PendingIdentity) -> None:
+        self._put_new(self._identities, pending.host_id, pending, f"a pending identity of {pending.host_id}")
+
+    def note_certificate(self, host_id: HostId, certificate_id: str) -> None:
+        with self._lock:
+            pending = self._identities.get(host_id)
+            if pending is None or pending.abandoned:
+                raise _withdrawn()
+            self._identities[host_id] = replace(pending, certificate_id=certificate_id)
+
+    def pending_identities(self) -> list[PendingIdentity]:
+        with self._lock:
+            return [self._identities[h] for h in sorted(self._identities)]
+
+    def abandon_identity(self, host_id: HostId) -> PendingIdentity | None:
+        with self._lock:
+            pending = self._identities.get(host_id)
+            if host_id in self._hosts or pending is None:
+                return None
+            pending = self._identities[host_id] = replace(pending, abandoned=True)
+            return pending
+
+    def forget_identity(self, host_id: HostId) -> None:
+        with self._lock:
+            self._identities.pop(host_id, None)
+
+    # -------------------------------------------------------------------- hosts
+    def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
+        with self._lock:
+            tx = _Tx()
+            stored = self._keys.get(key.id)
+
+            def refused() -> Exception:
+                current = self._keys.get(key.id)
+                reason = current.refusal(now) if current else "this enrollment key was deleted"
+                return KeyRefusedError(reason or "this enrollment key cannot be used now")
+
+            # The conditions are the DynamoDB store's: the caller's key says which apply.
+            usable = stored is not None and not stored.revoked
+            if key.expires_at is not None:
+                usable = usable and stored is not None and stored.expires_at is not None \
+                    and stored.expires_at > now
+            if key.uses_left is not None:
+                def use() -> None:
+                    assert stored is not None and stored.uses_left is not None
+                    self._keys[key.id] = replace(stored, uses_left=stored.uses_left - 1)
+
+                tx.update(use, usable and stored is not None and stored.uses_left is not None
+                          and stored.uses_left > 0, on_fail=refused)
+            else:
+                tx.check(usable, refused)
+            tx.put(_setter(self._hosts, host.id, _stored_host(host)), host.id not in self._hosts,
+                   on_fail=_stale("host id collision; retry"))
+            # The host and its certificate become one: the pending identity goes, and a
+            # sweeper that withdrew the certificate (abandoned) stops the commit.
+            pending = self._identities.get(host.id)
+            tx.delete(_popper(self._identities, host.id), pending is not None and not pending.abandoned,
+                      on_fail=_withdrawn)
+            tx.put(_setter(self._key_claims, host.public_key, host.id),
+                   host.public_key not in self._key_claims,
+                   on_fail=lambda: PublicKeyTakenError(
+                       "this WireGuard public key is already used by another host; "
+                       "generate a new key pair for this host"))
+            for network_id, (ipv4, ipv6) in sorted(host.addresses.items()):
+                state = self._networks.get(network_id)
+                tx.check(state is not None and not state.deleting, _network_gone(network_id))
+                for address in (ipv4, ipv6):
+                    tx.put(_setter(self._address_claims, (network_id, address), host.id),
+                           (network_id, address) not in self._address_claims,
+                           on_fail=_address_taken(network_id, address))
+                self._member_ops(tx, host, network_id)
+            tx.commit()
+
+    def get_host(self, host_id: str) -> Host | None:
+        with self._lock:
+            host = self._hosts.get(HostId(host_id))
+            return None if host is None else replace(host, addresses=dict(host.addresses))
+
+    def list_hosts(self, limit: int, cursor: str | None = None) -> Page[Host]:
+        with self._lock:
+            hosts = {i: replace(h, addresses=dict(h.addresses)) for i, h in self._hosts.items()}
+            return self._page(hosts, "host", layout.HOST_PREFIX, limit, cursor)
+
+    def update_host(self, old: Host, new: Host) -> None:
+        with self._lock:
+            current = self._hosts.get(old.id)
+            tx = _Tx()
+
+            def apply() -> None:
+                assert current is not None
+                self._hosts[old.id] = replace(
+                    current, name=new.name, public_key=new.public_key, listen_port=new.listen_port,
+                    endpoints=new.endpoints, observed_endpoint=new.observed_endpoint or None, tags=new.tags,
+                    revision=old.revision + 1)
+
+            tx.update(apply, current is not None and current.revision == old.revision,
+                      on_fail=_stale("the host changed meanwhile; retry"))
+            if old.public_key != new.public_key:
+                tx.put(_setter(self._key_claims, new.public_key, new.id),
+                       new.public_key not in self._key_claims,
+                       on_fail=lambda: PublicKeyTakenError(
+                           "this WireGuard public key is already used by another host"))
+                tx.delete(_popper(self._key_claims, old.public_key),
+                          on_fail=_stale("key claim changed; retry"))
+            for network_id in new.network_ids:
+                self._member_ops(tx, new, network_id)
+            tx.commit()
+
+    def _member_ops(self, tx: _Tx, host: Host, network_id: NetworkId) -> None:
+        """Write the host's member record in the network and record the change to broadcast."""
+        tx.put(_setter(self._members[network_id], host.id, host.member_of(network_id)),
+               on_fail=_stale("member write conflicted; retry"))
+        self._record_change(tx, network_id, (host.id,))
+
+    def _leave_ops(self, tx: _Tx, host: Host, network_id: NetworkId) -> None:
+        tx.delete(_popper(self._members[network_id], host.id),
+                  on_fail=_stale("member changed meanwhile; retry"))
+        for address in host.addresses[network_id]:
+            claim = (network_id, address)
+            tx.delete(_popper(self._address_claims, claim), self._address_claims.get(claim) == host.id,
+                      on_fail=_stale("address claim changed meanwhile; retry"))
+        self._record_change(tx, network_id, (host.id,))
+
+    def remove_host_from_network(self, host: Host, network_id: NetworkId) -> Host:
+        addresses = {k: v for k, v in host.addresses.items() if k != network_id}
+        with self._lock:
+            current = self._hosts.get(host.id)
+            tx = _Tx()
+
+            def apply() -> None:
+                assert current is not None
+                self._hosts[host.id] = replace(current, addresses=dict(addresses), revision=host.revision + 1)
+
+            tx.update(apply, current is not None and current.revision == host.revision,
+                      on_fail=_stale("the host changed meanwhile; retry"))
+            self._leave_ops(tx, host, network_id)
+            tx.commit()
+        return replace(host, addresses=addresses, revision=host.revision + 1)
+
+    def delete_host(self, host: Host) -> None:
+        with self._lock:
+            current = self._hosts.get(host.id)
+            tx = _Tx()
+            tx.delete(_popper(self._hosts, host.id),
+                      current is not None and current.revision == host.revision,
+                      on_fail=_stale("the host changed meanwhile; retry"))
+            tx.delete(_popper(self._key_claims, host.public_key),
+                      self._key_claims.get(host.public_key) == host.id,
+                      on_fail=_stale("key claim changed; retry"))
+            for network_id in host.network_ids:
+                self._leave_ops(tx, host, network_id)
+            tx.commit()
+
+    def record_host_status(self, host_id: str, status: HostStatus) -> bool:
+        with self._lock:
+            host = self._hosts.get(HostId(host_id))
+            if host is None:
+                return False
+            self._hosts[host.id] = replace(host, status=replace(
+                status, reported_endpoints=tuple(status.reported_endpoints), peers=tuple(status.peers)))
+            return True
+
+    def mark_offline(self, host_id: str, seen_before: int) -> bool:
+        with self._lock:
+            host = self._hosts.get(HostId(host_id))
+            if host is None or not host.status.online:
+                return False
+            if host.status.last_seen is not None and host.status.last_seen >= seen_before:
+                return False
+            self._hosts[host.id] = replace(host, status=replace(host.status, online=False))
+            return True
+
+    # ------------------------------------------------------------ update stream
+    def acquire_publish_lease(self, network_id: str, owner: str, now: int, ttl: int) -> bool:
+        with self._lock:
+            state = self._networks.get(NetworkId(network_id))
+            if state is None or (state.lease is not None and state.lease[1] >= now):
+                return False
+            state.lease = (owner, now + ttl)
+            return True
+
+    def release_publish_lease(self, network_id: str, owner: str) -> None:
+        with self._lock:
+            state = self._networks.get(NetworkId(network_id))
+            if state is not None and state.lease is not None and state.lease[0] == owner:
+                state.lease = None
+
+    def pending_changes(self, network_id: str, limit: int | None = None) -> list[PendingChange]:
+        with self._lock:
+            pending = self._pending.get(NetworkId(network_id), {})
+            return [pending[i] for i in sorted(pending)[:limit]]
+
+    def advance_seq(self, network_id: str, owner: str) -> Network:
+        with self._lock:
+            state = self._networks.get(NetworkId(network_id))
+            if state is None or state.lease is None or state.lease[0] != owner:
+                raise StaleWriteError("the publish lease was lost")
+            state.network = replace(state.network, seq=state.network.seq + 1)
+            return state.network
+
+    def members(self, network_id: str, host_ids: Sequence[str]) -> dict[HostId, Member]:
+        with self._lock:
+            found = self._members.get(NetworkId(network_id), {})
+            return {HostId(h): found[HostId(h)] for h in dict.fromkeys(host_ids) if h in found}
+
+    def clear_pending(self, network_id: str, change_ids: Sequence[str]) -> None:
+        with self._lock:
+            pending = self._pending.get(NetworkId(network_id), {})
+            for change_id in change_ids:
+                pending.pop(change_id, None)
+
+    def networks_with_pending(self) -> list[NetworkId]:
+        with self._lock:
+            return sorted(i for i, pending in self._pending.items() if pending)
+
+    def log_delta(self, network_id: str, seq: int, payload: bytes, *, expires_at: int, keep: int) -> None:
+        with self._lock:
+            logged = self._deltas[NetworkId(network_id)]
+            logged[seq] = bytes(payload)
+            logged.pop(seq - keep, None)
+
+    def deltas_since(self, network_id: str, seq: int, limit: int) -> list[tuple[int, bytes]]:
+        with self._lock:
+            logged = self._deltas.get(NetworkId(network_id), {})
+            return [(s, logged[s]) for s in sorted(s for s in logged if s > seq)[:limit]]
+
+
+def _network_gone(network_id: str) -> ErrorFactory:
+    return lambda: NetworkGoneError(f"network {network_id} was deleted or is being deleted")
+
+
+def _address_taken(network_id: str, address: str) -> ErrorFactory:
+    return lambda: AddressTakenError(network_id, address)
+
+
+def _setter(records: dict[K, V], key: K, value: V) -> Callable[[], None]:
+    """The change that stores ``value`` at ``key`` (made when its transaction commits)."""
+    return lambda: records.__setitem__(key, value)
+
+
+def _popper(records: dict[K, V], key: K) -> Callable[[], None]:
+    """The change that removes ``key`` (nothing when it is gone already, as a DynamoDB delete)."""
+    def pop() -> None:
+        records.pop(key, None)
+
+    return pop

@@ -1,0 +1,626 @@
+"""The ``Store`` port's contract: what every store promises, run against each of them.
+
+Each test runs on the DynamoDB store (DynamoDB Local) and on the in-memory store
+(see ``conftest.py``). Conditions are raced deterministically: the competing state is
+written first, then the write that must be refused; a refused write must say which
+condition failed and leave everything as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from chalicelib.domain.ids import EnrollmentKeyId, HostId, NetworkId, new_id
+from chalicelib.domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Network, PeerStatus
+from chalicelib.errors import NotFoundError, UnavailableError
+from chalicelib.service.ports import (
+    PAGE_LIMIT_MAX,
+    AddressTakenError,
+    IdentityWithdrawnError,
+    InvalidCursorError,
+    KeyRefusedError,
+    NetworkGoneError,
+    Page,
+    PendingIdentity,
+    PublicKeyTakenError,
+    RegistryEntry,
+    StaleWriteError,
+    Store,
+    every_item,
+)
+
+from .conftest import Backend
+
+NET = NetworkId("net_a")
+NOW = 1_000_000
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    """The backend's store, with one network."""
+    store = backend.store
+    store.create_network(Network(NET, "n", "100.64.0.0/24", "fd00:64::/64"), store.network_registry().version)
+    return store
+
+
+def _key(store: Store, uses: int | None = 5, expires_at: int | None = None,
+         networks: tuple[NetworkId, ...] = (NET,)) -> EnrollmentKey:
+    key = EnrollmentKey(EnrollmentKeyId(f"ek_{uuid.uuid4().hex[:8]}"), networks, "hash", uses_total=uses,
+                        uses_left=uses, expires_at=expires_at, unlimited=uses is None and expires_at is None)
+    store.put_enrollment_key(key)
+    return key
+
+
+def _host(n: int, public_key: str | None = None, address: tuple[str, str] | None = None) -> Host:
+    return Host(id=HostId(f"host_{n}"), name=f"h{n}", public_key=public_key or f"{n:043d}=",
+                listen_port=51820, endpoints=(),
+                addresses={NET: address or (f"100.64.0.{n}", f"fd00:64::{n}")}, revision=1)
+
+
+def _register(store: Store, host: Host, key: EnrollmentKey, now: int = NOW) -> None:
+    """As the service registers: the pending identity first, then the transaction that commits it."""
+    store.begin_identity(PendingIdentity(host.id, now))
+    store.register_host(host, key, now)
+
+
+def _registered(store: Store) -> tuple[Host, EnrollmentKey]:
+    key = _key(store)
+    first = _host(1)
+    _register(store, first, key, NOW)
+    return first, replace(key, uses_left=4)
+
+
+def _settle(store: Store, network_id: str = NET) -> None:
+    """Clear the pending changes so a test sees only those of its own writes."""
+    store.clear_pending(network_id, [p.id for p in store.pending_changes(network_id)])
+
+
+# --- status reports and the offline sweep ----------------------------------------------------
+
+
+def test_a_status_report_for_a_missing_host_is_dropped_and_creates_nothing(store: Store) -> None:
+    assert store.record_host_status("host_gone", HostStatus(online=True, last_seen=1)) is False
+    assert store.get_host("host_gone") is None
+    assert store.list_hosts(PAGE_LIMIT_MAX, None).items == ()
+
+
+def test_a_status_report_is_stored_as_sent_and_a_host_goes_offline_only_when_not_seen_since(
+        store: Store) -> None:
+    first, _ = _registered(store)
+    assert store.get_host(first.id).status == HostStatus()  # nothing reported yet
+    status = HostStatus(online=True, last_seen=NOW, agent_version="1.2", reported_endpoints=("198.18.0.1:1",),
+                        peers=(PeerStatus("p" * 43 + "=", 5, 10, 20), PeerStatus("q" * 43 + "=", None)))
+    assert store.record_host_status(first.id, status) is True
+    assert store.get_host(first.id).status == status
+    assert store.get_host(first.id).revision == first.revision  # a report is no change of the host
+
+    assert store.mark_offline(first.id, seen_before=NOW) is False  # seen at NOW: not before it
+    assert store.mark_offline(first.id, seen_before=NOW + 1) is True
+    assert store.get_host(first.id).status == replace(status, online=False)
+    assert store.mark_offline(first.id, seen_before=NOW + 1) is False  # once
+    assert store.mark_offline("host_gone", seen_before=NOW + 1) is False
+    assert store.get_host("host_gone") is None
+
+
+# --- the update stream -------------------------------------------------------------------------
+
+
+def test_a_publish_lease_is_held_by_one_owner_until_it_expires(store: Store) -> None:
+    assert store.acquire_publish_lease(NET, "other", now=NOW, ttl=30) is True
+    assert store.acquire_publish_lease(NET, "me", now=NOW + 29, ttl=30) is False
+    store.release_publish_lease(NET, "me")  # not mine: changes nothing
+    assert store.acquire_publish_lease(NET, "me", now=NOW + 29, ttl=30) is False
+    with pytest.raises(StaleWriteError, match="lease was lost"):
+        store.advance_seq(NET, "me")
+    assert store.acquire_publish_lease(NET, "me", now=NOW + 30, ttl=30) is False  # its last second
+    assert store.acquire_publish_lease(NET, "me", now=NOW + 31, ttl=30) is True  # a dead holder's
+    assert store.advance_seq(NET, "me").seq == 1
+    store.release_publish_lease(NET, "me")
+    assert store.acquire_publish_lease(NET, "other", now=NOW + 32, ttl=30) is True
+    assert store.acquire_publish_lease("net_missing", "me", now=NOW, ttl=30) is False
+
+
+def test_seq_advances_by_one_per_call_under_the_lease_only(store: Store) -> None:
+    with pytest.raises(StaleWriteError, match="lease was lost"):
+        store.advance_seq(NET, "me")  # never held
+    assert store.acquire_publish_lease(NET, "me", now=NOW, ttl=30)
+    assert [store.advance_seq(NET, "me").seq for _ in range(3)] == [1, 2, 3]
+    assert store.advance_seq(NET, "me") == replace(store.get_network(NET), seq=4)
+    assert store.get_network(NET).seq == 4
+    store.release_publish_lease(NET, "me")
+    with pytest.raises(StaleWriteError, match="lease was lost"):
+        store.advance_seq(NET, "me")
+    assert store.get_network(NET).seq == 4
+    with pytest.raises(StaleWriteError, match="lease was lost"):
+        store.advance_seq("net_missing", "me")
+
+
+def test_pending_changes_come_oldest_first_until_cleared(store: Store) -> None:
+    assert store.pending_changes(NET) == [] and store.networks_with_pending() == []
+    key = _key(store)
+    hosts = [_host(n) for n in (3, 1, 2)]
+    for h in hosts:
+        _register(store, h, key)
+    store.update_network(replace(store.get_network(NET), mtu=1380), store.network_registry().version,
+                         notify=True)
+
+    pending = store.pending_changes(NET)
+    assert [p.host_ids for p in pending] == [(h.id,) for h in hosts] + [()]
+    assert [p.settings for p in pending] == [False, False, False, True]
+    assert {p.network_id for p in pending} == {NET}
+    assert len({p.id for p in pending}) == 4 and [p.id for p in pending] == sorted(p.id for p in pending)
+    assert store.pending_changes(NET, limit=2) == pending[:2]
+    assert store.networks_with_pending() == [NET]
+
+    store.clear_pending(NET, [pending[0].id, pending[2].id])
+    assert store.pending_changes(NET) == [pending[1], pending[3]]
+    store.clear_pending(NET, [pending[0].id])  # already gone: nothing happens
+    store.clear_pending(NET, [pending[1].id, pending[3].id])
+    assert store.pending_changes(NET) == [] and store.networks_with_pending() == []
+
+
+def test_the_delta_log_keeps_the_last_few_broadcasts_in_seq_order(store: Store) -> None:
+    assert store.deltas_since(NET, 0, limit=10) == []
+    for seq in range(1, 8):
+        store.log_delta(NET, seq, b'{"seq":%d}' % seq, expires_at=NOW + 60, keep=4)
+    assert store.deltas_since(NET, 0, limit=10) == [(s, b'{"seq":%d}' % s) for s in (4, 5, 6, 7)]
+    assert store.deltas_since(NET, 5, limit=10) == [(6, b'{"seq":6}'), (7, b'{"seq":7}')]
+    assert store.deltas_since(NET, 3, limit=2) == [(4, b'{"seq":4}'), (5, b'{"seq":5}')]
+    assert store.deltas_since(NET, 7, limit=10) == []
+    assert store.deltas_since("net_other", 0, limit=10) == []
+
+
+def test_a_deleted_network_leaves_no_delta_log(backend: Backend, store: Store) -> None:
+    store.log_delta(NET, 1, b"{}", expires_at=NOW + 60, keep=4)
+    store.delete_network(NET, store.network_registry().version)
+    assert backend.leftovers(NET) == [] and store.deltas_since(NET, 0, limit=10) == []
+
+
+def test_members_are_read_as_they_are_now(store: Store) -> None:
+    first, key = _registered(store)
+    second = _host(2)
+    _register(store, second, key)
+    found = store.members(NET, [second.id, first.id, second.id, "host_never"])
+    assert found == {first.id: first.member_of(NET), second.id: second.member_of(NET)}
+    store.remove_host_from_network(store.get_host(second.id), NET)
+    assert store.members(NET, [first.id, second.id]) == {first.id: first.member_of(NET)}
+    assert store.members("net_missing", [first.id]) == {}
+
+
+# --- networks ------------------------------------------------------------------------------------
+
+
+def test_networks_move_the_registry_one_version_per_write(backend: Backend) -> None:
+    store = backend.store
+    assert store.network_registry().version == 0 and store.network_registry().entries == ()
+    a = Network(NetworkId("net_aaaa"), "a", "100.64.0.0/24", "fd00:64::/64", listen_port=51821, keepalive=10,
+                mtu=1400, seq=0, created_at=NOW)
+    store.create_network(a, 0)
+    assert store.get_network(a.id) == a
+    assert store.network_registry().version == 1
+    before = backend.contents()
+    b = Network(NetworkId("net_bbbb"), "b", "100.65.0.0/24", "fd00:65::/64")
+    with pytest.raises(StaleWriteError, match="networks changed meanwhile"):
+        store.create_network(b, 0)  # read before a was created
+    with pytest.raises(StaleWriteError, match="network id collision"):
+        store.create_network(replace(a, name="again"), 1)
+    assert backend.contents() == before, "a refused create writes nothing"
+
+    store.create_network(b, 1)
+    assert store.network_registry().version == 2
+    assert store.network_registry().entries == (
+        RegistryEntry(a.id, "a", "100.64.0.0/24", "fd00:64::/64"),
+        RegistryEntry(b.id, "b", "100.65.0.0/24", "fd00:65::/64"))
+
+
+def test_a_network_update_changes_its_settings_and_records_a_broadcast_only_when_asked(
+        backend: Backend) -> None:
+    store = backend.store
+    net = Network(NetworkId("net_aaaa"), "a", "100.64.0.0/24", "fd00:64::/64", created_at=NOW)
+    store.create_network(net, 0)
+    renamed = replace(net, name="renamed", listen_port=51999, keepalive=5, mtu=1280)
+    store.update_network(renamed, 1, notify=False)
+    assert store.get_network(net.id) == renamed
+    assert store.pending_changes(net.id) == []
+    assert store.network_registry().version == 2
+    assert store.network_registry().entries == (
+        RegistryEntry(net.id, "renamed", net.ipv4_cidr, net.ipv6_cidr),)
+
+    # The ranges and seq are not settings: an update leaves them as they are.
+    store.update_network(replace(renamed, mtu=1300, seq=7, created_at=1), 2, notify=True)
+    assert store.get_network(net.id) == replace(renamed, mtu=1300)
+    (change,) = store.pending_changes(net.id)
+    assert change.settings and change.host_ids == ()
+
+    before = backend.contents()
+    with pytest.raises(StaleWriteError, match="networks changed meanwhile"):
+        store.update_network(replace(renamed, mtu=1), 2, notify=True)
+    with pytest.raises(NotFoundError, match="net_zzzz does not exist"):
+        store.update_network(replace(renamed, id=NetworkId("net_zzzz")), 3, notify=True)
+    assert backend.contents() == before, "a refused update writes nothing"
+
+
+def test_a_snapshot_holds_the_network_and_its_members_in_host_order(store: Store) -> None:
+    key = _key(store)
+    hosts = [_host(n) for n in (2, 3, 1)]
+    for h in hosts:
+        _register(store, h, key)
+    network, members = store.network_snapshot(NET)
+    assert network == store.get_network(NET)
+    assert members == [h.member_of(NET) for h in sorted(hosts, key=lambda h: h.id)]
+    assert store.network_snapshot("net_missing") is None
+
+
+def test_a_network_being_deleted_takes_no_members_until_unmarked(store: Store) -> None:
+    key = _key(store)
+    store.mark_network_deleting(NET)
+    with pytest.raises(NetworkGoneError):
+        _register(store, _host(1), key)
+    store.unmark_network_deleting(NET)
+    store.register_host(_host(1), key, NOW)  # its pending identity is still there
+    assert [m.host_id for m in store.network_snapshot(NET)[1]] == ["host_1"]
+    with pytest.raises(NotFoundError):
+        store.mark_network_deleting("net_missing")
+    store.unmark_network_deleting("net_missing")  # nothing to unmark: no error
+
+
+def test_a_network_with_members_is_not_deleted_and_a_deleted_one_leaves_nothing(backend: Backend,
+                                                                                store: Store) -> None:
+    first, _ = _registered(store)  # a member, and its change still pending
+    with pytest.raises(StaleWriteError, match="still has members"):
+        store.delete_network(NET, store.network_registry().version)
+    assert store.get_network(NET) is not None
+
+    store.remove_host_from_network(first, NET)
+    store.delete_network(NET, store.network_registry().version)
+    assert backend.leftovers(NET) == [], "nothing of it is left"
+    assert store.network_registry().entries == ()
+    assert store.pending_changes(NET) == [] and store.networks_with_pending() == []
+    with pytest.raises(NotFoundError):  # a second delete (a concurrent one) finds nothing to delete
+        store.delete_network(NET, store.network_registry().version)
+    with pytest.raises(NotFoundError):
+        store.mark_network_deleting(NET)
+
+
+def test_a_network_is_not_deleted_on_a_stale_registry(backend: Backend, store: Store) -> None:
+    version = store.network_registry().version
+    store.create_network(Network(NetworkId("net_bbbb"), "b", "100.65.0.0/24", "fd00:65::/64"), version)
+    before = backend.contents()
+    with pytest.raises(StaleWriteError, match="networks changed meanwhile"):
+        store.delete_network(NET, version)
+    assert backend.contents() == before
+
+
+# --- lists and their cursors ---------------------------------------------------------------------
+
+
+def _walk(fetch: Callable[[str | None], Page]) -> list[list[str]]:
+    """The ids of each page, walking the cursors from the start."""
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        page = fetch(cursor)
+        pages.append([r.id for r in page.items])
+        if page.cursor is None:
+            return pages
+        cursor = page.cursor
+
+
+def test_every_list_walks_its_records_once_in_id_order_and_refuses_foreign_cursors(backend: Backend) -> None:
+    store = backend.store
+    nets = sorted(NetworkId(new_id("network")) for _ in range(5))
+    for i, nid in enumerate(nets):
+        store.create_network(Network(nid, f"n{i}", f"100.64.{i}.0/24", f"fd00:64:{i}::/64"),
+                             store.network_registry().version)
+    template = EnrollmentKey(EnrollmentKeyId("key_0"), (nets[0],), "hash", None, None, None, True)
+    key_ids = sorted(EnrollmentKeyId(new_id("enrollment_key")) for _ in range(5))
+    for kid in key_ids:
+        store.put_enrollment_key(replace(template, id=kid))
+    hosts = sorted((Host(HostId(new_id("host")), f"h{n}", f"{n:043d}=", 51820, (),
+                         {nets[0]: (f"100.64.0.{n}", f"fd00:64::{n}")}) for n in range(1, 5)),
+                   key=lambda h: h.id)
+    for h in hosts:
+        _register(store, h, replace(template, id=key_ids[0]))
+
+    assert _walk(lambda c: store.list_networks(2, c)) == [nets[0:2], nets[2:4], nets[4:]]
+    host_ids = [h.id for h in hosts]
+    assert _walk(lambda c: store.list_hosts(2, c)) == [host_ids[:2], host_ids[2:]]
+    assert _walk(lambda c: store.list_enrollment_keys(3, c)) == [key_ids[:3], key_ids[3:]]
+    assert [h.id for h in every_item(lambda c: store.list_hosts(3, c))] == host_ids
+    assert store.list_networks(5, None).cursor is None  # a full page with nothing after it
+    assert store.list_networks(PAGE_LIMIT_MAX, None).items == tuple(store.get_network(n) for n in nets)
+
+    host_cursor = store.list_hosts(1, None).cursor
+    network_cursor = store.list_networks(1, None).cursor
+    assert host_cursor and network_cursor
+    with pytest.raises(InvalidCursorError, match="another list"):
+        store.list_networks(2, host_cursor)
+    with pytest.raises(InvalidCursorError, match="another list"):
+        store.list_hosts(2, network_cursor)
+    with pytest.raises(InvalidCursorError):
+        store.list_enrollment_keys(2, network_cursor)
+    for garbage in ("not a cursor!", "abc", host_cursor[:-3], "A" * 600):
+        with pytest.raises(InvalidCursorError):
+            store.list_hosts(2, garbage)
+
+
+# --- keys --------------------------------------------------------------------------------------------
+
+
+def test_admin_keys_are_kept_once_each(backend: Backend) -> None:
+    store = backend.store
+    b, a = AdminKey("adm_bbbb", "hash-b", "ci", NOW), AdminKey("adm_aaaa", "hash-a", created_at=NOW + 1)
+    store.put_admin_key(b)
+    store.put_admin_key(a)
+    assert store.get_admin_key("adm_aaaa") == a and store.get_admin_key("adm_none") is None
+    assert store.list_admin_keys() == [a, b]
+    before = backend.contents()
+    with pytest.raises(UnavailableError):  # an id is never reused: a put over one is refused
+        store.put_admin_key(replace(a, token_hash="other"))
+    assert backend.contents() == before
+
+
+def test_an_enrollment_key_is_kept_as_given_and_revoked_in_place(backend: Backend, store: Store) -> None:
+    key = EnrollmentKey(EnrollmentKeyId("key_aaaa"), (NET, NetworkId("net_bbbb")), "h", uses_total=3,
+                        uses_left=2, expires_at=NOW, unlimited=False, tags=("a", "b"), created_at=NOW)
+    store.put_enrollment_key(key)
+    assert store.get_enrollment_key(key.id) == key and store.get_enrollment_key("key_none") is None
+    before = backend.contents()
+    with pytest.raises(UnavailableError):
+        store.put_enrollment_key(replace(key, uses_left=99))
+    assert backend.contents() == before
+    store.revoke_enrollment_key(key.id)
+    assert store.get_enrollment_key(key.id) == replace(key, revoked=True)
+    with pytest.raises(NotFoundError, match="key_none does not exist"):
+        store.revoke_enrollment_key("key_none")
+
+
+# --- registrations under way -------------------------------------------------------------------------
+
+
+def test_a_pending_identity_lives_until_its_host_commits_or_the_sweeper_claims_it(store: Store) -> None:
+    key = _key(store)
+    one, two = _host(1), _host(2)
+    store.begin_identity(PendingIdentity(one.id, NOW))
+    store.begin_identity(PendingIdentity(two.id, NOW + 1))
+    with pytest.raises(UnavailableError):
+        store.begin_identity(PendingIdentity(one.id, NOW + 2))
+    store.note_certificate(one.id, "cert-1")
+    assert store.pending_identities() == [PendingIdentity(one.id, NOW, "cert-1"),
+                                          PendingIdentity(two.id, NOW + 1)]
+
+    store.register_host(one, key, NOW)  # the commit takes its pending identity
+    assert store.pending_identities() == [PendingIdentity(two.id, NOW + 1)]
+    assert store.abandon_identity(one.id) is None  # committed: nothing to clean up
+    store.begin_identity(PendingIdentity(one.id, NOW + 3))  # (a second registration's, say)
+    assert store.abandon_identity(one.id) is None  # a committed host's identity is never claimed
+    assert PendingIdentity(one.id, NOW + 3) in store.pending_identities()
+    store.forget_identity(one.id)
+
+    assert store.abandon_identity(two.id) == PendingIdentity(two.id, NOW + 1, abandoned=True)
+    with pytest.raises(IdentityWithdrawnError, match="took too long"):
+        store.note_certificate(two.id, "cert-2")
+    with pytest.raises(IdentityWithdrawnError, match="took too long"):
+        store.register_host(two, key, NOW)
+    assert store.get_host(two.id) is None
+    assert store.pending_identities() == [PendingIdentity(two.id, NOW + 1, abandoned=True)]
+    store.forget_identity(two.id)
+    store.forget_identity(two.id)  # idempotent
+    assert store.pending_identities() == []
+    assert store.abandon_identity(two.id) is None
+    with pytest.raises(IdentityWithdrawnError):
+        store.note_certificate(two.id, "cert-2")
+
+
+# --- hosts -------------------------------------------------------------------------------------------
+
+
+def test_a_registration_stores_the_host_its_memberships_and_one_use_of_its_key(store: Store) -> None:
+    key = _key(store, uses=2)
+    host = replace(_host(1), endpoints=("198.18.0.1:51820",), observed_endpoint="198.18.0.9:4000",
+                   certificate_id="cert", token_hash="th", enrollment_key_id=key.id, tags=("t",),
+                   created_at=NOW, revision=0, status=HostStatus(online=True, last_seen=NOW))
+    _register(store, host, key)
+    stored = replace(host, status=HostStatus())  # a new host has reported nothing
+    assert store.get_host(host.id) == stored
+    assert store.list_hosts(PAGE_LIMIT_MAX).items == (stored,)
+    assert store.get_enrollment_key(key.id).uses_left == 1
+    assert store.network_snapshot(NET)[1] == [host.member_of(NET)]
+    assert store.network_snapshot(NET)[1][0].endpoints == ("198.18.0.1:51820", "198.18.0.9:4000")
+    assert [p.host_ids for p in store.pending_changes(NET)] == [(host.id,)]
+
+    unlimited = _key(store, uses=None)
+    _register(store, _host(2), unlimited)
+    assert store.get_enrollment_key(unlimited.id) == unlimited  # no uses to count
+
+
+def test_a_registration_into_several_networks_is_one_write(backend: Backend, store: Store) -> None:
+    other = NetworkId("net_bbbb")
+    store.create_network(Network(other, "b", "100.65.0.0/24", "fd00:65::/64"),
+                         store.network_registry().version)
+    key = _key(store, networks=(NET, other))
+    host = replace(_host(1), addresses={NET: ("100.64.0.1", "fd00:64::1"),
+                                        other: ("100.65.0.1", "fd00:65::1")})
+    squatter = replace(_host(2), addresses={other: ("100.65.0.1", "fd00:65::2")})
+    _register(store, squatter, key)
+    store.begin_identity(PendingIdentity(host.id, NOW))
+    before = backend.contents()
+    with pytest.raises(AddressTakenError, match="100.65.0.1 in net_bbbb"):
+        store.register_host(host, key, NOW)
+    assert backend.contents() == before, "nothing of it in the first network either"
+
+    store.remove_host_from_network(store.get_host(squatter.id), other)
+    store.register_host(host, key, NOW)
+    assert store.get_host(host.id).addresses == host.addresses
+    assert [m.host_id for m in store.network_snapshot(NET)[1]] == [host.id]
+    assert [m.host_id for m in store.network_snapshot(other)[1]] == [host.id]
+
+
+@pytest.mark.parametrize("conflict, expected, message", [
+    ("same public key", PublicKeyTakenError, "already used by another host"),
+    ("same ipv4", AddressTakenError, "100.64.0.1 in net_a is taken"),
+    ("same ipv6", AddressTakenError, "fd00:64::1 in net_a is taken"),
+    ("same host id", StaleWriteError, "host id collision"),
+    ("network being deleted", NetworkGoneError, "net_a was deleted or is being deleted"),
+    ("network deleted", NetworkGoneError, "net_b was deleted or is being deleted"),
+    ("key revoked", KeyRefusedError, "this enrollment key was revoked"),
+    ("key used up", KeyRefusedError, "this enrollment key has no uses left"),
+    ("key expired", KeyRefusedError, "this enrollment key has expired"),
+    ("key deleted", KeyRefusedError, "this enrollment key was deleted"),
+    ("no pending identity", IdentityWithdrawnError, "took too long"),
+])
+def test_a_registration_refused_by_a_condition_says_which_and_writes_nothing(
+        backend: Backend, store: Store, conflict: str, expected: type[Exception], message: str) -> None:
+    first, key = _registered(store)
+    second = _host(2)
+    setups: dict[str, Callable[[], Host]] = {
+        "same public key": lambda: replace(second, public_key=first.public_key),
+        "same ipv4": lambda: replace(second, addresses={NET: ("100.64.0.1", "fd00:64::2")}),
+        "same ipv6": lambda: replace(second, addresses={NET: ("100.64.0.2", "fd00:64::1")}),
+        "same host id": lambda: replace(second, id=first.id),
+        "network being deleted": lambda: (store.mark_network_deleting(NET), second)[1],
+        "network deleted": lambda: replace(
+            second, addresses={**second.addresses, NetworkId("net_b"): ("100.65.0.2", "fd00:65::2")}),
+        "key revoked": lambda: (store.revoke_enrollment_key(key.id), second)[1],
+        "key used up": lambda: second,
+        "key expired": lambda: second,
+        "key deleted": lambda: second,
+        "no pending identity": lambda: second,
+    }
+    candidate = setups[conflict]()
+    if conflict == "key used up":
+        key = _key(store, uses=1)
+        _register(store, _host(3), key, NOW)
+    elif conflict == "key expired":
+        key = _key(store, uses=None, expires_at=NOW + 60)
+    elif conflict == "key deleted":
+        key = replace(key, id=EnrollmentKeyId("ek_never"))
+    if conflict != "no pending identity":
+        store.begin_identity(PendingIdentity(candidate.id, NOW + 60))
+    before = backend.contents()
+
+    with pytest.raises(expected, match=message):
+        store.register_host(candidate, key, NOW + 60)
+
+    assert backend.contents() == before, \
+        "a refused registration writes nothing (no use, claim, host or member)"
+
+
+def test_a_host_update_stores_its_fields_in_the_host_and_its_members(store: Store) -> None:
+    first, _ = _registered(store)
+    store.record_host_status(first.id, HostStatus(online=True, last_seen=NOW))
+    _settle(store)
+    current = store.get_host(first.id)
+    new = replace(current, name="renamed", listen_port=51999, endpoints=("198.18.0.2:1",), tags=("x",),
+                  observed_endpoint="198.18.0.3:2", revision=current.revision + 1)
+    store.update_host(current, new)
+    assert store.get_host(first.id) == new  # status, addresses and certificate as they were
+    assert store.network_snapshot(NET)[1] == [new.member_of(NET)]
+    assert [p.host_ids for p in store.pending_changes(NET)] == [(first.id,)]
+    unobserved = replace(new, observed_endpoint=None, revision=new.revision + 1)
+    store.update_host(new, unobserved)
+    assert store.get_host(first.id) == unobserved
+    new = unobserved
+
+    # The revision is counted by the store: it follows the stored one, not the caller's.
+    store.update_host(new, replace(new, name="again", revision=99))
+    assert store.get_host(first.id).revision == new.revision + 1
+
+
+def test_a_host_update_refused_by_a_condition_says_which_and_writes_nothing(
+        backend: Backend, store: Store) -> None:
+    first, key = _registered(store)
+    second = _host(2)
+    _register(store, second, key, NOW)
+    current = store.get_host(first.id)
+    before = backend.contents()
+
+    with pytest.raises(PublicKeyTakenError):  # another host's key: its claim stays its own
+        store.update_host(current, replace(current, public_key=second.public_key, revision=2))
+    with pytest.raises(StaleWriteError, match="host changed meanwhile"):  # a stale read
+        store.update_host(replace(current, revision=0), replace(current, name="stale", revision=1))
+    with pytest.raises(StaleWriteError, match="host changed meanwhile"):
+        store.delete_host(replace(current, revision=0))
+    with pytest.raises(StaleWriteError, match="host changed meanwhile"):  # a deleted host
+        store.update_host(_host(9), replace(_host(9), name="gone"))
+    with pytest.raises(StaleWriteError, match="key claim changed"):  # never another host's key
+        store.delete_host(replace(current, public_key=second.public_key))
+    assert backend.contents() == before
+    assert store.get_host(first.id) == current
+    assert {m.public_key for m in store.network_snapshot(NET)[1]} == {first.public_key, second.public_key}
+
+    store.update_host(current, replace(current, public_key="K" * 43 + "=", revision=2))
+    with pytest.raises(PublicKeyTakenError):  # the new key is claimed now, the old one freed
+        _register(store, _host(4, public_key="K" * 43 + "="), key, NOW)
+    _register(store, _host(5, public_key=first.public_key), key, NOW)
+
+
+def test_leaving_a_network_frees_the_addresses_and_returns_the_host_as_stored(store: Store) -> None:
+    first, key = _registered(store)
+    _settle(store)
+    left = store.remove_host_from_network(first, NET)
+    assert left == replace(first, addresses={}, revision=first.revision + 1)
+    assert store.get_host(first.id) == left
+    assert store.network_snapshot(NET)[1] == []
+    assert [p.host_ids for p in store.pending_changes(NET)] == [(first.id,)]
+    _register(store, _host(2, address=first.addresses[NET]), key)  # the addresses are free again
+
+
+def test_leaving_a_network_on_a_stale_read_is_refused_and_changes_nothing(backend: Backend,
+                                                                         store: Store) -> None:
+    first, key = _registered(store)
+    second = _host(2)
+    _register(store, second, key)
+    before = backend.contents()
+    with pytest.raises(StaleWriteError, match="host changed meanwhile"):
+        store.remove_host_from_network(replace(first, revision=0), NET)
+    with pytest.raises(StaleWriteError, match="address claim changed"):  # never another host's address
+        store.remove_host_from_network(replace(first, addresses=second.addresses), NET)
+    assert backend.contents() == before
+
+
+def test_a_deleted_host_frees_its_key_and_addresses(store: Store) -> None:
+    first, key = _registered(store)
+    _settle(store)
+    store.delete_host(first)
+    assert store.get_host(first.id) is None
+    assert store.network_snapshot(NET)[1] == []
+    assert [p.host_ids for p in store.pending_changes(NET)] == [(first.id,)]
+    _register(store, _host(2, public_key=first.public_key, address=first.addresses[NET]), key)
+    with pytest.raises(StaleWriteError, match="host changed meanwhile"):  # a second delete
+        store.delete_host(first)
+
+
+def test_when_several_conditions_fail_every_store_names_the_same_one(store: Store) -> None:
+    """DynamoDB reports checks, then deletes, puts and updates: the first failed one is the error."""
+    first, key = _registered(store)
+    second = _host(2)
+    _register(store, second, key)
+    current = store.get_host(first.id)
+    # A stale read (the host's update) and a key in use (the claim's put): the put is reported.
+    with pytest.raises(PublicKeyTakenError):
+        store.update_host(replace(current, revision=0), replace(current, public_key=second.public_key))
+    # A used-up key (its update) and a taken address (a put): the address is reported.
+    used_up = _key(store, uses=1)
+    _register(store, _host(3), used_up)
+    store.begin_identity(PendingIdentity(HostId("host_4"), NOW))
+    with pytest.raises(AddressTakenError):
+        store.register_host(_host(4, address=first.addresses[NET]), replace(used_up, uses_left=1), NOW)
+    # ... and a network being deleted (a check) comes before both, and before a withdrawn
+    # identity (a delete).
+    store.mark_network_deleting(NET)
+    with pytest.raises(NetworkGoneError):
+        store.register_host(_host(4, address=first.addresses[NET]), replace(used_up, uses_left=1), NOW)
+    store.forget_identity(HostId("host_4"))
+    with pytest.raises(NetworkGoneError):
+        store.register_host(_host(4, address=first.addresses[NET]), replace(used_up, uses_left=1), NOW)
+    store.unmark_network_deleting(NET)
+    # A withdrawn identity (a delete) comes before a taken address (a put).
+    with pytest.raises(IdentityWithdrawnError):
+        store.register_host(_host(4, address=first.addresses[NET]), replace(used_up, uses_left=1), NOW)
+    assert store.get_host(first.id) == current and store.get_host(HostId("host_4")) is None
+    assert store.get_enrollment_key(used_up.id).uses_left == 0

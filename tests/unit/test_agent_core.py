@@ -184,6 +184,16 @@ def delta_scripts(draw: st.DrawFn) -> list[tuple[str, str, int, int, int]]:
                          max_size=25))
 
 
+def _delta(t: Tracker, step: tuple[str, str, int, int, int]) -> protocol.Delta:
+    net_id, op, n, k, ep = step
+    seq = t.seq(net_id) + 1
+    if op == "upsert":
+        return protocol.Delta(net_id, seq, upsert=(member(net_id, n, KEYS[k], f"198.18.{ep}.{n}:51820"),))
+    if op == "remove":
+        return protocol.Delta(net_id, seq, remove=(f"host_{n}",))
+    return protocol.Delta(net_id, seq, network=net(net_id, seq).with_changes(keepalive=ep * 10))
+
+
 @settings(max_examples=150, deadline=None)
 @given(delta_scripts())
 def test_the_peers_a_delta_touched_are_what_a_full_recomputation_gives(script):
@@ -195,17 +205,10 @@ def test_the_peers_a_delta_touched_are_what_a_full_recomputation_gives(script):
                            protocol.Snapshot(net("net_b", v4="100.65.0.0/16", v6="fd00:2::/64"), (me_b,))])
     t.take_changes()
     applied = dict(t.device(51820).peers)
-    for net_id, op, n, k, ep in script:
-        seq = t.seq(net_id) + 1
-        if op == "upsert":
-            m = member(net_id, n, KEYS[k], f"198.18.{ep}.{n}:51820")
-            delta = protocol.Delta(net_id, seq, upsert=(m,))
-        elif op == "remove":
-            delta = protocol.Delta(net_id, seq, remove=(f"host_{n}",))
-        else:
-            delta = protocol.Delta(net_id, seq, network=net(net_id, seq).with_changes(keepalive=ep * 10))
-        assert t.on_delta(delta) is Outcome.APPLIED
+    for step in script:
+        assert t.on_delta(_delta(t, step)) is Outcome.APPLIED
         changes = t.take_changes()
+        assert len(changes.keys) <= 2  # O(change): the one host named, its old and its new key
         full = t.device(51820).peers
         if changes.full:
             applied = dict(full)
@@ -230,20 +233,13 @@ def test_a_catch_up_with_the_deltas_missed_equals_what_the_live_agent_has(script
     live, away = Tracker("host_1", start), Tracker("host_1", start)
     away.take_changes()
     missed: dict[str, list[protocol.Delta]] = {"net_a": [], "net_b": []}
-    for i, (net_id, op, n, k, ep) in enumerate(script):
-        seq = live.seq(net_id) + 1
-        if op == "upsert":
-            m = member(net_id, n, KEYS[k], f"198.18.{ep}.{n}:51820")
-            delta = protocol.Delta(net_id, seq, upsert=(m,))
-        elif op == "remove":
-            delta = protocol.Delta(net_id, seq, remove=(f"host_{n}",))
-        else:
-            delta = protocol.Delta(net_id, seq, network=net(net_id, seq).with_changes(keepalive=ep * 10))
+    for i, step in enumerate(script):
+        delta = _delta(live, step)
         assert live.on_delta(delta) is Outcome.APPLIED
         if i < cut:
             assert away.on_delta(delta) is Outcome.APPLIED
         else:
-            missed[net_id].append(delta)
+            missed[delta.network_id].append(delta)
     applied = dict(away.device(51820).peers)
     away.take_changes()
     assert away.catch_up([], [protocol.CatchUp(n, live.seq(n), tuple(d)) for n, d in missed.items()])
@@ -254,16 +250,6 @@ def test_a_catch_up_with_the_deltas_missed_equals_what_the_live_agent_has(script
             want = away.peer(key)
             applied.pop(key, None) if want is None else applied.__setitem__(key, want)
         assert applied == dict(full)
-
-
-def _delta(t: Tracker, step: tuple[str, str, int, int, int]) -> protocol.Delta:
-    net_id, op, n, k, ep = step
-    seq = t.seq(net_id) + 1
-    if op == "upsert":
-        return protocol.Delta(net_id, seq, upsert=(member(net_id, n, KEYS[k], f"198.18.{ep}.{n}:51820"),))
-    if op == "remove":
-        return protocol.Delta(net_id, seq, remove=(f"host_{n}",))
-    return protocol.Delta(net_id, seq, network=net(net_id, seq).with_changes(keepalive=ep * 10))
 
 
 @settings(max_examples=100, deadline=None)

@@ -49,21 +49,30 @@ class Changes:
     keys: set[str] = field(default_factory=set)  # peers (by WireGuard key) that may differ
 
 
-@dataclass
 class _Net:
-    network: Network
-    members: dict[HostId, Member]
+    """One network as tracked: its settings and members, and the plan's records of them (which
+    read the members dict in place, so only new settings make new records)."""
+
+    __slots__ = ("members", "records")
+
+    def __init__(self, network: Network, members: dict[HostId, Member]) -> None:
+        self.members = members
+        self.records = NetworkRecords(network, members)
 
     @property
-    def records(self) -> NetworkRecords:
-        return NetworkRecords(self.network, self.members)  # O(1): the dict is read, not copied
+    def network(self) -> Network:
+        return self.records.network
+
+    @network.setter
+    def network(self, network: Network) -> None:
+        self.records = NetworkRecords(network, self.members)
 
 
 class Tracker:
     def __init__(self, host_id: str, snapshots: Iterable[protocol.Snapshot] = ()) -> None:
-        self.host_id = host_id
+        self.host_id = HostId(host_id)
         self._nets: dict[str, _Net] = {}
-        self._by_key: dict[str, set[tuple[str, str]]] = {}  # WireGuard key → {(network, host)}
+        self._by_key: dict[str, set[tuple[str, HostId]]] = {}  # WireGuard key → {(network, host)}
         self._changes = Changes(full=True)
         self.replace(snapshots)
 
@@ -126,7 +135,7 @@ class Tracker:
         if self.host_id in delta.remove:
             self._drop_network(delta.network_id)
             return Outcome.MEMBERSHIP
-        changed = {*delta.remove, *(m.host_id for m in delta.upsert)}
+        changed = {*map(HostId, delta.remove), *(m.host_id for m in delta.upsert)}
         self._touch(current, changed)  # the peers as they were (a removed key is removed)
         for h in delta.remove:
             self._unindex(delta.network_id, current.members.pop(HostId(h), None))
@@ -142,7 +151,7 @@ class Tracker:
             self._changes.full = True  # keepalive, MTU…
         return Outcome.APPLIED
 
-    def _touch(self, n: _Net, changed: set[str]) -> None:
+    def _touch(self, n: _Net, changed: set[HostId]) -> None:
         """Note the keys of the peers the plan says depend on the ``changed`` hosts' records."""
         for h in plan.dependents(n.records, changed):
             if (m := n.members.get(h)) is not None:

@@ -209,11 +209,11 @@ def network_plan(records: NetworkRecords) -> NetworkPlan:
 
 
 # -------------------------------------------------------------------------------- rule
-def peer(records: NetworkRecords, viewer: str, target: str) -> Peer | None:
+def peer(records: NetworkRecords, viewer: HostId, target: HostId) -> Peer | None:
     """How member ``target`` appears as a peer of member ``viewer``, or None when ``viewer``
     does not peer with it (itself, a member with the viewer's own key, not a member)."""
-    me = records.members.get(HostId(viewer))
-    m = records.members.get(HostId(target))
+    me = records.members.get(viewer)
+    m = records.members.get(target)
     if me is None or m is None or m.host_id == me.host_id or m.public_key == me.public_key:
         return None
     return Peer(
@@ -226,7 +226,7 @@ def peer(records: NetworkRecords, viewer: str, target: str) -> Peer | None:
     )
 
 
-def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[HostId]:
+def dependents(records: NetworkRecords, changed: Iterable[HostId]) -> frozenset[HostId]:
     """The members whose peer entry, at any host, may depend on the records of ``changed``
     hosts (added, changed or removed).
 
@@ -235,7 +235,7 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[Hos
     gateway's entry will also depend on the hosts it relays and the clients behind it.
     """
     del records  # the dependencies of relays, gateways and HA groups are read from it
-    return frozenset(HostId(h) for h in changed)
+    return frozenset(changed)
 
 
 def _host_view(records: NetworkRecords, host_id: HostId) -> HostView:

@@ -9,13 +9,14 @@ Anything else is reported so the caller fetches a full config (a resync):
 - the delta removes this host itself, or names a network we do not know —
   our membership changed — resync (to learn the networks we are in now).
 
-A delta costs O(hosts it names), not O(network): the tracker records which
-WireGuard keys it touched (:meth:`Tracker.take_changes`), and :meth:`peer`
-computes one peer's config alone, with the same rules as the full
-:meth:`device` (:func:`~chalicelib.domain.topology.peer_of`,
-:func:`~agent.config.merge_peer`). That keeps one change cheap on every host of
-a large network, and is what lets 1,000 simulated agents share one process in
-``bench/propagation.py``.
+A delta costs O(hosts it names), not O(network): the members whose peer entry may
+differ are the network plan's :func:`~chalicelib.domain.plan.dependents` of the
+changed records, before and after the delta; the tracker records their WireGuard
+keys (:meth:`Tracker.take_changes`), and :meth:`peer` computes one peer's config
+alone with the plan's own rule (:func:`~chalicelib.domain.plan.peer`, folded by
+:func:`~chalicelib.domain.device.merge_peer` as the full :meth:`device` folds it).
+That keeps one change cheap on every host of a large network, and is what lets
+1,000 simulated agents share one process in ``bench/propagation.py``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from chalicelib.domain import protocol
+from chalicelib.domain import plan, protocol
+from chalicelib.domain.device import DeviceConfig, PeerConfig, merge_peer, merge_views
+from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import Member, Network
-from chalicelib.domain.topology import HostView, host_view, peer_of
-
-from .config import DeviceConfig, PeerConfig, merge_peer, merge_views
+from chalicelib.domain.plan import HostView, NetworkRecords
 
 __all__ = ["Tracker", "Outcome", "Changes"]
 
@@ -48,17 +49,30 @@ class Changes:
     keys: set[str] = field(default_factory=set)  # peers (by WireGuard key) that may differ
 
 
-@dataclass
 class _Net:
-    network: Network
-    members: dict[str, Member]
+    """One network as tracked: its settings and members, and the plan's records of them (which
+    read the members dict in place, so only new settings make new records)."""
+
+    __slots__ = ("members", "records")
+
+    def __init__(self, network: Network, members: dict[HostId, Member]) -> None:
+        self.members = members
+        self.records = NetworkRecords(network, members)
+
+    @property
+    def network(self) -> Network:
+        return self.records.network
+
+    @network.setter
+    def network(self, network: Network) -> None:
+        self.records = NetworkRecords(network, self.members)
 
 
 class Tracker:
     def __init__(self, host_id: str, snapshots: Iterable[protocol.Snapshot] = ()) -> None:
-        self.host_id = host_id
+        self.host_id = HostId(host_id)
         self._nets: dict[str, _Net] = {}
-        self._by_key: dict[str, set[tuple[str, str]]] = {}  # WireGuard key → {(network, host)}
+        self._by_key: dict[str, set[tuple[str, HostId]]] = {}  # WireGuard key → {(network, host)}
         self._changes = Changes(full=True)
         self.replace(snapshots)
 
@@ -121,8 +135,10 @@ class Tracker:
         if self.host_id in delta.remove:
             self._drop_network(delta.network_id)
             return Outcome.MEMBERSHIP
+        changed = {*map(HostId, delta.remove), *(m.host_id for m in delta.upsert)}
+        self._touch(current, changed)  # the peers as they were (a removed key is removed)
         for h in delta.remove:
-            self._unindex(delta.network_id, current.members.pop(h, None))
+            self._unindex(delta.network_id, current.members.pop(HostId(h), None))
         for m in delta.upsert:
             self._unindex(delta.network_id, current.members.get(m.host_id))
             current.members[m.host_id] = m
@@ -130,18 +146,23 @@ class Tracker:
             if m.host_id == self.host_id:
                 self._changes.full = True  # our own address or port
         current.network = replace(delta.network or current.network, seq=delta.seq)
+        self._touch(current, changed)  # the peers as they are now
         if delta.network is not None:
             self._changes.full = True  # keepalive, MTU…
         return Outcome.APPLIED
 
+    def _touch(self, n: _Net, changed: set[HostId]) -> None:
+        """Note the keys of the peers the plan says depend on the ``changed`` hosts' records."""
+        for h in plan.dependents(n.records, changed):
+            if (m := n.members.get(h)) is not None:
+                self._changes.keys.add(m.public_key)
+
     def _index(self, net_id: str, m: Member) -> None:
         self._by_key.setdefault(m.public_key, set()).add((net_id, m.host_id))
-        self._changes.keys.add(m.public_key)
 
     def _unindex(self, net_id: str, old: Member | None) -> None:
         if old is None:
             return
-        self._changes.keys.add(old.public_key)
         where = self._by_key.get(old.public_key, set())
         where.discard((net_id, old.host_id))
         if not where:
@@ -176,7 +197,8 @@ class Tracker:
                 for _, n in sorted(self._nets.items())]
 
     def views(self) -> list[HostView]:
-        return [host_view(self.host_id, n.network, n.members.values()) for _, n in sorted(self._nets.items())]
+        """This host's plan in each of its networks, in network-id order."""
+        return [plan.network_plan(n.records)[self.host_id] for _, n in sorted(self._nets.items())]
 
     def device(self, listen_port: int) -> DeviceConfig:
         return merge_views(self.views(), listen_port)
@@ -185,8 +207,6 @@ class Tracker:
         """The config of the peer with this key, as :meth:`device` would have it (None: no such peer)."""
         out = None
         for net_id, host_id in sorted(self._by_key.get(public_key, ())):
-            n = self._nets[net_id]
-            me = n.members.get(self.host_id)
-            if me is not None and host_id != self.host_id and me.public_key != public_key:
-                out = merge_peer(out, peer_of(n.members[host_id], n.network))
+            if (p := plan.peer(self._nets[net_id].records, self.host_id, host_id)) is not None:
+                out = merge_peer(out, p)
         return out

@@ -38,11 +38,11 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from chalicelib.domain import protocol
+from chalicelib.domain.device import AllowedIpConflictError, PeerConfig, peer_diff
 from chalicelib.domain.models import PeerStatus
 
 from . import __version__
 from .api import ApiClient, ApiError, Unreachable
-from .config import PeerConfig, peer_diff
 from .converge import Outcome, Tracker
 from .mqtt import Connected, Disconnected, Received
 from .netconf import NetConfError
@@ -370,7 +370,7 @@ class Agent:
                 self._apply_full()
             elif changes.keys:
                 self._apply_keys(changes.keys)
-        except (BackendError, NetConfError, OSError) as e:
+        except (BackendError, NetConfError, OSError, AllowedIpConflictError) as e:
             self.error = f"cannot configure {self.state.interface}: {e}"
             log.error("%s; retrying in %.0fs", self.error, self.t.apply_retry)
             self._needs_full = True

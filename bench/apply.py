@@ -96,8 +96,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
         if shutil.which(tool) is None:
             raise SystemExit(f"bench/apply.py needs {tool} on PATH")
 
-    from agent.config import PeerConfig
     from agent.wg.uapi import UapiBackend
+    from chalicelib.domain.device import PeerConfig
 
     n = args.peers
     peers = []

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..config import PeerConfig
+from chalicelib.domain.device import PeerConfig
 
 log = logging.getLogger(__name__)
 

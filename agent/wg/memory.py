@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..config import PeerConfig, PeerDiff
+from chalicelib.domain.device import PeerConfig, PeerDiff
+
 from . import key_bytes, public_key_of
 from .base import BackendError, PeerStats
 
@@ -21,7 +22,7 @@ __all__ = ["MemoryBackend"]
 class MemoryBackend:
     """A device that lives in this object.
 
-    ``applies`` holds one :class:`~agent.config.PeerDiff` per non-empty
+    ``applies`` holds one :class:`~chalicelib.domain.device.PeerDiff` per non-empty
     :meth:`apply_peers` call, in order; ``creations`` counts device creations.
     """
 

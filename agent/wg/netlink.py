@@ -17,7 +17,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..config import PeerConfig
+from chalicelib.domain.device import PeerConfig
+
 from . import key_bytes, resolve_endpoint
 from .base import BackendError, DeviceState, PeerState, ReadsDevice, delete_link
 

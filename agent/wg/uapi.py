@@ -25,7 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..config import PeerConfig
+from chalicelib.domain.device import PeerConfig
+
 from . import format_endpoint, key_bytes, resolve_endpoint
 from .base import BackendError, DeviceState, PeerState, ReadsDevice, delete_link
 

@@ -231,6 +231,9 @@ class HostRegistered(BaseModel):
 
 
 class WireMember(BaseModel):
+    """A member record exactly as ``protocol.member_to_wire`` writes it (the agent's input; a
+    unit test holds the two to the same fields)."""
+
     host: str
     name: str
     key: str
@@ -247,6 +250,8 @@ class Interface(BaseModel):
 
 
 class Peer(BaseModel):
+    """One member as a WireGuard peer of this host, as the network plan computes it."""
+
     host_id: str
     name: str
     public_key: str
@@ -259,9 +264,12 @@ class NetworkSnapshot(BaseModel):
     full: bool = True
     seq: int
     network: Network
-    members: list[WireMember]
+    members: list[WireMember] = Field(description="the network's records: what the agent computes its "
+                                      "device from, and what later deltas change")
     interface: Interface
-    peers: list[Peer]
+    peers: list[Peer] = Field(description="this host's peers in the network, computed from the members "
+                              "by the same plan the agent runs (for reading; the agent computes its own)")
+    routes: list[str] = Field(description="ranges this host routes into its interface")
 
 
 class WireNetwork(BaseModel):

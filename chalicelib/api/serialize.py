@@ -55,6 +55,7 @@ def network_config(c: NetworkConfig) -> s.NetworkSnapshot:
         peers=[s.Peer(host_id=p.host_id, name=p.name, public_key=p.public_key, endpoint=p.endpoint,
                       allowed_ips=list(p.allowed_ips), persistent_keepalive=p.keepalive)
                for p in view.peers],
+        routes=list(view.routes),
     )
 
 

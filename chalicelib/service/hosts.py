@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from ..domain import ipam, protocol, validate
 from ..domain.ids import HostId, NetworkId, new_id, new_token
 from ..domain.models import EnrollmentKey, Host, Network
-from ..domain.topology import HostView, host_view
+from ..domain.plan import HostView, NetworkRecords, network_plan
 from ..errors import ConflictError, NotFoundError, UnavailableError
 from .deps import Deps, log, retrying
 from .ports import (
@@ -210,7 +210,7 @@ class Hosts:
             if not any(m.host_id == host.id for m in members):
                 continue
             snapshots.append(NetworkConfig(protocol.Snapshot(network, tuple(members)),
-                                           host_view(host.id, network, members)))
+                                           network_plan(NetworkRecords.of(network, members))[host.id]))
         return HostConfig(tuple(snapshots), tuple(catch_ups))
 
     def _catch_up(self, network_id: NetworkId, seq: int) -> protocol.CatchUp | None:

@@ -88,6 +88,7 @@ def test_config_is_a_full_snapshot_each_host_sees_the_others(api, net, key):
     peer = next(p for p in snap["peers"] if p["host_id"] == other["id"])
     assert peer["allowed_ips"] == [f"{other['addresses'][0]['ipv4']}/32",
                                    f"{other['addresses'][0]['ipv6']}/128"]
+    assert snap["routes"] == [snap["network"]["ipv4_cidr"], snap["network"]["ipv6_cidr"]]
 
 
 def test_host_tokens_work_for_their_own_host_only(api, key):

@@ -32,11 +32,11 @@ from socket import AF_INET, AF_INET6, inet_pton
 import pytest
 
 from agent import keys
-from agent.config import PeerConfig, PeerDiff, peer_diff
 from agent.netconf import NetConf, NetConfError, local_addresses
 from agent.wg import format_endpoint, make_backend, resolve_endpoint
 from agent.wg.base import Backend, BackendError, PeerStats
 from agent.wg.memory import MemoryBackend
+from chalicelib.domain.device import PeerConfig, PeerDiff, peer_diff
 
 WAIT = 10.0
 SOCKET_DIR = Path("/var/run/wireguard")

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import keys
-from agent.config import PeerConfig, merge_views, peer_diff
 from agent.converge import Outcome, Tracker
 from agent.state import AgentState, StateDir
-from chalicelib.domain import protocol
+from chalicelib.domain import plan, protocol
+from chalicelib.domain.device import AllowedIpConflictError, PeerConfig, merge_views, peer_diff
 from chalicelib.domain.ids import HostId, NetworkId
 from chalicelib.domain.models import Member, Network
 
@@ -26,9 +26,12 @@ def net(nid: str = "net_a", seq: int = 1, **kw) -> Network:
 
 
 def member(nid: str, n: int, key: str | None = None, endpoint: str | None = None) -> Member:
+    """Host ``n`` in network ``nid``, with addresses in that network's ranges (as :func:`net` makes
+    them: net_b's are 100.65.0.0/16 and fd00:2::/64; networks never overlap)."""
+    v4, v6 = ("100.65.0", "fd00:2:") if nid == "net_b" else ("100.64.0", "fd00:1:")
     return Member(network_id=NetworkId(nid), host_id=HostId(f"host_{n}"), name=f"h{n}",
                   public_key=key or keys.wireguard_public_key(keys.new_wireguard_key()),
-                  ipv4=f"100.64.0.{n}", ipv6=f"fd00:1::{n}", listen_port=51820,
+                  ipv4=f"{v4}.{n}", ipv6=f"{v6}:{n}", listen_port=51820,
                   endpoints=(endpoint or f"198.18.0.{n}:51820",))
 
 
@@ -95,6 +98,16 @@ def test_a_peer_shared_by_two_networks_is_one_wireguard_peer_with_both_ranges():
 def test_no_networks_is_a_device_without_peers():
     dev = merge_views([], 51820)
     assert dev.peers == {} and dev.addresses == () and dev.listen_port == 51820
+
+
+def test_two_peers_claiming_one_allowed_ip_is_a_clear_error_not_a_silent_override():
+    """WireGuard gives a prefix to the peer set last; the device model refuses such a plan."""
+    a, b = member("net_a", 1), member("net_a", 2)
+    intruder = Member(**{**member("net_a", 3).__dict__, "ipv4": b.ipv4})  # host 3 claims host 2's /32
+    view = plan.network_plan(plan.NetworkRecords.of(net(), (a, b, intruder)))["host_1"]
+    with pytest.raises(AllowedIpConflictError, match=r"both claim 100\.64\.0\.2/32") as e:
+        merge_views([view], 51820)
+    assert e.value.code == "allowed_ip_conflict" and e.value.status == 409
 
 
 # ------------------------------------------------------------------ per-peer diff
@@ -171,6 +184,16 @@ def delta_scripts(draw: st.DrawFn) -> list[tuple[str, str, int, int, int]]:
                          max_size=25))
 
 
+def _delta(t: Tracker, step: tuple[str, str, int, int, int]) -> protocol.Delta:
+    net_id, op, n, k, ep = step
+    seq = t.seq(net_id) + 1
+    if op == "upsert":
+        return protocol.Delta(net_id, seq, upsert=(member(net_id, n, KEYS[k], f"198.18.{ep}.{n}:51820"),))
+    if op == "remove":
+        return protocol.Delta(net_id, seq, remove=(f"host_{n}",))
+    return protocol.Delta(net_id, seq, network=net(net_id, seq).with_changes(keepalive=ep * 10))
+
+
 @settings(max_examples=150, deadline=None)
 @given(delta_scripts())
 def test_the_peers_a_delta_touched_are_what_a_full_recomputation_gives(script):
@@ -182,17 +205,10 @@ def test_the_peers_a_delta_touched_are_what_a_full_recomputation_gives(script):
                            protocol.Snapshot(net("net_b", v4="100.65.0.0/16", v6="fd00:2::/64"), (me_b,))])
     t.take_changes()
     applied = dict(t.device(51820).peers)
-    for net_id, op, n, k, ep in script:
-        seq = t.seq(net_id) + 1
-        if op == "upsert":
-            m = member(net_id, n, KEYS[k], f"198.18.{ep}.{n}:51820")
-            delta = protocol.Delta(net_id, seq, upsert=(m,))
-        elif op == "remove":
-            delta = protocol.Delta(net_id, seq, remove=(f"host_{n}",))
-        else:
-            delta = protocol.Delta(net_id, seq, network=net(net_id, seq).with_changes(keepalive=ep * 10))
-        assert t.on_delta(delta) is Outcome.APPLIED
+    for step in script:
+        assert t.on_delta(_delta(t, step)) is Outcome.APPLIED
         changes = t.take_changes()
+        assert len(changes.keys) <= 2  # O(change): the one host named, its old and its new key
         full = t.device(51820).peers
         if changes.full:
             applied = dict(full)
@@ -217,20 +233,13 @@ def test_a_catch_up_with_the_deltas_missed_equals_what_the_live_agent_has(script
     live, away = Tracker("host_1", start), Tracker("host_1", start)
     away.take_changes()
     missed: dict[str, list[protocol.Delta]] = {"net_a": [], "net_b": []}
-    for i, (net_id, op, n, k, ep) in enumerate(script):
-        seq = live.seq(net_id) + 1
-        if op == "upsert":
-            m = member(net_id, n, KEYS[k], f"198.18.{ep}.{n}:51820")
-            delta = protocol.Delta(net_id, seq, upsert=(m,))
-        elif op == "remove":
-            delta = protocol.Delta(net_id, seq, remove=(f"host_{n}",))
-        else:
-            delta = protocol.Delta(net_id, seq, network=net(net_id, seq).with_changes(keepalive=ep * 10))
+    for i, step in enumerate(script):
+        delta = _delta(live, step)
         assert live.on_delta(delta) is Outcome.APPLIED
         if i < cut:
             assert away.on_delta(delta) is Outcome.APPLIED
         else:
-            missed[net_id].append(delta)
+            missed[delta.network_id].append(delta)
     applied = dict(away.device(51820).peers)
     away.take_changes()
     assert away.catch_up([], [protocol.CatchUp(n, live.seq(n), tuple(d)) for n, d in missed.items()])
@@ -241,6 +250,32 @@ def test_a_catch_up_with_the_deltas_missed_equals_what_the_live_agent_has(script
             want = away.peer(key)
             applied.pop(key, None) if want is None else applied.__setitem__(key, want)
         assert applied == dict(full)
+
+
+@settings(max_examples=100, deadline=None)
+@given(delta_scripts())
+def test_in_every_network_plan_each_host_sees_each_other_member_once_and_no_allowed_ip_twice(script):
+    """The plan's invariants for every host of the networks (not just the agent's own), after every
+    step of a script with shared and rotated keys: each host peers with each other member exactly
+    once (never itself or its own key), and no two peers of one device share an allowed IP."""
+    me_a, me_b = member("net_a", 1), member("net_b", 1)
+    me_b = Member(**{**me_b.__dict__, "public_key": me_a.public_key})
+    t = Tracker("host_1", [protocol.Snapshot(net("net_a"), (me_a,)),
+                           protocol.Snapshot(net("net_b", v4="100.65.0.0/16", v6="fd00:2::/64"), (me_b,))])
+    for step in script:
+        assert t.on_delta(_delta(t, step)) is Outcome.APPLIED
+        plans = [plan.network_plan(plan.NetworkRecords.of(s.network, s.members)) for s in t.snapshots]
+        hosts = {h for p in plans for h in p}
+        for host in sorted(hosts):
+            views = [p[host] for p in plans if host in p]
+            for p, view in zip([p for p in plans if host in p], views, strict=True):
+                me = p.records.members[host]
+                others = sorted(m.host_id for m in p.records.members.values()
+                                if m.host_id != host and m.public_key != me.public_key)
+                assert [peer.host_id for peer in view.peers] == others  # each exactly once, in order
+            device = merge_views(views, 51820)  # raises AllowedIpConflictError on a shared IP
+            claimed = [ip for peer in device.peers.values() for ip in peer.allowed_ips]
+            assert len(claimed) == len(set(claimed))
 
 
 def test_a_catch_up_that_does_not_reach_its_seq_or_names_an_unknown_network_is_refused(three):

@@ -401,3 +401,17 @@ def test_a_failed_apply_is_retried(tmp_path, members):
     assert peer_keys(backend) == set() and "wireguard-go did not start" in agent.error
     agent.step(timeout=0)
     assert peer_keys(backend) == {members[1].public_key, members[2].public_key} and agent.error is None
+
+
+def test_a_plan_with_two_peers_on_one_allowed_ip_is_an_error_not_a_silent_override(tmp_path, members):
+    """WireGuard would give the address to whichever peer came last; the agent keeps what it has
+    applied and says why instead."""
+    agent, backend, _ = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
+    agent.boot()
+    agent.resync()
+    before = backend.peers()
+    clash = Member(**{**member(4).__dict__, "ipv4": members[1].ipv4})  # host 4 claims host 2's /32
+    agent.api = ScriptedApi([snapshot(8, [*members, clash])])
+    agent.resync()
+    assert backend.peers() == before
+    assert agent.error and f"both claim {members[1].ipv4}/32" in agent.error

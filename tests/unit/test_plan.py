@@ -1,4 +1,4 @@
-"""Network records → one host's WireGuard interface and peers (chalicelib.domain.topology)."""
+"""Network records → every host's WireGuard interface, peers and routes (chalicelib.domain.plan)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 import ipaddress
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -14,9 +14,14 @@ from hypothesis import strategies as st
 
 from chalicelib.domain.ids import HostId, NetworkId
 from chalicelib.domain.models import Member, Network
-from chalicelib.domain.topology import HostView, host_view
+from chalicelib.domain.plan import HostView, NetworkRecords, network_plan
 
 NET_ID = NetworkId("net_topology0001")
+
+
+def host_view(host_id: str, network: Network, members: Iterable[Member]) -> HostView:
+    """One host's plan, read from the whole plan of the network."""
+    return network_plan(NetworkRecords.of(network, members))[host_id]
 
 
 def assert_every_host_sees_exactly_n_minus_1_peers(network: Network, members: Sequence[Member]) -> None:

@@ -1,9 +1,11 @@
-"""What one host's WireGuard device should look like, and the per-peer diff to get there.
+"""The device model: what one host's WireGuard device should look like, and the per-peer
+diff to get there.
 
-Pure code, no I/O. The agent folds the :class:`~chalicelib.domain.topology.HostView`
-of each of its networks into one :class:`DeviceConfig` (one interface, one key,
-one listen port for all networks, like ``wg0`` under wg-quick), and a backend
-applies only what differs from the device, peer by peer.
+Pure code, no I/O. The :class:`~chalicelib.domain.plan.HostView` of each of a host's
+networks fold into one :class:`DeviceConfig` (one interface, one key, one listen port
+for all networks, like ``wg0`` under wg-quick) — the control plane and the agent with
+the same code, so ``/config`` shows exactly the device the host configures — and the
+agent's backend applies only what differs from the device, peer by peer.
 """
 
 from __future__ import annotations
@@ -13,11 +15,22 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from chalicelib.domain.topology import HostView, Peer
+from ..errors import ConflictError
+from .models import DEFAULT_MTU
+from .plan import HostView, Peer
 
-__all__ = ["PeerConfig", "DeviceConfig", "PeerDiff", "merge_peer", "merge_views", "peer_diff", "DEFAULT_MTU"]
+__all__ = ["PeerConfig", "DeviceConfig", "PeerDiff", "AllowedIpConflictError", "merge_peer", "merge_views",
+           "peer_diff", "DEFAULT_MTU"]
 
-DEFAULT_MTU = 1420
+
+class AllowedIpConflictError(ConflictError):
+    """Two peers of one device claim the same allowed IP.
+
+    WireGuard would silently give the prefix to whichever peer was set last, so a plan
+    that asks for it is refused instead.
+    """
+
+    code = "allowed_ip_conflict"
 
 
 def _sorted_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
@@ -83,7 +96,9 @@ def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
 
     A peer that shares several networks with this host is one WireGuard peer whose
     allowed IPs are the union; its endpoint is the first one known. The MTU is the
-    smallest any network asks for.
+    smallest any network asks for, the routes are every network's.
+
+    Raises :class:`AllowedIpConflictError` when two peers (two keys) claim one allowed IP.
     """
     peers: dict[str, PeerConfig] = {}
     addresses: list[str] = []
@@ -94,9 +109,10 @@ def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
         for a in view.interface.addresses:
             ip = ipaddress.ip_interface(a)
             addresses.append(f"{ip.ip}/{ip.max_prefixlen}")
-            routes.append(str(ip.network))
+        routes.extend(view.routes)
         for p in view.peers:
             peers[p.public_key] = merge_peer(peers.get(p.public_key), p)
+    _check_allowed_ips(peers.values())
     return DeviceConfig(
         listen_port=listen_port,
         mtu=DEFAULT_MTU if mtu is None else mtu,
@@ -104,6 +120,17 @@ def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
         routes=_sorted_prefixes(routes),
         peers=peers,
     )
+
+
+def _check_allowed_ips(peers: Iterable[PeerConfig]) -> None:
+    owner: dict[str, str] = {}
+    for p in peers:
+        for prefix in p.allowed_ips:  # canonical, so equal prefixes are equal strings
+            other = owner.setdefault(prefix, p.public_key)
+            if other != p.public_key:
+                a, b = sorted((other, p.public_key))
+                raise AllowedIpConflictError(f"peers {a} and {b} both claim {prefix}; a prefix can be "
+                                             "routed to one peer only")
 
 
 def peer_diff(current: Mapping[str, PeerConfig], desired: Mapping[str, PeerConfig],

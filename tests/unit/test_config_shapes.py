@@ -1,0 +1,32 @@
+"""The shapes ``/config`` sends are the wire protocol's, field for field.
+
+``/config`` carries the records the agent computes from (``members``, ``deltas``) in the
+protocol's own shape; the API's pydantic models only describe them for OpenAPI, so a field
+added to the protocol and not to the model (or the other way round) fails here.
+"""
+
+from __future__ import annotations
+
+from chalicelib.api import schemas
+from chalicelib.domain import protocol
+from chalicelib.domain.ids import HostId, NetworkId
+from chalicelib.domain.models import Member, Network
+
+NET = Network(id=NetworkId("net_shapes000001"), name="lab", ipv4_cidr="100.64.0.0/16",
+              ipv6_cidr="fd00:1::/64", seq=4)
+MEMBER = Member(network_id=NET.id, host_id=HostId("host_000000000001"), name="h1",
+                public_key="A" * 43 + "=", ipv4="100.64.0.1", ipv6="fd00:1::1", listen_port=51820,
+                endpoints=("198.18.0.1:51820",))
+
+
+def test_a_member_in_config_is_the_protocols_member_record():
+    wire = protocol.member_to_wire(MEMBER)
+    assert set(schemas.WireMember.model_fields) == set(wire)
+    assert schemas.WireMember(**wire).model_dump() == wire
+
+
+def test_a_delta_in_a_catch_up_is_the_broadcast_as_it_went_out():
+    for delta in (protocol.Delta(NET.id, 5, upsert=(MEMBER,), remove=("host_000000000002",)),
+                  protocol.Delta(NET.id, 6, network=NET.with_changes(seq=6, mtu=1380))):
+        wire = protocol.to_wire(delta)
+        assert schemas.WireDelta.model_validate(wire).model_dump(exclude_none=True) == wire

@@ -492,6 +492,13 @@ class MemoryStore:
         with self._lock:
             return sorted(i for i, pending in self._pending.items() if pending)
 
+    def network_head(self, network_id: str) -> tuple[Network, bool] | None:
+        with self._lock:
+            state = self._networks.get(NetworkId(network_id))
+            if state is None:
+                return None
+            return state.network, bool(self._pending.get(NetworkId(network_id)))
+
     def log_delta(self, network_id: str, seq: int, payload: bytes, *, expires_at: int, keep: int) -> None:
         with self._lock:
             logged = self._deltas[NetworkId(network_id)]

@@ -216,12 +216,14 @@ class Hosts:
     def _catch_up(self, network_id: NetworkId, seq: int) -> protocol.CatchUp | None:
         """The deltas after ``seq`` of a network, or None when a full snapshot must be sent."""
         store = self._d.store
-        if store.pending_changes(network_id, limit=1):
+        head = store.network_head(network_id)
+        if head is not None and head[1]:  # a change waits: send it now (the broker is back)
             self._stream.flush(network_id, wait=CATCH_UP_FLUSH_WAIT)
-            if store.pending_changes(network_id, limit=1):
-                return None
-        network = store.get_network(network_id)
-        if network is None or seq > network.seq or network.seq - seq > self._d.settings.delta_log_keep:
+            head = store.network_head(network_id)
+        if head is None or head[1]:
+            return None
+        network = head[0]
+        if seq > network.seq or network.seq - seq > self._d.settings.delta_log_keep:
             return None
         logged = store.deltas_since(network_id, seq, limit=network.seq - seq) if network.seq > seq else []
         if [s for s, _ in logged] != list(range(seq + 1, network.seq + 1)):

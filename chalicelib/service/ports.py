@@ -375,6 +375,11 @@ class Store(Protocol):
     def clear_pending(self, network_id: str, change_ids: Sequence[str]) -> None: ...
     def networks_with_pending(self) -> list[NetworkId]: ...
 
+    def network_head(self, network_id: str) -> tuple[Network, bool] | None:
+        """The network (at its seq) and whether a change of it waits to be broadcast, in one
+        read; None when it does not exist. What a catch-up needs to know, cheaply."""
+        ...
+
     def log_delta(self, network_id: str, seq: int, payload: bytes, *, expires_at: int, keep: int) -> None:
         """Keep the delta broadcast at ``seq`` for agents that catch up, and forget the one at
         ``seq - keep`` (older ones also go when ``expires_at`` passes)."""

@@ -163,6 +163,18 @@ def test_pending_changes_come_oldest_first_until_cleared(store: Store) -> None:
     assert store.pending_changes(NET) == [] and store.networks_with_pending() == []
 
 
+def test_the_network_head_is_its_record_and_whether_a_change_waits(store: Store) -> None:
+    assert store.network_head(NET) == (store.get_network(NET), False)
+    key = _key(store)
+    _register(store, _host(1), key)  # a member, with its change pending
+    network, waiting = store.network_head(NET)
+    assert network == store.get_network(NET) and waiting
+    store.clear_pending(NET, [p.id for p in store.pending_changes(NET)])
+    store.log_delta(NET, 1, b"{}", expires_at=NOW + 60, keep=4)  # other records of the network
+    assert store.network_head(NET) == (store.get_network(NET), False)
+    assert store.network_head("net_missing") is None
+
+
 def test_the_delta_log_keeps_the_last_few_broadcasts_in_seq_order(store: Store) -> None:
     assert store.deltas_since(NET, 0, limit=10) == []
     for seq in range(1, 8):

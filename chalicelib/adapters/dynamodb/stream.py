@@ -57,6 +57,17 @@ class StreamRecords(StoreBase):
     def networks_with_pending(self) -> list[NetworkId]:
         return sorted({NetworkId(i.network_id) for i in self._by_kind(self._items.pending, "pending")})
 
+    def network_head(self, network_id: str) -> tuple[Network, bool] | None:
+        net = self._items.network
+        # One read: ``META`` and the pending changes (``PEND#…``) sort next to each other in the
+        # network's partition (no sort key starts with N or O), so the first two items from
+        # ``META`` on are the record and, if there is one, the oldest pending change.
+        items = guard(lambda: list(net.query(layout.network_pk(network_id), net.sk >= layout.META,
+                                             consistent_read=True, limit=2)))
+        if not items or items[0].sk != layout.META:
+            return None
+        return mapping.network(items[0]), any(i.sk.startswith(layout.PENDING_PREFIX) for i in items[1:])
+
     # ------------------------------------------------------- what is broadcast
     def advance_seq(self, network_id: str, owner: str) -> Network:
         net = self._items.network

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -114,6 +115,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script
     ap.add_argument("--concurrency", type=int, default=16, help="parallel registrations while setting up")
     ap.add_argument("--reconnect-max-ms", type=int, help="override MqttLink's cap (default: the agent's)")
     ap.add_argument("--resync-max", type=float, help="override Timings.resync_max (default: the agent's)")
+    ap.add_argument("--keep-logs", type=Path, help="copy the stack's logs (API, broker…) here at the end")
     args = ap.parse_args()
 
     from agent.mqtt import RECONNECT_MAX_MS, RECONNECT_MIN_MS
@@ -178,6 +180,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script
             resyncs += pc.recv()[2]
         for p in procs:
             p.join(15)
+        if args.keep_logs:
+            shutil.copytree(Path(tmp) / "home" / "logs", args.keep_logs, dirs_exist_ok=True)
     if not lat:
         raise SystemExit("no agent converged")
     defaults = Timings(**timing_options)

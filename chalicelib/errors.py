@@ -6,22 +6,5 @@ imports nothing from outside the domain (``tests/unit/test_import_rules.py``).
 
 from __future__ import annotations
 
-from .domain.errors import (
-    ConflictError,
-    ForbiddenError,
-    InvalidInputError,
-    NotFoundError,
-    SkymeshError,
-    UnauthorizedError,
-    UnavailableError,
-)
-
-__all__ = [
-    "SkymeshError",
-    "InvalidInputError",
-    "UnauthorizedError",
-    "ForbiddenError",
-    "NotFoundError",
-    "ConflictError",
-    "UnavailableError",
-]
+from .domain.errors import *  # noqa: F403 - every name of its one definition
+from .domain.errors import __all__  # noqa: F401

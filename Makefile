@@ -2,6 +2,8 @@
 .PHONY: up test deps lint bench clean synth fuzz mutate
 
 PY := .venv/bin/python
+# What mypy checks (settings in pyproject.toml): the control plane, the agent and the CLI/lab/local mode.
+TYPED := chalicelib app.py agent skymesh
 # AWS tooling offline: no credentials or metadata service, pip only from the wheels
 # scripts/bootstrap.sh fetched for the Lambda package.
 OFFLINE := env AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} AWS_EC2_METADATA_DISABLED=true \
@@ -13,8 +15,9 @@ deps:
 up: deps ## start the local stack (DynamoDB Local, Mosquitto, API, scheduler, rule bridge)
 	.venv/bin/skymesh local up
 
-test: deps ## every test: unit, functional, integration, AWS adapters (moto), infra (template, IAM, cfn-lint)
+test: deps ## every test: lint and types, unit, functional, integration, AWS adapters (moto), infra (template, IAM, cfn-lint)
 	$(PY) -m ruff check .
+	$(PY) -m mypy $(TYPED)
 	$(PY) -m pytest -q
 	rm -rf build/chalice-prod && $(OFFLINE) .venv/bin/chalice package --stage prod build/chalice-prod
 	@$(MAKE) --no-print-directory synth
@@ -26,7 +29,7 @@ synth: deps ## the CloudFormation template, offline (no AWS credentials), into c
 
 lint: deps
 	$(PY) -m ruff check .
-	$(PY) -m mypy chalicelib app.py
+	$(PY) -m mypy $(TYPED)
 
 bench: deps ## benchmarks; results and commands in BENCHMARKS.md
 	$(PY) bench/run_all.py

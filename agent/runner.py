@@ -47,6 +47,7 @@ from .converge import Outcome, Tracker
 from .mqtt import Connected, Disconnected, Received
 from .netconf import NetConfError
 from .state import StateDir
+from .timers import Backoff, Task, Timers
 from .wg.base import Backend, BackendError
 
 log = logging.getLogger("skymesh.agent")
@@ -113,7 +114,6 @@ class Agent:
         self.events: queue.Queue = queue.Queue()
         self._link_factory = link_factory
         self._discover = discover_endpoints
-        self.t = timings
         self._rng = rng or random.Random()
         self._on_applied = on_applied
         self.tracker = Tracker(self.state.host_id, state_dir.load_cache())
@@ -121,18 +121,22 @@ class Agent:
         self._applied: dict[str, PeerConfig] = {}
         self._cached_seqs: dict[str, int | None] = {n: self.tracker.seq(n) for n in self.tracker.network_ids}
         self._subs: dict[str, SubState] = {}  # topic → state, on the current connection
-        self._sub_at: float | None = None  # when to retry what failed
-        self._sub_retry_wall: float | None = None  # the same, in unix time (for `status`)
-        self._sub_backoff = self.t.subscribe_min
         self.link: Link | None = None
         self.connected = False
-        self._resync_at: float | None = None
-        self._resync_backoff = self.t.resync_min
-        self._apply_at: float | None = None
+        self._timings = timings
+        # The loop's jobs, checked in this order once per step; the status check is due at once.
+        self.timers = Timers()
+        self._resync_timer = self.timers.add(Task(
+            "resync", self.resync, backoff=Backoff(timings.resync_min, timings.resync_max)))
+        # retries what failed to subscribe, then resyncs for what was published meanwhile
+        self._subscribe_timer = self.timers.add(Task(
+            "subscribe", self._retry_subscriptions,
+            backoff=Backoff(timings.subscribe_min, timings.subscribe_max)))
+        self._apply_timer = self.timers.add(Task("apply", self.apply))  # after a failure to configure
+        self._cache_timer = self.timers.add(Task("cache", self.save_cache))  # a burst of deltas, once
+        self._status_timer = self.timers.add(Task("status", self.report_status, due=0.0))
         self._needs_full = True
         self._reconciled_at = float("-inf")
-        self._cache_at: float | None = None
-        self._status_at = 0.0
         self._last_report: tuple | None = None
         self._last_report_at = float("-inf")
         self._endpoints_checked = False
@@ -141,6 +145,17 @@ class Agent:
         self.error: str | None = None
         self.deleted: str | None = None  # why it stopped: the control plane deleted this host
         self._stop = threading.Event()
+
+    @property
+    def t(self) -> Timings:
+        return self._timings
+
+    @t.setter
+    def t(self, timings: Timings) -> None:
+        """New timings hold from the next wait on (a backoff under way keeps its step until reset)."""
+        self._timings = timings
+        self._resync_timer.backoff = Backoff(timings.resync_min, timings.resync_max)
+        self._subscribe_timer.backoff = Backoff(timings.subscribe_min, timings.subscribe_max)
 
     # ------------------------------------------------------------------ loop
     def stop(self) -> None:
@@ -153,14 +168,14 @@ class Agent:
         if self._link_factory is not None:
             self.link = self._link_factory(self.events)
             self.link.start()
-        self._resync_at = time.monotonic()  # do not wait for MQTT to learn what changed while down
+        self._resync_timer.at(time.monotonic())  # do not wait for MQTT to learn what changed while down
         try:
             while not self._stop.is_set():
                 self.step(timeout=self._next_timer())
         finally:
             if self.link is not None:
                 self.link.stop()
-            if self._cache_at is not None:
+            if self._cache_timer.pending:
                 self.save_cache()
             self._write_runtime(running=False)
 
@@ -171,34 +186,22 @@ class Agent:
         self.apply()
 
     def step(self, timeout: float) -> None:
-        """Handle one event (or none within ``timeout``), then whatever timers are due."""
+        """Handle one event (or none within ``timeout``), then the tasks that are due, in order."""
         try:
             ev = self.events.get(timeout=max(0.0, timeout))
         except queue.Empty:
             ev = None
         if ev is not None:
             self.handle(ev)
-        now = time.monotonic()
-        if self._resync_at is not None and now >= self._resync_at:
-            self.resync()
-        if self._sub_at is not None and now >= self._sub_at and self._sync_subscriptions():
-            self.resync()  # what was published while we did not hear it
-        if self._apply_at is not None and now >= self._apply_at:
-            self.apply()
-        if self._cache_at is not None and now >= self._cache_at:
-            self.save_cache()
-        if now >= self._status_at:
-            self.report_status()
+        self.timers.run_due(time.monotonic())
 
     def _next_timer(self) -> float:
-        due = [t for t in (self._resync_at, self._apply_at, self._status_at, self._cache_at, self._sub_at)
-               if t is not None]
-        return min(1.0, max(0.0, min(due) - time.monotonic())) if due else 1.0
+        return self.timers.wait(time.monotonic(), most=1.0)
 
     @property
     def listening(self) -> bool:
         """Connected, and subscribed to every topic it wants (no retry pending)."""
-        return (self.connected and self._sub_at is None and bool(self._subs)
+        return (self.connected and not self._subscribe_timer.pending and bool(self._subs)
                 and all(s.state == "subscribed" for s in self._subs.values()))
 
     # ---------------------------------------------------------------- events
@@ -206,14 +209,16 @@ class Agent:
         if isinstance(ev, Connected):
             self.connected = True
             log.info("connected to MQTT; subscribing and resyncing")
-            self._subs, self._sub_backoff = {}, self.t.subscribe_min
+            self._subs = {}
+            self._subscribe_timer.reset_backoff()
             self._sync_subscriptions()
             self.resync()
         elif isinstance(ev, Disconnected):
             if self.connected:
                 log.warning("MQTT disconnected (%s); the tunnels stay as they are", ev.reason)
             self.connected = False
-            self._subs, self._sub_at, self._sub_retry_wall = {}, None, None  # the next connect subscribes
+            self._subs = {}
+            self._subscribe_timer.cancel()  # the next connect subscribes
             self._write_runtime()
         elif isinstance(ev, Received):
             self.on_message(ev.topic, ev.payload)
@@ -262,10 +267,10 @@ class Agent:
             log.info("the catch-up did not apply; fetching full snapshots")
             self.resync(full=True)
             return
-        self._resync_at, self._resync_backoff = None, self.t.resync_min
+        self._resync_timer.succeeded()
         self.last_sync, self.error = time.time(), None
         self.apply()
-        if self._sub_at is None:  # else the pending retry subscribes (with backoff), then resyncs
+        if not self._subscribe_timer.pending:  # else the retry subscribes (with backoff), then resyncs
             self._sync_subscriptions()
         self._check_endpoints()
 
@@ -277,16 +282,19 @@ class Agent:
         self.tracker.replace([])
         self.apply()  # its peers, addresses and routes go; the device itself is `leave`'s to remove
         self.save_cache()
-        self._resync_at, self.error = None, self.deleted
+        self._resync_timer.cancel()
+        self.error = self.deleted
         self.stop()
 
     def _retry_resync(self, why: str, slow: bool = False) -> None:
-        delay = self.t.resync_max if slow else self._resync_backoff
-        self._resync_backoff = min(self._resync_backoff * 2, self.t.resync_max)
-        self._resync_at = time.monotonic() + self._rng.uniform(delay / 2, delay)
+        delay = self._resync_timer.retry(time.monotonic(), self._rng, slow=slow)
         self.error = why
         log.warning("resync failed (%s); next try in about %.0fs", why, delay)
         self._write_runtime()
+
+    def _retry_subscriptions(self) -> None:
+        if self._sync_subscriptions():
+            self.resync()  # what was published while we did not hear it
 
     def _sync_subscriptions(self) -> bool:
         """Hear exactly this host's inbox and its networks' broadcasts; schedule a retry of what failed.
@@ -329,13 +337,11 @@ class Agent:
                     failed = True
                 added = len(refused) < len(new)
         if failed:
-            delay = self._sub_backoff
-            self._sub_backoff = min(delay * 2, self.t.subscribe_max)
-            wait = self._rng.uniform(delay / 2, delay)
-            self._sub_at, self._sub_retry_wall = time.monotonic() + wait, time.time() + wait
-            log.info("subscriptions: next try in about %.0fs", wait)
+            now = time.monotonic()
+            self._subscribe_timer.retry(now, self._rng, wall_now=time.time())
+            log.info("subscriptions: next try in about %.0fs", (self._subscribe_timer.due or now) - now)
         else:
-            self._sub_at, self._sub_retry_wall, self._sub_backoff = None, None, self.t.subscribe_min
+            self._subscribe_timer.succeeded()
         self._write_runtime()
         return added
 
@@ -374,17 +380,18 @@ class Agent:
             self.error = f"cannot configure {self.state.interface}: {e}"
             log.error("%s; retrying in %.0fs", self.error, self.t.apply_retry)
             self._needs_full = True
-            self._apply_at = time.monotonic() + self.t.apply_retry
+            self._apply_timer.at(time.monotonic() + self.t.apply_retry)
             self._write_runtime()
             return
-        self._needs_full, self._apply_at = False, None
+        self._needs_full = False
+        self._apply_timer.cancel()
         if self.error and self.error.startswith("cannot configure"):
             self.error = None
         seqs = {n: self.tracker.seq(n) for n in self.tracker.network_ids}
-        if seqs != self._cached_seqs and self._cache_at is None:
-            self._cache_at = time.monotonic() + self.t.cache_delay  # coalesce a burst into one write
+        if seqs != self._cached_seqs and not self._cache_timer.pending:
+            self._cache_timer.at(time.monotonic() + self.t.cache_delay)  # coalesce a burst into one write
         if set(self._applied) != before:
-            self._status_at = min(self._status_at, time.monotonic() + 1.0)  # peers came or went
+            self._status_timer.no_later_than(time.monotonic() + 1.0)  # peers came or went
         self._write_runtime()
         if self._on_applied is not None:
             self._on_applied(self.tracker)
@@ -422,7 +429,7 @@ class Agent:
 
     def save_cache(self) -> None:
         """Write what was applied, so the next boot starts from it."""
-        self._cache_at = None
+        self._cache_timer.cancel()
         try:
             self.dir.save_cache(self.tracker.snapshots)
         except OSError as e:
@@ -457,14 +464,14 @@ class Agent:
         peer's handshake appears or goes stale, the endpoints change, or the
         heartbeat is due.
         """
-        self._status_at = time.monotonic() + self.t.status_check
+        self._status_timer.at(time.monotonic() + self.t.status_check)
         reconcile_due = time.monotonic() - self._reconciled_at >= self.t.heartbeat
-        if self._apply_at is None and not self.backend.exists():
+        if not self._apply_timer.pending and not self.backend.exists():
             log.warning("%s is gone (wireguard-go died, or someone deleted it): bringing it back",
                         self.state.interface)
             self._needs_full = True
             self.apply()
-        elif reconcile_due and self._apply_at is None:
+        elif reconcile_due and not self._apply_timer.pending:
             self._needs_full = True  # read the whole device back: undo changes made behind our back
             self.apply()
         if self.link is None or not self.connected:
@@ -491,7 +498,7 @@ class Agent:
                 "stopped": "host_deleted" if self.deleted else None,
                 "subscriptions": ({t: {"state": s.state, "error": s.error}
                                    for t, s in sorted(self._subs.items())} if running else {}),
-                "subscriptions_retry_at": self._sub_retry_wall if running else None}
+                "subscriptions_retry_at": self._subscribe_timer.wall if running else None}
         if info == self._runtime_written:
             return
         try:

@@ -1,62 +1,10 @@
-"""Errors the service raises; the API turns each into a 4xx with its message.
+"""The control plane's errors, under the name the service, the adapters and the API import.
 
-Every error carries a stable machine ``code`` and a ``message`` a person can act
-on. Nothing here knows about HTTP except the status each class maps to.
+They are defined in :mod:`chalicelib.domain.errors`: the pure domain raises them too, and
+imports nothing from outside the domain (``tests/unit/test_import_rules.py``).
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "SkymeshError",
-    "InvalidInputError",
-    "UnauthorizedError",
-    "ForbiddenError",
-    "NotFoundError",
-    "ConflictError",
-    "UnavailableError",
-]
-
-
-class SkymeshError(Exception):
-    """Base of every error the control plane raises on purpose."""
-
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-
-
-class InvalidInputError(SkymeshError):
-    status = 400
-    code = "invalid_input"
-
-
-class UnauthorizedError(SkymeshError):
-    status = 401
-    code = "unauthorized"
-
-
-class ForbiddenError(SkymeshError):
-    status = 403
-    code = "forbidden"
-
-
-class NotFoundError(SkymeshError):
-    status = 404
-    code = "not_found"
-
-
-class ConflictError(SkymeshError):
-    status = 409
-    code = "conflict"
-
-
-class UnavailableError(SkymeshError):
-    """A dependency (database, broker, AWS) did not answer; the caller may retry."""
-
-    status = 503
-    code = "unavailable"
+from .domain.errors import *  # noqa: F403 - every name of its one definition
+from .domain.errors import __all__  # noqa: F401

@@ -38,6 +38,7 @@ FOCUS = [
     *(f"{_DDB}.{module}.xǁ{cls}ǁ{m}__mutmut_*" for (module, cls), methods in _PARTS.items() for m in methods),
     "chalicelib.service.stream.*",
     "agent.runner.*",
+    "agent.timers.*",  # the runner's schedule and backoff
 ]
 
 

@@ -14,7 +14,7 @@ from ..domain.ids import id_pattern
 from . import schemas
 from .endpoints import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, PATH_IDS, RouteSpec
 
-_SECURITY = {
+_SECURITY: dict[str | None, list[dict[str, list[str]]]] = {
     ADMIN: [{"adminKey": []}],
     HOST: [{"hostToken": []}],
     ENROLLMENT: [{"enrollmentToken": []}],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import overload
 
 from ..domain import protocol
 from ..domain.models import EnrollmentKey, Host, Network
@@ -10,7 +11,12 @@ from ..service import NetworkConfig
 from . import schemas as s
 
 
+@overload
+def when(ts: int) -> dt.datetime: ...
+@overload
+def when(ts: int | None) -> dt.datetime | None: ...
 def when(ts: int | None) -> dt.datetime | None:
+    """A unix time as an aware UTC datetime; ``None`` stays ``None``."""
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
 
 

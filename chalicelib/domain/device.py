@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import ConflictError
+from .errors import ConflictError
 from .models import DEFAULT_MTU
 from .plan import HostView, Peer
 

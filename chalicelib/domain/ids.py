@@ -9,12 +9,15 @@ record in one read, the secret is compared against its stored SHA-256 hash.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
-import secrets
 from dataclasses import dataclass
-from typing import NewType
+from typing import TYPE_CHECKING, NewType
+
+if TYPE_CHECKING:
+    import random
 
 NetworkId = NewType("NetworkId", str)
 HostId = NewType("HostId", str)
@@ -26,10 +29,13 @@ ID_PREFIXES = {"network": "net", "host": "host", "enrollment_key": "key", "admin
 TOKEN_KINDS = {"enrollment": "ek", "host": "ht", "admin": "ak"}
 
 
-def new_id(kind: str, rng: secrets.SystemRandom | None = None, length: int = 12) -> str:
-    """A new id such as ``net_4k2j9x0a1b2c`` (base36, ``length`` characters)."""
-    r = rng or secrets.SystemRandom()
-    return ID_PREFIXES[kind] + "_" + "".join(r.choice(_ALPHABET) for _ in range(length))
+def new_id(kind: str, rng: random.Random, length: int = 12) -> str:
+    """A new id such as ``net_4k2j9x0a1b2c`` (base36, ``length`` characters drawn from ``rng``).
+
+    The caller brings the randomness (``random.SystemRandom()`` in the service), so the
+    domain reads none itself.
+    """
+    return ID_PREFIXES[kind] + "_" + "".join(rng.choice(_ALPHABET) for _ in range(length))
 
 
 def id_pattern(kind: str) -> str:
@@ -61,8 +67,13 @@ class Token:
         return hash_secret(self.secret)
 
 
-def new_token(kind: str, record_id: str) -> Token:
-    return Token(kind, record_id, secrets.token_urlsafe(32))
+def new_token(kind: str, record_id: str, rng: random.Random) -> Token:
+    """A token for ``record_id`` with a fresh secret of 256 bits from ``rng`` (URL-safe base64).
+
+    ``rng`` must be a ``random.SystemRandom`` outside tests: the secret is what
+    authenticates the bearer (it is what ``secrets.token_urlsafe(32)`` would draw).
+    """
+    return Token(kind, record_id, base64.urlsafe_b64encode(rng.randbytes(32)).rstrip(b"=").decode("ascii"))
 
 
 def parse_token(raw: str) -> Token | None:

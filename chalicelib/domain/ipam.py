@@ -12,10 +12,13 @@ conditional write settles the rare collision (the caller picks again).
 from __future__ import annotations
 
 import ipaddress
-import random
 from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 
-from ..errors import ConflictError, InvalidInputError
+from .errors import ConflictError, InvalidInputError
+
+if TYPE_CHECKING:
+    import random  # only the type: the caller brings the randomness
 
 __all__ = [
     "IPV4_MAX_PREFIX",

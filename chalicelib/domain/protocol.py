@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInputError
 from . import validate
+from .errors import InvalidInputError
 from .ids import HostId, NetworkId
 from .models import Member, Network, PeerStatus
 

@@ -1,7 +1,7 @@
 """Validation of values people and agents send: names, WireGuard keys, endpoints, ports.
 
 Each function returns the normalised value or raises
-:class:`~chalicelib.errors.InvalidInputError` with a message that says what to fix.
+:class:`~chalicelib.domain.errors.InvalidInputError` with a message that says what to fix.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from ..errors import InvalidInputError
+from .errors import InvalidInputError
 
 # The rules below are the one source for both these checks and the OpenAPI document
 # (chalicelib/api/schemas.py puts them into the request models' JSON Schema).

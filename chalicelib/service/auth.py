@@ -72,6 +72,6 @@ class Auth:
             except UnauthorizedError:
                 pass
         key_id = new_id("admin_key", self._d.rng)  # type: ignore[arg-type]
-        token = new_token("admin", key_id)
+        token = new_token("admin", key_id, self._d.rng)
         self._d.store.put_admin_key(AdminKey(key_id, token.secret_hash, "admin", self._d.clock.now()))
         return str(token)

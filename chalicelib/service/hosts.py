@@ -99,7 +99,7 @@ class Hosts:
         eps = validate.endpoints(endpoints)
         networks = [self._network_of_key(n) for n in key.networks]
         host_id = HostId(new_id("host", d.rng))  # type: ignore[arg-type]
-        token = new_token("host", host_id)
+        token = new_token("host", host_id, d.rng)
         d.store.begin_identity(PendingIdentity(host_id, d.clock.now()))
         certificate: IssuedCertificate | None = None
         try:

@@ -39,7 +39,7 @@ class EnrollmentKeys:
             if self._d.store.get_network(network_id) is None:
                 raise NotFoundError(f"network {network_id} does not exist")
         key_id = EnrollmentKeyId(new_id("enrollment_key", self._d.rng))  # type: ignore[arg-type]
-        token = new_token("enrollment", key_id)
+        token = new_token("enrollment", key_id, self._d.rng)
         key = EnrollmentKey(
             id=key_id, networks=tuple(NetworkId(n) for n in ids), token_hash=token.secret_hash,
             uses_total=uses, uses_left=uses, expires_at=expires_at, unlimited=unlimited,

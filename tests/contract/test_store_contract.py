@@ -8,6 +8,7 @@ condition failed and leave everything as it was.
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,6 +38,8 @@ from .conftest import Backend
 
 NET = NetworkId("net_a")
 NOW = 1_000_000
+
+_RNG = random.SystemRandom()
 
 
 @pytest.fixture
@@ -324,15 +327,15 @@ def _walk(fetch: Callable[[str | None], Page]) -> list[list[str]]:
 
 def test_every_list_walks_its_records_once_in_id_order_and_refuses_foreign_cursors(backend: Backend) -> None:
     store = backend.store
-    nets = sorted(NetworkId(new_id("network")) for _ in range(5))
+    nets = sorted(NetworkId(new_id("network", _RNG)) for _ in range(5))
     for i, nid in enumerate(nets):
         store.create_network(Network(nid, f"n{i}", f"100.64.{i}.0/24", f"fd00:64:{i}::/64"),
                              store.network_registry().version)
     template = EnrollmentKey(EnrollmentKeyId("key_0"), (nets[0],), "hash", None, None, None, True)
-    key_ids = sorted(EnrollmentKeyId(new_id("enrollment_key")) for _ in range(5))
+    key_ids = sorted(EnrollmentKeyId(new_id("enrollment_key", _RNG)) for _ in range(5))
     for kid in key_ids:
         store.put_enrollment_key(replace(template, id=kid))
-    hosts = sorted((Host(HostId(new_id("host")), f"h{n}", f"{n:043d}=", 51820, (),
+    hosts = sorted((Host(HostId(new_id("host", _RNG)), f"h{n}", f"{n:043d}=", 51820, (),
                          {nets[0]: (f"100.64.0.{n}", f"fd00:64::{n}")}) for n in range(1, 5)),
                    key=lambda h: h.id)
     for h in hosts:

@@ -23,12 +23,12 @@ def test_after_a_long_api_outage_the_next_resync_is_soon_enough_to_converge_in_1
     waits = []
     for _ in range(12):  # 12 failures: longer than any outage needs for the backoff to reach its cap
         agent.resync()
-        assert agent._resync_at is not None  # a retry is scheduled
-        waits.append(agent._resync_at - time.monotonic())
+        assert agent.timers["resync"].due is not None  # a retry is scheduled
+        waits.append(agent.timers["resync"].due - time.monotonic())
     assert max(waits[-4:]) + ONE_RESYNC <= CONVERGE_WITHIN
     assert min(waits[-4:]) > 1.0  # still a backoff: a fleet does not hammer a failing API
 
     api.answer = [snapshot(5, members)]  # the API is back: the scheduled try converges
     agent.resync()
-    assert agent._resync_at is None and agent.error is None
+    assert agent.timers["resync"].due is None and agent.error is None
     assert peer_keys(backend) == {members[1].public_key, members[2].public_key}

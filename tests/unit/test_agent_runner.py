@@ -315,7 +315,7 @@ def test_an_error_page_that_is_not_the_apis_is_an_outage_not_a_deletion(tmp_path
     agent.resync()
     api.answer = ApiError(404, "", "<html>Not Found</html>")  # a proxy, or a gateway in front of it
     agent.resync()
-    assert len(peer_keys(backend)) == 2 and agent.deleted is None and agent._resync_at is not None
+    assert len(peer_keys(backend)) == 2 and agent.deleted is None and agent.timers["resync"].due is not None
 
 
 class FlakyLink(RecordingLink):
@@ -363,11 +363,11 @@ def test_a_refused_subscription_is_retried_with_growing_backoff(tmp_path, member
     agent.handle(Connected())
     assert link.subscribed == ["sm/h/host_1/in"]
     assert agent.dir.load_runtime()["subscriptions"]["sm/n/net_a"]["state"] == "refused"
-    first = agent._sub_at
+    first = agent.timers["subscribe"].due
     assert first is not None and first - time.monotonic() <= agent.t.subscribe_min
-    agent._sub_at = time.monotonic()  # due now
+    agent.timers["subscribe"].at(time.monotonic())  # due now
     agent.step(timeout=0)
-    assert "sm/n/net_a" in link.subscribed and agent._sub_at is None
+    assert "sm/n/net_a" in link.subscribed and agent.timers["subscribe"].due is None
 
 
 def test_a_full_reconcile_keeps_an_endpoint_wireguard_roamed_to(tmp_path, members):

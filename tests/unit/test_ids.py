@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from chalicelib.domain import ids
 from chalicelib.domain.ids import Token, hash_secret, is_id, new_id, new_token, parse_token, secret_matches
 
+OS = random.SystemRandom()  # what the service passes in
 TOKEN_KIND_OF_RECORD = {"enrollment": "enrollment_key", "host": "host", "admin": "admin_key"}
 URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -22,7 +23,7 @@ URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 @pytest.mark.parametrize(("kind", "prefix"), [("network", "net_"), ("host", "host_"),
                                               ("enrollment_key", "key_"), ("admin_key", "adm_")])
 def test_new_ids_are_prefixed_by_kind_and_recognised(kind: str, prefix: str) -> None:
-    value = new_id(kind)
+    value = new_id(kind, OS)
     assert re.fullmatch(re.escape(prefix) + r"[0-9a-z]{12}", value)
     assert is_id(kind, value)
     assert not any(is_id(other, value) for other in ids.ID_PREFIXES if other != kind)
@@ -30,13 +31,13 @@ def test_new_ids_are_prefixed_by_kind_and_recognised(kind: str, prefix: str) -> 
 
 @given(st.sampled_from(sorted(ids.ID_PREFIXES)), st.integers(4, 40), st.randoms(use_true_random=False))
 def test_ids_of_any_supported_length_are_recognised(kind: str, length: int, rng: random.Random) -> None:
-    value = new_id(kind, rng=rng, length=length)  # type: ignore[arg-type]
+    value = new_id(kind, rng=rng, length=length)
     assert len(value) == len(ids.ID_PREFIXES[kind]) + 1 + length
     assert is_id(kind, value)
 
 
 def test_new_ids_do_not_repeat() -> None:
-    assert len({new_id("host") for _ in range(2000)}) == 2000
+    assert len({new_id("host", OS) for _ in range(2000)}) == 2000
 
 
 @pytest.mark.parametrize("value", [
@@ -57,7 +58,7 @@ def test_network_id_bounds() -> None:
 
 @pytest.mark.parametrize("kind", sorted(ids.TOKEN_KINDS))
 def test_new_token_round_trips_through_its_string(kind: str) -> None:
-    token = new_token(kind, new_id(TOKEN_KIND_OF_RECORD[kind]))
+    token = new_token(kind, new_id(TOKEN_KIND_OF_RECORD[kind], OS), OS)
     text = str(token)
     assert text.startswith(f"skm_{ids.TOKEN_KINDS[kind]}_")
     assert parse_token(text) == token
@@ -69,12 +70,12 @@ def test_new_token_round_trips_through_its_string(kind: str) -> None:
 def test_tokens_whose_secret_contains_underscores_round_trip(
         kind: str, rng: random.Random, secret: str) -> None:
     # token_urlsafe secrets may contain '_' anywhere, including first and last.
-    token = Token(kind, new_id(TOKEN_KIND_OF_RECORD[kind], rng=rng), secret)  # type: ignore[arg-type]
+    token = Token(kind, new_id(TOKEN_KIND_OF_RECORD[kind], rng=rng), secret)
     assert parse_token(str(token)) == token
 
 
 def test_new_tokens_have_fresh_secrets() -> None:
-    assert len({new_token("host", "host_abcdefghijkl").secret for _ in range(200)}) == 200
+    assert len({new_token("host", "host_abcdefghijkl", OS).secret for _ in range(200)}) == 200
 
 
 @pytest.mark.parametrize("raw", [
@@ -101,7 +102,7 @@ def test_strings_without_the_prefix_are_never_tokens(raw: str) -> None:
 
 
 def test_tampered_token_does_not_match_the_stored_hash() -> None:
-    token = new_token("enrollment", "key_abcdefghijkl")
+    token = new_token("enrollment", "key_abcdefghijkl", OS)
     stored = token.secret_hash
     text = str(token)
     flipped = text[:-1] + ("A" if text[-1] != "A" else "B")
@@ -125,7 +126,7 @@ def test_secret_matches_only_its_own_hash(secret: str, other: str) -> None:
 
 
 def test_stored_hash_is_sha256_hex_and_never_the_secret() -> None:
-    token = new_token("admin", "adm_abcdefghijkl")
+    token = new_token("admin", "adm_abcdefghijkl", OS)
     assert token.secret_hash == hashlib.sha256(token.secret.encode()).hexdigest()
     assert re.fullmatch(r"[0-9a-f]{64}", token.secret_hash)
     assert token.secret not in token.secret_hash

@@ -65,7 +65,7 @@ class _NetworkItem(_Item):
 
 class _RegistryItem(_Item):
     version = NumberAttribute(default=0)
-    nets = MapAttribute(default=dict)  # raw map: network id -> {name, v4, v6}
+    nets: MapAttribute[str, Any] = MapAttribute(default=dict)  # raw map: network id -> {name, v4, v6}
 
 
 class _MemberItem(_Item):
@@ -101,7 +101,7 @@ class _HostItem(_Item):
     public_key = UnicodeAttribute()
     listen_port = NumberAttribute()
     endpoints = ListAttribute(of=UnicodeAttribute, default=list)
-    addresses = MapAttribute(default=dict)  # raw map: network id -> [ipv4, ipv6]
+    addresses: MapAttribute[str, Any] = MapAttribute(default=dict)  # raw map: network id -> [ipv4, ipv6]
     certificate_id = UnicodeAttribute(default="")
     token_hash = UnicodeAttribute(default="")
     enrollment_key_id = UnicodeAttribute(null=True)
@@ -113,7 +113,7 @@ class _HostItem(_Item):
     last_seen = NumberAttribute(null=True)
     agent_version = UnicodeAttribute(null=True)
     reported_endpoints = ListAttribute(of=UnicodeAttribute, default=list)
-    peers = ListAttribute(default=list)  # raw: [{key, handshake_age, rx, tx}]
+    peers: ListAttribute[Any] = ListAttribute(default=list)  # raw: [{key, handshake_age, rx, tx}]
 
 
 class _IdentityItem(_Item):

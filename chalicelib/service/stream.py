@@ -40,6 +40,8 @@ from .ports import StaleWriteError
 
 
 class Stream:
+    """Pending changes made (:meth:`new_changes`) and sent (:meth:`send`, :meth:`flush`, :meth:`sweep`)."""
+
     def __init__(self, deps: Deps) -> None:
         self._d = deps
 

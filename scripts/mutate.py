@@ -5,8 +5,8 @@ through ``SKYMESH_TEST_DYNAMODB_ENDPOINT`` (mutmut forks a pytest run per mutant
 would otherwise start its own Java process), then runs ``mutmut run`` and prints the
 survivors. Which files are mutated and which tests run is ``[tool.mutmut]`` in
 pyproject.toml; by default only the store's methods that carry a condition (or map a
-failed one to its error) are run, with the whole stream and agent runner: the store's
-item conversions would triple the run and guard nothing.
+failed one to its error) are run, with the whole stream (and the delta it builds) and
+agent runner: the store's item conversions would triple the run and guard nothing.
 
     .venv/bin/python scripts/mutate.py [--all] [--max-children N] [MUTANT_GLOB ...]
 """
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 _DDB = "chalicelib.adapters.dynamodb"
 _PARTS = {  # the store's part (module, class) -> its methods that carry a condition
+    ("base", "StoreBase"): ("_record_change",),
     ("networks", "NetworkRecords"): ("_registry_update", "mark_network_deleting", "delete_network"),
     ("keys", "KeyRecords"): ("revoke_enrollment_key",),
     ("hosts", "HostRecords"): ("register_host", "update_host", "_member_ops", "_leave_ops",
@@ -37,6 +38,7 @@ FOCUS = [
     *(f"{_DDB}.tx.x_{f}__mutmut_*" for f in ("transact", "guard_update", "condition_failed")),
     *(f"{_DDB}.{module}.xǁ{cls}ǁ{m}__mutmut_*" for (module, cls), methods in _PARTS.items() for m in methods),
     "chalicelib.service.stream.*",
+    "chalicelib.domain.changes.*",  # the delta the stream sends
     "agent.runner.*",
     "agent.timers.*",  # the runner's schedule and backoff
 ]

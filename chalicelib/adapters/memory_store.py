@@ -5,9 +5,10 @@ dictionaries and makes the same promises: every multi-record change is checked
 in full before anything is written (all or nothing), each failed condition raises
 the error the DynamoDB store raises for it, and when several conditions fail at
 once the one DynamoDB reports first wins (conditions in its wire order: checks,
-deletes, puts, updates). Cursors and pending-change ids are the same strings the
-DynamoDB store hands out. ``tests/contract/test_store_contract.py`` holds both
-stores to one contract, so this one cannot drift from the real thing.
+deletes, puts, updates). Cursors are the same strings the DynamoDB store hands out,
+and pending changes come back as they were written, in the same order.
+``tests/contract/test_store_contract.py`` holds both stores to one contract, so this
+one cannot drift from the real thing.
 
 One lock serialises every call, so a concurrent writer is never seen half way; the
 races DynamoDB reports as transaction conflicts cannot happen here. Never used by a
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from ..domain.changes import ChangeId, PendingChange
 from ..domain.ids import EnrollmentKeyId, HostId, NetworkId
 from ..domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network
 from ..errors import NotFoundError, UnavailableError
@@ -32,11 +34,11 @@ from ..service.ports import (
     NetworkGoneError,
     NetworkRegistry,
     Page,
-    PendingChange,
     PendingIdentity,
     PublicKeyTakenError,
     RegistryEntry,
     StaleWriteError,
+    outbox_by_network,
 )
 from .dynamodb import cursor as cursors
 from .dynamodb import layout
@@ -122,7 +124,7 @@ class MemoryStore:
         # As in DynamoDB's partitions, a network's members and pending changes are kept
         # apart from its record (which the stream's lease and the deleting mark are on).
         self._members: dict[NetworkId, dict[HostId, Member]] = defaultdict(dict)
-        self._pending: dict[NetworkId, dict[str, PendingChange]] = defaultdict(dict)
+        self._pending: dict[NetworkId, dict[ChangeId, PendingChange]] = defaultdict(dict)
         self._deltas: dict[NetworkId, dict[int, bytes]] = defaultdict(dict)  # expiry: the keep bound only
         self._address_claims: dict[tuple[NetworkId, str], HostId] = {}
         self._key_claims: dict[str, HostId] = {}
@@ -150,10 +152,10 @@ class MemoryStore:
                 raise UnavailableError(f"the database refused the write: {what} exists already")
             records[key] = value
 
-    def _record_change(self, tx: _Tx, network_id: str, host_ids: tuple[HostId, ...] = (),
-                       settings: bool = False) -> None:
-        change = PendingChange(layout.new_change_sk(), NetworkId(network_id), host_ids, settings)
-        tx.put(_setter(self._pending[NetworkId(network_id)], change.id, change),
+    def _record_change(self, tx: _Tx, change: PendingChange) -> None:
+        """Put the write's pending change (its outbox entry) in the write's transaction."""
+        pending = self._pending[change.network_id]
+        tx.put(_setter(pending, change.id, change), change.id not in pending,
                on_fail=_stale("change id collision; retry"))
 
     def _registry_update(self, tx: _Tx, version: int, change: Callable[[], None]) -> None:
@@ -191,8 +193,11 @@ class MemoryStore:
                    network.id not in self._networks, on_fail=_stale("network id collision; retry"))
             tx.commit()
 
-    def update_network(self, network: Network, registry_version: int, *, notify: bool) -> None:
+    def update_network(self, network: Network, registry_version: int, *,
+                       change: PendingChange | None) -> None:
         entry = RegistryEntry(network.id, network.name, network.ipv4_cidr, network.ipv6_cidr)
+        if change is not None:
+            outbox_by_network([change], [network.id])
         with self._lock:
             state = self._networks.get(network.id)
             tx = _Tx()
@@ -205,8 +210,8 @@ class MemoryStore:
 
             tx.update(apply, state is not None,
                       on_fail=lambda: NotFoundError(f"network {network.id} does not exist"))
-            if notify:
-                self._record_change(tx, network.id, settings=True)
+            if change is not None:
+                self._record_change(tx, change)
             tx.commit()
 
     def get_network(self, network_id: str) -> Network | None:
@@ -304,7 +309,9 @@ class MemoryStore:
             self._identities.pop(host_id, None)
 
     # -------------------------------------------------------------------- hosts
-    def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
+    def register_host(self, host: Host, key: EnrollmentKey, now: int, *,
+                      changes: Sequence[PendingChange]) -> None:
+        outbox = outbox_by_network(changes, host.addresses, host_id=host.id)
         with self._lock:
             tx = _Tx()
             stored = self._keys.get(key.id)
@@ -347,7 +354,7 @@ class MemoryStore:
                     tx.put(_setter(self._address_claims, (network_id, address), host.id),
                            (network_id, address) not in self._address_claims,
                            on_fail=_address_taken(network_id, address))
-                self._member_ops(tx, host, network_id)
+                self._member_ops(tx, host, network_id, outbox[network_id])
             tx.commit()
 
     def get_host(self, host_id: str) -> Host | None:
@@ -360,7 +367,8 @@ class MemoryStore:
             hosts = {i: replace(h, addresses=dict(h.addresses)) for i, h in self._hosts.items()}
             return self._page(hosts, "host", layout.HOST_PREFIX, limit, cursor)
 
-    def update_host(self, old: Host, new: Host) -> None:
+    def update_host(self, old: Host, new: Host, *, changes: Sequence[PendingChange]) -> None:
+        outbox = outbox_by_network(changes, new.network_ids, host_id=new.id)
         with self._lock:
             current = self._hosts.get(old.id)
             tx = _Tx()
@@ -382,25 +390,26 @@ class MemoryStore:
                 tx.delete(_popper(self._key_claims, old.public_key),
                           on_fail=_stale("key claim changed; retry"))
             for network_id in new.network_ids:
-                self._member_ops(tx, new, network_id)
+                self._member_ops(tx, new, network_id, outbox[network_id])
             tx.commit()
 
-    def _member_ops(self, tx: _Tx, host: Host, network_id: NetworkId) -> None:
+    def _member_ops(self, tx: _Tx, host: Host, network_id: NetworkId, change: PendingChange) -> None:
         """Write the host's member record in the network and record the change to broadcast."""
         tx.put(_setter(self._members[network_id], host.id, host.member_of(network_id)),
                on_fail=_stale("member write conflicted; retry"))
-        self._record_change(tx, network_id, (host.id,))
+        self._record_change(tx, change)
 
-    def _leave_ops(self, tx: _Tx, host: Host, network_id: NetworkId) -> None:
+    def _leave_ops(self, tx: _Tx, host: Host, network_id: NetworkId, change: PendingChange) -> None:
         tx.delete(_popper(self._members[network_id], host.id),
                   on_fail=_stale("member changed meanwhile; retry"))
         for address in host.addresses[network_id]:
             claim = (network_id, address)
             tx.delete(_popper(self._address_claims, claim), self._address_claims.get(claim) == host.id,
                       on_fail=_stale("address claim changed meanwhile; retry"))
-        self._record_change(tx, network_id, (host.id,))
+        self._record_change(tx, change)
 
-    def remove_host_from_network(self, host: Host, network_id: NetworkId) -> Host:
+    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange) -> Host:
+        outbox_by_network([change], [network_id], host_id=host.id)
         addresses = {k: v for k, v in host.addresses.items() if k != network_id}
         with self._lock:
             current = self._hosts.get(host.id)
@@ -412,11 +421,12 @@ class MemoryStore:
 
             tx.update(apply, current is not None and current.revision == host.revision,
                       on_fail=_stale("the host changed meanwhile; retry"))
-            self._leave_ops(tx, host, network_id)
+            self._leave_ops(tx, host, network_id, change)
             tx.commit()
         return replace(host, addresses=addresses, revision=host.revision + 1)
 
-    def delete_host(self, host: Host) -> None:
+    def delete_host(self, host: Host, *, changes: Sequence[PendingChange]) -> None:
+        outbox = outbox_by_network(changes, host.network_ids, host_id=host.id)
         with self._lock:
             current = self._hosts.get(host.id)
             tx = _Tx()
@@ -427,7 +437,7 @@ class MemoryStore:
                       self._key_claims.get(host.public_key) == host.id,
                       on_fail=_stale("key claim changed; retry"))
             for network_id in host.network_ids:
-                self._leave_ops(tx, host, network_id)
+                self._leave_ops(tx, host, network_id, outbox[network_id])
             tx.commit()
 
     def record_host_status(self, host_id: str, status: HostStatus) -> bool:
@@ -482,7 +492,7 @@ class MemoryStore:
             found = self._members.get(NetworkId(network_id), {})
             return {HostId(h): found[HostId(h)] for h in dict.fromkeys(host_ids) if h in found}
 
-    def clear_pending(self, network_id: str, change_ids: Sequence[str]) -> None:
+    def clear_pending(self, network_id: str, change_ids: Sequence[ChangeId]) -> None:
         with self._lock:
             pending = self._pending.get(NetworkId(network_id), {})
             for change_id in change_ids:

@@ -39,7 +39,7 @@ def patch_network(call: Call) -> s.Network:
     if b.ipv4_cidr is not None or b.ipv6_cidr is not None:
         raise InvalidInputError("a network's ranges cannot be changed after creation; create a "
                                 "new network and move the hosts")
-    return serialize.network(call.service.update_network(
+    return serialize.network(call.service.networks.update(
         call.params["network_id"], name=b.name, listen_port=b.listen_port,
         keepalive=b.keepalive, mtu=b.mtu))
 
@@ -48,4 +48,4 @@ def patch_network(call: Call) -> s.Network:
            query=(("force", "true: remove the network's hosts from it first"),),
            summary="Delete a network (409 while it has hosts, unless force=true)")
 def delete_network(call: Call) -> None:
-    call.service.delete_network(call.params["network_id"], force=query_flag(call, "force"))
+    call.service.networks.delete(call.params["network_id"], force=query_flag(call, "force"))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import builtins  # ``list`` in the class body is Hosts.list
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from ..domain import ipam, protocol, validate
+from ..domain.changes import PendingChange
 from ..domain.ids import HostId, NetworkId, new_id, new_token
 from ..domain.models import EnrollmentKey, Host, Network
 from ..domain.plan import HostView, NetworkRecords, network_plan
@@ -106,7 +109,7 @@ class Hosts:
             certificate = d.identity.issue(host_id, csr_pem)
             d.store.note_certificate(host_id, certificate.certificate_id)
             d.identity.set_networks(host_id, key.networks)
-            host = self._commit_registration(key, networks, Host(
+            host, outbox = self._commit_registration(key, networks, Host(
                 id=host_id, name=name, public_key=wg_public_key, listen_port=listen_port,
                 endpoints=eps, certificate_id=certificate.certificate_id,
                 token_hash=token.secret_hash, enrollment_key_id=key.id,
@@ -116,7 +119,7 @@ class Hosts:
         except BaseException as e:
             self._withdraw(host_id, certificate, claimed=isinstance(e, IdentityWithdrawnError))
             raise
-        self._broadcast(host.network_ids)
+        self._stream.send(outbox)
         return Registration(host, certificate, str(token), d.identity.mqtt_endpoint,
                             d.identity.mqtt_port, d.identity.status_topic(host_id))
 
@@ -140,7 +143,9 @@ class Hosts:
                                 "ask for a new key", code="network_gone")
         return network
 
-    def _commit_registration(self, key: EnrollmentKey, networks: list[Network], host: Host) -> Host:
+    def _commit_registration(self, key: EnrollmentKey, networks: list[Network],
+                             host: Host) -> tuple[Host, tuple[PendingChange, ...]]:
+        """The host as committed with its addresses, and the changes its commit recorded."""
         d = self._d
         # Random picks rarely collide; after a collision, pick from the known-free addresses.
         used: dict[str, set[str]] = {}
@@ -151,9 +156,10 @@ class Hosts:
                 for n in networks
             }
             candidate = replace(host, addresses=addresses)
+            outbox = self._stream.new_changes(addresses, host_ids=(host.id,))
             try:
-                d.store.register_host(candidate, key, d.clock.now())
-                return candidate
+                d.store.register_host(candidate, key, d.clock.now(), changes=outbox)
+                return candidate, outbox
             except AddressTakenError as e:
                 used.setdefault(e.network_id, set()).update(self._claimed(e.network_id))
                 used[e.network_id].add(e.address)
@@ -166,10 +172,6 @@ class Hosts:
         if snapshot is None:
             return set()
         return {a for m in snapshot[1] for a in (m.ipv4, m.ipv6)}
-
-    def _broadcast(self, network_ids: tuple[NetworkId, ...] | list[NetworkId]) -> None:
-        for network_id in network_ids:
-            self._stream.flush(network_id)  # never raises: the sweeper sends what it could not
 
     # ------------------------------------------------------------------ read
     def get(self, host_id: str) -> Host:
@@ -240,8 +242,12 @@ class Hosts:
 
     # ------------------------------------------------------------------ change
     def update(self, host_id: str, *, name: str | None = None, wg_public_key: str | None = None,
-               listen_port: int | None = None, endpoints: list[str] | None = None,
-               tags: list[str] | None = None, source_ip: str | None = None) -> Host:
+               listen_port: int | None = None, endpoints: builtins.list[str] | None = None,
+               tags: builtins.list[str] | None = None, source_ip: str | None = None) -> Host:
+        """The host with these fields changed, broadcast to its networks before this returns.
+
+        Fields that are already so change nothing: no write and no broadcast.
+        """
         if name is not None:
             validate.name(name)
         if wg_public_key is not None:
@@ -251,7 +257,7 @@ class Hosts:
         eps = validate.endpoints(endpoints) if endpoints is not None else None
         new_tags = validate.tags(tags) if tags is not None else None
 
-        def attempt() -> Host:
+        def attempt() -> tuple[Host, tuple[PendingChange, ...]]:
             old = self.get(host_id)
             port = old.listen_port if listen_port is None else listen_port
             seen = observed_endpoint(source_ip, port) if source_ip else None
@@ -266,25 +272,36 @@ class Hosts:
                 revision=old.revision + 1,
             )
             if new == replace(old, revision=old.revision + 1):
-                return old
-            self._d.store.update_host(old, new)
-            return new
+                return old, ()
+            outbox = self._stream.new_changes(new.network_ids, host_ids=(new.id,))
+            self._d.store.update_host(old, new, changes=outbox)
+            return new, outbox
 
-        host = retrying(self._d, "updating the host", attempt)
-        self._broadcast(host.network_ids)
+        host, outbox = retrying(self._d, "updating the host", attempt)
+        self._stream.send(outbox)
         return host
 
-    def leave_network(self, host_id: str, network_id: str) -> Host:
-        """Take the host out of one network, free its addresses and its broker permission."""
-        def attempt() -> Host:
+    def leave_network(self, network_id: str, host_ids: Sequence[str]) -> builtins.list[Host]:
+        """Take these hosts out of one network: free their addresses and their broker
+        permission, then broadcast it once for all of them; returns the hosts as stored now."""
+        outbox: list[PendingChange] = []
+
+        def attempt(host_id: str) -> Host:
             host = self.get(host_id)
             if network_id not in host.addresses:
                 return host
-            return self._d.store.remove_host_from_network(host, NetworkId(network_id))
+            (change,) = self._stream.new_changes([NetworkId(network_id)], host_ids=(host.id,))
+            left = self._d.store.remove_host_from_network(host, NetworkId(network_id), change=change)
+            outbox.append(change)
+            return left
 
-        host = retrying(self._d, "removing the host from the network", attempt)
-        self._d.identity.set_networks(host.id, host.network_ids)
-        return host
+        hosts = []
+        for host_id in host_ids:
+            host = retrying(self._d, "removing the host from the network", partial(attempt, host_id))
+            self._d.identity.set_networks(host.id, host.network_ids)
+            hosts.append(host)
+        self._stream.send(outbox)
+        return hosts
 
     def delete(self, host_id: str) -> Host:
         """Remove the host from every network, free its addresses, revoke its certificate.
@@ -294,15 +311,16 @@ class Hosts:
         it nothing more, so without the word the agent would learn of its deletion
         only at its next ``/config`` call.
         """
-        def attempt() -> Host:
+        def attempt() -> tuple[Host, tuple[PendingChange, ...]]:
             host = self.get(host_id)
-            self._d.store.delete_host(host)
-            return host
+            outbox = self._stream.new_changes(host.network_ids, host_ids=(host.id,))
+            self._d.store.delete_host(host, changes=outbox)
+            return host, outbox
 
-        host = retrying(self._d, "deleting the host", attempt)
+        host, outbox = retrying(self._d, "deleting the host", attempt)
         self._tell_deleted(host.id)
         self._d.identity.revoke(host.id, host.certificate_id)
-        self._broadcast(host.network_ids)
+        self._stream.send(outbox)
         return host
 
     def _tell_deleted(self, host_id: HostId) -> None:

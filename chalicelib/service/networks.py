@@ -1,13 +1,16 @@
-"""Networks: create with non-overlapping ranges, change settings, delete."""
+"""Networks: create with non-overlapping ranges, change settings (told to hosts), delete."""
 
 from __future__ import annotations
 
 from ..domain import ipam, validate
+from ..domain.changes import PendingChange
 from ..domain.ids import NetworkId, new_id
 from ..domain.models import DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Network
-from ..errors import ConflictError, NotFoundError
-from .deps import Deps, retrying
-from .ports import PAGE_LIMIT_DEFAULT, NetworkRegistry, Page, page_limit
+from ..errors import ConflictError, NotFoundError, UnavailableError
+from .deps import Deps, log, retrying
+from .hosts import Hosts
+from .ports import PAGE_LIMIT_DEFAULT, NetworkRegistry, Page, StaleWriteError, page_limit
+from .stream import Stream
 
 
 def _check_settings(keepalive: int | None, mtu: int | None, listen_port: int | None) -> None:
@@ -26,8 +29,13 @@ def _check_name_free(registry: NetworkRegistry, name: str, network_id: str | Non
 
 
 class Networks:
-    def __init__(self, deps: Deps) -> None:
+    """Networks' use cases; each change that hosts see is broadcast by the change itself
+    (``stream``), and members leave a deleted network through ``hosts``."""
+
+    def __init__(self, deps: Deps, stream: Stream, hosts: Hosts) -> None:
         self._d = deps
+        self._stream = stream
+        self._hosts = hosts
 
     def create(self, *, name: str, ipv4_cidr: object, ipv6_cidr: object | None = None,
                listen_port: int | None = None, keepalive: int | None = None,
@@ -77,25 +85,69 @@ class Networks:
         return self._d.store.list_networks(page_limit(limit), cursor)
 
     def update(self, network_id: str, *, name: str | None = None, listen_port: int | None = None,
-               keepalive: int | None = None, mtu: int | None = None) -> tuple[Network, bool]:
-        """New settings; returns the network and whether hosts must be told."""
+               keepalive: int | None = None, mtu: int | None = None) -> Network:
+        """New name or settings; returns the network as stored now.
+
+        A change hosts see (keepalive, MTU) is broadcast before this returns, and the
+        network comes back at the seq of that broadcast. Settings that are already so
+        change nothing: no write and no broadcast.
+        """
         if name is not None:
             validate.name(name)
         _check_settings(keepalive, mtu, listen_port)
 
-        def attempt() -> tuple[Network, bool]:
+        def attempt() -> tuple[Network, tuple[PendingChange, ...]]:
             current = self.get(network_id)
-            reg = self._d.store.network_registry()
-            if name is not None:
-                _check_name_free(reg, name, network_id)
             new = current.with_changes(
                 name=current.name if name is None else name,
                 listen_port=current.listen_port if listen_port is None else listen_port,
                 keepalive=current.keepalive if keepalive is None else keepalive,
                 mtu=current.mtu if mtu is None else mtu,
             )
-            notify = (new.keepalive, new.mtu) != (current.keepalive, current.mtu)
-            self._d.store.update_network(new, reg.version, notify=notify)
-            return new, notify
+            if new == current:
+                return current, ()
+            reg = self._d.store.network_registry()
+            if new.name != current.name:
+                _check_name_free(reg, new.name, network_id)
+            hosts_see_it = (new.keepalive, new.mtu) != (current.keepalive, current.mtu)
+            outbox = self._stream.new_changes([current.id], settings=True) if hosts_see_it else ()
+            self._d.store.update_network(new, reg.version, change=outbox[0] if outbox else None)
+            return new, outbox
 
-        return retrying(self._d, "updating the network", attempt)
+        network, outbox = retrying(self._d, "updating the network", attempt)
+        if not outbox:
+            return network
+        self._stream.send(outbox)
+        return self.get(network_id)  # at the seq of the broadcast
+
+    def delete(self, network_id: str, *, force: bool = False) -> None:
+        """Delete a network; with members only when ``force`` (they are removed cleanly first,
+        and told so).
+
+        New joins are stopped first, so a host cannot slip in while it is deleted.
+        """
+        store = self._d.store
+        self.get(network_id)
+        store.mark_network_deleting(network_id)
+        try:
+            snapshot = store.network_snapshot(network_id)
+            members = snapshot[1] if snapshot else []
+            if members and not force:
+                raise ConflictError(
+                    f"network {network_id} still has {len(members)} host(s); remove them first "
+                    "or delete with ?force=true", code="network_not_empty")
+            if members:
+                self._hosts.leave_network(network_id, [m.host_id for m in members])
+            else:  # what an earlier write left pending goes out before the network goes
+                self._stream.flush(network_id)
+            retrying(self._d, "deleting the network",
+                     lambda: store.delete_network(network_id, store.network_registry().version),
+                     on=(StaleWriteError,))
+        except BaseException:
+            if store.get_network(network_id) is not None:
+                store.unmark_network_deleting(network_id)
+            raise
+        try:  # the network is gone; its broker-side group and policy grant nothing any more
+            self._d.identity.remove_network(NetworkId(network_id))
+        except UnavailableError as e:
+            log.warning("network %s deleted; its broker resources stay until teardown: %s", network_id, e)

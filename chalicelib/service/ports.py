@@ -7,10 +7,11 @@ the service can tell a retryable race from a refusal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from ..domain.changes import ChangeId, PendingChange
 from ..domain.ids import HostId, NetworkId
 from ..domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network
 from ..errors import ConflictError, InvalidInputError, SkymeshError, UnavailableError
@@ -22,7 +23,9 @@ __all__ = [
     "HostIdentity",
     "RegistryEntry",
     "NetworkRegistry",
+    "ChangeId",
     "PendingChange",
+    "outbox_by_network",
     "PendingIdentity",
     "Store",
     "StaleWriteError",
@@ -60,6 +63,11 @@ PAGE_CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"  # URL-safe without escaping
 class Clock(Protocol):
     def now(self) -> int:
         """Seconds since the epoch."""
+        ...
+
+    def now_ns(self) -> int:
+        """Nanoseconds since the epoch, for ordering changes: each call in a process
+        returns more than the one before (see :func:`chalicelib.clock.process_ns`)."""
         ...
 
 
@@ -135,16 +143,6 @@ class NetworkRegistry:
 
     version: int
     entries: tuple[RegistryEntry, ...]
-
-
-@dataclass(frozen=True)
-class PendingChange:
-    """A committed change not yet broadcast: which hosts of the network it touched."""
-
-    id: str
-    network_id: NetworkId
-    host_ids: tuple[HostId, ...]
-    settings: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +228,25 @@ def every_item(fetch: Callable[[str | None], Page[T]]) -> Iterator[T]:
         cursor = page.cursor
 
 
+def outbox_by_network(changes: Sequence[PendingChange], network_ids: Iterable[str], *,
+                      host_id: str | None = None) -> dict[NetworkId, PendingChange]:
+    """The pending change of each network a write touches, from the ``changes`` it was given.
+
+    A write records exactly one change in every network it touches (naming ``host_id``,
+    for a write of a host) and none anywhere else. Anything else is the caller's mistake
+    (a change that would never be broadcast, or a broadcast of a write never made), so a
+    store raises :class:`ValueError` before it writes anything.
+    """
+    wanted = list(dict.fromkeys(NetworkId(n) for n in network_ids))
+    by_network = {c.network_id: c for c in changes}
+    if len(by_network) != len(changes) or set(by_network) != set(wanted):
+        raise ValueError(f"a write of networks {wanted} takes one pending change for each of them, "
+                         f"not changes of {[c.network_id for c in changes]}")
+    if host_id is not None and any(host_id not in c.host_ids for c in changes):
+        raise ValueError(f"the pending changes of a write of {host_id} name that host")
+    return {n: by_network[n] for n in wanted}
+
+
 class IdentityWithdrawnError(UnavailableError):
     """The registration took so long that the sweeper withdrew its certificate."""
 
@@ -251,8 +268,10 @@ class Store(Protocol):
         """Raises :class:`StaleWriteError` when the registry moved past ``registry_version``."""
         ...
 
-    def update_network(self, network: Network, registry_version: int, *, notify: bool) -> None:
-        """Store new settings/name; with ``notify`` also record a settings change to broadcast."""
+    def update_network(self, network: Network, registry_version: int, *,
+                       change: PendingChange | None) -> None:
+        """Store new settings/name; with ``change`` (a settings change of this network) also
+        record it to broadcast, in the same write."""
         ...
 
     def get_network(self, network_id: str) -> Network | None: ...
@@ -318,10 +337,12 @@ class Store(Protocol):
         ...
 
     # --- hosts ------------------------------------------------------------------
-    def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
+    def register_host(self, host: Host, key: EnrollmentKey, now: int, *,
+                      changes: Sequence[PendingChange]) -> None:
         """Create ``host`` with its addresses in every network, consuming one use of ``key``,
-        and remove its pending identity (:meth:`begin_identity`), which must still be there
-        and not abandoned.
+        remove its pending identity (:meth:`begin_identity`), which must still be there
+        and not abandoned, and record ``changes`` (one per network, see
+        :func:`outbox_by_network`) to broadcast.
 
         All or nothing. Raises :class:`KeyRefusedError` (revoked, expired, used up),
         :class:`AddressTakenError`, :class:`PublicKeyTakenError`,
@@ -335,18 +356,20 @@ class Store(Protocol):
         """Like :meth:`list_networks`, for hosts."""
         ...
 
-    def update_host(self, old: Host, new: Host) -> None:
-        """Replace ``old`` by ``new`` (same id and networks) and record the change in
-        every network the host is in. Raises :class:`StaleWriteError` when ``old``
+    def update_host(self, old: Host, new: Host, *, changes: Sequence[PendingChange]) -> None:
+        """Replace ``old`` by ``new`` (same id and networks) and record ``changes`` (one in
+        every network the host is in). Raises :class:`StaleWriteError` when ``old``
         is no longer current, :class:`PublicKeyTakenError` for a key in use."""
         ...
 
-    def remove_host_from_network(self, host: Host, network_id: NetworkId) -> Host:
-        """Drop one membership and free its addresses; returns the host as stored now."""
+    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange) -> Host:
+        """Drop one membership, free its addresses and record ``change``; returns the host
+        as stored now."""
         ...
 
-    def delete_host(self, host: Host) -> None:
-        """Remove the host, its memberships and address claims in one write."""
+    def delete_host(self, host: Host, *, changes: Sequence[PendingChange]) -> None:
+        """Remove the host, its memberships and address claims, and record ``changes`` (one
+        in every network it was in), in one write."""
         ...
 
     def record_host_status(self, host_id: str, status: HostStatus) -> bool:
@@ -361,7 +384,8 @@ class Store(Protocol):
     def acquire_publish_lease(self, network_id: str, owner: str, now: int, ttl: int) -> bool: ...
     def release_publish_lease(self, network_id: str, owner: str) -> None: ...
     def pending_changes(self, network_id: str, limit: int | None = None) -> list[PendingChange]:
-        """Oldest first (at most ``limit``); ids sort by creation time (``PEND#<ns>-<rand>``)."""
+        """The changes recorded and not cleared, as written, in id order: oldest first (at
+        most ``limit``)."""
         ...
 
     def advance_seq(self, network_id: str, owner: str) -> Network:
@@ -372,7 +396,9 @@ class Store(Protocol):
         """The current member records of these hosts (absent: not a member now)."""
         ...
 
-    def clear_pending(self, network_id: str, change_ids: Sequence[str]) -> None: ...
+    def clear_pending(self, network_id: str, change_ids: Sequence[ChangeId]) -> None:
+        """Forget these pending changes of the network (ids already gone: nothing happens)."""
+        ...
     def networks_with_pending(self) -> list[NetworkId]: ...
 
     def network_head(self, network_id: str) -> tuple[Network, bool] | None:

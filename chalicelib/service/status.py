@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..domain import ids, protocol
+from ..domain.ids import HostId
 from ..domain.models import HostStatus
 from .deps import Deps, log
 from .ports import PAGE_LIMIT_MAX, every_item
@@ -36,7 +37,7 @@ class Status:
                             reported_endpoints=msg.endpoints, peers=msg.peers)
         return self._d.store.record_host_status(host_id, status)
 
-    def mark_offline(self) -> list[str]:
+    def mark_offline(self) -> list[HostId]:
         """Mark offline every online host not heard from in ``offline_after`` seconds."""
         cutoff = self._d.clock.now() - self._d.settings.offline_after
         marked = []

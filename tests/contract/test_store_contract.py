@@ -8,6 +8,7 @@ condition failed and leave everything as it was.
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import replace
 
 import pytest
 
+from chalicelib.domain.changes import ChangeId, PendingChange, new_changes
 from chalicelib.domain.ids import EnrollmentKeyId, HostId, NetworkId, new_id
 from chalicelib.domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Network, PeerStatus
 from chalicelib.errors import NotFoundError, UnavailableError
@@ -64,10 +66,28 @@ def _host(n: int, public_key: str | None = None, address: tuple[str, str] | None
                 addresses={NET: address or (f"100.64.0.{n}", f"fd00:64::{n}")}, revision=1)
 
 
+_created_ns = itertools.count(1_700_000_000_000_000_000)
+
+
+def _change_id() -> ChangeId:
+    """A new change id, later than every one made before (as the service's clock makes them)."""
+    return ChangeId(next(_created_ns), uuid.uuid4().hex[:8])
+
+
+def _outbox(host: Host) -> tuple[PendingChange, ...]:
+    """The pending changes of a write of ``host``: one in each of its networks, naming it."""
+    return new_changes(host.network_ids, _change_id(), host_ids=(host.id,))
+
+
+def _change(network_id: str, host_id: str | None = None, *, settings: bool = False) -> PendingChange:
+    return PendingChange(_change_id(), NetworkId(network_id), () if host_id is None else (HostId(host_id),),
+                         settings)
+
+
 def _register(store: Store, host: Host, key: EnrollmentKey, now: int = NOW) -> None:
     """As the service registers: the pending identity first, then the transaction that commits it."""
     store.begin_identity(PendingIdentity(host.id, now))
-    store.register_host(host, key, now)
+    store.register_host(host, key, now, changes=_outbox(host))
 
 
 def _registered(store: Store) -> tuple[Host, EnrollmentKey]:
@@ -75,6 +95,17 @@ def _registered(store: Store) -> tuple[Host, EnrollmentKey]:
     first = _host(1)
     _register(store, first, key, NOW)
     return first, replace(key, uses_left=4)
+
+
+def _second_network(store: Store) -> tuple[NetworkId, EnrollmentKey, Host]:
+    """A second network, a key to both, and a host (not registered) with addresses in both."""
+    other = NetworkId("net_bbbb")
+    store.create_network(Network(other, "b", "100.65.0.0/24", "fd00:65::/64"),
+                         store.network_registry().version)
+    key = _key(store, networks=(NET, other))
+    host = replace(_host(1), addresses={NET: ("100.64.0.1", "fd00:64::1"),
+                                        other: ("100.65.0.1", "fd00:65::1")})
+    return other, key, host
 
 
 def _settle(store: Store, network_id: str = NET) -> None:
@@ -149,7 +180,7 @@ def test_pending_changes_come_oldest_first_until_cleared(store: Store) -> None:
     for h in hosts:
         _register(store, h, key)
     store.update_network(replace(store.get_network(NET), mtu=1380), store.network_registry().version,
-                         notify=True)
+                         change=_change(NET, settings=True))
 
     pending = store.pending_changes(NET)
     assert [p.host_ids for p in pending] == [(h.id,) for h in hosts] + [()]
@@ -178,6 +209,74 @@ def test_the_network_head_is_its_record_and_whether_a_change_waits(store: Store)
     assert store.network_head("net_missing") is None
 
 
+def test_pending_changes_are_kept_as_written_and_read_in_the_order_of_their_ids(store: Store) -> None:
+    """A write records the pending changes it is given, not ones of its own: they come back
+    equal, ordered by creation time, then nonce, whatever order they were written in."""
+    key = _key(store)
+    late, early, tie = _host(1), _host(2), _host(3)
+    outboxes = {
+        late.id: new_changes([NET], ChangeId(2_000_000_000_000_000_000, "00000000"), host_ids=(late.id,)),
+        early.id: new_changes([NET], ChangeId(999_999_999, "ffffffff"), host_ids=(early.id,)),
+        tie.id: new_changes([NET], ChangeId(2_000_000_000_000_000_000, "0000000a"), host_ids=(tie.id,)),
+    }
+    for host in (late, early, tie):
+        store.begin_identity(PendingIdentity(host.id, NOW))
+        store.register_host(host, key, NOW, changes=outboxes[host.id])
+    settings = _change(NET, settings=True)
+    store.update_network(replace(store.get_network(NET), mtu=1380), store.network_registry().version,
+                         change=settings)
+
+    assert store.pending_changes(NET) == [*outboxes[early.id], settings, *outboxes[late.id],
+                                          *outboxes[tie.id]]
+    assert store.pending_changes(NET, limit=1) == list(outboxes[early.id])
+
+
+def test_a_write_refuses_pending_changes_that_do_not_match_it_and_writes_nothing(
+        backend: Backend, store: Store) -> None:
+    """Every network a write touches gets exactly one change naming the host, and no other
+    network one: anything else would broadcast a change never made, or never broadcast one."""
+    other, key, host = _second_network(store)
+    store.begin_identity(PendingIdentity(host.id, NOW))
+    first, second = _outbox(host)
+    stranger = _change(NET, "host_2")
+    before = backend.contents()
+
+    for changes in ([first], [first, second, _change(NetworkId("net_cccc"), host.id)],
+                    [first, _change(other, host.id), second], [first, replace(second, host_ids=())],
+                    [stranger, second]):
+        with pytest.raises(ValueError, match="pending change"):
+            store.register_host(host, key, NOW, changes=changes)
+    with pytest.raises(ValueError, match="pending change"):
+        store.update_network(replace(store.get_network(NET), mtu=1300), store.network_registry().version,
+                             change=_change(other, settings=True))
+    assert backend.contents() == before, "a refused write writes nothing"
+
+    store.register_host(host, key, NOW, changes=(first, second))
+    _settle(store)
+    _settle(store, other)
+    current = store.get_host(host.id)
+    before = backend.contents()
+    with pytest.raises(ValueError, match="pending change"):
+        store.update_host(current, replace(current, name="x"), changes=[first])
+    with pytest.raises(ValueError, match="pending change"):
+        store.delete_host(current, changes=[stranger, second])
+    with pytest.raises(ValueError, match="pending change"):
+        store.remove_host_from_network(current, NET, change=_change(other, host.id))
+    assert backend.contents() == before
+
+
+def test_a_change_id_already_pending_in_the_network_refuses_the_write(backend: Backend, store: Store) -> None:
+    """Two writes never share a pending change (the second's would be lost): a clash is a
+    retryable conflict, and nothing of the write is stored."""
+    first, key = _registered(store)
+    (pending,) = store.pending_changes(NET)
+    current = store.get_host(first.id)
+    before = backend.contents()
+    with pytest.raises(StaleWriteError, match="change id collision"):
+        store.update_host(current, replace(current, name="renamed"), changes=[pending])
+    assert backend.contents() == before
+
+
 def test_the_delta_log_keeps_the_last_few_broadcasts_in_seq_order(store: Store) -> None:
     assert store.deltas_since(NET, 0, limit=10) == []
     for seq in range(1, 8):
@@ -201,7 +300,7 @@ def test_members_are_read_as_they_are_now(store: Store) -> None:
     _register(store, second, key)
     found = store.members(NET, [second.id, first.id, second.id, "host_never"])
     assert found == {first.id: first.member_of(NET), second.id: second.member_of(NET)}
-    store.remove_host_from_network(store.get_host(second.id), NET)
+    store.remove_host_from_network(store.get_host(second.id), NET, change=_change(NET, second.id))
     assert store.members(NET, [first.id, second.id]) == {first.id: first.member_of(NET)}
     assert store.members("net_missing", [first.id]) == {}
 
@@ -238,7 +337,7 @@ def test_a_network_update_changes_its_settings_and_records_a_broadcast_only_when
     net = Network(NetworkId("net_aaaa"), "a", "100.64.0.0/24", "fd00:64::/64", created_at=NOW)
     store.create_network(net, 0)
     renamed = replace(net, name="renamed", listen_port=51999, keepalive=5, mtu=1280)
-    store.update_network(renamed, 1, notify=False)
+    store.update_network(renamed, 1, change=None)
     assert store.get_network(net.id) == renamed
     assert store.pending_changes(net.id) == []
     assert store.network_registry().version == 2
@@ -246,16 +345,18 @@ def test_a_network_update_changes_its_settings_and_records_a_broadcast_only_when
         RegistryEntry(net.id, "renamed", net.ipv4_cidr, net.ipv6_cidr),)
 
     # The ranges and seq are not settings: an update leaves them as they are.
-    store.update_network(replace(renamed, mtu=1300, seq=7, created_at=1), 2, notify=True)
+    store.update_network(replace(renamed, mtu=1300, seq=7, created_at=1), 2,
+                         change=_change(net.id, settings=True))
     assert store.get_network(net.id) == replace(renamed, mtu=1300)
     (change,) = store.pending_changes(net.id)
     assert change.settings and change.host_ids == ()
 
     before = backend.contents()
     with pytest.raises(StaleWriteError, match="networks changed meanwhile"):
-        store.update_network(replace(renamed, mtu=1), 2, notify=True)
+        store.update_network(replace(renamed, mtu=1), 2, change=_change(net.id, settings=True))
     with pytest.raises(NotFoundError, match="net_zzzz does not exist"):
-        store.update_network(replace(renamed, id=NetworkId("net_zzzz")), 3, notify=True)
+        store.update_network(replace(renamed, id=NetworkId("net_zzzz")), 3,
+                             change=_change("net_zzzz", settings=True))
     assert backend.contents() == before, "a refused update writes nothing"
 
 
@@ -276,7 +377,7 @@ def test_a_network_being_deleted_takes_no_members_until_unmarked(store: Store) -
     with pytest.raises(NetworkGoneError):
         _register(store, _host(1), key)
     store.unmark_network_deleting(NET)
-    store.register_host(_host(1), key, NOW)  # its pending identity is still there
+    store.register_host(_host(1), key, NOW, changes=_outbox(_host(1)))  # its pending identity is there
     assert [m.host_id for m in store.network_snapshot(NET)[1]] == ["host_1"]
     with pytest.raises(NotFoundError):
         store.mark_network_deleting("net_missing")
@@ -290,7 +391,7 @@ def test_a_network_with_members_is_not_deleted_and_a_deleted_one_leaves_nothing(
         store.delete_network(NET, store.network_registry().version)
     assert store.get_network(NET) is not None
 
-    store.remove_host_from_network(first, NET)
+    store.remove_host_from_network(first, NET, change=_change(NET, first.id))
     store.delete_network(NET, store.network_registry().version)
     assert backend.leftovers(NET) == [], "nothing of it is left"
     assert store.network_registry().entries == ()
@@ -408,7 +509,7 @@ def test_a_pending_identity_lives_until_its_host_commits_or_the_sweeper_claims_i
     assert store.pending_identities() == [PendingIdentity(one.id, NOW, "cert-1"),
                                           PendingIdentity(two.id, NOW + 1)]
 
-    store.register_host(one, key, NOW)  # the commit takes its pending identity
+    store.register_host(one, key, NOW, changes=_outbox(one))  # the commit takes its pending identity
     assert store.pending_identities() == [PendingIdentity(two.id, NOW + 1)]
     assert store.abandon_identity(one.id) is None  # committed: nothing to clean up
     store.begin_identity(PendingIdentity(one.id, NOW + 3))  # (a second registration's, say)
@@ -420,7 +521,7 @@ def test_a_pending_identity_lives_until_its_host_commits_or_the_sweeper_claims_i
     with pytest.raises(IdentityWithdrawnError, match="took too long"):
         store.note_certificate(two.id, "cert-2")
     with pytest.raises(IdentityWithdrawnError, match="took too long"):
-        store.register_host(two, key, NOW)
+        store.register_host(two, key, NOW, changes=_outbox(two))
     assert store.get_host(two.id) is None
     assert store.pending_identities() == [PendingIdentity(two.id, NOW + 1, abandoned=True)]
     store.forget_identity(two.id)
@@ -454,22 +555,17 @@ def test_a_registration_stores_the_host_its_memberships_and_one_use_of_its_key(s
 
 
 def test_a_registration_into_several_networks_is_one_write(backend: Backend, store: Store) -> None:
-    other = NetworkId("net_bbbb")
-    store.create_network(Network(other, "b", "100.65.0.0/24", "fd00:65::/64"),
-                         store.network_registry().version)
-    key = _key(store, networks=(NET, other))
-    host = replace(_host(1), addresses={NET: ("100.64.0.1", "fd00:64::1"),
-                                        other: ("100.65.0.1", "fd00:65::1")})
+    other, key, host = _second_network(store)
     squatter = replace(_host(2), addresses={other: ("100.65.0.1", "fd00:65::2")})
     _register(store, squatter, key)
     store.begin_identity(PendingIdentity(host.id, NOW))
     before = backend.contents()
     with pytest.raises(AddressTakenError, match="100.65.0.1 in net_bbbb"):
-        store.register_host(host, key, NOW)
+        store.register_host(host, key, NOW, changes=_outbox(host))
     assert backend.contents() == before, "nothing of it in the first network either"
 
-    store.remove_host_from_network(store.get_host(squatter.id), other)
-    store.register_host(host, key, NOW)
+    store.remove_host_from_network(store.get_host(squatter.id), other, change=_change(other, squatter.id))
+    store.register_host(host, key, NOW, changes=_outbox(host))
     assert store.get_host(host.id).addresses == host.addresses
     assert [m.host_id for m in store.network_snapshot(NET)[1]] == [host.id]
     assert [m.host_id for m in store.network_snapshot(other)[1]] == [host.id]
@@ -519,7 +615,7 @@ def test_a_registration_refused_by_a_condition_says_which_and_writes_nothing(
     before = backend.contents()
 
     with pytest.raises(expected, match=message):
-        store.register_host(candidate, key, NOW + 60)
+        store.register_host(candidate, key, NOW + 60, changes=_outbox(candidate))
 
     assert backend.contents() == before, \
         "a refused registration writes nothing (no use, claim, host or member)"
@@ -532,17 +628,17 @@ def test_a_host_update_stores_its_fields_in_the_host_and_its_members(store: Stor
     current = store.get_host(first.id)
     new = replace(current, name="renamed", listen_port=51999, endpoints=("198.18.0.2:1",), tags=("x",),
                   observed_endpoint="198.18.0.3:2", revision=current.revision + 1)
-    store.update_host(current, new)
+    store.update_host(current, new, changes=_outbox(new))
     assert store.get_host(first.id) == new  # status, addresses and certificate as they were
     assert store.network_snapshot(NET)[1] == [new.member_of(NET)]
     assert [p.host_ids for p in store.pending_changes(NET)] == [(first.id,)]
     unobserved = replace(new, observed_endpoint=None, revision=new.revision + 1)
-    store.update_host(new, unobserved)
+    store.update_host(new, unobserved, changes=_outbox(unobserved))
     assert store.get_host(first.id) == unobserved
     new = unobserved
 
     # The revision is counted by the store: it follows the stored one, not the caller's.
-    store.update_host(new, replace(new, name="again", revision=99))
+    store.update_host(new, replace(new, name="again", revision=99), changes=_outbox(new))
     assert store.get_host(first.id).revision == new.revision + 1
 
 
@@ -555,20 +651,23 @@ def test_a_host_update_refused_by_a_condition_says_which_and_writes_nothing(
     before = backend.contents()
 
     with pytest.raises(PublicKeyTakenError):  # another host's key: its claim stays its own
-        store.update_host(current, replace(current, public_key=second.public_key, revision=2))
+        store.update_host(current, replace(current, public_key=second.public_key, revision=2),
+                          changes=_outbox(current))
     with pytest.raises(StaleWriteError, match="host changed meanwhile"):  # a stale read
-        store.update_host(replace(current, revision=0), replace(current, name="stale", revision=1))
+        store.update_host(replace(current, revision=0), replace(current, name="stale", revision=1),
+                          changes=_outbox(current))
     with pytest.raises(StaleWriteError, match="host changed meanwhile"):
-        store.delete_host(replace(current, revision=0))
+        store.delete_host(replace(current, revision=0), changes=_outbox(current))
     with pytest.raises(StaleWriteError, match="host changed meanwhile"):  # a deleted host
-        store.update_host(_host(9), replace(_host(9), name="gone"))
+        store.update_host(_host(9), replace(_host(9), name="gone"), changes=_outbox(_host(9)))
     with pytest.raises(StaleWriteError, match="key claim changed"):  # never another host's key
-        store.delete_host(replace(current, public_key=second.public_key))
+        store.delete_host(replace(current, public_key=second.public_key), changes=_outbox(current))
     assert backend.contents() == before
     assert store.get_host(first.id) == current
     assert {m.public_key for m in store.network_snapshot(NET)[1]} == {first.public_key, second.public_key}
 
-    store.update_host(current, replace(current, public_key="K" * 43 + "=", revision=2))
+    store.update_host(current, replace(current, public_key="K" * 43 + "=", revision=2),
+                      changes=_outbox(current))
     with pytest.raises(PublicKeyTakenError):  # the new key is claimed now, the old one freed
         _register(store, _host(4, public_key="K" * 43 + "="), key, NOW)
     _register(store, _host(5, public_key=first.public_key), key, NOW)
@@ -577,7 +676,7 @@ def test_a_host_update_refused_by_a_condition_says_which_and_writes_nothing(
 def test_leaving_a_network_frees_the_addresses_and_returns_the_host_as_stored(store: Store) -> None:
     first, key = _registered(store)
     _settle(store)
-    left = store.remove_host_from_network(first, NET)
+    left = store.remove_host_from_network(first, NET, change=_change(NET, first.id))
     assert left == replace(first, addresses={}, revision=first.revision + 1)
     assert store.get_host(first.id) == left
     assert store.network_snapshot(NET)[1] == []
@@ -592,22 +691,23 @@ def test_leaving_a_network_on_a_stale_read_is_refused_and_changes_nothing(backen
     _register(store, second, key)
     before = backend.contents()
     with pytest.raises(StaleWriteError, match="host changed meanwhile"):
-        store.remove_host_from_network(replace(first, revision=0), NET)
+        store.remove_host_from_network(replace(first, revision=0), NET, change=_change(NET, first.id))
     with pytest.raises(StaleWriteError, match="address claim changed"):  # never another host's address
-        store.remove_host_from_network(replace(first, addresses=second.addresses), NET)
+        store.remove_host_from_network(replace(first, addresses=second.addresses), NET,
+                                       change=_change(NET, first.id))
     assert backend.contents() == before
 
 
 def test_a_deleted_host_frees_its_key_and_addresses(store: Store) -> None:
     first, key = _registered(store)
     _settle(store)
-    store.delete_host(first)
+    store.delete_host(first, changes=_outbox(first))
     assert store.get_host(first.id) is None
     assert store.network_snapshot(NET)[1] == []
     assert [p.host_ids for p in store.pending_changes(NET)] == [(first.id,)]
     _register(store, _host(2, public_key=first.public_key, address=first.addresses[NET]), key)
     with pytest.raises(StaleWriteError, match="host changed meanwhile"):  # a second delete
-        store.delete_host(first)
+        store.delete_host(first, changes=_outbox(first))
 
 
 def test_when_several_conditions_fail_every_store_names_the_same_one(store: Store) -> None:
@@ -618,24 +718,26 @@ def test_when_several_conditions_fail_every_store_names_the_same_one(store: Stor
     current = store.get_host(first.id)
     # A stale read (the host's update) and a key in use (the claim's put): the put is reported.
     with pytest.raises(PublicKeyTakenError):
-        store.update_host(replace(current, revision=0), replace(current, public_key=second.public_key))
+        store.update_host(replace(current, revision=0), replace(current, public_key=second.public_key),
+                          changes=_outbox(current))
     # A used-up key (its update) and a taken address (a put): the address is reported.
     used_up = _key(store, uses=1)
     _register(store, _host(3), used_up)
-    store.begin_identity(PendingIdentity(HostId("host_4"), NOW))
+    fourth = _host(4, address=first.addresses[NET])
+    store.begin_identity(PendingIdentity(fourth.id, NOW))
     with pytest.raises(AddressTakenError):
-        store.register_host(_host(4, address=first.addresses[NET]), replace(used_up, uses_left=1), NOW)
+        store.register_host(fourth, replace(used_up, uses_left=1), NOW, changes=_outbox(fourth))
     # ... and a network being deleted (a check) comes before both, and before a withdrawn
     # identity (a delete).
     store.mark_network_deleting(NET)
     with pytest.raises(NetworkGoneError):
-        store.register_host(_host(4, address=first.addresses[NET]), replace(used_up, uses_left=1), NOW)
+        store.register_host(fourth, replace(used_up, uses_left=1), NOW, changes=_outbox(fourth))
     store.forget_identity(HostId("host_4"))
     with pytest.raises(NetworkGoneError):
-        store.register_host(_host(4, address=first.addresses[NET]), replace(used_up, uses_left=1), NOW)
+        store.register_host(fourth, replace(used_up, uses_left=1), NOW, changes=_outbox(fourth))
     store.unmark_network_deleting(NET)
     # A withdrawn identity (a delete) comes before a taken address (a put).
     with pytest.raises(IdentityWithdrawnError):
-        store.register_host(_host(4, address=first.addresses[NET]), replace(used_up, uses_left=1), NOW)
+        store.register_host(fourth, replace(used_up, uses_left=1), NOW, changes=_outbox(fourth))
     assert store.get_host(first.id) == current and store.get_host(HostId("host_4")) is None
     assert store.get_enrollment_key(used_up.id).uses_left == 0

@@ -104,11 +104,11 @@ def test_two_concurrent_updates_of_one_host_both_take_effect(api, service, net, 
     raced: list[bool] = []
 
     class RacedStore(_Wrapper):
-        def update_host(self, old, new):
+        def update_host(self, old, new, **outbox):
             if not raced:
                 raced.append(True)
                 service.hosts.update(host_id, endpoints=["198.18.0.77:51820"])  # the host, meanwhile
-            return store.update_host(old, new)
+            return store.update_host(old, new, **outbox)
 
     monkeypatch.setattr(service.deps, "store", RacedStore(store))
     out = api.ok("PATCH", f"/v1/hosts/{host_id}", {"name": "renamed"})

@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 
 from pynamodb.connection import Connection
 
+from ...domain.changes import PendingChange
 from ...service.ports import Page
 from . import cursor as cursors
-from . import layout
+from . import layout, mapping
 from .items import Items, bind
-from .tx import Tx, guard, transact
+from .tx import Tx, guard, stale, transact
 
 __all__ = ["StoreBase"]
 
@@ -35,6 +36,12 @@ class StoreBase:
 
     def _transact(self, build: Callable[[Tx], None]) -> None:
         transact(self._connection, build)
+
+    def _record_change(self, tx: Tx, change: PendingChange) -> None:
+        """Put the write's pending change (its outbox entry) in the write's transaction."""
+        pending = self._items.pending
+        tx.put(mapping.pending_item(self._items, change), condition=pending.sk.does_not_exist(),
+               on_fail=stale("change id collision; retry"))
 
     @staticmethod
     def _put_new(item: Any) -> None:

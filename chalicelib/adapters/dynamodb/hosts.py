@@ -10,6 +10,9 @@ current.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from ...domain.changes import PendingChange
 from ...domain.ids import HostId, NetworkId
 from ...domain.models import EnrollmentKey, Host, HostStatus
 from ...service.ports import (
@@ -20,6 +23,7 @@ from ...service.ports import (
     Page,
     PendingIdentity,
     PublicKeyTakenError,
+    outbox_by_network,
 )
 from . import layout, mapping
 from .base import StoreBase
@@ -81,8 +85,10 @@ class HostRecords(StoreBase):
         guard(item.delete)
 
     # -------------------------------------------------------------------- hosts
-    def register_host(self, host: Host, key: EnrollmentKey, now: int) -> None:
+    def register_host(self, host: Host, key: EnrollmentKey, now: int, *,
+                      changes: Sequence[PendingChange]) -> None:
         k, net, claim = self._items.key, self._items.network, self._items.claim
+        outbox = outbox_by_network(changes, host.addresses, host_id=host.id)
 
         def refused() -> Exception:
             item = self._get(k, layout.key_pk(key.id), layout.META)
@@ -136,7 +142,7 @@ class HostRecords(StoreBase):
                         condition=claim.pk.does_not_exist(),
                         on_fail=_address_taken(network_id, address),
                     )
-                self._member_ops(tx, host, network_id)
+                self._member_ops(tx, host, network_id, outbox[network_id])
 
         self._transact(build)
 
@@ -147,9 +153,10 @@ class HostRecords(StoreBase):
     def list_hosts(self, limit: int, cursor: str | None = None) -> Page[Host]:
         return self._page_by_kind(self._items.host, "host", layout.HOST_PREFIX, limit, cursor, mapping.host)
 
-    def update_host(self, old: Host, new: Host) -> None:
+    def update_host(self, old: Host, new: Host, *, changes: Sequence[PendingChange]) -> None:
         h, claim = self._items.host, self._items.claim
         key_changed = old.public_key != new.public_key
+        outbox = outbox_by_network(changes, new.network_ids, host_id=new.id)
 
         def build(tx: Tx) -> None:
             tx.update(
@@ -179,18 +186,17 @@ class HostRecords(StoreBase):
                 tx.delete(claim(layout.wgkey_pk(old.public_key), layout.CLAIM),
                           on_fail=stale("key claim changed; retry"))
             for network_id in new.network_ids:
-                self._member_ops(tx, new, network_id)
+                self._member_ops(tx, new, network_id, outbox[network_id])
 
         self._transact(build)
 
-    def _member_ops(self, tx: Tx, host: Host, network_id: NetworkId) -> None:
+    def _member_ops(self, tx: Tx, host: Host, network_id: NetworkId, change: PendingChange) -> None:
         """Write the host's member record in the network and record the change to broadcast."""
         tx.put(mapping.member_item(self._items, host.member_of(network_id)),
                on_fail=stale("member write conflicted; retry"))
-        tx.put(mapping.pending_item(self._items, network_id, (host.id,)),
-               on_fail=stale("change id collision; retry"))
+        self._record_change(tx, change)
 
-    def _leave_ops(self, tx: Tx, host: Host, network_id: str) -> None:
+    def _leave_ops(self, tx: Tx, host: Host, network_id: str, change: PendingChange) -> None:
         claim = self._items.claim
         pk = layout.network_pk(network_id)
         tx.delete(self._items.member(pk, layout.member_sk(host.id)),
@@ -201,11 +207,11 @@ class HostRecords(StoreBase):
                 condition=claim.owner == host.id,
                 on_fail=stale("address claim changed meanwhile; retry"),
             )
-        tx.put(mapping.pending_item(self._items, network_id, (host.id,)),
-               on_fail=stale("change id collision; retry"))
+        self._record_change(tx, change)
 
-    def remove_host_from_network(self, host: Host, network_id: NetworkId) -> Host:
+    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange) -> Host:
         h = self._items.host
+        outbox_by_network([change], [network_id], host_id=host.id)
         addresses = {k: v for k, v in host.addresses.items() if k != network_id}
 
         def build(tx: Tx) -> None:
@@ -218,13 +224,14 @@ class HostRecords(StoreBase):
                 condition=h.revision == host.revision,
                 on_fail=stale("the host changed meanwhile; retry"),
             )
-            self._leave_ops(tx, host, network_id)
+            self._leave_ops(tx, host, network_id, change)
 
         self._transact(build)
         return Host(**{**host.__dict__, "addresses": addresses, "revision": host.revision + 1})
 
-    def delete_host(self, host: Host) -> None:
+    def delete_host(self, host: Host, *, changes: Sequence[PendingChange]) -> None:
         h, claim = self._items.host, self._items.claim
+        outbox = outbox_by_network(changes, host.network_ids, host_id=host.id)
 
         def build(tx: Tx) -> None:
             tx.delete(
@@ -238,7 +245,7 @@ class HostRecords(StoreBase):
                 on_fail=stale("key claim changed; retry"),
             )
             for network_id in host.network_ids:
-                self._leave_ops(tx, host, network_id)
+                self._leave_ops(tx, host, network_id, outbox[network_id])
 
         self._transact(build)
 

@@ -7,7 +7,7 @@ Layout (``pk`` / ``sk``):
 ``NET#<id>``                ``META``              network settings, ``seq``, publish lease
 ``NET#<id>``                ``MEMBER#<host>``     one host's WireGuard view in the network
 ``NET#<id>``                ``IP#<address>``      claim of an overlay address
-``NET#<id>``                ``PEND#<change>``     a committed change not yet broadcast
+``NET#<id>``                ``PEND#<change id>``  a committed change not yet broadcast
 ``NET#<id>``                ``DELTA#<seq>``       the delta broadcast at ``seq`` (the last few,
                                                   for agents catching up; TTL ``expires_at``)
 ``WGKEY#<public key>``      ``CLAIM``             a WireGuard key belongs to one host

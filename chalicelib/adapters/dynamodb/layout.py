@@ -6,14 +6,13 @@ key, so a key change is made once and every writer and reader follows.
 
 from __future__ import annotations
 
-import secrets
-import time
+from ...domain.changes import ChangeId
 
 __all__ = [
     "REGISTRY_PK", "REGISTRY_SK", "META", "PENDING", "CLAIM", "PENDING_PREFIX", "MEMBER_PREFIX",
     "DELTA_PREFIX", "NETWORK_PREFIX", "HOST_PREFIX", "KEY_PREFIX", "ADMIN_PREFIX",
     "network_pk", "member_sk", "ip_sk", "wgkey_pk", "identity_pk", "host_pk", "key_pk", "admin_pk",
-    "new_change_sk",
+    "change_sk", "change_id",
 ]
 
 REGISTRY_PK, REGISTRY_SK = "REGISTRY", "NETWORKS"
@@ -63,11 +62,16 @@ def admin_pk(key_id: str) -> str:
     return f"{ADMIN_PREFIX}{key_id}"
 
 
-def new_change_sk() -> str:
-    """A new pending change's sort key (also its id): ``PEND#<ns>-<random>``.
+def change_sk(change_id: ChangeId) -> str:
+    """A pending change's sort key: ``PEND#<created ns, 20 digits>-<nonce>``.
 
-    The wall-clock nanoseconds come first so that pending changes sort oldest first
-    (the stream cuts off at ``PEND#<ns>`` of its own start); the random part keeps two
-    changes of the same nanosecond apart.
+    The creation time comes first and zero-padded, so that the key order is the order
+    of :class:`~chalicelib.domain.changes.ChangeId` (pending changes are read oldest first).
     """
-    return f"{PENDING_PREFIX}{time.time_ns():020d}-{secrets.token_hex(4)}"
+    return f"{PENDING_PREFIX}{change_id.created_ns:020d}-{change_id.nonce}"
+
+
+def change_id(sk: str) -> ChangeId:
+    """The id a pending change's sort key holds (the inverse of :func:`change_sk`)."""
+    created, _, nonce = sk.removeprefix(PENDING_PREFIX).partition("-")
+    return ChangeId(int(created), nonce)

@@ -7,12 +7,12 @@ item of a record at its key (:mod:`.layout`). Numbers come back from DynamoDB as
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
+from ...domain.changes import PendingChange
 from ...domain.ids import EnrollmentKeyId, HostId, NetworkId
 from ...domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network, PeerStatus
-from ...service.ports import NetworkRegistry, PendingChange, PendingIdentity, RegistryEntry
+from ...service.ports import NetworkRegistry, PendingIdentity, RegistryEntry
 from . import layout
 from .items import Items
 
@@ -127,7 +127,7 @@ def pending_identity(item: Any) -> PendingIdentity:
 
 def pending_change(network_id: str, item: Any) -> PendingChange:
     return PendingChange(
-        id=item.sk,
+        id=layout.change_id(item.sk),
         network_id=NetworkId(network_id),
         host_ids=tuple(HostId(x) for x in item.host_ids),
         settings=bool(item.settings),
@@ -237,13 +237,13 @@ def identity_item(items: Items, pending: PendingIdentity) -> Any:
                           certificate_id=pending.certificate_id)
 
 
-def pending_item(items: Items, network_id: str, host_ids: Iterable[str], settings: bool = False) -> Any:
-    """A new pending change of ``network_id`` (see :func:`.layout.new_change_sk` for its id)."""
+def pending_item(items: Items, change: PendingChange) -> Any:
+    """A pending change at its key under its network (see :func:`.layout.change_sk`)."""
     return items.pending(
-        layout.network_pk(network_id),
-        layout.new_change_sk(),
+        layout.network_pk(change.network_id),
+        layout.change_sk(change.id),
         kind="pending",
-        network_id=network_id,
-        host_ids=list(host_ids),
-        settings=settings,
+        network_id=change.network_id,
+        host_ids=list(change.host_ids),
+        settings=change.settings,
     )

@@ -8,9 +8,10 @@ network itself, so two writers that read the same registry cannot both commit.
 
 from __future__ import annotations
 
+from ...domain.changes import PendingChange
 from ...domain.models import Member, Network
 from ...errors import NotFoundError
-from ...service.ports import NetworkRegistry, Page, StaleWriteError
+from ...service.ports import NetworkRegistry, Page, StaleWriteError, outbox_by_network
 from . import layout, mapping
 from .base import StoreBase
 from .tx import Tx, guard, guard_update, stale
@@ -55,8 +56,11 @@ class NetworkRecords(StoreBase):
 
         self._transact(build)
 
-    def update_network(self, network: Network, registry_version: int, *, notify: bool) -> None:
+    def update_network(self, network: Network, registry_version: int, *,
+                       change: PendingChange | None) -> None:
         reg, net = self._items.registry, self._items.network
+        if change is not None:
+            outbox_by_network([change], [network.id])
 
         def build(tx: Tx) -> None:
             entry = mapping.registry_entry(network)
@@ -72,11 +76,8 @@ class NetworkRecords(StoreBase):
                 condition=net.pk.exists(),
                 on_fail=lambda: NotFoundError(f"network {network.id} does not exist"),
             )
-            if notify:
-                tx.put(
-                    mapping.pending_item(self._items, network.id, (), settings=True),
-                    on_fail=stale("change id collision; retry"),
-                )
+            if change is not None:
+                self._record_change(tx, change)
 
         self._transact(build)
 

@@ -1,12 +1,12 @@
 """The update stream's records: the publish lease, pending changes, ``seq`` and the delta log.
 
-Writers of :mod:`.hosts` and :mod:`.networks` add a pending change (``PEND#<id>``
-under the network) in the transaction of the change itself; what follows here is
-used by :mod:`chalicelib.service.stream` to turn them into broadcasts: one holder
-of a network's lease (on the network item, with an expiry) advances ``seq`` (only
-while it holds the lease), reads the members the changes name, logs the delta
-(``DELTA#<seq>``, the last few per network, for agents that catch up) and clears
-what it sent.
+Writers of :mod:`.hosts` and :mod:`.networks` put the pending change they are
+given (``PEND#<created ns>-<nonce>`` under the network) in the transaction of the
+change itself; what follows here is used by :mod:`chalicelib.service.stream` to turn
+them into broadcasts: one holder of a network's lease (on the network item, with an
+expiry) advances ``seq`` (only while it holds the lease), reads the members the
+changes name, logs the delta (``DELTA#<seq>``, the last few per network, for agents
+that catch up) and clears what it sent.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from collections.abc import Sequence
 
 from pynamodb.exceptions import UpdateError
 
+from ...domain.changes import ChangeId, PendingChange
 from ...domain.ids import HostId, NetworkId
 from ...domain.models import Member, Network
-from ...service.ports import PendingChange, StaleWriteError
+from ...service.ports import StaleWriteError
 from . import layout, mapping
 from .base import StoreBase
 from .tx import condition_failed, guard, guard_update
@@ -51,8 +52,8 @@ class StreamRecords(StoreBase):
                             limit=limit)
         return [mapping.pending_change(network_id, i) for i in items]
 
-    def clear_pending(self, network_id: str, change_ids: Sequence[str]) -> None:
-        self._delete_raw((layout.network_pk(network_id), cid) for cid in change_ids)
+    def clear_pending(self, network_id: str, change_ids: Sequence[ChangeId]) -> None:
+        self._delete_raw((layout.network_pk(network_id), layout.change_sk(cid)) for cid in change_ids)
 
     def networks_with_pending(self) -> list[NetworkId]:
         return sorted({NetworkId(i.network_id) for i in self._by_kind(self._items.pending, "pending")})

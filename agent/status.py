@@ -10,12 +10,12 @@ from chalicelib.domain.models import Member
 
 from .converge import Tracker
 from .state import AgentState
-from .wg.base import PeerStats
+from .wg.base import DevicePeer
 
 __all__ = ["collect", "render"]
 
 
-def collect(state: AgentState, tracker: Tracker, stats: dict[str, PeerStats] | None,
+def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | None,
             runtime: dict[str, Any], backend_name: str, alive: bool | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as JSON-ready data. ``stats`` is None when the device is down.
 

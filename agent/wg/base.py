@@ -18,20 +18,11 @@ from chalicelib.domain.device import PeerConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "PeerStats", "BackendError", "DeviceState", "PeerState", "ReadsDevice"]
+__all__ = ["Backend", "BackendError", "DevicePeer", "DeviceState", "ReadsDevice"]
 
 
 class BackendError(RuntimeError):
     """The device could not be created, read or changed; the message says why."""
-
-
-@dataclass(frozen=True)
-class PeerStats:
-    public_key: str
-    endpoint: str | None
-    latest_handshake: int | None  # unix seconds, None if never
-    rx_bytes: int
-    tx_bytes: int
 
 
 class Backend(Protocol):
@@ -62,22 +53,27 @@ class Backend(Protocol):
         Peers not named are left alone; the handshake of a changed peer survives.
         """
 
-    def stats(self) -> dict[str, PeerStats]:
-        """Handshake time and byte counters per peer."""
+    def stats(self) -> dict[str, DevicePeer]:
+        """Each peer as the device reports it now: current endpoint, handshake time, byte counters."""
 
     def delete(self) -> None:
         """Remove the device (and stop what the backend started for it)."""
 
 
 @dataclass
-class PeerState:
-    """A peer as a device reports it (the netlink backend reads into the same shape)."""
+class DevicePeer:
+    """One peer as a device reports it: its configuration and its traffic, read raw.
+
+    The one backend read type: :meth:`Backend.stats` returns it, :meth:`Backend.peers`
+    its configuration as a :class:`~chalicelib.domain.device.PeerConfig`. Mutable only
+    because the UAPI and netlink parsers fill it in line by line (message by message).
+    """
 
     public_key: str
     endpoint: str | None = None  # ip:port or [ip6]:port
     keepalive: int = 0
     allowed_ips: list[str] = field(default_factory=list)
-    handshake_sec: int = 0
+    latest_handshake: int | None = None  # unix seconds, None if never
     rx_bytes: int = 0
     tx_bytes: int = 0
 
@@ -88,16 +84,11 @@ class DeviceState:
 
     private_key: str | None = None  # base64
     listen_port: int | None = None
-    peers: dict[str, PeerState] = field(default_factory=dict)
+    peers: dict[str, DevicePeer] = field(default_factory=dict)
 
     def peer_configs(self) -> dict[str, PeerConfig]:
         return {k: PeerConfig(public_key=k, endpoint=p.endpoint, allowed_ips=tuple(p.allowed_ips),
                               keepalive=p.keepalive)
-                for k, p in self.peers.items()}
-
-    def peer_stats(self) -> dict[str, PeerStats]:
-        return {k: PeerStats(public_key=k, endpoint=p.endpoint, latest_handshake=p.handshake_sec or None,
-                             rx_bytes=p.rx_bytes, tx_bytes=p.tx_bytes)
                 for k, p in self.peers.items()}
 
 
@@ -119,8 +110,8 @@ class ReadsDevice:
     def peers(self) -> dict[str, PeerConfig]:
         return self._read().peer_configs()
 
-    def stats(self) -> dict[str, PeerStats]:
-        return self._read().peer_stats()
+    def stats(self) -> dict[str, DevicePeer]:
+        return self._read().peers
 
 
 def delete_link(ipr: Any, ifname: str, kind: str) -> None:

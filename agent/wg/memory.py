@@ -14,7 +14,7 @@ from dataclasses import replace
 from chalicelib.domain.device import PeerConfig, PeerDiff
 
 from . import key_bytes, public_key_of
-from .base import BackendError, PeerStats
+from .base import BackendError, DevicePeer
 
 __all__ = ["MemoryBackend"]
 
@@ -102,13 +102,14 @@ class MemoryBackend:
             self._peers.pop(key, None)
         self.applies.append(PeerDiff(upsert=tuple(upsert), remove=tuple(remove)))
 
-    def stats(self) -> dict[str, PeerStats]:
+    def stats(self) -> dict[str, DevicePeer]:
         self._need()
         out = {}
         for k, p in self._peers.items():
             handshake, rx, tx = self._traffic.get(k, (0, 0, 0))
-            out[k] = PeerStats(public_key=k, endpoint=p.endpoint, latest_handshake=handshake or None,
-                               rx_bytes=rx, tx_bytes=tx)
+            out[k] = DevicePeer(public_key=k, endpoint=p.endpoint, keepalive=p.keepalive,
+                                allowed_ips=list(p.allowed_ips), latest_handshake=handshake or None,
+                                rx_bytes=rx, tx_bytes=tx)
         return out
 
     def record_traffic(self, public_key: str, handshake: int, rx_bytes: int, tx_bytes: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from chalicelib.domain.device import PeerConfig
 
 from . import key_bytes, resolve_endpoint
-from .base import BackendError, DeviceState, PeerState, ReadsDevice, delete_link
+from .base import BackendError, DevicePeer, DeviceState, ReadsDevice, delete_link
 
 __all__ = ["NetlinkBackend", "kernel_wireguard_available", "parse_dump"]
 
@@ -51,14 +51,14 @@ def parse_dump(messages: Iterable[Any]) -> DeviceState:
             pub = _text(p.get_attr("WGPEER_A_PUBLIC_KEY"))
             peer = dev.peers.get(pub)
             if peer is None:
-                peer = dev.peers[pub] = PeerState(pub)
+                peer = dev.peers[pub] = DevicePeer(pub)
                 ep = p.get_attr("WGPEER_A_ENDPOINT")
                 if ep is not None and ep.get("port"):
                     addr = ep["addr"]
                     peer.endpoint = f"[{addr}]:{ep['port']}" if ":" in addr else f"{addr}:{ep['port']}"
                 peer.keepalive = int(p.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL") or 0)
                 hs = p.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME")
-                peer.handshake_sec = int(hs["tv_sec"]) if hs is not None else 0
+                peer.latest_handshake = (int(hs["tv_sec"]) or None) if hs is not None else None
                 peer.rx_bytes = int(p.get_attr("WGPEER_A_RX_BYTES") or 0)
                 peer.tx_bytes = int(p.get_attr("WGPEER_A_TX_BYTES") or 0)
             for ip in p.get_attr("WGPEER_A_ALLOWEDIPS") or ():

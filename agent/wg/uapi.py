@@ -28,7 +28,7 @@ from pathlib import Path
 from chalicelib.domain.device import PeerConfig
 
 from . import format_endpoint, key_bytes, resolve_endpoint
-from .base import BackendError, DeviceState, PeerState, ReadsDevice, delete_link
+from .base import BackendError, DevicePeer, DeviceState, ReadsDevice, delete_link
 
 __all__ = ["UapiBackend", "DEFAULT_SOCKET_DIR", "parse_get"]
 
@@ -66,7 +66,7 @@ def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
 def parse_get(text: str) -> DeviceState:
     """The device in a ``get=1`` reply (without the trailing ``errno`` line)."""
     dev = DeviceState()
-    peer: PeerState | None = None
+    peer: DevicePeer | None = None
     for line in text.splitlines():
         if not line:
             continue
@@ -74,7 +74,7 @@ def parse_get(text: str) -> DeviceState:
         if not sep:
             raise BackendError(f"UAPI reply line {line!r} is not key=value")
         if key == "public_key":
-            peer = PeerState(_b64(value))
+            peer = DevicePeer(_b64(value))
             dev.peers[peer.public_key] = peer
         elif peer is None:
             if key == "private_key":
@@ -88,7 +88,7 @@ def parse_get(text: str) -> DeviceState:
         elif key == "persistent_keepalive_interval":
             peer.keepalive = int(value)
         elif key == "last_handshake_time_sec":
-            peer.handshake_sec = int(value)
+            peer.latest_handshake = int(value) or None
         elif key == "rx_bytes":
             peer.rx_bytes = int(value)
         elif key == "tx_bytes":

@@ -176,7 +176,7 @@ class HostAddress(BaseModel):
     ipv6: str
 
 
-class PeerState(BaseModel):
+class PeerStatus(BaseModel):
     public_key: str
     latest_handshake_age: int | None
     rx_bytes: int
@@ -188,7 +188,7 @@ class HostStatus(BaseModel):
     last_seen: dt.datetime | None
     agent_version: str | None
     reported_endpoints: list[str]
-    peers: list[PeerState]
+    peers: list[PeerStatus]
 
 
 class Host(BaseModel):

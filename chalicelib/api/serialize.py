@@ -44,8 +44,8 @@ def host(h: Host) -> s.Host:
         status=s.HostStatus(
             online=st.online, last_seen=when(st.last_seen), agent_version=st.agent_version,
             reported_endpoints=list(st.reported_endpoints),
-            peers=[s.PeerState(public_key=p.public_key, latest_handshake_age=p.latest_handshake_age,
-                               rx_bytes=p.rx_bytes, tx_bytes=p.tx_bytes) for p in st.peers],
+            peers=[s.PeerStatus(public_key=p.public_key, latest_handshake_age=p.latest_handshake_age,
+                                rx_bytes=p.rx_bytes, tx_bytes=p.tx_bytes) for p in st.peers],
         ),
     )
 

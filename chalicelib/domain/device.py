@@ -6,6 +6,17 @@ networks fold into one :class:`DeviceConfig` (one interface, one key, one listen
 for all networks, like ``wg0`` under wg-quick) — the control plane and the agent with
 the same code, so ``/config`` shows exactly the device the host configures — and the
 agent's backend applies only what differs from the device, peer by peer.
+
+The names of a peer, one per concept, the same in every layer:
+
+- ``Peer`` (``domain.plan``; API shape ``api.schemas.Peer``): a member as a peer of one
+  host in one network, as the plan computes it.
+- ``PeerConfig`` (here): a peer as configured on the device, merged over networks.
+- ``PeerDiff`` (here): the peers to upsert and the keys to remove to reach a device.
+- ``DevicePeer`` (``agent.wg.base``): a peer as the device reports it, read raw by a
+  backend: its configuration, current endpoint, handshake time and byte counters.
+- ``PeerStatus`` (``domain.models``; API shape ``api.schemas.PeerStatus``): what a host
+  reports of one peer it talks to: handshake age and byte counters.
 """
 
 from __future__ import annotations
@@ -70,6 +81,8 @@ class DeviceConfig:
 
 @dataclass(frozen=True)
 class PeerDiff:
+    """The per-peer change from one device to another: peers to add or change, keys to drop."""
+
     upsert: tuple[PeerConfig, ...] = ()
     remove: tuple[str, ...] = ()
 

@@ -65,6 +65,8 @@ class Member:
 
 @dataclass(frozen=True)
 class PeerStatus:
+    """What a host reports of one peer it has talked to (the agent reads it off a ``DevicePeer``)."""
+
     public_key: str
     latest_handshake_age: int | None  # seconds; None = never
     rx_bytes: int = 0

@@ -34,7 +34,7 @@ import pytest
 from agent import keys
 from agent.netconf import NetConf, NetConfError, local_addresses
 from agent.wg import format_endpoint, make_backend, resolve_endpoint
-from agent.wg.base import Backend, BackendError, PeerStats
+from agent.wg.base import Backend, BackendError, DevicePeer
 from agent.wg.memory import MemoryBackend
 from chalicelib.domain.device import PeerConfig, PeerDiff, peer_diff
 
@@ -344,7 +344,7 @@ def test_stats_shape(backend: Backend) -> None:
     stats = backend.stats()
     assert set(stats) == set(desired)
     for key, s in stats.items():
-        assert isinstance(s, PeerStats)
+        assert isinstance(s, DevicePeer)
         assert s.public_key == key
         assert s.endpoint == desired[key].endpoint
         assert s.latest_handshake is None, "no handshake can have happened"
@@ -497,8 +497,8 @@ def test_netlink_dump_parsing_merges_continued_peers() -> None:
         p1: PeerConfig(p1, "198.18.0.9:51820", ("100.64.0.9/32",), 25),
         p2: PeerConfig(p2, "[fd00::9]:4500", ("100.64.0.10/32", "fd5a::10/128"), 0),
     }
-    assert dev.peer_stats()[p1] == PeerStats(p1, "198.18.0.9:51820", 1700000000, 10, 20)
-    assert dev.peer_stats()[p2].latest_handshake is None
+    assert dev.peers[p1] == DevicePeer(p1, "198.18.0.9:51820", 25, ["100.64.0.9/32"], 1700000000, 10, 20)
+    assert dev.peers[p2].latest_handshake is None
     assert peer_message(PeerConfig(p2, "[fd00::9]:4500", ("fd5a::10/128",), 0)) == {
         "public_key": p2, "persistent_keepalive": 0, "replace_allowed_ips": True,
         "allowed_ips": ["fd5a::10/128"], "endpoint_addr": "fd00::9", "endpoint_port": 4500}

@@ -92,7 +92,9 @@ class NetworkPatch(_In):
     ipv6_cidr: Ipv6Cidr | None = Field(default=None, description="cannot be changed; here to say so")
 
 
-class Network(BaseModel):
+class WireNetwork(BaseModel):
+    """A network's settings as the update stream carries them."""
+
     id: str
     name: str
     ipv4_cidr: str
@@ -101,6 +103,9 @@ class Network(BaseModel):
     keepalive: int
     mtu: int
     seq: int = Field(description="sequence number of the network's update stream")
+
+
+class Network(WireNetwork):
     created_at: dt.datetime
 
 
@@ -270,19 +275,6 @@ class NetworkSnapshot(BaseModel):
     peers: list[Peer] = Field(description="this host's peers in the network, computed from the members "
                               "by the same plan the agent runs (for reading; the agent computes its own)")
     routes: list[str] = Field(description="ranges this host routes into its interface")
-
-
-class WireNetwork(BaseModel):
-    """A network's settings as the update stream carries them."""
-
-    id: str
-    name: str
-    ipv4_cidr: str
-    ipv6_cidr: str
-    listen_port: int
-    keepalive: int
-    mtu: int
-    seq: int
 
 
 class WireDelta(BaseModel):

@@ -15,12 +15,14 @@ server does what API Gateway does (as configured by ``infra/stack.py``):
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import ipaddress
 import json
 import signal
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -93,6 +95,15 @@ class _RequestHandler(ChaliceRequestHandler):
         self.local_gateway = _Gateway(app_object, config, _client_ip(client_address[0]))
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
+    def handle_one_request(self) -> None:
+        self._started = time.monotonic()
+        super().handle_one_request()
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """The access log line, with the time the request took until its answer (in ms)."""
+        took = (time.monotonic() - getattr(self, "_started", time.monotonic())) * 1000
+        self.log_message('"%s" %s %s %.1fms', self.requestline, str(code), str(size), took)
+
 
 def make_server(host: str, port: int, module_name: str | None = None) -> LocalDevServer:
     """A bound (not yet serving) threaded HTTP server for the app."""
@@ -103,6 +114,22 @@ def make_server(host: str, port: int, module_name: str | None = None) -> LocalDe
     server_cls = _ThreadedServer6 if ":" in host else _ThreadedServer
     return LocalDevServer(app, Config(chalice_stage="local"), host, port,
                           handler_cls=_RequestHandler, server_cls=server_cls)
+
+
+def _warm() -> None:
+    """Build the service and its database clients before the first request
+    (:meth:`DynamoStore.warm`); a stage set up wrongly is left to answer its 500s."""
+    from chalicelib.adapters.dynamodb import DynamoStore
+    from chalicelib.config import ConfigError
+    from chalicelib.wiring import get_service
+
+    try:
+        store = get_service().deps.store
+    except ConfigError as e:
+        print(f"api: {e}", file=sys.stderr, flush=True)
+        return
+    if isinstance(store, DynamoStore):
+        store.warm()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     def stop(_sig: int, _frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    _warm()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # `kill -USR1 <pid>` writes every thread's stack to the log: what a stuck request waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     print(f"api: serving on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
     server.server.server_close()

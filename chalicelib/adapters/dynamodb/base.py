@@ -4,6 +4,7 @@ connection for transactions, and reads that turn database failures into
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -33,6 +34,19 @@ class StoreBase:
             connect_timeout_seconds=5,
             read_timeout_seconds=10,
         )
+
+    def warm(self) -> None:
+        """Make every database client now, in this thread (no request is sent).
+
+        PynamoDB makes a client per item class on first use, in a botocore session per
+        thread, without a lock. A server whose first requests come all at once (100
+        agents retrying when the local API restarts) had every thread build its own
+        clients: minutes of CPU, and the agents' calls timed out meanwhile. One Lambda
+        execution serves one request at a time and does not need this.
+        """
+        for cls in [*(getattr(self._items, f.name) for f in dataclasses.fields(self._items))]:
+            _ = cls._get_connection().connection.client
+        _ = self._connection.client
 
     def _transact(self, build: Callable[[Tx], None]) -> None:
         transact(self._connection, build)

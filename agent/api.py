@@ -109,7 +109,9 @@ class ApiClient:
 
 
 def _delta(d: Any) -> protocol.Delta:
-    msg = protocol.decode(d if isinstance(d, dict) else {})
+    if not isinstance(d, dict):
+        raise protocol.ProtocolError("a catch-up delta must be a JSON object")
+    msg = protocol.decode(d)
     if not isinstance(msg, protocol.Delta):
         raise protocol.ProtocolError(f"a catch-up holds a {msg.type}, not a delta")
     return msg

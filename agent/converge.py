@@ -82,12 +82,9 @@ class Tracker:
 
         Networks where this host is not (or no longer) a member are left out.
         """
-        self._nets = {s.network.id: _Net(s.network, {m.host_id: m for m in s.members})
-                      for s in snapshots if any(m.host_id == self.host_id for m in s.members)}
-        self._by_key = {}
-        for net_id, n in self._nets.items():
-            for m in n.members.values():
-                self._index(net_id, m)
+        self._nets, self._by_key = {}, {}
+        for snap in snapshots:
+            self._take_snapshot(snap)
         self._changes = Changes(full=True)
 
     def catch_up(self, snapshots: Iterable[protocol.Snapshot], catch_ups: Iterable[protocol.CatchUp]) -> bool:
@@ -114,6 +111,7 @@ class Tracker:
         return True
 
     def _take_snapshot(self, snap: protocol.Snapshot) -> None:
+        """Put this network's snapshot in place of what we had of it (left out: not a member)."""
         net_id = snap.network.id
         if (old := self._nets.pop(net_id, None)) is not None:
             for m in old.members.values():

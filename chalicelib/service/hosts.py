@@ -193,11 +193,12 @@ class Hosts:
         for a network in ``known`` (network id → the seq the host has), what it missed.
 
         An agent that reconnects after an outage passes what it has; when nothing changed
-        the answer costs two small reads per network instead of every member. It gets the
-        full snapshot when the missed deltas are no longer kept (or would be large), when
-        it is ahead (the network was re-created), and when a change is stored but could
-        not be broadcast within :data:`CATCH_UP_FLUSH_WAIT` — which this call tries first,
-        so the broadcast a broker outage held back goes out with the first agent back.
+        the answer costs one small read per network (:meth:`Store.network_head`) instead of
+        every member. It gets the full snapshot when the missed deltas are no longer kept
+        (or would be large), when it is ahead (the network was re-created), and when a
+        change is stored but could not be broadcast within :data:`CATCH_UP_FLUSH_WAIT` —
+        which this call tries first, so the broadcast a broker outage held back goes out
+        with the first agent back.
         """
         known = known or {}
         snapshots, catch_ups = [], []

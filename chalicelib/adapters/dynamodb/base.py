@@ -44,7 +44,8 @@ class StoreBase:
         clients: minutes of CPU, and the agents' calls timed out meanwhile. One Lambda
         execution serves one request at a time and does not need this.
         """
-        for cls in [*(getattr(self._items, f.name) for f in dataclasses.fields(self._items))]:
+        for f in dataclasses.fields(self._items):
+            cls = getattr(self._items, f.name)
             _ = cls._get_connection().connection.client
         _ = self._connection.client
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 
 from chalicelib.domain import plan, protocol
 from chalicelib.domain.device import DeviceConfig, PeerConfig, merge_peer, merge_views
-from chalicelib.domain.ids import HostId
-from chalicelib.domain.models import Member, Network
+from chalicelib.domain.ids import ClientId, HostId
+from chalicelib.domain.models import Client, Member, Network
 from chalicelib.domain.plan import HostView, NetworkRecords
 
 __all__ = ["Tracker", "Outcome", "Changes"]
@@ -50,14 +50,17 @@ class Changes:
 
 
 class _Net:
-    """One network as tracked: its settings and members, and the plan's records of them (which
-    read the members dict in place, so only new settings make new records)."""
+    """One network as tracked: its settings, members and clients, and the plan's records of
+    them (which read the members dict in place, so only new settings or changed clients make
+    new records: what the plan derives from the clients is cached per records object)."""
 
-    __slots__ = ("members", "records")
+    __slots__ = ("members", "clients", "records")
 
-    def __init__(self, network: Network, members: dict[HostId, Member]) -> None:
+    def __init__(self, network: Network, members: dict[HostId, Member],
+                 clients: dict[ClientId, Client]) -> None:
         self.members = members
-        self.records = NetworkRecords(network, members)
+        self.clients = clients
+        self.records = NetworkRecords(network, members, clients)
 
     @property
     def network(self) -> Network:
@@ -65,14 +68,19 @@ class _Net:
 
     @network.setter
     def network(self, network: Network) -> None:
-        self.records = NetworkRecords(network, self.members)
+        self.records = NetworkRecords(network, self.members, self.clients)
+
+    def renew(self) -> None:
+        """New records after the clients changed (the plan's index of them is rebuilt)."""
+        self.records = NetworkRecords(self.network, self.members, self.clients)
 
 
 class Tracker:
     def __init__(self, host_id: str, snapshots: Iterable[protocol.Snapshot] = ()) -> None:
         self.host_id = HostId(host_id)
         self._nets: dict[str, _Net] = {}
-        self._by_key: dict[str, set[tuple[str, HostId]]] = {}  # WireGuard key → {(network, host)}
+        # WireGuard key → {(network, member host id or client id)}
+        self._by_key: dict[str, set[tuple[str, str]]] = {}
         self._changes = Changes(full=True)
         self.replace(snapshots)
 
@@ -114,12 +122,15 @@ class Tracker:
         """Put this network's snapshot in place of what we had of it (left out: not a member)."""
         net_id = snap.network.id
         if (old := self._nets.pop(net_id, None)) is not None:
-            for m in old.members.values():
-                self._unindex(net_id, m)
+            olds: list[Member | Client] = [*old.members.values(), *old.clients.values()]
+            for r in olds:
+                self._unindex(net_id, r)
         if any(m.host_id == self.host_id for m in snap.members):
-            self._nets[net_id] = _Net(snap.network, {m.host_id: m for m in snap.members})
-            for m in snap.members:
-                self._index(net_id, m)
+            self._nets[net_id] = _Net(snap.network, {m.host_id: m for m in snap.members},
+                                      {c.id: c for c in snap.clients})
+            news: list[Member | Client] = [*snap.members, *snap.clients]
+            for r in news:
+                self._index(net_id, r)
         self._changes.full = True
 
     def on_delta(self, delta: protocol.Delta) -> Outcome:
@@ -133,36 +144,58 @@ class Tracker:
         if self.host_id in delta.remove:
             self._drop_network(delta.network_id)
             return Outcome.MEMBERSHIP
-        changed = {*map(HostId, delta.remove), *(m.host_id for m in delta.upsert)}
+        changed: set[str] = {*delta.remove, *(m.host_id for m in delta.upsert),
+                             *delta.remove_clients, *(c.id for c in delta.clients)}
         self._touch(current, changed)  # the peers as they were (a removed key is removed)
+        net_id = delta.network_id
         for h in delta.remove:
-            self._unindex(delta.network_id, current.members.pop(HostId(h), None))
+            self._unindex(net_id, current.members.pop(HostId(h), None))
         for m in delta.upsert:
-            self._unindex(delta.network_id, current.members.get(m.host_id))
+            old = current.members.get(m.host_id)
+            self._unindex(net_id, old)
             current.members[m.host_id] = m
-            self._index(delta.network_id, m)
-            if m.host_id == self.host_id:
-                self._changes.full = True  # our own address or port
+            self._index(net_id, m)
+            if m.host_id == self.host_id or (old.role.gateway if old else None) != m.role.gateway:
+                self._changes.full = True  # our own address, port or role; a gateway's ranges are routes
+        for cid in delta.remove_clients:
+            old_c = current.clients.pop(ClientId(cid), None)
+            self._unindex(net_id, old_c)
+            self._note_client(old_c)
+        for c in delta.clients:
+            self._unindex(net_id, current.clients.get(c.id))
+            self._note_client(current.clients.get(c.id))
+            current.clients[c.id] = c
+            self._index(net_id, c)
+            self._note_client(c)
+        if delta.clients or delta.remove_clients:
+            current.renew()
         current.network = replace(delta.network or current.network, seq=delta.seq)
         self._touch(current, changed)  # the peers as they are now
         if delta.network is not None:
             self._changes.full = True  # keepalive, MTU…
         return Outcome.APPLIED
 
-    def _touch(self, n: _Net, changed: set[HostId]) -> None:
-        """Note the keys of the peers the plan says depend on the ``changed`` hosts' records."""
-        for h in plan.dependents(n.records, changed):
-            if (m := n.members.get(h)) is not None:
-                self._changes.keys.add(m.public_key)
+    def _note_client(self, c: Client | None) -> None:
+        """A client (as it was or is now) whose change reaches beyond its gateway's entry: at its
+        gateway (forwarding), and everywhere when it has extra addresses (routes)."""
+        if c is not None and (c.gateway == self.host_id or c.extra_addresses):
+            self._changes.full = True
 
-    def _index(self, net_id: str, m: Member) -> None:
-        self._by_key.setdefault(m.public_key, set()).add((net_id, m.host_id))
+    def _touch(self, n: _Net, changed: set[str]) -> None:
+        """Note the keys of the peers the plan says depend on the ``changed`` records."""
+        for rid in plan.dependents(n.records, changed):
+            r = n.members.get(HostId(rid)) or n.clients.get(ClientId(rid))
+            if r is not None:
+                self._changes.keys.add(r.public_key)
 
-    def _unindex(self, net_id: str, old: Member | None) -> None:
+    def _index(self, net_id: str, r: Member | Client) -> None:
+        self._by_key.setdefault(r.public_key, set()).add((net_id, _rid(r)))
+
+    def _unindex(self, net_id: str, old: Member | Client | None) -> None:
         if old is None:
             return
         where = self._by_key.get(old.public_key, set())
-        where.discard((net_id, old.host_id))
+        where.discard((net_id, _rid(old)))
         if not where:
             self._by_key.pop(old.public_key, None)
 
@@ -191,7 +224,8 @@ class Tracker:
 
     @property
     def snapshots(self) -> list[protocol.Snapshot]:
-        return [protocol.Snapshot(n.network, tuple(sorted(n.members.values(), key=lambda m: m.host_id)))
+        return [protocol.Snapshot(n.network, tuple(sorted(n.members.values(), key=lambda m: m.host_id)),
+                                  tuple(sorted(n.clients.values(), key=lambda c: c.id)))
                 for _, n in sorted(self._nets.items())]
 
     def views(self) -> list[HostView]:
@@ -204,7 +238,12 @@ class Tracker:
     def peer(self, public_key: str) -> PeerConfig | None:
         """The config of the peer with this key, as :meth:`device` would have it (None: no such peer)."""
         out = None
-        for net_id, host_id in sorted(self._by_key.get(public_key, ())):
-            if (p := plan.peer(self._nets[net_id].records, self.host_id, host_id)) is not None:
+        for net_id, rid in sorted(self._by_key.get(public_key, ())):
+            if (p := plan.peer(self._nets[net_id].records, self.host_id, rid)) is not None:
                 out = merge_peer(out, p)
         return out
+
+
+def _rid(r: Member | Client) -> str:
+    """A record's id in its network: a member's host id, a client's id."""
+    return r.host_id if isinstance(r, Member) else r.id

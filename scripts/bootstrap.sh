@@ -18,6 +18,8 @@ have wireguard-go || need_apt+=(wireguard-go)
 have wg           || need_apt+=(wireguard-tools)
 have ip           || need_apt+=(iproute2)
 have ping         || need_apt+=(iputils-ping)
+have nft          || need_apt+=(nftables)      # the agent's forwarding and NAT on gateways
+have zbarimg      || need_apt+=(zbar-tools)    # tests decode client QR codes
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -19,11 +19,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .ids import HostId, NetworkId
-from .models import Member, Network
+from .ids import ClientId, HostId, NetworkId
+from .models import Client, Member, Network
 from .protocol import Delta
 
-__all__ = ["ChangeId", "PendingChange", "new_changes", "touched_hosts", "delta", "NONCE_PATTERN"]
+__all__ = ["ChangeId", "PendingChange", "new_changes", "touched_hosts", "touched_clients", "delta",
+           "NONCE_PATTERN"]
 
 NONCE_PATTERN = re.compile(r"[0-9a-f]{8}")
 
@@ -52,20 +53,21 @@ class ChangeId:
 
 @dataclass(frozen=True)
 class PendingChange:
-    """A committed change not yet broadcast: which hosts of the network it touched, and
-    whether the network's settings changed (then the delta carries the network)."""
+    """A committed change not yet broadcast: which hosts (members) and clients of the network
+    it touched, and whether the network's settings changed (then the delta carries the network)."""
 
     id: ChangeId
     network_id: NetworkId
     host_ids: tuple[HostId, ...] = ()
     settings: bool = False
+    client_ids: tuple[ClientId, ...] = ()
 
 
 def new_changes(network_ids: Iterable[NetworkId], stamp: ChangeId, *, host_ids: tuple[HostId, ...] = (),
-                settings: bool = False) -> tuple[PendingChange, ...]:
+                settings: bool = False, client_ids: tuple[ClientId, ...] = ()) -> tuple[PendingChange, ...]:
     """One pending change per network (in the order given, each once), all with id ``stamp``:
     what one write puts in its outbox. Their network ids tell them apart."""
-    return tuple(PendingChange(stamp, n, host_ids, settings) for n in dict.fromkeys(network_ids))
+    return tuple(PendingChange(stamp, n, host_ids, settings, client_ids) for n in dict.fromkeys(network_ids))
 
 
 def touched_hosts(batch: Sequence[PendingChange]) -> tuple[HostId, ...]:
@@ -73,18 +75,28 @@ def touched_hosts(batch: Sequence[PendingChange]) -> tuple[HostId, ...]:
     return tuple(dict.fromkeys(h for change in batch for h in change.host_ids))
 
 
-def delta(network: Network, batch: Sequence[PendingChange], members: Mapping[HostId, Member]) -> Delta:
+def touched_clients(batch: Sequence[PendingChange]) -> tuple[ClientId, ...]:
+    """Every client a batch of changes names, once each, in the order first named."""
+    return tuple(dict.fromkeys(c for change in batch for c in change.client_ids))
+
+
+def delta(network: Network, batch: Sequence[PendingChange], members: Mapping[HostId, Member],
+          clients: Mapping[ClientId, Client] | None = None) -> Delta:
     """The delta that broadcasts ``batch`` at ``network.seq``.
 
     ``members`` are the current member records of the hosts the batch names (absent: the
-    host is not a member any more, so the delta removes it). Every host named is either
-    upserted or removed, once, in the order first named; the network is carried when any
-    change of the batch was a settings change.
+    host is not a member any more, so the delta removes it), ``clients`` the same for the
+    clients it names. Every host and client named is either upserted or removed, once, in
+    the order first named; the network is carried when any change of the batch was a
+    settings change.
     """
-    hosts = touched_hosts(batch)
+    hosts, named = touched_hosts(batch), touched_clients(batch)
+    clients = clients or {}
     return Delta(
         network_id=network.id, seq=network.seq,
         upsert=tuple(members[h] for h in hosts if h in members),
         remove=tuple(h for h in hosts if h not in members),
         network=network if any(c.settings for c in batch) else None,
+        clients=tuple(clients[c] for c in named if c in clients),
+        remove_clients=tuple(c for c in named if c not in clients),
     )

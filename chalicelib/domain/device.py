@@ -70,13 +70,17 @@ class PeerConfig:
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """The whole interface: listen port, MTU, addresses, routes and peers by public key."""
+    """The whole interface: listen port, MTU, addresses, routes and peers by public key, and
+    what the host does for others (forwarding, masquerading) or asks of them (full tunnel)."""
 
     listen_port: int
     mtu: int = DEFAULT_MTU
     addresses: tuple[str, ...] = ()  # interface addresses with host prefix, e.g. 100.64.0.7/32
     routes: tuple[str, ...] = ()  # ranges routed into the interface, e.g. 100.64.0.0/16
     peers: Mapping[str, PeerConfig] = field(default_factory=dict)
+    forwards: tuple[str, ...] = ()  # ranges forwarded to and from the tunnel (a gateway)
+    nat: tuple[str, ...] = ()  # destinations masqueraded for traffic from the tunnel (egress, internet)
+    full_tunnel: bool = False  # everything else into the tunnel by policy routing (wg-quick's way)
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,9 @@ def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
     peers: dict[str, PeerConfig] = {}
     addresses: list[str] = []
     routes: list[str] = []
+    forwards: list[str] = []
+    nat: list[str] = []
+    full_tunnel = False
     mtu: int | None = None
     for view in sorted(views, key=lambda v: v.network_id):
         mtu = view.interface.mtu if mtu is None else min(mtu, view.interface.mtu)
@@ -123,6 +130,9 @@ def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
             ip = ipaddress.ip_interface(a)
             addresses.append(f"{ip.ip}/{ip.max_prefixlen}")
         routes.extend(view.routes)
+        forwards.extend(view.forwards)
+        nat.extend(view.nat)
+        full_tunnel = full_tunnel or view.full_tunnel
         for p in view.peers:
             peers[p.public_key] = merge_peer(peers.get(p.public_key), p)
     _check_allowed_ips(peers.values())
@@ -132,6 +142,9 @@ def merge_views(views: Iterable[HostView], listen_port: int) -> DeviceConfig:
         addresses=_sorted_prefixes(addresses),
         routes=_sorted_prefixes(routes),
         peers=peers,
+        forwards=_sorted_prefixes(forwards),
+        nat=_sorted_prefixes(nat),
+        full_tunnel=full_tunnel,
     )
 
 

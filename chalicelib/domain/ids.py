@@ -23,9 +23,10 @@ NetworkId = NewType("NetworkId", str)
 HostId = NewType("HostId", str)
 EnrollmentKeyId = NewType("EnrollmentKeyId", str)
 AdminKeyId = NewType("AdminKeyId", str)
+ClientId = NewType("ClientId", str)
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-ID_PREFIXES = {"network": "net", "host": "host", "enrollment_key": "key", "admin_key": "adm"}
+ID_PREFIXES = {"network": "net", "host": "host", "enrollment_key": "key", "admin_key": "adm", "client": "cli"}
 TOKEN_KINDS = {"enrollment": "ek", "host": "ht", "admin": "ak"}
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .ids import EnrollmentKeyId, HostId, NetworkId
+from .ids import ClientId, EnrollmentKeyId, HostId, NetworkId
 
 __all__ = [
     "Network",
     "Member",
+    "Gateway",
+    "MemberRole",
+    "Client",
     "Host",
     "HostStatus",
     "PeerStatus",
@@ -46,6 +49,42 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Gateway:
+    """A member's gateway role in one network: what it serves beyond its own addresses.
+
+    - ``remote_access``: devices without an agent (:class:`Client`) connect to it with a
+      wg-quick file; every member routes their addresses through it, and it forwards.
+    - ``egress``: ranges behind it (an office LAN, a VPC); every member routes them through
+      it, and it forwards and masquerades them out of the interface that reaches them.
+    - ``internet``: members that opt in (:attr:`MemberRole.internet_gateway`, full tunnel)
+      send all their traffic through it; it masquerades it out of its uplink.
+    - ``endpoint``: where clients reach it (``HOST:PORT``); None: the host's first endpoint.
+    """
+
+    remote_access: bool = False
+    egress: tuple[str, ...] = ()
+    internet: bool = False
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class MemberRole:
+    """What a host does in one network beyond being a peer: serve as a gateway, and/or use
+    one member of it as its internet gateway (``full_tunnel``: all its traffic; else only
+    the network's and egress ranges, which it routes through their gateways anyway)."""
+
+    gateway: Gateway | None = None
+    internet_gateway: HostId | None = None
+    full_tunnel: bool = False
+
+    def __bool__(self) -> bool:
+        return self != _NO_ROLE
+
+
+_NO_ROLE = MemberRole()
+
+
+@dataclass(frozen=True)
 class Member:
     """A host as a peer of one network."""
 
@@ -57,10 +96,51 @@ class Member:
     ipv6: str
     listen_port: int
     endpoints: tuple[str, ...] = ()
+    role: MemberRole = _NO_ROLE
 
     @property
     def allowed_ips(self) -> tuple[str, str]:
         return (f"{self.ipv4}/32", f"{self.ipv6}/128")
+
+    @property
+    def gateway(self) -> Gateway | None:
+        return self.role.gateway
+
+
+@dataclass(frozen=True)
+class Client:
+    """A device without an agent (a phone, a laptop, a router) that joins a network through
+    one remote-access gateway with a wg-quick file.
+
+    Its addresses come from the network's ranges (the hosts' allocator and guarantees); the
+    private key of its file is never stored. What the hosts' plan needs of it is
+    :meth:`record`; the rest (DNS, PostUp/PostDown, full tunnel, keepalive) is for its file only.
+    """
+
+    id: ClientId
+    network_id: NetworkId
+    name: str
+    public_key: str
+    ipv4: str
+    ipv6: str
+    gateway: HostId
+    enabled: bool = True
+    extra_addresses: tuple[str, ...] = ()  # routes behind the client (a router's LAN)
+    dns: tuple[str, ...] = ()
+    post_up: str | None = None
+    post_down: str | None = None
+    full_tunnel: bool = False
+    keepalive: int = 25
+    server_keyed: bool = False  # the key pair was made by the server (its private half returned once)
+    created_at: int = 0
+    revision: int = 0
+
+    @property
+    def allowed_ips(self) -> tuple[str, ...]:
+        return (f"{self.ipv4}/32", f"{self.ipv6}/128", *self.extra_addresses)
+
+    def with_changes(self, **changes: object) -> Client:
+        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -71,6 +151,7 @@ class PeerStatus:
     latest_handshake_age: int | None  # seconds; None = never
     rx_bytes: int = 0
     tx_bytes: int = 0
+    endpoint: str | None = None  # where the peer's packets come from now (a client's NAT address)
 
 
 @dataclass(frozen=True)
@@ -91,6 +172,8 @@ class Host:
     endpoints: tuple[str, ...]
     # network id -> (ipv4, ipv6)
     addresses: dict[NetworkId, tuple[str, str]] = field(default_factory=dict)
+    # network id -> what the host does there beyond being a peer (absent: nothing)
+    roles: dict[NetworkId, MemberRole] = field(default_factory=dict)
     certificate_id: str = ""
     token_hash: str = ""
     enrollment_key_id: EnrollmentKeyId | None = None
@@ -115,6 +198,7 @@ class Host:
             ipv6=ipv6,
             listen_port=self.listen_port,
             endpoints=self.all_endpoints,
+            role=self.roles.get(network_id, _NO_ROLE),
         )
 
     @property

@@ -8,14 +8,27 @@ Two entry points, one rule (:func:`peer`):
 
 - :func:`network_plan` — the whole plan of a network, host by host (each host's plan is
   computed when first read, so ``/config`` for one host costs O(network), not O(network²));
-- :func:`dependents` — which members' peer entries may differ after some records changed:
-  the agent's fast path recomputes only those (:func:`peer` for each), so one change costs
+- :func:`dependents` — which peer entries may differ after some records changed: the
+  agent's fast path recomputes only those (:func:`peer` for each), so one change costs
   O(change) on every host of a large network.
 
-Rule today: a host peers with every other member of the network exactly once (never with
-itself, nor with a member holding its own key); each peer's allowed IPs are that member's
-overlay addresses (a /32 and a /128, unique in the network); a host routes the network's
-ranges into the interface; it forwards and NATs nothing.
+And :func:`client_view`, the one peer of a remote-access client's wg-quick file.
+
+The rule:
+
+- A host peers with every other member exactly once (never with itself, nor with a member
+  holding its own key); a peer's allowed IPs are that member's overlay addresses (a /32
+  and a /128, unique in the network).
+- A gateway's entry also carries its egress ranges and the addresses (and extra
+  addresses) of the clients it serves; a gateway has those clients as peers of its own,
+  forwards for the network, and masquerades what leaves for its egress ranges (or, as
+  an internet gateway, for anywhere).
+- A host that uses an internet gateway with full tunnel gives that gateway's entry
+  ``0.0.0.0/0`` and ``::/0`` and routes everything else into the tunnel by policy
+  (:attr:`HostView.full_tunnel`).
+- Every host routes the network's ranges, the other gateways' egress ranges and the served
+  clients' extra addresses into the interface. So every client is reached through exactly
+  one peer (its gateway) from every host, and no range is routed back to where it is.
 
 >>> from .models import Network, Member
 >>> net = Network(id="net_a", name="a", ipv4_cidr="100.64.0.0/16", ipv6_cidr="fd00::/64")
@@ -28,16 +41,20 @@ ranges into the interface; it forwards and NATs nothing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
-from .ids import HostId, NetworkId
-from .models import Member, Network
+from .errors import ConflictError, InvalidInputError
+from .ids import ClientId, HostId, NetworkId
+from .models import Client, Gateway, Member, Network
+
+_EMPTY: Mapping = MappingProxyType({})
+DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
 
 __all__ = [
-    "Gateway",
-    "RemoteClient",
     "Relay",
     "PairRelay",
     "HaGroup",
@@ -45,6 +62,11 @@ __all__ = [
     "Peer",
     "Interface",
     "HostView",
+    "ClientView",
+    "client_view",
+    "DEFAULT_ROUTES",
+    "routed_ranges",
+    "check",
     "NetworkPlan",
     "network_plan",
     "peer",
@@ -53,44 +75,10 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ inputs
-# The records the next issues add. Each is accepted (and empty) today; the comments say
-# what each will change in the plan, so a feature is a change of this module's rule, not
-# of the shape every caller passes around.
-@dataclass(frozen=True)
-class Gateway:
-    """A member that serves others beyond its own addresses.
-
-    - ``remote_access``: it terminates :class:`RemoteClient` tunnels; its peer entry at
-      every other member gains the clients' addresses as allowed IPs, and it forwards
-      between the clients and the network.
-    - ``egress``: ranges behind it (e.g. ``10.1.0.0/16``); its peer entry gains them as
-      allowed IPs, the other members route them into the interface, it forwards them.
-    - ``internet``: it is a default route for members that opt in; their entry of it gains
-      ``0.0.0.0/0`` and ``::/0`` (wg-quick's fwmark/table routing), and it NATs.
-    """
-
-    host_id: HostId
-    remote_access: bool = False
-    egress: tuple[str, ...] = ()
-    internet: bool = False
-
-
-@dataclass(frozen=True)
-class RemoteClient:
-    """A device without an agent (a wg-quick file), reachable through one gateway.
-
-    Not a member: no other member peers with it. Its addresses become allowed IPs of its
-    gateway's peer entry at every member; the gateway has it as a peer of its own.
-    """
-
-    id: str
-    name: str
-    public_key: str
-    ipv4: str
-    ipv6: str
-    gateway: HostId
-
-
+# Members (with their roles: gateways, internet use) and remote-access clients are the records
+# of today's rule. Relays and HA groups are accepted (and empty) for the next issues; their
+# comments say what each will change, so a feature is a change of this module's rule, not of
+# the shape every caller passes around.
 @dataclass(frozen=True)
 class Relay:
     """A member that carries traffic for ``relayed`` members that cannot be reached directly.
@@ -128,28 +116,60 @@ class HaGroup:
 class NetworkRecords:
     """Everything the plan of one network is computed from.
 
-    ``members`` is keyed by host id; it is read, never copied or changed, so the agent can
-    pass the dict it keeps current (building the records is O(1)).
+    ``members`` is keyed by host id and ``clients`` by client id; both are read, never
+    copied or changed, so the agent can pass the dicts it keeps current (building the
+    records is O(1)). What is derived from the clients (who serves which) is computed once
+    per records object: make new records when the clients change.
     """
 
     network: Network
     members: Mapping[HostId, Member]
-    gateways: tuple[Gateway, ...] = ()
-    clients: tuple[RemoteClient, ...] = ()
+    clients: Mapping[ClientId, Client] = field(default_factory=lambda: _EMPTY)
     relays: tuple[Relay, ...] = ()
     pair_relays: tuple[PairRelay, ...] = ()
     ha_groups: tuple[HaGroup, ...] = ()
 
     @classmethod
-    def of(cls, network: Network, members: Iterable[Member], **more: tuple) -> NetworkRecords:
-        """The records of ``network`` with these ``members`` (in any order)."""
-        return cls(network, {m.host_id: m for m in members}, **more)
+    def of(cls, network: Network, members: Iterable[Member], clients: Iterable[Client] = (),
+           **more: tuple) -> NetworkRecords:
+        """The records of ``network`` with these ``members`` and ``clients`` (in any order)."""
+        return cls(network, {m.host_id: m for m in members}, {c.id: c for c in clients}, **more)
+
+    @functools.cached_property
+    def clients_by_gateway(self) -> Mapping[HostId, tuple[Client, ...]]:
+        """Every client, by the member it names as its gateway (served or not), in id order."""
+        out: dict[HostId, list[Client]] = {}
+        for cid in sorted(self.clients):
+            c = self.clients[cid]
+            out.setdefault(c.gateway, []).append(c)
+        return {g: tuple(cs) for g, cs in out.items()}
+
+    def gateway(self, host_id: HostId) -> Gateway | None:
+        """The gateway role of member ``host_id`` (None: not a member, or no gateway)."""
+        m = self.members.get(host_id)
+        return None if m is None else m.role.gateway
+
+    def served(self, client: Client) -> bool:
+        """Whether the client is connected to the network now: enabled, and its gateway is a
+        member with remote access. A client whose gateway lost the role is kept, unserved."""
+        gw = self.gateway(client.gateway)
+        return client.enabled and gw is not None and gw.remote_access
+
+    def internet_gateway(self, host_id: HostId) -> HostId | None:
+        """The member that carries all of ``host_id``'s traffic (full tunnel), when it is one
+        that offers it; else None."""
+        m = self.members.get(host_id)
+        if m is None or not m.role.full_tunnel or m.role.internet_gateway is None:
+            return None
+        gw = self.gateway(m.role.internet_gateway)
+        return m.role.internet_gateway if gw is not None and gw.internet else None
 
 
 # ----------------------------------------------------------------------------- outputs
 @dataclass(frozen=True)
 class Peer:
-    """One member as a WireGuard peer of one host, in one network."""
+    """One member (or, at its gateway, one remote-access client) as a WireGuard peer of one
+    host, in one network. ``host_id`` is the member's host id or the client's id."""
 
     host_id: HostId
     name: str
@@ -173,10 +193,24 @@ class HostView:
     network_id: NetworkId
     seq: int
     interface: Interface
-    peers: tuple[Peer, ...]  # sorted by host id
+    peers: tuple[Peer, ...]  # members sorted by host id, then (at a gateway) its clients by id
     routes: tuple[str, ...]  # ranges routed into the interface
-    forwards: tuple[str, ...] = ()  # ranges this host forwards for others (gateways, relays)
-    nat: tuple[str, ...] = ()  # ranges it masquerades (internet gateways)
+    forwards: tuple[str, ...] = ()  # ranges this host forwards for others (gateways)
+    nat: tuple[str, ...] = ()  # destinations it masquerades traffic from the tunnel to (egress, internet)
+    full_tunnel: bool = False  # all other traffic goes into the tunnel, to its internet gateway
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """What a remote-access client's wg-quick file says: its addresses and its one peer."""
+
+    network_id: NetworkId
+    addresses: tuple[str, ...]  # /32 and /128
+    mtu: int
+    gateway: HostId
+    public_key: str  # the gateway's
+    endpoint: str | None
+    allowed_ips: tuple[str, ...]
 
 
 class NetworkPlan(Mapping[HostId, HostView]):
@@ -209,33 +243,86 @@ def network_plan(records: NetworkRecords) -> NetworkPlan:
 
 
 # -------------------------------------------------------------------------------- rule
-def peer(records: NetworkRecords, viewer: HostId, target: HostId) -> Peer | None:
-    """How member ``target`` appears as a peer of member ``viewer``, or None when ``viewer``
-    does not peer with it (itself, a member with the viewer's own key, not a member)."""
+def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
+    """How ``target`` (a member's host id, or a client's id) appears as a peer of member
+    ``viewer``, or None when ``viewer`` does not peer with it.
+
+    - A member peers with every other member once (never itself, nor a member holding its
+      own key). The entry's allowed IPs are the member's addresses; a gateway's also its
+      egress ranges and the addresses of the clients it serves, and, for a viewer that uses
+      it as its internet gateway with full tunnel, ``0.0.0.0/0`` and ``::/0``.
+    - A client is a peer of its gateway only, while it is served (:meth:`NetworkRecords.served`).
+    """
     me = records.members.get(viewer)
-    m = records.members.get(target)
-    if me is None or m is None or m.host_id == me.host_id or m.public_key == me.public_key:
+    if me is None:
         return None
+    m = records.members.get(HostId(target))
+    if m is None:
+        c = records.clients.get(ClientId(target))
+        if c is None or c.gateway != viewer or not records.served(c) or c.public_key == me.public_key:
+            return None
+        return Peer(host_id=HostId(c.id), name=c.name, public_key=c.public_key, endpoint=None,
+                    allowed_ips=c.allowed_ips, keepalive=0)
+    if m.host_id == me.host_id or m.public_key == me.public_key:
+        return None
+    allowed: tuple[str, ...] = m.allowed_ips
+    gw = m.role.gateway
+    if gw is not None:
+        allowed += gw.egress
+        if gw.remote_access:
+            allowed += tuple(a for c in records.clients_by_gateway.get(m.host_id, ()) if c.enabled
+                             and c.public_key != me.public_key for a in c.allowed_ips)
+        if records.internet_gateway(viewer) == m.host_id:
+            allowed += DEFAULT_ROUTES
     return Peer(
         host_id=m.host_id,
         name=m.name,
         public_key=m.public_key,
         endpoint=m.endpoints[0] if m.endpoints else None,
-        allowed_ips=m.allowed_ips,  # gateways, relays and HA choices add theirs here
+        allowed_ips=allowed,
         keepalive=records.network.keepalive,
     )
 
 
-def dependents(records: NetworkRecords, changed: Iterable[HostId]) -> frozenset[HostId]:
-    """The members whose peer entry, at any host, may depend on the records of ``changed``
-    hosts (added, changed or removed).
+def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str]:
+    """The peers (member host ids and client ids) whose entry, at any host, may depend on
+    the records of ``changed`` members and clients (added, changed or removed).
 
     Call it on the records before and after a change: the union is what to recompute with
-    :func:`peer`. Today a peer entry depends only on its own member's record; a relay's or
-    gateway's entry will also depend on the hosts it relays and the clients behind it.
+    :func:`peer`. A member's entry depends on its own record and on the clients it serves;
+    a client's entry (at its gateway) on its own record and its gateway's role. What
+    depends on a viewer's own record (its internet gateway, its routes) the viewer
+    recomputes whole.
     """
-    del records  # the dependencies of relays, gateways and HA groups are read from it
-    return frozenset(changed)
+    out: set[str] = set()
+    for rid in changed:
+        out.add(rid)
+        c = records.clients.get(ClientId(rid))
+        if c is not None:
+            out.add(c.gateway)
+        elif HostId(rid) in records.members:
+            out.update(c.id for c in records.clients_by_gateway.get(HostId(rid), ()))
+    return frozenset(out)
+
+
+def _ranges(network: Network) -> tuple[str, str]:
+    return (network.ipv4_cidr, network.ipv6_cidr)
+
+
+def routed_ranges(records: NetworkRecords, exclude: HostId | None = None) -> tuple[str, ...]:
+    """The ranges reachable through the network's tunnel: its own ranges, every gateway's
+    egress ranges (but ``exclude``'s own: they are behind it, not in the tunnel) and every
+    served client's extra addresses."""
+    out = list(_ranges(records.network))
+    for hid in sorted(records.members):
+        gw = records.members[hid].role.gateway
+        if gw is not None and hid != exclude:
+            out.extend(gw.egress)
+    for cid in sorted(records.clients):
+        c = records.clients[cid]
+        if records.served(c):
+            out.extend(c.extra_addresses)
+    return tuple(out)
 
 
 def _host_view(records: NetworkRecords, host_id: HostId) -> HostView:
@@ -243,12 +330,109 @@ def _host_view(records: NetworkRecords, host_id: HostId) -> HostView:
     network = records.network
     addresses = (f"{me.ipv4}/{ipaddress.ip_network(network.ipv4_cidr).prefixlen}",
                  f"{me.ipv6}/{ipaddress.ip_network(network.ipv6_cidr).prefixlen}")
-    peers = tuple(p for t in sorted(records.members) if (p := peer(records, host_id, t)) is not None)
+    peers = [p for t in sorted(records.members) if (p := peer(records, host_id, t)) is not None]
+    peers += [p for c in records.clients_by_gateway.get(host_id, ()) if (p := peer(records, host_id, c.id))]
+    gw = me.role.gateway
+    forwards: tuple[str, ...] = ()
+    nat: tuple[str, ...] = ()
+    if gw is not None:
+        served = tuple(a for c in records.clients_by_gateway.get(host_id, ()) if records.served(c)
+                       for a in c.extra_addresses)
+        forwards = _ranges(network) + gw.egress + served + (DEFAULT_ROUTES if gw.internet else ())
+        nat = DEFAULT_ROUTES if gw.internet else gw.egress
     return HostView(
         network_id=network.id,
         seq=network.seq,
         interface=Interface(addresses=addresses, listen_port=me.listen_port, mtu=network.mtu),
-        peers=peers,
-        routes=tuple(str(ipaddress.ip_interface(a).network) for a in addresses),
+        peers=tuple(peers),
+        routes=routed_ranges(records, exclude=host_id),
+        forwards=forwards,
+        nat=nat,
+        full_tunnel=records.internet_gateway(host_id) is not None,
     )
 
+
+def client_view(records: NetworkRecords, client_id: str, *, full_tunnel: bool = False) -> ClientView | None:
+    """The one peer of a client's wg-quick file: its gateway, with the network's ranges,
+    every egress range and the other clients' extra addresses (``full_tunnel``: everything).
+    None when the client is unknown or its gateway is no member."""
+    c = records.clients.get(ClientId(client_id))
+    if c is None:
+        return None
+    gm = records.members.get(c.gateway)
+    if gm is None:
+        return None
+    gw = gm.role.gateway
+    endpoint = (gw.endpoint if gw is not None and gw.endpoint else None) or (gm.endpoints[0] if gm.endpoints
+                                                                             else None)
+    if full_tunnel:
+        allowed: tuple[str, ...] = DEFAULT_ROUTES
+    else:
+        own = set(c.extra_addresses)
+        allowed = tuple(dict.fromkeys(r for r in routed_ranges(records) if r not in own))
+    return ClientView(network_id=records.network.id, addresses=(f"{c.ipv4}/32", f"{c.ipv6}/128"),
+                      mtu=records.network.mtu, gateway=gm.host_id, public_key=gm.public_key,
+                      endpoint=endpoint, allowed_ips=allowed)
+
+
+# ------------------------------------------------------------------------------- checks
+def check(records: NetworkRecords) -> None:
+    """Raise :class:`~.errors.ConflictError` (a 409 that names the conflict) when the records
+    ask for something the plan cannot give every host consistently:
+
+    - an egress range or a client's extra addresses overlapping the network's own ranges,
+      or another gateway's egress range, or another client's extra addresses (one prefix,
+      one peer: several gateways for one range are HA groups, a later issue);
+    - a host that uses an internet gateway which is no member, or no internet gateway; a
+      full tunnel without an internet gateway; an internet gateway that uses one itself
+      (no chains);
+    - a full-tunnel client whose gateway is no internet gateway.
+
+    The service runs it on the records as they would be after a change, before writing.
+    """
+    owned: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str, str]] = [
+        (ipaddress.ip_network(r), "", f"the network's range {r}") for r in _ranges(records.network)]
+
+    def claim(prefix: str, who: str) -> None:
+        net = ipaddress.ip_network(prefix, strict=False)
+        for other, owner, label in owned:
+            if net.version == other.version and net.overlaps(other) and owner != who:
+                raise ConflictError(f"{prefix} of {who} overlaps {label}; a range can be behind one "
+                                    "gateway or client only, outside the network's ranges",
+                                    code="range_overlap")
+        owned.append((net, who, f"{who} ({prefix})"))
+
+    for hid in sorted(records.members):
+        m = records.members[hid]
+        if m.role.gateway is not None:
+            for prefix in m.role.gateway.egress:
+                claim(prefix, f"gateway {hid}")
+    for cid in sorted(records.clients):
+        for prefix in records.clients[cid].extra_addresses:
+            claim(prefix, f"client {cid}")
+    for hid in sorted(records.members):
+        role = records.members[hid].role
+        uses = role.internet_gateway
+        if role.full_tunnel and uses is None:
+            raise InvalidInputError(f"host {hid}: full_tunnel needs an internet_gateway",
+                                    code="no_internet_gateway")
+        if uses is None:
+            continue
+        gw = records.gateway(uses)
+        if uses == hid:
+            raise ConflictError(f"host {hid} cannot be its own internet gateway",
+                                code="internet_gateway_chain")
+        if gw is None or not gw.internet:
+            raise ConflictError(f"{uses} is not an internet gateway of network {records.network.id}; make "
+                                "it one first (PUT …/gateways/{host_id} with internet: true)",
+                                code="not_an_internet_gateway")
+        if role.gateway is not None and role.gateway.internet:
+            raise ConflictError(f"host {hid} is an internet gateway itself and cannot use another one",
+                                code="internet_gateway_chain")
+    for cid in sorted(records.clients):
+        c = records.clients[cid]
+        gw = records.gateway(c.gateway)
+        if c.full_tunnel and (gw is None or not gw.internet):
+            raise ConflictError(f"client {cid} has full_tunnel, but its gateway {c.gateway} is no "
+                                "internet gateway; make it one or turn full_tunnel off",
+                                code="not_an_internet_gateway")

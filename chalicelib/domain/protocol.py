@@ -12,6 +12,12 @@ network's messages carry its sequence number: a ``delta`` at ``seq`` n applies
 on top of state at n-1; anything else means the receiver missed a message and
 fetches a full snapshot (``type: snapshot``, ``full: true``).
 
+Schema versions: 1 carried members only; 2 adds members' roles (gateways, internet
+use) and remote-access clients. A network message of another version is refused as a
+whole (:class:`ProtocolError`): an agent never applies part of a message it does not
+understand, it resyncs (and ``/config`` tells an agent of an older schema to upgrade).
+Status reports of version 1 are still read: their fields are a subset of version 2's.
+
 >>> msg = Delta(network_id="net_a", seq=3, upsert=(), remove=("host_b",))
 >>> decode(encode(msg)) == msg
 True
@@ -26,12 +32,13 @@ from typing import Any
 
 from . import validate
 from .errors import InvalidInputError
-from .ids import HostId, NetworkId
-from .models import Member, Network, PeerStatus
+from .ids import ClientId, HostId, NetworkId
+from .models import Client, Gateway, Member, MemberRole, Network, PeerStatus
 
 __all__ = [
     "VERSION",
     "ProtocolError",
+    "UnsupportedVersionError",
     "network_topic",
     "host_inbox_topic",
     "host_status_topic",
@@ -51,11 +58,15 @@ __all__ = [
     "MAX_STORED_REPORT_BYTES",
     "member_to_wire",
     "member_from_wire",
+    "client_to_wire",
+    "client_from_wire",
+    "OLDEST_STATUS_VERSION",
     "network_to_wire",
     "network_from_wire",
 ]
 
-VERSION = 1
+VERSION = 2
+OLDEST_STATUS_VERSION = 1  # agents that speak an older schema still report their status
 ROOT = "sm"
 HOST_STATUS_FILTER = f"{ROOT}/h/+/status"
 
@@ -83,11 +94,21 @@ _MAX_DEPTH = 8  # a status report is 3 deep (object → peers → peer); deltas 
 _MAX_ENDPOINT_CHARS = 261  # "[" 45-character IPv6 "]:65535", or a 253-character name ":65535"
 _AGENT_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9.+_-]{{0,{MAX_AGENT_VERSION - 1}}}")
 _REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers"})
-_PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx"})
+_PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx", "endpoint"})
 
 
 class ProtocolError(ValueError):
     """A message that is not valid JSON of a known schema version and type."""
+
+
+class UnsupportedVersionError(ProtocolError):
+    """A message of a schema version this side does not speak (``newer``: the other side is
+    ahead, so this side should be upgraded)."""
+
+    def __init__(self, version: object) -> None:
+        self.newer = isinstance(version, int) and not isinstance(version, bool) and version > VERSION
+        super().__init__(f"unsupported schema version {short(version)}; this side speaks {VERSION}"
+                         + (": upgrade it" if self.newer else ""))
 
 
 def network_topic(network_id: str) -> str:
@@ -109,8 +130,46 @@ def host_id_from_status_topic(topic: str) -> str | None:
     return None
 
 
+def role_to_wire(r: MemberRole) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if r.gateway is not None:
+        g = r.gateway
+        out["gateway"] = {"remote_access": g.remote_access, "egress": list(g.egress), "internet": g.internet,
+                          "endpoint": g.endpoint}
+    if r.internet_gateway is not None:
+        out["internet_gateway"] = r.internet_gateway
+    if r.full_tunnel:
+        out["full_tunnel"] = True
+    return out
+
+
+def role_from_wire(d: Any) -> MemberRole:
+    if not isinstance(d, dict):
+        raise TypeError("a role must be an object")
+    g = d.get("gateway")
+    gateway = None
+    if g is not None:
+        if not isinstance(g, dict):
+            raise TypeError("a gateway must be an object")
+        endpoint = g.get("endpoint")
+        gateway = Gateway(remote_access=_flag(g.get("remote_access", False)),
+                          egress=tuple(str(e) for e in g.get("egress", ())),
+                          internet=_flag(g.get("internet", False)),
+                          endpoint=None if endpoint is None else str(endpoint))
+    uses = d.get("internet_gateway")
+    return MemberRole(gateway=gateway, internet_gateway=None if uses is None else HostId(str(uses)),
+                      full_tunnel=_flag(d.get("full_tunnel", False)))
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, not {short(value)}")
+    return value
+
+
 def member_to_wire(m: Member) -> dict[str, Any]:
-    return {
+    """A member on the wire; its role only when it has one (most members: a few bytes less)."""
+    d: dict[str, Any] = {
         "host": m.host_id,
         "name": m.name,
         "key": m.public_key,
@@ -119,6 +178,9 @@ def member_to_wire(m: Member) -> dict[str, Any]:
         "port": m.listen_port,
         "endpoints": list(m.endpoints),
     }
+    if m.role:
+        d["role"] = role_to_wire(m.role)
+    return d
 
 
 def member_from_wire(network_id: str, d: dict[str, Any]) -> Member:
@@ -132,9 +194,32 @@ def member_from_wire(network_id: str, d: dict[str, Any]) -> Member:
             ipv6=str(d["ipv6"]),
             listen_port=int(d["port"]),
             endpoints=tuple(str(e) for e in d.get("endpoints", ())),
+            role=role_from_wire(d["role"]) if "role" in d else MemberRole(),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ProtocolError(f"bad member record: {e}") from None
+
+
+def client_to_wire(c: Client) -> dict[str, Any]:
+    """A client as hosts see it: only what the network plan reads (its file's DNS, scripts
+    and keepalive stay with the control plane)."""
+    d: dict[str, Any] = {"id": c.id, "name": c.name, "key": c.public_key, "ipv4": c.ipv4, "ipv6": c.ipv6,
+                         "gateway": c.gateway, "enabled": c.enabled}
+    if c.extra_addresses:
+        d["extra"] = list(c.extra_addresses)
+    return d
+
+
+def client_from_wire(network_id: str, d: dict[str, Any]) -> Client:
+    try:
+        return Client(
+            id=ClientId(str(d["id"])), network_id=NetworkId(network_id), name=str(d["name"]),
+            public_key=str(d["key"]), ipv4=str(d["ipv4"]), ipv6=str(d["ipv6"]),
+            gateway=HostId(str(d["gateway"])), enabled=_flag(d["enabled"]),
+            extra_addresses=tuple(str(e) for e in d.get("extra", ())),
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise ProtocolError(f"bad client record: {e}") from None
 
 
 def network_to_wire(n: Network) -> dict[str, Any]:
@@ -168,7 +253,8 @@ def network_from_wire(d: dict[str, Any]) -> Network:
 
 @dataclass(frozen=True)
 class Delta:
-    """What changed in a network at ``seq``: members added or changed, hosts removed.
+    """What changed in a network at ``seq``: members added or changed, hosts removed,
+    clients added or changed, clients removed.
 
     ``network`` is set when the network's own settings changed (keepalive, MTU…).
     """
@@ -178,6 +264,8 @@ class Delta:
     upsert: tuple[Member, ...] = ()
     remove: tuple[str, ...] = ()
     network: Network | None = None
+    clients: tuple[Client, ...] = ()
+    remove_clients: tuple[str, ...] = ()
 
     type = "delta"
 
@@ -188,6 +276,7 @@ class Snapshot:
 
     network: Network
     members: tuple[Member, ...]
+    clients: tuple[Client, ...] = ()
 
     type = "snapshot"
 
@@ -242,12 +331,17 @@ def _to_wire(msg: Message) -> dict[str, Any]:
         }
         if msg.network is not None:
             d["settings"] = network_to_wire(msg.network)
+        if msg.clients:
+            d["clients"] = [client_to_wire(c) for c in msg.clients]
+        if msg.remove_clients:
+            d["remove_clients"] = list(msg.remove_clients)
         return d
     if isinstance(msg, Snapshot):
         return {
             "full": True,
             "network": network_to_wire(msg.network),
             "members": [member_to_wire(m) for m in msg.members],
+            "clients": [client_to_wire(c) for c in msg.clients],
         }
     if isinstance(msg, StatusReport):
         return {
@@ -255,7 +349,7 @@ def _to_wire(msg: Message) -> dict[str, Any]:
             "endpoints": list(msg.endpoints),
             "peers": [
                 {"key": p.public_key, "handshake_age": p.latest_handshake_age,
-                 "rx": p.rx_bytes, "tx": p.tx_bytes}
+                 "rx": p.rx_bytes, "tx": p.tx_bytes, **({"endpoint": p.endpoint} if p.endpoint else {})}
                 for p in msg.peers
             ],
         }
@@ -335,7 +429,16 @@ def _peer_from_wire(p: Any) -> PeerStatus:
     except InvalidInputError:
         raise ProtocolError(f"peer key {short(key)} is not a WireGuard public key") from None
     age = p.get("handshake_age")
+    endpoint = p.get("endpoint")
+    if endpoint is not None:
+        try:
+            if not isinstance(endpoint, str) or len(endpoint) > _MAX_ENDPOINT_CHARS:
+                raise InvalidInputError("too long")
+            (endpoint,) = validate.endpoints([endpoint])
+        except InvalidInputError:
+            raise ProtocolError(f"peer endpoint {short(endpoint)} is not host:port") from None
     return PeerStatus(
+        endpoint=endpoint,
         public_key=key,
         latest_handshake_age=None if age is None else _bounded_int(age, 0, MAX_HANDSHAKE_AGE,
                                                                    "handshake_age"),
@@ -401,9 +504,11 @@ def decode(payload: bytes | str | dict[str, Any]) -> Message:
         d = _load(payload)
     if not isinstance(d, dict):
         raise ProtocolError("a message must be a JSON object")
-    if d.get("v") != VERSION:
-        raise ProtocolError(f"unsupported schema version {short(d.get('v'))}; this side speaks {VERSION}")
     kind = d.get("type")
+    v = d.get("v")
+    oldest = OLDEST_STATUS_VERSION if kind == "status" else VERSION
+    if isinstance(v, bool) or not isinstance(v, int) or not oldest <= v <= VERSION:
+        raise UnsupportedVersionError(v)
     try:
         if kind == "delta":
             net_id = str(d["network"])
@@ -413,12 +518,15 @@ def decode(payload: bytes | str | dict[str, Any]) -> Message:
                 upsert=tuple(member_from_wire(net_id, m) for m in d.get("upsert", ())),
                 remove=tuple(str(h) for h in d.get("remove", ())),
                 network=network_from_wire(d["settings"]) if "settings" in d else None,
+                clients=tuple(client_from_wire(net_id, c) for c in d.get("clients", ())),
+                remove_clients=tuple(str(c) for c in d.get("remove_clients", ())),
             )
         if kind == "snapshot":
             net = network_from_wire(d["network"])
             return Snapshot(
                 network=net,
                 members=tuple(member_from_wire(net.id, m) for m in d["members"]),
+                clients=tuple(client_from_wire(net.id, c) for c in d.get("clients", ())),
             )
         if kind == "status":
             return _status_from_wire(d)

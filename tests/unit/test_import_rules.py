@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE_STDLIB = frozenset({
     "__future__", "abc", "base64", "binascii", "bisect", "collections", "dataclasses", "enum",
     "functools", "hashlib", "heapq", "hmac", "ipaddress", "itertools", "json", "math", "operator",
-    "re", "string", "typing",
+    "re", "string", "types", "typing",
 })
 # Builtins that do I/O (or import behind the rules' back).
 IMPURE_BUILTINS = frozenset({"open", "print", "input", "__import__", "exec", "eval", "breakpoint"})

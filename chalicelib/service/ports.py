@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from ..domain.changes import ChangeId, PendingChange
-from ..domain.ids import HostId, NetworkId
-from ..domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network
+from ..domain.ids import ClientId, HostId, NetworkId
+from ..domain.models import AdminKey, Client, EnrollmentKey, Host, HostStatus, Member, Network
 from ..errors import ConflictError, InvalidInputError, SkymeshError, UnavailableError
 
 __all__ = [
@@ -372,12 +372,55 @@ class Store(Protocol):
         in every network it was in), in one write."""
         ...
 
+    def set_member_role(self, old: Host, new: Host, network_id: NetworkId, *, change: PendingChange) -> None:
+        """Store ``new.roles`` (``new`` differs from ``old`` only in ``roles[network_id]``, its
+        revision is ``old.revision + 1``) and the host's member record in ``network_id``, and
+        record ``change``, in one write. Raises :class:`StaleWriteError` when ``old`` is no
+        longer current."""
+        ...
+
     def record_host_status(self, host_id: str, status: HostStatus) -> bool:
         """Store a report; ``False`` when the host does not exist."""
         ...
 
     def mark_offline(self, host_id: str, seen_before: int) -> bool:
         """Set the host offline if it was last seen before ``seen_before``."""
+        ...
+
+    # --- remote-access clients ---------------------------------------------------
+    # An item per client in its network; a claim of each of its addresses (the hosts' claims:
+    # one address, one owner) and of its public key (the hosts' key claims: no host and no
+    # client share a key).
+    def create_client(self, client: Client, *, change: PendingChange) -> None:
+        """Store a new client and record ``change``, in one write. Raises
+        :class:`AddressTakenError`, :class:`PublicKeyTakenError`, :class:`NetworkGoneError`
+        (missing or being deleted) or :class:`StaleWriteError` (id collision)."""
+        ...
+
+    def get_client(self, network_id: str, client_id: str) -> Client | None: ...
+
+    def list_clients(self, network_id: str, limit: int, cursor: str | None = None) -> Page[Client]:
+        """Like :meth:`list_networks`, for one network's clients."""
+        ...
+
+    def network_clients(self, network_id: str) -> list[Client]:
+        """Every client of the network, in id order."""
+        ...
+
+    def clients(self, network_id: str, client_ids: Sequence[str]) -> dict[ClientId, Client]:
+        """The current records of these clients (absent: deleted): what a delta carries."""
+        ...
+
+    def update_client(self, old: Client, new: Client, *, change: PendingChange) -> None:
+        """Replace ``old`` by ``new`` (same id, network and addresses; revision
+        ``old.revision + 1``; a new public key moves the key claim) and record ``change``.
+        Raises :class:`StaleWriteError` when ``old`` is no longer current,
+        :class:`PublicKeyTakenError` for a key in use."""
+        ...
+
+    def delete_client(self, client: Client, *, change: PendingChange) -> None:
+        """Remove the client with its address and key claims and record ``change``. Raises
+        :class:`StaleWriteError` when it changed meanwhile."""
         ...
 
     # --- the update stream ------------------------------------------------------

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import hosts, keys, meta, networks
+from . import clients, hosts, keys, meta, networks
 
-ALL = (networks.api, keys.api, hosts.api, meta.api)
+ALL = (networks.api, keys.api, hosts.api, meta.api, clients.api)
 
 __all__ = ["ALL"]

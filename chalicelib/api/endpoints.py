@@ -30,7 +30,7 @@ ADMIN, HOST, ENROLLMENT, ADMIN_OR_HOST, PUBLIC = "admin", "host", "enrollment", 
 MAX_BODY = 64 * 1024
 # Path parameters that name a record, and the kind of id each one takes.
 PATH_IDS = {"network_id": ("network", "network"), "key_id": ("enrollment_key", "enrollment key"),
-            "host_id": ("host", "host")}
+            "host_id": ("host", "host"), "client_id": ("client", "client")}
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,8 @@ class Api:
             result = fn(call)
             if result is None:
                 return Response(body="", status_code=204)
+            if isinstance(result, Response):  # a body that is no JSON (a client's file, a QR code)
+                return result
             if isinstance(result, BaseModel):
                 return json_response(spec.status, result.model_dump(mode="json"))
             return json_response(spec.status, result)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -22,6 +22,7 @@ from ..domain import ipam
 from ..domain import validate as v
 from ..domain.ids import id_pattern
 from ..domain.protocol import MAX_KNOWN_NETWORKS
+from ..service.clients import CONNECTED_WITHIN, MAX_DNS, MAX_EXTRA_ADDRESSES, SCRIPT_MAX
 from ..service.keys import MAX_USES
 from ..service.ports import PAGE_CURSOR_MAX, PAGE_CURSOR_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 
@@ -248,6 +249,20 @@ class WireMember(BaseModel):
     endpoints: list[str]
 
 
+class WireClient(BaseModel):
+    """A remote-access client exactly as ``protocol.client_to_wire`` writes it: what the plan of
+    every host reads (``extra``: its extra addresses, left out when it has none)."""
+
+    id: str
+    name: str
+    key: str
+    ipv4: str
+    ipv6: str
+    gateway: str
+    enabled: bool
+    extra: list[str] | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
 class Interface(BaseModel):
     addresses: list[str]
     listen_port: int
@@ -271,6 +286,8 @@ class NetworkSnapshot(BaseModel):
     network: Network
     members: list[WireMember] = Field(description="the network's records: what the agent computes its "
                                       "device from, and what later deltas change")
+    clients: list[WireClient] = Field(default_factory=list, description="the network's remote-access "
+                                      "clients, records of the same plan (a gateway peers with its own)")
     interface: Interface
     peers: list[Peer] = Field(description="this host's peers in the network, computed from the members "
                               "by the same plan the agent runs (for reading; the agent computes its own)")
@@ -288,6 +305,10 @@ class WireDelta(BaseModel):
     remove: list[str]
     settings: WireNetwork | None = Field(default=None, exclude_if=lambda v: v is None,
                                          description="only when the network's own settings changed")
+    clients: list[WireClient] | None = Field(default=None, exclude_if=lambda v: v is None,
+                                             description="remote-access clients added or changed")
+    remove_clients: list[str] | None = Field(default=None, exclude_if=lambda v: v is None,
+                                             description="ids of remote-access clients removed")
 
 
 class CatchUp(BaseModel):
@@ -322,6 +343,92 @@ class ConfigQuery(BaseModel):
         if not self.known:
             return {}
         return {net: int(seq) for net, seq in (pair.split(":") for pair in self.known.split(","))}
+
+
+# ------------------------------------------------------------------ remote-access clients (issue 9)
+HostId = Annotated[str, Field(pattern=id_pattern("host"))]
+IpAddress = Annotated[str, Field(max_length=45)]  # checked (with its message) by the service
+RoutedPrefix = Annotated[str, Field(max_length=v.PREFIX_MAX), _rule(pattern=v.PREFIX_PATTERN)]
+Script = Annotated[str, Field(max_length=SCRIPT_MAX)]
+
+
+class ClientCreate(_In):
+    name: Name = Field(examples=["alice-phone"])
+    gateway: HostId = Field(description="the member it connects through (a gateway with remote_access)")
+    public_key: WireguardKey | None = Field(default=None, description="the client's WireGuard public key; "
+                                            "leave out to have the key pair made for this one answer")
+    dns: list[IpAddress] = Field(default_factory=list, max_length=MAX_DNS, description="DNS servers "
+                                 "of its file (IP addresses)")
+    address: IpAddress | None = Field(default=None, description="its IPv4 address, free and in the "
+                                      "network's range; default: chosen like hosts'")
+    extra_addresses: list[RoutedPrefix] = Field(default_factory=list, max_length=MAX_EXTRA_ADDRESSES,
+                                                description="ranges behind the client (a router's LAN): "
+                                                "every host routes them to its gateway")
+    post_up: Script | None = Field(default=None, description="one line for the file's PostUp "
+                                   "(left out of QR codes)")
+    post_down: Script | None = Field(default=None, description="one line for the file's PostDown")
+    full_tunnel: bool = Field(default=False, description="all its traffic through its gateway, which "
+                              "must be an internet gateway")
+    keepalive: Keepalive | None = Field(default=None, description="PersistentKeepalive of its file, "
+                                        "seconds (0 = off); default 25")
+
+
+class ClientPatch(_In):
+    name: Name | None = None
+    enabled: bool | None = Field(default=None, description="false: its gateway drops its peer")
+    gateway: HostId | None = None
+    public_key: WireguardKey | None = Field(default=None, description="a key pair the caller made")
+    dns: list[IpAddress] | None = Field(default=None, max_length=MAX_DNS)
+    extra_addresses: list[RoutedPrefix] | None = Field(default=None, max_length=MAX_EXTRA_ADDRESSES)
+    post_up: Script | None = Field(default=None, description='"" removes it')
+    post_down: Script | None = Field(default=None, description='"" removes it')
+    full_tunnel: bool | None = None
+    keepalive: Keepalive | None = None
+
+
+class Client(BaseModel):
+    id: str
+    network_id: str
+    name: str
+    public_key: str
+    ipv4: str
+    ipv6: str
+    gateway: str
+    enabled: bool
+    dns: list[str]
+    extra_addresses: list[str]
+    post_up: str | None
+    post_down: str | None
+    full_tunnel: bool
+    keepalive: int
+    server_keyed: bool = Field(description="its key pair was made by the server (the private key "
+                               "was shown once and is not kept)")
+    created_at: dt.datetime
+    connected: bool = Field(description=f"its gateway reported a handshake within {CONNECTED_WITHIN} s")
+    latest_handshake: dt.datetime | None = Field(description="as its gateway last reported it")
+    endpoint: str | None = Field(description="where its packets came from, as its gateway last saw")
+    rx_bytes: int = Field(description="received by its gateway from it")
+    tx_bytes: int = Field(description="sent by its gateway to it")
+
+
+class ClientIssued(Client):
+    config: str | None = Field(description="only when the server made the key pair: the complete "
+                               "wg-quick file with its private key, shown only now (not kept)")
+    qr_svg: str | None = Field(description="the same file as a QR code (SVG; PostUp/PostDown left out), "
+                               "shown only now")
+
+
+class ClientList(BaseModel):
+    clients: list[Client]
+    next_cursor: str | None = Field(description=_NEXT_CURSOR)
+
+
+class ClientConfigQuery(BaseModel):
+    """Query parameters of ``GET …/clients/{client_id}/config``."""
+
+    format: Literal["conf", "png", "svg"] = Field(
+        default="conf", description="conf: the wg-quick file (text/plain); png or svg: its QR code "
+        "(PostUp/PostDown left out); PNG needs Accept: image/png")
 
 
 class ErrorBody(BaseModel):

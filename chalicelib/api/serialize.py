@@ -6,8 +6,8 @@ import datetime as dt
 from typing import overload
 
 from ..domain import protocol
-from ..domain.models import EnrollmentKey, Host, Network
-from ..service import NetworkConfig
+from ..domain.models import Client, EnrollmentKey, Host, Network
+from ..service import Connection, IssuedClient, NetworkConfig
 from . import schemas as s
 
 
@@ -56,6 +56,7 @@ def network_config(c: NetworkConfig) -> s.NetworkSnapshot:
         seq=c.snapshot.seq,
         network=network(c.snapshot.network),
         members=[s.WireMember(**protocol.member_to_wire(m)) for m in c.snapshot.members],
+        clients=[s.WireClient(**protocol.client_to_wire(cl)) for cl in c.snapshot.clients],
         interface=s.Interface(addresses=list(view.interface.addresses),
                               listen_port=view.interface.listen_port, mtu=view.interface.mtu),
         peers=[s.Peer(host_id=p.host_id, name=p.name, public_key=p.public_key, endpoint=p.endpoint,
@@ -68,3 +69,21 @@ def network_config(c: NetworkConfig) -> s.NetworkSnapshot:
 def catch_up(u: protocol.CatchUp) -> s.CatchUp:
     return s.CatchUp(network_id=u.network_id, seq=u.seq,
                            deltas=[s.WireDelta.model_validate(protocol.to_wire(d)) for d in u.deltas])
+
+
+def client(c: Client, link: Connection) -> s.Client:
+    """A remote-access client with its link as its gateway last reported it."""
+    return s.Client(
+        id=c.id, network_id=c.network_id, name=c.name, public_key=c.public_key, ipv4=c.ipv4, ipv6=c.ipv6,
+        gateway=c.gateway, enabled=c.enabled, dns=list(c.dns), extra_addresses=list(c.extra_addresses),
+        post_up=c.post_up, post_down=c.post_down, full_tunnel=c.full_tunnel, keepalive=c.keepalive,
+        server_keyed=c.server_keyed, created_at=when(c.created_at), connected=link.connected,
+        latest_handshake=when(link.latest_handshake), endpoint=link.endpoint, rx_bytes=link.rx_bytes,
+        tx_bytes=link.tx_bytes)
+
+
+def client_issued(issued: IssuedClient) -> s.ClientIssued:
+    """A client just created or re-keyed, with its file and QR code when the server made its key
+    (a new client has no link yet; a re-keyed one loses its old key's)."""
+    return s.ClientIssued(**client(issued.client, Connection()).model_dump(), config=issued.config,
+                          qr_svg=issued.qr_svg)

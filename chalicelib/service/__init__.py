@@ -10,6 +10,7 @@ Each use case that changes what hosts see broadcasts its own change (through
 from __future__ import annotations
 
 from .auth import Auth
+from .clients import Clients, Connection, IssuedClient
 from .deps import Deps, Settings
 from .hosts import HostConfig, Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
@@ -18,7 +19,8 @@ from .orphans import Orphans
 from .status import Status
 from .stream import Stream
 
-__all__ = ["Service", "Deps", "Settings", "Registration", "NetworkConfig", "HostConfig"]
+__all__ = ["Service", "Deps", "Settings", "Registration", "NetworkConfig", "HostConfig", "Connection",
+           "IssuedClient"]
 
 
 class Service:
@@ -30,7 +32,8 @@ class Service:
         self.stream = Stream(deps)
         self.keys = EnrollmentKeys(deps)
         self.hosts = Hosts(deps, self.stream)
-        self.networks = Networks(deps, self.stream, self.hosts)
+        self.clients = Clients(deps, self.stream)  # remote-access clients (issue 9)
+        self.networks = Networks(deps, self.stream, self.hosts, self.clients)
         self.status = Status(deps)
         self.orphans = Orphans(deps)
 

@@ -12,8 +12,9 @@ from ..domain import ipam, protocol, validate
 from ..domain.changes import PendingChange
 from ..domain.ids import HostId, NetworkId, new_id, new_token
 from ..domain.models import EnrollmentKey, Host, Network
-from ..domain.plan import HostView, NetworkRecords, network_plan
+from ..domain.plan import HostView, network_plan
 from ..errors import ConflictError, NotFoundError, UnavailableError
+from . import topology
 from .deps import Deps, log, retrying
 from .ports import (
     PAGE_LIMIT_DEFAULT,
@@ -206,14 +207,13 @@ class Hosts:
             if network_id in known and (catch_up := self._catch_up(network_id, known[network_id])):
                 catch_ups.append(catch_up)
                 continue
-            snap = self._d.store.network_snapshot(network_id)
-            if snap is None:
+            records = topology.records(self._d.store, network_id)
+            if records is None or host.id not in records.members:
                 continue
-            network, members = snap
-            if not any(m.host_id == host.id for m in members):
-                continue
-            snapshots.append(NetworkConfig(protocol.Snapshot(network, tuple(members)),
-                                           network_plan(NetworkRecords.of(network, members))[host.id]))
+            snapshots.append(NetworkConfig(
+                protocol.Snapshot(records.network, tuple(records.members.values()),
+                                  tuple(records.clients.values())),
+                network_plan(records)[host.id]))
         return HostConfig(tuple(snapshots), tuple(catch_ups))
 
     def _catch_up(self, network_id: NetworkId, seq: int) -> protocol.CatchUp | None:

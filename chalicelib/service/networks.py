@@ -8,6 +8,7 @@ from ..domain.ids import NetworkId, new_id
 from ..domain.models import DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Network
 from ..errors import ConflictError, NotFoundError, UnavailableError
 from .deps import Deps, log, retrying
+from .clients import Clients
 from .hosts import Hosts
 from .ports import PAGE_LIMIT_DEFAULT, NetworkRegistry, Page, StaleWriteError, page_limit
 from .stream import Stream
@@ -30,12 +31,14 @@ def _check_name_free(registry: NetworkRegistry, name: str, network_id: str | Non
 
 class Networks:
     """Networks' use cases; each change that hosts see is broadcast by the change itself
-    (``stream``), and members leave a deleted network through ``hosts``."""
+    (``stream``), and members and remote-access clients leave a deleted network through
+    ``hosts`` and ``clients``."""
 
-    def __init__(self, deps: Deps, stream: Stream, hosts: Hosts) -> None:
+    def __init__(self, deps: Deps, stream: Stream, hosts: Hosts, clients: Clients) -> None:
         self._d = deps
         self._stream = stream
         self._hosts = hosts
+        self._clients = clients
 
     def create(self, *, name: str, ipv4_cidr: object, ipv6_cidr: object | None = None,
                listen_port: int | None = None, keepalive: int | None = None,
@@ -121,8 +124,8 @@ class Networks:
         return self.get(network_id)  # at the seq of the broadcast
 
     def delete(self, network_id: str, *, force: bool = False) -> None:
-        """Delete a network; with members only when ``force`` (they are removed cleanly first,
-        and told so).
+        """Delete a network; with members or remote-access clients only when ``force`` (they are
+        removed cleanly first, clients before the gateways they use, and told so).
 
         New joins are stopped first, so a host cannot slip in while it is deleted.
         """
@@ -132,10 +135,13 @@ class Networks:
         try:
             snapshot = store.network_snapshot(network_id)
             members = snapshot[1] if snapshot else []
-            if members and not force:
-                raise ConflictError(
-                    f"network {network_id} still has {len(members)} host(s); remove them first "
-                    "or delete with ?force=true", code="network_not_empty")
+            clients = store.network_clients(network_id)
+            if (members or clients) and not force:
+                has = f"{len(members)} host(s)" + (f" and {len(clients)} client(s)" if clients else "")
+                raise ConflictError(f"network {network_id} still has {has}; remove them first "
+                                    "or delete with ?force=true", code="network_not_empty")
+            if clients:
+                self._clients.delete_all(network_id)
             if members:
                 self._hosts.leave_network(network_id, [m.host_id for m in members])
             else:  # what an earlier write left pending goes out before the network goes

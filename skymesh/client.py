@@ -86,14 +86,16 @@ class Answer:
 
 
 def send(method: str, url: str, body: Any = None, token: str | None = None, *,
-         timeout: float = DEFAULT_TIMEOUT, opener: Opener = urllib.request.urlopen) -> Answer:
+         timeout: float = DEFAULT_TIMEOUT, opener: Opener = urllib.request.urlopen,
+         accept: str = "application/json") -> Answer:
     """One JSON request to ``url``; an error status is an :class:`Answer` too.
 
-    ``token`` goes out as ``Authorization: Bearer``. Raises the ``OSError`` urllib raised
+    ``token`` goes out as ``Authorization: Bearer``; ``accept`` as ``Accept`` (a binary answer,
+    a PNG, is only sent to a request that accepts it). Raises the ``OSError`` urllib raised
     (``URLError``, ``TimeoutError``, ...) when there is no answer within ``timeout`` seconds.
     """
     data = None if body is None else json.dumps(body).encode()
-    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    headers = {"Accept": accept, "User-Agent": USER_AGENT}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     if data is not None:
@@ -185,14 +187,14 @@ class ApiClient:
         return self.api_url + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
 
     def answer(self, method: str, path: str, body: Any = None, *, query: Mapping[str, str] | None = None,
-               token: str | None = None) -> Answer:
+               token: str | None = None, accept: str = "application/json") -> Answer:
         """One call, whatever its status (for callers that look at the status themselves).
 
         Raises :class:`Unreachable` when the API does not answer.
         """
         try:
             return send(method, self.url(path, query), body, token or self.token, timeout=self.timeout,
-                        opener=self._open)
+                        opener=self._open, accept=accept)
         except urllib.error.URLError as e:
             raise self._unreachable(e.reason) from None
         except OSError as e:  # timeouts and resets after the connection was made
@@ -306,3 +308,34 @@ class ApiClient:
     def delete_host(self, host_id: str) -> None:
         """It leaves every network and its certificate is revoked."""
         self.call("DELETE", _path("v1", "hosts", host_id))
+
+    # --- remote-access clients ------------------------------------------------------------
+
+    def create_client(self, network_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST …/clients``: ``{client, config, qr_svg}`` (a file only when the server made the key)."""
+        return self.call("POST", _path("v1", "networks", network_id, "clients"), dict(body))
+
+    def list_clients(self, network_id: str, page_size: int | None = None) -> list[dict[str, Any]]:
+        """Every client of the network with its connected fields, however many pages it takes."""
+        path = _path("v1", "networks", network_id, "clients")
+        return list_all(lambda query: self.call("GET", path, query=query or None), "clients", page_size)
+
+    def get_client(self, network_id: str, client_id: str) -> dict[str, Any]:
+        return self.get(_path("v1", "networks", network_id, "clients", client_id))
+
+    def update_client(self, network_id: str, client_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH`` with ``changes`` (name, enabled, gateway, public_key, dns, ...); the client now."""
+        return self.call("PATCH", _path("v1", "networks", network_id, "clients", client_id), dict(changes))
+
+    def delete_client(self, network_id: str, client_id: str) -> None:
+        self.call("DELETE", _path("v1", "networks", network_id, "clients", client_id))
+
+    def client_config(self, network_id: str, client_id: str, fmt: str = "conf") -> bytes:
+        """The client's wg-quick file (``conf``, without its private key) or its QR code (``png``,
+        ``svg``)."""
+        accept = {"conf": "text/plain", "png": "image/png", "svg": "image/svg+xml"}[fmt]
+        path = _path("v1", "networks", network_id, "clients", client_id, "config")
+        answer = self.answer("GET", path, query={"format": fmt}, accept=accept)
+        if not answer.ok:
+            raise error_from_answer(answer.status, answer.raw)
+        return answer.raw

@@ -67,6 +67,8 @@ def client_config(call: Call) -> Response:
     clients, nid, cid = call.service.clients, call.params["network_id"], call.params["client_id"]
     fmt = call.args.format
     body: str | bytes = clients.config(nid, cid) if fmt == "conf" else clients.qr(nid, cid, fmt)
+    if fmt == "svg":  # text (XML): only binary types (PNG) may be bytes, which Chalice base64-encodes
+        body = body.decode() if isinstance(body, bytes) else body
     return Response(body=body, status_code=200, headers={"Content-Type": _MEDIA[fmt]})
 
 

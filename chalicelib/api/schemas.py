@@ -416,7 +416,8 @@ class Client(BaseModel):
     tx_bytes: int = Field(description="sent by its gateway to it")
 
 
-class ClientIssued(Client):
+class ClientIssued(BaseModel):
+    client: Client
     config: str | None = Field(description="only when the server made the key pair: the complete "
                                "wg-quick file with its private key, shown only now (not kept)")
     qr_svg: str | None = Field(description="the same file as a QR code (SVG; PostUp/PostDown left out), "

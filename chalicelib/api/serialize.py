@@ -85,5 +85,5 @@ def client(c: Client, link: Connection) -> s.Client:
 def client_issued(issued: IssuedClient) -> s.ClientIssued:
     """A client just created or re-keyed, with its file and QR code when the server made its key
     (a new client has no link yet; a re-keyed one loses its old key's)."""
-    return s.ClientIssued(**client(issued.client, Connection()).model_dump(), config=issued.config,
+    return s.ClientIssued(client=client(issued.client, Connection()), config=issued.config,
                           qr_svg=issued.qr_svg)

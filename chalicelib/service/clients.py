@@ -76,9 +76,9 @@ def _script(value: str | None, field: str) -> str | None:
         return None
     if len(value) > SCRIPT_MAX:
         raise InvalidInputError(f"{field} is {len(value)} characters long; at most {SCRIPT_MAX}")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise InvalidInputError(f"{field} must be one line of text without control characters "
-                                "(join several commands with ';')")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value) or "#" in value:
+        raise InvalidInputError(f"{field} must be one line of text without control characters or '#' "
+                                "(wg-quick cuts a line at '#'; join several commands with ';')")
     return value
 
 
@@ -143,7 +143,8 @@ class Clients:
             raise NotFoundError(f"client {client_id} does not exist in network {network_id}")
         return client
 
-    def list(self, network_id: str, limit: int = PAGE_LIMIT_DEFAULT, cursor: str | None = None) -> Page[Client]:
+    def list(self, network_id: str, limit: int = PAGE_LIMIT_DEFAULT,
+             cursor: str | None = None) -> Page[Client]:
         """One page of the network's clients in id order."""
         limit = page_limit(limit)
         if self._d.store.get_network(network_id) is None:
@@ -153,7 +154,8 @@ class Clients:
     def connections(self, clients: Iterable[Client]) -> dict[ClientId, Connection]:
         """Each client's link as its gateway's last status report shows it (one read per gateway)."""
         clients = builtins.list(clients)
-        gateways: dict[HostId, Host | None] = {g: self._d.store.get_host(g) for g in {c.gateway for c in clients}}
+        gateways: dict[HostId, Host | None] = {g: self._d.store.get_host(g)
+                                               for g in {c.gateway for c in clients}}
         now = self._d.clock.now()
         out = {}
         for c in clients:
@@ -343,8 +345,8 @@ class Clients:
                                 "a member of its network", code="not_a_member")
         gw = records.gateway(HostId(gateway))
         if gw is None or not gw.remote_access:
-            raise ConflictError(f"host {gateway} is not a remote-access gateway of network {nid}; "
-                                f"PUT /v1/networks/{nid}/gateways/{gateway} {{\"remote_access\": true}} first",
+            raise ConflictError(f"host {gateway} is not a remote-access gateway of network {nid}; PUT "
+                                f"/v1/networks/{nid}/gateways/{gateway} {{\"remote_access\": true}} first",
                                 code="not_a_gateway")
 
 

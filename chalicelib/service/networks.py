@@ -7,8 +7,8 @@ from ..domain.changes import PendingChange
 from ..domain.ids import NetworkId, new_id
 from ..domain.models import DEFAULT_KEEPALIVE, DEFAULT_LISTEN_PORT, DEFAULT_MTU, Network
 from ..errors import ConflictError, NotFoundError, UnavailableError
-from .deps import Deps, log, retrying
 from .clients import Clients
+from .deps import Deps, log, retrying
 from .hosts import Hosts
 from .ports import PAGE_LIMIT_DEFAULT, NetworkRegistry, Page, StaleWriteError, page_limit
 from .stream import Stream

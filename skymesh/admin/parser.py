@@ -12,6 +12,17 @@ from typing import Any, TextIO
 from ..client import ApiClient
 from ..errors import EXIT_OK, CliError
 from .argtypes import count, parse_duration, parse_time
+from .clients import (
+    client_config,
+    client_create,
+    client_delete,
+    client_disable,
+    client_enable,
+    client_list,
+    client_qr,
+    client_rotate_key,
+    client_show,
+)
 from .context import Command, Context
 from .hosts import host_delete, host_list, host_show, host_update
 from .keys import key_create, key_list, key_revoke
@@ -129,6 +140,51 @@ def _add_host_commands(subparsers: Any, common: argparse.ArgumentParser) -> None
     _leaf(g, "delete", host_delete, "delete a host (it leaves every network)", common, "host")
 
 
+def _add_client_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """``skymesh client …`` (issue 9): remote-access clients of a network."""
+    g = _group(subparsers, "client", "remote-access clients (devices without an agent): create, list, show, "
+               "config, qr, enable, disable, rotate-key, delete")
+
+    def one(name: str, command: Command, help_text: str) -> argparse.ArgumentParser:
+        p = _leaf(g, name, command, help_text, common, "network")
+        p.add_argument("client", metavar="CLIENT", help="the client's id or name")
+        return p
+
+    def file_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", metavar="DIR", help="where NAME.conf is written (default: here)")
+        p.add_argument("--qr", action="store_true", help="also print the file's QR code in the terminal")
+
+    p = _leaf(g, "create", client_create, "add a client: its key pair is made here, NAME.conf written "
+              "(mode 0600) with its private key, which is sent nowhere", common, "network")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--gateway", required=True, metavar="HOST", help="the remote-access gateway it uses")
+    p.add_argument("--dns", action="append", metavar="IP", help="DNS server of its file (repeatable)")
+    p.add_argument("--extra", action="append", metavar="CIDR",
+                   help="a range behind the client, routed to it by every host (repeatable)")
+    p.add_argument("--address", metavar="IP", help="its IPv4 address (default: a free one)")
+    p.add_argument("--full-tunnel", action="store_true",
+                   help="all its traffic through its gateway (an internet gateway)")
+    p.add_argument("--keepalive", type=count, metavar="N", help="PersistentKeepalive, seconds (0 = off)")
+    p.add_argument("--post-up", metavar="CMD", help="one line for PostUp (left out of QR codes)")
+    p.add_argument("--post-down", metavar="CMD", help="one line for PostDown")
+    file_options(p)
+    _leaf(g, "list", client_list, "list a network's clients, connected or not", common, "network")
+    one("show", client_show, "show a client and its link")
+    one("config", client_config, "print the client's file as the API has it (without its private key)")
+    p = one("qr", client_qr, "print the QR code of a client's file (PostUp/PostDown left out)")
+    p.add_argument("--file", metavar="NAME.conf", help="the local file with its private key (default: "
+                   "the API's file, which has none)")
+    img = p.add_mutually_exclusive_group()
+    img.add_argument("--png", metavar="PATH", help="write a PNG instead of printing")
+    img.add_argument("--svg", metavar="PATH", help="write an SVG instead of printing")
+    one("enable", client_enable, "let the client connect again")
+    one("disable", client_disable, "drop the client's peer from its gateway (its file stays valid)")
+    p = one("rotate-key", client_rotate_key, "make a new key pair here, register its public key and "
+            "write NAME.conf anew (the old file stops working)")
+    file_options(p)
+    one("delete", client_delete, "delete a client (its addresses are freed)")
+
+
 def add_commands(subparsers: Any) -> None:
     """Register ``network``, ``key`` and ``host`` on an ``add_subparsers()`` object.
 
@@ -139,6 +195,7 @@ def add_commands(subparsers: Any) -> None:
     _add_network_commands(subparsers, common)
     _add_key_commands(subparsers, common)
     _add_host_commands(subparsers, common)
+    _add_client_commands(subparsers, common)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,7 +90,14 @@ def client_create(ctx: Context) -> None:
     body |= {k: v for k, v in (("address", a.address), ("keepalive", a.keepalive), ("post_up", a.post_up),
                                ("post_down", a.post_down)) if v is not None}
     client = ctx.client.create_client(net["id"], body)["client"]
-    _finish(ctx, client, "created", path, _write_file(ctx, net, client, pair, path))
+    try:
+        text = _write_file(ctx, net, client, pair, path)
+    except (CliError, OSError) as e:
+        # Its private key exists only in this process: a client nobody can use goes again.
+        ctx.client.delete_client(net["id"], client["id"])
+        raise CliError(f"{path} could not be written ({e}); the client was removed again",
+                       hint="try again") from None
+    _finish(ctx, client, "created", path, text)
 
 
 def client_rotate_key(ctx: Context) -> None:
@@ -100,7 +107,12 @@ def client_rotate_key(ctx: Context) -> None:
     path = _conf_path(ctx, str(ref["name"]))
     pair = wgkeys.new_key_pair()
     client = ctx.client.update_client(net["id"], ref["id"], {"public_key": pair.public_key})
-    _finish(ctx, client, "re-keyed", path, _write_file(ctx, net, client, pair, path))
+    try:
+        text = _write_file(ctx, net, client, pair, path)
+    except (CliError, OSError) as e:
+        raise CliError(f"the client's key was changed but {path} could not be written ({e}); its old "
+                       "file no longer works", hint="run rotate-key again") from None
+    _finish(ctx, client, "re-keyed", path, text)
 
 
 def _handshake(c: Mapping[str, Any], ctx: Context) -> str:

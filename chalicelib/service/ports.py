@@ -297,7 +297,8 @@ class Store(Protocol):
     def unmark_network_deleting(self, network_id: str) -> None: ...
 
     def delete_network(self, network_id: str, registry_version: int) -> None:
-        """Remove the network's records (it must have no members left)."""
+        """Remove the network's records. It must have no members and no clients left (delete
+        them first, after :meth:`mark_network_deleting`): else :class:`StaleWriteError`."""
         ...
 
     # --- enrollment keys --------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Hosts, their memberships and claims, and the registrations under way.
+"""Hosts, their memberships, roles and claims, and the registrations under way.
 
-A host is one item; each network it is in holds its member record and a claim of
-each of its addresses, and its WireGuard key has a claim of its own. Registration,
-update, leaving and deletion each write all of these, the enrollment key's use and
-the pending change to broadcast in one transaction, under the conditions that make
-addresses and keys unique (``attribute_not_exists`` puts) and the host's ``revision``
-current.
+A host is one item (with its role in each network: gateway, internet use); each network
+it is in holds its member record (with that role) and a claim of each of its addresses,
+and its WireGuard key has a claim of its own. Registration, update, leaving, a role's
+change and deletion each write all of these, the enrollment key's use and the pending
+change to broadcast in one transaction, under the conditions that make addresses and
+keys unique (``attribute_not_exists`` puts) and the host's ``revision`` current.
 """
 
 from __future__ import annotations

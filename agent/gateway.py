@@ -1,0 +1,238 @@
+"""A gateway's forwarding and masquerading: one nftables table of ours, and IP forwarding.
+
+A host that is a gateway (:attr:`~chalicelib.domain.device.DeviceConfig.forwards` non-empty)
+forwards between the tunnel and its other interfaces, and masquerades what arrives from the
+tunnel for its egress ranges or, as an internet gateway, for anywhere
+(:attr:`~chalicelib.domain.device.DeviceConfig.nat`). :class:`Forwarding` makes that so with
+
+- one table ``inet skymesh_<ifname>`` (IPv4 and IPv6 NAT in one inet table: nft ≥ 1.0),
+  built by :func:`ruleset` as a document of nftables' JSON API and replaced in one
+  ``nft -j -f -`` transaction (add + delete + the new table), so it never half applies;
+  no other table is read or touched;
+- ``net.ipv4.ip_forward`` and ``net.ipv6.conf.all.forwarding`` on (through ``/proc/sys`` of
+  the agent's network namespace). A value it changed is remembered in the state directory
+  and put back when the role ends or on ``leave``; a value that was on already is left alone.
+
+Postrouting does not know the interface a packet came in on, so the forward chain marks
+packets arriving from the tunnel with one bit (:data:`MARK`) for the nat chain to see, and a
+postrouting chain right after NAT clears it again: the bit lives only inside our table's path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .netconf import NetConfError
+
+__all__ = ["Forwarding", "ruleset", "table_name", "MARK", "SYSCTLS"]
+
+MARK = 0x01000000  # one bit of the packet mark, set in forward, read by NAT, cleared after it
+NFT_TIMEOUT = 10.0
+SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
+
+
+def table_name(ifname: str) -> str:
+    """Our table for interface ``ifname``: ``skymesh_<ifname>`` (other characters as ``_``)."""
+    return "skymesh_" + re.sub(r"[^A-Za-z0-9_]", "_", ifname)
+
+
+def _split(prefixes: Iterable[str]) -> dict[str, list[Any]]:
+    """Prefixes by nft family (``ip``/``ip6``) as set elements; ``None`` for a family that has
+    a /0 (any address: matched by family alone)."""
+    out: dict[str, list[Any]] = {"ip": [], "ip6": []}
+    anywhere: set[str] = set()
+    nets = [ipaddress.ip_network(p, strict=False) for p in prefixes]
+    # an interval set refuses overlapping elements (two networks' ranges may nest): merge them
+    merged = [*ipaddress.collapse_addresses(n for n in nets if n.version == 4),
+              *ipaddress.collapse_addresses(n for n in nets if n.version == 6)]
+    for p in merged:
+        fam = "ip" if p.version == 4 else "ip6"
+        if p.prefixlen == 0:
+            anywhere.add(fam)
+        elif p.prefixlen == p.max_prefixlen:
+            out[fam].append(str(p.network_address))
+        else:
+            out[fam].append({"prefix": {"addr": str(p.network_address), "len": p.prefixlen}})
+    return {fam: ([] if fam in anywhere else elems) for fam, elems in out.items()
+            if elems or fam in anywhere}
+
+
+def _match_addr(fam: str, field: str, elems: list[Any]) -> list[dict[str, Any]]:
+    """``ip daddr { … }`` (or only ``meta nfproto ipv4`` when ``elems`` is empty: anywhere)."""
+    if not elems:
+        return [{"match": {"op": "==", "left": {"meta": {"key": "nfproto"}},
+                           "right": "ipv4" if fam == "ip" else "ipv6"}}]
+    return [{"match": {"op": "==", "left": {"payload": {"protocol": fam, "field": field}},
+                       "right": {"set": elems}}}]
+
+
+def _ifname(op: str, key: str, ifname: str) -> dict[str, Any]:
+    return {"match": {"op": op, "left": {"meta": {"key": key}}, "right": ifname}}
+
+
+def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str]) -> dict[str, Any]:
+    """The ``nft -j -f`` document that replaces our table with the one for these ranges (or,
+    with neither, only removes it). Pure; the table it makes::
+
+        table inet skymesh_IF {
+          chain forward { type filter hook forward priority filter; policy accept;
+            iifname IF meta mark set meta mark | MARK          (when there is NAT)
+            iifname IF ip daddr { forwards } accept            (and ip6)
+            oifname IF ip saddr { forwards } accept }          (and ip6)
+          chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+            meta mark & MARK == MARK oifname != IF ip daddr { nat } masquerade }   (and ip6)
+          chain unmark { type filter hook postrouting priority srcnat + 1; policy accept;
+            meta mark & MARK == MARK meta mark set meta mark & ~MARK }
+        }
+    """
+    table = {"family": "inet", "name": table_name(ifname)}
+    where = {"family": "inet", "table": table_name(ifname)}  # how chains and rules name their table
+    cmds: list[dict[str, Any]] = [{"metainfo": {"json_schema_version": 1}},
+                                  {"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]
+    if not forwards and not nat:
+        return {"nftables": cmds}
+    cmds.append({"add": {"table": dict(table)}})
+
+    def chain(name: str, kind: str, hook: str, prio: int) -> None:
+        cmds.append({"add": {"chain": {**where, "name": name, "type": kind, "hook": hook, "prio": prio,
+                                       "policy": "accept"}}})
+
+    def rule(chain_name: str, *expr: dict[str, Any]) -> None:
+        cmds.append({"add": {"rule": {**where, "chain": chain_name, "expr": list(expr)}}})
+
+    mark = {"meta": {"key": "mark"}}
+    chain("forward", "filter", "forward", 0)
+    if nat:
+        rule("forward", _ifname("==", "iifname", ifname),
+             {"mangle": {"key": mark, "value": {"|": [mark, MARK]}}})
+    for fam, elems in _split(forwards).items():
+        rule("forward", _ifname("==", "iifname", ifname), *_match_addr(fam, "daddr", elems), {"accept": None})
+        rule("forward", _ifname("==", "oifname", ifname), *_match_addr(fam, "saddr", elems), {"accept": None})
+    if nat:
+        marked = {"match": {"op": "==", "left": {"&": [mark, MARK]}, "right": MARK}}
+        chain("postrouting", "nat", "postrouting", 100)
+        for fam, elems in _split(nat).items():
+            rule("postrouting", marked, _ifname("!=", "oifname", ifname), *_match_addr(fam, "daddr", elems),
+                 {"masquerade": None})
+        chain("unmark", "filter", "postrouting", 101)
+        rule("unmark", marked, {"mangle": {"key": mark, "value": {"&": [mark, ~MARK & 0xFFFFFFFF]}}})
+    return {"nftables": cmds}
+
+
+class Forwarding:
+    """The forwarding and NAT of a gateway on interface ``ifname``.
+
+    ``memo`` is the file (in the agent's state directory) that remembers what we changed:
+    whether our table exists, and the forwarding sysctls' values before we turned them on.
+    """
+
+    def __init__(self, ifname: str, memo: Path, *, nft: str = "nft", sysctl_root: Path = Path("/proc/sys"),
+                 write_memo: Any = None) -> None:
+        self.ifname = ifname
+        self.memo = Path(memo)
+        self.nft = nft
+        self.sysctl_root = sysctl_root
+        self._write_memo = write_memo
+        self._applied: dict[str, Any] | None = None  # the last document applied by this object
+
+    def __repr__(self) -> str:
+        return f"Forwarding({self.ifname})"
+
+    # --- memo ------------------------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        try:
+            d = json.loads(self.memo.read_text())
+        except (FileNotFoundError, ValueError):
+            return {"table": False, "sysctls": {}}
+        return {"table": bool(d.get("table")), "sysctls": dict(d.get("sysctls") or {})}
+
+    def _save(self, memo: dict[str, Any]) -> None:
+        if not memo["table"] and not memo["sysctls"]:
+            self.memo.unlink(missing_ok=True)
+            return
+        text = json.dumps(memo, sort_keys=True)
+        if self._write_memo is not None:
+            self._write_memo(self.memo, text)
+        else:
+            from .state import write_private
+
+            write_private(self.memo, text)
+
+    # --- nft and sysctl ----------------------------------------------------------------------
+    def _nft(self, args: list[str], stdin: str | None = None) -> str:
+        exe = shutil.which(self.nft)
+        if exe is None:
+            raise NetConfError(f"{self.ifname}: this host is a gateway, but {self.nft!r} is not installed "
+                               "(install nftables)")
+        try:
+            proc = subprocess.run([exe, *args], input=stdin, capture_output=True, text=True,
+                                  timeout=NFT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise NetConfError(f"{self.ifname}: nft did not answer within {NFT_TIMEOUT:g} s") from None
+        if proc.returncode != 0:
+            raise NetConfError(f"{self.ifname}: nft {' '.join(args)} failed: "
+                               f"{(proc.stderr or proc.stdout).strip()[-500:] or f'exit {proc.returncode}'}")
+        return proc.stdout
+
+    def _table_exists(self) -> bool:
+        out = json.loads(self._nft(["-j", "list", "tables", "inet"]) or "{}")
+        return any(t.get("table", {}).get("name") == table_name(self.ifname) for t in out.get("nftables", ()))
+
+    def _sysctl(self, key: str) -> str:
+        return (self.sysctl_root / key).read_text().strip()
+
+    def _set_sysctl(self, key: str, value: str) -> None:
+        try:
+            (self.sysctl_root / key).write_text(value + "\n")
+        except OSError as e:
+            raise NetConfError(f"{self.ifname}: cannot set {key.replace('/', '.')} = {value}: "
+                               f"{e.strerror or e}") from None
+
+    # --- the role ----------------------------------------------------------------------------
+    def apply(self, forwards: Sequence[str], nat: Sequence[str]) -> bool:
+        """Forward ``forwards`` and masquerade for ``nat`` (both empty: not a gateway, undo what
+        we did). True when something changed. Raises :class:`NetConfError`."""
+        if not forwards and not nat:
+            return self.clear()
+        memo = self._load()
+        doc = ruleset(self.ifname, forwards, nat)
+        changed = False
+        if doc != self._applied or not self._table_exists():
+            memo["table"] = True  # before: a crash in between leaves a memo that makes `leave` look
+            self._save(memo)
+            self._nft(["-j", "-f", "-"], json.dumps(doc))
+            self._applied = doc
+            changed = True
+        for key in SYSCTLS:
+            before = self._sysctl(key)
+            if before != "1":
+                memo["sysctls"].setdefault(key, before)
+                self._save(memo)
+                self._set_sysctl(key, "1")
+                changed = True
+        return changed
+
+    def clear(self) -> bool:
+        """Remove our table and put back the sysctls we changed; True when something changed."""
+        memo = self._load()
+        changed = False
+        if memo["table"] or self._applied is not None:
+            self._nft(["-j", "-f", "-"], json.dumps(ruleset(self.ifname, (), ())))
+            self._applied = None
+            memo["table"] = False
+            self._save(memo)
+            changed = True
+        for key, value in sorted(memo["sysctls"].items()):
+            if self._sysctl(key) == "1":  # someone else may have changed it since: then it is theirs
+                self._set_sysctl(key, str(value))
+            del memo["sysctls"][key]
+            self._save(memo)
+            changed = True
+        return changed

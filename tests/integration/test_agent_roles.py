@@ -1,0 +1,238 @@
+"""Full tunnel and gateway forwarding with real wireguard-go, rtnetlink and nftables, in a lab.
+
+Two hosts, ``h`` and ``g``, on the lab bridge (198.18.0.0/24) with wireguard-go devices
+(overlay 100.64.9.0/24 and fd00:9::/64). Behind ``g`` a third namespace, ``lan``, on a
+link of its own (198.19.1.0/24): reachable from ``g`` only, and with no route back to the
+overlay, so it answers overlay hosts only through ``g``'s masquerade. ``g`` also holds an
+"internet" address (198.19.0.1, fdff::1) on its loopback, which ``h`` has no route to.
+
+Lab rules: underlay 198.18.0.0/15 only (198.19.x is the lab's "outside", inside lab
+namespaces), overlay 100.64.0.0/10 and fd00::/8, no route out of the lab, everything
+removed at the end also on failure (the lab deletes its namespaces, links and sockets),
+and every wait bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent import cli, keys
+from agent.fulltunnel import FullTunnel, table_for
+from agent.gateway import Forwarding, table_name
+from agent.netconf import NetConf
+from agent.state import AgentState, StateDir
+from agent.wg.uapi import UapiBackend
+from chalicelib.domain.device import PeerConfig
+from skymesh.lab.iproute import ip
+from skymesh.lab.netns import Lab, Node
+from skymesh.lab.wait import wait_until
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("wireguard-go") is None or shutil.which("nft") is None
+    or not os.path.exists("/dev/net/tun"), reason="needs root, wireguard-go, nft and /dev/net/tun")]
+
+WAIT = 15.0
+PORT = 51820
+TABLE = table_for(PORT)
+INTERNET4, INTERNET6 = "198.19.0.1", "fdff::1"
+LAN_NET, LAN_GW, LAN_HOST = "198.19.1.0/24", "198.19.1.1", "198.19.1.2"
+OVERLAY = ("100.64.9.0/24", "fd00:9::/64")
+
+
+@dataclass
+class Host:
+    node: Node
+    wg: UapiBackend
+    private_key: str
+    overlay4: str
+    overlay6: str
+
+    @property
+    def ifname(self) -> str:
+        return self.wg.ifname
+
+    @property
+    def public_key(self) -> str:
+        return keys.wireguard_public_key(self.private_key)
+
+
+def source_seen(server: Node, addr: str, client: Node) -> str:
+    """The source address ``server`` sees on a TCP connection from ``client`` to ``addr`` (bounded)."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    listener = server.call(lambda: socket.socket(family, socket.SOCK_STREAM))
+    with listener:
+        listener.settimeout(WAIT)
+        listener.bind((addr, 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with client.call(socket.create_connection, (addr, port), WAIT):
+            conn, peer = listener.accept()
+            conn.close()
+    return str(peer[0])
+
+
+def dump(node: Node) -> str:
+    """Every rule and route of the namespace, as `ip` prints them."""
+    out = []
+    for args in (("-4", "rule"), ("-6", "rule"), ("-4", "route", "show", "table", "all"),
+                 ("-6", "route", "show", "table", "all")):
+        out.append(ip(*args, ns=node.netns).stdout)
+    return "\n".join(out)
+
+
+def ours(node: Node, family: str) -> list[str]:
+    """The rules we made (proto static), as `ip` prints them."""
+    return [line.split(":", 1)[1].strip() for line in ip(family, "rule", ns=node.netns).stdout.splitlines()
+            if "proto static" in line]
+
+
+@pytest.fixture
+def lab() -> Iterator[tuple[Lab, Host, Host, Node]]:
+    with Lab() as lab:
+        hosts = []
+        for i, name in ((1, "h"), (2, "g")):
+            node = lab.add_node(name)
+            priv = keys.new_wireguard_key()
+            wg = UapiBackend(node.wg_ifname(), netns=node.netns)
+            wg.ensure_device(priv, PORT)
+            hosts.append(Host(node, wg, priv, f"100.64.9.{i}", f"fd00:9::{i}"))
+        h, g = hosts
+        NetConf(h.ifname, netns=h.node.netns).apply((f"{h.overlay4}/24", f"{h.overlay6}/64"), (LAN_NET,), 1420)
+        NetConf(g.ifname, netns=g.node.netns).apply((f"{g.overlay4}/24", f"{g.overlay6}/64"), (), 1420)
+        h.wg.apply_peers([PeerConfig(g.public_key, f"{g.node.ip}:{PORT}",
+                                     (f"{g.overlay4}/32", f"{g.overlay6}/128", LAN_NET, "0.0.0.0/0", "::/0"))],
+                         [])
+        g.wg.apply_peers([PeerConfig(h.public_key, f"{h.node.ip}:{PORT}", (f"{h.overlay4}/32", f"{h.overlay6}/128"))],
+                         [])
+        # g's "internet" addresses, and a LAN behind it that knows no way to the overlay
+        ip("addr", "add", f"{INTERNET4}/32", "dev", "lo", ns=g.node.netns)
+        ip("addr", "add", f"{INTERNET6}/128", "dev", "lo", ns=g.node.netns)
+        lan = lab.add_node("lan")
+        ip("link", "add", lab.ifname("e1"), "type", "veth", "peer", "name", "lan0", "netns", lan.netns,
+           ns=g.node.netns)
+        ip("addr", "add", f"{LAN_GW}/24", "dev", lab.ifname("e1"), ns=g.node.netns)
+        ip("link", "set", lab.ifname("e1"), "up", ns=g.node.netns)
+        ip("addr", "add", f"{LAN_HOST}/24", "dev", "lan0", ns=lan.netns)
+        ip("link", "set", "lan0", "up", ns=lan.netns)
+        wait_until(lambda: h.node.ping(g.overlay4), WAIT, "the tunnel between h and g")
+        yield lab, h, g, lan
+
+
+def test_full_tunnel_routes_everything_through_the_tunnel_the_way_wg_quick_does_and_undoes_exactly_that(lab):
+    _, h, g, _ = lab
+    # Someone else's rules: one of another program, and one just like wg-quick's (no proto)
+    ip("rule", "add", "fwmark", "0x99", "lookup", "100", "priority", "1000", ns=h.node.netns)
+    ip("-6", "rule", "add", "table", "main", "suppress_prefixlength", "0", ns=h.node.netns)
+    ip("route", "add", "198.19.7.0/24", "dev", "eth0", "table", "100", ns=h.node.netns)
+    before = dump(h.node)
+    assert not h.node.ping(INTERNET4)  # no route there
+
+    h.wg.set_fwmark(TABLE)
+    FullTunnel(h.ifname, TABLE, netns=h.node.netns).apply(True)
+
+    assert h.wg.fwmark() == TABLE
+    for family in ("-4", "-6"):  # exactly wg-quick's two rules, the suppress rule first
+        assert ours(h.node, family) == ["from all lookup main suppress_prefixlength 0 proto static",
+                                        f"not from all fwmark {TABLE:#x} lookup {TABLE} proto static"]
+    assert ip("-4", "route", "show", "table", str(TABLE), ns=h.node.netns).stdout.split() == \
+        ["default", "dev", h.ifname, "proto", "static", "scope", "link"]
+    assert ip("-6", "route", "show", "table", str(TABLE), ns=h.node.netns).stdout.split()[:5] == \
+        ["default", "dev", h.ifname, "proto", "static"]
+    # the "internet" is reached through the tunnel; the tunnel's own packets and the underlay stay on main
+    assert f"dev {h.ifname} table {TABLE}" in ip("route", "get", INTERNET4, ns=h.node.netns).stdout
+    assert "dev eth0" in ip("route", "get", g.node.ip, "mark", str(TABLE), ns=h.node.netns).stdout
+    assert "dev eth0" in ip("route", "get", g.node.ip, ns=h.node.netns).stdout  # e.g. the control plane
+    tx = h.wg.stats()[g.public_key].tx_bytes
+    wait_until(lambda: h.node.ping(INTERNET4), WAIT, f"{INTERNET4} through the tunnel")
+    assert h.node.ping(INTERNET6) and h.node.ping(g.overlay4)  # IPv6 too, and the peers still
+    assert h.wg.stats()[g.public_key].tx_bytes > tx
+
+    FullTunnel(h.ifname, TABLE, netns=h.node.netns).apply(False)
+    h.wg.set_fwmark(0)
+
+    assert dump(h.node) == before  # exactly as before: someone else's rules and routes kept
+    assert h.wg.fwmark() == 0 and not h.node.ping(INTERNET4)
+    assert h.node.ping(g.overlay4)
+
+
+def test_a_gateway_forwards_and_masquerades_its_egress_and_removes_exactly_that(lab, tmp_path):
+    the_lab, h, g, lan = lab
+    netns = g.node.netns
+    for key, value in (("net.ipv4.ip_forward", "0"), ("net.ipv6.conf.all.forwarding", "1")):
+        g.node.run(["sysctl", "-w", f"{key}={value}"], check=True)  # IPv6 was on already: left so
+    g.node.run(["nft", "add", "table", "inet", "foreign"], check=True)
+    g.node.run(["nft", "add", "chain", "inet", "foreign", "passthrough", "{ type filter hook forward priority 10 ; }"],
+               check=True)
+    foreign = g.node.run(["nft", "-j", "list", "table", "inet", "foreign"], check=True).stdout
+    assert not h.node.ping(LAN_HOST)  # g does not forward yet
+    # the gateway's agent keeps its memo in its state directory (here: a temp dir of the lab)
+    sd = StateDir(the_lab.tempdir("gstate"))
+    fwd = Forwarding(g.ifname, sd.forwarding_memo)
+
+    assert g.node.call(fwd.apply, (*OVERLAY, LAN_NET), (LAN_NET,)) is True
+
+    ruleset = json.loads(g.node.run(["nft", "-j", "list", "ruleset"], check=True).stdout)["nftables"]
+    tables = {t["table"]["name"] for t in ruleset if "table" in t}
+    assert tables == {table_name(g.ifname), "foreign"}
+    assert g.node.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+    wait_until(lambda: h.node.ping(LAN_HOST), WAIT, "the LAN behind g from h")
+    # the LAN has no way back to the overlay: it sees (and answers) g's own address
+    assert ip("route", "get", h.overlay4, ns=lan.netns, check=False).returncode != 0
+    assert source_seen(lan, LAN_HOST, h.node) == LAN_GW
+    assert g.node.call(fwd.apply, (*OVERLAY, LAN_NET), (LAN_NET,)) is False  # nothing to change
+
+    # `leave` (or the role ending): our table goes, the sysctl we changed comes back, nothing else moves
+    state = AgentState(server="http://198.18.0.1:1", host_id="host_g", name="g", host_token="t",
+                       interface=g.ifname, backend="uapi", listen_port=PORT, mqtt_endpoint="198.18.0.1",
+                       mqtt_port=1, client_id="host_g")
+    g.node.call(cli._remove_roles, sd, state)
+
+    tables = {t["table"]["name"] for t in json.loads(g.node.run(["nft", "-j", "list", "ruleset"]).stdout)["nftables"]
+              if "table" in t}
+    assert tables == {"foreign"}
+    assert g.node.run(["nft", "-j", "list", "table", "inet", "foreign"]).stdout == foreign
+    assert g.node.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
+    assert g.node.run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "1"
+    assert not Path(sd.forwarding_memo).exists()
+    assert not h.node.ping(LAN_HOST)
+
+
+def test_a_full_tunnel_host_reaches_the_internet_through_its_internet_gateway_with_the_gateways_address(lab):
+    the_lab, h, g, lan = lab
+    # "the internet": addresses beyond the LAN namespace, routed by g only (IPv4 and IPv6)
+    far4, far6 = "198.19.3.2", "fdff:3::2"
+    ip("addr", "add", "fdff:1::1/64", "dev", the_lab.ifname("e1"), "nodad", ns=g.node.netns)
+    ip("addr", "add", "fdff:1::2/64", "dev", "lan0", "nodad", ns=lan.netns)
+    ip("addr", "add", f"{far4}/32", "dev", "lo", ns=lan.netns)
+    ip("addr", "add", f"{far6}/128", "dev", "lo", ns=lan.netns)
+    ip("route", "add", "198.19.3.0/24", "via", LAN_HOST, ns=g.node.netns)
+    ip("-6", "route", "add", "fdff:3::/64", "via", "fdff:1::2", ns=g.node.netns)
+    g.node.run(["sysctl", "-w", "net.ipv4.ip_forward=0"], check=True)
+    sd = StateDir(the_lab.tempdir("gstate"))
+    fwd = Forwarding(g.ifname, sd.forwarding_memo)
+    g.node.call(fwd.apply, (*OVERLAY, "0.0.0.0/0", "::/0"), ("0.0.0.0/0", "::/0"))
+    before = dump(h.node)
+    assert not h.node.ping(far4)
+
+    h.wg.set_fwmark(TABLE)
+    FullTunnel(h.ifname, TABLE, netns=h.node.netns).apply(True)
+
+    wait_until(lambda: h.node.ping(far4), WAIT, f"{far4} through the internet gateway")
+    assert h.node.ping(far6)
+    assert h.node.ping(g.overlay4) and h.node.ping(g.node.ip)  # peers and the underlay: no loop
+    # the far side sees the gateway's uplink address, not h's overlay one
+    assert source_seen(lan, far4, h.node) == LAN_GW
+    assert source_seen(lan, far6, h.node) == "fdff:1::1"
+
+    FullTunnel(h.ifname, TABLE, netns=h.node.netns).apply(False)
+    h.wg.set_fwmark(0)
+    assert dump(h.node) == before and not h.node.ping(far4)
+    g.node.call(fwd.clear)

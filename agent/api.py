@@ -82,7 +82,7 @@ class ApiClient:
     def config(self, host_id: str, known: Mapping[str, int] | None = None) -> FullConfig:
         """Every network of this host: a full snapshot, or, for a network in ``known``
         (network id → the seq we have), the deltas missed since, when the API still keeps them."""
-        params = {"v": str(protocol.VERSION)}  # the schema this agent reads; the API refuses what it cannot serve
+        params = {"v": str(protocol.VERSION)}  # the schema it reads: the API refuses what it cannot serve
         if known:
             pairs = sorted(known.items())[: protocol.MAX_KNOWN_NETWORKS]
             params["known"] = ",".join(f"{n}:{q}" for n, q in pairs)

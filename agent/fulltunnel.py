@@ -31,8 +31,8 @@ FULL_TUNNEL_TABLE = 51820  # wg-quick's default fwmark and table
 FIB_RULE_INVERT = 0x2  # "not" in `ip rule not fwmark …`
 FR_ACT_TO_TBL = 1
 FAMILIES = (socket.AF_INET, socket.AF_INET6)
-_DEFAULT = {socket.AF_INET: "0.0.0.0/0", socket.AF_INET6: "::/0"}
-_NAMES = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+_DEFAULT: dict[int, str] = {socket.AF_INET: "0.0.0.0/0", socket.AF_INET6: "::/0"}
+_NAMES: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 _RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local
 
 
@@ -64,7 +64,8 @@ def _rule_of(msg: Any) -> _Rule | None:
     prio = int(msg.get_attr("FRA_PRIORITY") or 0)
     mark = msg.get_attr("FRA_FWMARK")
     suppress = msg.get_attr("FRA_SUPPRESS_PREFIXLEN")
-    if msg["flags"] & FIB_RULE_INVERT and mark is not None and mark == table and suppress in (None, 2**32 - 1):
+    unset = (None, 2**32 - 1)  # how the kernel lists "no suppress_prefixlength"
+    if msg["flags"] & FIB_RULE_INVERT and mark is not None and mark == table and suppress in unset:
         return _Rule(msg["family"], prio, table, mark)
     if not msg["flags"] & FIB_RULE_INVERT and mark is None and table == RT_TABLE_MAIN and suppress == 0:
         return _Rule(msg["family"], prio, table, None)
@@ -157,7 +158,8 @@ class FullTunnel:
                         ipr.route("add", **kwargs)
                         changed = True
                     except NetlinkError as e:
-                        errors.append(f"adding {_DEFAULT[fam]} dev {self.ifname} table {self.table}: {_why(e)}")
+                        errors.append(f"adding {_DEFAULT[fam]} dev {self.ifname} table {self.table}: "
+                                      f"{_why(e)}")
         if errors:
             raise NetConfError(f"{self.ifname} full tunnel: " + "; ".join(errors))
         return changed

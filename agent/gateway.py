@@ -50,8 +50,9 @@ def _split(prefixes: Iterable[str]) -> dict[str, list[Any]]:
     anywhere: set[str] = set()
     nets = [ipaddress.ip_network(p, strict=False) for p in prefixes]
     # an interval set refuses overlapping elements (two networks' ranges may nest): merge them
-    merged = [*ipaddress.collapse_addresses(n for n in nets if n.version == 4),
-              *ipaddress.collapse_addresses(n for n in nets if n.version == 6)]
+    merged: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [
+        *ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network)),
+        *ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))]
     for p in merged:
         fam = "ip" if p.version == 4 else "ip6"
         if p.prefixlen == 0:

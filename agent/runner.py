@@ -129,6 +129,7 @@ class Agent:
         self.netsetup = netsetup
         self.routing = routing
         self.forwarding = forwarding
+        self._mark_checked = False  # whether the device is known to carry no full-tunnel mark
         self.api = api or ApiClient(self.state.server, self.state.host_token)
         self.events: queue.Queue = queue.Queue()
         self._link_factory = link_factory
@@ -468,14 +469,18 @@ class Agent:
         if self.routing is not None:
             if desired.full_tunnel:
                 self.backend.set_fwmark(self.routing.table)
+                self._mark_checked = False
                 if self.routing.apply(True):
                     log.info("full tunnel on: all traffic through %s (table %d)", self.state.interface,
                              self.routing.table)
             else:
-                if self.routing.apply(False):
+                removed = self.routing.apply(False)
+                if removed:
                     log.info("full tunnel off: the host's routing is as before")
-                if self.backend.fwmark() == self.routing.table:
+                # read the device only when it may still carry our mark (not at every heartbeat)
+                if (removed or not self._mark_checked) and self.backend.fwmark() == self.routing.table:
                     self.backend.set_fwmark(0)
+                self._mark_checked = True
         if self.forwarding is not None and self.forwarding.apply(desired.forwards, desired.nat):
             if desired.forwards or desired.nat:
                 log.info("gateway: forwarding %s; masquerading for %s", ", ".join(desired.forwards),

@@ -105,13 +105,13 @@ def lab() -> Iterator[tuple[Lab, Host, Host, Node]]:
             wg.ensure_device(priv, PORT)
             hosts.append(Host(node, wg, priv, f"100.64.9.{i}", f"fd00:9::{i}"))
         h, g = hosts
-        NetConf(h.ifname, netns=h.node.netns).apply((f"{h.overlay4}/24", f"{h.overlay6}/64"), (LAN_NET,), 1420)
+        NetConf(h.ifname, netns=h.node.netns).apply((f"{h.overlay4}/24", f"{h.overlay6}/64"), (LAN_NET,),
+                                                    1420)
         NetConf(g.ifname, netns=g.node.netns).apply((f"{g.overlay4}/24", f"{g.overlay6}/64"), (), 1420)
-        h.wg.apply_peers([PeerConfig(g.public_key, f"{g.node.ip}:{PORT}",
-                                     (f"{g.overlay4}/32", f"{g.overlay6}/128", LAN_NET, "0.0.0.0/0", "::/0"))],
-                         [])
-        g.wg.apply_peers([PeerConfig(h.public_key, f"{h.node.ip}:{PORT}", (f"{h.overlay4}/32", f"{h.overlay6}/128"))],
-                         [])
+        to_g = (f"{g.overlay4}/32", f"{g.overlay6}/128", LAN_NET, "0.0.0.0/0", "::/0")  # g: h's internet
+        h.wg.apply_peers([PeerConfig(g.public_key, f"{g.node.ip}:{PORT}", to_g)], [])
+        to_h = (f"{h.overlay4}/32", f"{h.overlay6}/128")
+        g.wg.apply_peers([PeerConfig(h.public_key, f"{h.node.ip}:{PORT}", to_h)], [])
         # g's "internet" addresses, and a LAN behind it that knows no way to the overlay
         ip("addr", "add", f"{INTERNET4}/32", "dev", "lo", ns=g.node.netns)
         ip("addr", "add", f"{INTERNET6}/128", "dev", "lo", ns=g.node.netns)
@@ -165,12 +165,11 @@ def test_full_tunnel_routes_everything_through_the_tunnel_the_way_wg_quick_does_
 
 def test_a_gateway_forwards_and_masquerades_its_egress_and_removes_exactly_that(lab, tmp_path):
     the_lab, h, g, lan = lab
-    netns = g.node.netns
     for key, value in (("net.ipv4.ip_forward", "0"), ("net.ipv6.conf.all.forwarding", "1")):
         g.node.run(["sysctl", "-w", f"{key}={value}"], check=True)  # IPv6 was on already: left so
     g.node.run(["nft", "add", "table", "inet", "foreign"], check=True)
-    g.node.run(["nft", "add", "chain", "inet", "foreign", "passthrough", "{ type filter hook forward priority 10 ; }"],
-               check=True)
+    g.node.run(["nft", "add", "chain", "inet", "foreign", "passthrough",
+                "{ type filter hook forward priority 10 ; }"], check=True)
     foreign = g.node.run(["nft", "-j", "list", "table", "inet", "foreign"], check=True).stdout
     assert not h.node.ping(LAN_HOST)  # g does not forward yet
     # the gateway's agent keeps its memo in its state directory (here: a temp dir of the lab)
@@ -195,8 +194,8 @@ def test_a_gateway_forwards_and_masquerades_its_egress_and_removes_exactly_that(
                        mqtt_port=1, client_id="host_g")
     g.node.call(cli._remove_roles, sd, state)
 
-    tables = {t["table"]["name"] for t in json.loads(g.node.run(["nft", "-j", "list", "ruleset"]).stdout)["nftables"]
-              if "table" in t}
+    listed = json.loads(g.node.run(["nft", "-j", "list", "ruleset"]).stdout)["nftables"]
+    tables = {t["table"]["name"] for t in listed if "table" in t}
     assert tables == {"foreign"}
     assert g.node.run(["nft", "-j", "list", "table", "inet", "foreign"]).stdout == foreign
     assert g.node.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"

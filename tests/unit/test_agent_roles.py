@@ -135,7 +135,8 @@ def test_the_ruleset_masquerades_only_what_came_from_the_tunnel_for_the_nat_rang
     cmds = doc["nftables"]
     assert cmds[1:3] == [{"add": {"table": {"family": "inet", "name": "skymesh_sm0"}}},
                          {"delete": {"table": {"family": "inet", "name": "skymesh_sm0"}}}]  # replaced whole
-    tables = {c[op][kind].get("table", c[op][kind].get("name")) for c in cmds[1:] for op in c for kind in c[op]}
+    tables = {c[op][kind].get("table", c[op][kind].get("name"))
+              for c in cmds[1:] for op in c for kind in c[op]}
     assert tables == {"skymesh_sm0"}  # no other table is named
     nat_rules = [c["add"]["rule"]["expr"] for c in cmds
                  if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == "postrouting"]
@@ -191,7 +192,8 @@ def test_a_broadcast_of_a_newer_schema_asks_for_an_upgrade_and_resyncs_at_a_boun
     agent.handle(Received("sm/n/net_a", newer))
     agent.timers.run_due(time.monotonic())
     assert api.calls == 2 and agent.tracker.seq(NET) == 8 and len(backend.peers()) == 2
-    msg = f"the control plane speaks schema {protocol.VERSION + 1}, this agent {protocol.VERSION}: upgrade skymesh-agent"
+    msg = (f"the control plane speaks schema {protocol.VERSION + 1}, this agent {protocol.VERSION}: "
+           "upgrade skymesh-agent")
     assert msg in caplog.text and agent.error == msg  # and `status` shows it
     for _ in range(20):  # a burst of unreadable broadcasts: at most one more resync per resync_max
         agent.handle(Received("sm/n/net_a", newer))
@@ -205,7 +207,8 @@ def test_an_older_schema_broadcast_is_ignored_without_a_resync(tmp_path):
     agent, _, _ = make_agent(tmp_path, api)
     agent.boot()
     agent.handle(Connected())
-    agent.handle(Received("sm/n/net_a", json.dumps({"v": 1, "type": "delta", "network": NET, "seq": 8}).encode()))
+    older = json.dumps({"v": 1, "type": "delta", "network": NET, "seq": 8}).encode()
+    agent.handle(Received("sm/n/net_a", older))
     agent.timers.run_due(time.monotonic())
     assert api.calls == 1 and agent.error is None and not agent._resync_timer.pending
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .netconf import NetConfError
+from .state import write_private
 
 __all__ = ["Forwarding", "ruleset", "table_name", "MARK", "SYSCTLS"]
 
@@ -135,12 +136,11 @@ class Forwarding:
     """
 
     def __init__(self, ifname: str, memo: Path, *, nft: str = "nft", sysctl_root: Path = Path("/proc/sys"),
-                 write_memo: Any = None) -> None:
+                 ) -> None:
         self.ifname = ifname
         self.memo = Path(memo)
         self.nft = nft
         self.sysctl_root = sysctl_root
-        self._write_memo = write_memo
         self._applied: dict[str, Any] | None = None  # the last document applied by this object
 
     def __repr__(self) -> str:
@@ -158,13 +158,7 @@ class Forwarding:
         if not memo["table"] and not memo["sysctls"]:
             self.memo.unlink(missing_ok=True)
             return
-        text = json.dumps(memo, sort_keys=True)
-        if self._write_memo is not None:
-            self._write_memo(self.memo, text)
-        else:
-            from .state import write_private
-
-            write_private(self.memo, text)
+        write_private(self.memo, json.dumps(memo, sort_keys=True))
 
     # --- nft and sysctl ----------------------------------------------------------------------
     def _nft(self, args: list[str], stdin: str | None = None) -> str:

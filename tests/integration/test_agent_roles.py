@@ -19,18 +19,23 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from agent import cli, keys
+from agent.api import ApiClient
 from agent.fulltunnel import FullTunnel, table_for
 from agent.gateway import Forwarding, table_name
 from agent.netconf import NetConf
+from agent.runner import Agent
 from agent.state import AgentState, StateDir
 from agent.wg.uapi import UapiBackend
+from chalicelib.domain import protocol
 from chalicelib.domain.device import PeerConfig
+from chalicelib.domain.ids import HostId, NetworkId
+from chalicelib.domain.models import Gateway, Member, MemberRole, Network
 from skymesh.lab.iproute import ip
 from skymesh.lab.netns import Lab, Node
 from skymesh.lab.wait import wait_until
@@ -235,3 +240,72 @@ def test_a_full_tunnel_host_reaches_the_internet_through_its_internet_gateway_wi
     h.wg.set_fwmark(0)
     assert dump(h.node) == before and not h.node.ping(far4)
     g.node.call(fwd.clear)
+
+
+# --- the agent itself: its plan applied by the real adapters ---------------------------------
+
+
+def agent_for(lab: Lab, node: Node, host_id: str, private_key: str,
+              snapshots: list[protocol.Snapshot]) -> Agent:
+    """An agent of ``node`` booting from a cache of ``snapshots`` (no control plane is asked)."""
+    sd = StateDir(lab.tempdir(f"state{node.name}"))
+    ifname = node.wg_ifname()
+    sd.save(AgentState(server="http://198.18.0.1:1", host_id=host_id, name=node.name, host_token="t",
+                       interface=ifname, backend="uapi", listen_port=PORT, mqtt_endpoint="198.18.0.1",
+                       mqtt_port=1, client_id=host_id))
+    sd.save_secrets(wg_key=private_key, tls_key=keys.new_tls_key())
+    sd.save_cache(snapshots)
+    return Agent(sd, backend=UapiBackend(ifname, netns=node.netns),
+                 netsetup=NetConf(ifname, netns=node.netns), api=ApiClient("http://198.18.0.1:1"),
+                 routing=FullTunnel(ifname, TABLE, netns=node.netns),
+                 forwarding=Forwarding(ifname, sd.forwarding_memo))
+
+
+def test_agents_route_a_full_tunnel_host_through_its_internet_gateway_and_undo_it_when_the_role_ends():
+    with Lab() as lab:
+        h, g, far = lab.add_node("h"), lab.add_node("g"), lab.add_node("far")
+        # "the internet" beyond g only: far's second link, which h has no route to
+        ip("link", "add", lab.ifname("e1"), "type", "veth", "peer", "name", "up0", "netns", far.netns,
+           ns=g.netns)
+        ip("addr", "add", f"{LAN_GW}/24", "dev", lab.ifname("e1"), ns=g.netns)
+        ip("link", "set", lab.ifname("e1"), "up", ns=g.netns)
+        ip("addr", "add", f"{LAN_HOST}/24", "dev", "up0", ns=far.netns)
+        ip("link", "set", "up0", "up", ns=far.netns)
+        g.run(["sysctl", "-w", "net.ipv4.ip_forward=0"], check=True)
+        rules_before = ip("-4", "rule", ns=h.netns).stdout + ip("-6", "rule", ns=h.netns).stdout
+        kh, kg = keys.new_wireguard_key(), keys.new_wireguard_key()
+        net = Network(id=NetworkId("net_x"), name="x", ipv4_cidr=OVERLAY[0], ipv6_cidr=OVERLAY[1], seq=1)
+
+        def members(roles: bool) -> tuple[Member, ...]:
+            mh = Member(net.id, HostId("host_h"), "h", keys.wireguard_public_key(kh), "100.64.9.1",
+                        "fd00:9::1", PORT, (f"{h.ip}:{PORT}",))
+            mg = Member(net.id, HostId("host_g"), "g", keys.wireguard_public_key(kg), "100.64.9.2",
+                        "fd00:9::2", PORT, (f"{g.ip}:{PORT}",))
+            if roles:
+                mh = replace(mh, role=MemberRole(internet_gateway=HostId("host_g"), full_tunnel=True))
+                mg = replace(mg, role=MemberRole(gateway=Gateway(internet=True)))
+            return (mh, mg)
+
+        on = protocol.Snapshot(net, members(roles=True))
+        agent_h = agent_for(lab, h, "host_h", kh, [on])
+        agent_g = agent_for(lab, g, "host_g", kg, [on])
+        g.call(agent_g.boot)
+        h.call(agent_h.boot)
+        assert agent_g.error is None and agent_h.error is None
+
+        wait_until(lambda: h.ping(LAN_HOST), WAIT, "the internet through g")
+        assert source_seen(far, LAN_HOST, h) == LAN_GW  # masqueraded out of g's uplink
+        assert h.ping("100.64.9.2") and h.ping(g.ip)  # the peer and the underlay: no loop
+        assert g.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+
+        off = protocol.Snapshot(replace(net, seq=2), members(roles=False))
+        for node, agent in ((h, agent_h), (g, agent_g)):
+            agent.tracker.replace([off])
+            node.call(agent.apply)
+            assert agent.error is None
+        assert ip("-4", "rule", ns=h.netns).stdout + ip("-6", "rule", ns=h.netns).stdout == rules_before
+        assert ip("-4", "route", "show", "table", str(TABLE), ns=h.netns).stdout == ""
+        assert agent_h.backend.fwmark() == 0
+        assert not h.ping(LAN_HOST)
+        assert g.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
+        assert table_name(g.wg_ifname()) not in g.run(["nft", "list", "tables"]).stdout

@@ -85,9 +85,17 @@ class FullTunnel:
     def __repr__(self) -> str:
         return f"FullTunnel({self.ifname}, table {self.table})"
 
-    @staticmethod
-    def _rules(ipr: Any) -> list[_Rule]:
-        return [r for fam in FAMILIES for msg in ipr.get_rules(family=fam) if (r := _rule_of(msg))]
+    def _rules(self, ipr: Any, family: int) -> list[_Rule]:
+        """Our rules of ``family``: each mark rule of our table, and a suppress rule right before it.
+
+        A suppress rule carries nothing of ours but its place, so another program's rule — or
+        another agent's, for another table — is never taken for ours. Ours are removed suppress
+        rule first, so an interrupted removal leaves the mark rule that finds it again.
+        """
+        rules = [r for msg in ipr.get_rules(family=family) if (r := _rule_of(msg))]
+        marks = [r for r in rules if r.is_mark_rule and r.table == self.table]
+        places = {m.priority - 1 for m in marks}
+        return [r for r in rules if not r.is_mark_rule and r.priority in places] + marks
 
     @staticmethod
     def _routes(ipr: Any, table: int) -> list[Any]:
@@ -103,9 +111,8 @@ class FullTunnel:
     def apply(self, on: bool) -> bool:
         """Make the full tunnel so (``on``) or gone; True when something changed.
 
-        Complete and in wg-quick's order (the suppress rule before the mark rule), or
-        rebuilt; rules and routes of another table of ours (an old listen port) go.
-        Raises :class:`NetConfError` listing what the kernel refused.
+        Complete and in wg-quick's order (the suppress rule right before the mark rule), or
+        rebuilt. Raises :class:`NetConfError` listing what the kernel refused.
         """
         from pyroute2.netlink.exceptions import NetlinkError
 
@@ -118,13 +125,11 @@ class FullTunnel:
                 if not found:
                     raise NetConfError(f"interface {self.ifname} does not exist")
                 idx = int(found[0])
-            ours = self._rules(ipr)
-            tables = {r.table for r in ours if r.is_mark_rule} | {self.table}
             for fam in FAMILIES:
-                mine = [r for r in ours if r.family == fam]
+                mine = self._rules(ipr, fam)
                 if on and self._complete(mine):
                     continue
-                for r in mine:  # incomplete, out of order, of another table, or off: remove all
+                for r in mine:  # incomplete, or off: remove (suppress rules first)
                     changed = True
                     if err := self._del_rule(ipr, r):
                         errors.append(err)
@@ -138,13 +143,13 @@ class FullTunnel:
                         changed = True
                     except NetlinkError as e:
                         errors.append(f"adding {_NAMES[fam]} rule {_describe(rule)}: {_why(e)}")
-            for table in sorted(tables):
-                for msg in self._routes(ipr, table):
-                    if on and table == self.table and msg.get_attr("RTA_OIF") == idx:
-                        continue
-                    changed = True
-                    if err := self._del_route(ipr, msg, table):
-                        errors.append(err)
+                        break  # no suppress rule without its mark rule: it could not be found again
+            for msg in self._routes(ipr, self.table):
+                if on and msg.get_attr("RTA_OIF") == idx:
+                    continue
+                changed = True  # off, or a route of a link of that name that was deleted and made again
+                if err := self._del_route(ipr, msg, self.table):
+                    errors.append(err)
             if on:
                 have = {m["family"] for m in self._routes(ipr, self.table) if m.get_attr("RTA_OIF") == idx}
                 for fam in FAMILIES:
@@ -168,11 +173,11 @@ class FullTunnel:
         """Remove our rules and routes (a missing link is fine); True when something was removed."""
         return self.apply(False)
 
-    def _complete(self, mine: list[_Rule]) -> bool:
+    @staticmethod
+    def _complete(mine: list[_Rule]) -> bool:
+        """One mark rule with its suppress rule right before it."""
         marks = [r for r in mine if r.is_mark_rule]
-        suppress = [r for r in mine if not r.is_mark_rule]
-        return (len(marks) == 1 and len(suppress) == 1 and marks[0].table == self.table
-                and suppress[0].priority < marks[0].priority)
+        return len(marks) == 1 and len(mine) == 2
 
     @staticmethod
     def _free_priority(ipr: Any, family: int) -> int:

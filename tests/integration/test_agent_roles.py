@@ -136,6 +136,11 @@ def test_full_tunnel_routes_everything_through_the_tunnel_the_way_wg_quick_does_
     # Someone else's rules: one of another program, and one just like wg-quick's (no proto)
     ip("rule", "add", "fwmark", "0x99", "lookup", "100", "priority", "1000", ns=h.node.netns)
     ip("-6", "rule", "add", "table", "main", "suppress_prefixlength", "0", ns=h.node.netns)
+    # …and one even made the way we make ours (proto static), for another table: still not ours
+    ip("rule", "add", "table", "main", "suppress_prefixlength", "0", "protocol", "static", "priority", "500",
+       ns=h.node.netns)
+    ip("rule", "add", "not", "fwmark", "7", "table", "7", "protocol", "static", "priority", "501",
+       ns=h.node.netns)
     ip("route", "add", "198.19.7.0/24", "dev", "eth0", "table", "100", ns=h.node.netns)
     before = dump(h.node)
     assert not h.node.ping(INTERNET4)  # no route there
@@ -144,9 +149,12 @@ def test_full_tunnel_routes_everything_through_the_tunnel_the_way_wg_quick_does_
     FullTunnel(h.ifname, TABLE, netns=h.node.netns).apply(True)
 
     assert h.wg.fwmark() == TABLE
-    for family in ("-4", "-6"):  # exactly wg-quick's two rules, the suppress rule first
-        assert ours(h.node, family) == ["from all lookup main suppress_prefixlength 0 proto static",
-                                        f"not from all fwmark {TABLE:#x} lookup {TABLE} proto static"]
+    for family, theirs in (("-4", ["from all lookup main suppress_prefixlength 0 proto static",
+                                   "not from all fwmark 0x7 lookup 7 proto static"]), ("-6", [])):
+        # exactly wg-quick's two rules, the suppress rule first, where `ip rule add` puts them
+        made = ["from all lookup main suppress_prefixlength 0 proto static",
+                f"not from all fwmark {TABLE:#x} lookup {TABLE} proto static"]
+        assert ours(h.node, family) == [*made, *theirs]
     assert ip("-4", "route", "show", "table", str(TABLE), ns=h.node.netns).stdout.split() == \
         ["default", "dev", h.ifname, "proto", "static", "scope", "link"]
     assert ip("-6", "route", "show", "table", str(TABLE), ns=h.node.netns).stdout.split()[:5] == \

@@ -180,8 +180,15 @@ class Forwarding:
         out = json.loads(self._nft(["-j", "list", "tables", "inet"]) or "{}")
         return any(t.get("table", {}).get("name") == table_name(self.ifname) for t in out.get("nftables", ()))
 
-    def _sysctl(self, key: str) -> str:
-        return (self.sysctl_root / key).read_text().strip()
+    def _sysctl(self, key: str) -> str | None:
+        """The value now; None when the host does not have it (IPv6 disabled)."""
+        try:
+            return (self.sysctl_root / key).read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise NetConfError(f"{self.ifname}: cannot read {key.replace('/', '.')}: "
+                               f"{e.strerror or e}") from None
 
     def _set_sysctl(self, key: str, value: str) -> None:
         try:
@@ -207,6 +214,8 @@ class Forwarding:
             changed = True
         for key in SYSCTLS:
             before = self._sysctl(key)
+            if before is None:
+                continue  # IPv6 is disabled on this host: IPv4 alone is forwarded
             if before != "1":
                 memo["sysctls"].setdefault(key, before)
                 self._save(memo)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import sys
 import threading
 import time
 import urllib.parse
@@ -21,7 +22,7 @@ import pytest
 
 from agent import keys
 from agent.api import ApiClient
-from agent.gateway import MARK, ruleset, table_name
+from agent.gateway import MARK, Forwarding, ruleset, table_name
 from agent.mqtt import Connected, Received
 from agent.netconf import NetConfError
 from agent.state import StateDir
@@ -274,3 +275,50 @@ def test_config_names_the_schema_it_reads_and_parses_clients(config_server):
 def test_parse_get_reads_the_fwmark():
     assert parse_get("private_key=" + "11" * 32 + "\nlisten_port=51820\nfwmark=51820\n").fwmark == 51820
     assert parse_get("listen_port=51820\n").fwmark == 0
+
+
+@pytest.fixture
+def fake_nft(tmp_path):  # noqa: ANN001, ANN201
+    """An ``nft`` that keeps the tables of the documents it is given in a file (and lists them)."""
+    state = tmp_path / "nft-tables.json"
+    state.write_text("[]")
+    script = tmp_path / "nft"
+    script.write_text(f"""#!{sys.executable}
+import json, sys
+tables = set(json.load(open({str(state)!r})))
+if sys.argv[1:] == ["-j", "-f", "-"]:
+    for cmd in json.load(sys.stdin)["nftables"]:
+        for op, obj in cmd.items():
+            if "table" in obj and op in ("add", "delete"):
+                (tables.add if op == "add" else tables.discard)(obj["table"]["name"])
+    json.dump(sorted(tables), open({str(state)!r}, "w"))
+else:
+    print(json.dumps({{"nftables": [{{"table": {{"family": "inet", "name": t}}}} for t in sorted(tables)]}}))
+""")
+    script.chmod(0o755)
+    return script, state
+
+
+def test_forwarding_on_a_host_without_ipv6_forwards_ipv4_and_puts_back_what_it_changed(tmp_path, fake_nft):
+    nft, tables = fake_nft
+    root = tmp_path / "sys"
+    (root / "net/ipv4").mkdir(parents=True)
+    (root / "net/ipv4/ip_forward").write_text("0\n")  # no net/ipv6: IPv6 is disabled here
+    memo = tmp_path / "forwarding.json"
+    fwd = Forwarding("sm0", memo, nft=str(nft), sysctl_root=root)
+    assert fwd.apply(("100.64.0.0/16", "10.20.0.0/24"), ("10.20.0.0/24",)) is True
+    assert json.loads(tables.read_text()) == ["skymesh_sm0"]
+    assert (root / "net/ipv4/ip_forward").read_text().strip() == "1"
+    assert fwd.apply(("100.64.0.0/16", "10.20.0.0/24"), ("10.20.0.0/24",)) is False  # nothing to do
+    # a restarted agent (a fresh object) that is no longer a gateway still undoes what was done
+    assert Forwarding("sm0", memo, nft=str(nft), sysctl_root=root).apply((), ()) is True
+    assert json.loads(tables.read_text()) == [] and not memo.exists()
+    assert (root / "net/ipv4/ip_forward").read_text().strip() == "0"
+
+
+def test_a_host_that_never_was_a_gateway_needs_no_nft(tmp_path):
+    fwd = Forwarding("sm0", tmp_path / "forwarding.json", nft=str(tmp_path / "no-such-nft"),
+                     sysctl_root=tmp_path)
+    assert fwd.apply((), ()) is False
+    with pytest.raises(NetConfError, match="not installed"):
+        fwd.apply(("100.64.0.0/16",), ())

@@ -1,4 +1,4 @@
-"""A gateway's forwarding and masquerading: one nftables table of ours, and IP forwarding.
+"""Our nftables table: a gateway's forwarding and masquerading, and a full tunnel's marks.
 
 A host that is a gateway (:attr:`~chalicelib.domain.device.DeviceConfig.forwards` non-empty)
 forwards between the tunnel and its other interfaces, and masquerades what arrives from the
@@ -16,6 +16,14 @@ tunnel for its egress ranges or, as an internet gateway, for anywhere
 Postrouting does not know the interface a packet came in on, so the forward chain marks
 packets arriving from the tunnel with one bit (:data:`MARK`) for the nat chain to see, and a
 postrouting chain right after NAT clears it again: the bit lives only inside our table's path.
+
+A host in full tunnel (:mod:`agent.fulltunnel`) gets, in the same table, what wg-quick adds
+beside its rules: the tunnel's own UDP flows keep their mark in conntrack and get it back
+on the way in, and ``net.ipv4.conf.all.src_valid_mark`` is on, so a strict reverse-path
+filter looks their source up on the main table (without it, an internet gateway reached by
+the default route would have its packets dropped); and packets for the tunnel's addresses
+that arrive on another interface from a non-local source are dropped (the reverse-path
+filter no longer stops such spoofing once everything routes into the tunnel).
 """
 
 from __future__ import annotations
@@ -32,11 +40,12 @@ from typing import Any
 from .netconf import NetConfError
 from .state import write_private
 
-__all__ = ["Forwarding", "ruleset", "table_name", "MARK", "SYSCTLS"]
+__all__ = ["Forwarding", "ruleset", "table_name", "MARK", "SYSCTLS", "SRC_VALID_MARK"]
 
 MARK = 0x01000000  # one bit of the packet mark, set in forward, read by NAT, cleared after it
 NFT_TIMEOUT = 10.0
 SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
+SRC_VALID_MARK = "net/ipv4/conf/all/src_valid_mark"
 
 
 def table_name(ifname: str) -> str:
@@ -79,9 +88,11 @@ def _ifname(op: str, key: str, ifname: str) -> dict[str, Any]:
     return {"match": {"op": op, "left": {"meta": {"key": key}}, "right": ifname}}
 
 
-def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str]) -> dict[str, Any]:
-    """The ``nft -j -f`` document that replaces our table with the one for these ranges (or,
-    with neither, only removes it). Pure; the table it makes::
+def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str], *, full_tunnel_mark: int = 0,
+            addresses: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``nft -j -f`` document that replaces our table with the one for these ranges and, with
+    ``full_tunnel_mark``, the full tunnel of the interface's ``addresses`` (with none of them,
+    it only removes the table). Pure; the table it makes::
 
         table inet skymesh_IF {
           chain forward { type filter hook forward priority filter; policy accept;
@@ -92,13 +103,19 @@ def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str]) -> dict[st
             meta mark & MARK == MARK oifname != IF ip daddr { nat } masquerade }   (and ip6)
           chain unmark { type filter hook postrouting priority srcnat + 1; policy accept;
             meta mark & MARK == MARK meta mark set meta mark & ~MARK }
+          chain preraw { type filter hook prerouting priority raw; policy accept;      (full tunnel)
+            iifname != IF ip daddr ADDRESS fib saddr type != local drop }         (each address)
+          chain premangle { type filter hook prerouting priority mangle; policy accept;
+            meta l4proto udp ct mark T meta mark set ct mark }
+          chain postmangle { type filter hook postrouting priority mangle; policy accept;
+            meta l4proto udp meta mark T ct mark set meta mark }
         }
     """
     table = {"family": "inet", "name": table_name(ifname)}
     where = {"family": "inet", "table": table_name(ifname)}  # how chains and rules name their table
     cmds: list[dict[str, Any]] = [{"metainfo": {"json_schema_version": 1}},
                                   {"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]
-    if not forwards and not nat:
+    if not forwards and not nat and not full_tunnel_mark:
         return {"nftables": cmds}
     cmds.append({"add": {"table": dict(table)}})
 
@@ -110,6 +127,26 @@ def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str]) -> dict[st
         cmds.append({"add": {"rule": {**where, "chain": chain_name, "expr": list(expr)}}})
 
     mark = {"meta": {"key": "mark"}}
+    if full_tunnel_mark:
+        ct_mark = {"ct": {"key": "mark"}}
+        udp = {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}
+        chain("preraw", "filter", "prerouting", -300)
+        for a in addresses:
+            ip = ipaddress.ip_interface(a).ip
+            rule("preraw", _ifname("!=", "iifname", ifname),
+                 {"match": {"op": "==", "left": {"payload": {"protocol": "ip" if ip.version == 4 else "ip6",
+                                                             "field": "daddr"}}, "right": str(ip)}},
+                 {"match": {"op": "!=", "left": {"fib": {"flags": ["saddr"], "result": "type"}},
+                            "right": "local"}},
+                 {"drop": None})
+        chain("premangle", "filter", "prerouting", -150)
+        rule("premangle", udp, {"match": {"op": "==", "left": ct_mark, "right": full_tunnel_mark}},
+             {"mangle": {"key": mark, "value": ct_mark}})
+        chain("postmangle", "filter", "postrouting", -150)
+        rule("postmangle", udp, {"match": {"op": "==", "left": mark, "right": full_tunnel_mark}},
+             {"mangle": {"key": ct_mark, "value": mark}})
+    if not forwards and not nat:
+        return {"nftables": cmds}
     chain("forward", "filter", "forward", 0)
     if nat:
         rule("forward", _ifname("==", "iifname", ifname),
@@ -129,10 +166,10 @@ def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str]) -> dict[st
 
 
 class Forwarding:
-    """The forwarding and NAT of a gateway on interface ``ifname``.
+    """Our table for interface ``ifname``: a gateway's forwarding and NAT, a full tunnel's marks.
 
     ``memo`` is the file (in the agent's state directory) that remembers what we changed:
-    whether our table exists, and the forwarding sysctls' values before we turned them on.
+    whether our table exists, and the sysctls' values before we turned them on.
     """
 
     def __init__(self, ifname: str, memo: Path, *, nft: str = "nft", sysctl_root: Path = Path("/proc/sys"),
@@ -164,8 +201,8 @@ class Forwarding:
     def _nft(self, args: list[str], stdin: str | None = None) -> str:
         exe = shutil.which(self.nft)
         if exe is None:
-            raise NetConfError(f"{self.ifname}: this host is a gateway, but {self.nft!r} is not installed "
-                               "(install nftables)")
+            raise NetConfError(f"{self.ifname}: this host is a gateway or in full tunnel, which needs "
+                               f"nftables, but {self.nft!r} is not installed (install nftables)")
         try:
             proc = subprocess.run([exe, *args], input=stdin, capture_output=True, text=True,
                                   timeout=NFT_TIMEOUT)
@@ -198,13 +235,15 @@ class Forwarding:
                                f"{e.strerror or e}") from None
 
     # --- the role ----------------------------------------------------------------------------
-    def apply(self, forwards: Sequence[str], nat: Sequence[str]) -> bool:
-        """Forward ``forwards`` and masquerade for ``nat`` (both empty: not a gateway, undo what
-        we did). True when something changed. Raises :class:`NetConfError`."""
-        if not forwards and not nat:
+    def apply(self, forwards: Sequence[str], nat: Sequence[str], *, full_tunnel_mark: int = 0,
+              addresses: Sequence[str] = ()) -> bool:
+        """Forward ``forwards``, masquerade for ``nat``, and keep the full tunnel's ``full_tunnel_mark``
+        (0: no full tunnel) for the interface's ``addresses``; none of them: undo what we did.
+        True when something changed. Raises :class:`NetConfError`."""
+        if not forwards and not nat and not full_tunnel_mark:
             return self.clear()
         memo = self._load()
-        doc = ruleset(self.ifname, forwards, nat)
+        doc = ruleset(self.ifname, forwards, nat, full_tunnel_mark=full_tunnel_mark, addresses=addresses)
         changed = False
         if doc != self._applied or not self._table_exists():
             memo["table"] = True  # before: a crash in between leaves a memo that makes `leave` look
@@ -212,7 +251,8 @@ class Forwarding:
             self._nft(["-j", "-f", "-"], json.dumps(doc))
             self._applied = doc
             changed = True
-        for key in SYSCTLS:
+        want = (SYSCTLS if forwards or nat else ()) + ((SRC_VALID_MARK,) if full_tunnel_mark else ())
+        for key in want:
             before = self._sysctl(key)
             if before is None:
                 continue  # IPv6 is disabled on this host: IPv4 alone is forwarded
@@ -221,7 +261,7 @@ class Forwarding:
                 self._save(memo)
                 self._set_sysctl(key, "1")
                 changed = True
-        return changed
+        return self._restore(memo, keep=want) or changed
 
     def clear(self) -> bool:
         """Remove our table and put back the sysctls we changed; True when something changed."""
@@ -233,7 +273,14 @@ class Forwarding:
             memo["table"] = False
             self._save(memo)
             changed = True
+        return self._restore(memo, keep=()) or changed
+
+    def _restore(self, memo: dict[str, Any], keep: Sequence[str]) -> bool:
+        """Put back each sysctl we changed that is no longer wanted; True when one was."""
+        changed = False
         for key, value in sorted(memo["sysctls"].items()):
+            if key in keep:
+                continue
             if self._sysctl(key) == "1":  # someone else may have changed it since: then it is theirs
                 self._set_sysctl(key, str(value))
             del memo["sysctls"][key]

@@ -85,7 +85,8 @@ class Routing(Protocol):
 class Forwarder(Protocol):
     """A gateway's forwarding and NAT (:class:`agent.gateway.Forwarding`); both empty: none."""
 
-    def apply(self, forwards: tuple[str, ...], nat: tuple[str, ...]) -> bool: ...
+    def apply(self, forwards: tuple[str, ...], nat: tuple[str, ...], *, full_tunnel_mark: int = 0,
+              addresses: tuple[str, ...] = ()) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -481,12 +482,16 @@ class Agent:
                 if (removed or not self._mark_checked) and self.backend.fwmark() == self.routing.table:
                     self.backend.set_fwmark(0)
                 self._mark_checked = True
-        if self.forwarding is not None and self.forwarding.apply(desired.forwards, desired.nat):
-            if desired.forwards or desired.nat:
+        mark = self.routing.table if self.routing is not None and desired.full_tunnel else 0
+        if self.forwarding is not None and self.forwarding.apply(
+                desired.forwards, desired.nat, full_tunnel_mark=mark, addresses=desired.addresses):
+            if mark and not (desired.forwards or desired.nat):
+                log.info("full tunnel: the tunnel's own flows keep their mark (nftables)")
+            elif desired.forwards or desired.nat:
                 log.info("gateway: forwarding %s; masquerading for %s", ", ".join(desired.forwards),
                          ", ".join(desired.nat) or "nothing")
             else:
-                log.info("no longer a gateway: forwarding and NAT removed")
+                log.info("no longer a gateway nor in full tunnel: our nftables table removed")
 
     def _apply_keys(self, keys: set[str]) -> None:
         upsert, remove = [], []

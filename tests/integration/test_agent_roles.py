@@ -280,6 +280,8 @@ def test_agents_route_a_full_tunnel_host_through_its_internet_gateway_and_undo_i
         ip("addr", "add", f"{LAN_HOST}/24", "dev", "up0", ns=far.netns)
         ip("link", "set", "up0", "up", ns=far.netns)
         g.run(["sysctl", "-w", "net.ipv4.ip_forward=0"], check=True)
+        h.run(["sysctl", "-w", "net.ipv4.conf.all.src_valid_mark=0"], check=True)
+        ip("route", "add", "100.64.9.1/32", "via", h.ip, ns=far.netns)  # a spoofer next to h
         rules_before = ip("-4", "rule", ns=h.netns).stdout + ip("-6", "rule", ns=h.netns).stdout
         kh, kg = keys.new_wireguard_key(), keys.new_wireguard_key()
         net = Network(id=NetworkId("net_x"), name="x", ipv4_cidr=OVERLAY[0], ipv6_cidr=OVERLAY[1], seq=1)
@@ -305,6 +307,14 @@ def test_agents_route_a_full_tunnel_host_through_its_internet_gateway_and_undo_i
         assert source_seen(far, LAN_HOST, h) == LAN_GW  # masqueraded out of g's uplink
         assert h.ping("100.64.9.2") and h.ping(g.ip)  # the peer and the underlay: no loop
         assert g.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+        # wg-quick's companions of the rules: the tunnel's flows keep their mark for the reverse-path
+        # filter, and the tunnel's address is not reachable from another interface
+        assert h.run(["sysctl", "-n", "net.ipv4.conf.all.src_valid_mark"]).stdout.strip() == "1"
+        chains = {c["chain"]["name"] for c in json.loads(h.run(
+            ["nft", "-j", "list", "table", "inet", table_name(h.wg_ifname())], check=True).stdout)["nftables"]
+            if "chain" in c}
+        assert chains == {"preraw", "premangle", "postmangle"}
+        assert not far.ping("100.64.9.1")
 
         off = protocol.Snapshot(replace(net, seq=2), members(roles=False))
         for node, agent in ((h, agent_h), (g, agent_g)):
@@ -317,3 +327,6 @@ def test_agents_route_a_full_tunnel_host_through_its_internet_gateway_and_undo_i
         assert not h.ping(LAN_HOST)
         assert g.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "0"
         assert table_name(g.wg_ifname()) not in g.run(["nft", "list", "tables"]).stdout
+        assert table_name(h.wg_ifname()) not in h.run(["nft", "list", "tables"]).stdout
+        assert h.run(["sysctl", "-n", "net.ipv4.conf.all.src_valid_mark"]).stdout.strip() == "0"
+        assert far.ping("100.64.9.1")  # what the full tunnel's drop stopped

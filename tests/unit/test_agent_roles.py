@@ -54,9 +54,12 @@ class RecordingRouting:
 class RecordingForwarding:
     def __init__(self) -> None:
         self.state: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        self.mark = 0
 
-    def apply(self, forwards: tuple[str, ...], nat: tuple[str, ...]) -> bool:
+    def apply(self, forwards: tuple[str, ...], nat: tuple[str, ...], *, full_tunnel_mark: int = 0,
+              addresses: tuple[str, ...] = ()) -> bool:
         changed, self.state = self.state != (forwards, nat), (forwards, nat)
+        self.mark = full_tunnel_mark
         return changed
 
 
@@ -159,6 +162,35 @@ def test_an_internet_gateway_masquerades_any_destination_of_both_families():
     families = [e["match"]["right"] for expr in nat for e in expr
                 if "match" in e and e["match"]["left"] == {"meta": {"key": "nfproto"}}]
     assert families == ["ipv4", "ipv6"] and all({"masquerade": None} in expr for expr in nat)
+
+
+def test_full_tunnel_keeps_the_tunnels_own_flows_marked_the_way_wg_quick_does():
+    doc = ruleset("sm0", (), (), full_tunnel_mark=51820, addresses=("100.64.0.7/32", "fd00:1::7/128"))
+    rules = {}
+    for c in doc["nftables"]:
+        if "rule" in c.get("add", {}):
+            rules.setdefault(c["add"]["rule"]["chain"], []).append(c["add"]["rule"]["expr"])
+    assert set(rules) == {"preraw", "premangle", "postmangle"}  # no forwarding, no NAT
+    assert [e[1]["match"]["right"] for e in rules["preraw"]] == ["100.64.0.7", "fd00:1::7"]
+    (restore,) = rules["premangle"]
+    assert {"match": {"op": "==", "left": {"ct": {"key": "mark"}}, "right": 51820}} in restore
+    assert {"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"ct": {"key": "mark"}}}} in restore
+    (save,) = rules["postmangle"]
+    assert {"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"meta": {"key": "mark"}}}} in save
+
+
+def test_the_full_tunnel_asks_for_its_mark_in_the_table_and_drops_it_when_it_ends(tmp_path):
+    ms = [member(1), member(2), member(3)]
+    api = ScriptedApi([snapshot(7, internet_members(True, ms))])
+    agent, _, _ = make_agent(tmp_path, api)
+    fwd = RecordingForwarding()
+    with_roles(agent, RecordingRouting(), fwd)
+    agent.boot()
+    agent.resync()
+    assert fwd.mark == RecordingRouting.table
+    api.answer = [snapshot(8, internet_members(False, ms))]
+    agent.resync()
+    assert fwd.mark == 0
 
 
 def test_status_reports_carry_each_peers_current_endpoint_within_the_protocols_bounds(tmp_path):

@@ -7,9 +7,13 @@ marking the tunnel's own UDP packets (the device's ``fwmark``) and, per address 
 - ``ip rule add not fwmark T table T``: every unmarked packet looks up table ``T``;
 - ``ip rule add table main suppress_prefixlength 0``, checked first: the main table still
   decides for anything it has a more specific route for than its default route (the LAN,
-  the underlay endpoints of peers, the path to the control plane and the broker).
+  a control plane in the same subnet).
 
-The tunnel's own (marked) packets skip table ``T`` and leave by the main table.
+The tunnel's own (marked) packets skip table ``T`` and leave by the main table: the underlay
+endpoints of every peer stay on main. wg-quick stops there; we also keep the control plane
+and the broker on main (``bypass``: one ``to ADDRESS lookup main`` rule each, before the
+others), so a host whose internet gateway fails still hears from the control plane, which is
+how it learns to stop using that gateway.
 :class:`FullTunnel` makes exactly that set, through rtnetlink (pyroute2), and removes exactly
 it. The rules and routes it owns carry ``proto static`` (wg-quick's carry none), so rules
 someone else made — even identical ones — are never touched. The device's fwmark is the
@@ -19,7 +23,9 @@ backend's business (:meth:`agent.wg.base.Backend.set_fwmark`).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +53,8 @@ class _Rule:
     family: int
     priority: int
     table: int
-    fwmark: int | None  # the "not fwmark T" rule; None: the suppress_prefixlength rule
+    fwmark: int | None  # the "not fwmark T" rule; None: the suppress_prefixlength or a bypass rule
+    dst: str | None = None  # a bypass rule: ``to dst lookup main``
 
     @property
     def is_mark_rule(self) -> bool:
@@ -58,13 +65,19 @@ def _rule_of(msg: Any) -> _Rule | None:
     """One of our rules as the kernel lists it; None for any rule we did not make."""
     if msg.get_attr("FRA_PROTOCOL") != RTPROT_STATIC or msg["action"] != FR_ACT_TO_TBL:
         return None
-    if msg["src_len"] or msg["dst_len"] or msg.get_attr("FRA_IIFNAME") or msg.get_attr("FRA_OIFNAME"):
+    if msg["src_len"] or msg.get_attr("FRA_IIFNAME") or msg.get_attr("FRA_OIFNAME"):
         return None
     table = msg.get_attr("FRA_TABLE") or msg["table"]
     prio = int(msg.get_attr("FRA_PRIORITY") or 0)
     mark = msg.get_attr("FRA_FWMARK")
     suppress = msg.get_attr("FRA_SUPPRESS_PREFIXLEN")
     unset = (None, 2**32 - 1)  # how the kernel lists "no suppress_prefixlength"
+    if msg["dst_len"]:
+        full = 32 if msg["family"] == socket.AF_INET else 128
+        if (msg["dst_len"] == full and not msg["flags"] & FIB_RULE_INVERT and mark is None
+                and table == RT_TABLE_MAIN and suppress in unset and msg.get_attr("FRA_DST")):
+            return _Rule(msg["family"], prio, table, None, dst=str(msg.get_attr("FRA_DST")))
+        return None
     if msg["flags"] & FIB_RULE_INVERT and mark is not None and mark == table and suppress in unset:
         return _Rule(msg["family"], prio, table, mark)
     if not msg["flags"] & FIB_RULE_INVERT and mark is None and table == RT_TABLE_MAIN and suppress == 0:
@@ -94,8 +107,10 @@ class FullTunnel:
         """
         rules = [r for msg in ipr.get_rules(family=family) if (r := _rule_of(msg))]
         marks = [r for r in rules if r.is_mark_rule and r.table == self.table]
-        places = {m.priority - 1 for m in marks}
-        return [r for r in rules if not r.is_mark_rule and r.priority in places] + marks
+        suppress = {m.priority - 1 for m in marks}
+        bypass = {m.priority - 2 for m in marks}
+        return [r for r in rules if (r.dst is None and r.priority in suppress and not r.is_mark_rule)
+                or (r.dst is not None and r.priority in bypass)] + marks
 
     @staticmethod
     def _routes(ipr: Any, table: int) -> list[Any]:
@@ -108,11 +123,13 @@ class FullTunnel:
                     out.append(msg)
         return out
 
-    def apply(self, on: bool) -> bool:
-        """Make the full tunnel so (``on``) or gone; True when something changed.
+    def apply(self, on: bool, bypass: Sequence[str] = ()) -> bool:
+        """Make the full tunnel so (``on``), with the addresses in ``bypass`` kept on the main
+        table, or gone; True when something changed.
 
-        Complete and in wg-quick's order (the suppress rule right before the mark rule), or
-        rebuilt. Raises :class:`NetConfError` listing what the kernel refused.
+        Complete and in wg-quick's order (the suppress rule right before the mark rule, the
+        bypass rules before both), or rebuilt. Raises :class:`NetConfError` listing what the
+        kernel refused.
         """
         from pyroute2.netlink.exceptions import NetlinkError
 
@@ -125,9 +142,15 @@ class FullTunnel:
                 if not found:
                     raise NetConfError(f"interface {self.ifname} does not exist")
                 idx = int(found[0])
+            wanted = {str(ipaddress.ip_address(a)) for a in bypass}
             for fam in FAMILIES:
                 mine = self._rules(ipr, fam)
+                want = {a for a in wanted if (":" in a) == (fam == socket.AF_INET6)}
                 if on and self._complete(mine):
+                    base = next(r.priority for r in mine if r.is_mark_rule) - 2
+                    errs, moved = self._sync_bypass(ipr, fam, base, mine, want)
+                    errors.extend(errs)
+                    changed = changed or moved
                     continue
                 for r in mine:  # incomplete, or off: remove (suppress rules first)
                     changed = True
@@ -136,14 +159,18 @@ class FullTunnel:
                 if not on:
                     continue
                 prio = self._free_priority(ipr, fam)
+                added = 0
                 for rule in (dict(table=self.table, fwmark=self.table, flags=FIB_RULE_INVERT, priority=prio),
                              dict(table=RT_TABLE_MAIN, suppress_prefixlen=0, priority=prio - 1)):
                     try:
                         ipr.rule("add", family=fam, protocol=RTPROT_STATIC, **rule)
-                        changed = True
+                        changed, added = True, added + 1
                     except NetlinkError as e:
                         errors.append(f"adding {_NAMES[fam]} rule {_describe(rule)}: {_why(e)}")
                         break  # no suppress rule without its mark rule: it could not be found again
+                if added == 2:
+                    errs, _ = self._sync_bypass(ipr, fam, prio - 2, [], want)
+                    errors.extend(errs)
             for msg in self._routes(ipr, self.table):
                 if on and msg.get_attr("RTA_OIF") == idx:
                     continue
@@ -177,7 +204,29 @@ class FullTunnel:
     def _complete(mine: list[_Rule]) -> bool:
         """One mark rule with its suppress rule right before it."""
         marks = [r for r in mine if r.is_mark_rule]
-        return len(marks) == 1 and len(mine) == 2
+        return len(marks) == 1 and len([r for r in mine if r.dst is None]) == 2
+
+    @staticmethod
+    def _sync_bypass(ipr: Any, family: int, priority: int, mine: list[_Rule],
+                     want: set[str]) -> tuple[list[str], bool]:
+        """Make the bypass rules at ``priority`` exactly ``want``; (errors, whether one changed)."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        errors: list[str] = []
+        have = {r.dst: r for r in mine if r.dst is not None}
+        changed = False
+        for dst in sorted(set(have) - want):
+            changed = True
+            if err := FullTunnel._del_rule(ipr, have[dst]):
+                errors.append(err)
+        for dst in sorted(want - set(have)):
+            try:
+                ipr.rule("add", family=family, protocol=RTPROT_STATIC, table=RT_TABLE_MAIN, priority=priority,
+                         dst=dst, dst_len=32 if family == socket.AF_INET else 128)
+                changed = True
+            except NetlinkError as e:
+                errors.append(f"adding {_NAMES[family]} rule to {dst} lookup main: {_why(e)}")
+        return errors, changed
 
     @staticmethod
     def _free_priority(ipr: Any, family: int) -> int:
@@ -185,7 +234,7 @@ class FullTunnel:
         before the first rule after the local table's, so our two come before main's."""
         prios = sorted(int(m.get_attr("FRA_PRIORITY") or 0) for m in ipr.get_rules(family=family))
         first = next((p for p in prios if p > 0), 32766)
-        return max(2, first - 1)
+        return max(3, first - 1)  # room for the suppress and bypass rules before it
 
     @staticmethod
     def _del_rule(ipr: Any, r: _Rule) -> str | None:
@@ -193,7 +242,9 @@ class FullTunnel:
 
         kwargs: dict[str, Any] = {"family": r.family, "priority": r.priority, "table": r.table,
                                   "protocol": RTPROT_STATIC}
-        if r.is_mark_rule:
+        if r.dst is not None:
+            kwargs.update(dst=r.dst, dst_len=32 if r.family == socket.AF_INET else 128)
+        elif r.is_mark_rule:
             kwargs.update(fwmark=r.fwmark, flags=FIB_RULE_INVERT)
         else:
             kwargs.update(suppress_prefixlen=0)
@@ -219,6 +270,8 @@ class FullTunnel:
 
 
 def _describe(rule: dict[str, Any]) -> str:
+    if "dst" in rule:
+        return f"to {rule['dst']} lookup main"
     if "fwmark" in rule:
         return f"not fwmark {rule['fwmark']} table {rule['table']}"
     return "table main suppress_prefixlength 0"

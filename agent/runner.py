@@ -27,14 +27,17 @@ One worker thread owns all state. It
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
 import queue
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -79,11 +82,12 @@ class Routing(Protocol):
 
     table: int
 
-    def apply(self, on: bool) -> bool: ...
+    def apply(self, on: bool, bypass: Sequence[str] = ...) -> bool: ...
 
 
 class Forwarder(Protocol):
-    """A gateway's forwarding and NAT (:class:`agent.gateway.Forwarding`); both empty: none."""
+    """Our nftables table (:class:`agent.gateway.Forwarding`): a gateway's forwarding and NAT, a
+    full tunnel's marks; none of them: no table."""
 
     def apply(self, forwards: tuple[str, ...], nat: tuple[str, ...], *, full_tunnel_mark: int = 0,
               addresses: tuple[str, ...] = ()) -> bool: ...
@@ -131,6 +135,7 @@ class Agent:
         self.routing = routing
         self.forwarding = forwarding
         self._mark_checked = False  # whether the device is known to carry no full-tunnel mark
+        self._bypass: dict[str, set[str]] = {}  # control plane host name → its addresses last resolved
         self.api = api or ApiClient(self.state.server, self.state.host_token)
         self.events: queue.Queue = queue.Queue()
         self._link_factory = link_factory
@@ -437,7 +442,7 @@ class Agent:
         self._needs_full = False
         self._apply_timer.cancel()
         if self.error and self.error.startswith("cannot configure"):
-            self.error = None
+            self.error = self.upgrade
         seqs = {n: self.tracker.seq(n) for n in self.tracker.network_ids}
         if seqs != self._cached_seqs and not self._cache_timer.pending:
             self._cache_timer.at(time.monotonic() + self.t.cache_delay)  # coalesce a burst into one write
@@ -471,7 +476,7 @@ class Agent:
             if desired.full_tunnel:
                 self.backend.set_fwmark(self.routing.table)
                 self._mark_checked = False
-                if self.routing.apply(True):
+                if self.routing.apply(True, self._control_plane_addresses()):
                     log.info("full tunnel on: all traffic through %s (table %d)", self.state.interface,
                              self.routing.table)
             else:
@@ -492,6 +497,29 @@ class Agent:
                          ", ".join(desired.nat) or "nothing")
             else:
                 log.info("no longer a gateway nor in full tunnel: our nftables table removed")
+
+    def _control_plane_addresses(self) -> tuple[str, ...]:
+        """The addresses of the API and the broker, which full tunnel keeps on the main table: so
+        the host hears the control plane even when its internet gateway fails. Resolved at each
+        full apply; when a name does not resolve (DNS through a dead tunnel), the last addresses
+        known for it are kept."""
+        out: set[str] = set()
+        for host in (urllib.parse.urlsplit(self.state.server).hostname, self.state.mqtt_endpoint):
+            if not host:
+                continue
+            try:
+                found = {str(ipaddress.ip_address(host))}
+            except ValueError:
+                try:
+                    found = {str(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
+                             for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+                except (OSError, UnicodeError) as e:
+                    log.warning("cannot resolve %s (%s); keeping it on the main table by the addresses "
+                                "it had", host, e)
+                    found = self._bypass.get(host, set())
+            self._bypass[host] = found
+            out |= {a for a in found if not ipaddress.ip_address(a).is_loopback}
+        return tuple(sorted(out))
 
     def _apply_keys(self, keys: set[str]) -> None:
         upsert, remove = [], []

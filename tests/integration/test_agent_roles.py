@@ -50,6 +50,7 @@ TABLE = table_for(PORT)
 INTERNET4, INTERNET6 = "198.19.0.1", "fdff::1"
 LAN_NET, LAN_GW, LAN_HOST = "198.19.1.0/24", "198.19.1.1", "198.19.1.2"
 OVERLAY = ("100.64.9.0/24", "fd00:9::/64")
+CONTROL_PLANE, CONTROL_PLANE6 = "198.19.8.8", "fdff:8::8"  # addresses only, nothing answers there
 
 
 @dataclass
@@ -85,7 +86,10 @@ def source_seen(server: Node, addr: str, client: Node) -> str:
 
 
 def dump(node: Node) -> str:
-    """Every rule and route of the namespace, as `ip` prints them."""
+    """Every rule and route of the namespace, as `ip` prints them, once no IPv6 address is still
+    tentative (the kernel adds its local route only when duplicate address detection is done)."""
+    wait_until(lambda: "tentative" not in ip("-6", "addr", ns=node.netns).stdout, WAIT,
+               f"IPv6 addresses of {node.name} to settle")
     out = []
     for args in (("-4", "rule"), ("-6", "rule"), ("-4", "route", "show", "table", "all"),
                  ("-6", "route", "show", "table", "all")):
@@ -142,17 +146,29 @@ def test_full_tunnel_routes_everything_through_the_tunnel_the_way_wg_quick_does_
     ip("rule", "add", "not", "fwmark", "7", "table", "7", "protocol", "static", "priority", "501",
        ns=h.node.netns)
     ip("route", "add", "198.19.7.0/24", "dev", "eth0", "table", "100", ns=h.node.netns)
+    # main's default route, as on a host with an uplink: here a veth whose other end is in h
+    # itself (which does not forward), so nothing sent there leaves h (lab rules)
+    ip("link", "add", "nowhere0", "type", "veth", "peer", "name", "nowhere1", ns=h.node.netns)
+    for link in ("nowhere0", "nowhere1"):  # no link-local addresses appearing while we compare
+        ip("link", "set", link, "addrgenmode", "none", "up", ns=h.node.netns)
+    h.node.run(["sysctl", "-w", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"], check=True)
+    ip("route", "add", "default", "dev", "nowhere0", ns=h.node.netns)
+    ip("-6", "route", "add", "default", "dev", "nowhere0", ns=h.node.netns)
     before = dump(h.node)
     assert not h.node.ping(INTERNET4)  # no route there
 
     h.wg.set_fwmark(TABLE)
-    FullTunnel(h.ifname, TABLE, netns=h.node.netns).apply(True)
+    ft = FullTunnel(h.ifname, TABLE, netns=h.node.netns)
+    ft.apply(True, bypass=(CONTROL_PLANE, CONTROL_PLANE6))
 
     assert h.wg.fwmark() == TABLE
-    for family, theirs in (("-4", ["from all lookup main suppress_prefixlength 0 proto static",
-                                   "not from all fwmark 0x7 lookup 7 proto static"]), ("-6", [])):
-        # exactly wg-quick's two rules, the suppress rule first, where `ip rule add` puts them
-        made = ["from all lookup main suppress_prefixlength 0 proto static",
+    foreign = ["from all lookup main suppress_prefixlength 0 proto static",
+               "not from all fwmark 0x7 lookup 7 proto static"]
+    for family, cp, theirs in (("-4", CONTROL_PLANE, foreign), ("-6", CONTROL_PLANE6, [])):
+        # wg-quick's two rules, the suppress rule first, where `ip rule add` puts them; before them
+        # the control plane's address stays on main
+        made = [f"from all to {cp} lookup main proto static",
+                "from all lookup main suppress_prefixlength 0 proto static",
                 f"not from all fwmark {TABLE:#x} lookup {TABLE} proto static"]
         assert ours(h.node, family) == [*made, *theirs]
     assert ip("-4", "route", "show", "table", str(TABLE), ns=h.node.netns).stdout.split() == \
@@ -162,13 +178,21 @@ def test_full_tunnel_routes_everything_through_the_tunnel_the_way_wg_quick_does_
     # the "internet" is reached through the tunnel; the tunnel's own packets and the underlay stay on main
     assert f"dev {h.ifname} table {TABLE}" in ip("route", "get", INTERNET4, ns=h.node.netns).stdout
     assert "dev eth0" in ip("route", "get", g.node.ip, "mark", str(TABLE), ns=h.node.netns).stdout
-    assert "dev eth0" in ip("route", "get", g.node.ip, ns=h.node.netns).stdout  # e.g. the control plane
+    assert "dev eth0" in ip("route", "get", g.node.ip, ns=h.node.netns).stdout  # a control plane nearby
+    # a control plane reached by the default route keeps it
+    assert "dev nowhere0" in ip("route", "get", CONTROL_PLANE, ns=h.node.netns).stdout
+    assert "dev nowhere0" in ip("-6", "route", "get", CONTROL_PLANE6, ns=h.node.netns).stdout
+    assert f"dev {h.ifname} table {TABLE}" in ip("route", "get", "198.19.8.9", ns=h.node.netns).stdout
+    assert ft.apply(True, bypass=()) is True  # the control plane moved: only its rules change
+    assert f"dev {h.ifname} table {TABLE}" in ip("route", "get", CONTROL_PLANE, ns=h.node.netns).stdout
+    assert not [r for r in ours(h.node, "-4") if r.startswith("from all to ")]
     tx = h.wg.stats()[g.public_key].tx_bytes
     wait_until(lambda: h.node.ping(INTERNET4), WAIT, f"{INTERNET4} through the tunnel")
     assert h.node.ping(INTERNET6) and h.node.ping(g.overlay4)  # IPv6 too, and the peers still
     assert h.wg.stats()[g.public_key].tx_bytes > tx
 
-    FullTunnel(h.ifname, TABLE, netns=h.node.netns).apply(False)
+    ft.apply(True, bypass=(CONTROL_PLANE, CONTROL_PLANE6))
+    ft.apply(False)
     h.wg.set_fwmark(0)
 
     assert dump(h.node) == before  # exactly as before: someone else's rules and routes kept

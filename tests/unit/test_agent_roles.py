@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import pytest
@@ -43,8 +43,9 @@ class RecordingRouting:
         self.on = False
         self.fail = fail
 
-    def apply(self, on: bool) -> bool:
+    def apply(self, on: bool, bypass: Sequence[str] = ()) -> bool:
         self.calls.append(on)
+        self.bypass = tuple(bypass)
         if self.fail:
             raise NetConfError("sm0 full tunnel: adding IPv4 rule: Operation not permitted")
         changed, self.on = self.on != on, on
@@ -85,6 +86,7 @@ def test_full_tunnel_marks_the_device_routes_by_policy_and_undoes_both(tmp_path)
     agent.boot()
     agent.resync()
     assert routing.on and backend.fwmark() == routing.table  # the tunnel's own packets stay on main
+    assert routing.bypass == ("198.18.0.1",)  # the API and the broker (make_agent: both there) too
     assert {"0.0.0.0/0", "::/0"} <= set(backend.peers()[ms[1].public_key].allowed_ips)
     api.answer = [snapshot(8, internet_members(False, ms))]
     agent.resync()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from . import hosts, keys, meta, networks
+from . import gateways, hosts, keys, meta, networks
 
-ALL = (networks.api, keys.api, hosts.api, meta.api)
+ALL = (networks.api, keys.api, hosts.api, meta.api,
+       gateways.api)  # issue 9
 
 __all__ = ["ALL"]

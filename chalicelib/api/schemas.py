@@ -22,6 +22,7 @@ from ..domain import ipam
 from ..domain import validate as v
 from ..domain.ids import id_pattern
 from ..domain.protocol import MAX_KNOWN_NETWORKS
+from ..service.gateways import MAX_EGRESS
 from ..service.keys import MAX_USES
 from ..service.ports import PAGE_CURSOR_MAX, PAGE_CURSOR_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 
@@ -331,3 +332,63 @@ class ErrorBody(BaseModel):
 
 class Error(BaseModel):
     error: ErrorBody
+
+
+# ----------------------------------------------------------------------------- issue 9: gateways
+HostIdRef = Annotated[str, Field(pattern=id_pattern("host"))]
+Prefix = Annotated[str, Field(max_length=v.PREFIX_MAX), _rule(pattern=v.PREFIX_PATTERN)]
+
+
+class GatewayPut(_In):
+    """A member's gateway role; fields left out keep their value (a new gateway: false, none)."""
+
+    remote_access: bool | None = Field(default=None, description="devices without an agent connect to "
+                                       "it with a wg-quick file (remote-access clients)")
+    egress: list[Prefix] | None = Field(default=None, max_length=MAX_EGRESS, description="ranges behind "
+                                        "it (a LAN, a VPC) that every member routes through it; replaces "
+                                        "the list")
+    internet: bool | None = Field(default=None, description="members that choose it send their internet "
+                                  "traffic through it")
+    endpoint: Endpoint | None = Field(default=None, description="where clients reach it, HOST:PORT; "
+                                      "null: the host's first endpoint")
+
+
+class GatewayRole(BaseModel):
+    remote_access: bool
+    egress: list[str]
+    internet: bool
+    endpoint: str | None = Field(description="as set; null: the host's first endpoint")
+
+
+class Gateway(GatewayRole):
+    network_id: str
+    host_id: str
+    name: str
+    ipv4: str
+    ipv6: str
+    effective_endpoint: str | None = Field(description="where clients reach it: endpoint, else the "
+                                           "host's first endpoint; null: it has none")
+
+
+class GatewayList(BaseModel):
+    gateways: list[Gateway]
+
+
+class MemberPatch(_In):
+    """A member's use of an internet gateway; fields left out keep their value."""
+
+    internet_gateway: HostIdRef | None = Field(default=None, description="a member with internet: true "
+                                               "(null: none; clearing it also ends a full tunnel)")
+    full_tunnel: bool | None = Field(default=None, description="true: all its traffic goes through the "
+                                     "internet gateway; false: only the network's and egress ranges")
+
+
+class NetworkMember(BaseModel):
+    network_id: str
+    host_id: str
+    name: str
+    ipv4: str
+    ipv6: str
+    gateway: GatewayRole | None
+    internet_gateway: str | None
+    full_tunnel: bool

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .auth import Auth
 from .deps import Deps, Settings
+from .gateways import Gateways
 from .hosts import HostConfig, Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
 from .networks import Networks
@@ -33,6 +34,8 @@ class Service:
         self.networks = Networks(deps, self.stream, self.hosts)
         self.status = Status(deps)
         self.orphans = Orphans(deps)
+        # issue 9: gateways
+        self.gateways = Gateways(deps, self.stream)
 
     def ensure_admin_key(self, existing: str | None = None) -> str:
         return self.auth.ensure_admin_key(existing)

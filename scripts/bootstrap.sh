@@ -20,6 +20,7 @@ have ip           || need_apt+=(iproute2)
 have ping         || need_apt+=(iputils-ping)
 have nft          || need_apt+=(nftables)      # the agent's forwarding and NAT on gateways
 have zbarimg      || need_apt+=(zbar-tools)    # tests decode client QR codes
+have rsvg-convert || need_apt+=(librsvg2-bin)  # zbarimg (ImageMagick) reads the SVG QR codes through it
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -194,11 +194,11 @@ def prefix(value: str, field: str) -> str:
     """
     shown = quoted(value)
     try:
-        net = ipaddress.ip_network(value.strip(), strict=True)
+        net = ipaddress.ip_network(value, strict=True)
     except ValueError as e:
         hint = "a CIDR range such as 192.168.10.0/24 or fd12:3456::/48"
         if "host bits set" in str(e):
-            hint = f"its network is {ipaddress.ip_network(value.strip(), strict=False)}; send that"
+            hint = f"its network is {ipaddress.ip_network(value, strict=False)}; send that"
         raise InvalidInputError(f"{field} entry {shown} is not a network range: {hint}") from None
     if "/" not in value:
         raise InvalidInputError(f"{field} entry {shown} needs a prefix length, e.g. {net}")

@@ -236,6 +236,27 @@ class HostRegistered(BaseModel):
     host_token: str = Field(description="shown only now; the agent keeps it")
 
 
+class WireGateway(BaseModel):
+    """A member's gateway role as ``protocol.role_to_wire`` writes it."""
+
+    remote_access: bool
+    egress: list[str]
+    internet: bool
+    endpoint: str | None
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class WireRole(BaseModel):
+    """A member's role as ``protocol.role_to_wire`` writes it: only what it has."""
+
+    gateway: WireGateway | None = Field(default=None, exclude_if=_absent)
+    internet_gateway: str | None = Field(default=None, exclude_if=_absent)
+    full_tunnel: bool | None = Field(default=None, exclude_if=_absent, description="only when true")
+
+
 class WireMember(BaseModel):
     """A member record exactly as ``protocol.member_to_wire`` writes it (the agent's input; a
     unit test holds the two to the same fields)."""
@@ -247,6 +268,9 @@ class WireMember(BaseModel):
     ipv6: str
     port: int
     endpoints: list[str]
+    role: WireRole | None = Field(default=None, exclude_if=_absent,
+                                  description="what it does beyond being a peer (schema 2); only when it "
+                                  "has one")
 
 
 class Interface(BaseModel):

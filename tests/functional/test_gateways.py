@@ -161,12 +161,17 @@ def test_another_members_config_routes_the_egress_through_the_gateway_until_it_i
     assert {LAN, LAN6} <= set(seen["routes"])
     assert LAN not in _peer(seen, _id(hosts, "b"))["allowed_ips"]
     assert LAN not in _config(api, hosts["g"])["routes"], "the gateway does not route its LAN into the tunnel"
+    # The records the agent computes its device from carry the role too.
+    (record,) = [m for m in seen["members"] if m["host"] == g]
+    assert record["role"] == {"gateway": {"remote_access": False, "egress": [LAN, LAN6], "internet": False,
+                                          "endpoint": None}}
 
     api.ok("DELETE", net.path(f"/gateways/{g}"))
 
     seen = _config(api, hosts["a"])
     assert LAN not in _peer(seen, g)["allowed_ips"] and LAN not in seen["routes"]
     assert LAN6 not in seen["routes"]
+    assert [m for m in seen["members"] if "role" in m] == []
 
 
 def test_patch_member_chooses_an_internet_gateway_and_full_or_split_tunnel(api, service, net, hosts):

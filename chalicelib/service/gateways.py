@@ -224,11 +224,19 @@ class Gateways:
         return records
 
     def _records_with(self, network_id: str, host: Host, role: MemberRole) -> plan.NetworkRecords:
-        """The network's records as they would be with ``host``'s ``role`` in it."""
+        """The network's records as they would be with ``host``'s ``role`` in it, to check.
+
+        Other members' use of an internet gateway that is gone (its host left or was deleted)
+        is left out: the plan ignores it already, and it must not block every later change.
+        """
         records = self._records(network_id)
-        nid = records.network.id
-        member = replace(host.member_of(nid), role=role)
-        return replace(records, members={**records.members, host.id: member})
+        members = dict(records.members)
+        for hid, m in records.members.items():
+            uses = m.role.internet_gateway
+            if uses is not None and uses != host.id and uses not in records.members:
+                members[hid] = replace(m, role=replace(m.role, internet_gateway=None, full_tunnel=False))
+        members[host.id] = replace(host.member_of(records.network.id), role=role)
+        return replace(records, members=members)
 
     def _write(self, host: Host, network_id: NetworkId,
                role: MemberRole) -> tuple[Member, tuple[PendingChange, ...]]:

@@ -389,12 +389,17 @@ class GatewayRole(BaseModel):
     endpoint: str | None = Field(description="as set; null: the host's first endpoint")
 
 
-class Gateway(GatewayRole):
+class NetworkMemberRef(BaseModel):
+    """A host as a member of one network: its name and overlay addresses there."""
+
     network_id: str
     host_id: str
     name: str
     ipv4: str
     ipv6: str
+
+
+class Gateway(GatewayRole, NetworkMemberRef):
     effective_endpoint: str | None = Field(description="where clients reach it: endpoint, else the "
                                            "host's first endpoint; null: it has none")
 
@@ -412,12 +417,7 @@ class MemberPatch(_In):
                                      "internet gateway; false: only the network's and egress ranges")
 
 
-class NetworkMember(BaseModel):
-    network_id: str
-    host_id: str
-    name: str
-    ipv4: str
-    ipv6: str
+class NetworkMember(NetworkMemberRef):
     gateway: GatewayRole | None
     internet_gateway: str | None
     full_tunnel: bool

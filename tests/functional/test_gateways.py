@@ -185,6 +185,8 @@ def test_patch_member_chooses_an_internet_gateway_and_full_or_split_tunnel(api, 
     assert [(m.host_id, m.role.internet_gateway, m.role.full_tunnel) for m in delta.upsert] == [(a, g, True)]
     assert "0.0.0.0/0" in _peer(_config(api, hosts["a"]), g)["allowed_ips"]
     assert "0.0.0.0/0" not in _peer(_config(api, hosts["b"]), g)["allowed_ips"]
+    assert api.ok("PATCH", net.path(f"/members/{a}"), {"full_tunnel": True}) == out
+    assert len(_broadcasts(service, net)) == before + 1, "the same again: nothing sent"
 
     out = api.ok("PATCH", net.path(f"/members/{a}"), {"full_tunnel": False})
     assert (out["internet_gateway"], out["full_tunnel"]) == (g, False)

@@ -350,12 +350,8 @@ def test_the_agents_incremental_path_equals_the_full_device_after_every_change(s
         if changes.full:
             applied, peers = full, dict(full.peers)
             continue
-        for key in changes.keys:
-            want = t.peer(key)
-            if want is None:
-                peers.pop(key, None)
-            else:
-                peers[key] = want
+        touched = {key: t.peer(key) for key in changes.keys}  # None: that peer is gone
+        peers = {k: p for k, p in {**peers, **touched}.items() if p is not None}
         assert peers == dict(full.peers), f"after {step}"
         assert without_peers(applied) == without_peers(full), f"after {step}: routes etc. changed unnoticed"
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from ..domain.changes import ChangeId, PendingChange
-from ..domain.ids import EnrollmentKeyId, HostId, NetworkId
-from ..domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network
+from ..domain.ids import ClientId, EnrollmentKeyId, HostId, NetworkId
+from ..domain.models import AdminKey, Client, EnrollmentKey, Host, HostStatus, Member, Network
 from ..errors import NotFoundError, UnavailableError
 from ..service.ports import (
     AddressTakenError,
@@ -42,6 +42,8 @@ from ..service.ports import (
 )
 from .dynamodb import cursor as cursors
 from .dynamodb import layout
+from .dynamodb.clients import check_outbox, check_same_client, client_key_taken
+from .dynamodb.hosts import with_role
 
 __all__ = ["MemoryStore"]
 
@@ -108,9 +110,14 @@ class _NetworkState:
 
 
 def _stored_host(host: Host) -> Host:
-    """The host as a new record keeps it: no status reported yet, its own addresses map."""
-    return replace(host, addresses=dict(host.addresses), status=HostStatus(),
+    """The host as a new record keeps it: no status reported yet, its own maps."""
+    return replace(host, addresses=dict(host.addresses), roles=dict(host.roles), status=HostStatus(),
                    enrollment_key_id=host.enrollment_key_id or None)
+
+
+def _copy(host: Host) -> Host:
+    """The stored host as a reader gets it: maps of its own, so a caller cannot change the store's."""
+    return replace(host, addresses=dict(host.addresses), roles=dict(host.roles))
 
 
 class MemoryStore:
@@ -126,8 +133,10 @@ class MemoryStore:
         self._members: dict[NetworkId, dict[HostId, Member]] = defaultdict(dict)
         self._pending: dict[NetworkId, dict[ChangeId, PendingChange]] = defaultdict(dict)
         self._deltas: dict[NetworkId, dict[int, bytes]] = defaultdict(dict)  # expiry: the keep bound only
-        self._address_claims: dict[tuple[NetworkId, str], HostId] = {}
-        self._key_claims: dict[str, HostId] = {}
+        self._clients: dict[NetworkId, dict[ClientId, Client]] = defaultdict(dict)
+        # Claims are owned by a host or a client (its id), as DynamoDB's claim items.
+        self._address_claims: dict[tuple[NetworkId, str], str] = {}
+        self._key_claims: dict[str, str] = {}
         self._hosts: dict[HostId, Host] = {}
         self._identities: dict[HostId, PendingIdentity] = {}
         self._keys: dict[EnrollmentKeyId, EnrollmentKey] = {}
@@ -250,6 +259,8 @@ class MemoryStore:
         with self._lock:
             if self._members.get(nid):
                 raise StaleWriteError("the network still has members")
+            if self._clients.get(nid):
+                raise StaleWriteError("the network still has clients")
             tx = _Tx()
             self._registry_update(tx, registry_version, _popper(self._registry, nid))
             tx.delete(_popper(self._networks, nid), nid in self._networks,
@@ -259,6 +270,7 @@ class MemoryStore:
             self._pending.pop(nid, None)
             self._deltas.pop(nid, None)
             self._members.pop(nid, None)
+            self._clients.pop(nid, None)
             for claim in [c for c in self._address_claims if c[0] == nid]:
                 del self._address_claims[claim]
 
@@ -345,7 +357,7 @@ class MemoryStore:
             tx.put(_setter(self._key_claims, host.public_key, host.id),
                    host.public_key not in self._key_claims,
                    on_fail=lambda: PublicKeyTakenError(
-                       "this WireGuard public key is already used by another host; "
+                       "this WireGuard public key is already used by another host or client; "
                        "generate a new key pair for this host"))
             for network_id, (ipv4, ipv6) in sorted(host.addresses.items()):
                 state = self._networks.get(network_id)
@@ -360,15 +372,16 @@ class MemoryStore:
     def get_host(self, host_id: str) -> Host | None:
         with self._lock:
             host = self._hosts.get(HostId(host_id))
-            return None if host is None else replace(host, addresses=dict(host.addresses))
+            return None if host is None else _copy(host)
 
     def list_hosts(self, limit: int, cursor: str | None = None) -> Page[Host]:
         with self._lock:
-            hosts = {i: replace(h, addresses=dict(h.addresses)) for i, h in self._hosts.items()}
+            hosts = {i: _copy(h) for i, h in self._hosts.items()}
             return self._page(hosts, "host", layout.HOST_PREFIX, limit, cursor)
 
     def update_host(self, old: Host, new: Host, *, changes: Sequence[PendingChange]) -> None:
         outbox = outbox_by_network(changes, new.network_ids, host_id=new.id)
+        stored = replace(new, roles=old.roles)  # roles are not this write's (see the DynamoDB store)
         with self._lock:
             current = self._hosts.get(old.id)
             tx = _Tx()
@@ -386,11 +399,11 @@ class MemoryStore:
                 tx.put(_setter(self._key_claims, new.public_key, new.id),
                        new.public_key not in self._key_claims,
                        on_fail=lambda: PublicKeyTakenError(
-                           "this WireGuard public key is already used by another host"))
+                           "this WireGuard public key is already used by another host or client"))
                 tx.delete(_popper(self._key_claims, old.public_key),
                           on_fail=_stale("key claim changed; retry"))
             for network_id in new.network_ids:
-                self._member_ops(tx, new, network_id, outbox[network_id])
+                self._member_ops(tx, stored, network_id, outbox[network_id])
             tx.commit()
 
     def _member_ops(self, tx: _Tx, host: Host, network_id: NetworkId, change: PendingChange) -> None:
@@ -411,19 +424,21 @@ class MemoryStore:
     def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange) -> Host:
         outbox_by_network([change], [network_id], host_id=host.id)
         addresses = {k: v for k, v in host.addresses.items() if k != network_id}
+        roles = {k: v for k, v in host.roles.items() if k != network_id}
         with self._lock:
             current = self._hosts.get(host.id)
             tx = _Tx()
 
             def apply() -> None:
                 assert current is not None
-                self._hosts[host.id] = replace(current, addresses=dict(addresses), revision=host.revision + 1)
+                self._hosts[host.id] = replace(current, addresses=dict(addresses), roles=dict(roles),
+                                               revision=host.revision + 1)
 
             tx.update(apply, current is not None and current.revision == host.revision,
                       on_fail=_stale("the host changed meanwhile; retry"))
             self._leave_ops(tx, host, network_id, change)
             tx.commit()
-        return replace(host, addresses=addresses, revision=host.revision + 1)
+        return replace(host, addresses=addresses, roles=roles, revision=host.revision + 1)
 
     def delete_host(self, host: Host, *, changes: Sequence[PendingChange]) -> None:
         outbox = outbox_by_network(changes, host.network_ids, host_id=host.id)
@@ -438,6 +453,22 @@ class MemoryStore:
                       on_fail=_stale("key claim changed; retry"))
             for network_id in host.network_ids:
                 self._leave_ops(tx, host, network_id, outbox[network_id])
+            tx.commit()
+
+    def set_member_role(self, old: Host, new: Host, network_id: NetworkId, *, change: PendingChange) -> None:
+        outbox_by_network([change], [network_id], host_id=old.id)
+        stored = with_role(old, new, network_id)
+        with self._lock:
+            current = self._hosts.get(old.id)
+            tx = _Tx()
+
+            def apply() -> None:
+                assert current is not None
+                self._hosts[old.id] = replace(current, roles=dict(stored.roles), revision=stored.revision)
+
+            tx.update(apply, current is not None and current.revision == old.revision,
+                      on_fail=_stale("the host changed meanwhile; retry"))
+            self._member_ops(tx, stored, network_id, change)
             tx.commit()
 
     def record_host_status(self, host_id: str, status: HostStatus) -> bool:
@@ -458,6 +489,92 @@ class MemoryStore:
                 return False
             self._hosts[host.id] = replace(host, status=replace(host.status, online=False))
             return True
+
+    # ------------------------------------------------------- remote-access clients
+    def create_client(self, client: Client, *, change: PendingChange) -> None:
+        check_outbox(change, client)
+        nid = client.network_id
+        with self._lock:
+            state, clients = self._networks.get(nid), self._clients[nid]
+            tx = _Tx()
+            # In the DynamoDB store's order: the network's check, then the puts as it makes them.
+            tx.check(state is not None and not state.deleting, _network_gone(nid))
+            tx.put(_setter(clients, client.id, client), client.id not in clients,
+                   on_fail=_stale("client id collision; retry"))
+            for address in (client.ipv4, client.ipv6):
+                tx.put(_setter(self._address_claims, (nid, address), client.id),
+                       (nid, address) not in self._address_claims, on_fail=_address_taken(nid, address))
+            tx.put(_setter(self._key_claims, client.public_key, client.id),
+                   client.public_key not in self._key_claims, on_fail=client_key_taken)
+            self._record_change(tx, change)
+            tx.commit()
+
+    def get_client(self, network_id: str, client_id: str) -> Client | None:
+        with self._lock:
+            return self._clients.get(NetworkId(network_id), {}).get(ClientId(client_id))
+
+    def list_clients(self, network_id: str, limit: int, cursor: str | None = None) -> Page[Client]:
+        pk = layout.network_pk(network_id)
+        after = None
+        if cursor is not None:
+            start = cursors.decode_in_partition(cursor, "client", pk, layout.CLIENT_PREFIX)
+            after = start["sk"]["S"][len(layout.CLIENT_PREFIX):]
+        with self._lock:
+            clients = self._clients.get(NetworkId(network_id), {})
+            ids = sorted(i for i in clients if after is None or i > after)
+            page = ids[:limit]
+            more = len(ids) > limit
+            return Page(tuple(clients[i] for i in page),
+                        cursors.encode("client", pk, layout.client_sk(page[-1])) if more else None)
+
+    def network_clients(self, network_id: str) -> list[Client]:
+        with self._lock:
+            clients = self._clients.get(NetworkId(network_id), {})
+            return [clients[i] for i in sorted(clients)]
+
+    def clients(self, network_id: str, client_ids: Sequence[str]) -> dict[ClientId, Client]:
+        with self._lock:
+            found = self._clients.get(NetworkId(network_id), {})
+            return {ClientId(c): found[ClientId(c)] for c in dict.fromkeys(client_ids) if c in found}
+
+    def update_client(self, old: Client, new: Client, *, change: PendingChange) -> None:
+        check_same_client(old, new)
+        check_outbox(change, old)
+        stored = new.with_changes(revision=old.revision + 1)
+        with self._lock:
+            clients = self._clients[old.network_id]
+            current = clients.get(old.id)
+            tx = _Tx()
+            tx.put(_setter(clients, old.id, stored), current is not None and current.revision == old.revision,
+                   on_fail=_stale("the client changed meanwhile; retry"))
+            if old.public_key != new.public_key:
+                tx.put(_setter(self._key_claims, new.public_key, new.id),
+                       new.public_key not in self._key_claims, on_fail=client_key_taken)
+                tx.delete(_popper(self._key_claims, old.public_key),
+                          self._key_claims.get(old.public_key) == old.id,
+                          on_fail=_stale("key claim changed; retry"))
+            self._record_change(tx, change)
+            tx.commit()
+
+    def delete_client(self, client: Client, *, change: PendingChange) -> None:
+        check_outbox(change, client)
+        nid = client.network_id
+        with self._lock:
+            clients = self._clients[nid]
+            current = clients.get(client.id)
+            tx = _Tx()
+            tx.delete(_popper(clients, client.id),
+                      current is not None and current.revision == client.revision,
+                      on_fail=_stale("the client changed meanwhile; retry"))
+            for address in (client.ipv4, client.ipv6):
+                claim = (nid, address)
+                tx.delete(_popper(self._address_claims, claim), self._address_claims.get(claim) == client.id,
+                          on_fail=_stale("address claim changed meanwhile; retry"))
+            tx.delete(_popper(self._key_claims, client.public_key),
+                      self._key_claims.get(client.public_key) == client.id,
+                      on_fail=_stale("key claim changed; retry"))
+            self._record_change(tx, change)
+            tx.commit()
 
     # ------------------------------------------------------------ update stream
     def acquire_publish_lease(self, network_id: str, owner: str, now: int, ttl: int) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..domain import protocol
-from ..errors import ForbiddenError
+from ..errors import ForbiddenError, InvalidInputError
 from . import schemas as s
 from . import serialize
 from .endpoints import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, Api, Call
@@ -73,7 +73,15 @@ def delete_host(call: Call) -> None:
            query_model=s.ConfigQuery,
            summary="Configuration of each of the host's networks: a full snapshot, or what it missed")
 def host_config(call: Call) -> s.HostConfig:
-    cfg = call.service.hosts.config(call.caller, call.args.seqs())
+    speaks = call.args.v or 1
+    # Catch-ups are deltas of the current schema: an older agent gets full snapshots, and is
+    # told to upgrade rather than given a device without what its schema cannot carry.
+    cfg = call.service.hosts.config(call.caller, call.args.seqs() if speaks >= protocol.VERSION else None)
+    if speaks < protocol.VERSION and any(s.clients or any(m.role for m in s.members)
+                                         for s in (c.snapshot for c in cfg.snapshots)):
+        raise InvalidInputError(
+            f"this agent speaks schema {speaks} of the wire protocol and its networks use gateways or "
+            f"clients, which need schema {protocol.VERSION}: upgrade skymesh-agent", code="agent_outdated")
     return s.HostConfig(host_id=call.caller.id,
                         networks=[serialize.network_config(c) for c in cfg.snapshots],
                         catch_ups=[serialize.catch_up(u) for u in cfg.catch_ups])

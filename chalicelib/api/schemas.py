@@ -317,6 +317,11 @@ class ConfigQuery(BaseModel):
         description=f"networks the agent has, as network_id:seq pairs separated by commas (at most "
                     f"{MAX_KNOWN_NETWORKS}); each is answered with the deltas missed since, when "
                     "they are still kept, instead of a full snapshot")
+    v: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="the wire protocol's schema version the agent speaks; without it, 1. An agent "
+                    "of an older schema gets full snapshots only, and a 400 (agent_outdated) when "
+                    "they hold what its schema cannot say (gateways, clients)")
 
     def seqs(self) -> dict[str, int]:
         if not self.known:

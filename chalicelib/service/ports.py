@@ -297,7 +297,8 @@ class Store(Protocol):
     def unmark_network_deleting(self, network_id: str) -> None: ...
 
     def delete_network(self, network_id: str, registry_version: int) -> None:
-        """Remove the network's records (it must have no members left)."""
+        """Remove the network's records. It must have no members and no clients left (delete
+        them first, after :meth:`mark_network_deleting`): else :class:`StaleWriteError`."""
         ...
 
     # --- enrollment keys --------------------------------------------------------
@@ -375,8 +376,10 @@ class Store(Protocol):
     def set_member_role(self, old: Host, new: Host, network_id: NetworkId, *, change: PendingChange) -> None:
         """Store ``new.roles`` (``new`` differs from ``old`` only in ``roles[network_id]``, its
         revision is ``old.revision + 1``) and the host's member record in ``network_id``, and
-        record ``change``, in one write. Raises :class:`StaleWriteError` when ``old`` is no
-        longer current."""
+        record ``change``, in one write. An empty role is stored as none (no entry in ``roles``).
+        Raises :class:`StaleWriteError` when ``old`` is no longer current, :class:`ValueError`
+        when the host is not a member of ``network_id``. :meth:`update_host` keeps the stored
+        roles; :meth:`remove_host_from_network` drops that network's."""
         ...
 
     def record_host_status(self, host_id: str, status: HostStatus) -> bool:

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 
 from ..domain import changes, protocol
 from ..domain.changes import ChangeId, PendingChange
-from ..domain.ids import HostId, NetworkId
+from ..domain.ids import ClientId, HostId, NetworkId
 from ..errors import UnavailableError
 from .deps import Deps, log
 from .ports import StaleWriteError
@@ -46,14 +46,16 @@ class Stream:
         self._d = deps
 
     def new_changes(self, network_ids: Iterable[NetworkId], *, host_ids: tuple[HostId, ...] = (),
-                    settings: bool = False) -> tuple[PendingChange, ...]:
+                    settings: bool = False,
+                    client_ids: tuple[ClientId, ...] = ()) -> tuple[PendingChange, ...]:
         """The outbox of one write: a pending change for each of ``network_ids``, made now.
 
         The caller hands them to the store with its write (which records them in the same
         transaction) and, once it committed, to :meth:`send`.
         """
         stamp = ChangeId(self._d.clock.now_ns(), f"{self._d.rng.getrandbits(32):08x}")
-        return changes.new_changes(network_ids, stamp, host_ids=host_ids, settings=settings)
+        return changes.new_changes(network_ids, stamp, host_ids=host_ids, settings=settings,
+                                   client_ids=client_ids)
 
     def send(self, written: Sequence[PendingChange]) -> int:
         """Broadcast changes the caller committed, each network's once; returns messages
@@ -121,7 +123,8 @@ class Stream:
         """One delta at the next seq: build it (pure), log it, publish it, clear its changes."""
         store, settings = self._d.store, self._d.settings
         network = store.advance_seq(network_id, owner)
-        delta = changes.delta(network, batch, store.members(network_id, changes.touched_hosts(batch)))
+        delta = changes.delta(network, batch, store.members(network_id, changes.touched_hosts(batch)),
+                              store.clients(network_id, changes.touched_clients(batch)))
         payload = protocol.encode(delta)
         # Logged before it is sent: an agent that was away asks for what it missed
         # (Hosts.config with ``known``), and so does one that saw a gap.

@@ -83,6 +83,7 @@ class Node:
     def __init__(self, lab: Lab, name: str, index: int, netns: str, ip: str, prefixlen: int) -> None:
         self.lab, self.name, self.index = lab, name, index
         self.netns, self.ip, self.prefixlen = netns, ip, prefixlen
+        self.router_ip: str | None = None  # a node behind another (Lab.add_node_behind): that side's address
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, netns={self.netns!r}, ip={self.ip!r})"
@@ -288,6 +289,39 @@ class Lab:
         ip("addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0", ns=ns)
         ip("link", "set", "eth0", "up", ns=ns)
         node = Node(self, name, index, ns, str(address), self.subnet.prefixlen)
+        self.nodes[name] = node
+        return node
+
+    def add_node_behind(self, name: str, router: Node, subnet: str) -> Node:
+        """A new namespace ``<prefix>-<name>`` that is NOT on the bridge: a veth to ``router``
+        only, in ``subnet`` (inside 198.18.0.0/15): the new node is ``.1``, the router ``.2`` (a LAN
+        behind a gateway, or the "internet" behind its uplink). It has no route beyond its
+        subnet, so it answers only what comes from the router's address: what others send
+        through the router reaches it only masqueraded.
+
+        Returns the new node: its ``ip`` is ``.1``, its ``router_ip`` the router's ``.2``.
+        """
+        if not self._started or self._closed:
+            raise LabError("add_node_behind() needs a started, open lab")
+        if name in self.nodes or name == "hub":
+            raise LabError(f"node name {name!r} is taken")
+        net = ipaddress.ip_network(subnet)
+        inside = isinstance(net, ipaddress.IPv4Network) and net.subnet_of(UNDERLAY)
+        if not inside or net.overlaps(self.subnet):
+            raise LabError(f"subnet {subnet} must lie in {UNDERLAY} outside the bridge's {self.subnet}")
+        ns = self.netns_name(name)
+        index = len(self.nodes) + 1
+        here, there = (str(a) for a in list(net.hosts())[:2])
+        link = self.ifname(f"l{index}")
+        processes.run(["ip", "netns", "add", ns])
+        ip("link", "set", "lo", "up", ns=ns)
+        ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=router.netns)
+        ip("addr", "add", f"{there}/{net.prefixlen}", "dev", link, ns=router.netns)
+        ip("link", "set", link, "up", ns=router.netns)
+        ip("addr", "add", f"{here}/{net.prefixlen}", "dev", "eth0", ns=ns)
+        ip("link", "set", "eth0", "up", ns=ns)
+        node = Node(self, name, index, ns, here, net.prefixlen)
+        node.router_ip = there
         self.nodes[name] = node
         return node
 

@@ -62,7 +62,8 @@ def _memory() -> Backend:
     def leftovers(network_id: str) -> list[Any]:
         state = contents()
         return [x for x in (state["_networks"].get(network_id), state["_members"].get(network_id),
-                            state["_pending"].get(network_id), state["_deltas"].get(network_id)) if x] + \
+                            state["_clients"].get(network_id), state["_pending"].get(network_id),
+                            state["_deltas"].get(network_id)) if x] + \
                [c for c in state["_address_claims"] if c[0] == network_id]
 
     return Backend("memory", store, contents, leftovers)

@@ -17,8 +17,18 @@ from dataclasses import replace
 import pytest
 
 from chalicelib.domain.changes import ChangeId, PendingChange, new_changes
-from chalicelib.domain.ids import EnrollmentKeyId, HostId, NetworkId, new_id
-from chalicelib.domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Network, PeerStatus
+from chalicelib.domain.ids import ClientId, EnrollmentKeyId, HostId, NetworkId, new_id
+from chalicelib.domain.models import (
+    AdminKey,
+    Client,
+    EnrollmentKey,
+    Gateway,
+    Host,
+    HostStatus,
+    MemberRole,
+    Network,
+    PeerStatus,
+)
 from chalicelib.errors import NotFoundError, UnavailableError
 from chalicelib.service.ports import (
     PAGE_LIMIT_MAX,
@@ -741,3 +751,295 @@ def test_when_several_conditions_fail_every_store_names_the_same_one(store: Stor
         store.register_host(fourth, replace(used_up, uses_left=1), NOW, changes=_outbox(fourth))
     assert store.get_host(first.id) == current and store.get_host(HostId("host_4")) is None
     assert store.get_enrollment_key(used_up.id).uses_left == 0
+
+
+# --- members' roles (gateways, internet use) ----------------------------------------------------------
+
+_GATEWAY = MemberRole(gateway=Gateway(remote_access=True, egress=("10.1.0.0/16", "fd10::/48"), internet=True,
+                                      endpoint="gw.example.com:51820"))
+
+
+def _role_write(host: Host, role: MemberRole | None, network_id: NetworkId = NET) -> Host:
+    """``host`` with ``role`` in ``network_id`` (None: none there), as the service asks for it."""
+    roles = {k: v for k, v in host.roles.items() if k != network_id}
+    if role is not None:
+        roles[network_id] = role
+    return replace(host, roles=roles, revision=host.revision + 1)
+
+
+def test_a_member_role_is_stored_on_the_host_and_its_member_record_in_one_write(store: Store) -> None:
+    first, key = _registered(store)
+    second = _host(2)
+    _register(store, second, key)
+    _settle(store)
+    gateway = _role_write(store.get_host(first.id), _GATEWAY)
+    store.set_member_role(store.get_host(first.id), gateway, NET, change=_change(NET, first.id))
+    user = _role_write(store.get_host(second.id), MemberRole(internet_gateway=first.id, full_tunnel=True))
+    store.set_member_role(store.get_host(second.id), user, NET, change=_change(NET, second.id))
+
+    assert store.get_host(first.id) == gateway and store.get_host(second.id) == user
+    assert store.list_hosts(PAGE_LIMIT_MAX).items == (gateway, user)
+    assert store.network_snapshot(NET)[1] == [gateway.member_of(NET), user.member_of(NET)]
+    assert store.network_snapshot(NET)[1][0].gateway == _GATEWAY.gateway
+    assert store.members(NET, [first.id, second.id]) == {first.id: gateway.member_of(NET),
+                                                         second.id: user.member_of(NET)}
+    assert [p.host_ids for p in store.pending_changes(NET)] == [(first.id,), (second.id,)]
+
+    # A role set to nothing is no role: the host and its member record are as before any role.
+    plain = _role_write(gateway, MemberRole())
+    store.set_member_role(gateway, plain, NET, change=_change(NET, first.id))
+    assert store.get_host(first.id) == replace(plain, roles={})
+    assert store.members(NET, [first.id]) == {first.id: first.member_of(NET)}
+
+
+def test_a_member_role_on_a_stale_read_or_outside_the_network_is_refused_and_writes_nothing(
+        backend: Backend, store: Store) -> None:
+    first, _ = _registered(store)
+    current = store.get_host(first.id)
+    store.update_host(current, replace(current, name="renamed"), changes=_outbox(current))
+    before = backend.contents()
+    with pytest.raises(StaleWriteError, match="host changed meanwhile"):
+        store.set_member_role(current, _role_write(current, _GATEWAY), NET, change=_change(NET, first.id))
+    with pytest.raises(StaleWriteError, match="host changed meanwhile"):  # a deleted host
+        store.set_member_role(_host(9), _role_write(_host(9), _GATEWAY), NET, change=_change(NET, "host_9"))
+    renamed = store.get_host(first.id)
+    with pytest.raises(ValueError, match="not a member of net_bbbb"):
+        store.set_member_role(renamed, _role_write(renamed, _GATEWAY, NetworkId("net_bbbb")),
+                              NetworkId("net_bbbb"), change=_change("net_bbbb", first.id))
+    with pytest.raises(ValueError, match="pending change"):
+        store.set_member_role(renamed, _role_write(renamed, _GATEWAY), NET, change=_change(NET, "host_2"))
+    assert backend.contents() == before
+    assert store.get_host(first.id).roles == {}
+
+
+def test_a_role_survives_host_updates_and_goes_with_the_membership(store: Store) -> None:
+    other, key, host = _second_network(store)
+    _register(store, host, key)
+    current = store.get_host(host.id)
+    gateway = _role_write(current, _GATEWAY)
+    store.set_member_role(current, gateway, NET, change=_change(NET, host.id))
+    both = _role_write(gateway, MemberRole(internet_gateway=HostId("host_7")), other)
+    store.set_member_role(gateway, both, other, change=_change(other, host.id))
+
+    # An update of the host's own fields keeps its roles, even from a caller that left them out.
+    renamed = replace(both, name="renamed", roles={}, revision=both.revision + 1)
+    store.update_host(both, renamed, changes=_outbox(renamed))
+    assert store.get_host(host.id) == replace(renamed, roles=both.roles)
+    assert store.members(NET, [host.id])[host.id].role == _GATEWAY
+    assert store.members(other, [host.id])[host.id].role == MemberRole(internet_gateway=HostId("host_7"))
+
+    left = store.remove_host_from_network(store.get_host(host.id), NET, change=_change(NET, host.id))
+    assert left.roles == {other: both.roles[other]} and store.get_host(host.id) == left
+    assert store.members(other, [host.id])[host.id].role == both.roles[other]
+    assert store.members(NET, [host.id]) == {}
+
+
+# --- remote-access clients ---------------------------------------------------------------------------
+
+
+def _client(n: int, *, gateway: str = "host_1", public_key: str | None = None,
+            address: tuple[str, str] | None = None, network_id: NetworkId = NET) -> Client:
+    ipv4, ipv6 = address or (f"100.64.0.{100 + n}", f"fd00:64::{100 + n:x}")
+    return Client(ClientId(f"cli_{n:04d}"), network_id, f"phone-{n}", public_key or f"c{n:042d}=", ipv4, ipv6,
+                  HostId(gateway), created_at=NOW, revision=1)
+
+
+def _client_change(client: Client) -> PendingChange:
+    return PendingChange(_change_id(), client.network_id, client_ids=(client.id,))
+
+
+def test_a_client_is_stored_read_listed_in_pages_and_broadcast(store: Store) -> None:
+    _registered(store)
+    _settle(store)
+    full = replace(_client(3), enabled=False, extra_addresses=("192.168.8.0/24",), dns=("100.64.0.1",),
+                   post_up="echo up", post_down="echo down", full_tunnel=True, keepalive=15,
+                   server_keyed=True)
+    clients = [_client(2), full, _client(1), _client(4), _client(5)]
+    changes = [_client_change(c) for c in clients]
+    for client, change in zip(clients, changes, strict=True):
+        store.create_client(client, change=change)
+
+    ordered = sorted(clients, key=lambda c: c.id)
+    assert store.get_client(NET, full.id) == full
+    assert store.get_client(NET, "cli_9999") is None and store.get_client("net_missing", full.id) is None
+    assert store.network_clients(NET) == ordered
+    assert store.network_clients("net_missing") == []
+    ids = [c.id for c in ordered]
+    assert _walk(lambda c: store.list_clients(NET, 2, c)) == [ids[0:2], ids[2:4], ids[4:]]
+    assert store.list_clients(NET, 5).items == tuple(ordered) and store.list_clients(NET, 5).cursor is None
+    assert store.clients(NET, [full.id, "cli_9999", ordered[0].id, full.id]) == {full.id: full,
+                                                                                ordered[0].id: ordered[0]}
+    assert store.clients(NET, []) == {} and store.clients("net_missing", [full.id]) == {}
+    assert store.pending_changes(NET) == sorted(changes, key=lambda c: c.id)
+    assert [p.client_ids for p in store.pending_changes(NET)] == [(c.id,) for c in clients]
+
+
+def test_client_cursors_belong_to_their_network_s_list(store: Store) -> None:
+    other, key, host = _second_network(store)
+    _register(store, host, key)
+    for n in (1, 2):
+        store.create_client(_client(n), change=_client_change(_client(n)))
+        theirs = _client(n, network_id=other, address=(f"100.65.0.{100 + n}", f"fd00:65::{100 + n:x}"),
+                         public_key=f"o{n:042d}=")
+        store.create_client(theirs, change=_client_change(theirs))
+    cursor = store.list_clients(NET, 1).cursor
+    assert cursor is not None
+    assert [c.id for c in store.list_clients(NET, 1, cursor).items] == ["cli_0002"]
+    with pytest.raises(InvalidCursorError, match="another list"):
+        store.list_clients(other, 1, cursor)
+    with pytest.raises(InvalidCursorError, match="another list"):
+        store.list_hosts(1, cursor)
+    with pytest.raises(InvalidCursorError, match="another list"):
+        store.list_clients(NET, 1, store.list_networks(1).cursor)
+    for garbage in ("not a cursor!", cursor[:-3], "A" * 600):
+        with pytest.raises(InvalidCursorError):
+            store.list_clients(NET, 1, garbage)
+
+
+@pytest.mark.parametrize("conflict, expected, message", [
+    ("ipv4 of a host", AddressTakenError, "100.64.0.1 in net_a is taken"),
+    ("ipv6 of a host", AddressTakenError, "fd00:64::1 in net_a is taken"),
+    ("ipv4 of a client", AddressTakenError, "100.64.0.101 in net_a is taken"),
+    ("key of a host", PublicKeyTakenError, "already used by another host or client"),
+    ("key of a client", PublicKeyTakenError, "already used by another host or client"),
+    ("same client id", StaleWriteError, "client id collision"),
+    ("network being deleted", NetworkGoneError, "net_a was deleted or is being deleted"),
+    ("network missing", NetworkGoneError, "net_b was deleted or is being deleted"),
+])
+def test_a_client_refused_by_a_condition_says_which_and_writes_nothing(
+        backend: Backend, store: Store, conflict: str, expected: type[Exception], message: str) -> None:
+    first, _ = _registered(store)
+    taken = _client(1)
+    store.create_client(taken, change=_client_change(taken))
+    second = _client(2)
+    candidate = {
+        "ipv4 of a host": replace(second, ipv4=first.addresses[NET][0]),
+        "ipv6 of a host": replace(second, ipv6=first.addresses[NET][1]),
+        "ipv4 of a client": replace(second, ipv4=taken.ipv4),
+        "key of a host": replace(second, public_key=first.public_key),
+        "key of a client": replace(second, public_key=taken.public_key),
+        "same client id": replace(second, id=taken.id),
+        "network being deleted": second,
+        "network missing": replace(second, network_id=NetworkId("net_b")),
+    }[conflict]
+    if conflict == "network being deleted":
+        store.mark_network_deleting(NET)
+    before = backend.contents()
+    with pytest.raises(expected, match=message):
+        store.create_client(candidate, change=_client_change(candidate))
+    assert backend.contents() == before, "a refused client writes nothing (no item, claim or change)"
+
+
+def test_hosts_cannot_take_a_client_s_address_or_key(backend: Backend, store: Store) -> None:
+    first, key = _registered(store)
+    client = _client(1)
+    store.create_client(client, change=_client_change(client))
+    squatters = ((_host(2, address=(client.ipv4, "fd00:64::2")), AddressTakenError),
+                 (_host(3, address=("100.64.0.3", client.ipv6)), AddressTakenError),
+                 (_host(4, public_key=client.public_key), PublicKeyTakenError))
+    for squatter, _ in squatters:
+        store.begin_identity(PendingIdentity(squatter.id, NOW))
+    before = backend.contents()
+    for squatter, expected in squatters:
+        with pytest.raises(expected):
+            store.register_host(squatter, key, NOW, changes=_outbox(squatter))
+    current = store.get_host(first.id)
+    with pytest.raises(PublicKeyTakenError, match="another host or client"):
+        store.update_host(current, replace(current, public_key=client.public_key), changes=_outbox(current))
+    with pytest.raises(StaleWriteError, match="address claim changed"):  # never a client's address
+        store.remove_host_from_network(replace(current, addresses={NET: (client.ipv4, client.ipv6)}), NET,
+                                       change=_change(NET, first.id))
+    assert backend.contents() == before
+
+
+def test_a_client_update_replaces_it_and_moves_its_key_claim(backend: Backend, store: Store) -> None:
+    first, key = _registered(store)
+    _register(store, _host(2), key)
+    client = _client(1)
+    store.create_client(client, change=_client_change(client))
+    _settle(store)
+
+    disabled = replace(client, name="renamed", enabled=False, gateway=HostId("host_2"), dns=("1.1.1.1",),
+                       extra_addresses=("192.168.1.0/24",), post_up="x", revision=99)
+    change = _client_change(client)
+    store.update_client(client, disabled, change=change)
+    stored = replace(disabled, revision=client.revision + 1)  # the store counts the revision
+    assert store.get_client(NET, client.id) == stored
+    assert store.pending_changes(NET) == [change]
+
+    rekeyed = replace(stored, public_key="R" * 43 + "=")
+    store.update_client(stored, rekeyed, change=_client_change(client))
+    rekeyed = replace(rekeyed, revision=stored.revision + 1)
+    assert store.get_client(NET, client.id) == rekeyed
+    with pytest.raises(PublicKeyTakenError):  # the new key is the client's now
+        _register(store, _host(5, public_key=rekeyed.public_key), key)
+    _register(store, _host(6, public_key=client.public_key), key)  # and the old one is free
+
+    before = backend.contents()
+    with pytest.raises(StaleWriteError, match="client changed meanwhile"):
+        store.update_client(stored, replace(stored, name="stale"), change=_client_change(client))
+    with pytest.raises(StaleWriteError, match="client changed meanwhile"):  # a deleted client
+        store.update_client(_client(8), replace(_client(8), name="gone"), change=_client_change(_client(8)))
+    with pytest.raises(PublicKeyTakenError, match="another host or client"):
+        store.update_client(rekeyed, replace(rekeyed, public_key=first.public_key),
+                            change=_client_change(client))
+    with pytest.raises(StaleWriteError, match="key claim changed"):  # never another's key claim
+        store.update_client(replace(rekeyed, public_key=first.public_key),
+                            replace(rekeyed, public_key="S" * 43 + "="), change=_client_change(client))
+    with pytest.raises(ValueError, match="keeps its"):  # addresses stay with their claims
+        store.update_client(rekeyed, replace(rekeyed, ipv4="100.64.0.200"), change=_client_change(client))
+    with pytest.raises(ValueError, match="names that client"):
+        store.update_client(rekeyed, replace(rekeyed, name="x"), change=_change(NET))
+    assert backend.contents() == before
+
+
+def test_a_deleted_client_frees_its_addresses_and_key(backend: Backend, store: Store) -> None:
+    first, key = _registered(store)
+    client = _client(1)
+    store.create_client(client, change=_client_change(client))
+    _settle(store)
+    before = backend.contents()
+    with pytest.raises(StaleWriteError, match="client changed meanwhile"):
+        store.delete_client(replace(client, revision=0), change=_client_change(client))
+    with pytest.raises(StaleWriteError, match="key claim changed"):  # never a host's key claim
+        store.delete_client(replace(client, public_key=first.public_key), change=_client_change(client))
+    with pytest.raises(StaleWriteError, match="address claim changed"):  # never a host's address
+        store.delete_client(replace(client, ipv4=first.addresses[NET][0]), change=_client_change(client))
+    assert backend.contents() == before
+
+    change = _client_change(client)
+    store.delete_client(client, change=change)
+    assert store.get_client(NET, client.id) is None and store.network_clients(NET) == []
+    assert store.clients(NET, [client.id]) == {}
+    assert store.pending_changes(NET) == [change]
+    with pytest.raises(StaleWriteError, match="client changed meanwhile"):  # a second delete
+        store.delete_client(client, change=_client_change(client))
+    _register(store, _host(2, public_key=client.public_key, address=(client.ipv4, client.ipv6)), key)
+
+
+def test_a_network_with_clients_is_not_deleted_and_a_deleted_one_leaves_none(backend: Backend,
+                                                                            store: Store) -> None:
+    first, _ = _registered(store)
+    client = _client(1)
+    store.create_client(client, change=_client_change(client))
+    store.remove_host_from_network(first, NET, change=_change(NET, first.id))
+    with pytest.raises(StaleWriteError, match="still has clients"):
+        store.delete_network(NET, store.network_registry().version)
+    assert store.get_client(NET, client.id) == client
+
+    store.delete_client(client, change=_client_change(client))
+    store.delete_network(NET, store.network_registry().version)
+    assert backend.leftovers(NET) == []
+    store.create_network(Network(NET, "again", "100.64.0.0/24", "fd00:64::/64"),
+                         store.network_registry().version)
+    store.create_client(client, change=_client_change(client))  # its key and addresses are free
+
+
+def test_a_status_report_keeps_where_each_peer_is_now(store: Store) -> None:
+    first, _ = _registered(store)
+    status = HostStatus(online=True, last_seen=NOW, peers=(
+        PeerStatus("p" * 43 + "=", 5, 10, 20, endpoint="198.51.100.7:40123"),
+        PeerStatus("q" * 43 + "=", 7, endpoint="[2001:db8::7]:51820"),
+        PeerStatus("r" * 43 + "=", None)))
+    assert store.record_host_status(first.id, status) is True
+    assert store.get_host(first.id).status == status

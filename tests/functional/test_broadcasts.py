@@ -6,12 +6,14 @@ The hosts would otherwise stay stale until the sweeper runs (once a minute).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from chalicelib.domain import protocol
-from chalicelib.domain.models import Host, Network
+from chalicelib.domain.ids import ClientId
+from chalicelib.domain.models import Client, Gateway, Host, MemberRole, Network
 from chalicelib.service import Service
 
 from .conftest import host_body
@@ -138,3 +140,43 @@ def test_a_host_patch_that_changes_nothing_takes_no_lease_query_write_or_broadca
 
     assert set(store.calls) <= _READS, store.calls
     assert len(service.deps.publisher.messages) == published
+
+
+def test_a_client_written_with_its_change_is_broadcast_as_it_is_then_as_removed(service, net):
+    """The stream reads the clients a batch names as they are when it sends: created or
+    changed, the delta carries the record; deleted, it names the client as removed."""
+    gateway = _join(service, net, "gw")
+    store, stream = service.deps.store, service.stream
+    seq = service.networks.get(net.id).seq
+    client = Client(ClientId("cli_0001"), net.id, "phone", "c" * 43 + "=", "100.64.0.200", "fd00::c8",
+                    gateway.id, extra_addresses=("192.168.8.0/24",))  # as hosts see it (protocol)
+
+    created = stream.new_changes([net.id], client_ids=(client.id,))
+    store.create_client(client, change=created[0])
+    stream.send(created)
+    disabled = replace(client, enabled=False)
+    changed = stream.new_changes([net.id], client_ids=(client.id,))
+    store.update_client(client, disabled, change=changed[0])
+    stream.send(changed)
+    deleted = stream.new_changes([net.id], client_ids=(client.id,))
+    store.delete_client(store.get_client(net.id, client.id), change=deleted[0])
+    stream.send(deleted)
+
+    first, second, third = _broadcasts(service, net)[seq:]
+    assert (first.clients, first.remove_clients, first.upsert, first.remove) == ((client,), (), (), ())
+    assert (second.clients, second.remove_clients) == ((disabled,), ())
+    assert (third.clients, third.remove_clients) == ((), (client.id,))
+    assert service.stream.sweep() == 0
+
+
+def test_a_member_role_is_broadcast_with_the_member(service, net):
+    gateway = _join(service, net, "gw")
+    seq = service.networks.get(net.id).seq
+    role = MemberRole(gateway=Gateway(remote_access=True, egress=("10.1.0.0/16",)))
+    written = service.stream.new_changes([net.id], host_ids=(gateway.id,))
+    service.deps.store.set_member_role(gateway, replace(gateway, roles={net.id: role}), net.id,
+                                       change=written[0])
+    service.stream.send(written)
+
+    (delta,) = _broadcasts(service, net)[seq:]
+    assert [(m.host_id, m.role) for m in delta.upsert] == [(gateway.id, role)]

@@ -28,7 +28,8 @@ def hosts(api, net):
 
 
 def config(api, me, known: str | None = None):
-    path = f"/v1/hosts/{me['host']['id']}/config" + (f"?known={known}" if known else "")
+    # v: the schema this agent speaks (as agent/api.py sends it); catch-ups are for current agents
+    path = f"/v1/hosts/{me['host']['id']}/config?v={protocol.VERSION}" + (f"&known={known}" if known else "")
     return api.ok("GET", path, token=me["host_token"])
 
 

@@ -1,16 +1,17 @@
-"""Hosts, their memberships and claims, and the registrations under way.
+"""Hosts, their memberships, roles and claims, and the registrations under way.
 
-A host is one item; each network it is in holds its member record and a claim of
-each of its addresses, and its WireGuard key has a claim of its own. Registration,
-update, leaving and deletion each write all of these, the enrollment key's use and
-the pending change to broadcast in one transaction, under the conditions that make
-addresses and keys unique (``attribute_not_exists`` puts) and the host's ``revision``
-current.
+A host is one item (with its role in each network: gateway, internet use); each network
+it is in holds its member record (with that role) and a claim of each of its addresses,
+and its WireGuard key has a claim of its own. Registration, update, leaving, a role's
+change and deletion each write all of these, the enrollment key's use and the pending
+change to broadcast in one transaction, under the conditions that make addresses and
+keys unique (``attribute_not_exists`` puts) and the host's ``revision`` current.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ...domain.changes import PendingChange
 from ...domain.ids import HostId, NetworkId
@@ -29,7 +30,7 @@ from . import layout, mapping
 from .base import StoreBase
 from .tx import ErrorFactory, Tx, guard, guard_update, stale
 
-__all__ = ["HostRecords"]
+__all__ = ["HostRecords", "with_role"]
 
 
 def _withdrawn() -> Exception:
@@ -43,6 +44,19 @@ def _network_gone(network_id: str) -> ErrorFactory:
 
 def _address_taken(network_id: str, address: str) -> ErrorFactory:
     return lambda: AddressTakenError(network_id, address)
+
+
+def with_role(old: Host, new: Host, network_id: NetworkId) -> Host:
+    """``old`` as :meth:`~chalicelib.service.ports.Store.set_member_role` stores it: its role in
+    ``network_id`` is ``new``'s, every other field and role stays as it is, and the revision is
+    the next. An empty role is no entry (``roles`` holds only what a host does). Raises
+    :class:`ValueError` for a network the host is not in (its role would never be broadcast)."""
+    if network_id not in old.addresses:
+        raise ValueError(f"host {old.id} is not a member of {network_id}: it has no role there")
+    roles = {k: v for k, v in old.roles.items() if k != network_id}
+    if new.roles.get(network_id):
+        roles[network_id] = new.roles[network_id]
+    return replace(old, roles=roles, revision=old.revision + 1)
 
 
 class HostRecords(StoreBase):
@@ -123,7 +137,7 @@ class HostRecords(StoreBase):
                 claim(layout.wgkey_pk(host.public_key), layout.CLAIM, owner=host.id),
                 condition=claim.pk.does_not_exist(),
                 on_fail=lambda: PublicKeyTakenError(
-                    "this WireGuard public key is already used by another host; "
+                    "this WireGuard public key is already used by another host or client; "
                     "generate a new key pair for this host"
                 ),
             )
@@ -157,6 +171,9 @@ class HostRecords(StoreBase):
         h, claim = self._items.host, self._items.claim
         key_changed = old.public_key != new.public_key
         outbox = outbox_by_network(changes, new.network_ids, host_id=new.id)
+        # Roles are not this write's: they stay as stored (``old``'s, current under the revision
+        # condition), on the host item and in its member records.
+        stored = replace(new, roles=old.roles)
 
         def build(tx: Tx) -> None:
             tx.update(
@@ -180,13 +197,13 @@ class HostRecords(StoreBase):
                     claim(layout.wgkey_pk(new.public_key), layout.CLAIM, owner=new.id),
                     condition=claim.pk.does_not_exist(),
                     on_fail=lambda: PublicKeyTakenError(
-                        "this WireGuard public key is already used by another host"
+                        "this WireGuard public key is already used by another host or client"
                     ),
                 )
                 tx.delete(claim(layout.wgkey_pk(old.public_key), layout.CLAIM),
                           on_fail=stale("key claim changed; retry"))
             for network_id in new.network_ids:
-                self._member_ops(tx, new, network_id, outbox[network_id])
+                self._member_ops(tx, stored, network_id, outbox[network_id])
 
         self._transact(build)
 
@@ -213,12 +230,14 @@ class HostRecords(StoreBase):
         h = self._items.host
         outbox_by_network([change], [network_id], host_id=host.id)
         addresses = {k: v for k, v in host.addresses.items() if k != network_id}
+        roles = {k: v for k, v in host.roles.items() if k != network_id}
 
         def build(tx: Tx) -> None:
             tx.update(
                 h(layout.host_pk(host.id), layout.META),
                 actions=[
                     h.addresses.set({k: [v[0], v[1]] for k, v in addresses.items()}),
+                    h.roles.set(mapping.roles_map(roles)),
                     h.revision.set(host.revision + 1),
                 ],
                 condition=h.revision == host.revision,
@@ -227,7 +246,7 @@ class HostRecords(StoreBase):
             self._leave_ops(tx, host, network_id, change)
 
         self._transact(build)
-        return Host(**{**host.__dict__, "addresses": addresses, "revision": host.revision + 1})
+        return replace(host, addresses=addresses, roles=roles, revision=host.revision + 1)
 
     def delete_host(self, host: Host, *, changes: Sequence[PendingChange]) -> None:
         h, claim = self._items.host, self._items.claim
@@ -246,6 +265,22 @@ class HostRecords(StoreBase):
             )
             for network_id in host.network_ids:
                 self._leave_ops(tx, host, network_id, outbox[network_id])
+
+        self._transact(build)
+
+    def set_member_role(self, old: Host, new: Host, network_id: NetworkId, *, change: PendingChange) -> None:
+        h = self._items.host
+        outbox_by_network([change], [network_id], host_id=old.id)
+        stored = with_role(old, new, network_id)
+
+        def build(tx: Tx) -> None:
+            tx.update(
+                h(layout.host_pk(old.id), layout.META),
+                actions=[h.roles.set(mapping.roles_map(stored.roles)), h.revision.set(stored.revision)],
+                condition=h.revision == old.revision,
+                on_fail=stale("the host changed meanwhile; retry"),
+            )
+            self._member_ops(tx, stored, network_id, change)
 
         self._transact(build)
 

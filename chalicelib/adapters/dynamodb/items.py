@@ -6,11 +6,16 @@ Layout (``pk`` / ``sk``):
 ``REGISTRY``                ``NETWORKS``          every network's name and ranges + version
 ``NET#<id>``                ``META``              network settings, ``seq``, publish lease
 ``NET#<id>``                ``MEMBER#<host>``     one host's WireGuard view in the network
-``NET#<id>``                ``IP#<address>``      claim of an overlay address
+                                                  and its role (gateway, internet use)
+``NET#<id>``                ``CLIENT#<id>``       a remote-access client (a device without
+                                                  an agent) of the network
+``NET#<id>``                ``IP#<address>``      claim of an overlay address (by a host
+                                                  or a client: ``owner``)
 ``NET#<id>``                ``PEND#<change id>``  a committed change not yet broadcast
 ``NET#<id>``                ``DELTA#<seq>``       the delta broadcast at ``seq`` (the last few,
                                                   for agents catching up; TTL ``expires_at``)
-``WGKEY#<public key>``      ``CLAIM``             a WireGuard key belongs to one host
+``WGKEY#<public key>``      ``CLAIM``             a WireGuard key belongs to one host or
+                                                  client (``owner``)
 ``HOST#<id>``               ``META``              host record and last status
 ``IDENTITY#<host id>``      ``PENDING``           a registration under way (certificate not
                                                   yet committed with a host)
@@ -76,6 +81,26 @@ class _MemberItem(_Item):
     ipv6 = UnicodeAttribute()
     listen_port = NumberAttribute()
     endpoints = ListAttribute(of=UnicodeAttribute, default=list)
+    role: MapAttribute[str, Any] = MapAttribute(null=True)  # raw: see mapping.role_map; absent: none
+
+
+class _ClientItem(_Item):
+    id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    public_key = UnicodeAttribute()
+    ipv4 = UnicodeAttribute()
+    ipv6 = UnicodeAttribute()
+    gateway = UnicodeAttribute()
+    enabled = BooleanAttribute(default=True)
+    extra_addresses = ListAttribute(of=UnicodeAttribute, default=list)
+    dns = ListAttribute(of=UnicodeAttribute, default=list)
+    post_up = UnicodeAttribute(null=True)
+    post_down = UnicodeAttribute(null=True)
+    full_tunnel = BooleanAttribute(default=False)
+    keepalive = NumberAttribute()
+    server_keyed = BooleanAttribute(default=False)
+    created_at = NumberAttribute(default=0)
+    revision = NumberAttribute(default=0)
 
 
 class _ClaimItem(_Item):
@@ -87,6 +112,7 @@ class _PendingItem(_Item):
     network_id = UnicodeAttribute()
     host_ids = ListAttribute(of=UnicodeAttribute, default=list)
     settings = BooleanAttribute(default=False)
+    client_ids = ListAttribute(of=UnicodeAttribute, default=list)
 
 
 class _DeltaItem(_Item):
@@ -102,6 +128,7 @@ class _HostItem(_Item):
     listen_port = NumberAttribute()
     endpoints = ListAttribute(of=UnicodeAttribute, default=list)
     addresses: MapAttribute[str, Any] = MapAttribute(default=dict)  # raw map: network id -> [ipv4, ipv6]
+    roles: MapAttribute[str, Any] = MapAttribute(null=True)  # raw map: network id -> mapping.role_map
     certificate_id = UnicodeAttribute(default="")
     token_hash = UnicodeAttribute(default="")
     enrollment_key_id = UnicodeAttribute(null=True)
@@ -113,7 +140,7 @@ class _HostItem(_Item):
     last_seen = NumberAttribute(null=True)
     agent_version = UnicodeAttribute(null=True)
     reported_endpoints = ListAttribute(of=UnicodeAttribute, default=list)
-    peers: ListAttribute[Any] = ListAttribute(default=list)  # raw: [{key, handshake_age, rx, tx}]
+    peers: ListAttribute[Any] = ListAttribute(default=list)  # raw: [{key, handshake_age, rx, tx, endpoint?}]
 
 
 class _IdentityItem(_Item):
@@ -153,6 +180,7 @@ class Items:
     network: Any
     registry: Any
     member: Any
+    client: Any
     claim: Any
     pending: Any
     delta: Any
@@ -195,6 +223,7 @@ def bind(table: str, host: str | None, region: str) -> Items:
         network=make(_NetworkItem, True),
         registry=make(_RegistryItem, False),
         member=make(_MemberItem, False),
+        client=make(_ClientItem, False),
         claim=make(_ClaimItem, False),
         pending=make(_PendingItem, True),
         delta=make(_DeltaItem, False),

@@ -10,9 +10,9 @@ from ...domain.changes import ChangeId
 
 __all__ = [
     "REGISTRY_PK", "REGISTRY_SK", "META", "PENDING", "CLAIM", "PENDING_PREFIX", "MEMBER_PREFIX",
-    "DELTA_PREFIX", "NETWORK_PREFIX", "HOST_PREFIX", "KEY_PREFIX", "ADMIN_PREFIX",
-    "network_pk", "member_sk", "ip_sk", "wgkey_pk", "identity_pk", "host_pk", "key_pk", "admin_pk",
-    "change_sk", "change_id",
+    "DELTA_PREFIX", "NETWORK_PREFIX", "HOST_PREFIX", "KEY_PREFIX", "ADMIN_PREFIX", "CLIENT_PREFIX",
+    "network_pk", "member_sk", "client_sk", "ip_sk", "wgkey_pk", "identity_pk", "host_pk", "key_pk",
+    "admin_pk", "change_sk", "change_id",
 ]
 
 REGISTRY_PK, REGISTRY_SK = "REGISTRY", "NETWORKS"
@@ -23,6 +23,9 @@ CLAIM = "CLAIM"  # sort key of a WireGuard key's claim
 # The prefixes of listed records also start their cursors (see :mod:`.cursor`).
 NETWORK_PREFIX, HOST_PREFIX, KEY_PREFIX, ADMIN_PREFIX = "NET#", "HOST#", "KEY#", "ADMIN#"
 MEMBER_PREFIX, PENDING_PREFIX, DELTA_PREFIX = "MEMBER#", "PEND#", "DELTA#"
+# A remote-access client lives in its network's partition. Its sort key sorts before ``META``,
+# so the network's record and its pending changes stay next to each other (``network_head``).
+CLIENT_PREFIX = "CLIENT#"
 
 
 def network_pk(network_id: str) -> str:
@@ -31,6 +34,10 @@ def network_pk(network_id: str) -> str:
 
 def member_sk(host_id: str) -> str:
     return f"{MEMBER_PREFIX}{host_id}"
+
+
+def client_sk(client_id: str) -> str:
+    return f"{CLIENT_PREFIX}{client_id}"
 
 
 def delta_sk(seq: int) -> str:

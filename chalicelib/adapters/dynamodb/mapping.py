@@ -10,8 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from ...domain.changes import PendingChange
-from ...domain.ids import EnrollmentKeyId, HostId, NetworkId
-from ...domain.models import AdminKey, EnrollmentKey, Host, HostStatus, Member, Network, PeerStatus
+from ...domain.ids import ClientId, EnrollmentKeyId, HostId, NetworkId
+from ...domain.models import (
+    AdminKey,
+    Client,
+    EnrollmentKey,
+    Gateway,
+    Host,
+    HostStatus,
+    Member,
+    MemberRole,
+    Network,
+    PeerStatus,
+)
 from ...service.ports import NetworkRegistry, PendingIdentity, RegistryEntry
 from . import layout
 from .items import Items
@@ -19,7 +30,8 @@ from .items import Items
 __all__ = [
     "network", "registry", "member", "host", "enrollment_key", "admin_key", "pending_identity",
     "pending_change", "network_item", "member_item", "host_item", "key_item", "admin_item",
-    "identity_item", "pending_item", "registry_entry", "status_peers",
+    "identity_item", "pending_item", "registry_entry", "status_peers", "role", "role_map", "roles_map",
+    "client", "client_item",
 ]
 
 
@@ -59,7 +71,28 @@ def member(network_id: str, item: Any) -> Member:
         ipv6=item.ipv6,
         listen_port=int(item.listen_port),
         endpoints=tuple(item.endpoints or ()),
+        role=role(_raw(item.role)),
     )
+
+
+def _raw(value: Any) -> dict[str, Any]:
+    """A raw map attribute as a dict (an item written before the attribute existed: empty)."""
+    return {} if value is None else value.as_dict() if hasattr(value, "as_dict") else dict(value)
+
+
+def role(raw: dict[str, Any]) -> MemberRole:
+    """A member's role from its raw map (:func:`role_map`); an empty map is no role."""
+    g = raw.get("gateway")
+    gateway = None if g is None else Gateway(
+        remote_access=bool(g.get("remote_access", False)),
+        egress=tuple(g.get("egress") or ()),
+        internet=bool(g.get("internet", False)),
+        endpoint=g.get("endpoint"),
+    )
+    internet_gateway = raw.get("internet_gateway")
+    return MemberRole(gateway=gateway,
+                      internet_gateway=None if internet_gateway is None else HostId(internet_gateway),
+                      full_tunnel=bool(raw.get("full_tunnel", False)))
 
 
 def host(item: Any) -> Host:
@@ -70,6 +103,7 @@ def host(item: Any) -> Host:
             latest_handshake_age=None if p.get("handshake_age") is None else int(p["handshake_age"]),
             rx_bytes=int(p.get("rx", 0)),
             tx_bytes=int(p.get("tx", 0)),
+            endpoint=p.get("endpoint"),
         )
         for p in (item.peers or ())
     )
@@ -80,6 +114,7 @@ def host(item: Any) -> Host:
         listen_port=int(item.listen_port),
         endpoints=tuple(item.endpoints or ()),
         addresses=addresses,
+        roles={NetworkId(k): role(v) for k, v in _raw(item.roles).items()},
         certificate_id=item.certificate_id,
         token_hash=item.token_hash,
         enrollment_key_id=(EnrollmentKeyId(item.enrollment_key_id) if item.enrollment_key_id else None),
@@ -131,6 +166,29 @@ def pending_change(network_id: str, item: Any) -> PendingChange:
         network_id=NetworkId(network_id),
         host_ids=tuple(HostId(x) for x in item.host_ids),
         settings=bool(item.settings),
+        client_ids=tuple(ClientId(x) for x in (item.client_ids or ())),
+    )
+
+
+def client(network_id: str, item: Any) -> Client:
+    return Client(
+        id=ClientId(item.id),
+        network_id=NetworkId(network_id),
+        name=item.name,
+        public_key=item.public_key,
+        ipv4=item.ipv4,
+        ipv6=item.ipv6,
+        gateway=HostId(item.gateway),
+        enabled=bool(item.enabled),
+        extra_addresses=tuple(item.extra_addresses or ()),
+        dns=tuple(item.dns or ()),
+        post_up=item.post_up,
+        post_down=item.post_down,
+        full_tunnel=bool(item.full_tunnel),
+        keepalive=int(item.keepalive),
+        server_keyed=bool(item.server_keyed),
+        created_at=int(item.created_at),
+        revision=int(item.revision),
     )
 
 
@@ -141,11 +199,32 @@ def registry_entry(n: Network) -> dict[str, str]:
 
 
 def status_peers(status: HostStatus) -> list[dict[str, Any]]:
-    """A status report's peers as the host item stores them (a raw list of maps)."""
+    """A status report's peers as the host item stores them (a raw list of maps; ``endpoint``
+    only where the peer has one, so a report without endpoints stores no more than before)."""
     return [
-        {"key": p.public_key, "handshake_age": p.latest_handshake_age, "rx": p.rx_bytes, "tx": p.tx_bytes}
+        {"key": p.public_key, "handshake_age": p.latest_handshake_age, "rx": p.rx_bytes, "tx": p.tx_bytes,
+         **({"endpoint": p.endpoint} if p.endpoint is not None else {})}
         for p in status.peers
     ]
+
+
+def role_map(r: MemberRole) -> dict[str, Any]:
+    """A member's role as a raw map (what is unset is left out, so no role is an empty map)."""
+    out: dict[str, Any] = {}
+    if r.gateway is not None:
+        g = r.gateway
+        out["gateway"] = {"remote_access": g.remote_access, "egress": list(g.egress), "internet": g.internet,
+                          **({"endpoint": g.endpoint} if g.endpoint is not None else {})}
+    if r.internet_gateway is not None:
+        out["internet_gateway"] = r.internet_gateway
+    if r.full_tunnel:
+        out["full_tunnel"] = True
+    return out
+
+
+def roles_map(roles: dict[NetworkId, MemberRole]) -> dict[str, Any]:
+    """A host's roles (network id → role) as the host item stores them."""
+    return {network_id: role_map(r) for network_id, r in roles.items()}
 
 
 def network_item(items: Items, n: Network) -> Any:
@@ -176,6 +255,30 @@ def member_item(items: Items, m: Member) -> Any:
         ipv6=m.ipv6,
         listen_port=m.listen_port,
         endpoints=list(m.endpoints),
+        role=role_map(m.role) if m.role else None,
+    )
+
+
+def client_item(items: Items, c: Client) -> Any:
+    return items.client(
+        layout.network_pk(c.network_id),
+        layout.client_sk(c.id),
+        id=c.id,
+        name=c.name,
+        public_key=c.public_key,
+        ipv4=c.ipv4,
+        ipv6=c.ipv6,
+        gateway=c.gateway,
+        enabled=c.enabled,
+        extra_addresses=list(c.extra_addresses),
+        dns=list(c.dns),
+        post_up=c.post_up,
+        post_down=c.post_down,
+        full_tunnel=c.full_tunnel,
+        keepalive=c.keepalive,
+        server_keyed=c.server_keyed,
+        created_at=c.created_at,
+        revision=c.revision,
     )
 
 
@@ -198,6 +301,7 @@ def host_item(items: Items, h: Host) -> Any:
         tags=list(h.tags),
         created_at=h.created_at,
         revision=h.revision,
+        roles=roles_map(h.roles),
     )
 
 
@@ -246,4 +350,5 @@ def pending_item(items: Items, change: PendingChange) -> Any:
         network_id=change.network_id,
         host_ids=list(change.host_ids),
         settings=change.settings,
+        client_ids=list(change.client_ids),
     )

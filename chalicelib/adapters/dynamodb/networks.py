@@ -117,6 +117,9 @@ class NetworkRecords(StoreBase):
         leftovers = [i for i in stored if i.sk != layout.META]
         if any(i.sk.startswith(layout.MEMBER_PREFIX) for i in leftovers):
             raise StaleWriteError("the network still has members")
+        # Clients hold key claims outside the partition: they are deleted first (delete_client).
+        if any(i.sk.startswith(layout.CLIENT_PREFIX) for i in leftovers):
+            raise StaleWriteError("the network still has clients")
 
         def build(tx: Tx) -> None:
             self._registry_update(tx, registry_version, [reg.nets[network_id].remove()])

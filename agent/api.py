@@ -82,16 +82,17 @@ class ApiClient:
     def config(self, host_id: str, known: Mapping[str, int] | None = None) -> FullConfig:
         """Every network of this host: a full snapshot, or, for a network in ``known``
         (network id → the seq we have), the deltas missed since, when the API still keeps them."""
-        query = ""
+        params = {"v": str(protocol.VERSION)}  # the schema it reads: the API refuses what it cannot serve
         if known:
             pairs = sorted(known.items())[: protocol.MAX_KNOWN_NETWORKS]
-            query = "?" + urllib.parse.urlencode({"known": ",".join(f"{n}:{q}" for n, q in pairs)})
-        out = self._call("GET", f"/v1/hosts/{host_id}/config{query}")
+            params["known"] = ",".join(f"{n}:{q}" for n, q in pairs)
+        out = self._call("GET", f"/v1/hosts/{host_id}/config?{urllib.parse.urlencode(params)}")
         assert out is not None
         try:
             snaps = tuple(protocol.Snapshot(
                 network=protocol.network_from_wire({**n["network"], "seq": n["seq"]}),
                 members=tuple(protocol.member_from_wire(n["network"]["id"], m) for m in n["members"]),
+                clients=tuple(protocol.client_from_wire(n["network"]["id"], c) for c in n.get("clients", ())),
             ) for n in out["networks"])
             catch_ups = tuple(protocol.CatchUp(
                 network_id=str(c["network_id"]), seq=int(c["seq"]),

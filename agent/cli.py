@@ -138,12 +138,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(sd: StateDir, state: AgentState) -> int:
+    from .fulltunnel import FullTunnel, table_for
+    from .gateway import Forwarding
     from .mqtt import MqttLink
     from .netconf import NetConf
     from .runner import EXIT_HOST_DELETED, Agent
 
     agent = Agent(
         sd, backend=_backend(state), netsetup=NetConf(state.interface),
+        routing=FullTunnel(state.interface, table_for(state.listen_port)),
+        forwarding=Forwarding(state.interface, sd.forwarding_memo),
         link_factory=lambda events: MqttLink(
             endpoint=state.mqtt_endpoint, port=state.mqtt_port, client_id=state.client_id,
             cert_path=sd.tls_cert_path, key_path=sd.tls_key_path,
@@ -223,6 +227,21 @@ def _stop_agent(sd: StateDir, timeout: float = STOP_TIMEOUT) -> RunLock:
     return lock
 
 
+def _remove_roles(sd: StateDir, state: AgentState) -> None:
+    """Remove the full-tunnel rules and routes and the gateway's table, and put back the
+    forwarding sysctls, before the state (which remembers them) goes."""
+    from .fulltunnel import FullTunnel, table_for
+    from .gateway import Forwarding
+    from .netconf import NetConfError
+
+    try:
+        FullTunnel(state.interface, table_for(state.listen_port)).clear()
+        Forwarding(state.interface, sd.forwarding_memo).clear()
+    except NetConfError as e:
+        raise UsageError(f"{e}; the host is deregistered already: fix that and run `skymesh-agent leave` "
+                         "again") from None
+
+
 def cmd_leave(args: argparse.Namespace) -> int:
     from .netconf import NetConf
 
@@ -241,6 +260,7 @@ def cmd_leave(args: argparse.Namespace) -> int:
                              "or use --force to remove it locally only (an admin then deletes it)") from None
         log.warning("%s; removing locally only", e)
     with _stop_agent(sd):  # no agent may "repair" what is removed here
+        _remove_roles(sd, state)
         NetConf(state.interface).clear()
         backend = _backend(state)
         if backend.exists():

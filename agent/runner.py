@@ -27,18 +27,23 @@ One worker thread owns all state. It
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import os
 import queue
 import random
+import socket
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from chalicelib.domain import protocol
-from chalicelib.domain.device import AllowedIpConflictError, PeerConfig, peer_diff
+from chalicelib.domain import protocol, validate
+from chalicelib.domain.device import AllowedIpConflictError, DeviceConfig, PeerConfig, peer_diff
+from chalicelib.domain.errors import InvalidInputError
 from chalicelib.domain.models import PeerStatus
 
 from . import __version__
@@ -70,6 +75,22 @@ class Link(Protocol):
 
 class NetSetup(Protocol):
     def apply(self, addresses: tuple[str, ...], routes: tuple[str, ...], mtu: int) -> object: ...
+
+
+class Routing(Protocol):
+    """Full-tunnel policy routing (:class:`agent.fulltunnel.FullTunnel`): on, or gone."""
+
+    table: int
+
+    def apply(self, on: bool, bypass: Sequence[str] = ...) -> bool: ...
+
+
+class Forwarder(Protocol):
+    """Our nftables table (:class:`agent.gateway.Forwarding`): a gateway's forwarding and NAT, a
+    full tunnel's marks; none of them: no table."""
+
+    def apply(self, forwards: tuple[str, ...], nat: tuple[str, ...], *, full_tunnel_mark: int = 0,
+              addresses: tuple[str, ...] = ()) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -105,11 +126,16 @@ class Agent:
                  api: ApiClient | None = None, link_factory: Callable[[queue.Queue], Link] | None = None,
                  discover_endpoints: Callable[[], list[str]] | None = None,
                  timings: Timings = Timings(), rng: random.Random | None = None,
-                 on_applied: Callable[[Tracker], None] | None = None) -> None:
+                 on_applied: Callable[[Tracker], None] | None = None,
+                 routing: Routing | None = None, forwarding: Forwarder | None = None) -> None:
         self.dir = state_dir
         self.state = state_dir.load()
         self.backend = backend
         self.netsetup = netsetup
+        self.routing = routing
+        self.forwarding = forwarding
+        self._mark_checked = False  # whether the device is known to carry no full-tunnel mark
+        self._bypass: dict[str, set[str]] = {}  # control plane host name → its addresses last resolved
         self.api = api or ApiClient(self.state.server, self.state.host_token)
         self.events: queue.Queue = queue.Queue()
         self._link_factory = link_factory
@@ -144,6 +170,9 @@ class Agent:
         self._runtime_written: dict | None = None
         self.error: str | None = None
         self.deleted: str | None = None  # why it stopped: the control plane deleted this host
+        self.upgrade: str | None = None  # the control plane speaks a newer schema: what to tell people
+        self._newer_seen: object = None
+        self._newer_resync_at = float("-inf")
         self._stop = threading.Event()
 
     @property
@@ -226,6 +255,12 @@ class Agent:
     def on_message(self, topic: str, payload: bytes) -> None:
         try:
             msg = protocol.decode(payload)
+        except protocol.UnsupportedVersionError as e:
+            if not e.newer:
+                log.warning("ignored a message on %s: %s", topic, e)
+                return
+            self._newer_schema(topic, payload)
+            return
         except protocol.ProtocolError as e:
             log.warning("ignored a message on %s: %s", topic, e)
             return
@@ -241,6 +276,27 @@ class Agent:
             elif outcome in (Outcome.GAP, Outcome.MEMBERSHIP):
                 log.info("%s at seq %d of %s: full resync", outcome.value, msg.seq, msg.network_id)
                 self.resync()
+
+    def _newer_schema(self, topic: str, payload: bytes) -> None:
+        """A broadcast of a schema newer than ours: say so (once per version), and learn what it
+        changed over HTTPS instead, at most once per ``resync_max`` however many such arrive."""
+        try:
+            theirs = json.loads(payload).get("v")
+        except (ValueError, AttributeError):
+            theirs = None
+        self.upgrade = (f"the control plane speaks schema {protocol.short(theirs)}, this agent "
+                        f"{protocol.VERSION}: upgrade skymesh-agent")
+        if theirs != self._newer_seen:
+            self._newer_seen = theirs
+            log.error("%s (a message on %s could not be read); resyncing over HTTPS meanwhile",
+                      self.upgrade, topic)
+        self.error = self.upgrade
+        now = time.monotonic()
+        when = max(now, self._newer_resync_at + self.t.resync_max)
+        if not self._resync_timer.pending or (self._resync_timer.due or 0.0) > when:
+            self._resync_timer.at(when)
+            self._newer_resync_at = when
+        self._write_runtime()
 
     # ---------------------------------------------------------------- resync
     def resync(self, full: bool = False) -> None:
@@ -268,7 +324,7 @@ class Agent:
             self.resync(full=True)
             return
         self._resync_timer.succeeded()
-        self.last_sync, self.error = time.time(), None
+        self.last_sync, self.error = time.time(), self.upgrade
         self.apply()
         if not self._subscribe_timer.pending:  # else the retry subscribes (with backoff), then resyncs
             self._sync_subscriptions()
@@ -386,7 +442,7 @@ class Agent:
         self._needs_full = False
         self._apply_timer.cancel()
         if self.error and self.error.startswith("cannot configure"):
-            self.error = None
+            self.error = self.upgrade
         seqs = {n: self.tracker.seq(n) for n in self.tracker.network_ids}
         if seqs != self._cached_seqs and not self._cache_timer.pending:
             self._cache_timer.at(time.monotonic() + self.t.cache_delay)  # coalesce a burst into one write
@@ -406,7 +462,64 @@ class Agent:
             self.backend.apply_peers(diff.upsert, diff.remove)
             log.info("applied %d peer change(s), %d removal(s)", len(diff.upsert), len(diff.remove))
         self._applied = dict(desired.peers)
+        self._apply_roles(desired)
         self._reconciled_at = time.monotonic()
+
+    def _apply_roles(self, desired: DeviceConfig) -> None:
+        """Full tunnel and gateway forwarding as the plan says (after the peers: a failure here
+        leaves the mesh itself working, and is retried like any other).
+
+        Full tunnel the way wg-quick does it: the device marks its own packets before the
+        rules send everything unmarked into the tunnel, and keeps the mark until they are gone.
+        """
+        if self.routing is not None:
+            if desired.full_tunnel:
+                self.backend.set_fwmark(self.routing.table)
+                self._mark_checked = False
+                if self.routing.apply(True, self._control_plane_addresses()):
+                    log.info("full tunnel on: all traffic through %s (table %d)", self.state.interface,
+                             self.routing.table)
+            else:
+                removed = self.routing.apply(False)
+                if removed:
+                    log.info("full tunnel off: the host's routing is as before")
+                # read the device only when it may still carry our mark (not at every heartbeat)
+                if (removed or not self._mark_checked) and self.backend.fwmark() == self.routing.table:
+                    self.backend.set_fwmark(0)
+                self._mark_checked = True
+        mark = self.routing.table if self.routing is not None and desired.full_tunnel else 0
+        if self.forwarding is not None and self.forwarding.apply(
+                desired.forwards, desired.nat, full_tunnel_mark=mark, addresses=desired.addresses):
+            if mark and not (desired.forwards or desired.nat):
+                log.info("full tunnel: the tunnel's own flows keep their mark (nftables)")
+            elif desired.forwards or desired.nat:
+                log.info("gateway: forwarding %s; masquerading for %s", ", ".join(desired.forwards),
+                         ", ".join(desired.nat) or "nothing")
+            else:
+                log.info("no longer a gateway nor in full tunnel: our nftables table removed")
+
+    def _control_plane_addresses(self) -> tuple[str, ...]:
+        """The addresses of the API and the broker, which full tunnel keeps on the main table: so
+        the host hears the control plane even when its internet gateway fails. Resolved at each
+        full apply; when a name does not resolve (DNS through a dead tunnel), the last addresses
+        known for it are kept."""
+        out: set[str] = set()
+        for host in (urllib.parse.urlsplit(self.state.server).hostname, self.state.mqtt_endpoint):
+            if not host:
+                continue
+            try:
+                found = {str(ipaddress.ip_address(host))}
+            except ValueError:
+                try:
+                    found = {str(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
+                             for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+                except (OSError, UnicodeError) as e:
+                    log.warning("cannot resolve %s (%s); keeping it on the main table by the addresses "
+                                "it had", host, e)
+                    found = self._bypass.get(host, set())
+            self._bypass[host] = found
+            out |= {a for a in found if not ipaddress.ip_address(a).is_loopback}
+        return tuple(sorted(out))
 
     def _apply_keys(self, keys: set[str]) -> None:
         upsert, remove = [], []
@@ -452,7 +565,8 @@ class Agent:
             public_key=k,
             latest_handshake_age=(None if (at := stats[k].latest_handshake) is None
                                   else min(protocol.MAX_HANDSHAKE_AGE, max(0, int(now - at)))),
-            rx_bytes=stats[k].rx_bytes, tx_bytes=stats[k].tx_bytes) for k in kept)
+            rx_bytes=stats[k].rx_bytes, tx_bytes=stats[k].tx_bytes,
+            endpoint=_reportable(stats[k].endpoint)) for k in kept)
         return protocol.StatusReport(agent_version=__version__,
                                      endpoints=self.state.endpoints or self.state.auto_endpoints,
                                      peers=peers)
@@ -482,7 +596,8 @@ class Agent:
             log.warning("cannot read the device: %s", e)
             return
         digest = (report.endpoints, tuple(
-            (p.public_key, p.latest_handshake_age is not None and p.latest_handshake_age < HANDSHAKE_FRESH)
+            (p.public_key, p.latest_handshake_age is not None and p.latest_handshake_age < HANDSHAKE_FRESH,
+             p.endpoint)  # a client that moved (a phone from Wi-Fi to mobile data) is worth a report
             for p in report.peers))
         now = time.monotonic()
         if digest == self._last_report and now - self._last_report_at < self.t.heartbeat:
@@ -507,6 +622,19 @@ class Agent:
             log.warning("cannot write runtime state: %s", e)
             return
         self._runtime_written = info
+
+
+def _reportable(endpoint: str | None) -> str | None:
+    """A peer's current endpoint as the status report may carry it (the control plane shows
+    where connected clients are); None for one the protocol would refuse (an IPv6 link-local
+    with a zone, say), which would otherwise cost the whole report."""
+    if endpoint is None:
+        return None
+    try:  # WireGuard reports addresses (at most 53 characters), never names: within the length bound
+        (out,) = validate.endpoints([endpoint])
+    except InvalidInputError:
+        return None
+    return out
 
 
 def _why(e: BaseException) -> str:

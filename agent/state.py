@@ -13,6 +13,8 @@ Layout of ``DIR`` (default ``/var/lib/skymesh``)::
     ca.pem       CA that signs the broker's certificate (local mode)
     cache.json   the last applied snapshot of every network
     runtime.json what the running agent is doing (for ``status``)
+    forwarding.json  on a gateway: that our nftables table exists, and the forwarding sysctls'
+                 values before we turned them on (put back when the role ends, or on ``leave``)
     run.lock     held (flock) by the one process that owns the device: ``run``, or ``leave``
                  while it removes everything; it names that process (``{"pid", "command"}``)
 """
@@ -108,6 +110,10 @@ class StateDir:
     @property
     def ca_path(self) -> Path:
         return self.path / "ca.pem"
+
+    @property
+    def forwarding_memo(self) -> Path:
+        return self.path / "forwarding.json"
 
     def exists(self) -> bool:
         return (self.path / "state.json").exists()
@@ -219,5 +225,5 @@ class StateDir:
     def wipe(self) -> None:
         """Remove everything the agent wrote (after ``leave``)."""
         for name in ("state.json", "wg.key", "tls.key", "tls.crt", "ca.pem", "cache.json", "runtime.json",
-                     "run.lock"):
+                     "forwarding.json", "run.lock"):
             (self.path / name).unlink(missing_ok=True)

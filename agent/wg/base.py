@@ -44,6 +44,15 @@ class Backend(Protocol):
     def listen_port(self) -> int | None:
         """The port the device listens on now."""
 
+    def fwmark(self) -> int:
+        """The mark the device puts on its own UDP packets (0: none)."""
+
+    def set_fwmark(self, mark: int) -> None:
+        """Mark the device's own UDP packets with ``mark`` (0: no mark), if it differs.
+
+        Full tunnel routing (wg-quick's way) keeps marked packets on the main table.
+        """
+
     def peers(self) -> dict[str, PeerConfig]:
         """The peers as the device has them now (endpoint = current, after roaming)."""
 
@@ -84,6 +93,7 @@ class DeviceState:
 
     private_key: str | None = None  # base64
     listen_port: int | None = None
+    fwmark: int = 0
     peers: dict[str, DevicePeer] = field(default_factory=dict)
 
     def peer_configs(self) -> dict[str, PeerConfig]:
@@ -106,6 +116,9 @@ class ReadsDevice:
 
     def listen_port(self) -> int | None:
         return self._read().listen_port
+
+    def fwmark(self) -> int:
+        return self._read().fwmark
 
     def peers(self) -> dict[str, PeerConfig]:
         return self._read().peer_configs()

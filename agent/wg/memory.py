@@ -36,6 +36,7 @@ class MemoryBackend:
         self._private_key: str | None = None
         self._public_key: str | None = None
         self._listen_port: int | None = None
+        self._fwmark = 0
         self._peers: dict[str, PeerConfig] = {}
         self._traffic: dict[str, tuple[int, int, int]] = {}  # key -> (handshake, rx, tx)
 
@@ -62,6 +63,7 @@ class MemoryBackend:
             self.creations += 1
             self._peers = {}
             self._listen_port = None
+            self._fwmark = 0
         if private_key != self._private_key:
             self._private_key = private_key
             self._public_key = public_key_of(private_key)
@@ -76,6 +78,16 @@ class MemoryBackend:
     def listen_port(self) -> int | None:
         self._need()
         return self._listen_port
+
+    def fwmark(self) -> int:
+        self._need()
+        return self._fwmark
+
+    def set_fwmark(self, mark: int) -> None:
+        self._need()
+        if not 0 <= mark < 2**32:
+            raise ValueError(f"fwmark {mark} is not a 32-bit unsigned integer")
+        self._fwmark = mark
 
     def peers(self) -> dict[str, PeerConfig]:
         self._need()
@@ -125,4 +137,5 @@ class MemoryBackend:
         self._exists = False
         self._peers = {}
         self._listen_port = None
+        self._fwmark = 0
         self._private_key = self._public_key = None

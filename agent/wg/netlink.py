@@ -47,6 +47,9 @@ def parse_dump(messages: Iterable[Any]) -> DeviceState:
         port = msg.get_attr("WGDEVICE_A_LISTEN_PORT")
         if port is not None and dev.listen_port is None:
             dev.listen_port = int(port)
+        mark = msg.get_attr("WGDEVICE_A_FWMARK")
+        if mark is not None and not dev.fwmark:
+            dev.fwmark = int(mark)
         for p in msg.get_attr("WGDEVICE_A_PEERS") or ():
             pub = _text(p.get_attr("WGPEER_A_PUBLIC_KEY"))
             peer = dev.peers.get(pub)
@@ -179,6 +182,13 @@ class NetlinkBackend(ReadsDevice):
         if changes:
             self._set(" and ".join(k.replace("_", " ") for k in changes), **changes)
         return created
+
+    def set_fwmark(self, mark: int) -> None:
+        """``WGDEVICE_A_FWMARK`` when it differs (0 removes the mark)."""
+        if not 0 <= mark < 2**32:
+            raise ValueError(f"fwmark {mark} is not a 32-bit unsigned integer")
+        if self._read().fwmark != mark:
+            self._set(f"fwmark {mark}", fwmark=mark)
 
     def apply_peers(self, upsert: Sequence[PeerConfig], remove: Sequence[str]) -> None:
         """One netlink message per peer (pyroute2's ``set`` takes one peer); changes are in place.

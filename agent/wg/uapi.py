@@ -81,6 +81,8 @@ def parse_get(text: str) -> DeviceState:
                 dev.private_key = _b64(value)
             elif key == "listen_port":
                 dev.listen_port = int(value)
+            elif key == "fwmark":
+                dev.fwmark = int(value)
         elif key == "endpoint":
             peer.endpoint = value  # already ip:port or [ip6]:port, canonical
         elif key == "allowed_ip":
@@ -256,6 +258,13 @@ class UapiBackend(ReadsDevice):
         if lines:
             self._set(lines, "setting " + " and ".join(changes))
         return created
+
+    def set_fwmark(self, mark: int) -> None:
+        """``fwmark=`` over UAPI when it differs (0 removes the mark)."""
+        if not 0 <= mark < 2**32:
+            raise ValueError(f"fwmark {mark} is not a 32-bit unsigned integer")
+        if self._read().fwmark != mark:
+            self._set([f"fwmark={mark}"], f"setting fwmark {mark}")
 
     def apply_peers(self, upsert: Sequence[PeerConfig], remove: Sequence[str]) -> None:
         """All upserts and removals as one UAPI ``set`` (one transaction).

@@ -25,6 +25,7 @@ True
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -78,20 +79,22 @@ MAX_KNOWN_NETWORKS = 64
 
 # Bounds of a status report. Any host can publish one, so each field has a limit and
 # the stored record cannot outgrow them: at most MAX_REPORT_PEERS entries of a 44-byte
-# key and three integers (about 100 bytes each as a DynamoDB item) plus 8 endpoints,
-# i.e. under 32 KB, whatever a host sends. The agent reports only the peers it has
+# key, three integers and an IP endpoint of at most 47 characters (about 165 bytes each as
+# a DynamoDB item) plus 8 endpoints, i.e. under 44 KB (measured: 42.8 KB), whatever a
+# host sends. The agent reports only the peers it has
 # talked to; a host talks to most of its peers only as a gateway or relay, and then
 # 256 most recent handshakes are enough to see that it works (the agent keeps those).
 # A list page of 50 such hosts stays far below API Gateway's and Lambda's 6 MB.
 MAX_REPORT_PEERS = 256
-MAX_STORED_REPORT_BYTES = 32 * 1024
+MAX_STORED_REPORT_BYTES = 44 * 1024
 """The most a stored report adds to its host's record (measured by DynamoDB's item-size rules)."""
-MAX_REPORT_BYTES = 48 * 1024  # the largest valid report encodes to ~39 KB
+MAX_REPORT_BYTES = 64 * 1024  # the largest valid report (peers' endpoints included) encodes to ~48 KB
 MAX_AGENT_VERSION = 64
 MAX_HANDSHAKE_AGE = 2**32 - 1  # seconds (136 years): an age, never a timestamp
 MAX_COUNTER = 2**64 - 1  # WireGuard's byte counters are unsigned 64-bit
 _MAX_DEPTH = 8  # a status report is 3 deep (object → peers → peer); deltas 4
 _MAX_ENDPOINT_CHARS = 261  # "[" 45-character IPv6 "]:65535", or a 253-character name ":65535"
+_MAX_PEER_ENDPOINT_CHARS = 47  # "[" 39-character IPv6 (no zone) "]:65535"
 _AGENT_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9.+_-]{{0,{MAX_AGENT_VERSION - 1}}}")
 _REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers"})
 _PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx", "endpoint"})
@@ -431,12 +434,15 @@ def _peer_from_wire(p: Any) -> PeerStatus:
     age = p.get("handshake_age")
     endpoint = p.get("endpoint")
     if endpoint is not None:
+        # WireGuard reports where a peer's packets come from: an address, never a name (and
+        # so the stored report stays small: at most 47 characters per peer)
         try:
-            if not isinstance(endpoint, str) or len(endpoint) > _MAX_ENDPOINT_CHARS:
+            if not isinstance(endpoint, str) or len(endpoint) > _MAX_PEER_ENDPOINT_CHARS:
                 raise InvalidInputError("too long")
-            (endpoint,) = validate.endpoints([endpoint])
-        except InvalidInputError:
-            raise ProtocolError(f"peer endpoint {short(endpoint)} is not host:port") from None
+            endpoint = validate.endpoint(endpoint, "endpoint")
+            ipaddress.ip_address(endpoint.rpartition(":")[0].strip("[]"))
+        except (InvalidInputError, ValueError):
+            raise ProtocolError(f"peer endpoint {short(endpoint)} is not an IP address and port") from None
     return PeerStatus(
         endpoint=endpoint,
         public_key=key,

@@ -102,7 +102,8 @@ def test_the_most_hostile_valid_report_keeps_the_host_record_bounded(
         endpoints=[f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 57}{i}:65535"
                    for i in range(8)],  # 253-character names, the longest an endpoint can be
         peers=[{"key": wg_key(2**255 - i), "handshake_age": protocol.MAX_HANDSHAKE_AGE,
-                "rx": protocol.MAX_COUNTER - i, "tx": protocol.MAX_COUNTER - i}
+                "rx": protocol.MAX_COUNTER - i, "tx": protocol.MAX_COUNTER - i,
+                "endpoint": f"[ffff:ffff:ffff:ffff:ffff:ffff:ffff:{i:04x}]:65535"}  # the longest
                for i in range(protocol.MAX_REPORT_PEERS)])
     assert app_module.host_report({**worst, "host_id": host_id}, None) == {"recorded": True}
     item = raw_host_item(stage, host_id)
@@ -126,7 +127,8 @@ def test_a_full_page_of_the_largest_hosts_fits_in_a_lambda_response(
         agent_version="v" * protocol.MAX_AGENT_VERSION,
         endpoints=[f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 57}{i}:65535" for i in range(8)],
         peers=[{"key": wg_key(2**255 - i), "handshake_age": protocol.MAX_HANDSHAKE_AGE,
-                "rx": protocol.MAX_COUNTER - i, "tx": protocol.MAX_COUNTER - i}
+                "rx": protocol.MAX_COUNTER - i, "tx": protocol.MAX_COUNTER - i,
+                "endpoint": f"[ffff:ffff:ffff:ffff:ffff:ffff:ffff:{i:04x}]:65535"}  # the longest
                for i in range(protocol.MAX_REPORT_PEERS)])
     assert app_module.host_report({**worst, "host_id": host_id}, None) == {"recorded": True}
     page = api.ok("GET", "/v1/hosts?limit=1")

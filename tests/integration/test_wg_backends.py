@@ -247,6 +247,20 @@ def test_full_apply_reads_back_what_was_set(backend: Backend) -> None:
 
 
 @with_backends
+def test_the_fwmark_is_set_read_back_and_removed_without_touching_the_peers(backend: Backend) -> None:
+    backend.ensure_device(keypair()[0], 51820)
+    desired = make_peers(3)
+    backend.apply_peers(list(desired.values()), [])
+    assert backend.fwmark() == 0
+    backend.set_fwmark(51820)  # full tunnel: the tunnel's own packets carry the mark
+    assert backend.fwmark() == 51820 and backend.peers() == desired
+    backend.set_fwmark(0)
+    assert backend.fwmark() == 0 and backend.peers() == desired
+    with pytest.raises(ValueError):
+        backend.set_fwmark(2**32)
+
+
+@with_backends
 def test_single_peer_changes_touch_only_that_peer(backend: Backend) -> None:
     backend.ensure_device(keypair()[0], 51820)
     desired = make_peers(20)

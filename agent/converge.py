@@ -149,7 +149,10 @@ class Tracker:
         self._touch(current, changed)  # the peers as they were (a removed key is removed)
         net_id = delta.network_id
         for h in delta.remove:
-            self._unindex(net_id, current.members.pop(HostId(h), None))
+            gone = current.members.pop(HostId(h), None)
+            self._unindex(net_id, gone)
+            if gone is not None and gone.role.gateway is not None:
+                self._changes.full = True  # its egress ranges and its clients' LANs were routes
         for m in delta.upsert:
             old = current.members.get(m.host_id)
             self._unindex(net_id, old)

@@ -26,6 +26,8 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick ar
     ("reconnect", ["--agents", "100", "--outage", "30"],
      ["--agents", "20", "--outage", "10", "--settle", "1"]),
     ("apply", ["--peers", "1000", "--reps", "30"], ["--peers", "100", "--reps", "3"]),
+    ("plan", ["--hosts", "1000", "--gateways", "10", "--clients", "500", "--repeat", "3"],
+     ["--hosts", "100", "--clients", "50", "--repeat", "1"]),
 ]
 
 

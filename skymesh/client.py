@@ -309,6 +309,29 @@ class ApiClient:
         """It leaves every network and its certificate is revoked."""
         self.call("DELETE", _path("v1", "hosts", host_id))
 
+    # --- gateways and members' internet use (issue 9) -------------------------------------
+
+    def put_gateway(self, network_id: str, host_id: str, role: Mapping[str, Any]) -> dict[str, Any]:
+        """``PUT`` the member's gateway role (remote_access, egress, internet, endpoint; fields left
+        out keep their value); the gateway as it is now."""
+        return self.call("PUT", _path("v1", "networks", network_id, "gateways", host_id), dict(role))
+
+    def get_gateway(self, network_id: str, host_id: str) -> dict[str, Any]:
+        return self.get(_path("v1", "networks", network_id, "gateways", host_id))
+
+    def list_gateways(self, network_id: str) -> list[dict[str, Any]]:
+        """Every gateway of the network."""
+        return self.get(_path("v1", "networks", network_id, "gateways"))["gateways"]
+
+    def delete_gateway(self, network_id: str, host_id: str, *, force: bool = False) -> None:
+        """Without ``force`` a gateway that clients or hosts use is refused (``gateway_in_use``)."""
+        self.call("DELETE", _path("v1", "networks", network_id, "gateways", host_id),
+                  query={"force": "true"} if force else None)
+
+    def update_member(self, network_id: str, host_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH`` the member's internet_gateway (a host id or None) and full_tunnel; the member now."""
+        return self.call("PATCH", _path("v1", "networks", network_id, "members", host_id), dict(changes))
+
     # --- remote-access clients ------------------------------------------------------------
 
     def create_client(self, network_id: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from . import clients, hosts, keys, meta, networks
+from . import clients, gateways, hosts, keys, meta, networks
 
-ALL = (networks.api, keys.api, hosts.api, meta.api, clients.api)
+ALL = (networks.api, keys.api, hosts.api, meta.api,
+       gateways.api, clients.api)  # issue 9
 
 __all__ = ["ALL"]

@@ -23,6 +23,7 @@ from ..domain import validate as v
 from ..domain.ids import id_pattern
 from ..domain.protocol import MAX_KNOWN_NETWORKS
 from ..service.clients import CONNECTED_WITHIN, MAX_DNS, MAX_EXTRA_ADDRESSES, SCRIPT_MAX
+from ..service.gateways import MAX_EGRESS
 from ..service.keys import MAX_USES
 from ..service.ports import PAGE_CURSOR_MAX, PAGE_CURSOR_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 
@@ -236,6 +237,27 @@ class HostRegistered(BaseModel):
     host_token: str = Field(description="shown only now; the agent keeps it")
 
 
+class WireGateway(BaseModel):
+    """A member's gateway role as ``protocol.role_to_wire`` writes it."""
+
+    remote_access: bool
+    egress: list[str]
+    internet: bool
+    endpoint: str | None
+
+
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class WireRole(BaseModel):
+    """A member's role as ``protocol.role_to_wire`` writes it: only what it has."""
+
+    gateway: WireGateway | None = Field(default=None, exclude_if=_absent)
+    internet_gateway: str | None = Field(default=None, exclude_if=_absent)
+    full_tunnel: bool | None = Field(default=None, exclude_if=_absent, description="only when true")
+
+
 class WireMember(BaseModel):
     """A member record exactly as ``protocol.member_to_wire`` writes it (the agent's input; a
     unit test holds the two to the same fields)."""
@@ -247,6 +269,9 @@ class WireMember(BaseModel):
     ipv6: str
     port: int
     endpoints: list[str]
+    role: WireRole | None = Field(default=None, exclude_if=_absent,
+                                  description="what it does beyond being a peer (schema 2); only when it "
+                                  "has one")
 
 
 class WireClient(BaseModel):
@@ -350,23 +375,90 @@ class ConfigQuery(BaseModel):
         return {net: int(seq) for net, seq in (pair.split(":") for pair in self.known.split(","))}
 
 
-# ------------------------------------------------------------------ remote-access clients (issue 9)
-HostId = Annotated[str, Field(pattern=id_pattern("host"))]
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class Error(BaseModel):
+    error: ErrorBody
+
+
+# ----------------------------------------------------------------------------- issue 9: gateways
+HostIdRef = Annotated[str, Field(pattern=id_pattern("host"))]
+Prefix = Annotated[str, Field(max_length=v.PREFIX_MAX), _rule(pattern=v.PREFIX_PATTERN)]
+
+
+class GatewayPut(_In):
+    """A member's gateway role; fields left out keep their value (a new gateway: false, none)."""
+
+    remote_access: bool | None = Field(default=None, description="devices without an agent connect to "
+                                       "it with a wg-quick file (remote-access clients)")
+    egress: list[Prefix] | None = Field(default=None, max_length=MAX_EGRESS, description="ranges behind "
+                                        "it (a LAN, a VPC) that every member routes through it; replaces "
+                                        "the list")
+    internet: bool | None = Field(default=None, description="members that choose it send their internet "
+                                  "traffic through it")
+    endpoint: Endpoint | None = Field(default=None, description="where clients reach it, HOST:PORT; "
+                                      "null: the host's first endpoint")
+
+
+class GatewayRole(BaseModel):
+    remote_access: bool
+    egress: list[str]
+    internet: bool
+    endpoint: str | None = Field(description="as set; null: the host's first endpoint")
+
+
+class NetworkMemberRef(BaseModel):
+    """A host as a member of one network: its name and overlay addresses there."""
+
+    network_id: str
+    host_id: str
+    name: str
+    ipv4: str
+    ipv6: str
+
+
+class Gateway(GatewayRole, NetworkMemberRef):
+    effective_endpoint: str | None = Field(description="where clients reach it: endpoint, else the "
+                                           "host's first endpoint; null: it has none")
+
+
+class GatewayList(BaseModel):
+    gateways: list[Gateway]
+
+
+class MemberPatch(_In):
+    """A member's use of an internet gateway; fields left out keep their value."""
+
+    internet_gateway: HostIdRef | None = Field(default=None, description="a member with internet: true "
+                                               "(null: none; clearing it also ends a full tunnel)")
+    full_tunnel: bool | None = Field(default=None, description="true: all its traffic goes through the "
+                                     "internet gateway; false: only the network's and egress ranges")
+
+
+class NetworkMember(NetworkMemberRef):
+    gateway: GatewayRole | None
+    internet_gateway: str | None
+    full_tunnel: bool
+
+
+# ----------------------------------------------------------------------------- issue 9: clients
 IpAddress = Annotated[str, Field(max_length=45)]  # checked (with its message) by the service
-RoutedPrefix = Annotated[str, Field(max_length=v.PREFIX_MAX), _rule(pattern=v.PREFIX_PATTERN)]
 Script = Annotated[str, Field(max_length=SCRIPT_MAX)]
 
 
 class ClientCreate(_In):
     name: Name = Field(examples=["alice-phone"])
-    gateway: HostId = Field(description="the member it connects through (a gateway with remote_access)")
+    gateway: HostIdRef = Field(description="the member it connects through (a gateway with remote_access)")
     public_key: WireguardKey | None = Field(default=None, description="the client's WireGuard public key; "
                                             "leave out to have the key pair made for this one answer")
     dns: list[IpAddress] = Field(default_factory=list, max_length=MAX_DNS, description="DNS servers "
                                  "of its file (IP addresses)")
     address: IpAddress | None = Field(default=None, description="its IPv4 address, free and in the "
                                       "network's range; default: chosen like hosts'")
-    extra_addresses: list[RoutedPrefix] = Field(default_factory=list, max_length=MAX_EXTRA_ADDRESSES,
+    extra_addresses: list[Prefix] = Field(default_factory=list, max_length=MAX_EXTRA_ADDRESSES,
                                                 description="ranges behind the client (a router's LAN): "
                                                 "every host routes them to its gateway")
     post_up: Script | None = Field(default=None, description="one line for the file's PostUp "
@@ -381,10 +473,10 @@ class ClientCreate(_In):
 class ClientPatch(_In):
     name: Name | None = None
     enabled: bool | None = Field(default=None, description="false: its gateway drops its peer")
-    gateway: HostId | None = None
+    gateway: HostIdRef | None = None
     public_key: WireguardKey | None = Field(default=None, description="a key pair the caller made")
     dns: list[IpAddress] | None = Field(default=None, max_length=MAX_DNS)
-    extra_addresses: list[RoutedPrefix] | None = Field(default=None, max_length=MAX_EXTRA_ADDRESSES)
+    extra_addresses: list[Prefix] | None = Field(default=None, max_length=MAX_EXTRA_ADDRESSES)
     post_up: Script | None = Field(default=None, description='"" removes it')
     post_down: Script | None = Field(default=None, description='"" removes it')
     full_tunnel: bool | None = None
@@ -435,12 +527,3 @@ class ClientConfigQuery(BaseModel):
     format: Literal["conf", "png", "svg"] = Field(
         default="conf", description="conf: the wg-quick file (text/plain); png or svg: its QR code "
         "(PostUp/PostDown left out); PNG needs Accept: image/png")
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class Error(BaseModel):
-    error: ErrorBody

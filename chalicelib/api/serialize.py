@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import overload
 
-from ..domain import protocol
-from ..domain.models import Client, EnrollmentKey, Host, Network
+from ..domain import plan, protocol
+from ..domain.models import Client, EnrollmentKey, Gateway, Host, Member, Network
 from ..service import Connection, IssuedClient, NetworkConfig
 from . import schemas as s
 
@@ -71,6 +71,26 @@ def catch_up(u: protocol.CatchUp) -> s.CatchUp:
                            deltas=[s.WireDelta.model_validate(protocol.to_wire(d)) for d in u.deltas])
 
 
+# ----------------------------------------------------------------------------- issue 9: gateways
+def gateway_role(g: Gateway) -> s.GatewayRole:
+    return s.GatewayRole(remote_access=g.remote_access, egress=list(g.egress), internet=g.internet,
+                         endpoint=g.endpoint)
+
+
+def gateway(m: Member) -> s.Gateway:
+    """A member that is a gateway (``m.gateway`` is set)."""
+    assert m.gateway is not None
+    return s.Gateway(network_id=m.network_id, host_id=m.host_id, name=m.name, ipv4=m.ipv4, ipv6=m.ipv6,
+                     **gateway_role(m.gateway).model_dump(), effective_endpoint=plan.gateway_endpoint(m))
+
+
+def network_member(m: Member) -> s.NetworkMember:
+    return s.NetworkMember(network_id=m.network_id, host_id=m.host_id, name=m.name, ipv4=m.ipv4, ipv6=m.ipv6,
+                           gateway=None if m.gateway is None else gateway_role(m.gateway),
+                           internet_gateway=m.role.internet_gateway, full_tunnel=m.role.full_tunnel)
+
+
+# ----------------------------------------------------------------------------- issue 9: clients
 def client(c: Client, link: Connection) -> s.Client:
     """A remote-access client with its link as its gateway last reported it."""
     return s.Client(

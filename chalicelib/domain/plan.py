@@ -64,6 +64,7 @@ __all__ = [
     "HostView",
     "ClientView",
     "client_view",
+    "gateway_endpoint",
     "DEFAULT_ROUTES",
     "routed_ranges",
     "check",
@@ -352,6 +353,15 @@ def _host_view(records: NetworkRecords, host_id: HostId) -> HostView:
     )
 
 
+def gateway_endpoint(member: Member) -> str | None:
+    """Where clients reach ``member`` as their gateway: its gateway role's endpoint when one is
+    set, else the member's first endpoint (None: it has none)."""
+    gw = member.role.gateway
+    if gw is not None and gw.endpoint:
+        return gw.endpoint
+    return member.endpoints[0] if member.endpoints else None
+
+
 def client_view(records: NetworkRecords, client_id: str, *, full_tunnel: bool = False) -> ClientView | None:
     """The one peer of a client's wg-quick file: its gateway, with the network's ranges,
     every egress range and the other clients' extra addresses (``full_tunnel``: everything).
@@ -362,9 +372,7 @@ def client_view(records: NetworkRecords, client_id: str, *, full_tunnel: bool = 
     gm = records.members.get(c.gateway)
     if gm is None:
         return None
-    gw = gm.role.gateway
-    endpoint = (gw.endpoint if gw is not None and gw.endpoint else None) or (gm.endpoints[0] if gm.endpoints
-                                                                             else None)
+    endpoint = gateway_endpoint(gm)
     if full_tunnel:
         allowed: tuple[str, ...] = DEFAULT_ROUTES
     else:
@@ -386,7 +394,7 @@ def check(records: NetworkRecords) -> None:
     - a host that uses an internet gateway which is no member, or no internet gateway; a
       full tunnel without an internet gateway; an internet gateway that uses one itself
       (no chains);
-    - a full-tunnel client whose gateway is no internet gateway.
+    - a full-tunnel client whose gateway (a remote-access gateway) is no internet gateway.
 
     The service runs it on the records as they would be after a change, before writing.
     """
@@ -432,7 +440,11 @@ def check(records: NetworkRecords) -> None:
     for cid in sorted(records.clients):
         c = records.clients[cid]
         gw = records.gateway(c.gateway)
-        if c.full_tunnel and (gw is None or not gw.internet):
+        # A client whose gateway gave up remote access (DELETE …?force=true) is kept, unserved:
+        # its file reaches nothing, and it must not block every later change of the network.
+        if gw is None or not gw.remote_access:
+            continue
+        if c.full_tunnel and not gw.internet:
             raise ConflictError(f"client {cid} has full_tunnel, but its gateway {c.gateway} is no "
                                 "internet gateway; make it one or turn full_tunnel off",
                                 code="not_an_internet_gateway")

@@ -174,3 +174,45 @@ def endpoints(values: list[str]) -> tuple[str, ...]:
 def format_endpoint(ip: str, listen_port: int) -> str:
     addr = ipaddress.ip_address(ip)
     return f"[{addr}]:{listen_port}" if addr.version == 6 else f"{addr}:{listen_port}"
+
+
+# ------------------------------------------------------------------ routed prefixes (gateways' egress)
+# The written form of a routed prefix for the OpenAPI document; `prefix` checks the rest.
+PREFIX_PATTERN = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]+)/[0-9]{1,3}$"
+PREFIX_MAX = 43  # the longest IPv6 address and "/128"
+
+
+def prefix(value: str, field: str) -> str:
+    """A range routed through the overlay (a LAN behind a gateway), IPv4 or IPv6, in its
+    canonical form; host bits set, a default route, multicast, loopback, link-local or
+    unspecified ranges are refused with a message that says what to send instead.
+
+    >>> prefix("10.1.0.0/16", "egress")
+    '10.1.0.0/16'
+    >>> prefix("FD12:0::/48", "egress")
+    'fd12::/48'
+    """
+    shown = quoted(value)
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as e:
+        hint = "a CIDR range such as 192.168.10.0/24 or fd12:3456::/48"
+        if "host bits set" in str(e):
+            hint = f"its network is {ipaddress.ip_network(value, strict=False)}; send that"
+        raise InvalidInputError(f"{field} entry {shown} is not a network range: {hint}") from None
+    if "/" not in value:
+        raise InvalidInputError(f"{field} entry {shown} needs a prefix length, e.g. {net}")
+    if net.prefixlen == 0:
+        raise InvalidInputError(f"{field} entry {shown} is a default route: for all traffic use an "
+                                "internet gateway (internet: true) instead")
+    if net.is_multicast or net.is_loopback or net.is_link_local or net.is_unspecified:
+        raise InvalidInputError(f"{field} entry {shown} is a multicast, loopback, link-local or "
+                                "unspecified range and cannot be routed through the overlay")
+    return str(net)
+
+
+def prefixes(values: list[str], field: str, limit: int) -> tuple[str, ...]:
+    """Each of ``values`` as :func:`prefix` makes it, duplicates dropped, at most ``limit`` of them."""
+    if len(values) > limit:
+        raise InvalidInputError(f"{field}: at most {limit} ranges")
+    return tuple(dict.fromkeys(prefix(v, field) for v in values))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .auth import Auth
 from .clients import Clients, Connection, IssuedClient
 from .deps import Deps, Settings
+from .gateways import Gateways
 from .hosts import HostConfig, Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
 from .networks import Networks
@@ -36,6 +37,8 @@ class Service:
         self.networks = Networks(deps, self.stream, self.hosts, self.clients)
         self.status = Status(deps)
         self.orphans = Orphans(deps)
+        # issue 9: gateways
+        self.gateways = Gateways(deps, self.stream)
 
     def ensure_admin_key(self, existing: str | None = None) -> str:
         return self.auth.ensure_admin_key(existing)

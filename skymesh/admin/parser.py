@@ -24,6 +24,7 @@ from .clients import (
     client_show,
 )
 from .context import Command, Context
+from .gateways import gateway_list, gateway_set, gateway_show, gateway_unset, member_set
 from .hosts import host_delete, host_list, host_show, host_update
 from .keys import key_create, key_list, key_revoke
 from .networks import network_create, network_delete, network_list, network_show, network_update
@@ -140,6 +141,48 @@ def _add_host_commands(subparsers: Any, common: argparse.ArgumentParser) -> None
     _leaf(g, "delete", host_delete, "delete a host (it leaves every network)", common, "host")
 
 
+# ----------------------------------------------------------------------------- issue 9: gateways
+def _add_gateway_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    g = _group(subparsers, "gateway", "make members gateways: remote access, egress ranges, internet")
+    p = _leaf(g, "set", gateway_set, "make a member a gateway, or change its role (what is not given "
+              "stays)", common, "network")
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--remote-access", action=argparse.BooleanOptionalAction, default=None,
+                   help="devices without an agent connect to it with a wg-quick file")
+    egress = p.add_mutually_exclusive_group()
+    egress.add_argument("--egress", action="append", metavar="CIDR",
+                        help="a range behind it that every member routes through it; replaces the list "
+                             "(repeatable)")
+    egress.add_argument("--no-egress", action="store_true", help="clear its egress ranges")
+    p.add_argument("--internet", action=argparse.BooleanOptionalAction, default=None,
+                   help="members that choose it send their internet traffic through it")
+    ends = p.add_mutually_exclusive_group()
+    ends.add_argument("--endpoint", metavar="HOST:PORT", help="where clients reach it (default: the "
+                      "host's first endpoint)")
+    ends.add_argument("--host-endpoint", action="store_true", help="clients reach it at the host's first "
+                      "endpoint again")
+    _leaf(g, "list", gateway_list, "list a network's gateways", common, "network")
+    p = _leaf(g, "show", gateway_show, "show a gateway", common, "network")
+    p.add_argument("host", metavar="HOST")
+    p = _leaf(g, "unset", gateway_unset, "remove a member's gateway role and every route through it", common,
+              "network")
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--force", action="store_true",
+                   help="also while clients or hosts use it (clients stay, unserved)")
+
+    g = _group(subparsers, "member", "a host's settings in one network")
+    p = _leaf(g, "set", member_set, "choose a member's internet gateway and tunnel", common, "network")
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--internet-gateway", metavar="HOST|none",
+                   help="the member with internet that carries its internet traffic; none: no gateway")
+    tunnel = p.add_mutually_exclusive_group()
+    tunnel.add_argument("--full-tunnel", dest="full_tunnel", action="store_const", const=True, default=None,
+                        help="all its traffic goes through the internet gateway")
+    tunnel.add_argument("--split-tunnel", dest="full_tunnel", action="store_const", const=False,
+                        help="only the network's and egress ranges go through the overlay")
+
+
+# ----------------------------------------------------------------------------- issue 9: clients
 def _add_client_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """``skymesh client …`` (issue 9): remote-access clients of a network."""
     g = _group(subparsers, "client", "remote-access clients (devices without an agent): create, list, show, "
@@ -195,7 +238,8 @@ def add_commands(subparsers: Any) -> None:
     _add_network_commands(subparsers, common)
     _add_key_commands(subparsers, common)
     _add_host_commands(subparsers, common)
-    _add_client_commands(subparsers, common)
+    _add_gateway_commands(subparsers, common)  # issue 9
+    _add_client_commands(subparsers, common)  # issue 9
 
 
 def build_parser() -> argparse.ArgumentParser:

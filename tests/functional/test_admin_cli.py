@@ -42,7 +42,7 @@ def _forwarding_handler(api: Api) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_GET = do_POST = do_PATCH = do_DELETE = _forward
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
             pass

@@ -37,7 +37,7 @@ def mesh(api: Api, service: Service) -> dict[str, Any]:
     key = api.ok("POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 2})
     gw = api.ok("POST", "/v1/hosts", host_body("gw", endpoints=["198.18.0.1:51820"]),
                 token=key["token"])["host"]
-    make_gateway(service, net["id"], gw["id"])
+    make_gateway(api, net["id"], gw["id"])
     return {"net": net, "gw": gw}
 
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from chalicelib import clientfile, wgkeys
 from chalicelib.domain import protocol
-from chalicelib.domain.ids import NetworkId
-from chalicelib.domain.models import Gateway, MemberRole, PeerStatus
+from chalicelib.domain.models import PeerStatus
 from chalicelib.service import Service
 
 from .conftest import Api, host_body, wg_public_key
@@ -25,18 +23,9 @@ pytestmark = pytest.mark.memory_store  # about the API; tests/contract holds the
 LAN = "192.168.50.0/24"
 
 
-def make_gateway(service: Service, network_id: str, host_id: str, **role: Any) -> None:
-    """Give a member a gateway role through the store contract (the gateways routes are another
-    part of the issue), broadcast like every change."""
-    store = service.deps.store
-    host = store.get_host(host_id)
-    assert host is not None
-    gateway = Gateway(**{"remote_access": True, **role})
-    new = replace(host, roles={**host.roles, NetworkId(network_id): MemberRole(gateway=gateway)},
-                  revision=host.revision + 1)
-    (change,) = service.stream.new_changes([NetworkId(network_id)], host_ids=(host.id,))
-    store.set_member_role(host, new, NetworkId(network_id), change=change)
-    service.stream.send((change,))
+def make_gateway(api: Api, network_id: str, host_id: str, **role: Any) -> None:
+    """Make a member a remote-access gateway (and what ``role`` adds) through the gateways route."""
+    api.ok("PUT", f"/v1/networks/{network_id}/gateways/{host_id}", {"remote_access": True, **role})
 
 
 @pytest.fixture
@@ -54,7 +43,7 @@ def hosts(api: Api, net: dict[str, Any], service: Service) -> dict[str, dict[str
         reg = api.ok("POST", "/v1/hosts", host_body(name, endpoints=[f"198.18.0.{len(out) + 1}:51820"]),
                      token=key["token"])
         out[name] = {**reg["host"], "token": reg["host_token"]}
-    make_gateway(service, net["id"], out["g"]["id"])
+    make_gateway(api, net["id"], out["g"]["id"])
     return out
 
 
@@ -223,7 +212,7 @@ def test_a_key_a_host_or_another_client_holds_and_overlapping_extra_addresses_ar
 
 def test_a_full_tunnel_client_needs_an_internet_gateway(
         api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service) -> None:
-    make_gateway(service, net["id"], hosts["b"]["id"], internet=True)
+    make_gateway(api, net["id"], hosts["b"]["id"], internet=True)
     client = api.ok("POST", _clients(net), {"name": "c", "gateway": hosts["b"]["id"],
                                             "full_tunnel": True})
     assert "AllowedIPs = 0.0.0.0/0, ::/0" in client["config"]
@@ -311,7 +300,7 @@ def test_patch_changes_name_dns_scripts_and_gateway_each_in_one_broadcast(
     assert (got["name"], got["dns"], got["post_up"], got["keepalive"]) == ("c2", ["fd00:64::53"], None, 10)
     assert got["ipv4"] == client["ipv4"] and got["public_key"] == client["public_key"]
 
-    make_gateway(service, net["id"], hosts["b"]["id"])
+    make_gateway(api, net["id"], hosts["b"]["id"])
     before = len(_broadcasts(service, net))
     assert api.ok("PATCH", one, {"gateway": hosts["b"]["id"]})["gateway"] == hosts["b"]["id"]
     assert len(_broadcasts(service, net)) == before + 1

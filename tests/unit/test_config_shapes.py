@@ -7,10 +7,12 @@ added to the protocol and not to the model (or the other way round) fails here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from chalicelib.api import schemas
 from chalicelib.domain import protocol
 from chalicelib.domain.ids import HostId, NetworkId
-from chalicelib.domain.models import Member, Network
+from chalicelib.domain.models import Gateway, Member, MemberRole, Network
 
 NET = Network(id=NetworkId("net_shapes000001"), name="lab", ipv4_cidr="100.64.0.0/16",
               ipv6_cidr="fd00:1::/64", seq=4)
@@ -19,10 +21,21 @@ MEMBER = Member(network_id=NET.id, host_id=HostId("host_000000000001"), name="h1
                 endpoints=("198.18.0.1:51820",))
 
 
+# Every field a role can have (no valid network has them all on one member; the shape does).
+ROLE = MemberRole(gateway=Gateway(remote_access=True, egress=("10.20.0.0/16",), internet=True),
+                  internet_gateway=HostId("host_000000000002"), full_tunnel=True)
+
+
 def test_a_member_in_config_is_the_protocols_member_record():
-    wire = protocol.member_to_wire(MEMBER)
+    wire = protocol.member_to_wire(replace(MEMBER, role=ROLE))
     assert set(schemas.WireMember.model_fields) == set(wire)
-    assert schemas.WireMember(**wire).model_dump() == wire
+    assert set(schemas.WireRole.model_fields) == set(wire["role"])
+    assert set(schemas.WireGateway.model_fields) == set(wire["role"]["gateway"])
+    for role in (MemberRole(), ROLE, MemberRole(Gateway(egress=("10.0.0.0/8",))),
+                 MemberRole(internet_gateway=HostId("host_000000000002"))):
+        member = replace(MEMBER, role=role)
+        wire = protocol.member_to_wire(member)
+        assert schemas.WireMember(**wire).model_dump() == wire
 
 
 def test_a_delta_in_a_catch_up_is_the_broadcast_as_it_went_out():

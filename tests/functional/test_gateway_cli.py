@@ -1,0 +1,91 @@
+"""``skymesh gateway set|list|show|unset`` and ``skymesh member set`` end to end: real HTTP from
+``skymesh.admin`` to the app (the fixtures of test_admin_cli)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from . import test_admin_cli
+from .conftest import Api, host_body
+from .test_admin_cli import Cli, _ok
+
+api_url, cli = test_admin_cli.api_url, test_admin_cli.cli  # its fixtures, used here by name
+
+pytestmark = pytest.mark.memory_store  # about the CLI and the API, not the database
+
+
+@pytest.fixture
+def office(cli: Cli, api: Api) -> dict[str, Any]:
+    """Network office with hosts g and a, as the API shows them."""
+    _ok(cli("network", "create", "office", "--ipv4", "100.64.0.0/16"))
+    token = _ok(cli("key", "create", "--network", "office", "--uses", "2", "--json")).json()["token"]
+    hosts = {n: api.ok("POST", "/v1/hosts", host_body(n), token=token)["host"] for n in ("g", "a")}
+    return {"network": api.ok("GET", "/v1/networks")["networks"][0], "hosts": hosts}
+
+
+def test_gateway_set_list_show_and_unset(cli: Cli, api: Api, office: dict[str, Any]) -> None:
+    net, g = office["network"], office["hosts"]["g"]
+
+    out = _ok(cli("gateway", "set", "office", "g", "--remote-access", "--egress", "10.20.0.0/16",
+                  "--egress", "fd12:3456::/48")).out
+    assert out.startswith(f"gateway g set in network office ({g['id']})\n")
+    assert "Egress:         10.20.0.0/16,fd12:3456::/48" in out and "Remote access:  yes" in out
+    assert f"Endpoint:       {g['endpoints'][0]} (the host's own)" in out
+    shown = api.ok("GET", f"/v1/networks/{net['id']}/gateways/{g['id']}")
+    assert (shown["remote_access"], shown["egress"], shown["internet"]) == (True, ["10.20.0.0/16",
+                                                                                  "fd12:3456::/48"], False)
+
+    # What is not given stays; --json prints the API's answer.
+    changed = _ok(cli("gateway", "set", "office", g["id"], "--internet", "--endpoint", "gw.example.com:443",
+                      "--json")).json()
+    assert changed == api.ok("GET", f"/v1/networks/{net['id']}/gateways/{g['id']}")
+    assert (changed["remote_access"], changed["internet"], changed["effective_endpoint"]) == (
+        True, True, "gw.example.com:443")
+
+    lines = _ok(cli("gateway", "list", "office")).out.splitlines()
+    assert lines[0].split() == ["NAME", "HOST", "ID", "REMOTE", "ACCESS", "EGRESS", "INTERNET", "ENDPOINT"]
+    assert lines[1].split() == ["g", g["id"], "yes", "10.20.0.0/16,fd12:3456::/48", "yes",
+                                "gw.example.com:443"]
+    assert _ok(cli("gateway", "list", "office", "--json")).json() == api.ok(
+        "GET", f"/v1/networks/{net['id']}/gateways")
+    assert "Internet:       yes" in _ok(cli("gateway", "show", "office", "g")).out
+    assert _ok(cli("gateway", "show", "office", "g", "--json")).json() == changed
+
+    unset = _ok(cli("gateway", "unset", "office", "g")).out
+    assert unset == f"gateway g unset in network office ({g['id']})\n"
+    assert api.call("GET", f"/v1/networks/{net['id']}/gateways/{g['id']}")[0] == 404
+    assert _ok(cli("gateway", "list", "office")).out.startswith("no gateways in network office")
+
+
+def test_gateway_refusals_are_one_line_errors(cli: Cli, api: Api, office: dict[str, Any]) -> None:
+    nothing = cli("gateway", "set", "office", "g")
+    assert nothing.code == 1 and nothing.err.startswith("error: nothing to change")
+    bad = cli("gateway", "set", "office", "g", "--egress", "10.20.0.1/16")
+    assert bad.code == 1 and bad.out == "" and "10.20.0.0/16" in bad.err and bad.err.count("\n") == 1
+    overlap = cli("gateway", "set", "office", "g", "--egress", "100.64.5.0/24")
+    assert overlap.code == 1 and "network office" in overlap.err
+
+
+def test_member_set_chooses_an_internet_gateway_and_unset_needs_force_while_it_is_used(
+        cli: Cli, api: Api, office: dict[str, Any]) -> None:
+    net, g, a = office["network"], office["hosts"]["g"], office["hosts"]["a"]
+    _ok(cli("gateway", "set", "office", "g", "--internet"))
+
+    out = _ok(cli("member", "set", "office", "a", "--internet-gateway", "g", "--full-tunnel")).out
+    assert out.startswith(f"member a updated in network office ({a['id']})\n")
+    assert f"Internet gateway:  g ({g['id']})" in out and "Tunnel:            full" in out
+    split = _ok(cli("member", "set", "office", "a", "--split-tunnel", "--json")).json()
+    assert (split["internet_gateway"], split["full_tunnel"]) == (g["id"], False)
+
+    refused = cli("gateway", "unset", "office", "g")
+    assert refused.code == 1 and a["id"] in refused.err and "hint: pass --force" in refused.err
+    assert api.ok("GET", f"/v1/networks/{net['id']}/gateways/{g['id']}")["internet"] is True
+    _ok(cli("member", "set", "office", "a", "--full-tunnel"))
+    assert _ok(cli("gateway", "unset", "office", "g", "--force")).out.startswith("gateway g unset")
+
+    cleared = _ok(cli("member", "set", "office", "a", "--internet-gateway", "none", "--json")).json()
+    assert (cleared["internet_gateway"], cleared["full_tunnel"]) == (None, False)
+    nothing = cli("member", "set", "office", "a")
+    assert nothing.code == 1 and "--internet-gateway" in nothing.err

@@ -383,3 +383,19 @@ def test_a_network_with_clients_is_deleted_only_with_force_and_its_clients_go_wi
     assert api.call("GET", f"/v1/networks/{net['id']}")[0] == 404
     assert service.deps.store.get_client(net["id"], client["id"]) is None
     assert service.deps.store.network_clients(net["id"]) == []
+
+
+def test_an_agent_that_catches_up_gets_the_client_changes_it_missed(
+        api: Api, net: dict[str, Any], hosts: dict[str, Any]) -> None:
+    seq = _config(api, hosts["a"])["seq"]
+    client = api.ok("POST", _clients(net), {"name": "c", "gateway": hosts["g"]["id"],
+                                            "extra_addresses": [LAN]})["client"]
+    api.ok("DELETE", f"{_clients(net)}/{client['id']}")
+    out = api.ok("GET", f"/v1/hosts/{hosts['a']['id']}/config?v={protocol.VERSION}&known={net['id']}:{seq}",
+                 token=hosts["a"]["token"])
+    assert out["networks"] == []
+    [catch_up] = out["catch_ups"]
+    added, removed = catch_up["deltas"]
+    assert [c["id"] for c in added["clients"]] == [client["id"]] and added["clients"][0]["extra"] == [LAN]
+    assert removed["remove_clients"] == [client["id"]]
+    assert protocol.decode({**added, "v": protocol.VERSION}).clients[0].extra_addresses == (LAN,)

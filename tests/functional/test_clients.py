@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import logging
 from typing import Any
 
@@ -122,6 +123,8 @@ def test_a_client_with_its_own_key_gets_no_file_in_the_answer_and_the_file_and_q
     assert (code, ctype) == (200, "image/png") and png.startswith(b"\x89PNG\r\n\x1a\n")
     code, _, _ = _text(api, base + "?format=gif")
     assert code == 400
+    code, _, body = _text(api, base + "?format=png", accept="application/json")  # a PNG needs Accept
+    assert code == 400 and json.loads(body)["error"]["message"], body
 
 
 def test_a_requested_address_is_given_and_freed_when_the_client_is_deleted(

@@ -372,3 +372,19 @@ def test_an_internet_gateway_whose_host_was_deleted_blocks_no_later_change(api, 
     api.ok("PUT", net.path(f"/gateways/{b}"), {"internet": True})
     out = api.ok("PATCH", net.path(f"/members/{a}"), {"internet_gateway": b})
     assert (out["internet_gateway"], out["full_tunnel"]) == (b, True)
+
+
+def test_an_agent_of_an_older_schema_gets_an_upgrade_message_never_a_device_without_the_gateway(
+        api: Api, net: Net, hosts: dict[str, dict[str, Any]]) -> None:
+    a = hosts["a"]
+    path = f"/v1/hosts/{a['host']['id']}/config"
+    seq = api.ok("GET", net.path())["seq"]
+    # Without gateways an agent of schema 1 (which names no v) is served as before, but with full
+    # snapshots only: catch-ups are deltas of the current schema, which it would refuse.
+    old = api.ok("GET", f"{path}?known={net.id}:{seq}", token=a["host_token"])
+    assert old["catch_ups"] == [] and [n["network"]["id"] for n in old["networks"]] == [net.id]
+    api.ok("PUT", net.path(f"/gateways/{_id(hosts, 'g')}"), {"egress": [LAN]})
+    code, out = api.call("GET", path, token=a["host_token"])
+    assert code == 400 and out["error"]["code"] == "agent_outdated", out
+    assert "upgrade skymesh-agent" in out["error"]["message"]
+    assert LAN in _peer(_config(api, a), _id(hosts, "g"))["allowed_ips"]  # schema 2 gets it

@@ -9,9 +9,13 @@ labs of runs still in progress are left alone.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
-from skymesh.lab import cleanup_stale, missing_requirements
+from skymesh.lab import ControlPlane, Lab, cleanup_stale, leftovers, missing_requirements
+from skymesh.lab.mesh import agent_available
 
 
 def require_lab(*, control_plane: bool = True, wireguard: bool = True) -> None:
@@ -38,3 +42,21 @@ def _stale_labs_removed() -> None:
         left = {p: what for p, what in cleanup_stale().items() if what}
         if left:
             pytest.fail(f"could not remove leftovers of earlier labs: {left}", pytrace=False)
+
+
+@contextlib.contextmanager
+def lab_with_control_plane() -> Iterator[tuple[Lab, ControlPlane]]:
+    """A lab whose node ``cp`` runs the local control plane, for agents on further nodes; the
+    calling test is skipped when the machine cannot run one. At exit everything is removed,
+    and a test fails if anything of the lab was left behind."""
+    require_lab()
+    reason = agent_available()
+    if reason:
+        pytest.skip(reason)
+    require_dynamodb_local()
+    with Lab() as lab:
+        prefix = lab.prefix
+        cp = ControlPlane(lab.add_node("cp"))
+        cp.start()
+        yield lab, cp
+    assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from skymesh.lab import ControlPlane, Lab, leftovers, wait_until
-from skymesh.lab.mesh import LabAgent, agent_available, diagnose, plain
+from skymesh.lab import ControlPlane, Lab, wait_until
+from skymesh.lab.mesh import LabAgent, diagnose, plain
 from skymesh.lab.netns import Node
 from skymesh.lab.services import WgQuickClient, WhoAmI, ask
 
-from .conftest import require_dynamodb_local, require_lab
+from .conftest import lab_with_control_plane
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -68,15 +68,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    require_lab()
-    reason = agent_available()
-    if reason:
-        pytest.skip(reason)
-    require_dynamodb_local()
-    with Lab() as lab:
-        prefix = lab.prefix
-        cp = ControlPlane(lab.add_node("cp"))
-        cp.start()
+    with lab_with_control_plane() as (lab, cp):
         net = cp.admin.create_network("gw", NETWORK_V4)
         key = cp.admin.create_enrollment_key([net["id"]], uses=10)
         agents = {n: LabAgent(lab.add_node(n)) for n in ("g", "a", "b")}
@@ -94,7 +86,6 @@ def world() -> Iterator[World]:
             w.addresses[name] = [plain(x[k]) for x in cp.admin.host_addresses(agent.host_id)
                                  for k in ("ipv4", "ipv6")]
         yield w
-    assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
 
 
 def reach(w: World, src: Node, address: str, timeout: float = CONVERGE) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from agent.runner import EXIT_HOST_DELETED
-from skymesh.lab import ControlPlane, Lab, leftovers, wait_until
-from skymesh.lab.mesh import LabAgent, agent_available, diagnose, plain
+from skymesh.lab import ControlPlane, Lab, wait_until
+from skymesh.lab.mesh import LabAgent, diagnose, plain
 
-from .conftest import require_dynamodb_local, require_lab
+from .conftest import lab_with_control_plane
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -78,19 +78,10 @@ class Mesh:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    require_lab()
-    reason = agent_available()
-    if reason:
-        pytest.skip(reason)
-    require_dynamodb_local()
-    with Lab() as lab:
-        prefix = lab.prefix
-        cp = ControlPlane(lab.add_node("cp"))
-        cp.start()
+    with lab_with_control_plane() as (lab, cp):
         net = cp.admin.create_network("e2e", NETWORK_V4)  # IPv6: a random ULA /64
         key = cp.admin.create_enrollment_key([net["id"]], uses=20)
         yield Mesh(lab, cp, net, key["token"])
-    assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -1,29 +1,29 @@
-"""Keys made on the host: the WireGuard key pair and the TLS key + CSR (never sent anywhere)."""
+"""Keys made on the host: the WireGuard key pair and the TLS key + CSR (never sent anywhere).
+
+The WireGuard key pair is made by :mod:`chalicelib.wgkeys`, the one owner of X25519 keys
+(the control plane makes remote-access clients' pairs with it too).
+"""
 
 from __future__ import annotations
 
-import base64
-
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, x25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from chalicelib import wgkeys
 
 __all__ = ["new_wireguard_key", "wireguard_public_key", "new_tls_key", "csr_pem"]
 
 
 def new_wireguard_key() -> str:
     """A new WireGuard private key, base64 (as ``wg genkey`` prints it)."""
-    raw = x25519.X25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    return base64.b64encode(raw).decode()
+    return wgkeys.new_key_pair().private_key
 
 
 def wireguard_public_key(private_key: str) -> str:
     """The public key of a base64 private key (as ``wg pubkey`` prints it)."""
-    key = x25519.X25519PrivateKey.from_private_bytes(base64.b64decode(private_key))
-    return base64.b64encode(key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+    return wgkeys.public_key_of(private_key)
 
 
 def new_tls_key() -> str:

@@ -68,13 +68,12 @@ def key_bytes(key: str, what: str = "WireGuard key") -> bytes:
 
 
 def public_key_of(private_key: str) -> str:
-    """The base64 public key of a base64 X25519 private key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import x25519
+    """The base64 public key of a base64 X25519 private key; :class:`BackendError` when it is
+    not one."""
+    from chalicelib import wgkeys
 
-    priv = x25519.X25519PrivateKey.from_private_bytes(key_bytes(private_key, "private key"))
-    raw = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
+    key_bytes(private_key, "private key")
+    return wgkeys.public_key_of(private_key)
 
 
 def format_endpoint(ip: str, port: int) -> str:

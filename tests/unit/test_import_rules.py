@@ -33,7 +33,7 @@ PURE_STDLIB = frozenset({
 })
 # Builtins that do I/O (or import behind the rules' back).
 IMPURE_BUILTINS = frozenset({"open", "print", "input", "__import__", "exec", "eval", "breakpoint"})
-AGENT_MAY_USE = ("chalicelib.domain", "chalicelib.fsutil")
+AGENT_MAY_USE = ("chalicelib.domain", "chalicelib.fsutil", "chalicelib.wgkeys")
 # What a pure domain must never pull in, directly or through another module.
 IO_MODULES = ("boto3", "botocore", "pynamodb", "chalice", "awscrt", "awsiot", "paho", "pyroute2",
               "urllib.request", "http.client", "socket", "subprocess", "random", "secrets", "time")

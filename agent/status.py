@@ -45,17 +45,26 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | 
         peers = []
         for p in view.peers:
             s = stats.get(p.public_key)
+            nets = [ipaddress.ip_interface(a) for a in p.allowed_ips]
             peers.append({
                 "host_id": p.host_id, "name": p.name, "public_key": p.public_key,
-                "addresses": [str(ipaddress.ip_interface(a).ip) for a in p.allowed_ips],
+                "client": p.host_id not in members,  # a remote-access client of this gateway
+                "addresses": [str(n.ip) for n in nets if n.network.prefixlen == n.max_prefixlen],
+                # what else is routed to it: a gateway's egress ranges and clients, the internet
+                "routes": [str(n.network) for n in nets if n.network.prefixlen != n.max_prefixlen],
                 "endpoint": (s.endpoint if s and s.endpoint else p.endpoint),
                 "latest_handshake": s.latest_handshake if s else None,
                 "rx_bytes": s.rx_bytes if s else 0, "tx_bytes": s.tx_bytes if s else 0,
             })
         me = members[state.host_id]
+        uses = me.role.internet_gateway
         out["networks"].append({
             "id": snap.network.id, "name": snap.network.name, "seq": snap.seq,
             "addresses": [me.ipv4, me.ipv6], "interface_addresses": list(view.interface.addresses),
+            "gateway": ({"forwards": list(view.forwards), "masquerades": list(view.nat)}
+                        if view.forwards or view.nat else None),
+            "full_tunnel": ({"via": uses, "name": members[uses].name if uses in members else uses}
+                            if view.full_tunnel and uses else None),
             "peers": peers,
         })
     return out
@@ -113,12 +122,21 @@ def render(st: dict[str, Any], now: float | None = None) -> str:
     for n in st["networks"]:
         lines += ["", f"network: {n['name']} ({n['id']}) seq {n['seq']}",
                   f"  addresses: {', '.join(n['interface_addresses'])}"]
+        if n.get("gateway"):
+            g = n["gateway"]
+            lines.append(f"  gateway: forwards {', '.join(g['forwards'])}"
+                         + (f"; masquerades to {', '.join(g['masquerades'])}" if g["masquerades"] else ""))
+        if n.get("full_tunnel"):
+            lines.append(f"  full tunnel: all other traffic through {n['full_tunnel']['name']} "
+                         f"({n['full_tunnel']['via']})")
         for p in n["peers"]:
             lines += [
                 "",
-                f"  peer: {p['name']} ({p['host_id']})",
+                f"  peer: {p['name']} ({p['host_id']})"
+                + (", remote-access client" if p.get("client") else ""),
                 f"    public key: {p['public_key']}",
                 f"    addresses: {', '.join(p['addresses'])}",
+                *([f"    routes: {', '.join(p['routes'])}"] if p.get("routes") else []),
                 f"    endpoint: {p['endpoint'] or '(none)'}",
                 f"    latest handshake: {_ago(p['latest_handshake'], now)}",
                 f"    transfer: {_bytes(p['rx_bytes'])} received, {_bytes(p['tx_bytes'])} sent",

@@ -132,3 +132,35 @@ def test_run_started_while_leave_holds_the_state_waits_then_finds_nothing_to_run
     t.join(timeout=10)
     assert result == [cli.EXIT_USAGE]
     assert "skymesh-agent join" in capsys.readouterr().err
+
+
+def test_status_shows_a_gateway_its_clients_and_a_full_tunnel(tmp_path, members):
+    from chalicelib.domain.ids import ClientId, HostId
+    from chalicelib.domain.models import Client, Gateway, MemberRole
+
+    from .test_agent_runner import NET
+
+    me, h2, h3 = members
+    gw = replace(me, role=MemberRole(gateway=Gateway(remote_access=True, egress=("10.20.0.0/16",))))
+    phone = Client(ClientId("cli_phone"), me.network_id, "phone", h3.public_key[:-4] + "AAA=",
+                   "100.64.9.9", "fd00:1::9:9", HostId("host_1"), extra_addresses=("192.168.7.0/24",))
+    snap = replace(snapshot(7, [gw, h2, h3]), clients=(phone,))
+    agent, backend, _ = make_agent(tmp_path, ScriptedApi([snap]))
+    agent.boot()
+    agent.resync()
+    text = render(collect(agent.state, agent.tracker, backend.stats(), {"running": True}, backend.name))
+    assert "gateway: forwards 100.64.0.0/16, fd00:1::/64, 10.20.0.0/16, 192.168.7.0/24" in text, text
+    assert "masquerades to 10.20.0.0/16" in text
+    assert "peer: phone (cli_phone), remote-access client" in text
+    assert "addresses: 100.64.9.9, fd00:1::9:9\n    routes: 192.168.7.0/24" in text
+
+    # h2 as an internet gateway that this host uses with full tunnel: everything else goes there
+    internet = replace(h2, role=MemberRole(gateway=Gateway(internet=True)))
+    user = replace(me, role=MemberRole(internet_gateway=HostId("host_2"), full_tunnel=True))
+    agent.tracker.replace([snapshot(8, [user, internet, h3])])
+    st = collect(agent.state, agent.tracker, backend.stats(), {"running": True}, backend.name)
+    text = render(st)
+    assert "full tunnel: all other traffic through h2 (host_2)" in text, text
+    (net,) = st["networks"]
+    assert net["id"] == NET and net["gateway"] is None
+    assert next(p for p in net["peers"] if p["host_id"] == "host_2")["routes"] == ["0.0.0.0/0", "::/0"]

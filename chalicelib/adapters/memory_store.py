@@ -28,10 +28,8 @@ from ..domain.ids import ClientId, EnrollmentKeyId, HostId, NetworkId
 from ..domain.models import AdminKey, Client, EnrollmentKey, Host, HostStatus, Member, Network
 from ..errors import NotFoundError, UnavailableError
 from ..service.ports import (
-    AddressTakenError,
     IdentityWithdrawnError,
     KeyRefusedError,
-    NetworkGoneError,
     NetworkRegistry,
     Page,
     PendingIdentity,
@@ -43,7 +41,7 @@ from ..service.ports import (
 from .dynamodb import cursor as cursors
 from .dynamodb import layout
 from .dynamodb.clients import check_outbox, check_same_client, client_key_taken
-from .dynamodb.hosts import with_role
+from .dynamodb.hosts import address_taken, network_gone, with_role
 
 __all__ = ["MemoryStore"]
 
@@ -361,11 +359,11 @@ class MemoryStore:
                        "generate a new key pair for this host"))
             for network_id, (ipv4, ipv6) in sorted(host.addresses.items()):
                 state = self._networks.get(network_id)
-                tx.check(state is not None and not state.deleting, _network_gone(network_id))
+                tx.check(state is not None and not state.deleting, network_gone(network_id))
                 for address in (ipv4, ipv6):
                     tx.put(_setter(self._address_claims, (network_id, address), host.id),
                            (network_id, address) not in self._address_claims,
-                           on_fail=_address_taken(network_id, address))
+                           on_fail=address_taken(network_id, address))
                 self._member_ops(tx, host, network_id, outbox[network_id])
             tx.commit()
 
@@ -498,12 +496,12 @@ class MemoryStore:
             state, clients = self._networks.get(nid), self._clients[nid]
             tx = _Tx()
             # In the DynamoDB store's order: the network's check, then the puts as it makes them.
-            tx.check(state is not None and not state.deleting, _network_gone(nid))
+            tx.check(state is not None and not state.deleting, network_gone(nid))
             tx.put(_setter(clients, client.id, client), client.id not in clients,
                    on_fail=_stale("client id collision; retry"))
             for address in (client.ipv4, client.ipv6):
                 tx.put(_setter(self._address_claims, (nid, address), client.id),
-                       (nid, address) not in self._address_claims, on_fail=_address_taken(nid, address))
+                       (nid, address) not in self._address_claims, on_fail=address_taken(nid, address))
             tx.put(_setter(self._key_claims, client.public_key, client.id),
                    client.public_key not in self._key_claims, on_fail=client_key_taken)
             self._record_change(tx, change)
@@ -636,14 +634,6 @@ class MemoryStore:
         with self._lock:
             logged = self._deltas.get(NetworkId(network_id), {})
             return [(s, logged[s]) for s in sorted(s for s in logged if s > seq)[:limit]]
-
-
-def _network_gone(network_id: str) -> ErrorFactory:
-    return lambda: NetworkGoneError(f"network {network_id} was deleted or is being deleted")
-
-
-def _address_taken(network_id: str, address: str) -> ErrorFactory:
-    return lambda: AddressTakenError(network_id, address)
 
 
 def _setter(records: dict[K, V], key: K, value: V) -> Callable[[], None]:

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from ...domain.changes import PendingChange
 from ...domain.ids import ClientId
 from ...domain.models import Client
-from ...service.ports import AddressTakenError, NetworkGoneError, Page, PublicKeyTakenError, outbox_by_network
+from ...service.ports import Page, PublicKeyTakenError, outbox_by_network
 from . import cursor as cursors
 from . import layout, mapping
 from .base import StoreBase
-from .tx import ErrorFactory, Tx, guard, stale
+from .hosts import address_taken, network_gone
+from .tx import Tx, guard, stale
 
 __all__ = ["ClientRecords", "check_same_client", "check_outbox", "client_key_taken"]
 
@@ -26,14 +27,6 @@ __all__ = ["ClientRecords", "check_same_client", "check_outbox", "client_key_tak
 def client_key_taken() -> Exception:
     return PublicKeyTakenError("this WireGuard public key is already used by another host or client; "
                                "generate a new key pair for this client")
-
-
-def _network_gone(network_id: str) -> ErrorFactory:
-    return lambda: NetworkGoneError(f"network {network_id} was deleted or is being deleted")
-
-
-def _address_taken(network_id: str, address: str) -> ErrorFactory:
-    return lambda: AddressTakenError(network_id, address)
 
 
 def check_same_client(old: Client, new: Client) -> None:
@@ -60,12 +53,12 @@ class ClientRecords(StoreBase):
 
         def build(tx: Tx) -> None:
             tx.check(net, pk, layout.META, condition=net.pk.exists() & net.deleting.does_not_exist(),
-                     on_fail=_network_gone(client.network_id))
+                     on_fail=network_gone(client.network_id))
             tx.put(mapping.client_item(self._items, client), condition=c.pk.does_not_exist(),
                    on_fail=stale("client id collision; retry"))
             for address in (client.ipv4, client.ipv6):
                 tx.put(claim(pk, layout.ip_sk(address), owner=client.id), condition=claim.pk.does_not_exist(),
-                       on_fail=_address_taken(client.network_id, address))
+                       on_fail=address_taken(client.network_id, address))
             tx.put(claim(layout.wgkey_pk(client.public_key), layout.CLAIM, owner=client.id),
                    condition=claim.pk.does_not_exist(), on_fail=client_key_taken)
             self._record_change(tx, change)

@@ -30,7 +30,7 @@ from . import layout, mapping
 from .base import StoreBase
 from .tx import ErrorFactory, Tx, guard, guard_update, stale
 
-__all__ = ["HostRecords", "with_role"]
+__all__ = ["HostRecords", "with_role", "network_gone", "address_taken"]
 
 
 def _withdrawn() -> Exception:
@@ -38,11 +38,13 @@ def _withdrawn() -> Exception:
         "registration took too long and its certificate was withdrawn; register again")
 
 
-def _network_gone(network_id: str) -> ErrorFactory:
+def network_gone(network_id: str) -> ErrorFactory:
+    """What a write into a network that is gone or being deleted raises (hosts and clients, both stores)."""
     return lambda: NetworkGoneError(f"network {network_id} was deleted or is being deleted")
 
 
-def _address_taken(network_id: str, address: str) -> ErrorFactory:
+def address_taken(network_id: str, address: str) -> ErrorFactory:
+    """What a claim of an address another host or client holds raises (both stores)."""
     return lambda: AddressTakenError(network_id, address)
 
 
@@ -148,13 +150,13 @@ class HostRecords(StoreBase):
                     pk,
                     layout.META,
                     condition=net.pk.exists() & net.deleting.does_not_exist(),
-                    on_fail=_network_gone(network_id),
+                    on_fail=network_gone(network_id),
                 )
                 for address in (ipv4, ipv6):
                     tx.put(
                         claim(pk, layout.ip_sk(address), owner=host.id),
                         condition=claim.pk.does_not_exist(),
-                        on_fail=_address_taken(network_id, address),
+                        on_fail=address_taken(network_id, address),
                     )
                 self._member_ops(tx, host, network_id, outbox[network_id])
 

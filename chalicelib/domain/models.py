@@ -187,6 +187,14 @@ class Host:
     def network_ids(self) -> tuple[NetworkId, ...]:
         return tuple(sorted(self.addresses))
 
+    def with_role(self, network_id: NetworkId, role: MemberRole) -> Host:
+        """This host with ``role`` in ``network_id`` (an empty role is no entry: ``roles`` holds
+        only what the host does), every other field as it is, one revision later."""
+        roles = {n: r for n, r in self.roles.items() if n != network_id}
+        if role:
+            roles[network_id] = role
+        return replace(self, roles=roles, revision=self.revision + 1)
+
     def member_of(self, network_id: NetworkId) -> Member:
         ipv4, ipv6 = self.addresses[network_id]
         return Member(

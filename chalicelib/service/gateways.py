@@ -50,14 +50,6 @@ def _names(items: builtins.list[str], limit: int = 10) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _with_role(host: Host, network_id: NetworkId, role: MemberRole) -> Host:
-    """``host`` with ``role`` in ``network_id`` (an empty role is no entry), one revision later."""
-    roles = {n: r for n, r in host.roles.items() if n != network_id}
-    if role:
-        roles[network_id] = role
-    return replace(host, roles=roles, revision=host.revision + 1)
-
-
 class Gateways:
     """Members' gateway roles and internet use; each change broadcast by the change itself."""
 
@@ -240,7 +232,7 @@ class Gateways:
 
     def _write(self, host: Host, network_id: NetworkId,
                role: MemberRole) -> tuple[Member, tuple[PendingChange, ...]]:
-        new = _with_role(host, network_id, role)
+        new = host.with_role(network_id, role)
         outbox = self._stream.new_changes([network_id], host_ids=(host.id,))
         self._d.store.set_member_role(host, new, network_id, change=outbox[0])
         return new.member_of(network_id), outbox

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from ...domain.changes import PendingChange
 from ...domain.ids import HostId, NetworkId
-from ...domain.models import EnrollmentKey, Host, HostStatus
+from ...domain.models import EnrollmentKey, Host, HostStatus, MemberRole
 from ...service.ports import (
     AddressTakenError,
     IdentityWithdrawnError,
@@ -55,10 +55,7 @@ def with_role(old: Host, new: Host, network_id: NetworkId) -> Host:
     :class:`ValueError` for a network the host is not in (its role would never be broadcast)."""
     if network_id not in old.addresses:
         raise ValueError(f"host {old.id} is not a member of {network_id}: it has no role there")
-    roles = {k: v for k, v in old.roles.items() if k != network_id}
-    if new.roles.get(network_id):
-        roles[network_id] = new.roles[network_id]
-    return replace(old, roles=roles, revision=old.revision + 1)
+    return old.with_role(network_id, new.roles.get(network_id, MemberRole()))
 
 
 class HostRecords(StoreBase):

@@ -115,12 +115,6 @@ def _requested_ipv4(address: str, cidr: str) -> str:
     return str(addr)
 
 
-def _addresses(records: plan.NetworkRecords) -> set[str]:
-    """Every overlay address the network's members and clients hold."""
-    return ({a for m in records.members.values() for a in (m.ipv4, m.ipv6)}
-            | {a for c in records.clients.values() for a in (c.ipv4, c.ipv6)})
-
-
 class Clients:
     """Remote-access clients' use cases; each change broadcast once by the change itself."""
 
@@ -129,12 +123,6 @@ class Clients:
         self._stream = stream
 
     # ------------------------------------------------------------------ read
-    def _records(self, network_id: str) -> plan.NetworkRecords:
-        records = topology.records(self._d.store, network_id)
-        if records is None:
-            raise NotFoundError(f"network {network_id} does not exist")
-        return records
-
     def get(self, network_id: str, client_id: str) -> Client:
         client = self._d.store.get_client(network_id, client_id)
         if client is None:
@@ -194,9 +182,9 @@ class Clients:
         assert key is not None
         lost: set[str] = set()  # addresses another writer claimed first
         for _ in range(MAX_CREATE_ATTEMPTS):
-            records = self._records(network_id)
+            records = topology.existing(self._d.store, network_id)
             self._check_gateway(records, gateway)
-            used = _addresses(records) | lost
+            used = topology.used_addresses(records) | lost
             network = records.network
             if address is not None:
                 ipv4 = _requested_ipv4(address, network.ipv4_cidr)
@@ -266,7 +254,7 @@ class Clients:
         within one broadcast, and the new complete file is returned in this answer only."""
         pair = new_key_pair()
         client = self._change(network_id, client_id, {"public_key": pair.public_key, "server_keyed": True})
-        return self._issued(self._records(network_id), client, pair)
+        return self._issued(topology.existing(self._d.store, network_id), client, pair)
 
     def _change(self, network_id: str, client_id: str, changes: dict[str, object]) -> Client:
         def attempt() -> tuple[Client, tuple[PendingChange, ...]]:
@@ -274,7 +262,7 @@ class Clients:
             new = old.with_changes(**changes, revision=old.revision + 1)
             if new == old.with_changes(revision=old.revision + 1):
                 return old, ()
-            records = self._records(network_id)
+            records = topology.existing(self._d.store, network_id)
             if new.gateway != old.gateway:
                 self._check_gateway(records, new.gateway)
             plan.check(_with(records, new))
@@ -318,7 +306,8 @@ class Clients:
         """The client's wg-quick file as it is now; the server does not hold its private key, so
         the file has a placeholder line where it goes."""
         client = self.get(network_id, client_id)
-        return clientfile.render(self._view(self._records(network_id), client), client, None)
+        records = topology.existing(self._d.store, network_id)
+        return clientfile.render(self._view(records, client), client, None)
 
     def qr(self, network_id: str, client_id: str, fmt: QrFormat) -> bytes:
         """The QR code of :meth:`config` (PostUp/PostDown left out), as PNG or SVG."""

@@ -141,7 +141,7 @@ class Gateways:
         stay, unserved (their gateway serves them again once it has remote access), and the
         members stop using it (each its own write and broadcast) before the role goes.
         """
-        records = self._records(network_id)
+        records = topology.existing(self._d.store, network_id)
         if force:
             for user in self._internet_users(records, HostId(host_id)):
                 self.set_internet(network_id, user, internet_gateway=None, full_tunnel=False)
@@ -152,7 +152,8 @@ class Gateways:
             if old.gateway is None:
                 raise NotFoundError(f"host {host_id} is not a gateway of network {network_id}")
             if not force:
-                self._refuse_in_use(self._records(network_id), host.id, remote_access=True, internet=True,
+                self._refuse_in_use(topology.existing(self._d.store, network_id), host.id,
+                                    remote_access=True, internet=True,
                                     how="move them to another gateway first, or pass force=true")
             return None, self._write(host, network.id, replace(old, gateway=None))[1]
 
@@ -209,19 +210,13 @@ class Gateways:
                                 "a key of that network first", code="not_a_member")
         return network, host
 
-    def _records(self, network_id: str) -> plan.NetworkRecords:
-        records = topology.records(self._d.store, network_id)
-        if records is None:
-            raise NotFoundError(f"network {network_id} does not exist")
-        return records
-
     def _records_with(self, network_id: str, host: Host, role: MemberRole) -> plan.NetworkRecords:
         """The network's records as they would be with ``host``'s ``role`` in it, to check.
 
         Other members' use of an internet gateway that is gone (its host left or was deleted)
         is left out: the plan ignores it already, and it must not block every later change.
         """
-        records = self._records(network_id)
+        records = topology.existing(self._d.store, network_id)
         members = dict(records.members)
         for hid, m in records.members.items():
             uses = m.role.internet_gateway

@@ -169,10 +169,9 @@ class Hosts:
         raise UnavailableError("too many hosts are enrolling at this moment; try again")
 
     def _claimed(self, network_id: str) -> set[str]:
-        snapshot = self._d.store.network_snapshot(network_id)
-        if snapshot is None:
-            return set()
-        return {a for m in snapshot[1] for a in (m.ipv4, m.ipv6)}
+        """The addresses held in the network now, by hosts and by remote-access clients."""
+        records = topology.records(self._d.store, network_id)
+        return set() if records is None else topology.used_addresses(records)
 
     # ------------------------------------------------------------------ read
     def get(self, host_id: str) -> Host:

@@ -4,6 +4,7 @@ change against (:func:`chalicelib.domain.plan.check`) and compute views from."""
 from __future__ import annotations
 
 from ..domain.plan import NetworkRecords
+from ..errors import NotFoundError
 from .ports import Store
 
 
@@ -18,3 +19,19 @@ def records(store: Store, network_id: str) -> NetworkRecords | None:
         return None
     network, members = snapshot
     return NetworkRecords.of(network, members, store.network_clients(network_id))
+
+
+def existing(store: Store, network_id: str) -> NetworkRecords:
+    """:func:`records`, or :class:`~chalicelib.errors.NotFoundError` (a 404) when the network
+    does not exist: what a use case acting on the network reads."""
+    found = records(store, network_id)
+    if found is None:
+        raise NotFoundError(f"network {network_id} does not exist")
+    return found
+
+
+def used_addresses(records: NetworkRecords) -> set[str]:
+    """Every overlay address the network's members and clients hold (one claim each): what a
+    new host or client must not be given."""
+    return ({a for m in records.members.values() for a in (m.ipv4, m.ipv6)}
+            | {a for c in records.clients.values() for a in (c.ipv4, c.ipv6)})

@@ -31,6 +31,7 @@ __all__ = [
     "PRIVATE_KEY_PLACEHOLDER",
     "SCRIPT_KEYS",
     "render",
+    "with_private_key",
     "without_scripts",
     "qr_png",
     "qr_svg",
@@ -114,6 +115,25 @@ def render(view: ClientView, client: Client, private_key: str | None) -> str:
     if client.keepalive:
         lines.append(f"PersistentKeepalive = {client.keepalive}")
     return "\n".join(lines) + "\n"
+
+
+def with_private_key(text: str, private_key: str) -> str:
+    """A file :func:`render` made without the private key, with ``private_key`` in place of
+    its placeholder and without the comment above it that says where the key goes (what the
+    CLI does with the key pair it made on the admin's machine).
+
+    Raises ValueError when ``text`` has no placeholder line.
+    """
+    lines = text.splitlines(keepends=True)
+    marker = f"PrivateKey = {PRIVATE_KEY_PLACEHOLDER}"
+    at = next((i for i, line in enumerate(lines) if line.rstrip("\n") == marker), None)
+    if at is None:
+        raise ValueError("the file has no private key placeholder")
+    start = at
+    while start > 0 and lines[start - 1].startswith("#") and not lines[start - 1].startswith("# skymesh"):
+        start -= 1
+    return "".join([*lines[:start], f"PrivateKey = {_one_line('the private key', private_key)}\n",
+                    *lines[at + 1:]])
 
 
 def without_scripts(text: str) -> str:

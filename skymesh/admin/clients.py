@@ -22,21 +22,7 @@ from .context import Context, all_hosts, all_networks, resolve
 from .output import dash, format_fields, format_table, human_bytes, relative_time
 
 __all__ = ["client_create", "client_list", "client_show", "client_config", "client_qr", "client_enable",
-           "client_disable", "client_rotate_key", "client_delete", "with_private_key"]
-
-
-def with_private_key(text: str, private_key: str) -> str:
-    """The API's file (which the server sends without a private key) with ``private_key`` in
-    place of its placeholder, and without the comment that says where the key goes."""
-    lines = text.splitlines(keepends=True)
-    marker = f"PrivateKey = {clientfile.PRIVATE_KEY_PLACEHOLDER}"
-    at = next((i for i, line in enumerate(lines) if line.rstrip("\n") == marker), None)
-    if at is None:
-        raise CliError("the API's client file has no private key placeholder; is the API a newer version?")
-    start = at
-    while start > 0 and lines[start - 1].startswith("#") and not lines[start - 1].startswith("# skymesh"):
-        start -= 1
-    return "".join([*lines[:start], f"PrivateKey = {private_key}\n", *lines[at + 1:]])
+           "client_disable", "client_rotate_key", "client_delete"]
 
 
 def _network(ctx: Context) -> Mapping[str, Any]:
@@ -61,7 +47,12 @@ def _conf_path(ctx: Context, name: str) -> Path:
 def _write_file(ctx: Context, net: Mapping[str, Any], client: Mapping[str, Any], pair: wgkeys.KeyPair,
                 path: Path) -> str:
     """Fetch the client's file, put its private key in, write it at ``path`` (0600); the text."""
-    text = with_private_key(ctx.client.client_config(net["id"], client["id"]).decode(), pair.private_key)
+    try:
+        text = clientfile.with_private_key(ctx.client.client_config(net["id"], client["id"]).decode(),
+                                           pair.private_key)
+    except ValueError:
+        raise CliError("the API's client file has no private key placeholder; is the API a newer "
+                       "version?") from None
     write_atomic(path, text.encode(), 0o600)
     return text
 

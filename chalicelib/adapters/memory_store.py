@@ -594,11 +594,12 @@ class MemoryStore:
             pending = self._pending.get(NetworkId(network_id), {})
             return [pending[i] for i in sorted(pending)[:limit]]
 
-    def advance_seq(self, network_id: str, owner: str) -> Network:
+    def advance_seq(self, network_id: str, owner: str, now: int, ttl: int) -> Network:
         with self._lock:
             state = self._networks.get(NetworkId(network_id))
             if state is None or state.lease is None or state.lease[0] != owner:
                 raise StaleWriteError("the publish lease was lost")
+            state.lease = (owner, now + ttl)
             state.network = replace(state.network, seq=state.network.seq + 1)
             return state.network
 

@@ -434,8 +434,10 @@ class Store(Protocol):
         most ``limit``)."""
         ...
 
-    def advance_seq(self, network_id: str, owner: str) -> Network:
-        """seq += 1 while holding the lease; returns the network at its new seq."""
+    def advance_seq(self, network_id: str, owner: str, now: int, ttl: int) -> Network:
+        """seq += 1 while holding the lease, which it renews until ``now + ttl``; returns
+        the network at its new seq. A holder that keeps publishing keeps its lease, so no
+        other caller can take it and publish a later seq before this one is out."""
         ...
 
     def members(self, network_id: str, host_ids: Sequence[str]) -> dict[HostId, Member]:

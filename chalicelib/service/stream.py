@@ -122,7 +122,9 @@ class Stream:
     def _publish(self, network_id: str, owner: str, batch: list[PendingChange]) -> None:
         """One delta at the next seq: build it (pure), log it, publish it, clear its changes."""
         store, settings = self._d.store, self._d.settings
-        network = store.advance_seq(network_id, owner)
+        # Renewing the lease with each seq: a long flush (a big burst, a slow database)
+        # never outlives it, so nobody else publishes seq + 1 before this seq is out.
+        network = store.advance_seq(network_id, owner, self._d.clock.now(), settings.publish_lease_ttl)
         delta = changes.delta(network, batch, store.members(network_id, changes.touched_hosts(batch)),
                               store.clients(network_id, changes.touched_clients(batch)))
         payload = protocol.encode(delta)

@@ -159,10 +159,10 @@ def test_a_publish_lease_is_held_by_one_owner_until_it_expires(store: Store) -> 
     store.release_publish_lease(NET, "me")  # not mine: changes nothing
     assert store.acquire_publish_lease(NET, "me", now=NOW + 29, ttl=30) is False
     with pytest.raises(StaleWriteError, match="lease was lost"):
-        store.advance_seq(NET, "me")
+        store.advance_seq(NET, "me", NOW, 30)
     assert store.acquire_publish_lease(NET, "me", now=NOW + 30, ttl=30) is False  # its last second
     assert store.acquire_publish_lease(NET, "me", now=NOW + 31, ttl=30) is True  # a dead holder's
-    assert store.advance_seq(NET, "me").seq == 1
+    assert store.advance_seq(NET, "me", NOW + 31, 30).seq == 1
     store.release_publish_lease(NET, "me")
     assert store.acquire_publish_lease(NET, "other", now=NOW + 32, ttl=30) is True
     assert store.acquire_publish_lease("net_missing", "me", now=NOW, ttl=30) is False
@@ -170,17 +170,31 @@ def test_a_publish_lease_is_held_by_one_owner_until_it_expires(store: Store) -> 
 
 def test_seq_advances_by_one_per_call_under_the_lease_only(store: Store) -> None:
     with pytest.raises(StaleWriteError, match="lease was lost"):
-        store.advance_seq(NET, "me")  # never held
+        store.advance_seq(NET, "me", NOW, 30)  # never held
     assert store.acquire_publish_lease(NET, "me", now=NOW, ttl=30)
-    assert [store.advance_seq(NET, "me").seq for _ in range(3)] == [1, 2, 3]
-    assert store.advance_seq(NET, "me") == replace(store.get_network(NET), seq=4)
+    assert [store.advance_seq(NET, "me", NOW, 30).seq for _ in range(3)] == [1, 2, 3]
+    assert store.advance_seq(NET, "me", NOW, 30) == replace(store.get_network(NET), seq=4)
     assert store.get_network(NET).seq == 4
     store.release_publish_lease(NET, "me")
     with pytest.raises(StaleWriteError, match="lease was lost"):
-        store.advance_seq(NET, "me")
+        store.advance_seq(NET, "me", NOW, 30)
     assert store.get_network(NET).seq == 4
     with pytest.raises(StaleWriteError, match="lease was lost"):
-        store.advance_seq("net_missing", "me")
+        store.advance_seq("net_missing", "me", NOW, 30)
+
+
+def test_each_seq_renews_the_holders_lease(store: Store) -> None:
+    # A holder publishing a long burst keeps its lease: nobody else can take it between
+    # two of its seqs and publish seq + 1 before the holder's seq is out.
+    assert store.acquire_publish_lease(NET, "me", now=NOW, ttl=30)
+    assert store.advance_seq(NET, "me", NOW + 25, 30).seq == 1
+    assert store.acquire_publish_lease(NET, "other", now=NOW + 40, ttl=30) is False  # renewed to +55
+    assert store.advance_seq(NET, "me", NOW + 50, 30).seq == 2
+    assert store.acquire_publish_lease(NET, "other", now=NOW + 80, ttl=30) is False  # its last second
+    assert store.acquire_publish_lease(NET, "other", now=NOW + 81, ttl=30) is True
+    with pytest.raises(StaleWriteError, match="lease was lost"):
+        store.advance_seq(NET, "me", NOW + 81, 30)  # taken over: the old holder cannot publish
+    assert store.get_network(NET).seq == 2
 
 
 def test_pending_changes_come_oldest_first_until_cleared(store: Store) -> None:

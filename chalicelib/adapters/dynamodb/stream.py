@@ -70,13 +70,14 @@ class StreamRecords(StoreBase):
         return mapping.network(items[0]), any(i.sk.startswith(layout.PENDING_PREFIX) for i in items[1:])
 
     # ------------------------------------------------------- what is broadcast
-    def advance_seq(self, network_id: str, owner: str) -> Network:
+    def advance_seq(self, network_id: str, owner: str, now: int, ttl: int) -> Network:
         net = self._items.network
         item = net(layout.network_pk(network_id), layout.META)
 
         def run() -> Network:
             try:
-                item.update(actions=[net.seq.add(1)], condition=net.lease_owner == owner)
+                item.update(actions=[net.seq.add(1), net.lease_until.set(now + ttl)],
+                            condition=net.lease_owner == owner)
             except UpdateError as e:
                 if condition_failed(e):
                     raise StaleWriteError("the publish lease was lost") from None

@@ -256,6 +256,10 @@ class WireRole(BaseModel):
     gateway: WireGateway | None = Field(default=None, exclude_if=_absent)
     internet_gateway: str | None = Field(default=None, exclude_if=_absent)
     full_tunnel: bool | None = Field(default=None, exclude_if=_absent, description="only when true")
+    pinned: dict[str, str] | None = Field(default=None, exclude_if=_absent,
+                                          description="shared range → the gateway the operator pinned it to")
+    placed: dict[str, str] | None = Field(default=None, exclude_if=_absent,
+                                          description="shared range → the gateway failover placed it on")
 
 
 class WireMember(BaseModel):

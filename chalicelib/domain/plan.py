@@ -327,7 +327,8 @@ def candidates(records: NetworkRecords, viewer: HostId, prefix: str) -> tuple[Ho
     """The gateways ``viewer`` may send the shared range ``prefix`` to, best first (empty when the
     range is not shared, or ``viewer`` serves it itself).
 
-    The operator's pin alone, when it names one of them; else the failover function's
+    The operator's pin alone, when it names one of them (a pin to a gateway that stopped
+    serving the range is ignored, like a stale placement); else the failover function's
     placement first, then the rest in an order of their own for each viewer (rendezvous
     hashing), so that hosts without a placement spread evenly and every process that runs
     the plan ranks them alike.
@@ -449,7 +450,6 @@ def check(records: NetworkRecords) -> None:
       or another gateway's egress range, or another client's extra addresses (one prefix,
       one peer). Gateways may serve the very same range (HA: each host sends it to one of
       them, :func:`active_gateway`), never ranges that overlap in part;
-    - a host pinned to a gateway for a range that gateway does not serve;
     - a host that uses an internet gateway which is no member, or no internet gateway; a
       full tunnel without an internet gateway; an internet gateway that uses one itself
       (no chains);
@@ -479,13 +479,7 @@ def check(records: NetworkRecords) -> None:
     for cid in sorted(records.clients):
         for prefix in records.clients[cid].extra_addresses:
             claim(prefix, f"client {cid}")
-    for hid in sorted(records.members):
-        for prefix, pinned in records.members[hid].role.pinned:
-            pgw = records.gateway(pinned)
-            if pgw is None or prefix not in pgw.egress:
-                raise ConflictError(f"host {hid} is pinned to {pinned} for {prefix}, which {pinned} does "
-                                    "not serve; pin it to one of the gateways of that range, or unpin it",
-                                    code="not_a_gateway_of_range")
+
     for hid in sorted(records.members):
         role = records.members[hid].role
         uses = role.internet_gateway

@@ -465,10 +465,6 @@ def test_check_accepts_a_network_with_gateways_clients_and_internet_use() -> Non
     ([with_role(1, gateway=Gateway(remote_access=True, egress=("10.9.0.0/16",)))],
      [client("net_a", 1, 1).with_changes(extra_addresses=("10.9.0.0/16",))], ConflictError,
      "range_overlap", "10.9.0.0/16 of client cli_1 overlaps gateway host_1 (10.9.0.0/16)"),
-    ([with_role(1, gateway=Gateway(egress=("10.9.0.0/16",))),
-      with_role(2, gateway=Gateway(egress=("10.8.0.0/16",))),
-      with_role(3, pinned=(("10.9.0.0/16", HostId("host_2")),))], [], ConflictError, "not_a_gateway_of_range",
-     "host_3 is pinned to host_2 for 10.9.0.0/16, which host_2 does not serve"),
 ])
 def test_check_names_what_is_wrong_and_how_to_fix_it(members: list[Member], clients: list[Client],
                                                      error: type[Exception], code: str, says: str) -> None:

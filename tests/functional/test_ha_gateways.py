@@ -78,9 +78,11 @@ def test_a_gateway_that_stops_serving_the_range_leaves_its_pinned_members_to_the
     api.ok("PUT", net.path(f"/gateways/{g1}"), {"egress": ["10.30.0.0/16"]})
     (carrier,) = _carriers(_config(api, hosts["u0"]))
     assert carrier in {_id(hosts, "g2"), _id(hosts, "g3")}
-    api.ok("PATCH", net.path(f"/members/{_id(hosts, 'u1')}"), {"full_tunnel": False})  # the stale pin blocks nothing
+    # The stale pin blocks no later change of the member.
+    assert api.ok("PATCH", net.path(f"/members/{_id(hosts, 'u0')}"), {"full_tunnel": False})["pinned"] == {LAN: g1}
 
 
 def test_ranges_that_overlap_in_part_are_still_refused(api, net, hosts):
-    code, err, msg = _error(api, "PUT", net.path(f"/gateways/{_id(hosts, 'u0')}"), {"egress": ["10.20.5.0/24"]})
+    u0 = _id(hosts, "u0")
+    code, err, msg = _error(api, "PUT", net.path(f"/gateways/{u0}"), {"egress": ["10.20.5.0/24"]})
     assert (code, err) == (409, "range_overlap") and LAN in msg

@@ -57,10 +57,10 @@ class _Net:
     __slots__ = ("members", "clients", "records")
 
     def __init__(self, network: Network, members: dict[HostId, Member],
-                 clients: dict[ClientId, Client]) -> None:
+                 clients: dict[ClientId, Client], down: frozenset[HostId]) -> None:
         self.members = members
         self.clients = clients
-        self.records = NetworkRecords(network, members, clients)
+        self.records = NetworkRecords(network, members, clients, down=down)
 
     @property
     def network(self) -> Network:
@@ -68,11 +68,13 @@ class _Net:
 
     @network.setter
     def network(self, network: Network) -> None:
-        self.records = NetworkRecords(network, self.members, self.clients)
+        self.records = replace(self.records, network=network)
 
-    def renew(self) -> None:
-        """New records after the clients changed (the plan's index of them is rebuilt)."""
-        self.records = NetworkRecords(self.network, self.members, self.clients)
+    def renew(self, down: frozenset[HostId] | None = None) -> None:
+        """New records after the clients changed (the plan's index of them is rebuilt), or with
+        the gateways this host's probes found dead."""
+        self.records = NetworkRecords(self.network, self.members, self.clients,
+                                      down=self.records.down if down is None else down)
 
 
 class Tracker:
@@ -82,6 +84,7 @@ class Tracker:
         # WireGuard key → {(network, member host id or client id)}
         self._by_key: dict[str, set[tuple[str, str]]] = {}
         self._changes = Changes(full=True)
+        self._down: frozenset[HostId] = frozenset()
         self.replace(snapshots)
 
     # ------------------------------------------------------------------ updates
@@ -127,7 +130,7 @@ class Tracker:
                 self._unindex(net_id, r)
         if any(m.host_id == self.host_id for m in snap.members):
             self._nets[net_id] = _Net(snap.network, {m.host_id: m for m in snap.members},
-                                      {c.id: c for c in snap.clients})
+                                      {c.id: c for c in snap.clients}, self._down)
             news: list[Member | Client] = [*snap.members, *snap.clients]
             for r in news:
                 self._index(net_id, r)
@@ -184,7 +187,7 @@ class Tracker:
         if c is not None and (c.gateway == self.host_id or c.extra_addresses):
             self._changes.full = True
 
-    def _touch(self, n: _Net, changed: set[str]) -> None:
+    def _touch(self, n: _Net, changed: Iterable[str]) -> None:
         """Note the keys of the peers the plan says depend on the ``changed`` records."""
         for rid in plan.dependents(n.records, changed):
             r = n.members.get(HostId(rid)) or n.clients.get(ClientId(rid))
@@ -207,6 +210,24 @@ class Tracker:
         self._by_key = {k: kept for k, where in self._by_key.items()
                         if (kept := {(n, h) for n, h in where if n != net_id})}
         self._changes.full = True
+
+    def set_down(self, gateways: Iterable[str]) -> None:
+        """The gateways this host's probes found dead now (all of them: the set replaces the last
+        one). A range they share with live gateways moves to the next candidate the plan ranked
+        for this host: the entries of the gateways of those ranges are noted as changed, nothing
+        else (one peer update per move, no round trip to the control plane)."""
+        down = frozenset(HostId(g) for g in gateways)
+        if down == self._down:
+            return
+        flipped = down ^ self._down
+        self._down = down
+        for n in self._nets.values():
+            self._touch(n, flipped)  # which gateways share a range does not depend on ``down``
+            n.renew(down)
+
+    @property
+    def down(self) -> frozenset[HostId]:
+        return self._down
 
     def take_changes(self) -> Changes:
         out, self._changes = self._changes, Changes()

@@ -43,10 +43,11 @@ def delete_gateway(call: Call) -> None:
 
 
 @api.route("/v1/networks/{network_id}/members/{host_id}", "PATCH", auth=ADMIN, body=s.MemberPatch,
-           response=s.NetworkMember, summary="Choose a member's internet gateway and full or split tunnel")
+           response=s.NetworkMember, summary="Choose a member's internet gateway, full or split tunnel, "
+                                             "and the gateway of each range several gateways serve")
 def patch_member(call: Call) -> s.NetworkMember:
     b: s.MemberPatch = call.body
-    return serialize.network_member(call.service.gateways.set_internet(
+    return serialize.network_member(call.service.gateways.set_member(
         call.params["network_id"], call.params["host_id"],
         internet_gateway=b.internet_gateway if "internet_gateway" in b.model_fields_set else KEEP,
-        full_tunnel=b.full_tunnel))
+        full_tunnel=b.full_tunnel, pins=b.pinned))

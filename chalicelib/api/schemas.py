@@ -256,6 +256,10 @@ class WireRole(BaseModel):
     gateway: WireGateway | None = Field(default=None, exclude_if=_absent)
     internet_gateway: str | None = Field(default=None, exclude_if=_absent)
     full_tunnel: bool | None = Field(default=None, exclude_if=_absent, description="only when true")
+    pinned: dict[str, str] | None = Field(default=None, exclude_if=_absent,
+                                          description="shared range → the gateway the operator pinned it to")
+    placed: dict[str, str] | None = Field(default=None, exclude_if=_absent,
+                                          description="shared range → the gateway failover placed it on")
 
 
 class WireMember(BaseModel):
@@ -436,12 +440,19 @@ class MemberPatch(_In):
                                                "(null: none; clearing it also ends a full tunnel)")
     full_tunnel: bool | None = Field(default=None, description="true: all its traffic goes through the "
                                      "internet gateway; false: only the network's and egress ranges")
+    pinned: dict[Prefix, HostIdRef | None] | None = Field(
+        default=None, description="egress range several gateways serve → the one gateway this member sends "
+        "it to, even while it is down (null: automatic again, by latency and failover); ranges left out "
+        "keep their pin")
 
 
 class NetworkMember(NetworkMemberRef):
     gateway: GatewayRole | None
     internet_gateway: str | None
     full_tunnel: bool
+    pinned: dict[str, str] = Field(description="range → gateway, as the operator pinned them")
+    placed: dict[str, str] = Field(description="range → gateway, as failover placed this member (the "
+                                   "agent moves to the next candidate by itself while that one is down)")
 
 
 # ----------------------------------------------------------------------------- issue 9: clients

@@ -87,7 +87,8 @@ def gateway(m: Member) -> s.Gateway:
 def network_member(m: Member) -> s.NetworkMember:
     return s.NetworkMember(network_id=m.network_id, host_id=m.host_id, name=m.name, ipv4=m.ipv4, ipv6=m.ipv6,
                            gateway=None if m.gateway is None else gateway_role(m.gateway),
-                           internet_gateway=m.role.internet_gateway, full_tunnel=m.role.full_tunnel)
+                           internet_gateway=m.role.internet_gateway, full_tunnel=m.role.full_tunnel,
+                           pinned=dict(m.role.pinned), placed=dict(m.role.placed))
 
 
 # ----------------------------------------------------------------------------- issue 9: clients

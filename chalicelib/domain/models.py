@@ -76,9 +76,23 @@ class MemberRole:
     gateway: Gateway | None = None
     internet_gateway: HostId | None = None
     full_tunnel: bool = False
+    # Ranges several gateways serve (HA): which of them this host sends each one to.
+    # ``pinned`` is the operator's choice (only that gateway, even when it is down);
+    # ``placed`` is the failover function's (first choice; the agent moves to the next
+    # ranked one by itself while it is down). Sorted (range, gateway) pairs.
+    pinned: tuple[tuple[str, HostId], ...] = ()
+    placed: tuple[tuple[str, HostId], ...] = ()
 
     def __bool__(self) -> bool:
         return self != _NO_ROLE
+
+    def pin(self, prefix: str) -> HostId | None:
+        """The gateway the operator pinned ``prefix`` to for this host (None: automatic)."""
+        return next((g for p, g in self.pinned if p == prefix), None)
+
+    def placement(self, prefix: str) -> HostId | None:
+        """The gateway the failover function placed this host on for ``prefix`` (None: none yet)."""
+        return next((g for p, g in self.placed if p == prefix), None)
 
 
 _NO_ROLE = MemberRole()

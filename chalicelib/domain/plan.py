@@ -29,6 +29,9 @@ The rule:
 - Every host routes the network's ranges, the other gateways' egress ranges and the served
   clients' extra addresses into the interface. So every client is reached through exactly
   one peer (its gateway) from every host, and no range is routed back to where it is.
+- A range several gateways serve (HA) is carried, at each host, by one of them only: the
+  first of the host's ranked :func:`candidates` that the host has not found dead
+  (:func:`active_gateway`). Moving it is one peer update at that host.
 
 >>> from .models import Network, Member
 >>> net = Network(id="net_a", name="a", ipv4_cidr="100.64.0.0/16", ipv6_cidr="fd00::/64")
@@ -42,14 +45,16 @@ The rule:
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from .errors import ConflictError, InvalidInputError
 from .ids import ClientId, HostId, NetworkId
-from .models import Client, Gateway, Member, Network
+from .models import Client, Gateway, Member, MemberRole, Network
 
 _EMPTY: Mapping = MappingProxyType({})
 DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
@@ -57,7 +62,8 @@ DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
 __all__ = [
     "Relay",
     "PairRelay",
-    "HaGroup",
+    "candidates",
+    "active_gateway",
     "NetworkRecords",
     "Peer",
     "Interface",
@@ -103,24 +109,18 @@ class PairRelay:
 
 
 @dataclass(frozen=True)
-class HaGroup:
-    """Candidates that can each serve a role (a gateway's ranges, a relay), ranked; ``chosen``
-    is the one serving now. Only the chosen candidate's peer entry carries the role's
-    allowed IPs (one prefix, one peer); failing over moves them, one peer update per host."""
-
-    id: str
-    candidates: tuple[HostId, ...]
-    chosen: HostId | None = None
-
-
-@dataclass(frozen=True)
 class NetworkRecords:
     """Everything the plan of one network is computed from.
 
     ``members`` is keyed by host id and ``clients`` by client id; both are read, never
     copied or changed, so the agent can pass the dicts it keeps current (building the
-    records is O(1)). What is derived from the clients (who serves which) is computed once
-    per records object: make new records when the clients change.
+    records is O(1)). What is derived from the clients (who serves which) and from the
+    gateways' roles (which ranges several gateways share) is computed once per records
+    object: make new records when the clients or a gateway role change.
+
+    ``down`` holds the gateways the host computing the plan found dead by its own probes
+    (the agent's view): a shared range then goes to the next candidate in that host's
+    ranking. The control plane passes none: it moves hosts by their ``placed`` role.
     """
 
     network: Network
@@ -128,11 +128,11 @@ class NetworkRecords:
     clients: Mapping[ClientId, Client] = field(default_factory=lambda: _EMPTY)
     relays: tuple[Relay, ...] = ()
     pair_relays: tuple[PairRelay, ...] = ()
-    ha_groups: tuple[HaGroup, ...] = ()
+    down: frozenset[HostId] = frozenset()
 
     @classmethod
     def of(cls, network: Network, members: Iterable[Member], clients: Iterable[Client] = (),
-           **more: tuple) -> NetworkRecords:
+           **more: Any) -> NetworkRecords:
         """The records of ``network`` with these ``members`` and ``clients`` (in any order)."""
         return cls(network, {m.host_id: m for m in members}, {c.id: c for c in clients}, **more)
 
@@ -144,6 +144,17 @@ class NetworkRecords:
             c = self.clients[cid]
             out.setdefault(c.gateway, []).append(c)
         return {g: tuple(cs) for g, cs in out.items()}
+
+    @functools.cached_property
+    def shared_ranges(self) -> Mapping[str, tuple[HostId, ...]]:
+        """The egress ranges several gateways serve (HA), each with those gateways in host-id order."""
+        out: dict[str, list[HostId]] = {}
+        for hid in sorted(self.members):
+            gw = self.members[hid].role.gateway
+            if gw is not None:
+                for prefix in gw.egress:
+                    out.setdefault(prefix, []).append(hid)
+        return {p: tuple(gs) for p, gs in out.items() if len(gs) > 1}
 
     def gateway(self, host_id: HostId) -> Gateway | None:
         """The gateway role of member ``host_id`` (None: not a member, or no gateway)."""
@@ -269,7 +280,9 @@ def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
     allowed: tuple[str, ...] = m.allowed_ips
     gw = m.role.gateway
     if gw is not None:
-        allowed += gw.egress
+        shared = records.shared_ranges
+        allowed += tuple(r for r in gw.egress
+                         if r not in shared or active_gateway(records, viewer, r) == m.host_id)
         if gw.remote_access:
             allowed += tuple(a for c in records.clients_by_gateway.get(m.host_id, ()) if c.enabled
                              and c.public_key != me.public_key for a in c.allowed_ips)
@@ -291,9 +304,10 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
 
     Call it on the records before and after a change: the union is what to recompute with
     :func:`peer`. A member's entry depends on its own record and on the clients it serves;
-    a client's entry (at its gateway) on its own record and its gateway's role. What
-    depends on a viewer's own record (its internet gateway, its routes) the viewer
-    recomputes whole.
+    a client's entry (at its gateway) on its own record and its gateway's role; a gateway
+    that shares a range with others on all of them (which one carries the range may move),
+    so a change of ``down`` is a change of the gateways in it. What depends on a viewer's
+    own record (its internet gateway, its routes, its placements) the viewer recomputes whole.
     """
     out: set[str] = set()
     for rid in changed:
@@ -301,9 +315,51 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
         c = records.clients.get(ClientId(rid))
         if c is not None:
             out.add(c.gateway)
-        elif HostId(rid) in records.members:
-            out.update(c.id for c in records.clients_by_gateway.get(HostId(rid), ()))
+        elif (m := records.members.get(HostId(rid))) is not None:
+            out.update(c.id for c in records.clients_by_gateway.get(m.host_id, ()))
+            if m.role.gateway is not None:
+                for prefix in m.role.gateway.egress:
+                    out.update(records.shared_ranges.get(prefix, ()))
     return frozenset(out)
+
+
+def candidates(records: NetworkRecords, viewer: HostId, prefix: str) -> tuple[HostId, ...]:
+    """The gateways ``viewer`` may send the shared range ``prefix`` to, best first (empty when the
+    range is not shared, or ``viewer`` serves it itself).
+
+    The operator's pin alone, when it names one of them (a pin to a gateway that stopped
+    serving the range is ignored, like a stale placement); else the failover function's
+    placement first, then the rest in an order of their own for each viewer (rendezvous
+    hashing), so that hosts without a placement spread evenly and every process that runs
+    the plan ranks them alike.
+    """
+    cands = records.shared_ranges.get(prefix, ())
+    if viewer in cands:
+        return ()
+    me = records.members.get(viewer)
+    role = me.role if me is not None else MemberRole()
+    pinned = role.pin(prefix)
+    if pinned in cands:
+        return (pinned,)
+    ranked = sorted(cands, key=lambda g: _rendezvous(viewer, g, prefix))
+    placed = role.placement(prefix)
+    if placed in ranked:
+        ranked.remove(placed)
+        ranked.insert(0, placed)
+    return tuple(ranked)
+
+
+def active_gateway(records: NetworkRecords, viewer: HostId, prefix: str) -> HostId | None:
+    """The one gateway whose entry at ``viewer`` carries the shared range ``prefix``: the best
+    candidate not in ``records.down``, or the best one when all are down (no move helps then).
+    None when ``viewer`` has no candidates for it."""
+    ranked = candidates(records, viewer, prefix)
+    return next((g for g in ranked if g not in records.down), ranked[0] if ranked else None)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _rendezvous(viewer: str, gateway: str, prefix: str) -> bytes:
+    return hashlib.blake2b(f"{viewer}\0{gateway}\0{prefix}".encode(), digest_size=8).digest()
 
 
 def _ranges(network: Network) -> tuple[str, str]:
@@ -311,19 +367,21 @@ def _ranges(network: Network) -> tuple[str, str]:
 
 
 def routed_ranges(records: NetworkRecords, exclude: HostId | None = None) -> tuple[str, ...]:
-    """The ranges reachable through the network's tunnel: its own ranges, every gateway's
-    egress ranges (but ``exclude``'s own: they are behind it, not in the tunnel) and every
-    served client's extra addresses."""
+    """The ranges reachable through the network's tunnel, each once: its own ranges, every
+    gateway's egress ranges (but ``exclude``'s own: they are behind it, not in the tunnel,
+    also where other gateways serve them too) and every served client's extra addresses."""
     out = list(_ranges(records.network))
+    own_gw = records.gateway(exclude) if exclude is not None else None
+    own = set(own_gw.egress) if own_gw is not None else set()
     for hid in sorted(records.members):
         gw = records.members[hid].role.gateway
         if gw is not None and hid != exclude:
-            out.extend(gw.egress)
+            out.extend(r for r in gw.egress if r not in own)
     for cid in sorted(records.clients):
         c = records.clients[cid]
         if records.served(c):
             out.extend(c.extra_addresses)
-    return tuple(out)
+    return tuple(dict.fromkeys(out))
 
 
 def _host_view(records: NetworkRecords, host_id: HostId) -> HostView:
@@ -390,7 +448,8 @@ def check(records: NetworkRecords) -> None:
 
     - an egress range or a client's extra addresses overlapping the network's own ranges,
       or another gateway's egress range, or another client's extra addresses (one prefix,
-      one peer: several gateways for one range are HA groups, a later issue);
+      one peer). Gateways may serve the very same range (HA: each host sends it to one of
+      them, :func:`active_gateway`), never ranges that overlap in part;
     - a host that uses an internet gateway which is no member, or no internet gateway; a
       full tunnel without an internet gateway; an internet gateway that uses one itself
       (no chains);
@@ -405,9 +464,11 @@ def check(records: NetworkRecords) -> None:
         net = ipaddress.ip_network(prefix, strict=False)
         for other, owner, label in owned:
             if net.version == other.version and net.overlaps(other) and owner != who:
+                if net == other and who.startswith("gateway ") and owner.startswith("gateway "):
+                    continue  # the same range behind several gateways: HA
                 raise ConflictError(f"{prefix} of {who} overlaps {label}; a range can be behind one "
-                                    "gateway or client only, outside the network's ranges",
-                                    code="range_overlap")
+                                    "client, or behind gateways that all serve exactly that range, "
+                                    "outside the network's ranges", code="range_overlap")
         owned.append((net, who, f"{who} ({prefix})"))
 
     for hid in sorted(records.members):
@@ -418,6 +479,7 @@ def check(records: NetworkRecords) -> None:
     for cid in sorted(records.clients):
         for prefix in records.clients[cid].extra_addresses:
             claim(prefix, f"client {cid}")
+
     for hid in sorted(records.members):
         role = records.members[hid].role
         uses = role.internet_gateway

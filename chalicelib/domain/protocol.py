@@ -143,7 +143,18 @@ def role_to_wire(r: MemberRole) -> dict[str, Any]:
         out["internet_gateway"] = r.internet_gateway
     if r.full_tunnel:
         out["full_tunnel"] = True
+    if r.pinned:
+        out["pinned"] = dict(r.pinned)
+    if r.placed:
+        out["placed"] = dict(r.placed)
     return out
+
+
+def _choices(d: Any) -> tuple[tuple[str, HostId], ...]:
+    """A host's choices of gateway per shared range (range → gateway host id), sorted."""
+    if not isinstance(d, dict):
+        raise TypeError("gateway choices must be an object of range → host id")
+    return tuple(sorted((str(p), HostId(str(g))) for p, g in d.items()))
 
 
 def role_from_wire(d: Any) -> MemberRole:
@@ -161,7 +172,8 @@ def role_from_wire(d: Any) -> MemberRole:
                           endpoint=None if endpoint is None else str(endpoint))
     uses = d.get("internet_gateway")
     return MemberRole(gateway=gateway, internet_gateway=None if uses is None else HostId(str(uses)),
-                      full_tunnel=_flag(d.get("full_tunnel", False)))
+                      full_tunnel=_flag(d.get("full_tunnel", False)),
+                      pinned=_choices(d.get("pinned", {})), placed=_choices(d.get("placed", {})))
 
 
 def _flag(value: Any) -> bool:

@@ -14,6 +14,7 @@ the host's, not a network's).
 from __future__ import annotations
 
 import builtins  # ``list`` in the class body is Gateways.list
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Final
 
@@ -144,7 +145,7 @@ class Gateways:
         records = topology.existing(self._d.store, network_id)
         if force:
             for user in self._internet_users(records, HostId(host_id)):
-                self.set_internet(network_id, user, internet_gateway=None, full_tunnel=False)
+                self.set_member(network_id, user, internet_gateway=None, full_tunnel=False)
 
         def attempt() -> tuple[None, tuple[PendingChange, ...]]:
             network, host = self._member(network_id, host_id)
@@ -160,18 +161,24 @@ class Gateways:
         _, outbox = retrying(self._d, "removing the gateway", attempt)
         self._stream.send(outbox)
 
-    def set_internet(self, network_id: str, host_id: str, *, internet_gateway: str | None | _Keep = KEEP,
-                     full_tunnel: bool | None = None) -> Member:
+    def set_member(self, network_id: str, host_id: str, *, internet_gateway: str | None | _Keep = KEEP,
+                   full_tunnel: bool | None = None, pins: Mapping[str, str | None] | None = None) -> Member:
         """Member ``host_id`` uses ``internet_gateway`` (a member with ``internet: true``; None:
         none) of ``network_id``, with all its traffic (``full_tunnel``) or only the network's and
-        egress ranges; the member as stored now. Left out: kept (clearing the internet gateway
-        also ends the full tunnel unless ``full_tunnel`` is given).
+        egress ranges; and sends each range of ``pins`` (one that several gateways serve) to the
+        gateway named (None: back to automatic). The member as stored now. Left out: kept
+        (clearing the internet gateway also ends the full tunnel unless ``full_tunnel`` is given;
+        ranges not in ``pins`` keep their pin).
 
         A host uses at most one internet gateway across its networks, and an internet gateway
-        uses none (409 naming the other); a full tunnel needs an internet gateway (400).
+        uses none (409 naming the other); a full tunnel needs an internet gateway (400); a pin
+        names a gateway that serves that range (409 ``not_a_gateway_of_range``).
         """
         if isinstance(internet_gateway, str) and not internet_gateway:
             raise InvalidInputError("internet_gateway must be a host id, or null for none")
+        asked = {validate.prefix(p, "pinned"): g for p, g in (pins or {}).items()}
+        if len(asked) > MAX_EGRESS:
+            raise InvalidInputError(f"pinned: at most {MAX_EGRESS} ranges")
 
         def attempt() -> tuple[Member, tuple[PendingChange, ...]]:
             network, host = self._member(network_id, host_id)
@@ -183,13 +190,19 @@ class Gateways:
                 tunnel = full_tunnel
             else:  # kept, except that without an internet gateway there is no tunnel to keep
                 tunnel = old.full_tunnel and uses is not None
-            role = replace(old, internet_gateway=uses, full_tunnel=tunnel)
+            pinned = {**dict(old.pinned), **{p: HostId(g) for p, g in asked.items() if g is not None}}
+            for p in (p for p, g in asked.items() if g is None):
+                pinned.pop(p, None)
+            role = replace(old, internet_gateway=uses, full_tunnel=tunnel,
+                           pinned=tuple(sorted(pinned.items())))
             if role == old:
                 return host.member_of(nid), ()
             if uses is not None:
                 self._refuse_second_internet_gateway(host, nid)
                 self._refuse_chain(host, using=uses)
-            plan.check(self._records_with(network_id, host, role))
+            records = self._records_with(network_id, host, role)
+            self._refuse_pins(records, host.id, {p: g for p, g in pinned.items() if asked.get(p)})
+            plan.check(records)
             return self._write(host, nid, role)
 
         member, outbox = retrying(self._d, "changing the member's internet gateway", attempt)
@@ -243,6 +256,20 @@ class Gateways:
                     raise ConflictError(f"egress {prefix} overlaps {clash}, the range of network {e.name} "
                                         f"({e.id}); egress ranges lie outside every network's ranges",
                                         code="range_overlap")
+
+    @staticmethod
+    def _refuse_pins(records: plan.NetworkRecords, host_id: HostId, pins: Mapping[str, HostId]) -> None:
+        """409 when a new pin names a gateway that does not serve that range (the plan ignores a
+        pin that went stale later, when its gateway stopped serving the range)."""
+        for prefix, gateway in sorted(pins.items()):
+            gw = records.gateway(gateway)
+            if gw is None or prefix not in gw.egress:
+                serving = [str(g) for g in sorted(records.members)
+                           if prefix in (records.gateway(g) or Gateway()).egress]
+                raise ConflictError(
+                    f"{gateway} does not serve {prefix} in network {records.network.id}, so host {host_id} "
+                    f"cannot be pinned to it; gateways of {prefix}: {_names(serving) if serving else 'none'}",
+                    code="not_a_gateway_of_range")
 
     @staticmethod
     def _refuse_second_internet_gateway(host: Host, network_id: NetworkId) -> None:

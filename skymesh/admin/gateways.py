@@ -98,20 +98,32 @@ def gateway_unset(ctx: Context) -> None:
 
 
 def member_set(ctx: Context) -> None:
-    """``member set NETWORK HOST [--internet-gateway HOST|none] [--full-tunnel|--split-tunnel]``."""
+    """``member set NETWORK HOST [--internet-gateway HOST|none] [--full-tunnel|--split-tunnel]
+    [--pin CIDR=HOST|auto ...]``."""
     a = ctx.args
     body: dict[str, Any] = {}
     if a.full_tunnel is not None:
         body["full_tunnel"] = a.full_tunnel
     if a.internet_gateway is not None:
         body["internet_gateway"] = a.internet_gateway
-    require_changes(body, "--internet-gateway HOST|none, --full-tunnel or --split-tunnel")
+    pins: dict[str, str] = {}
+    for pin in a.pin:
+        prefix, eq, gateway = pin.partition("=")
+        if not eq or not prefix or not gateway:
+            raise CliError(f"--pin {pin}: write it as CIDR=HOST (or CIDR=auto)")
+        pins[prefix] = gateway
+    if pins:
+        body["pinned"] = pins
+    require_changes(body, "--internet-gateway HOST|none, --full-tunnel, --split-tunnel or --pin CIDR=HOST")
     network = resolve(all_networks(ctx), a.network, "network")
     hosts = all_hosts(ctx)
     host = resolve(hosts, a.host, "host")
     if a.internet_gateway is not None:
         body["internet_gateway"] = (None if a.internet_gateway.lower() == "none"
                                     else resolve(hosts, a.internet_gateway, "host")["id"])
+    if pins:
+        body["pinned"] = {p: None if g.lower() == "auto" else resolve(hosts, g, "host")["id"]
+                          for p, g in pins.items()}
     m = ctx.client.update_member(network["id"], host["id"], body)
     if ctx.as_json:
         return ctx.print_json(m)
@@ -121,4 +133,7 @@ def member_set(ctx: Context) -> None:
     ctx.print(format_fields([
         ("Internet gateway", "none" if uses is None else f"{names.get(uses, uses)} ({uses})"),
         ("Tunnel", "full (all traffic)" if m["full_tunnel"] else "split (network and egress ranges)"),
+        *((f"Gateway for {p}", f"{names.get(g, g)} ({g}), pinned") for p, g in sorted(m["pinned"].items())),
+        *((f"Gateway for {p}", f"{names.get(g, g)} ({g}), placed by failover")
+          for p, g in sorted(m["placed"].items()) if p not in m["pinned"]),
     ]))

@@ -180,6 +180,9 @@ def _add_gateway_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
                         help="all its traffic goes through the internet gateway")
     tunnel.add_argument("--split-tunnel", dest="full_tunnel", action="store_const", const=False,
                         help="only the network's and egress ranges go through the overlay")
+    p.add_argument("--pin", action="append", default=[], metavar="CIDR=HOST|auto",
+                   help="send a range several gateways serve to this one gateway only (auto: by latency "
+                        "and failover again); repeatable")
 
 
 # ----------------------------------------------------------------------------- issue 9: clients

@@ -788,7 +788,9 @@ def test_a_member_role_is_stored_on_the_host_and_its_member_record_in_one_write(
     _settle(store)
     gateway = _role_write(store.get_host(first.id), _GATEWAY)
     store.set_member_role(store.get_host(first.id), gateway, NET, change=_change(NET, first.id))
-    user = _role_write(store.get_host(second.id), MemberRole(internet_gateway=first.id, full_tunnel=True))
+    user = _role_write(store.get_host(second.id), MemberRole(
+        internet_gateway=first.id, full_tunnel=True, pinned=(("10.7.0.0/16", first.id),),
+        placed=(("10.8.0.0/16", first.id), ("fd10:8::/48", first.id))))
     store.set_member_role(store.get_host(second.id), user, NET, change=_change(NET, second.id))
 
     assert store.get_host(first.id) == gateway and store.get_host(second.id) == user

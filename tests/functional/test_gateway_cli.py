@@ -89,3 +89,21 @@ def test_member_set_chooses_an_internet_gateway_and_unset_needs_force_while_it_i
     assert (cleared["internet_gateway"], cleared["full_tunnel"]) == (None, False)
     nothing = cli("member", "set", "office", "a")
     assert nothing.code == 1 and "--internet-gateway" in nothing.err
+
+
+def test_member_set_pins_a_range_several_gateways_serve_and_auto_unpins_it(
+        cli: Cli, api: Api, office: dict[str, Any]) -> None:
+    net, g = office["network"], office["hosts"]["g"]
+    token = api.ok("POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 1})["token"]
+    b = api.ok("POST", "/v1/hosts", host_body("b"), token=token)["host"]
+    for gateway in ("g", "b"):
+        _ok(cli("gateway", "set", "office", gateway, "--egress", "10.40.0.0/16"))
+
+    out = _ok(cli("member", "set", "office", "a", "--pin", "10.40.0.0/16=b")).out
+    assert f"Gateway for 10.40.0.0/16:  b ({b['id']}), pinned" in out, out
+    pinned = _ok(cli("member", "set", "office", "a", "--pin", "10.40.0.0/16=g", "--json")).json()
+    assert pinned["pinned"] == {"10.40.0.0/16": g["id"]}
+    auto = _ok(cli("member", "set", "office", "a", "--pin", "10.40.0.0/16=auto", "--json")).json()
+    assert auto["pinned"] == {}
+    bad = cli("member", "set", "office", "a", "--pin", "10.40.0.0/16")
+    assert bad.code == 1 and "CIDR=HOST" in bad.err

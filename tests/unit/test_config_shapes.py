@@ -23,7 +23,9 @@ MEMBER = Member(network_id=NET.id, host_id=HostId("host_000000000001"), name="h1
 
 # Every field a role can have (no valid network has them all on one member; the shape does).
 ROLE = MemberRole(gateway=Gateway(remote_access=True, egress=("10.20.0.0/16",), internet=True),
-                  internet_gateway=HostId("host_000000000002"), full_tunnel=True)
+                  internet_gateway=HostId("host_000000000002"), full_tunnel=True,
+                  pinned=(("10.30.0.0/16", HostId("host_000000000003")),),
+                  placed=(("10.31.0.0/16", HostId("host_000000000004")),))
 
 
 def test_a_member_in_config_is_the_protocols_member_record():
@@ -36,6 +38,7 @@ def test_a_member_in_config_is_the_protocols_member_record():
         member = replace(MEMBER, role=role)
         wire = protocol.member_to_wire(member)
         assert schemas.WireMember(**wire).model_dump() == wire
+        assert protocol.member_from_wire(NET.id, wire) == member
 
 
 def test_a_delta_in_a_catch_up_is_the_broadcast_as_it_went_out():

@@ -92,7 +92,12 @@ def role(raw: dict[str, Any]) -> MemberRole:
     internet_gateway = raw.get("internet_gateway")
     return MemberRole(gateway=gateway,
                       internet_gateway=None if internet_gateway is None else HostId(internet_gateway),
-                      full_tunnel=bool(raw.get("full_tunnel", False)))
+                      full_tunnel=bool(raw.get("full_tunnel", False)),
+                      pinned=_choices(raw.get("pinned")), placed=_choices(raw.get("placed")))
+
+
+def _choices(raw: Any) -> tuple[tuple[str, HostId], ...]:
+    return tuple(sorted((str(p), HostId(g)) for p, g in _raw(raw).items()))
 
 
 def host(item: Any) -> Host:
@@ -219,6 +224,10 @@ def role_map(r: MemberRole) -> dict[str, Any]:
         out["internet_gateway"] = r.internet_gateway
     if r.full_tunnel:
         out["full_tunnel"] = True
+    if r.pinned:
+        out["pinned"] = dict(r.pinned)
+    if r.placed:
+        out["placed"] = dict(r.placed)
     return out
 
 

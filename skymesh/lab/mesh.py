@@ -53,8 +53,9 @@ class LabAgent:
     """One host: the skymesh agent on a lab node, with the ``uapi`` backend (wireguard-go)."""
 
     def __init__(self, node: Node, name: str | None = None, interface: str | None = None,
-                 listen_port: int = DEFAULT_LISTEN_PORT) -> None:
+                 listen_port: int = DEFAULT_LISTEN_PORT, run_args: Sequence[str] = ()) -> None:
         self.node = node
+        self.run_args = tuple(run_args)  # more options of `agent run`
         self.name = name or node.name
         self.interface = interface or node.wg_ifname()
         self.listen_port = listen_port
@@ -103,7 +104,7 @@ class LabAgent:
             raise LabError(f"{self.name}: the agent is already running")
         self._runs += 1
         with (self.dir / f"run-{self._runs}.log").open("wb") as f:
-            self.proc = self.node.popen(self.argv("run", "--state-dir", str(self.state_dir)),
+            self.proc = self.node.popen(self.argv("run", "--state-dir", str(self.state_dir), *self.run_args),
                                         stdout=f, stderr=subprocess.STDOUT, env=python_env(),
                                         cwd=str(REPO_ROOT))
 

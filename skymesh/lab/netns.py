@@ -292,15 +292,18 @@ class Lab:
         self.nodes[name] = node
         return node
 
-    def add_node_behind(self, name: str, router: Node, subnet: str) -> Node:
-        """A new namespace ``<prefix>-<name>`` that is NOT on the bridge: a veth to ``router``
-        only, in ``subnet`` (inside 198.18.0.0/15): the new node is ``.1``, the router ``.2`` (a LAN
-        behind a gateway, or the "internet" behind its uplink). It has no route beyond its
-        subnet, so it answers only what comes from the router's address: what others send
-        through the router reaches it only masqueraded.
+    def add_node_behind(self, name: str, router: Node | Sequence[Node], subnet: str) -> Node:
+        """A new namespace ``<prefix>-<name>`` that is NOT on the bridge: reached only through
+        ``router`` (a LAN behind a gateway, or the "internet" behind its uplink), or through each
+        of several routers (a LAN behind HA gateways, on a bridge of its own), in ``subnet``
+        (inside 198.18.0.0/15): the new node is ``.1``, the routers ``.2``, ``.3``… It has no
+        route beyond its subnet, so it answers only what comes from a router's address: what
+        others send through a router reaches it only masqueraded (and its answer goes back
+        through that router).
 
-        Returns the new node: its ``ip`` is ``.1``, its ``router_ip`` the router's ``.2``.
+        Returns the new node: its ``ip`` is ``.1``, its ``router_ip`` the first router's ``.2``.
         """
+        routers = [router] if isinstance(router, Node) else list(router)
         if not self._started or self._closed:
             raise LabError("add_node_behind() needs a started, open lab")
         if name in self.nodes or name == "hub":
@@ -309,19 +312,30 @@ class Lab:
         inside = isinstance(net, ipaddress.IPv4Network) and net.subnet_of(UNDERLAY)
         if not inside or net.overlaps(self.subnet):
             raise LabError(f"subnet {subnet} must lie in {UNDERLAY} outside the bridge's {self.subnet}")
+        if not routers or len(routers) > 8:
+            raise LabError("add_node_behind() takes 1 to 8 routers")
         ns = self.netns_name(name)
         index = len(self.nodes) + 1
-        here, there = (str(a) for a in list(net.hosts())[:2])
-        link = self.ifname(f"l{index}")
+        here, *theirs = (str(a) for a in list(net.hosts())[:1 + len(routers)])
         processes.run(["ip", "netns", "add", ns])
         ip("link", "set", "lo", "up", ns=ns)
-        ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns, ns=router.netns)
-        ip("addr", "add", f"{there}/{net.prefixlen}", "dev", link, ns=router.netns)
-        ip("link", "set", link, "up", ns=router.netns)
-        ip("addr", "add", f"{here}/{net.prefixlen}", "dev", "eth0", ns=ns)
-        ip("link", "set", "eth0", "up", ns=ns)
+        lan = "eth0"
+        if len(routers) > 1:
+            lan = "br0"
+            ip("link", "add", lan, "type", "bridge", ns=ns)
+        for n, (r, there) in enumerate(zip(routers, theirs, strict=True)):
+            link = self.ifname(f"l{index}" if len(routers) == 1 else f"l{index}r{n}")
+            end = "eth0" if len(routers) == 1 else f"eth{n}"
+            ip("link", "add", link, "type", "veth", "peer", "name", end, "netns", ns, ns=r.netns)
+            ip("addr", "add", f"{there}/{net.prefixlen}", "dev", link, ns=r.netns)
+            ip("link", "set", link, "up", ns=r.netns)
+            if end != lan:
+                ip("link", "set", end, "master", lan, ns=ns)
+            ip("link", "set", end, "up", ns=ns)
+        ip("addr", "add", f"{here}/{net.prefixlen}", "dev", lan, ns=ns)
+        ip("link", "set", lan, "up", ns=ns)
         node = Node(self, name, index, ns, here, net.prefixlen)
-        node.router_ip = there
+        node.router_ip = theirs[0]
         self.nodes[name] = node
         return node
 

@@ -5,20 +5,26 @@ WireGuard clients brought up with the real ``wg-quick``.
   came from, so a test sees whether traffic was masqueraded, and by whom;
 - :func:`ask`: connect from another node and read that answer (bounded);
 - :class:`WgQuickClient`: a wg-quick file brought up in a node (``wg-quick up``, which falls
-  back to wireguard-go here), and taken down again.
+  back to wireguard-go here), and taken down again;
+- :class:`UdpEcho` and :class:`PacketStream`: a steady stream of datagrams echoed from the far
+  end, and the gaps in the echoes (how long a failover left a host without a path).
 """
 
 from __future__ import annotations
 
+import queue
 import select
 import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LabError
 from .netns import Node
 
-__all__ = ["WhoAmI", "ask", "WgQuickClient"]
+__all__ = ["WhoAmI", "ask", "WgQuickClient", "UdpEcho", "PacketStream", "Gap"]
 
 _SERVER = """
 import socket, sys
@@ -51,18 +57,11 @@ class WhoAmI:
 
     def __init__(self, node: Node, address: str, port: int = 7000) -> None:
         self.node, self.address, self.port = node, address, port
-        self.proc = node.popen([sys.executable, "-c", _SERVER, address, str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 20.0)
-        line = self.proc.stdout.readline().decode(errors="replace") if ready else "(nothing within 20 s)"
-        if "listening" not in line:
-            raise LabError(f"whoami on {node.name} at {address}:{port} did not start: {line!r}")
+        self.proc = _started(node, [sys.executable, "-c", _SERVER, address, str(port)], "listening",
+                             f"whoami on {node.name} at {address}:{port}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        _stop(self.proc)
 
 
 def ask(node: Node, address: str, port: int = 7000, timeout: float = 2.0) -> str | None:
@@ -106,3 +105,147 @@ class WgQuickClient:
     def show(self) -> str:
         res = self.node.run(["wg", "show", self.ifname], timeout=10)
         return res.stdout + res.stderr
+
+
+_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print('listening', flush=True)
+while True:
+    data, addr = s.recvfrom(2048)
+    s.sendto(data, addr)
+"""
+
+# Sends a datagram every ``interval`` s and prints, for every silence in the echoes longer than
+# ``threshold`` s, ``gap <last echo before> <first echo after>`` (CLOCK_MONOTONIC, which every
+# namespace shares, so the caller compares it with its own time.monotonic()). Echoes of old
+# datagrams count like new ones: the path works again.
+_STREAM = """
+import select, socket, sys, time
+addr, port, interval, threshold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET6 if ':' in addr else socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+seq, last, nxt = 0, None, time.monotonic()
+print('started', flush=True)
+while True:
+    now = time.monotonic()
+    if now >= nxt:
+        try:
+            s.sendto(seq.to_bytes(8, 'big'), (addr, port))
+        except OSError:
+            pass  # no route for a moment: the echo's silence shows it
+        seq, nxt = seq + 1, nxt + interval
+    r, _, _ = select.select([s], [], [], max(0.0, nxt - time.monotonic()))
+    while r:
+        try:
+            s.recv(64)
+        except BlockingIOError:
+            break
+        t = time.monotonic()
+        if last is None:
+            print('first', t, flush=True)
+        elif t - last > threshold:
+            print('gap', last, t, flush=True)
+        last = t
+"""
+
+
+class UdpEcho:
+    """``python -c`` UDP echo server on ``node`` at ``address:port``. Stopped by the lab at exit."""
+
+    def __init__(self, node: Node, address: str, port: int = 7001) -> None:
+        self.node, self.address, self.port = node, address, port
+        self.proc = _started(node, [sys.executable, "-c", _ECHO, address, str(port)], "listening",
+                             f"udp echo on {node.name} at {address}:{port}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A silence in the echoes: from the last echo before it to the first one after it."""
+
+    start: float  # time.monotonic()
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+class PacketStream:
+    """A steady stream from ``node`` to a :class:`UdpEcho` at ``address:port``: a datagram every
+    ``interval`` s. :meth:`gap_after` finds the silence that began around a moment (a kill).
+    """
+
+    def __init__(self, node: Node, address: str, port: int = 7001, *, interval: float = 0.01,
+                 threshold: float = 0.1) -> None:
+        self.node, self.interval = node, interval
+        argv = [sys.executable, "-c", _STREAM, address, str(port), f"{interval:g}", f"{threshold:g}"]
+        self.proc = _started(node, argv, "started", f"packet stream from {node.name} to {address}")
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._gaps: list[Gap] = []
+        self.first: float | None = None
+        threading.Thread(target=self._read, daemon=True, name=f"stream-{node.name}").start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._lines.put(raw.decode(errors="replace").strip())
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            line = self._lines.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return
+        while True:
+            kind, *times = line.split()
+            if kind == "first":
+                self.first = float(times[0])
+            elif kind == "gap":
+                self._gaps.append(Gap(float(times[0]), float(times[1])))
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return
+
+    def flowing(self, timeout: float) -> bool:
+        """Whether echoes came back (the path works), waiting at most ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while self.first is None and time.monotonic() < deadline:
+            self._drain(deadline - time.monotonic())
+        return self.first is not None
+
+    def gap_after(self, moment: float, timeout: float) -> Gap | None:
+        """The silence in which ``moment`` (a time.monotonic()) falls, once the echoes are back;
+        None when they do not come back within ``timeout`` s (or nothing was silent then)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for gap in self._gaps:
+                if gap.start - self.interval <= moment <= gap.end:
+                    return gap
+            if time.monotonic() >= deadline:
+                return None
+            self._drain(deadline - time.monotonic())
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def _started(node: Node, argv: list[str], ready: str, what: str) -> subprocess.Popen[bytes]:
+    proc = node.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    found, _, _ = select.select([proc.stdout], [], [], 20.0)
+    line = proc.stdout.readline().decode(errors="replace") if found else "(nothing within 20 s)"
+    if ready not in line:
+        _stop(proc)
+        raise LabError(f"{what} did not start: {line!r}")
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)

@@ -44,16 +44,21 @@ def _stale_labs_removed() -> None:
             pytest.fail(f"could not remove leftovers of earlier labs: {left}", pytrace=False)
 
 
-@contextlib.contextmanager
-def lab_with_control_plane() -> Iterator[tuple[Lab, ControlPlane]]:
-    """A lab whose node ``cp`` runs the local control plane, for agents on further nodes; the
-    calling test is skipped when the machine cannot run one. At exit everything is removed,
-    and a test fails if anything of the lab was left behind."""
+def require_control_plane_lab() -> None:
+    """Skip the calling test when the machine cannot run a lab with agents and a control plane."""
     require_lab()
     reason = agent_available()
     if reason:
         pytest.skip(reason)
     require_dynamodb_local()
+
+
+@contextlib.contextmanager
+def lab_with_control_plane() -> Iterator[tuple[Lab, ControlPlane]]:
+    """A lab whose node ``cp`` runs the local control plane, for agents on further nodes; the
+    calling test is skipped when the machine cannot run one. At exit everything is removed,
+    and a test fails if anything of the lab was left behind."""
+    require_control_plane_lab()
     with Lab() as lab:
         prefix = lab.prefix
         cp = ControlPlane(lab.add_node("cp"))

@@ -17,6 +17,10 @@ use) and remote-access clients. A network message of another version is refused 
 whole (:class:`ProtocolError`): an agent never applies part of a message it does not
 understand, it resyncs (and ``/config`` tells an agent of an older schema to upgrade).
 Status reports of version 1 are still read: their fields are a subset of version 2's.
+A status report may carry ``latency`` (issue 10: what the host's prober measured of its
+gateways, relays and peers without a direct path); reports without it (every report of
+versions 1 and 2) are read as before, and an agent leaves the field out when it has nothing
+to say, so its report is then exactly what an older control plane reads.
 
 >>> msg = Delta(network_id="net_a", seq=3, upsert=(), remove=("host_b",))
 >>> decode(encode(msg)) == msg
@@ -33,8 +37,8 @@ from typing import Any
 
 from . import validate
 from .errors import InvalidInputError
-from .ids import ClientId, HostId, NetworkId
-from .models import Client, Gateway, Member, MemberRole, Network, PeerStatus
+from .ids import ClientId, HostId, NetworkId, is_id
+from .models import Client, Gateway, LatencyRow, Member, MemberRole, Network, PeerStatus
 
 __all__ = [
     "VERSION",
@@ -57,6 +61,9 @@ __all__ = [
     "MAX_REPORT_BYTES",
     "MAX_REPORT_PEERS",
     "MAX_STORED_REPORT_BYTES",
+    "MAX_REPORT_LATENCY",
+    "MAX_RTT_MS",
+    "latency_to_wire",
     "member_to_wire",
     "member_from_wire",
     "client_to_wire",
@@ -96,8 +103,15 @@ _MAX_DEPTH = 8  # a status report is 3 deep (object → peers → peer); deltas 
 _MAX_ENDPOINT_CHARS = 261  # "[" 45-character IPv6 "]:65535", or a 253-character name ":65535"
 _MAX_PEER_ENDPOINT_CHARS = 47  # "[" 39-character IPv6 (no zone) "]:65535"
 _AGENT_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9.+_-]{{0,{MAX_AGENT_VERSION - 1}}}")
-_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers"})
+_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers", "latency"})
 _PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx", "endpoint"})
+
+# issue 10: the latency section of a status report. It lists what the host probes (its
+# gateways, relays, peers without a direct path), never the whole mesh, so it is bounded by a
+# count of its own: a report grows with the number of gateways, not with the network.
+MAX_REPORT_LATENCY = 32
+MAX_RTT_MS = 60_000.0  # a reply later than a minute is no reply
+_LATENCY_KEYS = frozenset({"host", "rtt", "loss", "up"})
 
 
 class ProtocolError(ValueError):
@@ -308,6 +322,7 @@ class StatusReport:
     agent_version: str
     endpoints: tuple[str, ...] = ()
     peers: tuple[PeerStatus, ...] = ()
+    latency: tuple[LatencyRow, ...] = ()  # issue 10: probe results, at most MAX_REPORT_LATENCY
 
     type = "status"
 
@@ -355,6 +370,7 @@ def _to_wire(msg: Message) -> dict[str, Any]:
                  "rx": p.rx_bytes, "tx": p.tx_bytes, **({"endpoint": p.endpoint} if p.endpoint else {})}
                 for p in msg.peers
             ],
+            **({"latency": [latency_to_wire(r) for r in msg.latency]} if msg.latency else {}),
         }
     return {"name": msg.name}
 
@@ -453,6 +469,44 @@ def _peer_from_wire(p: Any) -> PeerStatus:
     )
 
 
+def latency_to_wire(r: LatencyRow) -> dict[str, Any]:
+    """One probed target as a report carries it (short keys: it goes out at every heartbeat)."""
+    return {"host": r.target, "rtt": r.rtt_ms, "loss": r.loss_pct, "up": r.up}
+
+
+def _latency_from_wire(r: Any) -> LatencyRow:
+    if not isinstance(r, dict):
+        raise ProtocolError(f"a latency entry must be an object, not {short(r)}")
+    unknown = set(r) - _LATENCY_KEYS
+    if unknown:
+        raise ProtocolError(f"unknown latency field {short(sorted(map(str, unknown))[0])}")
+    target = r.get("host")
+    if not isinstance(target, str) or not is_id("host", target):
+        raise ProtocolError(f"latency host {short(target)} is not a host id")
+    rtt = r.get("rtt")
+    if rtt is not None and (isinstance(rtt, bool) or not isinstance(rtt, int | float)
+                            or not 0 <= rtt <= MAX_RTT_MS):
+        raise ProtocolError(f"rtt must be a number of milliseconds from 0 to {MAX_RTT_MS:.0f} or null, "
+                            f"not {short(rtt)}")
+    return LatencyRow(target=HostId(target), rtt_ms=None if rtt is None else round(float(rtt), 1),
+                      loss_pct=_bounded_int(r.get("loss", 0), 0, 100, "loss"), up=_flag_of(r.get("up"), "up"))
+
+
+def _flag_of(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{field} must be true or false, not {short(value)}")
+    return value
+
+
+def _latency_rows(rows: Any) -> tuple[LatencyRow, ...]:
+    if not isinstance(rows, list) or len(rows) > MAX_REPORT_LATENCY:
+        raise ProtocolError(f"latency must be a list of at most {MAX_REPORT_LATENCY}")
+    out = tuple(_latency_from_wire(r) for r in rows)
+    if len({r.target for r in out}) != len(out):
+        raise ProtocolError("latency names a host twice")
+    return out
+
+
 def _status_from_wire(d: dict[str, Any]) -> StatusReport:
     """The one schema of a status report; every field bounded, unknown fields refused
     (a new field is a new schema version ``v``)."""
@@ -476,7 +530,8 @@ def _status_from_wire(d: dict[str, Any]) -> StatusReport:
     if not isinstance(peers, list) or len(peers) > MAX_REPORT_PEERS:
         raise ProtocolError(f"peers must be a list of at most {MAX_REPORT_PEERS}")
     return StatusReport(agent_version=version, endpoints=checked,
-                        peers=tuple(_peer_from_wire(p) for p in peers))
+                        peers=tuple(_peer_from_wire(p) for p in peers),
+                        latency=_latency_rows(d.get("latency", [])))
 
 
 def decode_status(payload: bytes | str | dict[str, Any]) -> StatusReport:

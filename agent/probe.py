@@ -21,6 +21,7 @@ its thread. What other parts build on (failover, relays) is :class:`Prober`'s sm
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -34,13 +35,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chalicelib.domain.ids import HostId
-from chalicelib.domain.models import LatencyRow
+from chalicelib.domain.models import LatencyRow, Member
 from chalicelib.domain.protocol import MAX_REPORT_LATENCY
 
 log = logging.getLogger("skymesh.agent.probe")
 
 __all__ = ["ProbeSettings", "Target", "TargetState", "Health", "Probes", "Prober", "IcmpSocket",
-           "clearly_better", "worth_reporting_now", "FAST", "SLOW"]
+           "clearly_better", "worth_reporting_now", "choose_targets", "rows", "FAST", "SLOW"]
 
 FAST, SLOW = "fast", "slow"  # what a target is probed as: depended on, or watched
 
@@ -229,6 +230,20 @@ def _same_address(a: str, b: str) -> bool:
         return False
 
 
+def choose_targets(gateways: Iterable[tuple[Member, bool]], unreachable: Iterable[Member],
+                   limit: int = MAX_REPORT_LATENCY) -> dict[HostId, Target]:
+    """What to probe, at most ``limit``: first the gateways this host routes through (``True``
+    beside them: fast), then the other gateways of its networks (slow), then the peers it has no
+    direct path to (slow). Each at its IPv4 overlay address, so the echo crosses the tunnel."""
+    gws = sorted(gateways, key=lambda g: (not g[1], g[0].host_id))
+    out: dict[HostId, Target] = {}
+    for m, routed in gws:  # routed first: a gateway in two networks is fast if either says so
+        out.setdefault(m.host_id, Target(m.ipv4, FAST if routed else SLOW))
+    for m in sorted(unreachable, key=lambda m: m.host_id):
+        out.setdefault(m.host_id, Target(m.ipv4, SLOW))
+    return dict(list(out.items())[:limit])
+
+
 def rows(states: Mapping[HostId, TargetState]) -> tuple[LatencyRow, ...]:
     """The report's latency section: every target the prober has a verdict on, in host id order."""
     return tuple(LatencyRow(h, None if s.rtt_ms is None else round(s.rtt_ms, 1), s.loss_pct, s.up)
@@ -250,14 +265,14 @@ def worth_reporting_now(reported: Sequence[LatencyRow], now: Sequence[LatencyRow
     after = {r.target: r for r in now}
     if {h: r.up for h, r in before.items()} != {h: r.up for h, r in after.items()}:
         return True
-    rtts = [(before[h].rtt_ms, after[h].rtt_ms) for h in set(ranked) & set(before)
-            if before[h].up and before[h].rtt_ms is not None and after[h].rtt_ms is not None]
-    return any(a0 <= b0 and clearly_better(b1, a1)  # type: ignore[operator]
-               for a0, a1 in rtts for b0, b1 in rtts)
+    rtts = [(b, a) for h in set(ranked) & set(before)
+            if before[h].up and (b := before[h].rtt_ms) is not None and (a := after[h].rtt_ms) is not None]
+    return any(a0 <= b0 and clearly_better(b1, a1) for a0, a1 in rtts for b0, b1 in rtts)
 
 
 # ----------------------------------------------------------------------------------- sockets
-_ECHO = {socket.AF_INET: (8, 0), socket.AF_INET6: (128, 129)}  # family → (request, reply) type
+# family → (echo request, echo reply) type
+_ECHO: dict[int, tuple[int, int]] = {socket.AF_INET: (8, 0), socket.AF_INET6: (128, 129)}
 
 
 def _checksum(data: bytes) -> int:
@@ -349,7 +364,7 @@ class Prober:
                  on_change: Callable[[HostId, bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
-        self.on_change = on_change
+        self._listeners = [on_change] if on_change is not None else []
         self._clock = clock
         self._probes = Probes(settings)
         self._lock = threading.Lock()
@@ -361,6 +376,10 @@ class Prober:
         self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------------- API
+    def add_listener(self, on_change: Callable[[HostId, bool], None]) -> None:
+        """Also call ``on_change(host_id, up)`` (from the prober's thread) when a target goes down or up."""
+        self._listeners.append(on_change)
+
     def set_targets(self, targets: Mapping[HostId, Target]) -> None:
         """Probe exactly these from now on (thread-safe; a new target is probed at once)."""
         with self._lock:
@@ -395,10 +414,8 @@ class Prober:
 
     # ---------------------------------------------------------------------- loop
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        except OSError:
-            pass
 
     def _socket(self, address: str) -> IcmpSocket | None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -427,16 +444,15 @@ class Prober:
             sock = self._socket(address)
             if sock is not None:
                 sock.send(address, seq)
-        ready, _, _ = select.select([self._wake_r, *self._socks.values()], [], [], min(wait, 1.0))
+        watched: list[socket.socket | IcmpSocket] = [self._wake_r, *self._socks.values()]
+        ready, _, _ = select.select(watched, [], [], min(wait, 1.0))
         changes: list[Change] = []
         for r in ready:
             if r is self._wake_r:
-                try:
+                with contextlib.suppress(OSError):
                     self._wake_r.recv(64)
-                except OSError:
-                    pass
                 continue
-            got = r.receive(self.MAX_READ)  # type: ignore[union-attr]
+            got = r.receive(self.MAX_READ) if isinstance(r, IcmpSocket) else []
             at = self._clock()
             with self._lock:
                 changes += [c for seq, src in got if (c := self._probes.reply(seq, src, at)) is not None]
@@ -444,5 +460,5 @@ class Prober:
             changes += self._probes.expire(self._clock())
         for host, up in changes:
             log.info("probe: %s is %s", host, "up" if up else "DOWN")
-            if self.on_change is not None:
-                self.on_change(host, up)
+            for listener in self._listeners:
+                listener(host, up)

@@ -141,6 +141,7 @@ class _HostItem(_Item):
     agent_version = UnicodeAttribute(null=True)
     reported_endpoints = ListAttribute(of=UnicodeAttribute, default=list)
     peers: ListAttribute[Any] = ListAttribute(default=list)  # raw: [{key, handshake_age, rx, tx, endpoint?}]
+    latency: ListAttribute[Any] = ListAttribute(null=True)  # issue 10, raw: [{host, rtt, loss, up}]
 
 
 class _IdentityItem(_Item):

@@ -18,6 +18,7 @@ from ...domain.models import (
     Gateway,
     Host,
     HostStatus,
+    LatencyRow,
     Member,
     MemberRole,
     Network,
@@ -31,7 +32,7 @@ __all__ = [
     "network", "registry", "member", "host", "enrollment_key", "admin_key", "pending_identity",
     "pending_change", "network_item", "member_item", "host_item", "key_item", "admin_item",
     "identity_item", "pending_item", "registry_entry", "status_peers", "role", "role_map", "roles_map",
-    "client", "client_item",
+    "client", "client_item", "status_latency", "host_status",
 ]
 
 
@@ -122,12 +123,22 @@ def host(item: Any) -> Host:
         tags=tuple(item.tags or ()),
         created_at=int(item.created_at),
         revision=int(item.revision),
-        status=HostStatus(
-            online=bool(item.online),
-            last_seen=None if item.last_seen is None else int(item.last_seen),
-            agent_version=item.agent_version,
-            reported_endpoints=tuple(item.reported_endpoints or ()),
-            peers=peers,
+        status=host_status(item, peers),
+    )
+
+
+def host_status(item: Any, peers: tuple[PeerStatus, ...] = ()) -> HostStatus:
+    """The status part of a host item (``peers`` read by the caller: the latency matrix leaves them out)."""
+    return HostStatus(
+        online=bool(item.online),
+        last_seen=None if item.last_seen is None else int(item.last_seen),
+        agent_version=item.agent_version,
+        reported_endpoints=tuple(item.reported_endpoints or ()),
+        peers=peers,
+        latency=tuple(
+            LatencyRow(target=HostId(r["host"]), rtt_ms=None if r.get("rtt") is None else float(r["rtt"]),
+                       loss_pct=int(r.get("loss", 0)), up=bool(r.get("up")))
+            for r in (item.latency or ())
         ),
     )
 
@@ -206,6 +217,11 @@ def status_peers(status: HostStatus) -> list[dict[str, Any]]:
          **({"endpoint": p.endpoint} if p.endpoint is not None else {})}
         for p in status.peers
     ]
+
+
+def status_latency(status: HostStatus) -> list[dict[str, Any]]:
+    """A status report's latency rows as the host item stores them (issue 10: the wire's keys)."""
+    return [{"host": r.target, "rtt": r.rtt_ms, "loss": r.loss_pct, "up": r.up} for r in status.latency]
 
 
 def role_map(r: MemberRole) -> dict[str, Any]:

@@ -88,9 +88,10 @@ MAX_KNOWN_NETWORKS = 64
 # the stored record cannot outgrow them: at most MAX_REPORT_PEERS entries of a 44-byte
 # key, three integers and an IP endpoint of at most 47 characters (about 165 bytes each as
 # a DynamoDB item) plus 8 endpoints and MAX_REPORT_LATENCY probe results (issue 10: 2.4 KB),
-# i.e. under 46 KB (measured: 45.2 KB; 42.8 KB without latency), whatever a host sends. The agent reports only the peers it has
-# talked to; a host talks to most of its peers only as a gateway or relay, and then
-# 256 most recent handshakes are enough to see that it works (the agent keeps those).
+# i.e. under 46 KB (measured: 45.2 KB; 42.8 KB without latency), whatever a host sends.
+# The agent reports only the peers it has talked to; a host talks to most of its peers
+# only as a gateway or relay, and then 256 most recent handshakes are enough to see that it
+# works (the agent keeps those).
 # A list page of 50 such hosts stays far below API Gateway's and Lambda's 6 MB.
 MAX_REPORT_PEERS = 256
 MAX_STORED_REPORT_BYTES = 46 * 1024

@@ -241,8 +241,9 @@ def add_commands(subparsers: Any) -> None:
     _add_host_commands(subparsers, common)
     _add_gateway_commands(subparsers, common)  # issue 9
     _add_client_commands(subparsers, common)  # issue 9
+    # issue 10: probes
     _leaf(subparsers, "latency", latency_show, "the latency matrix of a network: who measured whom "
-          "through the tunnel (RTT, loss, up), from the agents' latest reports", common, "network")  # issue 10
+          "through the tunnel (RTT, loss, up), from the agents' latest reports", common, "network")
 
 
 def build_parser() -> argparse.ArgumentParser:

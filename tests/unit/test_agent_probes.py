@@ -72,7 +72,8 @@ def reports(link) -> list[protocol.StatusReport]:  # noqa: ANN001
 
 def test_it_probes_its_gateways_fast_the_others_slow_and_peers_it_cannot_reach(tmp_path):
     agent, backend, link, prober, (_, gw, other_gw, plain, silent) = world(tmp_path)
-    assert prober.targets == {gw.host_id: Target(gw.ipv4, FAST), other_gw.host_id: Target(other_gw.ipv4, SLOW)}
+    assert prober.targets == {gw.host_id: Target(gw.ipv4, FAST),
+                              other_gw.host_id: Target(other_gw.ipv4, SLOW)}
     # WireGuard sent to `silent` (handshake initiations) and never heard back; `plain` answered.
     backend.record_traffic(silent.public_key, None, 0, 444)  # type: ignore[arg-type]
     backend.record_traffic(plain.public_key, int(time.time()) - 5, 100, 100)

@@ -12,17 +12,15 @@ makes, to show it reads the statuses in one batched call, not one read per host.
 from __future__ import annotations
 
 import argparse
-import base64
-import os
+import json
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import dynamodb_local, stats_ms, summary  # noqa: E402
+from bench.common import dynamodb_local, in_process_fleet, stats_ms, summary  # noqa: E402
 
 ROWS = 10  # what a host with 10 gateways reports
 
@@ -34,49 +32,22 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print where one request's CPU goes")
     args = ap.parse_args()
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, x25519
-    from cryptography.x509.oid import NameOID
-
     with dynamodb_local() as endpoint:
-        table = f"bench-{uuid.uuid4().hex[:8]}"
-        os.environ.update({
-            "SKYMESH_TABLE": table, "SKYMESH_DYNAMODB_ENDPOINT": endpoint,
-            "SKYMESH_PUBLISHER": "memory", "SKYMESH_IDENTITY": "memory",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-        })
+        svc, net, regs, register_s = in_process_fleet(endpoint, args.hosts)
         from chalice.test import Client
 
         import app as app_module
-        from chalicelib.adapters.dynamodb import ensure_table
         from chalicelib.domain import protocol
-        from chalicelib.wiring import get_service
 
-        ensure_table(table, endpoint, "us-east-1")
-        svc = get_service()
-        net = svc.networks.create(name="bench", ipv4_cidr="100.64.0.0/16")
-        key, _ = svc.keys.create(networks=[net.id], unlimited=True)
-        tls = ec.generate_private_key(ec.SECP256R1())
-        csr = (x509.CertificateSigningRequestBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "h")]))
-               .sign(tls, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
         t0 = time.perf_counter()
-        ids = []
-        for i in range(args.hosts):
-            wg = base64.b64encode(x25519.X25519PrivateKey.generate().public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
-            ids.append(svc.hosts.register(key, name=f"h{i}", wg_public_key=wg, listen_port=51820,
-                                          endpoints=[f"198.18.{i // 250}.{i % 250 + 1}:51820"],
-                                          csr_pem=csr).host.id)
+        ids = [r.host.id for r in regs]
         gateways = ids[:ROWS]
         for i, h in enumerate(ids):
             report = {"v": protocol.VERSION, "type": "status", "agent_version": "1.0", "latency": [
                 {"host": g, "rtt": 5.0 + (i + j) % 70, "loss": 0, "up": True} for j, g in enumerate(gateways)
                 if g != h]}
             assert svc.status.record(h, report)
-        setup_s = time.perf_counter() - t0
+        setup_s = register_s + time.perf_counter() - t0
 
         store = svc.deps.store
         calls = {"host_statuses": 0, "get_host": 0}
@@ -108,7 +79,6 @@ def main() -> None:
                 with cProfile.Profile() as prof:
                     client.http.get(path, headers=headers)
                 pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
-            import json
             rows = len(json.loads(resp.body)["rows"])
         summary("latency_matrix", hosts=args.hosts, rows=rows, requests=args.requests,
                 cpu_ms_per_request=round(cpu_ms, 2), response_bytes=len(resp.body),

@@ -7,6 +7,7 @@ item of a record at its key (:mod:`.layout`). Numbers come back from DynamoDB as
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ...domain.changes import PendingChange
@@ -135,11 +136,8 @@ def host_status(item: Any, peers: tuple[PeerStatus, ...] = ()) -> HostStatus:
         agent_version=item.agent_version,
         reported_endpoints=tuple(item.reported_endpoints or ()),
         peers=peers,
-        latency=tuple(
-            LatencyRow(target=HostId(r["host"]), rtt_ms=None if r.get("rtt") is None else float(r["rtt"]),
-                       loss_pct=int(r.get("loss", 0)), up=bool(r.get("up")))
-            for r in (item.latency or ())
-        ),
+        latency=tuple(LatencyRow(HostId(host), None if rtt is None else float(rtt), int(loss), bool(up))
+                      for host, rtt, loss, up in json.loads(item.latency or "[]")),
     )
 
 
@@ -219,9 +217,12 @@ def status_peers(status: HostStatus) -> list[dict[str, Any]]:
     ]
 
 
-def status_latency(status: HostStatus) -> list[dict[str, Any]]:
-    """A status report's latency rows as the host item stores them (issue 10: the wire's keys)."""
-    return [{"host": r.target, "rtt": r.rtt_ms, "loss": r.loss_pct, "up": r.up} for r in status.latency]
+def status_latency(status: HostStatus) -> str | None:
+    """A status report's latency rows as the host item stores them: one compact JSON string of
+    ``[host, rtt, loss, up]`` rows (None: none reported)."""
+    if not status.latency:
+        return None
+    return json.dumps([[r.target, r.rtt_ms, r.loss_pct, r.up] for r in status.latency], separators=(",", ":"))
 
 
 def role_map(r: MemberRole) -> dict[str, Any]:

@@ -13,6 +13,6 @@ api = Api(__name__, "latency")
                    "from the members' latest reports")
 def get_latency(call: Call) -> s.LatencyMatrix:
     network_id = call.params["network_id"]
-    return s.LatencyMatrix(network_id=network_id, rows=[
-        s.LatencyRow(source=e.source, to=e.target, rtt_ms=e.rtt_ms, loss_pct=e.loss_pct, up=e.up, age_s=e.age)
-        for e in call.service.latency.matrix(network_id)])
+    return s.LatencyMatrix(network_id=network_id, rows=[s.LatencyRow.model_validate(
+        {"from": e.source, "to": e.target, "rtt_ms": e.rtt_ms, "loss_pct": e.loss_pct, "up": e.up,
+         "age_s": e.age}) for e in call.service.latency.matrix(network_id)])

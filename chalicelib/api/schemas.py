@@ -533,7 +533,7 @@ class ClientConfigQuery(BaseModel):
 class LatencyRow(BaseModel):
     """What one member's prober measured of another through the tunnel, as of its latest report."""
 
-    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+    model_config = ConfigDict(serialize_by_alias=True)
 
     source: str = Field(alias="from", description="the host that probed")
     to: str = Field(description="the host it probed (a gateway, a relay, a peer without a direct path)")

@@ -41,7 +41,8 @@ from chalicelib.domain.protocol import MAX_REPORT_LATENCY
 log = logging.getLogger("skymesh.agent.probe")
 
 __all__ = ["ProbeSettings", "Target", "TargetState", "Health", "Probes", "Prober", "IcmpSocket",
-           "clearly_better", "worth_reporting_now", "choose_targets", "rows", "FAST", "SLOW"]
+           "clearly_better", "worth_reporting_now", "choose_targets", "rows", "echo_reply_seq",
+           "FAST", "SLOW"]
 
 FAST, SLOW = "fast", "slow"  # what a target is probed as: depended on, or watched
 
@@ -329,7 +330,6 @@ class IcmpSocket:
     def receive(self, most: int) -> list[tuple[int, str]]:
         """The echo replies waiting (at most ``most`` packets read), as (sequence number, source)."""
         out = []
-        _, reply = _ECHO[self.family]
         for _ in range(most):
             try:
                 data, addr = self.sock.recvfrom(2048)
@@ -338,17 +338,26 @@ class IcmpSocket:
             except OSError as e:  # an ICMP error queued on the socket: nothing to read
                 log.debug("receive: %s", e)
                 continue
-            if not self.datagram and self.family == socket.AF_INET and data:
-                data = data[(data[0] & 0x0F) * 4:]  # a raw IPv4 socket hands the IP header too
-            if len(data) < 8 + len(self.token):
-                continue
-            kind, _, _, ident, seq = struct.unpack("!BBHHH", data[:8])
-            if kind != reply or data[8:8 + len(self.token)] != self.token:
-                continue
-            if not self.datagram and ident != self.ident:
-                continue  # another program's ping
-            out.append((seq, str(addr[0])))
+            seq = echo_reply_seq(data, self.family, raw=not self.datagram, ident=self.ident, token=self.token)
+            if seq is not None:
+                out.append((seq, str(addr[0])))
         return out
+
+
+def echo_reply_seq(data: bytes, family: int, *, raw: bool, ident: int, token: bytes) -> int | None:
+    """The sequence number of a packet read from an ICMP socket if it is a reply to one of our
+    echoes (type echo reply, our ``token`` as its payload; on a raw socket, which sees every
+    program's ICMP, also our ``ident``), else None."""
+    if raw and family == socket.AF_INET and data:
+        data = data[(data[0] & 0x0F) * 4:]  # a raw IPv4 socket hands the IP header too
+    if len(data) < 8 + len(token):
+        return None
+    kind, _, _, their_ident, seq = struct.unpack("!BBHHH", data[:8])
+    if kind != _ECHO[family][1] or data[8:8 + len(token)] != token:
+        return None
+    if raw and their_ident != ident:
+        return None  # another program's ping (the kernel sorts them out on a datagram socket)
+    return int(seq)
 
 
 class Prober:

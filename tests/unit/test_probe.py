@@ -4,6 +4,9 @@ passed in."""
 
 from __future__ import annotations
 
+import socket
+import struct
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +18,7 @@ from agent.probe import (
     ProbeSettings,
     Target,
     clearly_better,
+    echo_reply_seq,
     rows,
     worth_reporting_now,
 )
@@ -196,3 +200,31 @@ def test_latency_noise_within_a_fifth_never_reports_at_once(rtts: list[float], n
 def test_fast_and_slow_are_the_settings_intervals() -> None:
     s = ProbeSettings(fast=0.3, slow=7.0)
     assert s.interval(FAST) == 0.3 and s.interval(SLOW) == 7.0
+
+
+# --- what the socket side counts as a reply (pure; the sockets run in tests/e2e/test_latency.py) ---
+TOKEN = b"\x01\x02\x03\x04\x05\x06\x07\x08"
+
+
+def icmp(kind: int, ident: int, seq: int, payload: bytes = TOKEN) -> bytes:
+    return struct.pack("!BBHHH", kind, 0, 0, ident, seq) + payload
+
+
+IPV4_HEADER = bytes([0x45]) + bytes(19)  # version 4, 20 bytes, as a raw IPv4 socket hands it over
+
+
+def test_a_reply_to_our_echo_gives_its_sequence_number_on_each_kind_of_socket() -> None:
+    assert echo_reply_seq(icmp(0, 7, 42), socket.AF_INET, raw=False, ident=0, token=TOKEN) == 42
+    assert echo_reply_seq(IPV4_HEADER + icmp(0, 7, 42), socket.AF_INET, raw=True, ident=7, token=TOKEN) == 42
+    assert echo_reply_seq(icmp(129, 7, 42), socket.AF_INET6, raw=True, ident=7, token=TOKEN) == 42
+    assert echo_reply_seq(icmp(129, 9, 42), socket.AF_INET6, raw=False, ident=7, token=TOKEN) == 42
+
+
+def test_other_programs_pings_requests_and_short_packets_are_not_replies() -> None:
+    v4raw = {"family": socket.AF_INET, "raw": True, "ident": 7, "token": TOKEN}
+    assert echo_reply_seq(IPV4_HEADER + icmp(0, 8, 42), **v4raw) is None  # another ident: another ping
+    assert echo_reply_seq(IPV4_HEADER + icmp(0, 7, 42, b"12345678"), **v4raw) is None  # not our token
+    assert echo_reply_seq(IPV4_HEADER + icmp(8, 7, 42), **v4raw) is None  # an echo request
+    assert echo_reply_seq(IPV4_HEADER + icmp(0, 7, 42)[:12], **v4raw) is None  # cut short
+    assert echo_reply_seq(b"", **v4raw) is None
+    assert echo_reply_seq(icmp(0, 7, 42), socket.AF_INET6, raw=True, ident=7, token=TOKEN) is None  # v4 type

@@ -139,8 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _probe_settings(args: argparse.Namespace) -> ProbeSettings:
-    fast = getattr(args, "probe_interval", None) or ProbeSettings.fast
-    slow = getattr(args, "probe_slow_interval", None) or ProbeSettings.slow
+    fast = ProbeSettings.fast if args.probe_interval is None else args.probe_interval
+    slow = ProbeSettings.slow if args.probe_slow_interval is None else args.probe_slow_interval
     if not (0.05 <= fast <= 60 and 0.05 <= slow <= 600):
         raise UsageError("--probe-interval takes 0.05 to 60 seconds, --probe-slow-interval 0.05 to 600")
     # a probe is missed when unanswered within an interval (at most a second): a target is down

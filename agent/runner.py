@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -53,7 +53,7 @@ from .api import ApiClient, ApiError, Unreachable
 from .converge import Outcome, Tracker
 from .mqtt import Connected, Disconnected, Received
 from .netconf import NetConfError
-from .probe import Prober, choose_targets, worth_reporting_now
+from .probe import ProbeSettings, Target, choose_targets, worth_reporting_now
 from .state import StateDir
 from .timers import Backoff, Task, Timers
 from .wg.base import Backend, BackendError, DevicePeer
@@ -116,6 +116,18 @@ class Timings:
     subscribe_max: float = 60.0  # …doubling up to this, with jitter
 
 
+class Probing(Protocol):
+    """The prober (:class:`agent.probe.Prober`): targets in, per-target state out, a callback on up/down."""
+
+    settings: ProbeSettings
+
+    def add_listener(self, on_change: Callable[[HostId, bool], None]) -> None: ...
+    def set_targets(self, targets: Mapping[HostId, Target]) -> None: ...
+    def rows(self) -> tuple[LatencyRow, ...]: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ProbeChanged:
     """A probed target went down or up (queued by the prober's thread)."""
@@ -139,7 +151,7 @@ class Agent:
                  timings: Timings = Timings(), rng: random.Random | None = None,
                  on_applied: Callable[[Tracker], None] | None = None,
                  routing: Routing | None = None, forwarding: Forwarder | None = None,
-                 prober: Prober | None = None) -> None:
+                 prober: Probing | None = None) -> None:
         self.dir = state_dir
         self.state = state_dir.load()
         self.backend = backend
@@ -658,7 +670,7 @@ class Agent:
             return
         now = time.monotonic()
         self._latency_timer.at(now + self.prober.settings.fast)
-        if worth_reporting_now(self._reported_latency, self.prober.rows(), self._ranked):
+        if self.connected and worth_reporting_now(self._reported_latency, self.prober.rows(), self._ranked):
             self._status_timer.no_later_than(max(now, self._last_report_at + 1.0))
 
     def _write_runtime(self, running: bool = True) -> None:

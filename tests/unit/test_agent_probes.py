@@ -59,7 +59,7 @@ def world(tmp_path):  # noqa: ANN001, ANN201
     agent, backend, link = make_agent(tmp_path, ScriptedApi([snapshot(7, [me, gw, other_gw, plain, silent])]),
                                       heartbeat=3600)
     prober = ScriptedProber()
-    agent.prober = prober  # type: ignore[assignment]
+    agent.prober = prober
     prober.add_listener(lambda host, up: agent.events.put(ProbeChanged(host, up)))
     agent.boot()
     agent.handle(Connected())

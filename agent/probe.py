@@ -364,14 +364,16 @@ class Prober:
     """:class:`Probes` on real sockets, in one daemon thread.
 
     ``on_change(host_id, up)`` is called from the prober's thread when a target goes down or up
-    (keep it short: the agent only queues an event). ``clock`` is ``time.monotonic`` but for tests.
+    (keep it short: the agent only queues an event). ``clock`` is ``time.monotonic`` and
+    ``open_socket`` :class:`IcmpSocket` but for tests.
     """
 
     MAX_READ = 256  # packets read per wake-up and family: bounded work whatever arrives
 
     def __init__(self, settings: ProbeSettings = ProbeSettings(), *,
                  on_change: Callable[[HostId, bool], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 open_socket: Callable[[int, bytes], IcmpSocket] = IcmpSocket) -> None:
         self.settings = settings
         self._listeners = [on_change] if on_change is not None else []
         self._clock = clock
@@ -379,6 +381,8 @@ class Prober:
         self._lock = threading.Lock()
         self._token = os.urandom(8)
         self._socks: dict[int, IcmpSocket] = {}
+        self._refused: dict[int, float] = {}  # family → when to try to open its socket again
+        self._open_socket = open_socket
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -426,13 +430,19 @@ class Prober:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
+    SOCKET_RETRY = 60.0  # seconds between tries to open a socket the kernel refused
+
     def _socket(self, address: str) -> IcmpSocket | None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         if family not in self._socks:
+            if self._clock() < self._refused.get(family, float("-inf")):
+                return None  # its probes count as missed: the targets show down, as they are to us
             try:
-                self._socks[family] = IcmpSocket(family, self._token)
+                self._socks[family] = self._open_socket(family, self._token)
             except OSError as e:
-                log.warning("cannot open an ICMP socket (%s): no probes of %s", e, address)
+                log.warning("cannot open an ICMP socket (%s): no probes of %s; trying again in %.0fs",
+                            e, address, self.SOCKET_RETRY)
+                self._refused[family] = self._clock() + self.SOCKET_RETRY
                 return None
         return self._socks[family]
 

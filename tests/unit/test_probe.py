@@ -14,6 +14,8 @@ from agent.probe import (
     FAST,
     SLOW,
     Health,
+    IcmpSocket,
+    Prober,
     Probes,
     ProbeSettings,
     Target,
@@ -24,6 +26,7 @@ from agent.probe import (
 )
 from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import LatencyRow
+from skymesh.lab.wait import wait_until
 
 S = ProbeSettings()  # down after 3 misses, up after 2 replies
 GW, GW2 = HostId("host_gw01"), HostId("host_gw02")
@@ -228,3 +231,26 @@ def test_other_programs_pings_requests_and_short_packets_are_not_replies() -> No
     assert echo_reply_seq(IPV4_HEADER + icmp(0, 7, 42)[:12], **v4raw) is None  # cut short
     assert echo_reply_seq(b"", **v4raw) is None
     assert echo_reply_seq(icmp(0, 7, 42), socket.AF_INET6, raw=True, ident=7, token=TOKEN) is None  # v4 type
+
+
+def test_without_an_icmp_socket_targets_show_down_and_the_refusal_is_not_retried_every_probe(caplog) -> None:
+    """An agent the kernel refuses both kinds of ICMP socket (not root, ping_group_range empty):
+    its targets are down to it, said once, and the socket is tried again only after a while."""
+    tries = []
+
+    def refused(family: int, token: bytes) -> IcmpSocket:
+        tries.append(family)
+        raise PermissionError("Operation not permitted")
+
+    changes = []
+    prober = Prober(ProbeSettings(fast=0.02, timeout=0.02), open_socket=refused,
+                    on_change=lambda host, up: changes.append((host, up)))
+    prober.set_targets({GW: Target("100.64.0.1")})
+    prober.start()
+    try:
+        wait_until(lambda: prober.states()[GW].sent >= 10, 10.0, "ten probes counted", interval=0.01)
+    finally:
+        prober.stop()
+    assert changes == [(GW, False)] and prober.states()[GW].up is False
+    assert tries == [socket.AF_INET]
+    assert sum("cannot open an ICMP socket" in r.getMessage() for r in caplog.records) == 1

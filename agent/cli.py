@@ -34,6 +34,7 @@ from chalicelib.domain import validate
 from . import __version__, keys
 from .api import ApiClient, ApiError, Unreachable
 from .converge import Tracker
+from .probe import ProbeSettings
 from .state import DEFAULT_STATE_DIR, AgentState, NotJoinedError, RunLock, StateDir
 
 log = logging.getLogger("skymesh.agent")
@@ -134,14 +135,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     sd = StateDir(args.state_dir)
     sd.load()  # NotJoinedError before anything else
     with _lock_for_run(sd):
-        return _run(sd, sd.load())  # loaded again: a `leave` may have wiped it while we waited
+        return _run(sd, sd.load(), _probe_settings(args))  # loaded again: a `leave` may have wiped it
 
 
-def _run(sd: StateDir, state: AgentState) -> int:
+def _probe_settings(args: argparse.Namespace) -> ProbeSettings:
+    fast = ProbeSettings.fast if args.probe_interval is None else args.probe_interval
+    slow = ProbeSettings.slow if args.probe_slow_interval is None else args.probe_slow_interval
+    if not (0.05 <= fast <= 60 and 0.05 <= slow <= 600):
+        raise UsageError("--probe-interval takes 0.05 to 60 seconds, --probe-slow-interval 0.05 to 600")
+    # a probe is missed when unanswered within an interval (at most a second): a target is down
+    # after three intervals, so failover at 0.3 s probes notices within about a second
+    return ProbeSettings(fast=fast, slow=slow, timeout=min(1.0, fast))
+
+
+def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -> int:
     from .fulltunnel import FullTunnel, table_for
     from .gateway import Forwarding
     from .mqtt import MqttLink
     from .netconf import NetConf
+    from .probe import Prober
     from .runner import EXIT_HOST_DELETED, Agent
 
     agent = Agent(
@@ -154,6 +166,7 @@ def _run(sd: StateDir, state: AgentState) -> int:
             ca_path=sd.ca_path if sd.ca_path.exists() and sd.ca_path.stat().st_size else None,
             events=events),
         discover_endpoints=lambda: discover_endpoints(state.interface, state.listen_port),
+        prober=Prober(probes or ProbeSettings()),
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
@@ -303,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--listen-port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
     j.set_defaults(func=cmd_join)
     r = sub.add_parser("run", parents=[common], help="apply and keep the WireGuard config converged")
+    r.add_argument("--probe-interval", type=float, metavar="SECONDS",
+                   help=f"probe the gateways this host routes through this often "
+                        f"(default {ProbeSettings.fast})")
+    r.add_argument("--probe-slow-interval", type=float, metavar="SECONDS",
+                   help=f"probe other gateways and peers without a direct path this often "
+                        f"(default {ProbeSettings.slow})")
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("status", parents=[common], help="networks and peers, like `wg show` with names")
     s.add_argument("--json", action="store_true", help="machine-readable output")

@@ -259,6 +259,26 @@ class Tracker:
     def device(self, listen_port: int) -> DeviceConfig:
         return merge_views(self.views(), listen_port)
 
+    # issue 10: what the prober (agent/probe.py) picks its targets from
+    def gateways(self) -> list[tuple[Member, bool]]:
+        """Every other member with a gateway role in this host's networks, with whether this host
+        routes through it (it has egress ranges, or it is this host's internet gateway)."""
+        out = []
+        for n in self._nets.values():
+            me = n.members.get(self.host_id)
+            for m in n.members.values():
+                if m.role.gateway is not None and m.host_id != self.host_id:
+                    uses = me is not None and me.role.internet_gateway == m.host_id
+                    out.append((m, bool(m.role.gateway.egress) or uses))
+        return out
+
+    def member_by_key(self, public_key: str) -> Member | None:
+        """The member with this WireGuard key in one of this host's networks (None: a client, or none)."""
+        for net_id, rid in sorted(self._by_key.get(public_key, ())):
+            if (m := self._nets[net_id].members.get(HostId(rid))) is not None:
+                return m
+        return None
+
     def peer(self, public_key: str) -> PeerConfig | None:
         """The config of the peer with this key, as :meth:`device` would have it (None: no such peer)."""
         out = None

@@ -15,8 +15,9 @@ One worker thread owns all state. It
 4. applies each broadcast delta in sequence; a gap or a change of membership
    means another resync;
 5. reports its status when something a person would notice changes (a peer
-   handshake appears or goes stale, its endpoints) and otherwise at a slow
-   heartbeat (5 minutes by default), so a large fleet stays cheap;
+   handshake appears or goes stale, its endpoints, a probed gateway goes down or
+   up or its ranking changes beyond hysteresis: :mod:`agent.probe`) and otherwise
+   at a slow heartbeat (5 minutes by default), so a large fleet stays cheap;
 6. stops when the control plane says, in its own error shape, that this host
    no longer exists (401/403/404 from ``/config``): it drops the peers, empties
    the cache so no later boot brings them back, says so once and ends with
@@ -37,23 +38,25 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from chalicelib.domain import protocol, validate
 from chalicelib.domain.device import AllowedIpConflictError, DeviceConfig, PeerConfig, peer_diff
 from chalicelib.domain.errors import InvalidInputError
-from chalicelib.domain.models import PeerStatus
+from chalicelib.domain.ids import HostId
+from chalicelib.domain.models import LatencyRow, Member, PeerStatus
 
 from . import __version__
 from .api import ApiClient, ApiError, Unreachable
 from .converge import Outcome, Tracker
 from .mqtt import Connected, Disconnected, Received
 from .netconf import NetConfError
+from .probe import ProbeSettings, Target, choose_targets, worth_reporting_now
 from .state import StateDir
 from .timers import Backoff, Task, Timers
-from .wg.base import Backend, BackendError
+from .wg.base import Backend, BackendError, DevicePeer
 
 log = logging.getLogger("skymesh.agent")
 
@@ -113,6 +116,26 @@ class Timings:
     subscribe_max: float = 60.0  # …doubling up to this, with jitter
 
 
+class Probing(Protocol):
+    """The prober (:class:`agent.probe.Prober`): targets in, per-target state out, a callback on up/down."""
+
+    settings: ProbeSettings
+
+    def add_listener(self, on_change: Callable[[HostId, bool], None]) -> None: ...
+    def set_targets(self, targets: Mapping[HostId, Target]) -> None: ...
+    def rows(self) -> tuple[LatencyRow, ...]: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ProbeChanged:
+    """A probed target went down or up (queued by the prober's thread)."""
+
+    host_id: str
+    up: bool
+
+
 @dataclass(frozen=True)
 class SubState:
     """One topic this host must hear: ``subscribed``, ``failed`` (no answer, an error) or ``refused``."""
@@ -127,7 +150,8 @@ class Agent:
                  discover_endpoints: Callable[[], list[str]] | None = None,
                  timings: Timings = Timings(), rng: random.Random | None = None,
                  on_applied: Callable[[Tracker], None] | None = None,
-                 routing: Routing | None = None, forwarding: Forwarder | None = None) -> None:
+                 routing: Routing | None = None, forwarding: Forwarder | None = None,
+                 prober: Probing | None = None) -> None:
         self.dir = state_dir
         self.state = state_dir.load()
         self.backend = backend
@@ -174,6 +198,15 @@ class Agent:
         self._newer_seen: object = None
         self._newer_resync_at = float("-inf")
         self._stop = threading.Event()
+        # issue 10: probes. The prober's thread only queues ProbeChanged; this thread reads its states.
+        self.prober = prober
+        self._reported_latency: tuple[LatencyRow, ...] = ()  # the latency section of the last report sent
+        self._ranked: set[HostId] = set()  # the gateways among the targets (their ranking is worth a report)
+        self._no_direct: list[Member] = []  # members it tried to reach and never shook hands with
+        self._latency_timer = self.timers.add(Task("latency", self._check_latency))
+        if prober is not None:
+            prober.add_listener(lambda host, up: self.events.put(ProbeChanged(host, up)))
+            self._latency_timer.at(0.0)
 
     @property
     def t(self) -> Timings:
@@ -198,10 +231,14 @@ class Agent:
             self.link = self._link_factory(self.events)
             self.link.start()
         self._resync_timer.at(time.monotonic())  # do not wait for MQTT to learn what changed while down
+        if self.prober is not None:
+            self.prober.start()
         try:
             while not self._stop.is_set():
                 self.step(timeout=self._next_timer())
         finally:
+            if self.prober is not None:
+                self.prober.stop()
             if self.link is not None:
                 self.link.stop()
             if self._cache_timer.pending:
@@ -251,6 +288,8 @@ class Agent:
             self._write_runtime()
         elif isinstance(ev, Received):
             self.on_message(ev.topic, ev.payload)
+        elif isinstance(ev, ProbeChanged):
+            self._check_latency()
 
     def on_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -448,6 +487,7 @@ class Agent:
             self._cache_timer.at(time.monotonic() + self.t.cache_delay)  # coalesce a burst into one write
         if set(self._applied) != before:
             self._status_timer.no_later_than(time.monotonic() + 1.0)  # peers came or went
+        self._probe_targets()
         self._write_runtime()
         if self._on_applied is not None:
             self._on_applied(self.tracker)
@@ -567,9 +607,10 @@ class Agent:
                                   else min(protocol.MAX_HANDSHAKE_AGE, max(0, int(now - at)))),
             rx_bytes=stats[k].rx_bytes, tx_bytes=stats[k].tx_bytes,
             endpoint=_reportable(stats[k].endpoint)) for k in kept)
+        self._probe_targets(stats)
         return protocol.StatusReport(agent_version=__version__,
                                      endpoints=self.state.endpoints or self.state.auto_endpoints,
-                                     peers=peers)
+                                     peers=peers, latency=self.prober.rows() if self.prober else ())
 
     def report_status(self) -> None:
         """Check the device is there (bring it back if not); report if something changed.
@@ -600,11 +641,37 @@ class Agent:
              p.endpoint)  # a client that moved (a phone from Wi-Fi to mobile data) is worth a report
             for p in report.peers))
         now = time.monotonic()
-        if digest == self._last_report and now - self._last_report_at < self.t.heartbeat:
+        if (digest == self._last_report and now - self._last_report_at < self.t.heartbeat
+                and not worth_reporting_now(self._reported_latency, report.latency, self._ranked)):
             return
         topic = self.state.status_topic or protocol.host_status_topic(self.state.host_id)
         self.link.publish(topic, protocol.encode(report))
         self._last_report, self._last_report_at = digest, now
+        self._reported_latency = report.latency
+
+    # ---------------------------------------------------------------- probes
+    def _probe_targets(self, stats: dict[str, DevicePeer] | None = None) -> None:
+        """Tell the prober what to probe: the gateways of this host's networks, and (given the
+        device's peers) the members it tried to reach and never shook hands with (no direct path)."""
+        if self.prober is None:
+            return
+        gateways = self.tracker.gateways()
+        if stats is not None:
+            self._no_direct = [m for k, s in stats.items()
+                               if s.tx_bytes and s.latest_handshake is None
+                               and (m := self.tracker.member_by_key(k)) is not None]
+        targets = choose_targets(gateways, self._no_direct, self.prober.settings.max_targets)
+        self._ranked = {m.host_id for m, _ in gateways}
+        self.prober.set_targets(targets)
+
+    def _check_latency(self) -> None:
+        """Report at once (at most one extra report a second) when the probes say something worth it."""
+        if self.prober is None:
+            return
+        now = time.monotonic()
+        self._latency_timer.at(now + self.prober.settings.fast)
+        if self.connected and worth_reporting_now(self._reported_latency, self.prober.rows(), self._ranked):
+            self._status_timer.no_later_than(max(now, self._last_report_at + 1.0))
 
     def _write_runtime(self, running: bool = True) -> None:
         """Tell ``status`` what the agent is doing; written only when that changed (not per delta)."""

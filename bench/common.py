@@ -64,6 +64,46 @@ def dynamodb_local() -> Iterator[str]:
             db.stop()
 
 
+def in_process_fleet(endpoint: str, hosts: int) -> tuple[Any, Any, list[Any], float]:
+    """The app's service on a new table at ``endpoint`` (the in-memory publisher and identity, as
+    the handlers of ``import app`` will use), and a network "bench" of ``hosts`` hosts registered
+    through it: (service, network, registrations in order, setup seconds)."""
+    import base64
+    import uuid
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, x25519
+    from cryptography.x509.oid import NameOID
+
+    table = f"bench-{uuid.uuid4().hex[:8]}"
+    os.environ.update({
+        "SKYMESH_TABLE": table, "SKYMESH_DYNAMODB_ENDPOINT": endpoint,
+        "SKYMESH_PUBLISHER": "memory", "SKYMESH_IDENTITY": "memory",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+    })
+    from chalicelib.adapters.dynamodb import ensure_table
+    from chalicelib.wiring import get_service
+
+    ensure_table(table, endpoint, "us-east-1")
+    svc = get_service()
+    net = svc.networks.create(name="bench", ipv4_cidr="100.64.0.0/16")
+    key, _ = svc.keys.create(networks=[net.id], unlimited=True)
+    tls = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "h")]))
+           .sign(tls, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+    t0 = time.perf_counter()
+    regs = []
+    for i in range(hosts):
+        wg = base64.b64encode(x25519.X25519PrivateKey.generate().public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+        regs.append(svc.hosts.register(key, name=f"h{i}", wg_public_key=wg, listen_port=51820,
+                                       endpoints=[f"198.18.{i // 250}.{i % 250 + 1}:51820"], csr_pem=csr))
+    return svc, net, regs, time.perf_counter() - t0
+
+
 def client(api: str, token: str) -> ApiClient:
     """The shared REST client for ``api`` with ``token``, bounded by :data:`API_TIMEOUT` per call."""
     return ApiClient(api, token, timeout=API_TIMEOUT)

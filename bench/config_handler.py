@@ -13,17 +13,14 @@ they play no part in this call.
 from __future__ import annotations
 
 import argparse
-import base64
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import dynamodb_local, stats_ms, summary  # noqa: E402
+from bench.common import dynamodb_local, in_process_fleet, stats_ms, summary  # noqa: E402
 
 
 def main() -> None:
@@ -33,43 +30,12 @@ def main() -> None:
     ap.add_argument("--known", action="store_true", help="ask as a current agent does (?known=net:seq)")
     args = ap.parse_args()
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, x25519
-    from cryptography.x509.oid import NameOID
-
     with dynamodb_local() as endpoint:
-        table = f"bench-{uuid.uuid4().hex[:8]}"
-        os.environ.update({
-            "SKYMESH_TABLE": table, "SKYMESH_DYNAMODB_ENDPOINT": endpoint,
-            "SKYMESH_PUBLISHER": "memory", "SKYMESH_IDENTITY": "memory",
-            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-        })
+        svc, net, regs, setup_s = in_process_fleet(endpoint, args.hosts)
+        first = regs[0]
         from chalice.test import Client
 
         import app as app_module
-        from chalicelib.adapters.dynamodb import ensure_table
-        from chalicelib.wiring import get_service
-
-        ensure_table(table, endpoint, "us-east-1")
-        svc = get_service()
-        net = svc.networks.create(name="bench", ipv4_cidr="100.64.0.0/16")
-        key, _ = svc.keys.create(networks=[net.id], unlimited=True)
-        tls = ec.generate_private_key(ec.SECP256R1())
-        csr = (x509.CertificateSigningRequestBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "h")]))
-               .sign(tls, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
-        t0 = time.perf_counter()
-        first = None
-        for i in range(args.hosts):
-            wg = base64.b64encode(x25519.X25519PrivateKey.generate().public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
-            reg = svc.hosts.register(key, name=f"h{i}", wg_public_key=wg, listen_port=51820,
-                                     endpoints=[f"198.18.{i // 250}.{i % 250 + 1}:51820"],
-                                     csr_pem=csr)
-            first = first or reg
-        setup_s = time.perf_counter() - t0
 
         samples = []
         with tempfile.TemporaryDirectory() as tmp, Client(app_module.app, project_dir=tmp) as client:

@@ -323,6 +323,12 @@ class ApiClient:
         """Every gateway of the network."""
         return self.get(_path("v1", "networks", network_id, "gateways"))["gateways"]
 
+    # --- latency (issue 10: probes) ------------------------------------------------------
+
+    def latency(self, network_id: str) -> dict[str, Any]:
+        """The network's latency matrix: ``{network_id, rows: [{from, to, rtt_ms, loss_pct, up, age_s}]}``."""
+        return self.get(_path("v1", "networks", network_id, "latency"))
+
     def delete_gateway(self, network_id: str, host_id: str, *, force: bool = False) -> None:
         """Without ``force`` a gateway that clients or hosts use is refused (``gateway_in_use``)."""
         self.call("DELETE", _path("v1", "networks", network_id, "gateways", host_id),

@@ -475,8 +475,14 @@ class MemoryStore:
             if host is None:
                 return False
             self._hosts[host.id] = replace(host, status=replace(
-                status, reported_endpoints=tuple(status.reported_endpoints), peers=tuple(status.peers)))
+                status, reported_endpoints=tuple(status.reported_endpoints), peers=tuple(status.peers),
+                latency=tuple(status.latency)))
             return True
+
+    def host_statuses(self, host_ids: Sequence[str]) -> dict[HostId, HostStatus]:
+        with self._lock:
+            return {h.id: replace(h.status, peers=()) for x in host_ids
+                    if (h := self._hosts.get(HostId(x))) is not None}
 
     def mark_offline(self, host_id: str, seen_before: int) -> bool:
         with self._lock:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from . import clients, gateways, hosts, keys, meta, networks
+from . import clients, gateways, hosts, keys, latency, meta, networks
 
 ALL = (networks.api, keys.api, hosts.api, meta.api,
-       gateways.api, clients.api)  # issue 9
+       gateways.api, clients.api,  # issue 9
+       latency.api)  # issue 10: probes
 
 __all__ = ["ALL"]

@@ -538,3 +538,22 @@ class ClientConfigQuery(BaseModel):
     format: Literal["conf", "png", "svg"] = Field(
         default="conf", description="conf: the wg-quick file (text/plain); png or svg: its QR code "
         "(PostUp/PostDown left out); PNG needs Accept: image/png")
+
+
+# ----------------------------------------------------------------------------- issue 10: probes
+class LatencyRow(BaseModel):
+    """What one member's prober measured of another through the tunnel, as of its latest report."""
+
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    source: str = Field(alias="from", description="the host that probed")
+    to: str = Field(description="the host it probed (a gateway, a relay, a peer without a direct path)")
+    rtt_ms: float | None = Field(description="smoothed round-trip time in ms, to 0.1; null: no reply yet")
+    loss_pct: int = Field(description="probes lost over the prober's recent window, in percent")
+    up: bool = Field(description="the prober's verdict (down after 3 misses in a row, up after 2 replies)")
+    age_s: int = Field(description="seconds since the report that said it")
+
+
+class LatencyMatrix(BaseModel):
+    network_id: str
+    rows: list[LatencyRow] = Field(description="sorted by from, then to; only members of this network")

@@ -20,6 +20,7 @@ __all__ = [
     "Host",
     "HostStatus",
     "PeerStatus",
+    "LatencyRow",
     "EnrollmentKey",
     "AdminKey",
     "DEFAULT_LISTEN_PORT",
@@ -169,12 +170,28 @@ class PeerStatus:
 
 
 @dataclass(frozen=True)
+class LatencyRow:
+    """What a host's prober measured of one target (a gateway, a relay, a peer without a direct
+    path) through the tunnel, as of its report (issue 10: probes).
+
+    ``rtt_ms`` is smoothed and rounded to 0.1 ms (None: no reply yet); ``loss_pct`` is over
+    the prober's recent window; ``up`` is the prober's verdict with hysteresis.
+    """
+
+    target: HostId
+    rtt_ms: float | None
+    loss_pct: int
+    up: bool
+
+
+@dataclass(frozen=True)
 class HostStatus:
     online: bool = False
-    last_seen: int | None = None
+    last_seen: int | None = None  # the time of the latest report: also the age of ``latency``
     agent_version: str | None = None
     reported_endpoints: tuple[str, ...] = ()
     peers: tuple[PeerStatus, ...] = ()
+    latency: tuple[LatencyRow, ...] = ()  # issue 10: the latest report's probe results
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ use) and remote-access clients. A network message of another version is refused 
 whole (:class:`ProtocolError`): an agent never applies part of a message it does not
 understand, it resyncs (and ``/config`` tells an agent of an older schema to upgrade).
 Status reports of version 1 are still read: their fields are a subset of version 2's.
+A status report may carry ``latency`` (issue 10: what the host's prober measured of its
+gateways, relays and peers without a direct path); reports without it (every report of
+versions 1 and 2) are read as before, and an agent leaves the field out when it has nothing
+to say, so its report is then exactly what an older control plane reads.
 
 >>> msg = Delta(network_id="net_a", seq=3, upsert=(), remove=("host_b",))
 >>> decode(encode(msg)) == msg
@@ -33,8 +37,8 @@ from typing import Any
 
 from . import validate
 from .errors import InvalidInputError
-from .ids import ClientId, HostId, NetworkId
-from .models import Client, Gateway, Member, MemberRole, Network, PeerStatus
+from .ids import ClientId, HostId, NetworkId, is_id
+from .models import Client, Gateway, LatencyRow, Member, MemberRole, Network, PeerStatus
 
 __all__ = [
     "VERSION",
@@ -57,6 +61,9 @@ __all__ = [
     "MAX_REPORT_BYTES",
     "MAX_REPORT_PEERS",
     "MAX_STORED_REPORT_BYTES",
+    "MAX_REPORT_LATENCY",
+    "MAX_RTT_MS",
+    "latency_to_wire",
     "member_to_wire",
     "member_from_wire",
     "client_to_wire",
@@ -80,10 +87,12 @@ MAX_KNOWN_NETWORKS = 64
 # Bounds of a status report. Any host can publish one, so each field has a limit and
 # the stored record cannot outgrow them: at most MAX_REPORT_PEERS entries of a 44-byte
 # key, three integers and an IP endpoint of at most 47 characters (about 165 bytes each as
-# a DynamoDB item) plus 8 endpoints, i.e. under 44 KB (measured: 42.8 KB), whatever a
-# host sends. The agent reports only the peers it has
-# talked to; a host talks to most of its peers only as a gateway or relay, and then
-# 256 most recent handshakes are enough to see that it works (the agent keeps those).
+# a DynamoDB item) plus 8 endpoints and MAX_REPORT_LATENCY probe results (issue 10: 2.2 KB,
+# stored as one string), i.e. under 44 KB (measured: 44,985 B; 42,801 B without latency),
+# whatever a host sends.
+# The agent reports only the peers it has talked to; a host talks to most of its peers
+# only as a gateway or relay, and then 256 most recent handshakes are enough to see that it
+# works (the agent keeps those).
 # A list page of 50 such hosts stays far below API Gateway's and Lambda's 6 MB.
 MAX_REPORT_PEERS = 256
 MAX_STORED_REPORT_BYTES = 44 * 1024
@@ -96,8 +105,15 @@ _MAX_DEPTH = 8  # a status report is 3 deep (object → peers → peer); deltas 
 _MAX_ENDPOINT_CHARS = 261  # "[" 45-character IPv6 "]:65535", or a 253-character name ":65535"
 _MAX_PEER_ENDPOINT_CHARS = 47  # "[" 39-character IPv6 (no zone) "]:65535"
 _AGENT_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9.+_-]{{0,{MAX_AGENT_VERSION - 1}}}")
-_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers"})
+_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers", "latency"})
 _PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx", "endpoint"})
+
+# issue 10: the latency section of a status report. It lists what the host probes (its
+# gateways, relays, peers without a direct path), never the whole mesh, so it is bounded by a
+# count of its own: a report grows with the number of gateways, not with the network.
+MAX_REPORT_LATENCY = 32
+MAX_RTT_MS = 60_000.0  # a reply later than a minute is no reply
+_LATENCY_KEYS = frozenset({"host", "rtt", "loss", "up"})
 
 
 class ProtocolError(ValueError):
@@ -320,6 +336,7 @@ class StatusReport:
     agent_version: str
     endpoints: tuple[str, ...] = ()
     peers: tuple[PeerStatus, ...] = ()
+    latency: tuple[LatencyRow, ...] = ()  # issue 10: probe results, at most MAX_REPORT_LATENCY
 
     type = "status"
 
@@ -367,6 +384,7 @@ def _to_wire(msg: Message) -> dict[str, Any]:
                  "rx": p.rx_bytes, "tx": p.tx_bytes, **({"endpoint": p.endpoint} if p.endpoint else {})}
                 for p in msg.peers
             ],
+            **({"latency": [latency_to_wire(r) for r in msg.latency]} if msg.latency else {}),
         }
     return {"name": msg.name}
 
@@ -430,12 +448,18 @@ def _bounded_int(value: Any, lo: int, hi: int, field: str) -> int:
     return value
 
 
-def _peer_from_wire(p: Any) -> PeerStatus:
-    if not isinstance(p, dict):
-        raise ProtocolError(f"a peer must be an object, not {short(p)}")
-    unknown = set(p) - _PEER_KEYS
+def _entry(value: Any, what: str, known: frozenset[str]) -> dict[str, Any]:
+    """``value`` as an entry of a report's list: an object of ``known`` fields only."""
+    if not isinstance(value, dict):
+        raise ProtocolError(f"a {what} must be an object, not {short(value)}")
+    unknown = set(value) - known
     if unknown:
-        raise ProtocolError(f"unknown peer field {short(sorted(map(str, unknown))[0])}")
+        raise ProtocolError(f"unknown {what} field {short(sorted(map(str, unknown))[0])}")
+    return value
+
+
+def _peer_from_wire(p: Any) -> PeerStatus:
+    p = _entry(p, "peer", _PEER_KEYS)
     key = p.get("key")
     try:
         if not isinstance(key, str) or len(key) != 44:
@@ -465,6 +489,40 @@ def _peer_from_wire(p: Any) -> PeerStatus:
     )
 
 
+def latency_to_wire(r: LatencyRow) -> dict[str, Any]:
+    """One probed target as a report carries it (short keys: it goes out at every heartbeat)."""
+    return {"host": r.target, "rtt": r.rtt_ms, "loss": r.loss_pct, "up": r.up}
+
+
+def _latency_from_wire(r: Any) -> LatencyRow:
+    r = _entry(r, "latency entry", _LATENCY_KEYS)
+    target = r.get("host")
+    if not isinstance(target, str) or not is_id("host", target):
+        raise ProtocolError(f"latency host {short(target)} is not a host id")
+    rtt = r.get("rtt")
+    if rtt is not None and (isinstance(rtt, bool) or not isinstance(rtt, int | float)
+                            or not 0 <= rtt <= MAX_RTT_MS):
+        raise ProtocolError(f"rtt must be a number of milliseconds from 0 to {MAX_RTT_MS:.0f} or null, "
+                            f"not {short(rtt)}")
+    return LatencyRow(target=HostId(target), rtt_ms=None if rtt is None else round(float(rtt), 1),
+                      loss_pct=_bounded_int(r.get("loss", 0), 0, 100, "loss"), up=_flag_of(r.get("up"), "up"))
+
+
+def _flag_of(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{field} must be true or false, not {short(value)}")
+    return value
+
+
+def _latency_rows(rows: Any) -> tuple[LatencyRow, ...]:
+    if not isinstance(rows, list) or len(rows) > MAX_REPORT_LATENCY:
+        raise ProtocolError(f"latency must be a list of at most {MAX_REPORT_LATENCY}")
+    out = tuple(_latency_from_wire(r) for r in rows)
+    if len({r.target for r in out}) != len(out):
+        raise ProtocolError("latency names a host twice")
+    return out
+
+
 def _status_from_wire(d: dict[str, Any]) -> StatusReport:
     """The one schema of a status report; every field bounded, unknown fields refused
     (a new field is a new schema version ``v``)."""
@@ -488,7 +546,8 @@ def _status_from_wire(d: dict[str, Any]) -> StatusReport:
     if not isinstance(peers, list) or len(peers) > MAX_REPORT_PEERS:
         raise ProtocolError(f"peers must be a list of at most {MAX_REPORT_PEERS}")
     return StatusReport(agent_version=version, endpoints=checked,
-                        peers=tuple(_peer_from_wire(p) for p in peers))
+                        peers=tuple(_peer_from_wire(p) for p in peers),
+                        latency=_latency_rows(d.get("latency", [])))
 
 
 def decode_status(payload: bytes | str | dict[str, Any]) -> StatusReport:

@@ -15,6 +15,7 @@ from .deps import Deps, Settings
 from .gateways import Gateways
 from .hosts import HostConfig, Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
+from .latency import Latency
 from .networks import Networks
 from .orphans import Orphans
 from .status import Status
@@ -39,6 +40,8 @@ class Service:
         self.orphans = Orphans(deps)
         # issue 9: gateways
         self.gateways = Gateways(deps, self.stream)
+        # issue 10: probes
+        self.latency = Latency(deps)
 
     def ensure_admin_key(self, existing: str | None = None) -> str:
         return self.auth.ensure_admin_key(existing)

@@ -390,6 +390,13 @@ class Store(Protocol):
         """Set the host offline if it was last seen before ``seen_before``."""
         ...
 
+    # issue 10: probes
+    def host_statuses(self, host_ids: Sequence[str]) -> dict[HostId, HostStatus]:
+        """The latest status of each of these hosts, without its reported peers (absent: no such
+        host), in one batched read of the status alone: what the latency matrix of a network
+        reads for all its members."""
+        ...
+
     # --- remote-access clients ---------------------------------------------------
     # An item per client in its network; a claim of each of its addresses (the hosts' claims:
     # one address, one owner) and of its public key (the hosts' key claims: no host and no

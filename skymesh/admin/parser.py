@@ -27,6 +27,7 @@ from .context import Command, Context
 from .gateways import gateway_list, gateway_set, gateway_show, gateway_unset, member_set
 from .hosts import host_delete, host_list, host_show, host_update
 from .keys import key_create, key_list, key_revoke
+from .latency import latency_show
 from .networks import network_create, network_delete, network_list, network_show, network_update
 from .settings import CONFIG_NAME, ENV_ADMIN_KEY, ENV_API, resolve_settings
 
@@ -243,6 +244,9 @@ def add_commands(subparsers: Any) -> None:
     _add_host_commands(subparsers, common)
     _add_gateway_commands(subparsers, common)  # issue 9
     _add_client_commands(subparsers, common)  # issue 9
+    # issue 10: probes
+    _leaf(subparsers, "latency", latency_show, "the latency matrix of a network: who measured whom "
+          "through the tunnel (RTT, loss, up), from the agents' latest reports", common, "network")
 
 
 def build_parser() -> argparse.ArgumentParser:

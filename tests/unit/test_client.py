@@ -140,9 +140,11 @@ def test_lists_follow_every_page() -> None:
 
 
 def test_the_admin_cli_the_lab_and_the_benches_call_the_api_only_through_skymesh_client() -> None:
-    # A bearer token in a request is the mark of a REST client. bench/status_size.py and
-    # bench/config_handler.py call the app in process (chalice.test.Client), not over HTTP.
-    allowed = {"skymesh/client.py", "bench/status_size.py", "bench/config_handler.py"}
+    # A bearer token in a request is the mark of a REST client. bench/status_size.py,
+    # bench/config_handler.py and bench/latency_matrix.py call the app in process
+    # (chalice.test.Client), not over HTTP.
+    allowed = {"skymesh/client.py", "bench/status_size.py", "bench/config_handler.py",
+               "bench/latency_matrix.py"}
     found = sorted(str(p.relative_to(ROOT)) for d in ("skymesh", "bench") for p in (ROOT / d).rglob("*.py")
                    if re.search(r"Bearer \{", p.read_text()) and str(p.relative_to(ROOT)) not in allowed)
     assert found == []

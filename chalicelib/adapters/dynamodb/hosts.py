@@ -293,10 +293,19 @@ class HostRecords(StoreBase):
                 h.agent_version.set(status.agent_version),
                 h.reported_endpoints.set(list(status.reported_endpoints)),
                 h.peers.set(mapping.status_peers(status)),
+                h.latency.set(mapping.status_latency(status)),
             ],
             h.pk.exists(),
             None,
         )
+
+    def host_statuses(self, host_ids: Sequence[str]) -> dict[HostId, HostStatus]:
+        h = self._items.host
+        keys = [(layout.host_pk(x), layout.META) for x in dict.fromkeys(host_ids)]
+        # only what a status is made of: a gateway's reported peers (up to ~44 KB) stay on the server
+        wanted = ["id", "online", "last_seen", "agent_version", "reported_endpoints", "latency"]
+        items = guard(lambda: list(h.batch_get(keys, attributes_to_get=wanted)))
+        return {HostId(i.id): mapping.host_status(i) for i in items}
 
     def mark_offline(self, host_id: str, seen_before: int) -> bool:
         h = self._items.host

@@ -141,6 +141,9 @@ class _HostItem(_Item):
     agent_version = UnicodeAttribute(null=True)
     reported_endpoints = ListAttribute(of=UnicodeAttribute, default=list)
     peers: ListAttribute[Any] = ListAttribute(default=list)  # raw: [{key, handshake_age, rx, tx, endpoint?}]
+    # issue 10: the latest report's probe results as one JSON string, mapping.status_latency (a list
+    # of maps costs 10x more to read: GET /latency reads every member's, and never looks inside)
+    latency = UnicodeAttribute(null=True)
 
 
 class _IdentityItem(_Item):

@@ -7,6 +7,7 @@ item of a record at its key (:mod:`.layout`). Numbers come back from DynamoDB as
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ...domain.changes import PendingChange
@@ -18,6 +19,7 @@ from ...domain.models import (
     Gateway,
     Host,
     HostStatus,
+    LatencyRow,
     Member,
     MemberRole,
     Network,
@@ -31,7 +33,7 @@ __all__ = [
     "network", "registry", "member", "host", "enrollment_key", "admin_key", "pending_identity",
     "pending_change", "network_item", "member_item", "host_item", "key_item", "admin_item",
     "identity_item", "pending_item", "registry_entry", "status_peers", "role", "role_map", "roles_map",
-    "client", "client_item",
+    "client", "client_item", "status_latency", "host_status",
 ]
 
 
@@ -127,13 +129,20 @@ def host(item: Any) -> Host:
         tags=tuple(item.tags or ()),
         created_at=int(item.created_at),
         revision=int(item.revision),
-        status=HostStatus(
-            online=bool(item.online),
-            last_seen=None if item.last_seen is None else int(item.last_seen),
-            agent_version=item.agent_version,
-            reported_endpoints=tuple(item.reported_endpoints or ()),
-            peers=peers,
-        ),
+        status=host_status(item, peers),
+    )
+
+
+def host_status(item: Any, peers: tuple[PeerStatus, ...] = ()) -> HostStatus:
+    """The status part of a host item (``peers`` read by the caller: the latency matrix leaves them out)."""
+    return HostStatus(
+        online=bool(item.online),
+        last_seen=None if item.last_seen is None else int(item.last_seen),
+        agent_version=item.agent_version,
+        reported_endpoints=tuple(item.reported_endpoints or ()),
+        peers=peers,
+        latency=tuple(LatencyRow(HostId(host), None if rtt is None else float(rtt), int(loss), bool(up))
+                      for host, rtt, loss, up in json.loads(item.latency or "[]")),
     )
 
 
@@ -211,6 +220,14 @@ def status_peers(status: HostStatus) -> list[dict[str, Any]]:
          **({"endpoint": p.endpoint} if p.endpoint is not None else {})}
         for p in status.peers
     ]
+
+
+def status_latency(status: HostStatus) -> str | None:
+    """A status report's latency rows as the host item stores them: one compact JSON string of
+    ``[host, rtt, loss, up]`` rows (None: none reported)."""
+    if not status.latency:
+        return None
+    return json.dumps([[r.target, r.rtt_ms, r.loss_pct, r.up] for r in status.latency], separators=(",", ":"))
 
 
 def role_map(r: MemberRole) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from .api import ApiClient, ApiError, Unreachable
 from .converge import Outcome, Tracker
 from .mqtt import Connected, Disconnected, Received
 from .netconf import NetConfError
-from .probe import ProbeSettings, Target, choose_targets, worth_reporting_now
+from .probe import ProbeSettings, Target, TargetState, choose_targets, worth_reporting_now
 from .state import StateDir
 from .timers import Backoff, Task, Timers
 from .wg.base import Backend, BackendError, DevicePeer
@@ -124,6 +124,7 @@ class Probing(Protocol):
     def add_listener(self, on_change: Callable[[HostId, bool], None]) -> None: ...
     def set_targets(self, targets: Mapping[HostId, Target]) -> None: ...
     def rows(self) -> tuple[LatencyRow, ...]: ...
+    def states(self) -> dict[HostId, TargetState]: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
 
@@ -289,6 +290,7 @@ class Agent:
         elif isinstance(ev, Received):
             self.on_message(ev.topic, ev.payload)
         elif isinstance(ev, ProbeChanged):
+            self._follow_probes()
             self._check_latency()
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -664,6 +666,22 @@ class Agent:
         self._ranked = {m.host_id for m, _ in gateways}
         self.prober.set_targets(targets)
 
+    def _follow_probes(self) -> None:
+        """The fast path of HA failover: a range several gateways serve moves off the ones the
+        probes found dead to the next candidate the plan ranked for this host (one peer update,
+        no round trip to the control plane, so it works while the control plane is down), and
+        back when they answer again. The report the change triggers tells the control plane."""
+        if self.prober is None:
+            return
+        down = {h for h, st in self.prober.states().items() if st.up is False}
+        if down == self.tracker.down:
+            return
+        log.info("probes: %s down%s", ", ".join(sorted(down)) or "nothing",
+                 f" (was {', '.join(sorted(self.tracker.down))})" if self.tracker.down else "")
+        self.tracker.set_down(down)
+        self.apply()
+        self._write_runtime()
+
     def _check_latency(self) -> None:
         """Report at once (at most one extra report a second) when the probes say something worth it."""
         if self.prober is None:
@@ -680,7 +698,11 @@ class Agent:
                 "stopped": "host_deleted" if self.deleted else None,
                 "subscriptions": ({t: {"state": s.state, "error": s.error}
                                    for t, s in sorted(self._subs.items())} if running else {}),
-                "subscriptions_retry_at": self._subscribe_timer.wall if running else None}
+                "subscriptions_retry_at": self._subscribe_timer.wall if running else None,
+                # what the probes say of each target now (only up/down: written when that changes)
+                "probes": ({h: "unknown" if st.up is None else "up" if st.up else "down"
+                            for h, st in sorted(self.prober.states().items())}
+                           if running and self.prober is not None else {})}
         if info == self._runtime_written:
             return
         try:

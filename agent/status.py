@@ -26,6 +26,10 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | 
     said_running = bool(runtime.get("running"))
     running = said_running if alive is None else said_running and alive
     subs = runtime.get("subscriptions") or {} if running else {}
+    probes: dict[str, str] = runtime.get("probes") or {} if running else {}
+    # The routes shown are the device's: a range several gateways serve goes where the agent's
+    # probes moved it (the gateways they found down are skipped, as the running agent does).
+    tracker.set_down(h for h, verdict in probes.items() if verdict == "down")
     out: dict[str, Any] = {
         "host_id": state.host_id, "name": state.name, "interface": state.interface,
         "backend": backend_name, "server": state.server, "listen_port": state.listen_port,
@@ -55,6 +59,7 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | 
                 "endpoint": (s.endpoint if s and s.endpoint else p.endpoint),
                 "latest_handshake": s.latest_handshake if s else None,
                 "rx_bytes": s.rx_bytes if s else 0, "tx_bytes": s.tx_bytes if s else 0,
+                "probe": probes.get(p.host_id),  # up, down, unknown; None: not probed
             })
         me = members[state.host_id]
         uses = me.role.internet_gateway
@@ -139,6 +144,7 @@ def render(st: dict[str, Any], now: float | None = None) -> str:
                 *([f"    routes: {', '.join(p['routes'])}"] if p.get("routes") else []),
                 f"    endpoint: {p['endpoint'] or '(none)'}",
                 f"    latest handshake: {_ago(p['latest_handshake'], now)}",
+                *([f"    probe: {p['probe']}"] if p.get("probe") else []),
                 f"    transfer: {_bytes(p['rx_bytes'])} received, {_bytes(p['tx_bytes'])} sent",
             ]
     return "\n".join(lines)

@@ -70,11 +70,17 @@ class HaLab:
         ip("link", "set", "eth0", "up", ns=self.gateways[name].node.netns)
         self.dead.discard(name)
 
+    def probe(self, name: str) -> str | None:
+        """What ``h``'s probes say of gateway ``name`` now (``skymesh-agent status``): up, down,
+        unknown; None when it does not probe it."""
+        host_id = self.gateways[name].host_id
+        return next((p.get("probe") for n in self.host.status().get("networks", []) for p in n["peers"]
+                     if p["host_id"] == host_id), None)
+
     def until_live(self, name: str, timeout: float = 30.0) -> None:
-        """Wait until ``h`` reaches gateway ``name`` through the tunnel again (its probes see it)."""
-        target = self.gateways[name].addresses()[0]
-        wait_until(lambda: self.host.node.ping(target, wait=1), timeout,
-                   f"h to reach gateway {name} ({target}) again", interval=0.2, details=self.details)
+        """Wait until ``h``'s probes see gateway ``name`` up again."""
+        wait_until(lambda: self.probe(name) == "up", timeout, f"h's probes to see gateway {name} up again",
+                   interval=0.2, details=self.details)
 
     def failover(self, timeout: float = 30.0) -> tuple[str, str | None, Gap]:
         """Kill the active gateway and measure the gap; returns (killed, now active, gap).

@@ -125,3 +125,44 @@ def test_a_ranking_change_beyond_hysteresis_is_reported_at_once(tmp_path):
     assert agent.timers["status"].due is not None and agent.timers["status"].due <= t0 + 1.0 + 0.1
     agent.report_status()
     assert len(reports(link)) == n + 1
+
+
+def test_a_dead_ha_gateway_loses_the_shared_range_at_once_and_gets_it_back_when_it_answers(tmp_path):
+    """The fast path of HA failover: the probes' verdict alone moves the range (one peer update,
+    no call to the API), to the next gateway the plan ranked for this host; the rest stays."""
+    lan = "198.19.1.0/24"
+    me = member(1)
+    gws = [replace(member(n), host_id=HostId(f"host_000{n}"), role=MemberRole(gateway=Gateway(egress=(lan,))))
+           for n in (2, 3, 4)]
+    api = ScriptedApi([snapshot(7, [me, *gws])])
+    agent, backend, link = make_agent(tmp_path, api, heartbeat=3600)
+    prober = ScriptedProber()
+    agent.prober = prober
+    prober.add_listener(lambda host, up: agent.events.put(ProbeChanged(host, up)))
+    agent.boot()
+    agent.handle(Connected())  # subscribes, and fetches the network
+    for g in gws:
+        prober.say(g.host_id, True)
+    keys = {g.public_key: g.host_id for g in gws}
+
+    def carrier() -> list[HostId]:
+        return [keys[k] for k, p in backend.peers().items() if lan in p.allowed_ips]
+
+    def verdict(host: HostId, up: bool) -> tuple[HostId, set[HostId]]:
+        """The probes say ``host`` is up or down: the carrier then, and whose entries changed."""
+        before = backend.peers()
+        prober.say(host, up)
+        agent.step(timeout=0)
+        after = backend.peers()
+        (now,) = carrier()
+        return now, {keys[k] for k in before if before[k] != after.get(k)}
+
+    (first,) = carrier()
+    calls = api.calls
+    second, changed = verdict(first, False)
+    assert second != first and changed == {first, second}  # one move: those two entries, nothing else
+    third, changed = verdict(second, False)
+    assert third not in (first, second) and changed == {second, third}
+    back, changed = verdict(first, True)
+    assert back == first and changed == {third, first}  # the plan's first choice answers again
+    assert api.calls == calls, "the fast path needs no control plane"

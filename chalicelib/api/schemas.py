@@ -244,6 +244,7 @@ class WireGateway(BaseModel):
     egress: list[str]
     internet: bool
     endpoint: str | None
+    auto_relay: bool = Field(default=True, description="schema 3")
 
 
 def _absent(value: Any) -> bool:
@@ -256,6 +257,8 @@ class WireRole(BaseModel):
     gateway: WireGateway | None = Field(default=None, exclude_if=_absent)
     internet_gateway: str | None = Field(default=None, exclude_if=_absent)
     full_tunnel: bool | None = Field(default=None, exclude_if=_absent, description="only when true")
+    relayed_by: str | None = Field(default=None, exclude_if=_absent,
+                                   description="the member that relays it (schema 3); only when relayed")
 
 
 class WireMember(BaseModel):
@@ -401,6 +404,9 @@ class GatewayPut(_In):
                                   "traffic through it")
     endpoint: Endpoint | None = Field(default=None, description="where clients reach it, HOST:PORT; "
                                       "null: the host's first endpoint")
+    auto_relay: bool | None = Field(default=None, description="it may relay hosts that cannot reach each "
+                                    "other directly (default true; automatic relays come in a later "
+                                    "version)")
 
 
 class GatewayRole(BaseModel):
@@ -408,6 +414,7 @@ class GatewayRole(BaseModel):
     egress: list[str]
     internet: bool
     endpoint: str | None = Field(description="as set; null: the host's first endpoint")
+    auto_relay: bool = True
 
 
 class NetworkMemberRef(BaseModel):

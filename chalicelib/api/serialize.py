@@ -74,7 +74,7 @@ def catch_up(u: protocol.CatchUp) -> s.CatchUp:
 # ----------------------------------------------------------------------------- issue 9: gateways
 def gateway_role(g: Gateway) -> s.GatewayRole:
     return s.GatewayRole(remote_access=g.remote_access, egress=list(g.egress), internet=g.internet,
-                         endpoint=g.endpoint)
+                         endpoint=g.endpoint, auto_relay=g.auto_relay)
 
 
 def gateway(m: Member) -> s.Gateway:

@@ -59,23 +59,29 @@ class Gateway:
     - ``internet``: members that opt in (:attr:`MemberRole.internet_gateway`, full tunnel)
       send all their traffic through it; it masquerades it out of its uplink.
     - ``endpoint``: where clients reach it (``HOST:PORT``); None: the host's first endpoint.
+    - ``auto_relay``: it may relay pairs of hosts that cannot reach each other directly (stored
+      and sent; the plan does not read it yet: automatic relays come later).
     """
 
     remote_access: bool = False
     egress: tuple[str, ...] = ()
     internet: bool = False
     endpoint: str | None = None
+    auto_relay: bool = True
 
 
 @dataclass(frozen=True)
 class MemberRole:
     """What a host does in one network beyond being a peer: serve as a gateway, and/or use
     one member of it as its internet gateway (``full_tunnel``: all its traffic; else only
-    the network's and egress ranges, which it routes through their gateways anyway)."""
+    the network's and egress ranges, which it routes through their gateways anyway), and/or
+    be reached only through another member, its relay (``relayed_by``: it peers with the
+    relay alone, and every other member reaches it through the relay)."""
 
     gateway: Gateway | None = None
     internet_gateway: HostId | None = None
     full_tunnel: bool = False
+    relayed_by: HostId | None = None
 
     def __bool__(self) -> bool:
         return self != _NO_ROLE

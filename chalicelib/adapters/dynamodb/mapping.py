@@ -88,11 +88,14 @@ def role(raw: dict[str, Any]) -> MemberRole:
         egress=tuple(g.get("egress") or ()),
         internet=bool(g.get("internet", False)),
         endpoint=g.get("endpoint"),
+        auto_relay=bool(g.get("auto_relay", True)),
     )
     internet_gateway = raw.get("internet_gateway")
+    relayed_by = raw.get("relayed_by")
     return MemberRole(gateway=gateway,
                       internet_gateway=None if internet_gateway is None else HostId(internet_gateway),
-                      full_tunnel=bool(raw.get("full_tunnel", False)))
+                      full_tunnel=bool(raw.get("full_tunnel", False)),
+                      relayed_by=None if relayed_by is None else HostId(relayed_by))
 
 
 def host(item: Any) -> Host:
@@ -214,11 +217,14 @@ def role_map(r: MemberRole) -> dict[str, Any]:
     if r.gateway is not None:
         g = r.gateway
         out["gateway"] = {"remote_access": g.remote_access, "egress": list(g.egress), "internet": g.internet,
-                          **({"endpoint": g.endpoint} if g.endpoint is not None else {})}
+                          **({"endpoint": g.endpoint} if g.endpoint is not None else {}),
+                          **({} if g.auto_relay else {"auto_relay": False})}
     if r.internet_gateway is not None:
         out["internet_gateway"] = r.internet_gateway
     if r.full_tunnel:
         out["full_tunnel"] = True
+    if r.relayed_by is not None:
+        out["relayed_by"] = r.relayed_by
     return out
 
 

@@ -236,6 +236,7 @@ class EnrollmentKey:
     tags: tuple[str, ...] = ()
     revoked: bool = False
     created_at: int = 0
+    relay: HostId | None = None  # every host enrolled with it is relayed by this member
 
     def refusal(self, now: int) -> str | None:
         """Why this key cannot enroll a host now, or ``None`` when it can."""

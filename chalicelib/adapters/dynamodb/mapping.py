@@ -147,6 +147,7 @@ def enrollment_key(item: Any) -> EnrollmentKey:
         tags=tuple(item.tags or ()),
         revoked=bool(item.revoked),
         created_at=int(item.created_at),
+        relay=None if item.relay is None else HostId(item.relay),
     )
 
 
@@ -326,6 +327,7 @@ def key_item(items: Items, key: EnrollmentKey) -> Any:
         tags=list(key.tags),
         revoked=key.revoked,
         created_at=key.created_at,
+        relay=key.relay,
     )
 
 

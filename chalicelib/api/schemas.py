@@ -122,6 +122,9 @@ class EnrollmentKeyCreate(_In):
     expires_at: Expiry | None = Field(default=None, description="RFC 3339 time or Unix seconds")
     unlimited: bool = False
     tags: Tags = Field(default_factory=list)
+    relay: str | None = Field(default=None, pattern=id_pattern("host"),
+                              description="a member of every network of the key that relays every host "
+                              "enrolled with it, from its first config")
 
     @field_validator("expires_at", mode="before")
     @classmethod
@@ -149,6 +152,7 @@ class EnrollmentKey(BaseModel):
     revoked: bool
     usable: bool = Field(description="whether it can enroll a host now")
     created_at: dt.datetime
+    relay: str | None = Field(default=None, description="the member that relays hosts enrolled with it")
 
 
 class EnrollmentKeyCreated(EnrollmentKey):
@@ -534,3 +538,19 @@ class ClientConfigQuery(BaseModel):
     format: Literal["conf", "png", "svg"] = Field(
         default="conf", description="conf: the wg-quick file (text/plain); png or svg: its QR code "
         "(PostUp/PostDown left out); PNG needs Accept: image/png")
+
+
+# ----------------------------------------------------------------------------- issue 10: relays
+class RelayPut(_In):
+    """The hosts one relay relays, exactly (hosts it relayed that are left out are reached directly)."""
+
+    relayed: list[HostIdRef] = Field(max_length=64, description="members of the network it relays (at most "
+                                     "47 change in one call); []: none")
+
+
+class Relay(NetworkMemberRef):
+    relayed: list[NetworkMemberRef] = Field(description="the members it relays, in host id order")
+
+
+class RelayList(BaseModel):
+    relays: list[Relay]

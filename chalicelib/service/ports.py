@@ -43,6 +43,7 @@ __all__ = [
     "every_item",
     "IdentityWithdrawnError",
     "MAX_ROLE_WRITES",
+    "MAX_TRANSACTION_ITEMS",
     "released_roles",
 ]
 
@@ -255,6 +256,7 @@ class IdentityWithdrawnError(UnavailableError):
     code = "registration_timed_out"
 
 
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit of one TransactWriteItems
 # Hosts whose roles one write changes (:meth:`Store.set_member_roles`): each is two items of a
 # DynamoDB transaction (the host and its member record) and the change one more, within the 100
 # items a transaction may hold.
@@ -387,7 +389,8 @@ class Store(Protocol):
         (:class:`StaleWriteError` when one changed), and ``change`` names them."""
         ...
 
-    def delete_host(self, host: Host, *, changes: Sequence[PendingChange], released: Sequence[Host] = ()) -> None:
+    def delete_host(self, host: Host, *, changes: Sequence[PendingChange],
+                    released: Sequence[Host] = ()) -> None:
         """Remove the host, its memberships and address claims, and record ``changes`` (one
         in every network it was in), in one write; ``released`` as in
         :meth:`remove_host_from_network`, in every network of ``host``."""

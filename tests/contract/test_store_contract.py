@@ -895,7 +895,8 @@ def test_several_roles_on_one_stale_read_write_nothing(backend: Backend, store: 
 def test_the_largest_role_write_fits_one_transaction(store: Store) -> None:
     from chalicelib.service.ports import MAX_ROLE_WRITES
     big = NetworkId("net_big")
-    store.create_network(Network(big, "big", "100.66.0.0/24", "fd00:66::/64"), store.network_registry().version)
+    store.create_network(Network(big, "big", "100.66.0.0/24", "fd00:66::/64"),
+                         store.network_registry().version)
     key = _key(store, uses=None, expires_at=NOW + 10, networks=(big,))
     hosts = []
     for n in range(1, MAX_ROLE_WRITES + 1):
@@ -904,7 +905,8 @@ def test_the_largest_role_write_fits_one_transaction(store: Store) -> None:
         hosts.append(store.get_host(h.id))
     news = [_role_write(h, MemberRole(relayed_by=HostId("host_1")) if h.id != "host_1" else None, big)
             for h in hosts]
-    store.set_member_roles(hosts, news, big, change=PendingChange(_change_id(), big, tuple(h.id for h in hosts)))
+    store.set_member_roles(hosts, news, big,
+                           change=PendingChange(_change_id(), big, tuple(h.id for h in hosts)))
     assert sum(m.role.relayed_by == "host_1" for m in store.network_snapshot(big)[1]) == MAX_ROLE_WRITES - 1
 
 
@@ -930,7 +932,8 @@ def test_a_relay_that_is_deleted_or_leaves_releases_its_hosts_in_the_same_write(
 
     with pytest.raises(ValueError, match="names the released host"):
         store.remove_host_from_network(relay, NET, change=_change(NET, relay.id), released=[host])
-    left = store.remove_host_from_network(relay, NET, change=PendingChange(_change_id(), NET, (relay.id, host.id)),
+    left = store.remove_host_from_network(relay, NET,
+                                          change=PendingChange(_change_id(), NET, (relay.id, host.id)),
                                           released=[host])
     host_now = store.get_host(host.id)
     assert host_now.roles == {other: relayed.roles[other]} and host_now.revision == host.revision + 1
@@ -938,8 +941,10 @@ def test_a_relay_that_is_deleted_or_leaves_releases_its_hosts_in_the_same_write(
     assert store.pending_changes(NET)[0].host_ids == (relay.id, host.id)
 
     with pytest.raises(StaleWriteError, match=f"host {host.id} changed meanwhile"):  # read before the leave
-        store.delete_host(left, changes=[PendingChange(_change_id(), other, (relay.id, host.id))], released=[host])
-    store.delete_host(left, changes=[PendingChange(_change_id(), other, (relay.id, host.id))], released=[host_now])
+        store.delete_host(left, changes=[PendingChange(_change_id(), other, (relay.id, host.id))],
+                          released=[host])
+    store.delete_host(left, changes=[PendingChange(_change_id(), other, (relay.id, host.id))],
+                      released=[host_now])
     assert store.get_host(relay.id) is None
     assert store.get_host(host.id).roles == {other: MemberRole(internet_gateway=HostId("host_9"))}
     assert store.members(other, [host.id])[host.id].role == MemberRole(internet_gateway=HostId("host_9"))
@@ -965,11 +970,13 @@ def test_a_registration_relayed_from_the_start_needs_its_relay_in_every_network(
                                           change=PendingChange(_change_id(), other, (relay.id, joining.id)),
                                           released=[store.get_host(joining.id)])
     assert other not in left.addresses
-    late = replace(_host(5), addresses={NET: ("100.64.0.5", "fd00:64::5"), other: ("100.65.0.5", "fd00:65::5")},
+    late = replace(_host(5),
+                   addresses={NET: ("100.64.0.5", "fd00:64::5"), other: ("100.65.0.5", "fd00:65::5")},
                    roles={n: MemberRole(relayed_by=relay.id) for n in (NET, other)})
     store.begin_identity(PendingIdentity(late.id, NOW))
     before = backend.contents()
-    with pytest.raises(ConflictError, match=f"relay {relay.id} of this enrollment key is no longer a member of "
+    with pytest.raises(ConflictError,
+                       match=f"relay {relay.id} of this enrollment key is no longer a member of "
                                             f"network {other}") as e:
         store.register_host(late, store.get_enrollment_key(key.id), NOW, changes=_outbox(late))
     assert e.value.code == "relay_gone"

@@ -123,7 +123,8 @@ def assert_relay_invariants(records: NetworkRecords) -> None:
             want = {via(records, hid, other)}
             for addr in (m.ipv4, m.ipv6, *(g.inside(r) for r in (m.role.gateway.egress if m.role.gateway
                                                                   else ()))):
-                assert g.lookup(view, addr) == want, f"{hid} sends {addr} of {other} to {g.lookup(view, addr)}"
+                got = g.lookup(view, addr)
+                assert got == want, f"{hid} sends {addr} of {other} to {got}"
         for c in records.clients.values():
             if records.served(c) and c.gateway != hid:
                 want = {via(records, hid, c.gateway)}
@@ -169,7 +170,7 @@ def test_the_agents_incremental_path_equals_the_full_device_with_relays(script: 
         touched = {key: t.peer(key) for key in changes.keys}
         peers = {k: p for k, p in {**peers, **touched}.items() if p is not None}
         assert peers == dict(full.peers), f"after {step}"
-        assert g.without_peers(applied) == g.without_peers(full), f"after {step}: routes etc. changed unnoticed"
+        assert g.without_peers(applied) == g.without_peers(full), f"after {step}: routes etc. unnoticed"
 
 
 @pytest.mark.parametrize("viewer", ["host_1", "host_2", "host_3", "host_4"])
@@ -210,8 +211,10 @@ def test_the_incremental_path_follows_a_relay_from_every_seat(viewer: str) -> No
 # --- examples ---------------------------------------------------------------------------------------
 
 
-def three(relayed_role: MemberRole = MemberRole(relayed_by=HostId("host_2")),
-          relay_role: MemberRole = MemberRole()) -> NetworkRecords:
+RELAYED_BY_2 = MemberRole(relayed_by=HostId("host_2"))
+
+
+def three(relayed_role: MemberRole = RELAYED_BY_2, relay_role: MemberRole = g.NO_ROLE) -> NetworkRecords:
     return NetworkRecords.of(g.network("net_a"), [g.member("net_a", 1, role=relayed_role),
                                                    g.member("net_a", 2, role=relay_role),
                                                    g.member("net_a", 3)])
@@ -223,7 +226,8 @@ def test_a_relayed_host_peers_with_its_relay_only_and_the_others_reach_it_throug
     assert [(x.host_id, x.allowed_ips) for x in p["host_1"].peers] == [
         ("host_2", ("100.64.0.0/16", "fd00:1::/64"))]
     at_3 = {x.host_id: x.allowed_ips for x in p["host_3"].peers}
-    assert at_3 == {"host_2": ("100.64.0.2/32", "fd00:1::2/128", "100.64.0.1/32", "fd00:1::1/128", "10.9.0.0/16")}
+    assert at_3 == {"host_2": ("100.64.0.2/32", "fd00:1::2/128", "100.64.0.1/32", "fd00:1::1/128",
+                               "10.9.0.0/16")}
     at_2 = {x.host_id: x.allowed_ips for x in p["host_2"].peers}
     assert at_2["host_1"] == ("100.64.0.1/32", "fd00:1::1/128", "10.9.0.0/16")
     assert p["host_2"].forwards == ("100.64.0.0/16", "fd00:1::/64", "10.9.0.0/16")
@@ -231,7 +235,8 @@ def test_a_relayed_host_peers_with_its_relay_only_and_the_others_reach_it_throug
 
 
 def test_a_relayed_host_with_full_tunnel_through_its_relay_sends_everything_there() -> None:
-    records = three(MemberRole(relayed_by=HostId("host_2"), internet_gateway=HostId("host_2"), full_tunnel=True),
+    records = three(MemberRole(relayed_by=HostId("host_2"), internet_gateway=HostId("host_2"),
+                               full_tunnel=True),
                     MemberRole(gateway=Gateway(internet=True)))
     view = plan.network_plan(records)["host_1"]
     assert view.full_tunnel
@@ -246,7 +251,8 @@ def test_a_relay_that_left_leaves_its_hosts_reached_directly() -> None:
 
 
 @pytest.mark.parametrize(("relayed", "relay", "code", "words"), [
-    (MemberRole(relayed_by=HostId("host_1")), MemberRole(), "relay_itself", "host host_1 cannot relay itself"),
+    (MemberRole(relayed_by=HostId("host_1")), MemberRole(), "relay_itself",
+     "host host_1 cannot relay itself"),
     (MemberRole(relayed_by=HostId("host_9")), MemberRole(), "relay_not_a_member",
      "relay host_9 of host host_1 is not a member of network net_a"),
     (MemberRole(relayed_by=HostId("host_2")), MemberRole(relayed_by=HostId("host_3")), "relay_chain",

@@ -318,7 +318,8 @@ class HostRecords(StoreBase):
         self._transact(build)
         return replace(host, addresses=addresses, roles=roles, revision=host.revision + 1)
 
-    def delete_host(self, host: Host, *, changes: Sequence[PendingChange], released: Sequence[Host] = ()) -> None:
+    def delete_host(self, host: Host, *, changes: Sequence[PendingChange],
+                    released: Sequence[Host] = ()) -> None:
         h, claim = self._items.host, self._items.claim
         outbox = outbox_by_network(changes, host.network_ids, host_id=host.id)
         releases = released_writes(host, released, host.network_ids, outbox)

@@ -32,7 +32,8 @@ def test_relay_set_list_and_delete(cli: Cli, api: Api, office: dict[str, Any]) -
                    + ", ".join(f"{n} ({h[n]['id']})" for n in sorted("ab", key=lambda n: h[n]["id"])) + "\n")
     lines = _ok(cli("relay", "list", "office")).out.splitlines()
     assert lines[0].split() == ["RELAY", "RELAY", "ID", "RELAYED", "RELAYED", "ID", "IPV4"]
-    assert {tuple(line.split()[:4]) for line in lines[1:]} == {("r", h["r"]["id"], n, h[n]["id"]) for n in "ab"}
+    rows = {tuple(line.split()[:4]) for line in lines[1:]}
+    assert rows == {("r", h["r"]["id"], n, h[n]["id"]) for n in "ab"}
     assert _ok(cli("relay", "list", "office", "--json")).json() == api.ok(
         "GET", f"/v1/networks/{net['id']}/relays")
 
@@ -52,4 +53,5 @@ def test_key_create_with_a_relay(cli: Cli, api: Api, office: dict[str, Any]) -> 
     assert key["relay"] == r["id"]
     joined = api.ok("POST", "/v1/hosts", host_body("late"), token=key["token"])["host"]
     relays = api.ok("GET", f"/v1/networks/{office['network']['id']}/relays")["relays"]
-    assert [(x["host_id"], [m["host_id"] for m in x["relayed"]]) for x in relays] == [(r["id"], [joined["id"]])]
+    assert [(x["host_id"], [m["host_id"] for m in x["relayed"]]) for x in relays] == [
+        (r["id"], [joined["id"]])]

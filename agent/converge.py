@@ -249,6 +249,10 @@ class Tracker:
         """This host's plan in each of its networks, in network-id order."""
         return [plan.network_plan(n.records)[self.host_id] for _, n in sorted(self._nets.items())]
 
+    def records(self, network_id: str) -> NetworkRecords:
+        """The plan's records of one network this host is in (KeyError: not one of them)."""
+        return self._nets[network_id].records
+
     def device(self, listen_port: int) -> DeviceConfig:
         return merge_views(self.views(), listen_port)
 

@@ -26,6 +26,11 @@ The rule:
 - A host that uses an internet gateway with full tunnel gives that gateway's entry
   ``0.0.0.0/0`` and ``::/0`` and routes everything else into the tunnel by policy
   (:attr:`HostView.full_tunnel`).
+- A relayed member (its role's ``relayed_by``: another member; :func:`check` refuses chains)
+  peers with its relay alone, whose entry there carries everything the network reaches (and, when the
+  relay is its internet gateway with full tunnel, ``0.0.0.0/0`` and ``::/0``); every other
+  member drops its entry of the relayed host and adds its addresses and egress ranges to the
+  relay's entry; the relay reaches it directly and forwards for the network.
 - Every host routes the network's ranges, the other gateways' egress ranges and the served
   clients' extra addresses into the interface. So every client is reached through exactly
   one peer (its gateway) from every host, and no range is routed back to where it is.
@@ -278,8 +283,7 @@ def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
     if my_relay is not None:  # a relayed viewer peers with its relay alone
         if m.host_id != my_relay:
             return None
-        own = set(me.role.gateway.egress) if me.role.gateway is not None else set()
-        reach = tuple(dict.fromkeys(r for r in routed_ranges(records, exclude=me.host_id) if r not in own))
+        reach = tuple(dict.fromkeys(routed_ranges(records, exclude=me.host_id)))
         if records.internet_gateway(viewer) == m.host_id:
             reach += DEFAULT_ROUTES
         return _entry(records, m, reach)

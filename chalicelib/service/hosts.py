@@ -254,7 +254,10 @@ class Hosts:
             return None
         deltas = []
         for _, payload in logged:
-            msg = protocol.decode(payload)
+            try:
+                msg = protocol.decode(payload)
+            except protocol.ProtocolError:  # logged by a control plane of an older schema
+                return None
             if not isinstance(msg, protocol.Delta):
                 return None
             deltas.append(msg)

@@ -56,14 +56,15 @@ def key_create(ctx: Context) -> None:
         expires_at = expires.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     elif a.expires_at is not None:
         expires_at = a.expires_at.isoformat()
-    relay = None if a.relay is None else resolve(all_hosts(ctx), a.relay, "host")["id"]
+    wanted = getattr(a, "relay", None)  # --relay (issue 10); callers that build args may leave it out
+    relay = None if wanted is None else resolve(all_hosts(ctx), wanted, "host")["id"]
     key = ctx.client.create_enrollment_key(ids, uses=a.uses, unlimited=a.unlimited, expires_at=expires_at,
                                            tags=list(a.tag or []), relay=relay)
     if ctx.as_json:
         return ctx.print_json(key)
     ctx.print(f"enrollment key {key['id']} created for {', '.join(network_names(key['networks'], networks))}"
               f" (uses: {_key_uses(key)}; expires: {_key_expiry(key, ctx.now)})"
-              + (f"; hosts enrolled with it are relayed by {a.relay} ({relay})" if relay else ""))
+              + (f"; hosts enrolled with it are relayed by {wanted} ({relay})" if relay else ""))
     ctx.print()
     ctx.print(f"    {key['token']}")
     ctx.print()

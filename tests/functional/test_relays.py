@@ -186,3 +186,32 @@ def test_a_relay_leaving_the_network_releases_its_hosts_in_one_broadcast(api, se
     (delta,) = _broadcasts(service, net)[before:]
     assert delta.remove == (r,) and {m.host_id: m.role.relayed_by for m in delta.upsert} == {a: None, b: None}
     assert set(_peers(api, hosts["a"])) == {b, _id(hosts, "c")}
+
+
+def test_a_catch_up_over_deltas_logged_in_an_older_schema_is_a_full_snapshot(api, service, net, hosts):
+    """After an upgrade the delta log still holds deltas of the schema before: an agent that
+    catches up over them gets the full snapshot, never an error."""
+    a = hosts["a"]
+    seq = api.ok("GET", _path(net))["seq"]
+    api.ok("PUT", _path(net, f"/relays/{_id(hosts, 'r')}"), {"relayed": [_id(hosts, "b")]})
+    (_, payload), = service.deps.store.deltas_since(net["id"], seq, limit=1)
+    old = payload.replace(b'"v":%d' % protocol.VERSION, b'"v":%d' % (protocol.VERSION - 1))
+    service.deps.store.log_delta(net["id"], seq + 1, old, expires_at=2**40, keep=100)
+    cfg = api.ok("GET", f"/v1/hosts/{a['host']['id']}/config?v={protocol.VERSION}&known={net['id']}:{seq}",
+                 token=a["host_token"])
+    assert cfg["catch_ups"] == [] and [n["seq"] for n in cfg["networks"]] == [seq + 1]
+
+
+def test_a_gateways_auto_relay_is_stored_shown_and_sent(api, service, net, hosts):
+    g = _id(hosts, "c")
+    out = api.ok("PUT", _path(net, f"/gateways/{g}"), {"egress": ["10.20.0.0/16"]})
+    assert out["auto_relay"] is True, "every gateway is an auto-relay unless turned off"
+    before = len(_broadcasts(service, net))
+    out = api.ok("PUT", _path(net, f"/gateways/{g}"), {"auto_relay": False})
+    assert out["auto_relay"] is False and out["egress"] == ["10.20.0.0/16"]
+    assert api.ok("GET", _path(net, f"/gateways/{g}"))["auto_relay"] is False
+    (delta,) = _broadcasts(service, net)[before:]
+    (member,) = delta.upsert
+    assert member.role.gateway is not None and member.role.gateway.auto_relay is False
+    (record,) = [m for m in _config(api, hosts["a"])["members"] if m["host"] == g]
+    assert record["role"]["gateway"]["auto_relay"] is False

@@ -156,9 +156,11 @@ class Tracker:
             self._unindex(net_id, gone)
             if gone is not None and gone.role.gateway is not None:
                 self._changes.full = True  # its egress ranges and its clients' LANs were routes
+            self._note_relay(current, gone, None)
         for m in delta.upsert:
             old = current.members.get(m.host_id)
             self._unindex(net_id, old)
+            self._note_relay(current, old, m)
             current.members[m.host_id] = m
             self._index(net_id, m)
             if m.host_id == self.host_id or (old.role.gateway if old else None) != m.role.gateway:
@@ -180,6 +182,18 @@ class Tracker:
         if delta.network is not None:
             self._changes.full = True  # keepalive, MTU…
         return Outcome.APPLIED
+
+    def _note_relay(self, n: _Net, old: Member | None, new: Member | None) -> None:
+        """A member's change that reaches beyond peer entries here: a host this one relays (or
+        no longer relays) changes what it forwards; this host's own relay joining or leaving
+        changes who its peers are."""
+        was, now = (old.role.relayed_by if old else None), (new.role.relayed_by if new else None)
+        if self.host_id in (was, now) and (was != now or old is None or new is None):
+            self._changes.full = True
+        me, other = n.members.get(self.host_id), old or new
+        if me is not None and other is not None and (old is None or new is None) \
+                and me.role.relayed_by == other.host_id:
+            self._changes.full = True
 
     def _note_client(self, c: Client | None) -> None:
         """A client (as it was or is now) whose change reaches beyond its gateway's entry: at its
@@ -255,6 +269,10 @@ class Tracker:
     def views(self) -> list[HostView]:
         """This host's plan in each of its networks, in network-id order."""
         return [plan.network_plan(n.records)[self.host_id] for _, n in sorted(self._nets.items())]
+
+    def records(self, network_id: str) -> NetworkRecords:
+        """The plan's records of one network this host is in (KeyError: not one of them)."""
+        return self._nets[network_id].records
 
     def device(self, listen_port: int) -> DeviceConfig:
         return merge_views(self.views(), listen_port)

@@ -63,11 +63,17 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | 
             })
         me = members[state.host_id]
         uses = me.role.internet_gateway
+        records = tracker.records(snap.network.id)
+        relay = records.relay_of(me.host_id)
+        relayed = records.relayed(me.host_id)
         out["networks"].append({
             "id": snap.network.id, "name": snap.network.name, "seq": snap.seq,
             "addresses": [me.ipv4, me.ipv6], "interface_addresses": list(view.interface.addresses),
             "gateway": ({"forwards": list(view.forwards), "masquerades": list(view.nat)}
-                        if view.forwards or view.nat else None),
+                        if (view.forwards and me.role.gateway is not None) or view.nat else None),
+            # issue 10: whom this host reaches everything through, and whom it carries
+            "relayed_by": None if relay is None else {"id": relay, "name": members[relay].name},
+            "relays": [{"id": h, "name": members[h].name} for h in relayed],
             "full_tunnel": ({"via": uses, "name": members[uses].name if uses in members else uses}
                             if view.full_tunnel and uses else None),
             "peers": peers,
@@ -131,6 +137,13 @@ def render(st: dict[str, Any], now: float | None = None) -> str:
             g = n["gateway"]
             lines.append(f"  gateway: forwards {', '.join(g['forwards'])}"
                          + (f"; masquerades to {', '.join(g['masquerades'])}" if g["masquerades"] else ""))
+        if n.get("relayed_by"):
+            r = n["relayed_by"]
+            lines.append(f"  relayed by {r['name']} ({r['id']}): every host is reached through it")
+        if n.get("relays"):
+            rs = n["relays"]
+            lines.append(f"  relays {len(rs)} host{'' if len(rs) == 1 else 's'}: "
+                         + ", ".join(f"{r['name']} ({r['id']})" for r in rs))
         if n.get("full_tunnel"):
             lines.append(f"  full tunnel: all other traffic through {n['full_tunnel']['name']} "
                          f"({n['full_tunnel']['via']})")

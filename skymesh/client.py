@@ -267,9 +267,12 @@ class ApiClient:
 
     def create_enrollment_key(self, networks: Iterable[str], *, uses: int | None = None,
                               unlimited: bool = False, expires_at: str | None = None,
-                              tags: Iterable[str] | None = None) -> dict[str, Any]:
-        """The created key; its one-time ``token`` is in the answer. ``expires_at`` is RFC 3339."""
+                              tags: Iterable[str] | None = None, relay: str | None = None) -> dict[str, Any]:
+        """The created key; its one-time ``token`` is in the answer. ``expires_at`` is RFC 3339;
+        ``relay``: the host that relays every host enrolled with it."""
         body: dict[str, Any] = {"networks": list(networks)}
+        if relay is not None:
+            body["relay"] = relay
         if tags is not None:
             body["tags"] = list(tags)
         body |= _given(uses=uses, unlimited=True if unlimited else None, expires_at=expires_at)
@@ -338,6 +341,21 @@ class ApiClient:
         """``PATCH`` the member's internet_gateway (a host id or None), full_tunnel and pinned (range →
         gateway host id, or None: automatic); the member now."""
         return self.call("PATCH", _path("v1", "networks", network_id, "members", host_id), dict(changes))
+
+    # --- relays (issue 10) ----------------------------------------------------------------
+
+    def put_relay(self, network_id: str, relay_id: str, relayed: Iterable[str]) -> dict[str, Any]:
+        """``PUT`` the hosts ``relay_id`` relays, exactly; the relay with its hosts as they are now."""
+        return self.call("PUT", _path("v1", "networks", network_id, "relays", relay_id),
+                         {"relayed": list(relayed)})
+
+    def list_relays(self, network_id: str) -> list[dict[str, Any]]:
+        """Every relay of the network with the hosts it relays."""
+        return self.get(_path("v1", "networks", network_id, "relays"))["relays"]
+
+    def delete_relay(self, network_id: str, relay_id: str) -> None:
+        """Every host ``relay_id`` relays goes direct again (404 when it relays none)."""
+        self.call("DELETE", _path("v1", "networks", network_id, "relays", relay_id))
 
     # --- remote-access clients ------------------------------------------------------------
 

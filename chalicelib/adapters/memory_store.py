@@ -41,7 +41,7 @@ from ..service.ports import (
 from .dynamodb import cursor as cursors
 from .dynamodb import layout
 from .dynamodb.clients import check_outbox, check_same_client, client_key_taken
-from .dynamodb.hosts import address_taken, network_gone, with_role
+from .dynamodb.hosts import address_taken, network_gone, relay_gone, released_writes, role_writes, with_role
 
 __all__ = ["MemoryStore"]
 
@@ -365,7 +365,35 @@ class MemoryStore:
                            (network_id, address) not in self._address_claims,
                            on_fail=address_taken(network_id, address))
                 self._member_ops(tx, host, network_id, outbox[network_id])
+            if key.relay is not None:
+                self._relay_ops(tx, key.relay, host.network_ids)
             tx.commit()
+
+    def _relay_ops(self, tx: _Tx, relay: str, network_ids: Sequence[NetworkId]) -> None:
+        """The DynamoDB store's: the relay is a member of every network; its revision moves on."""
+        for network_id in network_ids:
+            tx.check(HostId(relay) in self._members[network_id], relay_gone(relay, network_id))
+        current = self._hosts.get(HostId(relay))
+
+        def bump() -> None:
+            assert current is not None
+            self._hosts[current.id] = replace(current, revision=current.revision + 1)
+
+        tx.update(bump, current is not None, on_fail=relay_gone(relay, network_ids[0]))
+
+    def _role_ops(self, tx: _Tx, old: Host, stored: Host, network_ids: Sequence[NetworkId]) -> None:
+        """Store ``stored``'s roles and revision if ``old`` is current, and its member records."""
+        current = self._hosts.get(old.id)
+
+        def apply() -> None:
+            assert current is not None
+            self._hosts[old.id] = replace(current, roles=dict(stored.roles), revision=stored.revision)
+
+        tx.update(apply, current is not None and current.revision == old.revision,
+                  on_fail=_stale(f"host {old.id} changed meanwhile; retry"))
+        for network_id in network_ids:
+            tx.put(_setter(self._members[network_id], old.id, stored.member_of(network_id)),
+                   on_fail=_stale("member write conflicted; retry"))
 
     def get_host(self, host_id: str) -> Host | None:
         with self._lock:
@@ -419,8 +447,10 @@ class MemoryStore:
                       on_fail=_stale("address claim changed meanwhile; retry"))
         self._record_change(tx, change)
 
-    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange) -> Host:
+    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange,
+                                 released: Sequence[Host] = ()) -> Host:
         outbox_by_network([change], [network_id], host_id=host.id)
+        releases = released_writes(host, released, [network_id], {network_id: change})
         addresses = {k: v for k, v in host.addresses.items() if k != network_id}
         roles = {k: v for k, v in host.roles.items() if k != network_id}
         with self._lock:
@@ -435,11 +465,15 @@ class MemoryStore:
             tx.update(apply, current is not None and current.revision == host.revision,
                       on_fail=_stale("the host changed meanwhile; retry"))
             self._leave_ops(tx, host, network_id, change)
+            for old, new, touched in releases:
+                self._role_ops(tx, old, new, touched)
             tx.commit()
         return replace(host, addresses=addresses, roles=roles, revision=host.revision + 1)
 
-    def delete_host(self, host: Host, *, changes: Sequence[PendingChange]) -> None:
+    def delete_host(self, host: Host, *, changes: Sequence[PendingChange],
+                    released: Sequence[Host] = ()) -> None:
         outbox = outbox_by_network(changes, host.network_ids, host_id=host.id)
+        releases = released_writes(host, released, host.network_ids, outbox)
         with self._lock:
             current = self._hosts.get(host.id)
             tx = _Tx()
@@ -451,6 +485,8 @@ class MemoryStore:
                       on_fail=_stale("key claim changed; retry"))
             for network_id in host.network_ids:
                 self._leave_ops(tx, host, network_id, outbox[network_id])
+            for old, new, touched in releases:
+                self._role_ops(tx, old, new, touched)
             tx.commit()
 
     def set_member_role(self, old: Host, new: Host, network_id: NetworkId, *, change: PendingChange) -> None:
@@ -467,6 +503,16 @@ class MemoryStore:
             tx.update(apply, current is not None and current.revision == old.revision,
                       on_fail=_stale("the host changed meanwhile; retry"))
             self._member_ops(tx, stored, network_id, change)
+            tx.commit()
+
+    def set_member_roles(self, olds: Sequence[Host], news: Sequence[Host], network_id: NetworkId, *,
+                         change: PendingChange) -> None:
+        stored = role_writes(olds, news, network_id, change)
+        with self._lock:
+            tx = _Tx()
+            for old, new in zip(olds, stored, strict=True):
+                self._role_ops(tx, old, new, [network_id])
+            self._record_change(tx, change)
             tx.commit()
 
     def record_host_status(self, host_id: str, status: HostStatus) -> bool:

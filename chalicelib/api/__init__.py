@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import clients, gateways, hosts, keys, latency, meta, networks
+from . import clients, gateways, hosts, keys, latency, meta, networks, relays
 
 ALL = (networks.api, keys.api, hosts.api, meta.api,
        gateways.api, clients.api,  # issue 9
-       latency.api)  # issue 10: probes
+       latency.api, relays.api)  # issue 10
 
 __all__ = ["ALL"]

@@ -30,7 +30,8 @@ ADMIN, HOST, ENROLLMENT, ADMIN_OR_HOST, PUBLIC = "admin", "host", "enrollment", 
 MAX_BODY = 64 * 1024
 # Path parameters that name a record, and the kind of id each one takes.
 PATH_IDS = {"network_id": ("network", "network"), "key_id": ("enrollment_key", "enrollment key"),
-            "host_id": ("host", "host"), "client_id": ("client", "client")}
+            "host_id": ("host", "host"), "client_id": ("client", "client"),
+            "relay_host_id": ("host", "host")}  # issue 10
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ def put_gateway(call: Call) -> s.Gateway:
     b: s.GatewayPut = call.body
     return serialize.gateway(call.service.gateways.set(
         call.params["network_id"], call.params["host_id"], remote_access=b.remote_access, egress=b.egress,
-        internet=b.internet, endpoint=b.endpoint if "endpoint" in b.model_fields_set else KEEP))
+        internet=b.internet, endpoint=b.endpoint if "endpoint" in b.model_fields_set else KEEP,
+        auto_relay=b.auto_relay))
 
 
 @api.route(_GATEWAY, "GET", auth=ADMIN, response=s.Gateway, summary="Get a gateway of a network")

@@ -77,11 +77,21 @@ def host_config(call: Call) -> s.HostConfig:
     # Catch-ups are deltas of the current schema: an older agent gets full snapshots, and is
     # told to upgrade rather than given a device without what its schema cannot carry.
     cfg = call.service.hosts.config(call.caller, call.args.seqs() if speaks >= protocol.VERSION else None)
-    if speaks < protocol.VERSION and any(s.clients or any(m.role for m in s.members)
-                                         for s in (c.snapshot for c in cfg.snapshots)):
-        raise InvalidInputError(
-            f"this agent speaks schema {speaks} of the wire protocol and its networks use gateways or "
-            f"clients, which need schema {protocol.VERSION}: upgrade skymesh-agent", code="agent_outdated")
+    if speaks < protocol.VERSION:
+        for need, what in (_schema_needed(c.snapshot) for c in cfg.snapshots):
+            if need > speaks:
+                raise InvalidInputError(
+                    f"this agent speaks schema {speaks} of the wire protocol and its networks use {what}, "
+                    f"which need schema {need}: upgrade skymesh-agent", code="agent_outdated")
     return s.HostConfig(host_id=call.caller.id,
                         networks=[serialize.network_config(c) for c in cfg.snapshots],
                         catch_ups=[serialize.catch_up(u) for u in cfg.catch_ups])
+
+
+def _schema_needed(snap: protocol.Snapshot) -> tuple[int, str]:
+    """The oldest schema that can say what this snapshot holds, and what needs it."""
+    if any(m.role.relayed_by is not None for m in snap.members):
+        return 3, "relays"
+    if snap.clients or any(m.role for m in snap.members):
+        return 2, "gateways or clients"
+    return 1, ""

@@ -15,7 +15,7 @@ api = Api(__name__, "enrollment-keys")
 def create_key(call: Call) -> s.EnrollmentKeyCreated:
     b: s.EnrollmentKeyCreate = call.body
     key, token = call.service.keys.create(
-        networks=b.networks, uses=b.uses, unlimited=b.unlimited, tags=b.tags,
+        networks=b.networks, uses=b.uses, unlimited=b.unlimited, tags=b.tags, relay=b.relay,
         expires_at=None if b.expires_at is None else int(b.expires_at.timestamp()))
     now = call.service.deps.clock.now()
     return s.EnrollmentKeyCreated(**serialize.enrollment_key(key, now), token=token)

@@ -122,6 +122,9 @@ class EnrollmentKeyCreate(_In):
     expires_at: Expiry | None = Field(default=None, description="RFC 3339 time or Unix seconds")
     unlimited: bool = False
     tags: Tags = Field(default_factory=list)
+    relay: str | None = Field(default=None, pattern=id_pattern("host"),
+                              description="a member of every network of the key that relays every host "
+                              "enrolled with it, from its first config")
 
     @field_validator("expires_at", mode="before")
     @classmethod
@@ -149,6 +152,7 @@ class EnrollmentKey(BaseModel):
     revoked: bool
     usable: bool = Field(description="whether it can enroll a host now")
     created_at: dt.datetime
+    relay: str | None = Field(default=None, description="the member that relays hosts enrolled with it")
 
 
 class EnrollmentKeyCreated(EnrollmentKey):
@@ -244,6 +248,7 @@ class WireGateway(BaseModel):
     egress: list[str]
     internet: bool
     endpoint: str | None
+    auto_relay: bool = Field(default=True, description="schema 3")
 
 
 def _absent(value: Any) -> bool:
@@ -256,6 +261,8 @@ class WireRole(BaseModel):
     gateway: WireGateway | None = Field(default=None, exclude_if=_absent)
     internet_gateway: str | None = Field(default=None, exclude_if=_absent)
     full_tunnel: bool | None = Field(default=None, exclude_if=_absent, description="only when true")
+    relayed_by: str | None = Field(default=None, exclude_if=_absent,
+                                   description="the member that relays it (schema 3); only when relayed")
     pinned: dict[str, str] | None = Field(default=None, exclude_if=_absent,
                                           description="shared range → the gateway the operator pinned it to")
     placed: dict[str, str] | None = Field(default=None, exclude_if=_absent,
@@ -405,6 +412,9 @@ class GatewayPut(_In):
                                   "traffic through it")
     endpoint: Endpoint | None = Field(default=None, description="where clients reach it, HOST:PORT; "
                                       "null: the host's first endpoint")
+    auto_relay: bool | None = Field(default=None, description="it may relay hosts that cannot reach each "
+                                    "other directly (default true; automatic relays come in a later "
+                                    "version)")
 
 
 class GatewayRole(BaseModel):
@@ -412,6 +422,7 @@ class GatewayRole(BaseModel):
     egress: list[str]
     internet: bool
     endpoint: str | None = Field(description="as set; null: the host's first endpoint")
+    auto_relay: bool = True
 
 
 class NetworkMemberRef(BaseModel):
@@ -557,3 +568,19 @@ class LatencyRow(BaseModel):
 class LatencyMatrix(BaseModel):
     network_id: str
     rows: list[LatencyRow] = Field(description="sorted by from, then to; only members of this network")
+
+
+# ----------------------------------------------------------------------------- issue 10: relays
+class RelayPut(_In):
+    """The hosts one relay relays, exactly (hosts it relayed that are left out are reached directly)."""
+
+    relayed: list[HostIdRef] = Field(max_length=64, description="members of the network it relays (at most "
+                                     "47 change in one call); []: none")
+
+
+class Relay(NetworkMemberRef):
+    relayed: list[NetworkMemberRef] = Field(description="the members it relays, in host id order")
+
+
+class RelayList(BaseModel):
+    relays: list[Relay]

@@ -7,7 +7,7 @@ from typing import overload
 
 from ..domain import plan, protocol
 from ..domain.models import Client, EnrollmentKey, Gateway, Host, Member, Network
-from ..service import Connection, IssuedClient, NetworkConfig
+from ..service import Connection, IssuedClient, NetworkConfig, RelaySet
 from . import schemas as s
 
 
@@ -30,7 +30,7 @@ def enrollment_key(k: EnrollmentKey, now: int) -> dict:
     return dict(id=k.id, networks=list(k.networks), uses_total=k.uses_total,
                 uses_left=k.uses_left, expires_at=when(k.expires_at), unlimited=k.unlimited,
                 tags=list(k.tags), revoked=k.revoked, usable=k.refusal(now) is None,
-                created_at=when(k.created_at))
+                created_at=when(k.created_at), relay=k.relay)
 
 
 def host(h: Host) -> s.Host:
@@ -74,7 +74,7 @@ def catch_up(u: protocol.CatchUp) -> s.CatchUp:
 # ----------------------------------------------------------------------------- issue 9: gateways
 def gateway_role(g: Gateway) -> s.GatewayRole:
     return s.GatewayRole(remote_access=g.remote_access, egress=list(g.egress), internet=g.internet,
-                         endpoint=g.endpoint)
+                         endpoint=g.endpoint, auto_relay=g.auto_relay)
 
 
 def gateway(m: Member) -> s.Gateway:
@@ -108,3 +108,13 @@ def client_issued(issued: IssuedClient) -> s.ClientIssued:
     (a new client has no link yet; a re-keyed one loses its old key's)."""
     return s.ClientIssued(client=client(issued.client, Connection()), config=issued.config,
                           qr_svg=issued.qr_svg)
+
+
+# ----------------------------------------------------------------------------- issue 10: relays
+def member_ref(m: Member) -> s.NetworkMemberRef:
+    return s.NetworkMemberRef(network_id=m.network_id, host_id=m.host_id, name=m.name, ipv4=m.ipv4,
+                              ipv6=m.ipv6)
+
+
+def relay(r: RelaySet) -> s.Relay:
+    return s.Relay(**member_ref(r.relay).model_dump(), relayed=[member_ref(m) for m in r.relayed])

@@ -60,23 +60,29 @@ class Gateway:
     - ``internet``: members that opt in (:attr:`MemberRole.internet_gateway`, full tunnel)
       send all their traffic through it; it masquerades it out of its uplink.
     - ``endpoint``: where clients reach it (``HOST:PORT``); None: the host's first endpoint.
+    - ``auto_relay``: it may relay pairs of hosts that cannot reach each other directly (stored
+      and sent; the plan does not read it yet: automatic relays come later).
     """
 
     remote_access: bool = False
     egress: tuple[str, ...] = ()
     internet: bool = False
     endpoint: str | None = None
+    auto_relay: bool = True
 
 
 @dataclass(frozen=True)
 class MemberRole:
     """What a host does in one network beyond being a peer: serve as a gateway, and/or use
     one member of it as its internet gateway (``full_tunnel``: all its traffic; else only
-    the network's and egress ranges, which it routes through their gateways anyway)."""
+    the network's and egress ranges, which it routes through their gateways anyway), and/or
+    be reached only through another member, its relay (``relayed_by``: it peers with the
+    relay alone, and every other member reaches it through the relay)."""
 
     gateway: Gateway | None = None
     internet_gateway: HostId | None = None
     full_tunnel: bool = False
+    relayed_by: HostId | None = None
     # Ranges several gateways serve (HA): which of them this host sends each one to.
     # ``pinned`` is the operator's choice (only that gateway, even when it is down);
     # ``placed`` is the failover function's (first choice; the agent moves to the next
@@ -261,6 +267,7 @@ class EnrollmentKey:
     tags: tuple[str, ...] = ()
     revoked: bool = False
     created_at: int = 0
+    relay: HostId | None = None  # every host enrolled with it is relayed by this member
 
     def refusal(self, now: int) -> str | None:
         """Why this key cannot enroll a host now, or ``None`` when it can."""

@@ -26,6 +26,11 @@ The rule:
 - A host that uses an internet gateway with full tunnel gives that gateway's entry
   ``0.0.0.0/0`` and ``::/0`` and routes everything else into the tunnel by policy
   (:attr:`HostView.full_tunnel`).
+- A relayed member (its role's ``relayed_by``: another member; :func:`check` refuses chains)
+  peers with its relay alone, whose entry there carries everything the network reaches (and, when the
+  relay is its internet gateway with full tunnel, ``0.0.0.0/0`` and ``::/0``); every other
+  member drops its entry of the relayed host and adds its addresses and egress ranges to the
+  relay's entry; the relay reaches it directly and forwards for the network.
 - Every host routes the network's ranges, the other gateways' egress ranges and the served
   clients' extra addresses into the interface. So every client is reached through exactly
   one peer (its gateway) from every host, and no range is routed back to where it is.
@@ -60,7 +65,6 @@ _EMPTY: Mapping = MappingProxyType({})
 DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
 
 __all__ = [
-    "Relay",
     "PairRelay",
     "candidates",
     "active_gateway",
@@ -82,22 +86,10 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ inputs
-# Members (with their roles: gateways, internet use) and remote-access clients are the records
-# of today's rule. Relays and HA groups are accepted (and empty) for the next issues; their
-# comments say what each will change, so a feature is a change of this module's rule, not of
-# the shape every caller passes around.
-@dataclass(frozen=True)
-class Relay:
-    """A member that carries traffic for ``relayed`` members that cannot be reached directly.
-
-    Every other member drops its direct peer entry of a relayed host and adds the relayed
-    host's addresses to the relay's allowed IPs; the relayed host peers only with the relay.
-    """
-
-    host_id: HostId
-    relayed: tuple[HostId, ...] = ()
-
-
+# Members (with their roles: gateways, internet use, being relayed) and remote-access clients are
+# the records of today's rule. Pair relays and HA groups are accepted (and empty) for the next
+# issues; their comments say what each will change, so a feature is a change of this module's
+# rule, not of the shape every caller passes around.
 @dataclass(frozen=True)
 class PairRelay:
     """Traffic between ``a`` and ``b`` (only) goes through ``via``: at ``a`` the entry of ``b``
@@ -126,7 +118,6 @@ class NetworkRecords:
     network: Network
     members: Mapping[HostId, Member]
     clients: Mapping[ClientId, Client] = field(default_factory=lambda: _EMPTY)
-    relays: tuple[Relay, ...] = ()
     pair_relays: tuple[PairRelay, ...] = ()
     down: frozenset[HostId] = frozenset()
 
@@ -175,6 +166,23 @@ class NetworkRecords:
             return None
         gw = self.gateway(m.role.internet_gateway)
         return m.role.internet_gateway if gw is not None and gw.internet else None
+
+    def relay_of(self, host_id: HostId) -> HostId | None:
+        """The member that relays ``host_id`` (its ``relayed_by``), when that is another member;
+        else None (not relayed, or its relay is gone: it is reached directly).
+
+        It reads the two members' presence only, never the relay's record: so a change of the
+        relay's record changes no entry of the hosts it relays (what :func:`dependents` relies
+        on). :func:`check` keeps relays from being relayed themselves (no chains).
+        """
+        m = self.members.get(host_id)
+        r = None if m is None else m.role.relayed_by
+        return r if r is not None and r != host_id and r in self.members else None
+
+    def relayed(self, relay: HostId) -> tuple[HostId, ...]:
+        """The members ``relay`` relays, in host id order (O(members): a scan, never cached,
+        because the agent's records read its members dict as it changes)."""
+        return tuple(h for h in sorted(self.members) if self.relay_of(h) == relay)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -263,6 +271,11 @@ def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
       own key). The entry's allowed IPs are the member's addresses; a gateway's also its
       egress ranges and the addresses of the clients it serves, and, for a viewer that uses
       it as its internet gateway with full tunnel, ``0.0.0.0/0`` and ``::/0``.
+    - A relayed member T (:meth:`NetworkRecords.relay_of` is R) is a peer of R only, as above;
+      at every other viewer its addresses and egress ranges join R's entry. T itself peers
+      with R only, whose entry there carries everything reachable in the network
+      (:func:`routed_ranges` but T's own egress) and, when R is T's internet gateway with full
+      tunnel, ``0.0.0.0/0`` and ``::/0``.
     - A client is a peer of its gateway only, while it is served (:meth:`NetworkRecords.served`).
     """
     me = records.members.get(viewer)
@@ -277,17 +290,44 @@ def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
                     allowed_ips=c.allowed_ips, keepalive=0)
     if m.host_id == me.host_id or m.public_key == me.public_key:
         return None
+    my_relay = records.relay_of(me.host_id)
+    if my_relay is not None:  # a relayed viewer peers with its relay alone
+        if m.host_id != my_relay:
+            return None
+        reach = tuple(dict.fromkeys(routed_ranges(records, exclude=me.host_id)))
+        if records.internet_gateway(viewer) == m.host_id:
+            reach += DEFAULT_ROUTES
+        return _entry(records, m, reach)
+    relay = records.relay_of(m.host_id)
+    if relay is not None and relay != me.host_id:
+        return None  # reached through its relay's entry
     allowed: tuple[str, ...] = m.allowed_ips
     gw = m.role.gateway
     if gw is not None:
-        shared = records.shared_ranges
-        allowed += tuple(r for r in gw.egress
-                         if r not in shared or active_gateway(records, viewer, r) == m.host_id)
+        allowed += _egress_at(records, viewer, m)
         if gw.remote_access:
             allowed += tuple(a for c in records.clients_by_gateway.get(m.host_id, ()) if c.enabled
                              and c.public_key != me.public_key for a in c.allowed_ips)
         if records.internet_gateway(viewer) == m.host_id:
             allowed += DEFAULT_ROUTES
+    for t in _relayed_here(records, m.host_id, me.host_id):
+        tm = records.members[t]
+        allowed += tm.allowed_ips + _egress_at(records, viewer, tm)
+    return _entry(records, m, allowed)
+
+
+def _egress_at(records: NetworkRecords, viewer: HostId, gateway: Member) -> tuple[str, ...]:
+    """The egress ranges of ``gateway`` that ``viewer`` sends to it: all but those it shares with
+    other gateways and ``viewer`` sends to another one of them (:func:`active_gateway`)."""
+    gw = gateway.role.gateway
+    if gw is None:
+        return ()
+    shared = records.shared_ranges
+    return tuple(r for r in gw.egress
+                 if r not in shared or active_gateway(records, viewer, r) == gateway.host_id)
+
+
+def _entry(records: NetworkRecords, m: Member, allowed: tuple[str, ...]) -> Peer:
     return Peer(
         host_id=m.host_id,
         name=m.name,
@@ -298,6 +338,12 @@ def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
     )
 
 
+def _relayed_here(records: NetworkRecords, relay: HostId, viewer: HostId) -> tuple[HostId, ...]:
+    """The members ``relay`` relays whose addresses its entry carries at ``viewer`` (all but the
+    viewer itself, which never routes its own addresses to a peer)."""
+    return tuple(t for t in records.relayed(relay) if t != viewer)
+
+
 def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str]:
     """The peers (member host ids and client ids) whose entry, at any host, may depend on
     the records of ``changed`` members and clients (added, changed or removed).
@@ -306,8 +352,12 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
     :func:`peer`. A member's entry depends on its own record and on the clients it serves;
     a client's entry (at its gateway) on its own record and its gateway's role; a gateway
     that shares a range with others on all of them (which one carries the range may move),
-    so a change of ``down`` is a change of the gateways in it. What depends on a viewer's
-    own record (its internet gateway, its routes, its placements) the viewer recomputes whole.
+    so a change of ``down`` is a change of the gateways in it. A relayed member's record is
+    also in its relay's entry; and whether a member is relayed depends on its relay being a
+    member, so a member that joins or leaves (absent from one of the two records) lists the
+    hosts that name it as their relay. What depends on a viewer's own record (its internet
+    gateway, its relay, its routes, its placements) the viewer recomputes whole, and so does
+    a relay when the set of hosts it relays changes (its forwarding).
     """
     out: set[str] = set()
     for rid in changed:
@@ -317,9 +367,16 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
             out.add(c.gateway)
         elif (m := records.members.get(HostId(rid))) is not None:
             out.update(c.id for c in records.clients_by_gateway.get(m.host_id, ()))
+            if (relay := records.relay_of(m.host_id)) is not None:
+                out.add(relay)
             if m.role.gateway is not None:
                 for prefix in m.role.gateway.egress:
-                    out.update(records.shared_ranges.get(prefix, ()))
+                    for g in records.shared_ranges.get(prefix, ()):
+                        out.add(g)
+                        if (its_relay := records.relay_of(g)) is not None:
+                            out.add(its_relay)  # a relayed gateway's ranges are in its relay's entry
+        else:  # joins or leaves: the hosts it relays (O(members), only then)
+            out.update(h for h in records.members if records.members[h].role.relayed_by == rid)
     return frozenset(out)
 
 
@@ -399,6 +456,11 @@ def _host_view(records: NetworkRecords, host_id: HostId) -> HostView:
                        for a in c.extra_addresses)
         forwards = _ranges(network) + gw.egress + served + (DEFAULT_ROUTES if gw.internet else ())
         nat = DEFAULT_ROUTES if gw.internet else gw.egress
+    relayed = records.relayed(host_id)
+    if relayed:  # a relay forwards between its relayed hosts and the rest of the network
+        behind = tuple(r for t in relayed if (tg := records.members[t].role.gateway) is not None
+                       for r in tg.egress)
+        forwards = tuple(dict.fromkeys(forwards + _ranges(network) + behind))
     return HostView(
         network_id=network.id,
         seq=network.seq,
@@ -453,7 +515,11 @@ def check(records: NetworkRecords) -> None:
     - a host that uses an internet gateway which is no member, or no internet gateway; a
       full tunnel without an internet gateway; an internet gateway that uses one itself
       (no chains);
-    - a full-tunnel client whose gateway (a remote-access gateway) is no internet gateway.
+    - a full-tunnel client whose gateway (a remote-access gateway) is no internet gateway;
+    - a host relayed by itself, by a host that is no member, or by a host that is relayed
+      itself (no chains); a relayed gateway with remote access (its clients' one peer must be
+      reachable) or an internet gateway; a relayed host whose full tunnel goes to an internet
+      gateway that is not its relay (all its traffic leaves through its one peer).
 
     The service runs it on the records as they would be after a change, before writing.
     """
@@ -510,3 +576,34 @@ def check(records: NetworkRecords) -> None:
             raise ConflictError(f"client {cid} has full_tunnel, but its gateway {c.gateway} is no "
                                 "internet gateway; make it one or turn full_tunnel off",
                                 code="not_an_internet_gateway")
+    _check_relays(records)
+
+
+def _check_relays(records: NetworkRecords) -> None:
+    net = records.network.id
+    for hid in sorted(records.members):
+        role = records.members[hid].role
+        relay = role.relayed_by
+        if relay is None:
+            continue
+        if relay == hid:
+            raise ConflictError(f"host {hid} cannot relay itself; name another member of network {net} "
+                                "as its relay", code="relay_itself")
+        rm = records.members.get(relay)
+        if rm is None:
+            raise ConflictError(f"relay {relay} of host {hid} is not a member of network {net}; a relay "
+                                "must be a member of the network", code="relay_not_a_member")
+        if rm.role.relayed_by is not None:
+            raise ConflictError(f"host {relay} cannot relay {hid}: it is relayed itself (by "
+                                f"{rm.role.relayed_by}); no relay chains", code="relay_chain")
+        gw = role.gateway
+        if gw is not None and (gw.remote_access or gw.internet):
+            what = "remote-access clients" if gw.remote_access else "internet traffic"
+            raise ConflictError(f"host {hid} is a gateway for {what} of network {net} and cannot be "
+                                "relayed; give up that role or relay another host", code="relayed_gateway")
+        uses = records.internet_gateway(hid)
+        if uses is not None and uses != relay:
+            raise ConflictError(f"host {hid} is relayed by {relay} but sends all its traffic (full tunnel) "
+                                f"to internet gateway {uses}; a relayed host's full tunnel goes to its "
+                                "relay: use the relay as internet gateway, or a split tunnel",
+                                code="relayed_full_tunnel")

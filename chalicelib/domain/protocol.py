@@ -13,10 +13,11 @@ on top of state at n-1; anything else means the receiver missed a message and
 fetches a full snapshot (``type: snapshot``, ``full: true``).
 
 Schema versions: 1 carried members only; 2 adds members' roles (gateways, internet
-use) and remote-access clients. A network message of another version is refused as a
+use) and remote-access clients; 3 adds relays to roles (``relayed_by``: the member that
+relays this one; a gateway's ``auto_relay``). A network message of another version is refused as a
 whole (:class:`ProtocolError`): an agent never applies part of a message it does not
 understand, it resyncs (and ``/config`` tells an agent of an older schema to upgrade).
-Status reports of version 1 are still read: their fields are a subset of version 2's.
+Status reports of versions 1 and 2 are still read: their fields are a subset of version 3's.
 A status report may carry ``latency`` (issue 10: what the host's prober measured of its
 gateways, relays and peers without a direct path); reports without it (every report of
 versions 1 and 2) are read as before, and an agent leaves the field out when it has nothing
@@ -73,7 +74,7 @@ __all__ = [
     "network_from_wire",
 ]
 
-VERSION = 2
+VERSION = 3
 OLDEST_STATUS_VERSION = 1  # agents that speak an older schema still report their status
 ROOT = "sm"
 HOST_STATUS_FILTER = f"{ROOT}/h/+/status"
@@ -154,11 +155,13 @@ def role_to_wire(r: MemberRole) -> dict[str, Any]:
     if r.gateway is not None:
         g = r.gateway
         out["gateway"] = {"remote_access": g.remote_access, "egress": list(g.egress), "internet": g.internet,
-                          "endpoint": g.endpoint}
+                          "endpoint": g.endpoint, "auto_relay": g.auto_relay}
     if r.internet_gateway is not None:
         out["internet_gateway"] = r.internet_gateway
     if r.full_tunnel:
         out["full_tunnel"] = True
+    if r.relayed_by is not None:
+        out["relayed_by"] = r.relayed_by
     if r.pinned:
         out["pinned"] = dict(r.pinned)
     if r.placed:
@@ -185,10 +188,13 @@ def role_from_wire(d: Any) -> MemberRole:
         gateway = Gateway(remote_access=_flag(g.get("remote_access", False)),
                           egress=tuple(str(e) for e in g.get("egress", ())),
                           internet=_flag(g.get("internet", False)),
-                          endpoint=None if endpoint is None else str(endpoint))
+                          endpoint=None if endpoint is None else str(endpoint),
+                          auto_relay=_flag(g.get("auto_relay", True)))
     uses = d.get("internet_gateway")
+    relay = d.get("relayed_by")
     return MemberRole(gateway=gateway, internet_gateway=None if uses is None else HostId(str(uses)),
                       full_tunnel=_flag(d.get("full_tunnel", False)),
+                      relayed_by=None if relay is None else HostId(str(relay)),
                       pinned=_choices(d.get("pinned", {})), placed=_choices(d.get("placed", {})))
 
 

@@ -18,11 +18,12 @@ from .keys import EnrollmentKeys
 from .latency import Latency
 from .networks import Networks
 from .orphans import Orphans
+from .relays import Relays, RelaySet
 from .status import Status
 from .stream import Stream
 
 __all__ = ["Service", "Deps", "Settings", "Registration", "NetworkConfig", "HostConfig", "Connection",
-           "IssuedClient"]
+           "IssuedClient", "RelaySet"]
 
 
 class Service:
@@ -40,8 +41,9 @@ class Service:
         self.orphans = Orphans(deps)
         # issue 9: gateways
         self.gateways = Gateways(deps, self.stream)
-        # issue 10: probes
+        # issue 10
         self.latency = Latency(deps)
+        self.relays = Relays(deps, self.stream)
 
     def ensure_admin_key(self, existing: str | None = None) -> str:
         return self.auth.ensure_admin_key(existing)

@@ -87,7 +87,7 @@ class Gateways:
     # ------------------------------------------------------------------ change
     def set(self, network_id: str, host_id: str, *, remote_access: bool | None = None,
             egress: builtins.list[str] | None = None, internet: bool | None = None,
-            endpoint: str | None | _Keep = KEEP) -> Member:
+            endpoint: str | None | _Keep = KEEP, auto_relay: bool | None = None) -> Member:
         """Make member ``host_id`` a gateway of ``network_id``, or change its role; the member as
         stored now.
 
@@ -112,6 +112,7 @@ class Gateways:
                 egress=was.egress if ranges is None else ranges,
                 internet=was.internet if internet is None else internet,
                 endpoint=was.endpoint if isinstance(endpoint, _Keep) else endpoint,
+                auto_relay=was.auto_relay if auto_relay is None else auto_relay,
             )
             if not (gateway.remote_access or gateway.egress or gateway.internet):
                 raise InvalidInputError(f"host {host_id} would be a gateway that does nothing: "

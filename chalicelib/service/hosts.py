@@ -11,12 +11,13 @@ from functools import partial
 from ..domain import ipam, protocol, validate
 from ..domain.changes import PendingChange
 from ..domain.ids import HostId, NetworkId, new_id, new_token
-from ..domain.models import EnrollmentKey, Host, Network
+from ..domain.models import EnrollmentKey, Host, MemberRole, Network
 from ..domain.plan import HostView, network_plan
 from ..errors import ConflictError, NotFoundError, UnavailableError
 from . import topology
 from .deps import Deps, log, retrying
 from .ports import (
+    MAX_TRANSACTION_ITEMS,
     PAGE_LIMIT_DEFAULT,
     AddressTakenError,
     IdentityWithdrawnError,
@@ -102,6 +103,7 @@ class Hosts:
         validate.port(listen_port, "listen_port")
         eps = validate.endpoints(endpoints)
         networks = [self._network_of_key(n) for n in key.networks]
+        self._refuse_relay_of_key(key)
         host_id = HostId(new_id("host", d.rng))  # type: ignore[arg-type]
         token = new_token("host", host_id, d.rng)
         d.store.begin_identity(PendingIdentity(host_id, d.clock.now()))
@@ -115,6 +117,8 @@ class Hosts:
                 endpoints=eps, certificate_id=certificate.certificate_id,
                 token_hash=token.secret_hash, enrollment_key_id=key.id,
                 observed_endpoint=observed_endpoint(source_ip, listen_port), tags=key.tags,
+                roles={} if key.relay is None else {n: MemberRole(relayed_by=key.relay)
+                                                     for n in key.networks},
                 created_at=d.clock.now(),
             ))
         except BaseException as e:
@@ -143,6 +147,22 @@ class Hosts:
             raise ConflictError(f"network {network_id} of this enrollment key no longer exists; "
                                 "ask for a new key", code="network_gone")
         return network
+
+    def _refuse_relay_of_key(self, key: EnrollmentKey) -> None:
+        """409 when the key's relay cannot relay a new host now: it left a network of the key, or
+        it is relayed itself (no chains). The registration's transaction holds the first again."""
+        if key.relay is None:
+            return
+        for network_id in key.networks:
+            relay = self._d.store.members(network_id, [key.relay]).get(key.relay)
+            if relay is None:
+                raise ConflictError(f"the relay {key.relay} of this enrollment key is no longer a member of "
+                                    f"network {network_id}; ask for a new key", code="relay_gone")
+            if relay.role.relayed_by is not None:
+                raise ConflictError(f"the relay {key.relay} of this enrollment key is relayed itself in "
+                                    f"network {network_id} (no relay chains); ask an admin to fix the relay "
+                                    "or the key",
+                                    code="relay_chain")
 
     def _commit_registration(self, key: EnrollmentKey, networks: list[Network],
                              host: Host) -> tuple[Host, tuple[PendingChange, ...]]:
@@ -234,7 +254,10 @@ class Hosts:
             return None
         deltas = []
         for _, payload in logged:
-            msg = protocol.decode(payload)
+            try:
+                msg = protocol.decode(payload)
+            except protocol.ProtocolError:  # logged by a control plane of an older schema
+                return None
             if not isinstance(msg, protocol.Delta):
                 return None
             deltas.append(msg)
@@ -290,8 +313,11 @@ class Hosts:
             host = self.get(host_id)
             if network_id not in host.addresses:
                 return host
-            (change,) = self._stream.new_changes([NetworkId(network_id)], host_ids=(host.id,))
-            left = self._d.store.remove_host_from_network(host, NetworkId(network_id), change=change)
+            released = self._relayed_by(host, [NetworkId(network_id)])
+            (change,) = self._stream.new_changes([NetworkId(network_id)],
+                                                 host_ids=(host.id, *(h.id for h in released)))
+            left = self._d.store.remove_host_from_network(host, NetworkId(network_id), change=change,
+                                                          released=released)
             outbox.append(change)
             return left
 
@@ -313,8 +339,10 @@ class Hosts:
         """
         def attempt() -> tuple[Host, tuple[PendingChange, ...]]:
             host = self.get(host_id)
-            outbox = self._stream.new_changes(host.network_ids, host_ids=(host.id,))
-            self._d.store.delete_host(host, changes=outbox)
+            released = self._relayed_by(host, host.network_ids)
+            outbox = tuple(c for n in host.network_ids for c in self._stream.new_changes(
+                [n], host_ids=(host.id, *(h.id for h in released if n in h.addresses))))
+            self._d.store.delete_host(host, changes=outbox, released=released)
             return host, outbox
 
         host, outbox = retrying(self._d, "deleting the host", attempt)
@@ -322,6 +350,26 @@ class Hosts:
         self._d.identity.revoke(host.id, host.certificate_id)
         self._stream.send(outbox)
         return host
+
+    def _relayed_by(self, relay: Host, network_ids: Sequence[NetworkId]) -> builtins.list[Host]:
+        """The hosts ``relay`` relays in these networks, as stored now: what it releases when it
+        leaves them, in the same write (so none is left relayed by a host that is gone).
+
+        409 when they are more than one write can hold: unrelay some first."""
+        ids: dict[HostId, int] = {}  # host -> in how many of these networks ``relay`` relays it
+        for network_id in network_ids:
+            records = topology.records(self._d.store, network_id)
+            if records is None:
+                continue
+            for h, m in sorted(records.members.items()):
+                if m.role.relayed_by == relay.id:
+                    ids[h] = ids.get(h, 0) + 1
+        # DynamoDB's 100 items: the host, its key claim, per network its member, two address
+        # claims and the change; per released host its item and its member records
+        if 2 + 4 * len(network_ids) + sum(1 + n for n in ids.values()) > MAX_TRANSACTION_ITEMS:
+            raise ConflictError(f"host {relay.id} relays {len(ids)} hosts; release them before it goes "
+                                f"(DELETE /v1/networks/NETWORK_ID/relays/{relay.id})", code="relay_in_use")
+        return [found for hid in ids if (found := self._d.store.get_host(hid)) is not None]
 
     def _tell_deleted(self, host_id: HostId) -> None:
         """Ask the host's agent to resync now: its ``/config`` then answers that it is gone.

@@ -8,7 +8,7 @@ the service can tell a retryable race from a refusal.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
 from ..domain.changes import ChangeId, PendingChange
@@ -42,6 +42,9 @@ __all__ = [
     "page_limit",
     "every_item",
     "IdentityWithdrawnError",
+    "MAX_ROLE_WRITES",
+    "MAX_TRANSACTION_ITEMS",
+    "released_roles",
 ]
 
 T = TypeVar("T")
@@ -253,6 +256,21 @@ class IdentityWithdrawnError(UnavailableError):
     code = "registration_timed_out"
 
 
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's limit of one TransactWriteItems
+# Hosts whose roles one write changes (:meth:`Store.set_member_roles`): each is two items of a
+# DynamoDB transaction (the host and its member record) and the change one more, within the 100
+# items a transaction may hold.
+MAX_ROLE_WRITES = 48
+
+
+def released_roles(relay: HostId, host: Host, network_ids: Iterable[NetworkId]) -> Host:
+    """``host`` no longer relayed by ``relay`` in ``network_ids`` (its other roles kept), one
+    revision later: how a relay that leaves those networks (or is deleted) releases it."""
+    roles = {n: (replace(r, relayed_by=None) if n in set(network_ids) and r.relayed_by == relay else r)
+             for n, r in host.roles.items()}
+    return replace(host, roles={n: r for n, r in roles.items() if r}, revision=host.revision + 1)
+
+
 class Store(Protocol):
     """Topology storage. Every multi-record change is one atomic write."""
 
@@ -363,14 +381,19 @@ class Store(Protocol):
         is no longer current, :class:`PublicKeyTakenError` for a key in use."""
         ...
 
-    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange) -> Host:
+    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange,
+                                 released: Sequence[Host] = ()) -> Host:
         """Drop one membership, free its addresses and record ``change``; returns the host
-        as stored now."""
+        as stored now. ``released``: the hosts ``host`` relays there (as read); the same write
+        stores each as :func:`released_roles` makes it, conditional on its revision
+        (:class:`StaleWriteError` when one changed), and ``change`` names them."""
         ...
 
-    def delete_host(self, host: Host, *, changes: Sequence[PendingChange]) -> None:
+    def delete_host(self, host: Host, *, changes: Sequence[PendingChange],
+                    released: Sequence[Host] = ()) -> None:
         """Remove the host, its memberships and address claims, and record ``changes`` (one
-        in every network it was in), in one write."""
+        in every network it was in), in one write; ``released`` as in
+        :meth:`remove_host_from_network`, in every network of ``host``."""
         ...
 
     def set_member_role(self, old: Host, new: Host, network_id: NetworkId, *, change: PendingChange) -> None:
@@ -380,6 +403,14 @@ class Store(Protocol):
         Raises :class:`StaleWriteError` when ``old`` is no longer current, :class:`ValueError`
         when the host is not a member of ``network_id``. :meth:`update_host` keeps the stored
         roles; :meth:`remove_host_from_network` drops that network's."""
+        ...
+
+    def set_member_roles(self, olds: Sequence[Host], news: Sequence[Host], network_id: NetworkId, *,
+                         change: PendingChange) -> None:
+        """:meth:`set_member_role` for several hosts (``news[i]`` is ``olds[i]`` changed), all in
+        one write with one ``change`` that names them all: every ``olds[i]`` must be current
+        (else :class:`StaleWriteError`, nothing written). At most :data:`MAX_ROLE_WRITES` hosts,
+        each once (else :class:`ValueError`)."""
         ...
 
     def record_host_status(self, host_id: str, status: HostStatus) -> bool:

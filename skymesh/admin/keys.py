@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import CliError
-from .context import Context, all_keys, all_networks, network_names, resolve
+from .context import Context, all_hosts, all_keys, all_networks, network_names, resolve
 from .output import dash, format_table, parse_api_time, relative_time
 
 __all__ = ["key_create", "key_list", "key_revoke"]
@@ -56,12 +56,15 @@ def key_create(ctx: Context) -> None:
         expires_at = expires.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     elif a.expires_at is not None:
         expires_at = a.expires_at.isoformat()
+    wanted = getattr(a, "relay", None)  # --relay (issue 10); callers that build args may leave it out
+    relay = None if wanted is None else resolve(all_hosts(ctx), wanted, "host")["id"]
     key = ctx.client.create_enrollment_key(ids, uses=a.uses, unlimited=a.unlimited, expires_at=expires_at,
-                                           tags=list(a.tag or []))
+                                           tags=list(a.tag or []), relay=relay)
     if ctx.as_json:
         return ctx.print_json(key)
     ctx.print(f"enrollment key {key['id']} created for {', '.join(network_names(key['networks'], networks))}"
-              f" (uses: {_key_uses(key)}; expires: {_key_expiry(key, ctx.now)})")
+              f" (uses: {_key_uses(key)}; expires: {_key_expiry(key, ctx.now)})"
+              + (f"; hosts enrolled with it are relayed by {wanted} ({relay})" if relay else ""))
     ctx.print()
     ctx.print(f"    {key['token']}")
     ctx.print()

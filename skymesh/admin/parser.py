@@ -29,6 +29,7 @@ from .hosts import host_delete, host_list, host_show, host_update
 from .keys import key_create, key_list, key_revoke
 from .latency import latency_show
 from .networks import network_create, network_delete, network_list, network_show, network_update
+from .relays import relay_delete, relay_list, relay_set
 from .settings import CONFIG_NAME, ENV_ADMIN_KEY, ENV_API, resolve_settings
 
 __all__ = ["add_commands", "build_parser", "main", "run_command"]
@@ -120,6 +121,8 @@ def _add_key_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
                       help="valid until this time, e.g. 2030-01-01T00:00:00Z")
     life.add_argument("--unlimited", action="store_true", help="any number of hosts, no expiry")
     p.add_argument("--tag", action="append", metavar="T", help="tag given to hosts it enrolls (repeatable)")
+    p.add_argument("--relay", metavar="HOST", help="a member of every network of the key that relays every "
+                   "host enrolled with it, from its first config (issue 10)")
     _leaf(g, "list", key_list, "list enrollment keys (no secrets)", common)
     p = _leaf(g, "revoke", key_revoke, "revoke an enrollment key (hosts it enrolled stay)", common)
     p.add_argument("key_id", metavar="ID")
@@ -232,6 +235,19 @@ def _add_client_commands(subparsers: Any, common: argparse.ArgumentParser) -> No
     one("delete", client_delete, "delete a client (its addresses are freed)")
 
 
+# ----------------------------------------------------------------------------- issue 10: relays
+def _add_relay_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    g = _group(subparsers, "relay", "members that relay hosts that cannot be reached directly")
+    p = _leaf(g, "set", relay_set, "a member relays exactly these hosts (those left out go direct again)",
+              common, "network")
+    p.add_argument("relay", metavar="RELAY", help="the relaying member's id or name")
+    p.add_argument("hosts", nargs="+", metavar="HOST", help="the members it relays")
+    _leaf(g, "list", relay_list, "list a network's relays and the hosts each relays", common, "network")
+    p = _leaf(g, "delete", relay_delete, "stop a relay: the hosts it relays go direct again", common,
+              "network")
+    p.add_argument("relay", metavar="RELAY")
+
+
 def add_commands(subparsers: Any) -> None:
     """Register ``network``, ``key`` and ``host`` on an ``add_subparsers()`` object.
 
@@ -244,9 +260,10 @@ def add_commands(subparsers: Any) -> None:
     _add_host_commands(subparsers, common)
     _add_gateway_commands(subparsers, common)  # issue 9
     _add_client_commands(subparsers, common)  # issue 9
-    # issue 10: probes
+    # issue 10
     _leaf(subparsers, "latency", latency_show, "the latency matrix of a network: who measured whom "
           "through the tunnel (RTT, loss, up), from the agents' latest reports", common, "network")
+    _add_relay_commands(subparsers, common)
 
 
 def build_parser() -> argparse.ArgumentParser:

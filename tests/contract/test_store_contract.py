@@ -29,7 +29,7 @@ from chalicelib.domain.models import (
     Network,
     PeerStatus,
 )
-from chalicelib.errors import NotFoundError, UnavailableError
+from chalicelib.errors import ConflictError, NotFoundError, UnavailableError
 from chalicelib.service.ports import (
     PAGE_LIMIT_MAX,
     AddressTakenError,
@@ -848,6 +848,141 @@ def test_a_role_survives_host_updates_and_goes_with_the_membership(store: Store)
     assert left.roles == {other: both.roles[other]} and store.get_host(host.id) == left
     assert store.members(other, [host.id])[host.id].role == both.roles[other]
     assert store.members(NET, [host.id]) == {}
+
+
+# --- relays: several hosts' roles in one write; releases; registrations relayed from the start ----------
+
+
+def _relayed(host: Host, relay: str | None) -> Host:
+    return _role_write(host, None if relay is None else MemberRole(relayed_by=HostId(relay)))
+
+
+def _three(store: Store) -> tuple[Host, Host, Host, EnrollmentKey]:
+    first, key = _registered(store)
+    for n in (2, 3):
+        _register(store, _host(n), key)
+    _settle(store)
+    return store.get_host(first.id), store.get_host("host_2"), store.get_host("host_3"), key
+
+
+def test_several_members_roles_are_one_write_with_one_change(store: Store) -> None:
+    relay, a, b, _ = _three(store)
+    olds = [relay, a, b]
+    news = [_role_write(relay, None), _relayed(a, relay.id), _relayed(b, relay.id)]
+    change = PendingChange(_change_id(), NET, (relay.id, a.id, b.id))
+    store.set_member_roles(olds, news, NET, change=change)
+    assert [store.get_host(h.id) for h in olds] == [replace(news[0], roles={}), news[1], news[2]]
+    assert store.members(NET, [a.id, b.id]) == {a.id: news[1].member_of(NET), b.id: news[2].member_of(NET)}
+    assert store.members(NET, [a.id])[a.id].role.relayed_by == relay.id
+    assert store.pending_changes(NET) == [change]
+
+
+def test_several_roles_on_one_stale_read_write_nothing(backend: Backend, store: Store) -> None:
+    relay, a, b, _ = _three(store)
+    store.update_host(b, replace(b, name="renamed", revision=b.revision + 1), changes=_outbox(b))
+    _settle(store)
+    before = backend.contents()
+    with pytest.raises(StaleWriteError, match=f"host {b.id} changed meanwhile"):
+        store.set_member_roles([a, b], [_relayed(a, relay.id), _relayed(b, relay.id)], NET,
+                               change=PendingChange(_change_id(), NET, (a.id, b.id)))
+    with pytest.raises(ValueError, match="pending change"):
+        store.set_member_roles([a], [_relayed(a, relay.id)], NET, change=_change(NET, b.id))
+    with pytest.raises(ValueError, match="1 to 48 hosts"):
+        store.set_member_roles([], [], NET, change=_change(NET))
+    with pytest.raises(ValueError, match="each host once"):
+        store.set_member_roles([a, a], [_relayed(a, relay.id)] * 2, NET, change=_change(NET, a.id))
+    assert backend.contents() == before
+
+
+def test_the_largest_role_write_fits_one_transaction(store: Store) -> None:
+    from chalicelib.service.ports import MAX_ROLE_WRITES
+    big = NetworkId("net_big")
+    store.create_network(Network(big, "big", "100.66.0.0/24", "fd00:66::/64"),
+                         store.network_registry().version)
+    key = _key(store, uses=None, expires_at=NOW + 10, networks=(big,))
+    hosts = []
+    for n in range(1, MAX_ROLE_WRITES + 1):
+        h = replace(_host(n), addresses={big: (f"100.66.0.{n}", f"fd00:66::{n}")})
+        _register(store, h, key)
+        hosts.append(store.get_host(h.id))
+    news = [_role_write(h, MemberRole(relayed_by=HostId("host_1")) if h.id != "host_1" else None, big)
+            for h in hosts]
+    store.set_member_roles(hosts, news, big,
+                           change=PendingChange(_change_id(), big, tuple(h.id for h in hosts)))
+    assert sum(m.role.relayed_by == "host_1" for m in store.network_snapshot(big)[1]) == MAX_ROLE_WRITES - 1
+
+
+def test_a_relay_that_is_deleted_or_leaves_releases_its_hosts_in_the_same_write(store: Store) -> None:
+    other, key2, both = _second_network(store)
+    relay = replace(both, id=HostId("host_7"), public_key=f"{7:043d}=",
+                    addresses={NET: ("100.64.0.7", "fd00:64::7"), other: ("100.65.0.7", "fd00:65::7")})
+    _register(store, relay, key2)
+    _register(store, both, key2)
+    relay, host = store.get_host(relay.id), store.get_host(both.id)
+    relayed = replace(host, roles={NET: MemberRole(relayed_by=relay.id),
+                                   other: MemberRole(relayed_by=relay.id, internet_gateway=HostId("host_9"))},
+                      revision=host.revision + 1)
+    store.update_host(host, host, changes=_outbox(host))  # a write between: the release reads anew
+    host = store.get_host(host.id)
+    store.set_member_role(host, _role_write(host, relayed.roles[NET]), NET, change=_change(NET, host.id))
+    host = store.get_host(host.id)
+    store.set_member_role(host, _role_write(host, relayed.roles[other], other), other,
+                          change=_change(other, host.id))
+    host = store.get_host(host.id)
+    _settle(store)
+    _settle(store, other)
+
+    with pytest.raises(ValueError, match="names the released host"):
+        store.remove_host_from_network(relay, NET, change=_change(NET, relay.id), released=[host])
+    left = store.remove_host_from_network(relay, NET,
+                                          change=PendingChange(_change_id(), NET, (relay.id, host.id)),
+                                          released=[host])
+    host_now = store.get_host(host.id)
+    assert host_now.roles == {other: relayed.roles[other]} and host_now.revision == host.revision + 1
+    assert store.members(NET, [host.id])[host.id].role == MemberRole()
+    assert store.pending_changes(NET)[0].host_ids == (relay.id, host.id)
+
+    with pytest.raises(StaleWriteError, match=f"host {host.id} changed meanwhile"):  # read before the leave
+        store.delete_host(left, changes=[PendingChange(_change_id(), other, (relay.id, host.id))],
+                          released=[host])
+    store.delete_host(left, changes=[PendingChange(_change_id(), other, (relay.id, host.id))],
+                      released=[host_now])
+    assert store.get_host(relay.id) is None
+    assert store.get_host(host.id).roles == {other: MemberRole(internet_gateway=HostId("host_9"))}
+    assert store.members(other, [host.id])[host.id].role == MemberRole(internet_gateway=HostId("host_9"))
+
+
+def test_a_registration_relayed_from_the_start_needs_its_relay_in_every_network(
+        backend: Backend, store: Store) -> None:
+    other, key2, both = _second_network(store)
+    relay = replace(both, id=HostId("host_7"), public_key=f"{7:043d}=",
+                    addresses={NET: ("100.64.0.7", "fd00:64::7"), other: ("100.65.0.7", "fd00:65::7")})
+    _register(store, relay, key2)
+    relay = store.get_host(relay.id)
+    key = replace(key2, id=EnrollmentKeyId(f"ek_{uuid.uuid4().hex[:8]}"), relay=relay.id)
+    store.put_enrollment_key(key)
+    assert store.get_enrollment_key(key.id).relay == relay.id
+    joining = replace(both, roles={n: MemberRole(relayed_by=relay.id) for n in (NET, other)})
+    _register(store, joining, key)
+    assert store.get_host(joining.id).roles == joining.roles
+    assert store.members(other, [joining.id])[joining.id].role.relayed_by == relay.id
+    assert store.get_host(relay.id).revision == relay.revision + 1  # a concurrent delete of it must re-read
+
+    left = store.remove_host_from_network(store.get_host(relay.id), other,
+                                          change=PendingChange(_change_id(), other, (relay.id, joining.id)),
+                                          released=[store.get_host(joining.id)])
+    assert other not in left.addresses
+    late = replace(_host(5),
+                   addresses={NET: ("100.64.0.5", "fd00:64::5"), other: ("100.65.0.5", "fd00:65::5")},
+                   roles={n: MemberRole(relayed_by=relay.id) for n in (NET, other)})
+    store.begin_identity(PendingIdentity(late.id, NOW))
+    before = backend.contents()
+    with pytest.raises(ConflictError,
+                       match=f"relay {relay.id} of this enrollment key is no longer a member of "
+                                            f"network {other}") as e:
+        store.register_host(late, store.get_enrollment_key(key.id), NOW, changes=_outbox(late))
+    assert e.value.code == "relay_gone"
+    assert backend.contents() == before
 
 
 # --- remote-access clients ---------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_put_makes_a_member_a_gateway_and_get_and_list_show_it(api, net, hosts):
     assert out == {"network_id": net.id, "host_id": g["id"], "name": "g",
                    "ipv4": g["addresses"][0]["ipv4"], "ipv6": g["addresses"][0]["ipv6"],
                    "remote_access": True, "egress": [LAN, LAN6], "internet": False,
-                   "endpoint": None, "effective_endpoint": g["endpoints"][0]}
+                   "endpoint": None, "effective_endpoint": g["endpoints"][0], "auto_relay": True}
     assert api.ok("GET", net.path(f"/gateways/{g['id']}")) == out
     assert api.ok("GET", net.path("/gateways")) == {"gateways": [out]}
 
@@ -164,7 +164,7 @@ def test_another_members_config_routes_the_egress_through_the_gateway_until_it_i
     # The records the agent computes its device from carry the role too.
     (record,) = [m for m in seen["members"] if m["host"] == g]
     assert record["role"] == {"gateway": {"remote_access": False, "egress": [LAN, LAN6], "internet": False,
-                                          "endpoint": None}}
+                                          "endpoint": None, "auto_relay": True}}
 
     api.ok("DELETE", net.path(f"/gateways/{g}"))
 

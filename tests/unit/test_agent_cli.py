@@ -164,3 +164,26 @@ def test_status_shows_a_gateway_its_clients_and_a_full_tunnel(tmp_path, members)
     (net,) = st["networks"]
     assert net["id"] == NET and net["gateway"] is None
     assert next(p for p in net["peers"] if p["host_id"] == "host_2")["routes"] == ["0.0.0.0/0", "::/0"]
+
+
+def test_status_shows_who_relays_this_host_and_whom_it_relays(tmp_path, members):
+    from chalicelib.domain.ids import HostId
+    from chalicelib.domain.models import MemberRole
+
+    me, h2, h3 = members
+    relayed = replace(me, role=MemberRole(relayed_by=HostId("host_2")))
+    agent, backend, _ = make_agent(tmp_path, ScriptedApi([snapshot(7, [relayed, h2, h3])]))
+    agent.boot()
+    agent.resync()
+    st = collect(agent.state, agent.tracker, backend.stats(), {"running": True}, backend.name)
+    text = render(st)
+    assert "relayed by h2 (host_2): every host is reached through it" in text, text
+    assert [p["host_id"] for p in st["networks"][0]["peers"]] == ["host_2"]
+
+    # this host relays the other two: it says so, and is no gateway for that
+    agent.tracker.replace([snapshot(8, [me, replace(h2, role=MemberRole(relayed_by=me.host_id)),
+                                        replace(h3, role=MemberRole(relayed_by=me.host_id))])])
+    st = collect(agent.state, agent.tracker, backend.stats(), {"running": True}, backend.name)
+    text = render(st)
+    assert "relays 2 hosts: h2 (host_2), h3 (host_3)" in text, text
+    assert st["networks"][0]["gateway"] is None and "gateway:" not in text

@@ -24,6 +24,7 @@ MEMBER = Member(network_id=NET.id, host_id=HostId("host_000000000001"), name="h1
 # Every field a role can have (no valid network has them all on one member; the shape does).
 ROLE = MemberRole(gateway=Gateway(remote_access=True, egress=("10.20.0.0/16",), internet=True),
                   internet_gateway=HostId("host_000000000002"), full_tunnel=True,
+                  relayed_by=HostId("host_000000000003"),
                   pinned=(("10.30.0.0/16", HostId("host_000000000003")),),
                   placed=(("10.31.0.0/16", HostId("host_000000000004")),))
 
@@ -34,7 +35,8 @@ def test_a_member_in_config_is_the_protocols_member_record():
     assert set(schemas.WireRole.model_fields) == set(wire["role"])
     assert set(schemas.WireGateway.model_fields) == set(wire["role"]["gateway"])
     for role in (MemberRole(), ROLE, MemberRole(Gateway(egress=("10.0.0.0/8",))),
-                 MemberRole(internet_gateway=HostId("host_000000000002"))):
+                 MemberRole(internet_gateway=HostId("host_000000000002")),
+                 MemberRole(relayed_by=HostId("host_000000000003"))):
         member = replace(MEMBER, role=role)
         wire = protocol.member_to_wire(member)
         assert schemas.WireMember(**wire).model_dump() == wire

@@ -63,7 +63,8 @@ def test_path_ids_carry_their_shape():
                 if p["in"] == "path":
                     shapes[p["name"]] = p["schema"]["pattern"]
     assert shapes == {"network_id": id_pattern("network"), "key_id": id_pattern("enrollment_key"),
-                      "host_id": id_pattern("host"), "client_id": id_pattern("client")}
+                      "host_id": id_pattern("host"), "client_id": id_pattern("client"),
+                      "relay_host_id": id_pattern("host")}
 
 
 def test_every_pattern_is_a_regex_both_python_and_json_schema_read_alike():

@@ -3,7 +3,8 @@
 Over generated networks (gateways sharing ranges, hosts pinned or placed, gateways a host
 found dead), as the service would accept them (:func:`plan.check`), after every change:
 
-(a) at every host, a shared range it does not serve itself is carried by exactly one peer:
+(a) at every host, a shared range it does not serve itself is carried by exactly one peer (a
+    relayed gateway's through its relay, everything of a relayed host through its relay):
     its pin when it has one; else the first candidate of its ranking it has not found dead
     (its placement first); never a dead one while a live one is left;
 (b) no two peers of a host share an allowed IP, also while a range moves;
@@ -49,22 +50,23 @@ def with_gateway(n: int, mask: int, **role: object) -> Member:
 
 @dataclass(frozen=True)
 class Step:
-    op: str  # serve (a: mask of SHARED), place / pin (a: range index, b: gateway), down (set), remove
+    op: str  # serve (a: mask of SHARED), place / pin (a: range index, b: gateway), down (b), remove,
+    # relay (n relayed by b; again: not relayed)
     n: int
     a: int = 0
     b: int = 0
 
 
-OPS = ["serve", "serve", "place", "place", "pin", "down", "down", "remove"]
+OPS = ["serve", "serve", "place", "place", "pin", "down", "down", "remove", "relay"]
 steps = st.builds(Step, op=st.sampled_from(OPS), n=st.sampled_from(list(HOSTS)), a=st.integers(0, 7),
                   b=st.sampled_from(list(HOSTS)))
 
 
 def start() -> protocol.Snapshot:
     """host_2, host_3 and host_4 serve the first range, host_3 and host_4 the second too; host_1
-    and host_5 use them."""
-    members = (with_gateway(1, 0), with_gateway(2, 1), with_gateway(3, 3), with_gateway(4, 7),
-               with_gateway(5, 0))
+    and host_5 use them; host_5 relays host_3."""
+    members = (with_gateway(1, 0), with_gateway(2, 1), with_gateway(3, 3, relayed_by=HostId("host_5")),
+               with_gateway(4, 7), with_gateway(5, 0))
     return protocol.Snapshot(network(NID), members)
 
 
@@ -81,6 +83,9 @@ def delta_of(snap: protocol.Snapshot, step: Step) -> protocol.Delta | None:
     if step.op == "serve":
         gw = Gateway(egress=served(step.a)) if step.a else None
         return protocol.Delta(NID, seq, upsert=(replace(me, role=replace(me.role, gateway=gw)),))
+    if step.op == "relay":
+        relay = None if me.role.relayed_by == f"host_{step.b}" else HostId(f"host_{step.b}")
+        return protocol.Delta(NID, seq, upsert=(replace(me, role=replace(me.role, relayed_by=relay)),))
     prefix, target = SHARED[step.a % len(SHARED)], HostId(f"host_{step.b}")
     field = "placed" if step.op == "place" else "pinned"
     pairs = dict(getattr(me.role, field))
@@ -129,6 +134,13 @@ def assert_ha_invariants(records: NetworkRecords) -> None:
         own = records.gateway(hid)
         claimed = [a for x in view.peers for a in x.allowed_ips]
         assert len(claimed) == len(set(claimed)), f"(b) {hid}: {sorted(claimed)}"
+        mine = records.relay_of(hid)
+
+        def via(g: HostId, hid: HostId = hid, mine: HostId | None = mine) -> HostId:
+            """The peer ``hid`` reaches gateway ``g`` through: its own relay, g's relay, or g."""
+            theirs = records.relay_of(g)
+            return mine or (theirs if theirs is not None and theirs != hid else g)
+
         for prefix in SHARED:
             carriers = [x.host_id for x in view.peers if prefix in x.allowed_ips]
             servers = [g for g in sorted(records.members) if g != hid and prefix in
@@ -139,17 +151,20 @@ def assert_ha_invariants(records: NetworkRecords) -> None:
             if not servers:
                 assert carriers == []
                 continue
-            assert len(carriers) == 1 and carriers[0] in servers, f"(a) {hid}: {prefix} → {carriers}"
+            assert len(carriers) == 1 and carriers[0] in {via(g) for g in servers}, \
+                f"(a) {hid}: {prefix} → {carriers}"
             assert lookup(view, prefix.split("/")[0]) == {carriers[0]}
+            if mine is not None:
+                continue  # a relayed host sends everything to its relay, which chooses
             live = [g for g in servers if g not in records.down]
             pin = role.pin(prefix)
             if pin in servers:
-                assert carriers == [pin], f"(a) {hid} pinned {prefix} to {pin}, sends it to {carriers}"
+                assert carriers == [via(pin)], f"(a) {hid} pinned {prefix} to {pin}, sends it to {carriers}"
             elif live:
-                assert carriers[0] in live, f"(a) {hid} sends {prefix} to dead {carriers[0]}"
+                assert carriers[0] in {via(g) for g in live}, f"(a) {hid} sends {prefix} to dead {carriers}"
                 placed = role.placement(prefix)
                 if placed in live:
-                    assert carriers == [placed], f"(a) {hid} placed on {placed} for {prefix}: {carriers}"
+                    assert carriers == [via(placed)], f"(a) {hid} placed on {placed} for {prefix}: {carriers}"
 
 
 @settings(max_examples=200, deadline=None)
@@ -181,9 +196,12 @@ def test_a_move_is_the_range_gateways_entries_only_and_the_incremental_path_equa
             continue
         touched = {key: t.peer(key) for key in changes.keys}
         if step.op == "down":
-            gateways = {m.public_key for m in snap.members if m.role.gateway is not None}
+            records = NetworkRecords.of(snap.network, snap.members)
+            gateways = {m.host_id for m in snap.members if m.role.gateway is not None}
+            carry = {m.public_key for m in snap.members
+                     if m.host_id in gateways or any(records.relay_of(g) == m.host_id for g in gateways)}
             moved = {k for k, x in touched.items() if x != peers.get(k)}
-            assert moved <= gateways, "(d) a move changed the entry of a peer that is no gateway"
+            assert moved <= carry, "(d) a move changed the entry of a peer that is no gateway nor its relay"
         peers = {k: p for k, p in {**peers, **touched}.items() if p is not None}
         assert peers == dict(full.peers), f"(d) after {step}"
         assert without_peers(applied) == without_peers(full), f"(d) after {step}: routes changed unnoticed"

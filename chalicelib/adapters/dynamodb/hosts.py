@@ -16,7 +16,9 @@ from dataclasses import replace
 from ...domain.changes import PendingChange
 from ...domain.ids import HostId, NetworkId
 from ...domain.models import EnrollmentKey, Host, HostStatus, MemberRole
+from ...errors import ConflictError
 from ...service.ports import (
+    MAX_ROLE_WRITES,
     AddressTakenError,
     IdentityWithdrawnError,
     KeyRefusedError,
@@ -25,12 +27,14 @@ from ...service.ports import (
     PendingIdentity,
     PublicKeyTakenError,
     outbox_by_network,
+    released_roles,
 )
 from . import layout, mapping
 from .base import StoreBase
 from .tx import ErrorFactory, Tx, guard, guard_update, stale
 
-__all__ = ["HostRecords", "with_role", "network_gone", "address_taken"]
+__all__ = ["HostRecords", "with_role", "role_writes", "released_writes", "relay_gone", "network_gone",
+           "address_taken"]
 
 
 def _withdrawn() -> Exception:
@@ -56,6 +60,42 @@ def with_role(old: Host, new: Host, network_id: NetworkId) -> Host:
     if network_id not in old.addresses:
         raise ValueError(f"host {old.id} is not a member of {network_id}: it has no role there")
     return old.with_role(network_id, new.roles.get(network_id, MemberRole()))
+
+
+def role_writes(olds: Sequence[Host], news: Sequence[Host], network_id: NetworkId,
+                change: PendingChange) -> list[Host]:
+    """The hosts as :meth:`~chalicelib.service.ports.Store.set_member_roles` stores them (each
+    :func:`with_role`); :class:`ValueError` for a write it refuses (too many hosts, one twice,
+    a change that does not name them all)."""
+    if len(olds) != len(news) or not 1 <= len(olds) <= MAX_ROLE_WRITES:
+        raise ValueError(f"one write changes the roles of 1 to {MAX_ROLE_WRITES} hosts, given as pairs")
+    if len({h.id for h in olds}) != len(olds) or any(o.id != n.id for o, n in zip(olds, news, strict=True)):
+        raise ValueError("each host once, its old and new record in the same place")
+    for old in olds:
+        outbox_by_network([change], [network_id], host_id=old.id)
+    return [with_role(o, n, network_id) for o, n in zip(olds, news, strict=True)]
+
+
+def released_writes(relay: Host, released: Sequence[Host], network_ids: Sequence[NetworkId],
+                    changes: dict[NetworkId, PendingChange]) -> list[tuple[Host, Host, list[NetworkId]]]:
+    """Each host ``relay`` releases as it leaves ``network_ids``: (as read, as stored, the networks
+    whose member record changes); :class:`ValueError` when a change does not name it."""
+    out = []
+    for old in released:
+        new = released_roles(relay.id, old, network_ids)
+        touched = [n for n in network_ids if old.roles.get(n, MemberRole()).relayed_by == relay.id]
+        for n in touched:
+            if old.id not in changes[n].host_ids:
+                raise ValueError(f"the pending change of {n} names the released host {old.id}")
+        out.append((old, new, touched))
+    return out
+
+
+def relay_gone(relay: str, network_id: str) -> ErrorFactory:
+    """What a registration with a key whose relay is no longer a member raises (both stores)."""
+    return lambda: ConflictError(
+        f"the relay {relay} of this enrollment key is no longer a member of network {network_id}; "
+        "ask for a new key", code="relay_gone")
 
 
 class HostRecords(StoreBase):
@@ -156,8 +196,35 @@ class HostRecords(StoreBase):
                         on_fail=address_taken(network_id, address),
                     )
                 self._member_ops(tx, host, network_id, outbox[network_id])
+            if key.relay is not None:
+                self._relay_ops(tx, key.relay, host.network_ids)
 
         self._transact(build)
+
+    def _relay_ops(self, tx: Tx, relay: str, network_ids: Sequence[str]) -> None:
+        """A registration relayed by ``relay``: it must be a member of every network, and its
+        revision moves on, so a concurrent deletion of the relay (which releases the hosts it
+        relays, as it read them) fails and reads them again."""
+        h, m = self._items.host, self._items.member
+        for network_id in network_ids:
+            tx.check(m, layout.network_pk(network_id), layout.member_sk(relay), condition=m.pk.exists(),
+                     on_fail=relay_gone(relay, network_id))
+        tx.update(h(layout.host_pk(relay), layout.META), actions=[h.revision.add(1)],
+                  condition=h.pk.exists(), on_fail=relay_gone(relay, network_ids[0]))
+
+    def _role_ops(self, tx: Tx, old: Host, stored: Host, network_ids: Sequence[NetworkId]) -> None:
+        """Store ``stored``'s roles and revision, if ``old`` is current, and its member records in
+        ``network_ids`` (the change is the caller's to record)."""
+        h = self._items.host
+        tx.update(
+            h(layout.host_pk(old.id), layout.META),
+            actions=[h.roles.set(mapping.roles_map(stored.roles)), h.revision.set(stored.revision)],
+            condition=h.revision == old.revision,
+            on_fail=stale(f"host {old.id} changed meanwhile; retry"),
+        )
+        for network_id in network_ids:
+            tx.put(mapping.member_item(self._items, stored.member_of(network_id)),
+                   on_fail=stale("member write conflicted; retry"))
 
     def get_host(self, host_id: str) -> Host | None:
         item = self._get(self._items.host, layout.host_pk(host_id), layout.META)
@@ -225,9 +292,11 @@ class HostRecords(StoreBase):
             )
         self._record_change(tx, change)
 
-    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange) -> Host:
+    def remove_host_from_network(self, host: Host, network_id: NetworkId, *, change: PendingChange,
+                                 released: Sequence[Host] = ()) -> Host:
         h = self._items.host
         outbox_by_network([change], [network_id], host_id=host.id)
+        releases = released_writes(host, released, [network_id], {network_id: change})
         addresses = {k: v for k, v in host.addresses.items() if k != network_id}
         roles = {k: v for k, v in host.roles.items() if k != network_id}
 
@@ -243,13 +312,17 @@ class HostRecords(StoreBase):
                 on_fail=stale("the host changed meanwhile; retry"),
             )
             self._leave_ops(tx, host, network_id, change)
+            for old, new, touched in releases:
+                self._role_ops(tx, old, new, touched)
 
         self._transact(build)
         return replace(host, addresses=addresses, roles=roles, revision=host.revision + 1)
 
-    def delete_host(self, host: Host, *, changes: Sequence[PendingChange]) -> None:
+    def delete_host(self, host: Host, *, changes: Sequence[PendingChange],
+                    released: Sequence[Host] = ()) -> None:
         h, claim = self._items.host, self._items.claim
         outbox = outbox_by_network(changes, host.network_ids, host_id=host.id)
+        releases = released_writes(host, released, host.network_ids, outbox)
 
         def build(tx: Tx) -> None:
             tx.delete(
@@ -264,6 +337,8 @@ class HostRecords(StoreBase):
             )
             for network_id in host.network_ids:
                 self._leave_ops(tx, host, network_id, outbox[network_id])
+            for old, new, touched in releases:
+                self._role_ops(tx, old, new, touched)
 
         self._transact(build)
 
@@ -280,6 +355,17 @@ class HostRecords(StoreBase):
                 on_fail=stale("the host changed meanwhile; retry"),
             )
             self._member_ops(tx, stored, network_id, change)
+
+        self._transact(build)
+
+    def set_member_roles(self, olds: Sequence[Host], news: Sequence[Host], network_id: NetworkId, *,
+                         change: PendingChange) -> None:
+        stored = role_writes(olds, news, network_id, change)
+
+        def build(tx: Tx) -> None:
+            for old, new in zip(olds, stored, strict=True):
+                self._role_ops(tx, old, new, [network_id])
+            self._record_change(tx, change)
 
         self._transact(build)
 

@@ -166,6 +166,7 @@ class _KeyItem(_Item):
     tags = ListAttribute(of=UnicodeAttribute, default=list)
     revoked = BooleanAttribute(default=False)
     created_at = NumberAttribute(default=0)
+    relay = UnicodeAttribute(null=True)  # the member that relays every host enrolled with it
 
 
 class _AdminItem(_Item):

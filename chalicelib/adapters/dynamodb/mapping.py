@@ -90,11 +90,14 @@ def role(raw: dict[str, Any]) -> MemberRole:
         egress=tuple(g.get("egress") or ()),
         internet=bool(g.get("internet", False)),
         endpoint=g.get("endpoint"),
+        auto_relay=bool(g.get("auto_relay", True)),
     )
     internet_gateway = raw.get("internet_gateway")
+    relayed_by = raw.get("relayed_by")
     return MemberRole(gateway=gateway,
                       internet_gateway=None if internet_gateway is None else HostId(internet_gateway),
                       full_tunnel=bool(raw.get("full_tunnel", False)),
+                      relayed_by=None if relayed_by is None else HostId(relayed_by),
                       pinned=_choices(raw.get("pinned")), placed=_choices(raw.get("placed")))
 
 
@@ -158,6 +161,7 @@ def enrollment_key(item: Any) -> EnrollmentKey:
         tags=tuple(item.tags or ()),
         revoked=bool(item.revoked),
         created_at=int(item.created_at),
+        relay=None if item.relay is None else HostId(item.relay),
     )
 
 
@@ -236,11 +240,14 @@ def role_map(r: MemberRole) -> dict[str, Any]:
     if r.gateway is not None:
         g = r.gateway
         out["gateway"] = {"remote_access": g.remote_access, "egress": list(g.egress), "internet": g.internet,
-                          **({"endpoint": g.endpoint} if g.endpoint is not None else {})}
+                          **({"endpoint": g.endpoint} if g.endpoint is not None else {}),
+                          **({} if g.auto_relay else {"auto_relay": False})}
     if r.internet_gateway is not None:
         out["internet_gateway"] = r.internet_gateway
     if r.full_tunnel:
         out["full_tunnel"] = True
+    if r.relayed_by is not None:
+        out["relayed_by"] = r.relayed_by
     if r.pinned:
         out["pinned"] = dict(r.pinned)
     if r.placed:
@@ -346,6 +353,7 @@ def key_item(items: Items, key: EnrollmentKey) -> Any:
         tags=list(key.tags),
         revoked=key.revoked,
         created_at=key.created_at,
+        relay=key.relay,
     )
 
 

@@ -1,0 +1,57 @@
+"""``skymesh relay set|list|delete`` and ``skymesh key create --relay`` end to end: real HTTP from
+``skymesh.admin`` to the app (the fixtures of test_admin_cli)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from . import test_admin_cli
+from .conftest import Api, host_body
+from .test_admin_cli import Cli, _ok
+
+api_url, cli = test_admin_cli.api_url, test_admin_cli.cli  # its fixtures, used here by name
+
+pytestmark = pytest.mark.memory_store  # about the CLI and the API, not the database
+
+
+@pytest.fixture
+def office(cli: Cli, api: Api) -> dict[str, Any]:
+    """Network office with hosts r, a and b, as the API shows them."""
+    _ok(cli("network", "create", "office", "--ipv4", "100.64.0.0/16"))
+    token = _ok(cli("key", "create", "--network", "office", "--uses", "3", "--json")).json()["token"]
+    hosts = {n: api.ok("POST", "/v1/hosts", host_body(n), token=token)["host"] for n in ("r", "a", "b")}
+    return {"network": api.ok("GET", "/v1/networks")["networks"][0], "hosts": hosts}
+
+
+def test_relay_set_list_and_delete(cli: Cli, api: Api, office: dict[str, Any]) -> None:
+    net, h = office["network"], office["hosts"]
+    out = _ok(cli("relay", "set", "office", "r", "a", h["b"]["id"])).out
+    assert out == (f"r ({h['r']['id']}) relays 2 hosts in network office: "
+                   + ", ".join(f"{n} ({h[n]['id']})" for n in sorted("ab", key=lambda n: h[n]["id"])) + "\n")
+    lines = _ok(cli("relay", "list", "office")).out.splitlines()
+    assert lines[0].split() == ["RELAY", "RELAY", "ID", "RELAYED", "RELAYED", "ID", "IPV4"]
+    rows = {tuple(line.split()[:4]) for line in lines[1:]}
+    assert rows == {("r", h["r"]["id"], n, h[n]["id"]) for n in "ab"}
+    assert _ok(cli("relay", "list", "office", "--json")).json() == api.ok(
+        "GET", f"/v1/networks/{net['id']}/relays")
+
+    failed = cli("relay", "set", "office", "a", "b")
+    assert failed.code != 0 and "error: host" in failed.err and "no relay chains" in failed.err
+
+    assert _ok(cli("relay", "delete", "office", "r")).out == \
+        "relay r deleted in network office: its hosts go direct again\n"
+    assert _ok(cli("relay", "list", "office")).out.startswith("no relays in network office")
+
+
+def test_key_create_with_a_relay(cli: Cli, api: Api, office: dict[str, Any]) -> None:
+    r = office["hosts"]["r"]
+    out = _ok(cli("key", "create", "--network", "office", "--uses", "1", "--relay", "r")).out
+    assert f"hosts enrolled with it are relayed by r ({r['id']})" in out
+    key = _ok(cli("key", "create", "--network", "office", "--uses", "1", "--relay", "r", "--json")).json()
+    assert key["relay"] == r["id"]
+    joined = api.ok("POST", "/v1/hosts", host_body("late"), token=key["token"])["host"]
+    relays = api.ok("GET", f"/v1/networks/{office['network']['id']}/relays")["relays"]
+    assert [(x["host_id"], [m["host_id"] for m in x["relayed"]]) for x in relays] == [
+        (r["id"], [joined["id"]])]

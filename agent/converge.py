@@ -279,13 +279,17 @@ class Tracker:
 
     # issue 10: what the prober (agent/probe.py) picks its targets from
     def gateways(self) -> list[tuple[Member, bool]]:
-        """Every other member with a gateway role in this host's networks, with whether this host
-        routes through it (it has egress ranges, or it is this host's internet gateway)."""
+        """Every other member with a gateway role in this host's networks, and this host's relay,
+        with whether this host routes through it (it has egress ranges, it is this host's
+        internet gateway, or it relays this host)."""
         out = []
         for n in self._nets.values():
             me = n.members.get(self.host_id)
+            relay = n.records.relay_of(self.host_id)
             for m in n.members.values():
-                if m.role.gateway is not None and m.host_id != self.host_id:
+                if m.host_id == relay:
+                    out.append((m, True))
+                elif m.role.gateway is not None and m.host_id != self.host_id:
                     uses = me is not None and me.role.internet_gateway == m.host_id
                     out.append((m, bool(m.role.gateway.egress) or uses))
         return out

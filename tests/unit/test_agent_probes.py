@@ -166,3 +166,15 @@ def test_a_dead_ha_gateway_loses_the_shared_range_at_once_and_gets_it_back_when_
     back, changed = verdict(first, True)
     assert back == first and changed == {third, first}  # the plan's first choice answers again
     assert api.calls == calls, "the fast path needs no control plane"
+
+
+def test_a_relayed_host_probes_its_relay_fast(tmp_path):
+    me, relay, other = member(1), replace(member(2), host_id=HostId("host_0002")), \
+        replace(member(3), host_id=HostId("host_0003"))
+    me = replace(me, role=MemberRole(relayed_by=relay.host_id))
+    agent, _, _ = make_agent(tmp_path, ScriptedApi([snapshot(7, [me, relay, other])]), heartbeat=3600)
+    prober = ScriptedProber()
+    agent.prober = prober
+    agent.boot()
+    agent.handle(Connected())
+    assert prober.targets == {relay.host_id: Target(relay.ipv4, FAST)}

@@ -1,0 +1,363 @@
+"""Which HA gateway serves each host: the failover functions' placement, as one pure function.
+
+Several gateways may serve the same thing (an egress range, internet access): a *group*.
+Agents switch to the next live candidate on their own when the active one dies (the fast
+path); this function owns the slower decisions the control plane makes from the latest
+reports, event-driven and once a minute: where new hosts go, who must leave a dead or
+silent gateway, who gains enough to move, and how load spreads across equals. The caller
+writes the result as one conditional change and logs each :class:`Move` with its reason.
+
+The rules (each one a property test in ``tests/unit/test_placement.py``):
+
+1. Never a gateway that is down for the user (its latest fresh sample says down, or loss
+   above ``max_loss_pct``), silent (its own reports stopped for ``silent_after``), or not a
+   candidate, while a live candidate exists. With none live, the user keeps its current
+   candidate (moving cannot help) and is listed in :attr:`Decision.stranded`.
+2. A user leaves a live current gateway for latency only when another one is *clearly
+   better* — at least ``hysteresis_ms`` lower *and* below ``hysteresis_ratio`` of the current
+   RTT (Tailscale's home-region rule) — and the gateway it goes to is itself clearly better.
+   Noise inside the band moves nobody (headscale's anti-flap: a healthy primary is kept);
+   a user whose latency to its live current gateway is unknown stays.
+3. New users and users that must leave go to the best live candidate by RTT. Candidates
+   within *half* the hysteresis (``hysteresis_ms / 2``) of the best count as equal: among
+   them the least loaded wins, then a rendezvous hash of (user, gateway), so placements are
+   deterministic and spread. Half, not the whole band: a placement at the edge of the band
+   would be one millisecond of drift away from a "clearly better" switch; half the band
+   leaves the other half as margin.
+4. Balance: across the gateways that are equal for a user (rule 3's half band, the user's
+   current one among them), no user sits on a gateway two or more users busier than an equal
+   one. Rebalancing moves a user only between such equals, from the busiest gateway to the
+   least busy, preferring the users that lose least latency; each move lowers Σ load² by at
+   least 2, so it ends, and with one set of equals it moves exactly as many users as getting
+   within one of even needs. A recovered gateway therefore takes users only as new users,
+   users leaving a dead gateway, clear latency gains, or this rebalancing: never a flap back.
+5. Converges: run again on its own output with the same observations, it moves nobody.
+6. Bounded switching: every placement lands within ``hysteresis_ms / 2`` of the user's best,
+   and a latency switch needs another gateway ``hysteresis_ms`` better, so between a move and
+   the user's next latency switch the RTT difference of two gateways must drift by more than
+   ``hysteresis_ms / 2``. If no RTT changes by more than ``s`` ms between runs, a user makes at
+   most ``1 + R * 4 * s / hysteresis_ms`` latency switches in ``R`` runs (plus balance moves,
+   each of which lowers Σ load² by at least 2), and at most one move per group per run.
+
+Pinned users (the operator's choice) are placed on their pinned gateway, even a down one,
+count in its load and are never moved otherwise. Load is counted per group.
+
+>>> g = Group("10.0.0.0/16", candidates=("gw_a", "gw_b"), users=("h1", "h2"))
+>>> obs = Observations(samples={("h1", "gw_a"): Sample(20.0, 0.0, True, 100),
+...                             ("h1", "gw_b"): Sample(60.0, 0.0, True, 100),
+...                             ("h2", "gw_a"): Sample(5.0, 0.0, False, 100)},
+...                    reported_at={"gw_a": 100, "gw_b": 100})
+>>> d = place(g, {"h1": "gw_b", "h2": "gw_a"}, obs, now=110)
+>>> dict(d.placement)
+{'h1': 'gw_a', 'h2': 'gw_b'}
+>>> [(m.user, m.reason) for m in d.moves]
+[('h1', 'better'), ('h2', 'down')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .ids import HostId
+
+__all__ = ["Decision", "Group", "Move", "Observations", "Policy", "Reason", "Sample", "place", "place_all"]
+
+Reason = Literal["new", "down", "silent", "better", "balance", "pinned"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The knobs of placement; the defaults follow Tailscale's hysteresis and the agents' timings.
+
+    ``stale_after`` and ``silent_after`` must exceed the agents' heartbeat (a report at least
+    every 300 s, ``agent.runner.Timings``; changes are reported at once): two heartbeats and one
+    scheduled run. A gateway is not declared silent between two of its normal reports.
+    """
+
+    hysteresis_ms: float = 10.0  # a switch gains at least this much …
+    hysteresis_ratio: float = 2 / 3  # … and the new RTT is below this share of the current one
+    stale_after: int = 660  # s: an older sample says nothing (unknown latency, not down)
+    silent_after: int = 660  # s: a gateway whose own reports stopped this long is down for everyone
+    max_loss_pct: float = 50.0  # more loss than this counts as down
+    rebalance: bool = True  # False: only new, forced, pinned and latency moves
+
+    def clearly_better(self, rtt: float, current: float) -> bool:
+        """Whether ``rtt`` beats ``current`` past the hysteresis (both conditions, as Tailscale).
+
+        >>> Policy().clearly_better(89.0, 100.0), Policy().clearly_better(60.0, 100.0)
+        (False, True)
+        """
+        return rtt <= current - self.hysteresis_ms and rtt < self.hysteresis_ratio * current
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One user's latest probe summary of one gateway, as reported at ``at`` (s).
+
+    ``rtt_ms`` None: no reply measured (latency unknown; whether the gateway is down is ``up``).
+    """
+
+    rtt_ms: float | None
+    loss_pct: float = 0.0
+    up: bool = True
+    at: int = 0
+
+
+@dataclass(frozen=True)
+class Observations:
+    """The latest reports: ``samples`` by (user, gateway), and each gateway's own last report time."""
+
+    samples: Mapping[tuple[HostId, HostId], Sample] = field(default_factory=dict)
+    reported_at: Mapping[HostId, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Gateways that can each serve one thing (``id``: an egress range, ``"internet"``), and its users.
+
+    ``pinned`` maps a user to the one gateway the operator chose for it.
+    """
+
+    id: str
+    candidates: tuple[HostId, ...]
+    users: tuple[HostId, ...]
+    pinned: Mapping[HostId, HostId] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Move:
+    """``user`` of ``group`` goes from ``from_gateway`` (None: it had none) to ``to_gateway``, because ``reason``."""
+
+    group: str
+    user: HostId
+    from_gateway: HostId | None
+    to_gateway: HostId
+    reason: Reason
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A group's new placement (user → gateway, every user with a candidate), the moves that lead
+    there from the current one (one per moved user, in user order), and the users with no live
+    candidate (kept where they were, or placed on a candidate if they had none)."""
+
+    group: str
+    placement: Mapping[HostId, HostId]
+    moves: tuple[Move, ...]
+    stranded: tuple[HostId, ...] = ()
+
+
+_DEFAULT = Policy()
+
+
+def place(group: Group, current: Mapping[HostId, HostId], observations: Observations, now: int,
+          policy: Policy = _DEFAULT) -> Decision:
+    """One group's placement from the current one and the latest observations (the rules above).
+
+    Users absent from ``current`` or placed on a gateway that is not a candidate are placed
+    anew. Deterministic: the same inputs give the same output, whatever the order of ``users``.
+    """
+    return _Placer(observations, now, policy, group.candidates).place(group, current)
+
+
+def place_all(groups: Iterable[Group], current: Mapping[str, Mapping[HostId, HostId]],
+              observations: Observations, now: int, policy: Policy = _DEFAULT) -> tuple[Decision, ...]:
+    """:func:`place` for every group (``current`` by group id), reading each user's samples once
+    for all groups: one scheduled pass over a network."""
+    groups = tuple(groups)
+    placer = _Placer(observations, now, policy, {g for group in groups for g in group.candidates})
+    return tuple(placer.place(group, current.get(group.id, {})) for group in groups)
+
+
+class _View:
+    """One user's view of the gateways: RTT of the live ones (None: unknown), why the dead ones are."""
+
+    __slots__ = ("dead", "live", "ranked")
+
+    def __init__(self, live: dict[HostId, float | None], dead: dict[HostId, Reason]) -> None:
+        self.live = live
+        self.dead = dead
+        # Live gateways with a known RTT, best first (ties in gateway order): scanning a prefix of
+        # this finds a group's best and its equals without looking at every candidate.
+        self.ranked = sorted((rtt, g) for g, rtt in live.items() if rtt is not None)
+
+
+class _Placer:
+    def __init__(self, observations: Observations, now: int, policy: Policy, gateways: Iterable[HostId]) -> None:
+        self.policy = policy
+        self.now = now
+        self.samples = observations.samples
+        self.gateways = tuple(sorted(set(gateways)))
+        self.silent = frozenset(g for g in self.gateways
+                                if now - observations.reported_at.get(g, now - policy.silent_after - 1)
+                                > policy.silent_after)
+        self.views: dict[HostId, _View] = {}
+
+    def view(self, user: HostId) -> _View:
+        v = self.views.get(user)
+        if v is None:
+            p, now, samples = self.policy, self.now, self.samples
+            live: dict[HostId, float | None] = {}
+            dead: dict[HostId, Reason] = {}
+            for g in self.gateways:
+                if g in self.silent:
+                    dead[g] = "silent"
+                    continue
+                s = samples.get((user, g))
+                if s is None or now - s.at > p.stale_after:
+                    live[g] = None
+                elif not s.up or s.loss_pct > p.max_loss_pct:
+                    dead[g] = "down"
+                else:
+                    live[g] = s.rtt_ms
+            v = self.views[user] = _View(live, dead)
+        return v
+
+    def equals(self, view: _View, candidates: frozenset[HostId]) -> list[tuple[float, HostId]]:
+        """The live candidates equal to the user's best (within half the band), with their RTT
+        (0 when no live candidate's RTT is known: then every live one is equal), best first."""
+        half = self.policy.hysteresis_ms / 2
+        out: list[tuple[float, HostId]] = []
+        for rtt, g in view.ranked:
+            if g in candidates:
+                if out and rtt - out[0][0] >= half:
+                    break
+                out.append((rtt, g))
+        if not out:
+            out = [(0.0, g) for g in sorted(candidates) if g in view.live]
+        return out
+
+    def place(self, group: Group, current: Mapping[HostId, HostId]) -> Decision:
+        p = self.policy
+        cands = frozenset(group.candidates)
+        rank = {g: i for i, g in enumerate(sorted(cands))}
+        load = dict.fromkeys(cands, 0)
+        position: dict[HostId, HostId] = {}
+        reasons: dict[HostId, Reason] = {}
+        stranded: list[HostId] = []
+        movers: list[tuple[HostId, Reason, float | None]] = []  # (user, reason, current RTT if latency)
+
+        users = sorted(set(group.users))
+        for u in users:
+            pin = group.pinned.get(u)
+            if pin is not None:
+                position[u] = pin
+                if pin in load:
+                    load[pin] += 1
+                if current.get(u) != pin:
+                    reasons[u] = "pinned"
+                continue
+            cur = current.get(u)
+            view = self.view(u)
+            live_cur = cur in cands and cur in view.live
+            if live_cur:
+                rtt = view.live[cur]  # type: ignore[index]
+                best = next((r for r, g in view.ranked if g in cands), None)
+                if rtt is None or best is None or not p.clearly_better(best, rtt):
+                    position[u] = cur  # type: ignore[assignment]
+                    load[cur] += 1  # type: ignore[index]
+                else:
+                    movers.append((u, "better", rtt))
+                continue
+            reason: Reason = "new" if cur not in cands else view.dead[cur]  # type: ignore[index]
+            if any(g in view.live for g in cands):
+                movers.append((u, reason, None))
+            elif cur in cands:
+                stranded.append(u)  # moving cannot help: nothing is live for it
+                position[u] = cur  # type: ignore[assignment]
+                load[cur] += 1  # type: ignore[index]
+            elif cands:
+                stranded.append(u)
+                movers.append((u, reason, None))
+
+        # Movers go in user order after every stayer is counted, each to the least loaded of
+        # its equals (all candidates for a user with nothing live), so the order of arrival
+        # in one run does not decide who gets the better gateway.
+        for u, reason, rtt in movers:
+            view = self.view(u)
+            if any(g in view.live for g in cands):
+                options = [g for r, g in self.equals(view, cands) if rtt is None or p.clearly_better(r, rtt)]
+            else:
+                options = sorted(cands)
+            target = self.least_loaded(u, options, load)
+            position[u] = target
+            load[target] += 1
+            reasons[u] = reason
+
+        if p.rebalance:
+            for u in self.rebalance(group, cands, rank, load, position):
+                reasons.setdefault(u, "balance")
+
+        moves = tuple(Move(group.id, u, current.get(u), position[u], reasons[u])
+                      for u in users if u in reasons and position.get(u) != current.get(u))
+        return Decision(group.id, position, moves, tuple(stranded))
+
+    @staticmethod
+    def least_loaded(user: HostId, options: list[HostId], load: Mapping[HostId, int]) -> HostId:
+        low = min(load[g] for g in options)
+        tied = [g for g in options if load[g] == low]
+        if len(tied) == 1:
+            return tied[0]
+        return min(tied, key=lambda g: _rendezvous(user, g))
+
+    def rebalance(self, group: Group, cands: frozenset[HostId], rank: Mapping[HostId, int],
+                  load: dict[HostId, int], position: dict[HostId, HostId]) -> list[HostId]:
+        """Greedy moves between equals from the busiest gateway to the least busy one while two
+        equals differ by two or more; returns the users moved (in order)."""
+        if not load or max(load.values()) - min(load.values()) < 2:
+            return []
+        # (from, to) → heap of (latency lost by the move, user): the cheapest move first.
+        pairs: dict[tuple[HostId, HostId], list[tuple[float, HostId]]] = {}
+        equals: dict[HostId, dict[HostId, float]] = {}
+        for u, g in position.items():
+            if u in group.pinned or g not in cands:
+                continue
+            eq = dict((h, r) for r, h in self.equals(self.view(u), cands))
+            if g not in eq or len(eq) < 2:
+                continue  # not on one of its equals (unknown RTT, stayed inside the band): not ours to move
+            equals[u] = eq
+            for h, r in eq.items():
+                if h != g:
+                    pairs.setdefault((g, h), []).append((r - eq[g], u))
+        for heap in pairs.values():
+            heapq.heapify(heap)
+        moved: list[HostId] = []
+        by_rank = sorted(cands, key=rank.__getitem__)
+        while True:
+            busiest = sorted(by_rank, key=lambda g: -load[g])
+            idlest = sorted(by_rank, key=lambda g: load[g])
+            found = None
+            for g in busiest:
+                if load[g] - load[idlest[0]] < 2:
+                    break
+                for h in idlest:
+                    if load[h] > load[g] - 2:
+                        break
+                    heap = pairs.get((g, h))
+                    while heap and position[heap[0][1]] != g:
+                        heapq.heappop(heap)  # moved away since: stale
+                    if heap:
+                        found = (g, h, heapq.heappop(heap)[1])
+                        break
+                if found:
+                    break
+            if found is None:
+                return moved
+            g, h, u = found
+            position[u] = h
+            load[g] -= 1
+            load[h] += 1
+            moved.append(u)
+            eq = equals[u]
+            for x, r in eq.items():
+                if x != h:
+                    heapq.heappush(pairs.setdefault((h, x), []), (r - eq[h], u))
+
+
+def _rendezvous(user: HostId, gateway: HostId) -> bytes:
+    """A stable pseudo-random order of gateways per user (highest random weight, lowest wins)."""
+    return hashlib.blake2b(f"{user}\0{gateway}".encode(), digest_size=8).digest()

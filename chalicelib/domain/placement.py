@@ -130,7 +130,9 @@ class Group:
 
 @dataclass(frozen=True)
 class Move:
-    """``user`` of ``group`` goes from ``from_gateway`` (None: it had none) to ``to_gateway``, because ``reason``."""
+    """``user`` of ``group`` goes from ``from_gateway`` (None: it had none) to ``to_gateway``, because
+    ``reason``: ``new`` (no gateway, or not a candidate), ``down`` or ``silent`` (its gateway is),
+    ``better`` (clearly, past the hysteresis), ``balance`` (between equals), ``pinned`` (by the operator)."""
 
     group: str
     user: HostId
@@ -187,7 +189,8 @@ class _View:
 
 
 class _Placer:
-    def __init__(self, observations: Observations, now: int, policy: Policy, gateways: Iterable[HostId]) -> None:
+    def __init__(self, observations: Observations, now: int, policy: Policy,
+                 gateways: Iterable[HostId]) -> None:
         self.policy = policy
         self.now = now
         self.samples = observations.samples
@@ -217,9 +220,11 @@ class _Placer:
             v = self.views[user] = _View(live, dead)
         return v
 
-    def equals(self, view: _View, candidates: frozenset[HostId]) -> list[tuple[float, HostId]]:
-        """The live candidates equal to the user's best (within half the band), with their RTT
-        (0 when no live candidate's RTT is known: then every live one is equal), best first."""
+    def equals(self, view: _View,
+               candidates: frozenset[HostId]) -> tuple[float | None, list[tuple[float, HostId]]]:
+        """(the user's best known RTT to a live candidate, or None; the live candidates equal to it
+        (within half the band) with their RTT, best first — every live candidate, at RTT 0, when
+        none has a known RTT)."""
         half = self.policy.hysteresis_ms / 2
         out: list[tuple[float, HostId]] = []
         for rtt, g in view.ranked:
@@ -227,18 +232,18 @@ class _Placer:
                 if out and rtt - out[0][0] >= half:
                     break
                 out.append((rtt, g))
-        if not out:
-            out = [(0.0, g) for g in sorted(candidates) if g in view.live]
-        return out
+        if out:
+            return out[0][0], out
+        return None, [(0.0, g) for g in sorted(candidates) if g in view.live]
 
     def place(self, group: Group, current: Mapping[HostId, HostId]) -> Decision:
         p = self.policy
         cands = frozenset(group.candidates)
-        rank = {g: i for i, g in enumerate(sorted(cands))}
         load = dict.fromkeys(cands, 0)
         position: dict[HostId, HostId] = {}
         reasons: dict[HostId, Reason] = {}
         stranded: list[HostId] = []
+        equal: dict[HostId, list[tuple[float, HostId]]] = {}  # every unpinned user's equals
         movers: list[tuple[HostId, Reason, float | None]] = []  # (user, reason, current RTT if latency)
 
         users = sorted(set(group.users))
@@ -253,20 +258,19 @@ class _Placer:
                 continue
             cur = current.get(u)
             view = self.view(u)
-            live_cur = cur in cands and cur in view.live
-            if live_cur:
+            best, equal[u] = self.equals(view, cands)
+            if cur in load and cur in view.live:
                 rtt = view.live[cur]  # type: ignore[index]
-                best = next((r for r, g in view.ranked if g in cands), None)
                 if rtt is None or best is None or not p.clearly_better(best, rtt):
                     position[u] = cur  # type: ignore[assignment]
                     load[cur] += 1  # type: ignore[index]
                 else:
                     movers.append((u, "better", rtt))
                 continue
-            reason: Reason = "new" if cur not in cands else view.dead[cur]  # type: ignore[index]
-            if any(g in view.live for g in cands):
+            reason: Reason = "new" if cur not in load else view.dead[cur]  # type: ignore[index]
+            if equal[u]:
                 movers.append((u, reason, None))
-            elif cur in cands:
+            elif cur in load:
                 stranded.append(u)  # moving cannot help: nothing is live for it
                 position[u] = cur  # type: ignore[assignment]
                 load[cur] += 1  # type: ignore[index]
@@ -278,9 +282,8 @@ class _Placer:
         # its equals (all candidates for a user with nothing live), so the order of arrival
         # in one run does not decide who gets the better gateway.
         for u, reason, rtt in movers:
-            view = self.view(u)
-            if any(g in view.live for g in cands):
-                options = [g for r, g in self.equals(view, cands) if rtt is None or p.clearly_better(r, rtt)]
+            if equal[u]:
+                options = [g for r, g in equal[u] if rtt is None or p.clearly_better(r, rtt)]
             else:
                 options = sorted(cands)
             target = self.least_loaded(u, options, load)
@@ -289,7 +292,7 @@ class _Placer:
             reasons[u] = reason
 
         if p.rebalance:
-            for u in self.rebalance(group, cands, rank, load, position):
+            for u in _rebalance(load, position, equal):
                 reasons.setdefault(u, "balance")
 
         moves = tuple(Move(group.id, u, current.get(u), position[u], reasons[u])
@@ -304,58 +307,64 @@ class _Placer:
             return tied[0]
         return min(tied, key=lambda g: _rendezvous(user, g))
 
-    def rebalance(self, group: Group, cands: frozenset[HostId], rank: Mapping[HostId, int],
-                  load: dict[HostId, int], position: dict[HostId, HostId]) -> list[HostId]:
-        """Greedy moves between equals from the busiest gateway to the least busy one while two
-        equals differ by two or more; returns the users moved (in order)."""
-        if not load or max(load.values()) - min(load.values()) < 2:
-            return []
-        # (from, to) → heap of (latency lost by the move, user): the cheapest move first.
-        pairs: dict[tuple[HostId, HostId], list[tuple[float, HostId]]] = {}
-        equals: dict[HostId, dict[HostId, float]] = {}
-        for u, g in position.items():
-            if u in group.pinned or g not in cands:
-                continue
-            eq = dict((h, r) for r, h in self.equals(self.view(u), cands))
-            if g not in eq or len(eq) < 2:
-                continue  # not on one of its equals (unknown RTT, stayed inside the band): not ours to move
-            equals[u] = eq
-            for h, r in eq.items():
-                if h != g:
-                    pairs.setdefault((g, h), []).append((r - eq[g], u))
-        for heap in pairs.values():
-            heapq.heapify(heap)
-        moved: list[HostId] = []
-        by_rank = sorted(cands, key=rank.__getitem__)
-        while True:
-            busiest = sorted(by_rank, key=lambda g: -load[g])
-            idlest = sorted(by_rank, key=lambda g: load[g])
-            found = None
-            for g in busiest:
-                if load[g] - load[idlest[0]] < 2:
+
+def _rebalance(load: dict[HostId, int], position: dict[HostId, HostId],
+               equal: Mapping[HostId, list[tuple[float, HostId]]]) -> list[HostId]:
+    """Greedy single moves between equals, from the busiest gateway to the least busy one, while
+    a movable user's equals differ by two or more; returns the users moved, in order.
+
+    A user is movable when it sits on one of its equals (so not pinned, nor kept inside the band
+    or with an unknown RTT: those are not ours to move). Each move lowers Σ load² by at least 2.
+    """
+    if not load or max(load.values()) - min(load.values()) < 2:
+        return []
+    # (from, to) → heap of (latency the move loses, user): the cheapest move first.
+    pairs: dict[tuple[HostId, HostId], list[tuple[float, HostId]]] = {}
+    movable: dict[HostId, dict[HostId, float]] = {}
+    for u, eq_list in equal.items():
+        if len(eq_list) < 2:
+            continue
+        g = position.get(u)
+        eq = {h: r for r, h in eq_list}
+        if g not in eq:
+            continue
+        movable[u] = eq
+        for h, r in eq.items():
+            if h != g:
+                pairs.setdefault((g, h), []).append((r - eq[g], u))  # type: ignore[index]
+    for heap in pairs.values():
+        heapq.heapify(heap)
+    moved: list[HostId] = []
+    by_name = sorted(load)
+    while True:
+        busiest = sorted(by_name, key=lambda g: -load[g])
+        idlest = sorted(by_name, key=load.__getitem__)
+        found = None
+        for g in busiest:
+            if load[g] - load[idlest[0]] < 2:
+                break
+            for h in idlest:
+                if load[h] > load[g] - 2:
                     break
-                for h in idlest:
-                    if load[h] > load[g] - 2:
-                        break
-                    heap = pairs.get((g, h))
-                    while heap and position[heap[0][1]] != g:
-                        heapq.heappop(heap)  # moved away since: stale
-                    if heap:
-                        found = (g, h, heapq.heappop(heap)[1])
-                        break
-                if found:
+                heap = pairs.get((g, h))
+                while heap and position[heap[0][1]] != g:
+                    heapq.heappop(heap)  # moved away since: stale
+                if heap:
+                    found = (g, h, heapq.heappop(heap)[1])
                     break
-            if found is None:
-                return moved
-            g, h, u = found
-            position[u] = h
-            load[g] -= 1
-            load[h] += 1
-            moved.append(u)
-            eq = equals[u]
-            for x, r in eq.items():
-                if x != h:
-                    heapq.heappush(pairs.setdefault((h, x), []), (r - eq[h], u))
+            if found:
+                break
+        if found is None:
+            return moved
+        g, h, u = found
+        position[u] = h
+        load[g] -= 1
+        load[h] += 1
+        moved.append(u)
+        eq = movable[u]
+        for x, r in eq.items():
+            if x != h:
+                heapq.heappush(pairs.setdefault((h, x), []), (r - eq[h], u))
 
 
 def _rendezvous(user: HostId, gateway: HostId) -> bytes:

@@ -22,7 +22,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping
 
-from hypothesis import given, settings
+from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
 from chalicelib.domain import placement
@@ -140,27 +140,28 @@ def model(group: Group, current: Mapping[HostId, HostId], obs: Observations,
 
 # --- generated worlds -----------------------------------------------------------------------------
 
-AGES = st.sampled_from([0, 5, 60, 600, 661, 5000])  # fresh, fresh, fresh, fresh, stale/silent, long gone
+# Mostly healthy, as a network is: a few of each way to be dead or unknown.
+AGES = st.sampled_from([0, 5, 30, 60, 300, 600, 600, 660, 0, 5, 30, 661, 5000])  # the last two: stale/silent
 
 
 @st.composite
 def samples(draw: st.DrawFn) -> Sample:
     rtt = draw(st.one_of(st.none(), st.floats(0.1, 300, allow_nan=False),
                          st.sampled_from([1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 100.0])))
-    return Sample(rtt, draw(st.sampled_from([0.0, 0.0, 10.0, 50.0, 60.0, 100.0])),
-                  draw(st.booleans() | st.just(True)), NOW - draw(AGES))
+    return Sample(rtt, draw(st.sampled_from([0.0] * 12 + [10.0, 50.0, 50.1, 100.0])),
+                  draw(st.sampled_from([True] * 9 + [False])), NOW - draw(AGES))
 
 
 @st.composite
 def worlds(draw: st.DrawFn, policy: Policy = POLICY) -> tuple[Group, dict[HostId, HostId], Observations]:
     gws = draw(st.lists(st.sampled_from(GATEWAYS), min_size=1, max_size=5, unique=True))
-    cands = tuple(draw(st.lists(st.sampled_from(gws), min_size=0, max_size=len(gws), unique=True)))
+    cands = tuple(g for g in gws if draw(st.integers(0, 5)))  # now and then one that is not a candidate
     users = tuple(draw(st.lists(st.sampled_from(USERS), min_size=1, max_size=10, unique=True)))
     pinned = {u: draw(st.sampled_from(gws)) for u in users if draw(st.integers(0, 9)) == 0}
     current = {u: draw(st.sampled_from(gws)) for u in users if draw(st.integers(0, 5))}
     obs = Observations(
         samples={(u, g): draw(samples()) for u in users for g in gws if draw(st.integers(0, 4))},
-        reported_at={g: NOW - draw(AGES) for g in gws if draw(st.integers(0, 6))})
+        reported_at={g: NOW - draw(AGES) for g in gws if draw(st.integers(0, 9))})
     return Group("10.0.0.0/16", cands, users, pinned), current, obs
 
 
@@ -356,7 +357,8 @@ def test_a_recovered_gateway_gets_new_users_and_rebalancing_but_no_flap_back():
     a = gws[0]
     users = tuple(HostId(f"host_{i:03d}") for i in range(30))
     group = Group("g", gws, users)
-    near = {(u, g): Sample(30.0 + (i + j) % 3, at=NOW) for i, u in enumerate(users) for j, g in enumerate(gws)}
+    near = {(u, g): Sample(30.0 + (i + j) % 3, at=NOW)  # within 5 ms: all three are equal for everyone
+            for i, u in enumerate(users) for j, g in enumerate(gws)}
     up = dict.fromkeys(gws, NOW)
     first = place(group, {}, Observations(near, up), NOW)
     assert sorted(loads(group, first).values()) == [10, 10, 10]
@@ -383,17 +385,21 @@ def test_it_converges_its_own_output_moves_nobody(world):
 
 # --- rule 6 ---------------------------------------------------------------------------------------
 
-STEP = 0.1  # ms: the largest change of one RTT between two runs
+STEP = 0.5  # ms: the largest change of one RTT between two runs
 RUNS = 100
-# A user's latency switches over RUNS runs (chalicelib.domain.placement, rule 6).
+# The most latency switches one user makes in RUNS runs (chalicelib.domain.placement, rule 6): 21.
+# A placement lands within 5 ms of the best and a switch needs one 10 ms better, so the difference of
+# two RTTs must move by more than 5 ms between a move and the next switch: 2 * STEP per run at most.
 SWITCH_BOUND = 1 + int(RUNS * 4 * STEP / POLICY.hysteresis_ms)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(spread=st.floats(0, 30), seed=st.integers(0, 2**32))
 def test_under_a_random_walk_latency_switches_per_user_are_bounded(spread, seed):
-    """Every RTT walks by at most STEP per run, starting within ``spread`` ms of the others, all
-    gateways up: no user makes more than SWITCH_BOUND latency switches in RUNS runs."""
+    """Every RTT walks by at most STEP per run from within ``spread`` ms of the others, all gateways
+    up: no user makes more than SWITCH_BOUND latency switches in RUNS runs, and each one is past
+    the hysteresis at the RTTs of its run. (Hypothesis steers toward the walks with most switches;
+    a variant without hysteresis makes 20-50 per user here, this function 0-2.)"""
     rng = random.Random(seed)
     gws = GATEWAYS[:4]
     users = tuple(HostId(f"host_{i:03d}") for i in range(40))
@@ -404,10 +410,15 @@ def test_under_a_random_walk_latency_switches_per_user_are_bounded(spread, seed)
     switches: Counter[HostId] = Counter()
     for _ in range(RUNS):
         d = place(group, placed, Observations({k: Sample(r, at=NOW) for k, r in rtt.items()}, up), NOW)
-        switches.update(m.user for m in d.moves if m.reason == "better")
+        for m in d.moves:
+            if m.reason == "better":
+                switches[m.user] += 1
+                assert clearly_better(rtt[m.user, m.to_gateway], rtt[m.user, m.from_gateway])  # type: ignore[index]
         placed = d.placement
         rtt = {k: max(0.1, r + rng.uniform(-STEP, STEP)) for k, r in rtt.items()}
-    assert max(switches.values(), default=0) <= SWITCH_BOUND, switches.most_common(3)
+    most = max(switches.values(), default=0)
+    target(most)
+    assert most <= SWITCH_BOUND, switches.most_common(3)
 
 
 # --- rule 7 ---------------------------------------------------------------------------------------

@@ -184,8 +184,10 @@ class _View:
         self.live = live
         self.dead = dead
         # Live gateways with a known RTT, best first (ties in gateway order): scanning a prefix of
-        # this finds a group's best and its equals without looking at every candidate.
-        self.ranked = sorted((rtt, g) for g, rtt in live.items() if rtt is not None)
+        # this finds a group's best and its equals without looking at every candidate. Gateways,
+        # not (rtt, gateway) pairs: fewer objects for the collector in a pass over 10^5 placements.
+        self.ranked = sorted(g for g, rtt in live.items() if rtt is not None)
+        self.ranked.sort(key=live.__getitem__)  # type: ignore[arg-type]  # stable: ties stay in name order
 
 
 class _Placer:
@@ -220,84 +222,95 @@ class _Placer:
             v = self.views[user] = _View(live, dead)
         return v
 
-    def equals(self, view: _View,
-               candidates: frozenset[HostId]) -> tuple[float | None, list[tuple[float, HostId]]]:
-        """(the user's best known RTT to a live candidate, or None; the live candidates equal to it
-        (within half the band) with their RTT, best first — every live candidate, at RTT 0, when
-        none has a known RTT)."""
+    def equals(self, view: _View, candidates: Mapping[HostId, object]) -> tuple[float | None, list[HostId]]:
+        """(the user's best known RTT to a live candidate, or None; the live candidates equal to it:
+        within half the band of it, best first — every live candidate when none has a known RTT)."""
         half = self.policy.hysteresis_ms / 2
-        out: list[tuple[float, HostId]] = []
-        for rtt, g in view.ranked:
+        live = view.live
+        out: list[HostId] = []
+        best = 0.0
+        for g in view.ranked:
             if g in candidates:
-                if out and rtt - out[0][0] >= half:
+                if not out:
+                    best = live[g]  # type: ignore[assignment]
+                elif live[g] - best >= half:  # type: ignore[operator]
                     break
-                out.append((rtt, g))
+                out.append(g)
         if out:
-            return out[0][0], out
-        return None, [(0.0, g) for g in sorted(candidates) if g in view.live]
+            return best, out
+        return None, [g for g in sorted(candidates) if g in live]
 
     def place(self, group: Group, current: Mapping[HostId, HostId]) -> Decision:
         p = self.policy
-        cands = frozenset(group.candidates)
-        load = dict.fromkeys(cands, 0)
+        margin, ratio = p.hysteresis_ms, p.hysteresis_ratio
+        load = dict.fromkeys(group.candidates, 0)  # also the set of candidates
         position: dict[HostId, HostId] = {}
         reasons: dict[HostId, Reason] = {}
         stranded: list[HostId] = []
-        equal: dict[HostId, list[tuple[float, HostId]]] = {}  # every unpinned user's equals
+        equal: dict[HostId, list[HostId]] = {}  # the equals of movers and of users with a choice
         movers: list[tuple[HostId, Reason, float | None]] = []  # (user, reason, current RTT if latency)
+        pinned, views, view_of, equals = group.pinned, self.views, self.view, self.equals
 
-        users = sorted(set(group.users))
-        for u in users:
-            pin = group.pinned.get(u)
-            if pin is not None:
-                position[u] = pin
+        for u in group.users:
+            if u in equal or u in position:
+                continue  # listed twice
+            if pinned and u in pinned:
+                pin = position[u] = pinned[u]
                 if pin in load:
                     load[pin] += 1
                 if current.get(u) != pin:
                     reasons[u] = "pinned"
                 continue
             cur = current.get(u)
-            view = self.view(u)
-            best, equal[u] = self.equals(view, cands)
+            view = views.get(u) or view_of(u)
+            best, eq = equals(view, load)
+            if len(eq) > 1:
+                equal[u] = eq
             if cur in load and cur in view.live:
                 rtt = view.live[cur]  # type: ignore[index]
-                if rtt is None or best is None or not p.clearly_better(best, rtt):
+                # clearly_better(best, rtt), inline: this is the loop over every user of every group
+                if rtt is None or best is None or not (best <= rtt - margin and best < ratio * rtt):
                     position[u] = cur  # type: ignore[assignment]
                     load[cur] += 1  # type: ignore[index]
                 else:
+                    equal[u] = eq
                     movers.append((u, "better", rtt))
                 continue
             reason: Reason = "new" if cur not in load else view.dead[cur]  # type: ignore[index]
-            if equal[u]:
+            if eq:
+                equal[u] = eq
                 movers.append((u, reason, None))
             elif cur in load:
                 stranded.append(u)  # moving cannot help: nothing is live for it
                 position[u] = cur  # type: ignore[assignment]
                 load[cur] += 1  # type: ignore[index]
-            elif cands:
+            elif load:
                 stranded.append(u)
+                equal[u] = eq
                 movers.append((u, reason, None))
 
         # Movers go in user order after every stayer is counted, each to the least loaded of
         # its equals (all candidates for a user with nothing live), so the order of arrival
         # in one run does not decide who gets the better gateway.
+        movers.sort()
         for u, reason, rtt in movers:
             if equal[u]:
-                options = [g for r, g in equal[u] if rtt is None or p.clearly_better(r, rtt)]
+                live = views[u].live
+                options = [g for g in equal[u] if rtt is None or p.clearly_better(live[g], rtt)]  # type: ignore[arg-type]
             else:
-                options = sorted(cands)
+                options = sorted(load)
             target = self.least_loaded(u, options, load)
             position[u] = target
             load[target] += 1
             reasons[u] = reason
 
         if p.rebalance:
-            for u in _rebalance(load, position, equal):
+            for u in _rebalance(load, position, equal, views):
                 reasons.setdefault(u, "balance")
 
         moves = tuple(Move(group.id, u, current.get(u), position[u], reasons[u])
-                      for u in users if u in reasons and position.get(u) != current.get(u))
-        return Decision(group.id, position, moves, tuple(stranded))
+                      for u in sorted(reasons) if position.get(u) != current.get(u))
+        return Decision(group.id, position, moves, tuple(sorted(stranded)))
 
     @staticmethod
     def least_loaded(user: HostId, options: list[HostId], load: Mapping[HostId, int]) -> HostId:
@@ -309,7 +322,7 @@ class _Placer:
 
 
 def _rebalance(load: dict[HostId, int], position: dict[HostId, HostId],
-               equal: Mapping[HostId, list[tuple[float, HostId]]]) -> list[HostId]:
+               equal: Mapping[HostId, list[HostId]], views: Mapping[HostId, _View]) -> list[HostId]:
     """Greedy single moves between equals, from the busiest gateway to the least busy one, while
     a movable user's equals differ by two or more; returns the users moved, in order.
 
@@ -325,9 +338,10 @@ def _rebalance(load: dict[HostId, int], position: dict[HostId, HostId],
         if len(eq_list) < 2:
             continue
         g = position.get(u)
-        eq = {h: r for r, h in eq_list}
-        if g not in eq:
+        if g not in eq_list:
             continue
+        live = views[u].live
+        eq = {h: live[h] or 0.0 for h in eq_list}  # None: no RTT known to any, all equal
         movable[u] = eq
         for h, r in eq.items():
             if h != g:
@@ -346,11 +360,11 @@ def _rebalance(load: dict[HostId, int], position: dict[HostId, HostId],
             for h in idlest:
                 if load[h] > load[g] - 2:
                     break
-                heap = pairs.get((g, h))
-                while heap and position[heap[0][1]] != g:
-                    heapq.heappop(heap)  # moved away since: stale
-                if heap:
-                    found = (g, h, heapq.heappop(heap)[1])
+                queue = pairs.get((g, h))
+                while queue and position[queue[0][1]] != g:
+                    heapq.heappop(queue)  # moved away since: stale
+                if queue:
+                    found = (g, h, heapq.heappop(queue)[1])
                     break
             if found:
                 break

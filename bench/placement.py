@@ -62,22 +62,23 @@ def world(hosts: int, gateways: int, groups: int, seed: int = 1) -> tuple[
     silent, reported = gws[0], dict.fromkeys(gws, NOW - 30)
     silent_earlier = gws[1]
 
-    samples: dict[tuple[HostId, HostId], Sample] = {}
-    steady: dict[tuple[HostId, HostId], Sample] = {}
+    samples: dict[HostId, dict[HostId, Sample]] = {}
+    steady: dict[HostId, dict[HostId, Sample]] = {}
     for u in users:
         if rng.random() < 0.02:
             continue  # never reported
+        mine, calm = samples[u], steady[u] = {}, {}
         for g in gws:
-            steady[u, g] = Sample(rtt(u, g), 0.0, True, NOW - 60)
+            calm[g] = Sample(rtt(u, g), 0.0, True, NOW - 60)
             x = rng.random()
             if x < 0.05:
-                samples[u, g] = Sample(rtt(u, g), 0.0, True, NOW - POLICY.stale_after - 100)
+                mine[g] = Sample(rtt(u, g), 0.0, True, NOW - POLICY.stale_after - 100)
             elif x < 0.06:
-                samples[u, g] = Sample(None, 100.0, False, NOW - 5)
+                mine[g] = Sample(None, 100.0, False, NOW - 5)
             elif x < 0.07:
-                samples[u, g] = Sample(rtt(u, g) * 1.3, rng.uniform(5, 80), True, NOW - 5)
+                mine[g] = Sample(rtt(u, g) * 1.3, rng.uniform(5, 80), True, NOW - 5)
             else:
-                samples[u, g] = Sample(rtt(u, g) + rng.gauss(0, 2), 0.0, True, NOW - rng.randrange(0, 300))
+                mine[g] = Sample(rtt(u, g) + rng.gauss(0, 2), 0.0, True, NOW - rng.randrange(0, 300))
     obs = Observations(samples, {**reported, silent: NOW - POLICY.silent_after - 60})
 
     # The previous pass: no jitter, another gateway was silent then (now back), 1 % not there yet.

@@ -43,9 +43,8 @@ Pinned users (the operator's choice) are placed on their pinned gateway, even a 
 count in its load and are never moved otherwise. Load is counted per group.
 
 >>> g = Group("10.0.0.0/16", candidates=("gw_a", "gw_b"), users=("h1", "h2"))
->>> obs = Observations(samples={("h1", "gw_a"): Sample(20.0, 0.0, True, 100),
-...                             ("h1", "gw_b"): Sample(60.0, 0.0, True, 100),
-...                             ("h2", "gw_a"): Sample(5.0, 0.0, False, 100)},
+>>> obs = Observations(samples={"h1": {"gw_a": Sample(20.0, at=100), "gw_b": Sample(60.0, at=100)},
+...                             "h2": {"gw_a": Sample(5.0, up=False, at=100)}},
 ...                    reported_at={"gw_a": 100, "gw_b": 100})
 >>> d = place(g, {"h1": "gw_b", "h2": "gw_a"}, obs, now=110)
 >>> dict(d.placement)
@@ -109,9 +108,10 @@ class Sample:
 
 @dataclass(frozen=True)
 class Observations:
-    """The latest reports: ``samples`` by (user, gateway), and each gateway's own last report time."""
+    """The latest reports: ``samples`` by user, then gateway (a host's latest report of what it measured),
+    and each gateway's own last report time (s)."""
 
-    samples: Mapping[tuple[HostId, HostId], Sample] = field(default_factory=dict)
+    samples: Mapping[HostId, Mapping[HostId, Sample]] = field(default_factory=dict)
     reported_at: Mapping[HostId, int] = field(default_factory=dict)
 
 
@@ -154,6 +154,7 @@ class Decision:
 
 
 _DEFAULT = Policy()
+_NONE: Mapping[HostId, Sample] = {}
 
 
 def place(group: Group, current: Mapping[HostId, HostId], observations: Observations, now: int,
@@ -205,14 +206,14 @@ class _Placer:
     def view(self, user: HostId) -> _View:
         v = self.views.get(user)
         if v is None:
-            p, now, samples = self.policy, self.now, self.samples
+            p, now, samples = self.policy, self.now, self.samples.get(user, _NONE)
             live: dict[HostId, float | None] = {}
             dead: dict[HostId, Reason] = {}
             for g in self.gateways:
                 if g in self.silent:
                     dead[g] = "silent"
                     continue
-                s = samples.get((user, g))
+                s = samples.get(g)
                 if s is None or now - s.at > p.stale_after:
                     live[g] = None
                 elif not s.up or s.loss_pct > p.max_loss_pct:

@@ -43,14 +43,14 @@ def is_live(obs: Observations, u: HostId, g: HostId, policy: Policy = POLICY, no
     last = obs.reported_at.get(g)
     if last is None or now - last > policy.silent_after:
         return False
-    s = obs.samples.get((u, g))
+    s = obs.samples.get(u, {}).get(g)
     if s is None or now - s.at > policy.stale_after:
         return True
     return s.up and s.loss_pct <= policy.max_loss_pct
 
 
 def rtt_of(obs: Observations, u: HostId, g: HostId, policy: Policy = POLICY, now: int = NOW) -> float | None:
-    s = obs.samples.get((u, g))
+    s = obs.samples.get(u, {}).get(g)
     if not is_live(obs, u, g, policy, now) or s is None or now - s.at > policy.stale_after:
         return None
     return s.rtt_ms
@@ -68,6 +68,15 @@ def equals_of(obs: Observations, group: Group, u: HostId, policy: Policy = POLIC
         return dict.fromkeys(live, 0.0)
     best = min(known.values())
     return {g: r for g, r in known.items() if r - best < policy.hysteresis_ms / 2}  # type: ignore[operator]
+
+
+def observations(flat: Mapping[tuple[HostId, HostId], Sample],
+                 reported_at: Mapping[HostId, int]) -> Observations:
+    """Observations from samples keyed by (user, gateway)."""
+    nested: dict[HostId, dict[HostId, Sample]] = {}
+    for (u, g), s in flat.items():
+        nested.setdefault(u, {})[g] = s
+    return Observations(nested, reported_at)
 
 
 def loads(group: Group, d: Decision) -> Counter[HostId]:
@@ -159,8 +168,8 @@ def worlds(draw: st.DrawFn, policy: Policy = POLICY) -> tuple[Group, dict[HostId
     users = tuple(draw(st.lists(st.sampled_from(USERS), min_size=1, max_size=10, unique=True)))
     pinned = {u: draw(st.sampled_from(gws)) for u in users if draw(st.integers(0, 9)) == 0}
     current = {u: draw(st.sampled_from(gws)) for u in users if draw(st.integers(0, 5))}
-    obs = Observations(
-        samples={(u, g): draw(samples()) for u in users for g in gws if draw(st.integers(0, 4))},
+    obs = observations(
+        {(u, g): draw(samples()) for u in users for g in gws if draw(st.integers(0, 4))},
         reported_at={g: NOW - draw(AGES) for g in gws if draw(st.integers(0, 9))})
     return Group("10.0.0.0/16", cands, users, pinned), current, obs
 
@@ -209,7 +218,7 @@ def test_a_healthy_gateway_is_left_exactly_when_another_is_10ms_and_a_third_bett
     a clearly better one within 5 ms of the best."""
     gws = GATEWAYS[:len(others) + 1]
     u = USERS[0]
-    obs = Observations({(u, g): Sample(r, 0.0, True, NOW) for g, r in zip(gws, (cur, *others), strict=True)},
+    obs = observations({(u, g): Sample(r, 0.0, True, NOW) for g, r in zip(gws, (cur, *others), strict=True)},
                        dict.fromkeys(gws, NOW))
     d = place(Group("g", gws, (u,)), {u: gws[0]}, obs, NOW)
     if any(clearly_better(r, cur) for r in others):
@@ -225,7 +234,7 @@ def test_marginal_gains_move_nobody_and_a_clear_one_does():
     group = Group("g", (a, b), (u,))
 
     def after(cur: float, other: float) -> HostId:
-        obs = Observations({(u, a): Sample(cur, at=NOW), (u, b): Sample(other, at=NOW)}, {a: NOW, b: NOW})
+        obs = observations({(u, a): Sample(cur, at=NOW), (u, b): Sample(other, at=NOW)}, {a: NOW, b: NOW})
         return place(group, {u: a}, obs, NOW).placement[u]
 
     assert after(100.0, 89.0) == a  # 11 ms better but above ⅔: Tailscale stays
@@ -257,7 +266,7 @@ def test_noise_inside_the_band_moves_nobody(case):
     reported = dict.fromkeys(group.candidates, NOW)
 
     def observe(noise: float) -> Observations:
-        return Observations({k: Sample(max(0.01, r + rng.uniform(-noise, noise)), at=NOW)
+        return observations({k: Sample(max(0.01, r + rng.uniform(-noise, noise)), at=NOW)
                              for k, r in base.items()}, reported)
 
     d = place(group, {}, observe(0), NOW)
@@ -305,7 +314,7 @@ def test_new_users_spread_over_equal_gateways_and_a_faster_one_wins():
     assert sorted(loads(group, equal).values()) == [10, 10, 10]
     assert all(m.reason == "new" for m in equal.moves) and len(equal.moves) == 30
     rtts = {(u, g): Sample(20.0 if g == gws[2] else 40.0, at=NOW) for u in users for g in gws}
-    fast = place(group, {}, Observations(rtts, alive), NOW)
+    fast = place(group, {}, observations(rtts, alive), NOW)
     assert set(fast.placement.values()) == {gws[2]}  # 20 ms beats 40: latency first, load second
 
 
@@ -360,12 +369,12 @@ def test_a_recovered_gateway_gets_new_users_and_rebalancing_but_no_flap_back():
     near = {(u, g): Sample(30.0 + (i + j) % 3, at=NOW)  # within 5 ms: all three are equal for everyone
             for i, u in enumerate(users) for j, g in enumerate(gws)}
     up = dict.fromkeys(gws, NOW)
-    first = place(group, {}, Observations(near, up), NOW)
+    first = place(group, {}, observations(near, up), NOW)
     assert sorted(loads(group, first).values()) == [10, 10, 10]
-    down = place(group, first.placement, Observations(near, {**up, a: NOW - 10_000}), NOW)
+    down = place(group, first.placement, observations(near, {**up, a: NOW - 10_000}), NOW)
     assert loads(group, down)[a] == 0 and {m.reason for m in down.moves} == {"silent"}
     assert len(down.moves) == 10  # only a's users moved
-    back = place(group, down.placement, Observations(near, up), NOW)
+    back = place(group, down.placement, observations(near, up), NOW)
     assert sorted(loads(group, back).values()) == [10, 10, 10]
     assert len(back.moves) == 10 and {m.reason for m in back.moves} == {"balance"}
     assert {m.to_gateway for m in back.moves} == {a}  # nobody else shuffled
@@ -409,7 +418,7 @@ def test_under_a_random_walk_latency_switches_per_user_are_bounded(spread, seed)
     placed: Mapping[HostId, HostId] = {}
     switches: Counter[HostId] = Counter()
     for _ in range(RUNS):
-        d = place(group, placed, Observations({k: Sample(r, at=NOW) for k, r in rtt.items()}, up), NOW)
+        d = place(group, placed, observations({k: Sample(r, at=NOW) for k, r in rtt.items()}, up), NOW)
         for m in d.moves:
             if m.reason == "better":
                 switches[m.user] += 1
@@ -452,7 +461,7 @@ def test_moves_say_where_from_and_why_and_pinning_wins():
     a, b = GATEWAYS[:2]
     u, v, w = USERS[:3]
     group = Group("g", (a, b), (u, v, w), pinned={w: b})
-    obs = Observations({(u, a): Sample(None, 100.0, False, NOW)}, {a: NOW, b: NOW})
+    obs = observations({(u, a): Sample(None, 100.0, False, NOW)}, {a: NOW, b: NOW})
     d = place(group, {u: a, w: a}, obs, NOW)
     assert d.moves == (Move("g", u, a, b, "down"), Move("g", v, None, a, "new"), Move("g", w, a, b, "pinned"))
 

@@ -243,14 +243,14 @@ class _Placer:
 
     def place(self, group: Group, current: Mapping[HostId, HostId]) -> Decision:
         p = self.policy
-        margin, ratio = p.hysteresis_ms, p.hysteresis_ratio
         load = dict.fromkeys(group.candidates, 0)  # also the set of candidates
         position: dict[HostId, HostId] = {}
         reasons: dict[HostId, Reason] = {}
         stranded: list[HostId] = []
         equal: dict[HostId, list[HostId]] = {}  # the equals of movers and of users with a choice
         movers: list[tuple[HostId, Reason, float | None]] = []  # (user, reason, current RTT if latency)
-        pinned, views, view_of, equals = group.pinned, self.views, self.view, self.equals
+        pinned, views, view_of, equals, clearly_better = (group.pinned, self.views, self.view, self.equals,
+                                                          p.clearly_better)
 
         for u in group.users:
             if u in equal or u in position:
@@ -269,8 +269,7 @@ class _Placer:
                 equal[u] = eq
             if cur in load and cur in view.live:
                 rtt = view.live[cur]  # type: ignore[index]
-                # clearly_better(best, rtt), inline: this is the loop over every user of every group
-                if rtt is None or best is None or not (best <= rtt - margin and best < ratio * rtt):
+                if rtt is None or best is None or not clearly_better(best, rtt):
                     position[u] = cur  # type: ignore[assignment]
                     load[cur] += 1  # type: ignore[index]
                 else:

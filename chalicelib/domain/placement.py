@@ -16,8 +16,9 @@ The rules (each one a property test in ``tests/unit/test_placement.py``):
 2. A user leaves a live current gateway for latency only when another one is *clearly
    better* — at least ``hysteresis_ms`` lower *and* below ``hysteresis_ratio`` of the current
    RTT (Tailscale's home-region rule) — and the gateway it goes to is itself clearly better.
-   Noise inside the band moves nobody (headscale's anti-flap: a healthy primary is kept);
-   a user whose latency to its live current gateway is unknown stays.
+   Noise inside the band (it makes no gateway clearly better, and changes no user's equals of
+   rule 3) moves nobody: headscale's anti-flap, a healthy primary is kept. A user whose
+   latency to its live current gateway is unknown stays.
 3. New users and users that must leave go to the best live candidate by RTT. Candidates
    within *half* the hysteresis (``hysteresis_ms / 2``) of the best count as equal: among
    them the least loaded wins, then a rendezvous hash of (user, gateway), so placements are
@@ -37,7 +38,9 @@ The rules (each one a property test in ``tests/unit/test_placement.py``):
    the user's next latency switch the RTT difference of two gateways must drift by more than
    ``hysteresis_ms / 2``. If no RTT changes by more than ``s`` ms between runs, a user makes at
    most ``1 + R * 4 * s / hysteresis_ms`` latency switches in ``R`` runs (plus balance moves,
-   each of which lowers Σ load² by at least 2), and at most one move per group per run.
+   each of which lowers Σ load² by at least 2), and at most one move per group per run. (A
+   random walk of 0.5 ms steps over 100 runs: bound 21, observed 0–2 per user; without the
+   hysteresis 20–50.)
 
 Pinned users (the operator's choice) are placed on their pinned gateway, even a down one,
 count in its load and are never moved otherwise. Load is counted per group.
@@ -177,13 +180,12 @@ def place_all(groups: Iterable[Group], current: Mapping[str, Mapping[HostId, Hos
 
 
 class _View:
-    """One user's view of the gateways: RTT of the live ones (None: unknown), why the dead ones are."""
+    """One user's view of the gateways: the live ones with their RTT (None: unknown)."""
 
-    __slots__ = ("dead", "live", "ranked")
+    __slots__ = ("live", "ranked")
 
-    def __init__(self, live: dict[HostId, float | None], dead: dict[HostId, Reason]) -> None:
+    def __init__(self, live: dict[HostId, float | None]) -> None:
         self.live = live
-        self.dead = dead
         # Live gateways with a known RTT, best first (ties in gateway order): scanning a prefix of
         # this finds a group's best and its equals without looking at every candidate. Gateways,
         # not (rtt, gateway) pairs: fewer objects for the collector in a pass over 10^5 placements.
@@ -201,6 +203,7 @@ class _Placer:
         self.silent = frozenset(g for g in self.gateways
                                 if now - observations.reported_at.get(g, now - policy.silent_after - 1)
                                 > policy.silent_after)
+        self.heard = tuple(g for g in self.gateways if g not in self.silent)  # the others are down for all
         self.views: dict[HostId, _View] = {}
 
     def view(self, user: HostId) -> _View:
@@ -208,19 +211,13 @@ class _Placer:
         if v is None:
             p, now, samples = self.policy, self.now, self.samples.get(user, _NONE)
             live: dict[HostId, float | None] = {}
-            dead: dict[HostId, Reason] = {}
-            for g in self.gateways:
-                if g in self.silent:
-                    dead[g] = "silent"
-                    continue
+            for g in self.heard:
                 s = samples.get(g)
                 if s is None or now - s.at > p.stale_after:
                     live[g] = None
-                elif not s.up or s.loss_pct > p.max_loss_pct:
-                    dead[g] = "down"
-                else:
+                elif s.up and s.loss_pct <= p.max_loss_pct:
                     live[g] = s.rtt_ms
-            v = self.views[user] = _View(live, dead)
+            v = self.views[user] = _View(live)
         return v
 
     def equals(self, view: _View, candidates: Mapping[HostId, object]) -> tuple[float | None, list[HostId]]:
@@ -276,7 +273,7 @@ class _Placer:
                     equal[u] = eq
                     movers.append((u, "better", rtt))
                 continue
-            reason: Reason = "new" if cur not in load else view.dead[cur]  # type: ignore[index]
+            reason: Reason = "new" if cur not in load else "silent" if cur in self.silent else "down"
             if eq:
                 equal[u] = eq
                 movers.append((u, reason, None))

@@ -112,7 +112,7 @@ class Sample:
 @dataclass(frozen=True)
 class Observations:
     """The latest reports: ``samples`` by user, then gateway (a host's latest report of what it measured),
-    and each gateway's own last report time (s)."""
+    and each gateway's own last report time (s; a gateway missing here never reported: silent)."""
 
     samples: Mapping[HostId, Mapping[HostId, Sample]] = field(default_factory=dict)
     reported_at: Mapping[HostId, int] = field(default_factory=dict)

@@ -18,7 +18,8 @@ The rules (each one a property test in ``tests/unit/test_placement.py``):
    RTT (Tailscale's home-region rule) — and the gateway it goes to is itself clearly better.
    Noise inside the band (it makes no gateway clearly better, and changes no user's equals of
    rule 3) moves nobody: headscale's anti-flap, a healthy primary is kept. A user whose
-   latency to its live current gateway is unknown stays.
+   latency to its live current gateway is unknown stays. A gateway back from silence for less
+   than ``settle_after`` (``Observations.up_since``) is no target of latency moves yet.
 3. New users and users that must leave go to the best live candidate by RTT. Candidates
    within *half* the hysteresis (``hysteresis_ms / 2``) of the best count as equal: among
    them the least loaded wins, then a rendezvous hash of (user, gateway), so placements are
@@ -30,8 +31,9 @@ The rules (each one a property test in ``tests/unit/test_placement.py``):
    one. Rebalancing moves a user only between such equals, from the busiest gateway to the
    least busy, preferring the users that lose least latency; each move lowers Σ load² by at
    least 2, so it ends, and with one set of equals it moves exactly as many users as getting
-   within one of even needs. A recovered gateway therefore takes users only as new users,
-   users leaving a dead gateway, clear latency gains, or this rebalancing: never a flap back.
+   within one of even needs. So a recovered gateway takes users as new users, users leaving a
+   dead gateway and this rebalancing, and only once settled by clear latency gains: it does not
+   take its old users back with it each time it comes and goes.
 5. Converges: run again on its own output with the same observations, it moves nobody.
 6. Bounded switching: every placement lands within ``hysteresis_ms / 2`` of the user's best,
    and a latency switch needs another gateway ``hysteresis_ms`` better, so between a move and
@@ -86,6 +88,7 @@ class Policy:
     silent_after: int = 660  # s: a gateway whose own reports stopped this long is down for everyone
     max_loss_pct: float = 50.0  # more loss than this counts as down
     rebalance: bool = True  # False: only new, forced, pinned and latency moves
+    settle_after: int = 300  # s: a gateway back from silence takes no latency moves for this long
 
     def clearly_better(self, rtt: float, current: float) -> bool:
         """Whether ``rtt`` beats ``current`` past the hysteresis (both conditions, as Tailscale).
@@ -112,10 +115,12 @@ class Sample:
 @dataclass(frozen=True)
 class Observations:
     """The latest reports: ``samples`` by user, then gateway (a host's latest report of what it measured),
-    and each gateway's own last report time (s; a gateway missing here never reported: silent)."""
+    and each gateway's own last report time (s; a gateway missing here never reported: silent) and
+    since when it has been reporting without a silence (s; missing: long enough to have settled)."""
 
     samples: Mapping[HostId, Mapping[HostId, Sample]] = field(default_factory=dict)
     reported_at: Mapping[HostId, int] = field(default_factory=dict)
+    up_since: Mapping[HostId, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,9 @@ class _Placer:
                                 if now - observations.reported_at.get(g, now - policy.silent_after - 1)
                                 > policy.silent_after)
         self.heard = tuple(g for g in self.gateways if g not in self.silent)  # the others are down for all
+        self.unsettled = frozenset(g for g in self.heard
+                                   if now - observations.up_since.get(g, now - policy.settle_after)
+                                   < policy.settle_after)
         self.views: dict[HostId, _View] = {}
 
     def view(self, user: HostId) -> _View:
@@ -245,13 +253,15 @@ class _Placer:
         reasons: dict[HostId, Reason] = {}
         stranded: list[HostId] = []
         equal: dict[HostId, list[HostId]] = {}  # the equals of movers and of users with a choice
-        movers: list[tuple[HostId, Reason, float | None]] = []  # (user, reason, current RTT if latency)
+        movers: list[tuple[HostId, Reason, list[HostId]]] = []  # (user, reason, where it may go)
         pinned, views, view_of, equals, clearly_better = (group.pinned, self.views, self.view, self.equals,
                                                           p.clearly_better)
 
-        for u in group.users:
-            if u in equal or u in position:
-                continue  # listed twice
+        # A gateway back from silence for less than settle_after is no target of latency moves:
+        # one that comes and goes would otherwise drag its users back and forth with it.
+        settled = {g: 0 for g in load if g not in self.unsettled} if self.unsettled else load
+
+        for u in dict.fromkeys(group.users):  # each once, in the given order
             if pinned and u in pinned:
                 pin = position[u] = pinned[u]
                 if pin in load:
@@ -263,39 +273,37 @@ class _Placer:
             view = views.get(u) or view_of(u)
             best, eq = equals(view, load)
             if len(eq) > 1:
-                equal[u] = eq
+                equal[u] = eq  # a choice: rebalancing may use it
             if cur in load and cur in view.live:
                 rtt = view.live[cur]  # type: ignore[index]
+                if settled is not load:
+                    best, better = equals(view, settled)
+                else:
+                    better = eq
                 if rtt is None or best is None or not clearly_better(best, rtt):
                     position[u] = cur  # type: ignore[assignment]
                     load[cur] += 1  # type: ignore[index]
                 else:
-                    equal[u] = eq
-                    movers.append((u, "better", rtt))
+                    live = view.live
+                    movers.append((u, "better", [g for g in better if clearly_better(live[g], rtt)]))  # type: ignore[arg-type]
                 continue
             reason: Reason = "new" if cur not in load else "silent" if cur in self.silent else "down"
             if eq:
-                equal[u] = eq
-                movers.append((u, reason, None))
+                movers.append((u, reason, eq))
             elif cur in load:
                 stranded.append(u)  # moving cannot help: nothing is live for it
                 position[u] = cur  # type: ignore[assignment]
                 load[cur] += 1  # type: ignore[index]
             elif load:
                 stranded.append(u)
-                equal[u] = eq
-                movers.append((u, reason, None))
+                movers.append((u, reason, sorted(load)))
 
         # Movers go in user order after every stayer is counted, each to the least loaded of
-        # its equals (all candidates for a user with nothing live), so the order of arrival
-        # in one run does not decide who gets the better gateway.
-        movers.sort()
-        for u, reason, rtt in movers:
-            if equal[u]:
-                live = views[u].live
-                options = [g for g in equal[u] if rtt is None or p.clearly_better(live[g], rtt)]  # type: ignore[arg-type]
-            else:
-                options = sorted(load)
+        # its options (equals; for a latency move those clearly better; every candidate for a
+        # user with nothing live), so the order of arrival in one run does not decide who gets
+        # the better gateway.
+        movers.sort(key=lambda m: m[0])
+        for u, reason, options in movers:
             target = self.least_loaded(u, options, load)
             position[u] = target
             load[target] += 1

@@ -56,6 +56,12 @@ def rtt_of(obs: Observations, u: HostId, g: HostId, policy: Policy = POLICY, now
     return s.rtt_ms
 
 
+def settled(obs: Observations, g: HostId, policy: Policy = POLICY, now: int = NOW) -> bool:
+    """Back from silence for at least ``settle_after`` (or never known to have been away)."""
+    since = obs.up_since.get(g)
+    return since is None or now - since >= policy.settle_after
+
+
 def clearly_better(a: float, b: float) -> bool:
     return a <= b - 10 and a < b * 2 / 3
 
@@ -70,13 +76,13 @@ def equals_of(obs: Observations, group: Group, u: HostId, policy: Policy = POLIC
     return {g: r for g, r in known.items() if r - best < policy.hysteresis_ms / 2}  # type: ignore[operator]
 
 
-def observations(flat: Mapping[tuple[HostId, HostId], Sample],
-                 reported_at: Mapping[HostId, int]) -> Observations:
+def observations(flat: Mapping[tuple[HostId, HostId], Sample], reported_at: Mapping[HostId, int],
+                 up_since: Mapping[HostId, int] | None = None) -> Observations:
     """Observations from samples keyed by (user, gateway)."""
     nested: dict[HostId, dict[HostId, Sample]] = {}
     for (u, g), s in flat.items():
         nested.setdefault(u, {})[g] = s
-    return Observations(nested, reported_at)
+    return Observations(nested, reported_at, up_since or {})
 
 
 def loads(group: Group, d: Decision) -> Counter[HostId]:
@@ -94,13 +100,14 @@ def rendezvous(u: HostId, g: HostId) -> bytes:
 def model(group: Group, current: Mapping[HostId, HostId], obs: Observations,
           policy: Policy = POLICY) -> dict[HostId, HostId]:
     """Every decision by enumerating every candidate afresh, one user at a time, in user order:
-    stayers first, then movers to the least loaded equal (rendezvous breaks ties), then single
+    stayers first, then movers to the least loaded equal (for a latency move: the settled
+    gateways within 5 ms of the best settled one, clearly better; rendezvous breaks ties), then single
     rebalancing moves, each the first of all possible ones in (busiest, idlest, least lost, user)
     order, until no two equals of a movable user differ by two."""
     cands = sorted(set(group.candidates))
     users = sorted(set(group.users))
     pos: dict[HostId, HostId] = {}
-    movers = []
+    movers: list[tuple[HostId, list[HostId]]] = []
     for u in users:
         if u in group.pinned:
             pos[u] = group.pinned[u]
@@ -109,25 +116,24 @@ def model(group: Group, current: Mapping[HostId, HostId], obs: Observations,
         live = [g for g in cands if is_live(obs, u, g, policy)]
         if cur in live:
             r = rtt_of(obs, u, cur, policy)  # type: ignore[arg-type]
-            better = [x for g in live if (x := rtt_of(obs, u, g, policy)) is not None
-                      and r is not None and clearly_better(x, r)]
-            if better:
-                movers.append((u, r))
+            ready = [g for g in live if settled(obs, g, policy)]
+            known = {g: x for g in ready if (x := rtt_of(obs, u, g, policy)) is not None}
+            if r is not None and known and clearly_better(min(known.values()), r):
+                near = [g for g, x in known.items() if x - min(known.values()) < policy.hysteresis_ms / 2]
+                movers.append((u, [g for g in near if clearly_better(known[g], r)]))
             else:
                 pos[u] = cur  # type: ignore[assignment]
         elif live:
-            movers.append((u, None))
+            movers.append((u, list(equals_of(obs, group, u, policy))))
         elif cur in cands:
             pos[u] = cur  # type: ignore[assignment]  # nothing live: stay
         elif cands:
-            movers.append((u, None))
+            movers.append((u, cands))
 
     def load(g: HostId) -> int:
         return sum(1 for x in pos.values() if x == g)
 
-    for u, r in movers:
-        eq = equals_of(obs, group, u, policy)
-        options = [g for g, x in eq.items() if r is None or clearly_better(x, r)] if eq else cands
+    for u, options in movers:
         pos[u] = min(options, key=lambda g: (load(g), rendezvous(u, g)))
     if not policy.rebalance:
         return pos
@@ -170,7 +176,9 @@ def worlds(draw: st.DrawFn, policy: Policy = POLICY) -> tuple[Group, dict[HostId
     current = {u: draw(st.sampled_from(gws)) for u in users if draw(st.integers(0, 5))}
     obs = observations(
         {(u, g): draw(samples()) for u in users for g in gws if draw(st.integers(0, 4))},
-        reported_at={g: NOW - draw(AGES) for g in gws if draw(st.integers(0, 9))})
+        reported_at={g: NOW - draw(AGES) for g in gws if draw(st.integers(0, 9))},
+        up_since={g: NOW - draw(st.sampled_from([0, 100, 299, 300, 5000]))
+                  for g in gws if not draw(st.integers(0, 3))})
     return Group("10.0.0.0/16", cands, users, pinned), current, obs
 
 
@@ -290,6 +298,37 @@ def test_an_unknown_latency_to_a_live_current_gateway_stays(world):
                 assert d.placement[u] == cur  # nothing to compare with: no latency move, not balanced
             else:
                 assert d.placement[u] == cur or [m.reason for m in d.moves if m.user == u] == ["balance"]
+
+
+@settings(max_examples=300)
+@given(worlds())
+def test_latency_moves_go_only_to_settled_gateways_and_past_the_hysteresis(world):
+    group, current, obs = world
+    d = place(group, current, obs, NOW)
+    for m in d.moves:
+        if m.reason == "better":
+            to, was = rtt_of(obs, m.user, m.to_gateway), rtt_of(obs, m.user, m.from_gateway)  # type: ignore[arg-type]
+            assert settled(obs, m.to_gateway)
+            assert to is not None and was is not None and clearly_better(to, was)
+
+
+def test_a_gateway_back_from_silence_takes_its_users_back_only_once_settled():
+    """Users that a gateway 30 ms better than the others lost when it went silent: while it is
+    back for less than settle_after they stay where they went (it may come and go again); then
+    they go back for the latency."""
+    a, b = GATEWAYS[:2]
+    users = USERS[:6]
+    group = Group("g", (a, b), users)
+    rtts = observations({(u, g): Sample(20.0 if g == a else 50.0, at=NOW) for u in users for g in (a, b)},
+                        {a: NOW, b: NOW})
+    first = place(group, {}, rtts, NOW)
+    assert set(first.placement.values()) == {a}
+    gone = place(group, first.placement, Observations(rtts.samples, {b: NOW}), NOW)
+    assert set(gone.placement.values()) == {b} and {m.reason for m in gone.moves} == {"silent"}
+    back = Observations(rtts.samples, {a: NOW, b: NOW}, up_since={a: NOW - 10})
+    assert not place(group, gone.placement, back, NOW).moves
+    later = place(group, gone.placement, back, NOW - 10 + POLICY.settle_after)
+    assert set(later.placement.values()) == {a} and {m.reason for m in later.moves} == {"better"}
 
 
 # --- rule 3 ---------------------------------------------------------------------------------------

@@ -4,11 +4,11 @@ helpers below, written from the rule's words, not from the implementation), and 
 against a deliberately simple brute-force model (as headscale checks its primary-route election).
 
 1. never a dead, silent or non-candidate gateway while a live candidate exists; none live: stay;
-2. a latency move only past the hysteresis (≥ 10 ms *and* < ⅔), noise inside the band moves
-   nobody, an unknown latency to a live current gateway stays;
+2. a latency move only past the hysteresis (≥ 10 ms *and* < ⅔) and only to a settled gateway,
+   noise inside the band moves nobody, an unknown latency to a live current gateway stays;
 3. new users and users that must leave go to the best, ties (half band) to the least loaded;
 4. balanced within one host of even across equals, with as few moves as that needs; a recovered
-   gateway takes users by new placements and rebalancing only;
+   gateway takes users by new placements and rebalancing, and its old users only once settled;
 5. it converges: its own output, the same observations, no move;
 6. under a random walk of latencies a user's latency switches stay within the stated bound;
 7. it equals the brute-force model on small inputs.

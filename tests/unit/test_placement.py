@@ -182,13 +182,20 @@ def worlds(draw: st.DrawFn, policy: Policy = POLICY) -> tuple[Group, dict[HostId
     return Group("10.0.0.0/16", cands, users, pinned), current, obs
 
 
+def decided() -> st.SearchStrategy[tuple[Group, dict[HostId, HostId], Observations, Decision]]:
+    """A world and what :func:`place` decides in it."""
+    return worlds().map(lambda w: (*w, place(*w, NOW)))
+
+
+WORLDS = settings(max_examples=300)
+
+
 # --- rule 1 ---------------------------------------------------------------------------------------
 
-@settings(max_examples=300)
-@given(worlds())
-def test_never_a_dead_silent_or_foreign_gateway_while_a_live_candidate_exists(world):
-    group, current, obs = world
-    d = place(group, current, obs, NOW)
+@WORLDS
+@given(decided())
+def test_never_a_dead_silent_or_foreign_gateway_while_a_live_candidate_exists(case):
+    group, current, obs, d = case
     for u in group.users:
         if u in group.pinned:
             assert d.placement[u] == group.pinned[u]  # the operator's choice, even when down
@@ -284,11 +291,10 @@ def test_noise_inside_the_band_moves_nobody(case):
         assert again.placement == d.placement
 
 
-@settings(max_examples=300)
-@given(worlds())
-def test_an_unknown_latency_to_a_live_current_gateway_stays(world):
-    group, current, obs = world
-    d = place(group, current, obs, NOW)
+@WORLDS
+@given(decided())
+def test_an_unknown_latency_to_a_live_current_gateway_stays(case):
+    group, current, obs, d = case
     for u, cur in current.items():
         if u in group.pinned or cur not in group.candidates or not is_live(obs, u, cur):
             continue
@@ -300,11 +306,10 @@ def test_an_unknown_latency_to_a_live_current_gateway_stays(world):
                 assert d.placement[u] == cur or [m.reason for m in d.moves if m.user == u] == ["balance"]
 
 
-@settings(max_examples=300)
-@given(worlds())
-def test_latency_moves_go_only_to_settled_gateways_and_past_the_hysteresis(world):
-    group, current, obs = world
-    d = place(group, current, obs, NOW)
+@WORLDS
+@given(decided())
+def test_latency_moves_go_only_to_settled_gateways_and_past_the_hysteresis(case):
+    group, current, obs, d = case
     for m in d.moves:
         if m.reason == "better":
             to, was = rtt_of(obs, m.user, m.to_gateway), rtt_of(obs, m.user, m.from_gateway)  # type: ignore[arg-type]
@@ -333,11 +338,10 @@ def test_a_gateway_back_from_silence_takes_its_users_back_only_once_settled():
 
 # --- rule 3 ---------------------------------------------------------------------------------------
 
-@settings(max_examples=300)
-@given(worlds())
-def test_new_and_evicted_users_go_to_the_best_live_candidate_within_half_the_band(world):
-    group, current, obs = world
-    d = place(group, current, obs, NOW)
+@WORLDS
+@given(decided())
+def test_new_and_evicted_users_go_to_the_best_live_candidate_within_half_the_band(case):
+    group, current, obs, d = case
     for m in d.moves:
         if m.reason in ("new", "down", "silent") and m.user not in d.stranded:
             eq = equals_of(obs, group, m.user)
@@ -359,11 +363,10 @@ def test_new_users_spread_over_equal_gateways_and_a_faster_one_wins():
 
 # --- rule 4 ---------------------------------------------------------------------------------------
 
-@settings(max_examples=300)
-@given(worlds())
-def test_balanced_within_one_of_even_across_equal_gateways(world):
-    group, current, obs = world
-    d = place(group, current, obs, NOW)
+@WORLDS
+@given(decided())
+def test_balanced_within_one_of_even_across_equal_gateways(case):
+    group, current, obs, d = case
     load = loads(group, d)
     for u in group.users:
         g = d.placement.get(u)
@@ -421,11 +424,10 @@ def test_a_recovered_gateway_gets_new_users_and_rebalancing_but_no_flap_back():
 
 # --- rule 5 ---------------------------------------------------------------------------------------
 
-@settings(max_examples=300)
-@given(worlds())
-def test_it_converges_its_own_output_moves_nobody(world):
-    group, current, obs = world
-    d = place(group, current, obs, NOW)
+@WORLDS
+@given(decided())
+def test_it_converges_its_own_output_moves_nobody(case):
+    group, current, obs, d = case
     again = place(group, d.placement, obs, NOW)
     assert not again.moves, again.moves
     assert again.placement == d.placement

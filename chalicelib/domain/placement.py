@@ -319,6 +319,8 @@ class _Placer:
 
     @staticmethod
     def least_loaded(user: HostId, options: list[HostId], load: Mapping[HostId, int]) -> HostId:
+        if len(options) == 1:
+            return options[0]
         low = min(load[g] for g in options)
         tied = [g for g in options if load[g] == low]
         if len(tied) == 1:

@@ -225,14 +225,18 @@ def test_a_gateway_that_went_silent_loses_its_users_to_live_ones_and_nothing_liv
 
 # --- rule 2 ---------------------------------------------------------------------------------------
 
+# Mostly whole milliseconds in a small range, which land on the thresholds (10 ms, ⅔, half the
+# band) and near one another often; and any RTT.
+MS = st.integers(1, 30).map(float)
+RTTS = st.one_of(MS, MS, st.integers(1, 120).map(float), st.floats(0.1, 400, allow_nan=False))
+
+
 @settings(max_examples=500)
-@given(cur=st.floats(0.1, 400, allow_nan=False),
-       others=st.lists(st.floats(0.1, 400, allow_nan=False), min_size=1, max_size=4))
-def test_a_healthy_gateway_is_left_exactly_when_another_is_10ms_and_a_third_better(cur, others):
+@given(cur=RTTS, others=st.lists(RTTS, min_size=1, max_size=4), u=st.sampled_from(USERS))
+def test_a_healthy_gateway_is_left_exactly_when_another_is_10ms_and_a_third_better(cur, others, u):
     """One user (no load to balance): it moves iff some live gateway is clearly better, and then to
-    a clearly better one within 5 ms of the best."""
+    a clearly better one within 5 ms of the best (the user varies: so does its rendezvous order)."""
     gws = GATEWAYS[:len(others) + 1]
-    u = USERS[0]
     obs = observations({(u, g): Sample(r, 0.0, True, NOW) for g, r in zip(gws, (cur, *others), strict=True)},
                        dict.fromkeys(gws, NOW))
     d = place(Group("g", gws, (u,)), {u: gws[0]}, obs, NOW)
@@ -242,6 +246,19 @@ def test_a_healthy_gateway_is_left_exactly_when_another_is_10ms_and_a_third_bett
         assert m.reason == "better" and clearly_better(to, cur) and to - min(others) < 5
     else:
         assert not d.moves and d.placement[u] == gws[0]
+
+
+@settings(max_examples=300)
+@given(best=st.floats(0.5, 200), over=st.floats(0.01, 20), near=st.floats(0, 4.99), u=st.sampled_from(USERS))
+def test_a_latency_move_goes_past_the_hysteresis_not_to_any_equal_of_the_best(best, over, near, u):
+    """The best is clearly better than the current; a second gateway is within 5 ms of the best
+    (an equal of it) but often not clearly better than the current: the user goes to one that is."""
+    cur = max(best + 10, 1.5 * best) + over
+    a, b, c = GATEWAYS[:3]
+    obs = observations({(u, a): Sample(cur, at=NOW), (u, b): Sample(best, at=NOW),
+                        (u, c): Sample(best + near, at=NOW)}, {a: NOW, b: NOW, c: NOW})
+    [m] = place(Group("g", (a, b, c), (u,)), {u: a}, obs, NOW).moves
+    assert m.to_gateway == b or clearly_better(best + near, cur)
 
 
 def test_marginal_gains_move_nobody_and_a_clear_one_does():

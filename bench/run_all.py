@@ -28,6 +28,8 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick ar
     ("apply", ["--peers", "1000", "--reps", "30"], ["--peers", "100", "--reps", "3"]),
     ("plan", ["--hosts", "1000", "--gateways", "10", "--clients", "500", "--repeat", "3"],
      ["--hosts", "100", "--clients", "50", "--repeat", "1"]),
+    ("placement", ["--hosts", "10000", "--gateways", "10", "--groups", "1", "10", "--repeat", "5"],
+     ["--hosts", "1000", "--groups", "1", "10", "--repeat", "1"]),
 ]
 
 

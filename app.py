@@ -36,6 +36,25 @@ def host_report(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"recorded": get_service().status.record(event["host_id"], payload)}
 
 
+@app.lambda_function(name="failover_report")
+def failover_report(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A status report that carries latency, delivered by its own IoT topic rule (locally: the rule
+    bridge): the reporting host is placed again on the gateways it measured (failover functions,
+    event-driven). Like ``host_report`` it never raises on what a host sent."""
+    if not isinstance(event, dict) or not isinstance(event.get("host_id"), str):
+        app.log.warning("failover_report: dropped an event without a host id from the topic")
+        return {"moved": 0}
+    payload = {k: v for k, v in event.items() if k != "host_id"}
+    return {"moved": get_service().failover.after_report(event["host_id"], payload)}
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="failover")
+def failover(event: Any) -> dict[str, Any]:
+    """Place hosts on the gateways that share ranges: off dead or silent ones, onto clearly better
+    ones, spread over equals (what the agents' own switching cannot see)."""
+    return {"moved": get_service().failover.run()}
+
+
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="mark_offline")
 def mark_offline(event: Any) -> dict[str, Any]:
     """Hosts whose reports stopped show offline."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .auth import Auth
 from .clients import Clients, Connection, IssuedClient
 from .deps import Deps, Settings
+from .failover import Failover
 from .gateways import Gateways
 from .hosts import HostConfig, Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
@@ -44,6 +45,7 @@ class Service:
         # issue 10
         self.latency = Latency(deps)
         self.relays = Relays(deps, self.stream)
+        self.failover = Failover(deps, self.stream)
 
     def ensure_admin_key(self, existing: str | None = None) -> str:
         return self.auth.ensure_admin_key(existing)

@@ -1,0 +1,154 @@
+"""The failover functions: which gateway each host sends a range to that several gateways serve.
+
+Agents move off a dead gateway by themselves within seconds (their probes; the plan's ranked
+candidates). These functions own the slower decisions, from the latest status reports, with
+the pure :func:`chalicelib.domain.placement.place_all`: where a host goes when its gateway is
+down or silent, when another is clearly better (hysteresis), and how hosts spread over equal
+gateways. A decision is written on each moved host's role (``MemberRole.placed``), so the plan
+ranks that gateway first for it everywhere, and broadcast like any change: a recovered gateway
+does not take its hosts back (they stay placed where they went).
+
+- :meth:`Failover.after_report` — event-driven, on a report that carries latency: the reporter's
+  own samples, no rebalancing (one report says little about the others), O(network members).
+- :meth:`Failover.run` — every minute (``@app.schedule``): every network with ranges several
+  gateways serve, with every member's latest report: gateways whose reports stopped, hosts that
+  never reported, rebalancing.
+
+Hosts without a placement are where the plan's ranking puts them (a rendezvous order of
+their own); they count as placed there, so only a move writes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from ..domain import placement, plan, protocol
+from ..domain.ids import HostId, NetworkId
+from ..domain.models import Host, HostStatus, MemberRole
+from ..domain.placement import Decision, Group, Observations, Policy, Sample
+from ..errors import UnavailableError
+from . import topology
+from .deps import Deps, log
+from .ports import MAX_ROLE_WRITES, StaleWriteError
+from .stream import Stream
+
+__all__ = ["Failover"]
+
+_EVENT_POLICY = Policy(rebalance=False)
+
+
+class Failover:
+    def __init__(self, deps: Deps, stream: Stream) -> None:
+        self._d = deps
+        self._stream = stream
+
+    def run(self) -> int:
+        """One scheduled pass over every network whose gateways share ranges; the hosts moved."""
+        moved = 0
+        for entry in self._d.store.network_registry().entries:
+            try:
+                moved += self.place(entry.id)
+            except UnavailableError as e:  # the next run tries again; one network stops no other
+                log.warning("failover: placing in %s failed: %s", entry.id, e)
+        return moved
+
+    def after_report(self, host_id: str, payload: dict[str, Any] | bytes | str) -> int:
+        """Place ``host_id`` again in each of its networks where its report measured gateways that
+        share a range it uses; the hosts moved (0 for a report that says nothing of them)."""
+        try:
+            report = protocol.decode_status(payload)
+        except protocol.ProtocolError:
+            return 0  # the report handler logs and drops it
+        measured = {r.target for r in report.latency}
+        host = self._d.store.get_host(host_id) if measured else None
+        if host is None:
+            return 0
+        mine = HostStatus(online=True, last_seen=self._d.clock.now(), latency=report.latency)
+        moved = 0
+        for nid in host.network_ids:
+            records = topology.records(self._d.store, nid)
+            if records is None or not measured & {g for gs in records.shared_ranges.values() for g in gs}:
+                continue
+            moved += self._place(records, {host.id: mine}, _EVENT_POLICY)
+        return moved
+
+    def place(self, network_id: str) -> int:
+        """One placement pass over ``network_id`` with every member's latest report; the hosts moved."""
+        records = topology.records(self._d.store, network_id)
+        if records is None or not records.shared_ranges:
+            return 0
+        statuses = self._d.store.host_statuses(sorted(records.members))
+        return self._place(records, statuses, Policy())
+
+    # ------------------------------------------------------------------ helpers
+    def _place(self, records: plan.NetworkRecords, reports: Mapping[HostId, HostStatus],
+               policy: Policy) -> int:
+        gateways = sorted({g for gs in records.shared_ranges.values() for g in gs})
+        unread = [g for g in gateways if g not in reports]
+        gateway_reports = {**self._d.store.host_statuses(unread),
+                           **{g: reports[g] for g in gateways if g in reports}}
+        observations = Observations(
+            samples={u: {r.target: Sample(r.rtt_ms, r.loss_pct, r.up, at=s.last_seen or 0)
+                         for r in s.latency} for u, s in reports.items()},
+            reported_at={g: s.last_seen for g, s in gateway_reports.items() if s.last_seen is not None})
+        groups, current = self._groups(records)
+        decisions = placement.place_all(groups, current, observations, self._d.clock.now(), policy)
+        return self._write(records, decisions)
+
+    @staticmethod
+    def _groups(records: plan.NetworkRecords) -> tuple[list[Group], dict[str, dict[HostId, HostId]]]:
+        """One group per shared range: its gateways, the members that send it to one of them (not
+        the gateways themselves, nor relayed hosts: their relay chooses), the pins, and where each
+        user is now (its placement, else the plan's first choice for it)."""
+        groups, current = [], {}
+        for prefix, cands in sorted(records.shared_ranges.items()):
+            users = [h for h in sorted(records.members) if h not in cands and records.relay_of(h) is None]
+            pinned = {u: p for u in users if (p := records.members[u].role.pin(prefix)) in cands}
+            groups.append(Group(prefix, cands, tuple(users), pinned))
+            current[prefix] = {u: ranked[0] for u in users if (ranked := plan.candidates(records, u, prefix))}
+        return groups, current
+
+    def _write(self, records: plan.NetworkRecords, decisions: Iterable[Decision]) -> int:
+        """Each moved host's new placements on its role, up to MAX_ROLE_WRITES hosts per write
+        (one broadcast each); a write that lost a race is left to the next pass."""
+        nid = records.network.id
+        wanted: dict[HostId, dict[str, HostId]] = {}
+        for d in decisions:
+            for m in d.moves:
+                if m.reason != "pinned":
+                    wanted.setdefault(m.user, {})[d.group] = m.to_gateway
+                    log.info("failover: %s in %s for %s: %s -> %s (%s)", m.user, nid, d.group,
+                             m.from_gateway, m.to_gateway, m.reason)
+        hosts = sorted(wanted)
+        moved = 0
+        for i in range(0, len(hosts), MAX_ROLE_WRITES):
+            chunk = hosts[i:i + MAX_ROLE_WRITES]
+            try:
+                moved += self._write_chunk(nid, chunk, wanted)
+            except (StaleWriteError, UnavailableError) as e:
+                log.warning("failover: placements of %d hosts in %s left to the next pass: %s",
+                            len(chunk), nid, e)
+        return moved
+
+    def _write_chunk(self, nid: NetworkId, chunk: list[HostId],
+                     wanted: Mapping[HostId, Mapping[str, HostId]]) -> int:
+        olds: list[Host] = []
+        news: list[Host] = []
+        for hid in chunk:
+            host = self._d.store.get_host(hid)
+            if host is None or nid not in host.addresses:
+                continue
+            role = host.roles.get(nid, MemberRole())
+            placed = {**dict(role.placed), **wanted[hid]}
+            new_role = replace(role, placed=tuple(sorted(placed.items())))
+            if new_role != role:
+                olds.append(host)
+                news.append(host.with_role(nid, new_role))
+        if not olds:
+            return 0
+        (change,) = outbox = self._stream.new_changes([nid], host_ids=tuple(h.id for h in olds))
+        self._d.store.set_member_roles(olds, news, nid, change=change)
+        self._stream.send(outbox)
+        return len(olds)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import LatencyRow, Member
+from chalicelib.domain.placement import Policy
 from chalicelib.domain.protocol import MAX_REPORT_LATENCY
 
 log = logging.getLogger("skymesh.agent.probe")
@@ -44,6 +45,7 @@ __all__ = ["ProbeSettings", "Target", "TargetState", "Health", "Probes", "Prober
            "clearly_better", "worth_reporting_now", "choose_targets", "rows", "echo_reply_seq",
            "FAST", "SLOW"]
 
+_PLACEMENT = Policy()
 FAST, SLOW = "fast", "slow"  # what a target is probed as: depended on, or watched
 
 
@@ -254,9 +256,11 @@ def rows(states: Mapping[HostId, TargetState]) -> tuple[LatencyRow, ...]:
 
 
 def clearly_better(rtt_ms: float, than_ms: float) -> bool:
-    """Whether ``rtt_ms`` beats ``than_ms`` beyond hysteresis: at least 10 ms better *and* below
-    two thirds of it (Tailscale's rule for changing its home region)."""
-    return rtt_ms <= than_ms - 10.0 and rtt_ms < than_ms * 2 / 3
+    """Whether ``rtt_ms`` beats ``than_ms`` beyond hysteresis, by the failover functions' own rule
+    (:meth:`chalicelib.domain.placement.Policy.clearly_better`: at least 10 ms better *and* below
+    two thirds of it, Tailscale's rule for changing its home region): a host reports at once
+    exactly what could make placement move it."""
+    return _PLACEMENT.clearly_better(rtt_ms, than_ms)
 
 
 def worth_reporting_now(reported: Sequence[LatencyRow], now: Sequence[LatencyRow],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ...domain import protocol
 from ...domain.changes import PendingChange
 from ...domain.ids import ClientId, EnrollmentKeyId, HostId, NetworkId
 from ...domain.models import (
@@ -235,23 +236,15 @@ def status_latency(status: HostStatus) -> str | None:
 
 
 def role_map(r: MemberRole) -> dict[str, Any]:
-    """A member's role as a raw map (what is unset is left out, so no role is an empty map)."""
-    out: dict[str, Any] = {}
-    if r.gateway is not None:
-        g = r.gateway
-        out["gateway"] = {"remote_access": g.remote_access, "egress": list(g.egress), "internet": g.internet,
-                          **({"endpoint": g.endpoint} if g.endpoint is not None else {}),
-                          **({} if g.auto_relay else {"auto_relay": False})}
-    if r.internet_gateway is not None:
-        out["internet_gateway"] = r.internet_gateway
-    if r.full_tunnel:
-        out["full_tunnel"] = True
-    if r.relayed_by is not None:
-        out["relayed_by"] = r.relayed_by
-    if r.pinned:
-        out["pinned"] = dict(r.pinned)
-    if r.placed:
-        out["placed"] = dict(r.placed)
+    """A member's role as a raw map: its wire form (what is unset is left out, so no role is an
+    empty map), with a gateway's defaults left out too (no endpoint, auto relay on)."""
+    out = protocol.role_to_wire(r)
+    g = out.get("gateway")
+    if g is not None:
+        if g["endpoint"] is None:
+            del g["endpoint"]
+        if g["auto_relay"]:
+            del g["auto_relay"]
     return out
 
 

@@ -13,6 +13,8 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -190,11 +192,11 @@ def test_bridge_goes_on_after_a_deeply_nested_report(identity, tmp_path, mqtt_co
     assert bridge.dropped == 2 and not bridge.worker_ended.is_set()
 
 
-def test_bridge_process_exits_when_its_worker_dies(fake_app, identity, tmp_path, mqtt_connect,
-                                                    broker, local_home):
-    """A bridge whose worker is gone records nothing: it must exit so that its supervisor sees it."""
-    out = tmp_path / "reports.jsonl"
-    env = {**os.environ, "FAKE_APP_OUT": str(out), HOME: str(local_home),
+@contextmanager
+def _bridge_process(fake_app, tmp_path, broker, local_home, **env_extra) -> Iterator[
+        tuple[subprocess.Popen, Path]]:
+    """``python -m skymesh.local.bridge`` on ``fake_app``, subscribed; killed at the end if still up."""
+    env = {**os.environ, **env_extra, HOME: str(local_home),
            MQTT_HOST: broker.connect_host, MQTT_PORT: str(broker.port),
            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     log = tmp_path / "bridge.log"
@@ -207,15 +209,23 @@ def test_bridge_process_exits_when_its_worker_dies(fake_app, identity, tmp_path,
             assert p.poll() is None, log.read_text(errors="replace")
             assert time.monotonic() < deadline, "bridge never subscribed"
             time.sleep(0.05)  # polling the child's log, bounded by the deadline
+        yield p, log
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
+
+
+def test_bridge_process_exits_when_its_worker_dies(fake_app, identity, tmp_path, mqtt_connect,
+                                                    broker, local_home):
+    """A bridge whose worker is gone records nothing: it must exit so that its supervisor sees it."""
+    out = tmp_path / "reports.jsonl"
+    with _bridge_process(fake_app, tmp_path, broker, local_home, FAKE_APP_OUT=str(out)) as (p, log):
         host = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
         host.publish("sm/h/host_a/status", NESTED)  # survived: the worker goes on
         host.publish("sm/h/host_a/status", b'{"n":1}')
         host.publish("sm/h/host_a/status", b'{"end_the_worker":true}')
         assert p.wait(20) == 1, log.read_text(errors="replace")
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
     assert [json.loads(line) for line in out.read_text().splitlines()] == [
         {"n": 1, "host_id": "host_a"}]
     assert "the worker thread ended" in log.read_text()
@@ -306,19 +316,8 @@ def test_the_bridge_process_hands_reports_with_latency_to_the_apps_failover_repo
         fake_app, identity, tmp_path, mqtt_connect, broker, local_home):
     """``skymesh local up``'s bridge wires failover_report when the app has it."""
     out, failover_out = tmp_path / "reports.jsonl", tmp_path / "failover.jsonl"
-    env = {**os.environ, "FAKE_APP_OUT": str(out), "FAKE_APP_FAILOVER_OUT": str(failover_out),
-           HOME: str(local_home), MQTT_HOST: broker.connect_host, MQTT_PORT: str(broker.port),
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
-    log = tmp_path / "bridge.log"
-    with log.open("wb") as f:
-        p = subprocess.Popen([sys.executable, "-m", "skymesh.local.bridge", "--app-module",
-                              fake_app.__name__], env=env, stdout=f, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while READY_LINE not in log.read_text(errors="replace"):
-            assert p.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, "bridge never subscribed"
-            time.sleep(0.05)  # polling the child's log, bounded by the deadline
+    with _bridge_process(fake_app, tmp_path, broker, local_home, FAKE_APP_OUT=str(out),
+                         FAKE_APP_FAILOVER_OUT=str(failover_out)) as (p, log):
         host = mqtt_connect(enroll_host(identity, "host_a", tmp_path))
         host.publish("sm/h/host_a/status", WITHOUT_LATENCY)
         host.publish("sm/h/host_a/status", WITH_LATENCY)
@@ -329,10 +328,6 @@ def test_the_bridge_process_hands_reports_with_latency_to_the_apps_failover_repo
             time.sleep(0.05)  # polling files the child writes, bounded by the deadline
         p.send_signal(signal.SIGTERM)
         assert p.wait(10) == 0, log.read_text(errors="replace")
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
     (moved,) = [json.loads(line) for line in failover_out.read_text().splitlines()]
     assert moved["host_id"] == "host_a" and moved["latency"] == LATENCY
 

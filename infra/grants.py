@@ -18,6 +18,12 @@ and that nothing is granted that no call needs):
   item, with a check that the ``HOST#`` item does not exist) and deletes what the
   identity left in the IoT registry: the host's certificates (deactivated, detached,
   deleted), its group memberships and its thing.
+- ``failover_report`` (a status report that carries latency, from its own IoT rule) and
+  ``failover`` (every minute): the failover functions. They read a network's records (its
+  partition), the reporting or moved hosts and the gateways' statuses (host records), write
+  each moved host's role with its member record and the pending change in one transaction,
+  and broadcast it (lease and sequence, members, delta log, clearing what was sent, publish).
+  ``failover`` also reads the network registry to find every network.
 - ``bootstrap`` (deploy time): the first admin key (its secret, one table item) and
   the IoT endpoint lookup.
 
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 from aws_cdk import aws_iam as iam
 
 from chalicelib.adapters.dynamodb.items import KIND_INDEX
+from chalicelib.adapters.dynamodb.layout import NETWORK_PREFIX, REGISTRY_PK
 from chalicelib.domain.ids import ID_PREFIXES
 from chalicelib.domain.protocol import host_inbox_topic, network_topic
 
@@ -40,7 +47,7 @@ __all__ = ["Arns", "statements_for", "FUNCTIONS"]
 
 #: The functions of the app (their names in app.py) plus the deploy-time one.
 FUNCTIONS = ("api_handler", "host_report", "mark_offline", "sweep_broadcasts", "sweep_orphans",
-             "bootstrap")
+             "failover_report", "failover", "bootstrap")
 
 #: What DynamoDB asks of the caller's key permissions on a table encrypted with a
 #: customer managed key (each only through DynamoDB: ``kms:ViaService``).
@@ -112,6 +119,34 @@ def _host_items_only() -> dict[str, dict[str, object]]:
     return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["HOST#*"]}}
 
 
+def _network_items_only() -> dict[str, dict[str, object]]:
+    """Only items in a network's partition (``NET#<id>``: the network, members, pending changes,
+    delta log)."""
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{NETWORK_PREFIX}*"]}}
+
+
+def _placement(arns: Arns, function: str) -> list[iam.PolicyStatement]:
+    """What both failover functions need to place hosts of one network and broadcast the moves."""
+    return [
+        _logs(arns, function),
+        # The network's members and clients (a Query of its partition each).
+        _allow("NetworkRecords", ["dynamodb:Query"], [arns.table]),
+        # The reporting or moved host (GetItem), the gateways' latest statuses (BatchGetItem),
+        # a moved host's roles (UpdateItem under its revision, in the transaction).
+        _allow("HostRecords", ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"],
+               [arns.table], _host_items_only()),
+        # In the network's partition: the network at its sequence (GetItem, read before its
+        # members); in the transaction the moved hosts' member records and the pending change
+        # (PutItem); then the broadcast: lease and sequence (UpdateItem), the members
+        # (BatchGetItem), the delta log and clearing what was sent (BatchWriteItem).
+        _allow("NetworkItems", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [arns.table],
+               _network_items_only()),
+        _table_key(arns),
+        _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
+    ]
+
+
 def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
     """The statements of ``function``'s role (see the module docstring)."""
     if function == "api_handler":
@@ -181,6 +216,15 @@ def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
                                           "iot:DetachPolicy"], [arns.certificates]),
             _allow("LeaveNetworkGroups", ["iot:RemoveThingFromThingGroup"],
                    [arns.things, arns.network_groups]),
+        ]
+    if function == "failover_report":
+        return _placement(arns, function)
+    if function == "failover":
+        return [
+            *_placement(arns, function),
+            # Every network, from the registry item.
+            _allow("NetworkRegistry", ["dynamodb:GetItem"], [arns.table],
+                   {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [REGISTRY_PK]}}),
         ]
     if function == "bootstrap":
         return [

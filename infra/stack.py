@@ -8,10 +8,10 @@ What each resource is for (docs/deploy.md has the same list for people):
   on demand, point-in-time recovery, TTL on ``expires_at`` (expired enrollment keys go).
   Kept when the stack is deleted unless ``retain_data=False``.
 - ``App`` — the Chalice app through Chalice's CDK construct: the REST API (API
-  Gateway + ``api_handler``), ``host_report`` (called by the IoT rule) and the
-  schedules ``mark_offline`` and ``sweep_broadcasts`` (every minute) and
-  ``sweep_orphans`` (every 5 minutes). Chalice makes no IAM here: each function gets
-  its own role from :mod:`infra.grants`.
+  Gateway + ``api_handler``), ``host_report`` and ``failover_report`` (called by the IoT
+  rules) and the schedules ``mark_offline``, ``sweep_broadcasts`` and ``failover`` (every
+  minute) and ``sweep_orphans`` (every 5 minutes). Chalice makes no IAM here: each function
+  gets its own role from :mod:`infra.grants`.
 - ``Bootstrap`` + ``FirstAdminKey`` + ``IotEndpointLookup`` — deploy-time custom resources
   (``chalicelib/adapters/aws_bootstrap.py``): the first admin key into
   ``AdminKeySecret``, and the account's IoT data endpoint for the functions.
@@ -23,6 +23,8 @@ What each resource is for (docs/deploy.md has the same list for people):
   shape ``{"error": {"code", "message"}}`` (:func:`gateway_responses`).
 - ``HostStatusRule`` — the topic rule that hands status reports (broker topic or
   Basic Ingest) to ``host_report``; failed deliveries go to ``RuleErrorLogs``.
+- ``FailoverReportRule`` — the topic rule that hands the status reports carrying latency
+  (broker topic) to ``failover_report`` as well; failed deliveries go to ``RuleErrorLogs``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from chalicelib import config
 from chalicelib.adapters.aws_bootstrap import ADMIN_KEY_TYPE, IOT_ENDPOINT_TYPE
 from chalicelib.adapters.aws_iot_policies import (
     basic_ingest_topic,
+    failover_report_rule_sql,
     host_policy_document,
     host_status_rule_sql,
 )
@@ -79,6 +82,8 @@ CHALICE_FUNCTIONS = {
     "mark_offline": "MarkOffline",
     "sweep_broadcasts": "SweepBroadcasts",
     "sweep_orphans": "SweepOrphans",
+    "failover_report": "FailoverReport",
+    "failover": "Failover",
 }
 
 #: Enrollment keys carry ``expires_at`` (epoch seconds) when they expire; DynamoDB
@@ -261,7 +266,7 @@ class SkymeshStack(Stack):
             # exists before the API can be called.
             function.node.add_dependency(log_groups[fn], host_policy, admin_key)
 
-        self._status_rule(app, key, rule_name)
+        self._status_rules(app, key, rule_name, failover_rule=f"{name.replace('-', '_')}_failover_report")
 
         # In the API definition (not separate AWS::ApiGateway::GatewayResponse resources):
         # SAM's deployment hashes the definition, so a change here is redeployed to the
@@ -330,34 +335,46 @@ class SkymeshStack(Stack):
                 sort_key=attribute(gsk) if gsk else None, projection_type=dynamodb.ProjectionType.ALL)
         return table
 
-    def _status_rule(self, app: Chalice, key: kms.IKey, rule_name: str) -> None:
-        """Status reports → ``host_report``; a failed delivery is logged, not lost silently."""
-        host_report_arn = app.get_resource(CHALICE_FUNCTIONS["host_report"]).get_att("Arn").to_string()
+    def _status_rules(self, app: Chalice, key: kms.IKey, rule_name: str, failover_rule: str) -> None:
+        """Status reports → ``host_report``, those carrying latency → ``failover_report`` too;
+        a failed delivery is logged, not lost silently."""
         errors = logs.LogGroup(self, "RuleErrorLogs",
                                log_group_name=f"/skymesh/{self.stack_name}/iot-rule-errors",
                                retention=_LOG_RETENTION, encryption_key=key,
                                removal_policy=RemovalPolicy.DESTROY)
         error_role = iam.Role(
             self, "RuleErrorRole", assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
-            description=f"{self.stack_name}: the status rule writes failed deliveries to its log group",
+            description=f"{self.stack_name}: the status rules write failed deliveries to their log group",
             inline_policies={"rule-errors": iam.PolicyDocument(statements=[iam.PolicyStatement(
                 actions=["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
                 resources=[errors.log_group_arn])])},
         )
-        rule = iot.CfnTopicRule(
-            self, "HostStatusRule", rule_name=rule_name,
-            topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
-                sql=host_status_rule_sql(), aws_iot_sql_version="2016-03-23", rule_disabled=False,
-                description="Host status reports (broker topic or Basic Ingest) to host_report",
-                actions=[iot.CfnTopicRule.ActionProperty(
-                    lambda_=iot.CfnTopicRule.LambdaActionProperty(function_arn=host_report_arn))],
-                error_action=iot.CfnTopicRule.ActionProperty(
-                    cloudwatch_logs=iot.CfnTopicRule.CloudwatchLogsActionProperty(
-                        log_group_name=errors.log_group_name, role_arn=error_role.role_arn)),
-            ),
-        )
-        lambda_.CfnPermission(
-            self, "HostStatusRuleInvokes", action="lambda:InvokeFunction",
-            function_name=host_report_arn, principal="iot.amazonaws.com",
-            source_arn=rule.attr_arn, source_account=Aws.ACCOUNT_ID,
-        )
+        error_action = iot.CfnTopicRule.ActionProperty(
+            cloudwatch_logs=iot.CfnTopicRule.CloudwatchLogsActionProperty(
+                log_group_name=errors.log_group_name, role_arn=error_role.role_arn))
+        # Two rules, not two actions of one: a rule's WHERE applies to all its actions, and
+        # failover_report is invoked only for the reports that carry latency. A report sent
+        # through Basic Ingest reaches only the rule it names (HostStatusRule): the failover
+        # rule sees the reports published on the broker topic (docs/deploy.md).
+        for logical_id, name, sql, function, description in (
+            ("HostStatusRule", rule_name, host_status_rule_sql(), "host_report",
+             "Host status reports (broker topic or Basic Ingest) to host_report"),
+            ("FailoverReportRule", failover_rule, failover_report_rule_sql(), "failover_report",
+             "Host status reports that carry latency to failover_report (event-driven placement)"),
+        ):
+            function_arn = app.get_resource(CHALICE_FUNCTIONS[function]).get_att("Arn").to_string()
+            rule = iot.CfnTopicRule(
+                self, logical_id, rule_name=name,
+                topic_rule_payload=iot.CfnTopicRule.TopicRulePayloadProperty(
+                    sql=sql, aws_iot_sql_version="2016-03-23", rule_disabled=False,
+                    description=description,
+                    actions=[iot.CfnTopicRule.ActionProperty(
+                        lambda_=iot.CfnTopicRule.LambdaActionProperty(function_arn=function_arn))],
+                    error_action=error_action,
+                ),
+            )
+            lambda_.CfnPermission(
+                self, f"{logical_id}Invokes", action="lambda:InvokeFunction",
+                function_name=function_arn, principal="iot.amazonaws.com",
+                source_arn=rule.attr_arn, source_account=Aws.ACCOUNT_ID,
+            )

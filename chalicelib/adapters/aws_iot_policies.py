@@ -34,6 +34,7 @@ __all__ = [
     "network_policy_document",
     "basic_ingest_topic",
     "host_status_rule_sql",
+    "failover_report_rule_sql",
     "iot_arn_prefix",
 ]
 
@@ -72,6 +73,17 @@ def host_status_rule_sql() -> str:
     """
     return (f"SELECT *, topic(3) AS host_id FROM '{HOST_STATUS_FILTER}' "
             "WHERE isUndefined(host_id)")
+
+
+def failover_report_rule_sql() -> str:
+    """The topic rule that hands status reports carrying latency to ``failover_report`` as well.
+
+    The same reports and host id as :func:`host_status_rule_sql`, only those whose ``latency``
+    list has a first entry (``get`` of a missing list, or past the end of one, is Undefined): the
+    failover function is not invoked for a report that measured nothing. Locally the rule bridge
+    plays it with :func:`skymesh.local.bridge.carries_latency`, the same rule in Python.
+    """
+    return f"{host_status_rule_sql()} AND NOT isUndefined(get(latency, 0))"
 
 
 def host_policy_document(arn_prefix: str, *, ingest_rule: str | None = None) -> dict[str, Any]:

@@ -1,17 +1,22 @@
-"""``python -m skymesh.local.bridge``: plays the AWS IoT topic rule for host reports.
+"""``python -m skymesh.local.bridge``: plays the AWS IoT topic rules for host reports.
 
-The rule is ``SELECT *, topic(3) AS host_id FROM 'sm/h/+/status'`` → Lambda
-``host_report``. Here a control client (CN ``skymesh-control-rules``) subscribes
-to :data:`HOST_STATUS_FILTER`; the MQTT callback only enqueues, and one worker
-thread parses each payload (a JSON object, else logged and dropped), sets
-``host_id`` from the topic (overriding any ``host_id`` in the payload, as the
-rule's alias does) and calls the handler with context ``None``.
+The rules are ``SELECT *, topic(3) AS host_id FROM 'sm/h/+/status'`` → Lambda
+``host_report``, and the same for the reports that carry latency
+(:func:`carries_latency`) → Lambda ``failover_report``. Here a control client (CN
+``skymesh-control-rules``) subscribes to :data:`HOST_STATUS_FILTER`; the MQTT callback
+only enqueues, and one worker thread parses each payload (a JSON object, else logged
+and dropped), sets ``host_id`` from the topic (overriding any ``host_id`` in the
+payload, as the rule's alias does) and calls the handler with context ``None``.
 
 Any host can publish here, so nothing a payload holds may stop the worker: every
 report is handled inside one catch-all and costs at most one log line. If the
 worker thread ends anyway, the process exits with status 1, so the supervisor
 (``skymesh local up``) sees it and starts a fresh bridge instead of one that
 stays up and records nothing.
+
+``failover_report`` runs on a worker and queue of its own, as its rule is a Lambda
+of its own on AWS: a slow or failing placement never holds up the status of any
+host (a full failover queue drops the event; the scheduled ``failover`` still runs).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from chalicelib.domain.protocol import HOST_STATUS_FILTER, MAX_MESSAGE_BYTES, ho
 
 from .appload import lambda_function, load_app
 
-__all__ = ["RuleBridge", "rule_event", "main", "READY_LINE", "BRIDGE_COMPONENT"]
+__all__ = ["RuleBridge", "rule_event", "carries_latency", "main", "READY_LINE", "BRIDGE_COMPONENT"]
 
 log = logging.getLogger("local-bridge")  # not under "skymesh": the app's logger
 
@@ -61,8 +66,21 @@ def rule_event(topic: str, payload: bytes) -> dict[str, Any] | None:
     return doc
 
 
+def carries_latency(event: dict[str, Any]) -> bool:
+    """Whether the failover rule fires on a status report too: its ``latency`` is a non-empty list.
+
+    The one statement of that rule for local mode; its AWS form is the IoT SQL of
+    :func:`chalicelib.adapters.aws_iot_policies.failover_report_rule_sql`, which
+    ``infra/stack.py`` deploys as ``FailoverReportRule`` (``get(latency, 0)`` is defined).
+    They differ only on a ``latency`` that is no list, which ``failover_report`` drops anyway.
+    """
+    latency = event.get("latency")
+    return isinstance(latency, list) and len(latency) > 0
+
+
 class RuleBridge:
-    """Subscribe, queue, and call ``handler(event, None)`` for every valid report."""
+    """Subscribe, queue, and call ``handler(event, None)`` for every valid report, and
+    ``failover_handler(event, None)`` for those that carry latency (on a worker of its own)."""
 
     def __init__(
         self,
@@ -71,15 +89,23 @@ class RuleBridge:
         creds: ControlCredentials,
         handler: Callable[[dict[str, Any], Any], Any],
         queue_size: int = 10_000,
+        *,
+        failover_handler: Callable[[dict[str, Any], Any], Any] | None = None,
     ) -> None:
         self._host, self._port, self._creds = host, port, creds
         self._handler = handler
+        self._failover_handler = failover_handler
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=queue_size)
+        self._failover_queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_size)
         self.subscribed = threading.Event()
         self.worker_ended = threading.Event()
         self.handled = 0
         self.dropped = 0
+        self.failover_handled = 0
+        self.failover_dropped = 0
         self._worker = threading.Thread(target=self._work, name="bridge-worker", daemon=True)
+        self._failover_worker = threading.Thread(target=self._work_failover, name="bridge-failover",
+                                                 daemon=True)
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         c.tls_set(ca_certs=str(creds.ca_path), certfile=str(creds.cert_path),
                   keyfile=str(creds.key_path))
@@ -138,6 +164,12 @@ class RuleBridge:
             log.warning("dropped a report on %s: not a JSON object of at most %d bytes (%d bytes)",
                         topic, MAX_MESSAGE_BYTES, len(payload))
             return
+        if self._failover_handler is not None and carries_latency(event):
+            try:  # a copy: host_report may run while failover_report reads it
+                self._failover_queue.put_nowait(dict(event))
+            except queue.Full:
+                self.failover_dropped += 1
+                log.warning("failover queue full: a report on %s goes to host_report only", topic)
         try:
             self._handler(event, None)
             self.handled += 1
@@ -146,9 +178,24 @@ class RuleBridge:
             log.error("host_report failed for a report on %s: %s: %s", topic, type(e).__name__,
                       str(e)[:200])
 
+    def _work_failover(self) -> None:
+        assert self._failover_handler is not None
+        try:
+            while (event := self._failover_queue.get()) is not None:
+                try:
+                    self._failover_handler(event, None)
+                    self.failover_handled += 1
+                except Exception as e:  # placement failed for this report: the schedule goes on
+                    log.error("failover_report failed for a report of %s: %s: %s", event.get("host_id"),
+                              type(e).__name__, str(e)[:200])
+        finally:
+            self.worker_ended.set()
+
     def start(self, timeout: float = 10.0) -> None:
         """Connect (bounded) and start the worker; the subscription follows on CONNACK."""
         self._worker.start()
+        if self._failover_handler is not None:
+            self._failover_worker.start()
         self._client.connect_timeout = timeout
         self._client.connect(self._host, self._port, keepalive=30)
         self._client.loop_start()
@@ -162,6 +209,12 @@ class RuleBridge:
         except queue.Full:
             return
         self._worker.join(timeout)
+        if self._failover_worker.is_alive():
+            try:
+                self._failover_queue.put(None, timeout=timeout)
+            except queue.Full:
+                return
+            self._failover_worker.join(timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, app = load_app(args.app_module)
     handler = lambda_function(module, app, "host_report")
+    # an app without the failover function (an older one, a test's) has only the status rule
+    failover = (lambda_function(module, app, "failover_report")
+                if any(fn.name == "failover_report" for fn in app.pure_lambda_functions) else None)
     creds = LocalCaIdentity(home, host, port).issue_control_client(BRIDGE_COMPONENT)
-    bridge = RuleBridge(host, port, creds, handler)
+    bridge = RuleBridge(host, port, creds, handler, failover_handler=failover)
     stop_requested = threading.Event()
 
     def on_signal(*_: Any) -> None:

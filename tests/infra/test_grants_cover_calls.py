@@ -28,6 +28,7 @@ from moto.iotdata.models import iotdata_backends
 
 from chalicelib.adapters.aws_bootstrap import handle
 from chalicelib.adapters.dynamodb.table import table_definition
+from chalicelib.domain import protocol
 from chalicelib.wiring import set_service
 from infra.grants import FUNCTIONS
 from tests.aws.conftest import patch_moto_certificate_delete
@@ -38,6 +39,7 @@ from .factories import host_body
 
 TABLE = "skymesh-it"
 ENDPOINT = "data-ats.iot.us-east-1.amazonaws.com"  # an endpoint moto's iot-data answers on
+HA_RANGE = "10.20.0.0/16"  # the range the HA gateways of the failover runs share
 
 #: Granted but not called in this run, and why that is right.
 NOT_EXERCISED = {
@@ -322,6 +324,46 @@ def _drive(synthesized: Synthesized, resolver: Resolver, recorder: Recorder,
         out["h1_groups"] = sorted(g["groupName"] for g in iot.list_thing_groups_for_thing(
             thingName=h1_id)["thingGroups"])
         out["networks"] = (office["id"], lab["id"])
+
+        # HA gateways g1, g2 serve one range; u sends it to one of them. u's report says that one
+        # is down: failover_report moves u to the other and broadcasts it. Then u's report says
+        # the other is down: the scheduled failover moves it back.
+        ha = call("POST", "/v1/networks", {"name": "ha", "ipv4_cidr": "100.66.0.0/16"})
+        ha_key = call("POST", "/v1/enrollment-keys", {"networks": [ha["id"]], "uses": 3})
+        ha_hosts = {n: call("POST", "/v1/hosts", host_body(n), token=ha_key["token"])
+                    for n in ("g1", "g2", "u")}
+        g1, g2, u = (ha_hosts[n]["host"]["id"] for n in ("g1", "g2", "u"))
+        for gateway in (g1, g2):
+            call("PUT", f"/v1/networks/{ha['id']}/gateways/{gateway}", {"egress": [HA_RANGE]})
+
+        def carrier() -> str:
+            cfg = call("GET", f"/v1/hosts/{u}/config?v={protocol.VERSION}", token=ha_hosts["u"]["host_token"])
+            (network,) = cfg["networks"]
+            (peer,) = [p["host_id"] for p in network["peers"] if HA_RANGE in p["allowed_ips"]]
+            return str(peer)
+
+        def report(host_id: str, down: str | None = None) -> dict[str, Any]:
+            latency = [{"host": g, "rtt": None if g == down else 5.0, "loss": 100 if g == down else 0,
+                        "up": g != down} for g in (g1, g2)] if down else []
+            return {"host_id": host_id, "v": protocol.VERSION, "type": "status", "agent_version": "0.1.0",
+                    "endpoints": ["198.18.0.10:51820"], "peers": [],
+                    **({"latency": latency} if latency else {})}
+
+        with recorder.running("host_report"):
+            for gateway in (g1, g2):  # gateways that never reported are silent: no target
+                assert client.lambda_.invoke("host_report", report(gateway)).payload == {"recorded": True}
+        first = carrier()
+        second = g2 if first == g1 else g1
+        published_before = len(iotdata_backends[DEFAULT_ACCOUNT_ID][REGION].published_payloads)
+        with recorder.running("failover_report"):
+            out["failover_report"] = client.lambda_.invoke("failover_report", report(u, down=first)).payload
+        moved_to = carrier()
+        with recorder.running("host_report"):
+            client.lambda_.invoke("host_report", report(u, down=second))
+        with recorder.running("failover"):
+            out["failover"] = client.lambda_.invoke("failover", tick(client)).payload
+        out["ha"] = {"network": ha["id"], "first": first, "second": second, "moved_to": moved_to,
+                     "moved_back_to": carrier(), "published_before": published_before}
     return out
 
 
@@ -346,6 +388,17 @@ def test_reports_schedules_and_sweeper_do_their_job(run: Run) -> None:
     assert {f"sm/n/{office}", f"sm/n/{lab}"} <= topics
 
 
+def test_failover_functions_move_a_host_off_a_gateway_its_report_says_is_down(run: Run) -> None:
+    ha = run.outcomes["ha"]
+    assert run.outcomes["failover_report"] == {"moved": 1}
+    assert ha["moved_to"] == ha["second"]  # the event-driven function moved u off the down one
+    assert run.outcomes["failover"] == {"moved": 1}
+    assert ha["moved_back_to"] == ha["first"]  # the scheduled one, after a report said the other is down
+    # each move went out as a broadcast of the network
+    topics = [topic for topic, _ in run.published[ha["published_before"]:]]
+    assert topics.count(f"sm/n/{ha['network']}") >= 2
+
+
 def test_sweeper_deletes_the_certificate_and_thing_of_a_registration_that_died(run: Run) -> None:
     dead = run.outcomes["dead"]
     assert run.outcomes["orphans"] == {"discarded": [dead["id"]]}
@@ -367,7 +420,9 @@ def test_leaving_a_network_leaves_its_thing_group(run: Run, synthesized: Synthes
 
 
 def _role(synthesized: Synthesized, function: str) -> str:
-    return synthesized.logical_id("AWS::IAM::Role", "".join(p.capitalize() for p in function.split("_")))
+    # "...Role": FailoverRole, not FailoverReportRole
+    pascal = "".join(p.capitalize() for p in function.split("_"))
+    return synthesized.logical_id("AWS::IAM::Role", f"{pascal}Role")
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -405,3 +460,25 @@ def test_orphan_sweeper_writes_only_pending_identities(run: Run, synthesized: Sy
         assert on(action, "IDENTITY#host_x") and not on(action, "HOST#host_x"), action
     assert on("dynamodb:ConditionCheckItem", "HOST#host_x")
     assert not on("dynamodb:ConditionCheckItem", "KEY#key_x")
+
+
+@pytest.mark.parametrize("function", ["failover_report", "failover"])
+def test_failover_functions_touch_only_host_and_network_records(
+    run: Run, synthesized: Synthesized, function: str
+) -> None:
+    """They read and write hosts' roles and their networks' records, never a key, an admin key or an
+    identity; they create no host (PutItem only in a network's partition)."""
+    statements = role_statements(synthesized.template, _role(synthesized, function), run.resolver)
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TABLE}"
+
+    def on(action: str, pk: str) -> bool:
+        return allows(statements, Need(action, table, (("dynamodb:LeadingKeys", (pk,)),)))
+
+    for pk in ("KEY#key_x", "ADMIN#admin_x", "IDENTITY#host_x", "WGKEY#x"):
+        for action in ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:BatchGetItem",
+                       "dynamodb:BatchWriteItem"):
+            assert not on(action, pk), (action, pk)
+    assert on("dynamodb:UpdateItem", "HOST#host_x") and not on("dynamodb:PutItem", "HOST#host_x")
+    assert not on("dynamodb:BatchWriteItem", "HOST#host_x")
+    assert on("dynamodb:PutItem", "NET#net_x")
+    assert on("dynamodb:GetItem", "REGISTRY") == (function == "failover")

@@ -29,7 +29,8 @@ def test_chalice_package_for_prod_works_offline(tmp_path: Path) -> None:
 
     sam = json.loads((out / "sam.json").read_text())
     functions = {k: r for k, r in sam["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
-    assert sorted(functions) == ["APIHandler", "HostReport", "MarkOffline", "SweepBroadcasts", "SweepOrphans"]
+    assert sorted(functions) == ["APIHandler", "Failover", "FailoverReport", "HostReport", "MarkOffline",
+                                 "SweepBroadcasts", "SweepOrphans"]
     with zipfile.ZipFile(out / "deployment.zip") as package:
         top = {name.split("/")[0] for name in package.namelist()}
     # Without these the functions fail at import on Lambda.

@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
-from chalicelib.adapters.aws_iot_policies import host_status_rule_sql
+from chalicelib.adapters.aws_iot_policies import failover_report_rule_sql, host_status_rule_sql
 from chalicelib.adapters.dynamodb.table import table_definition
 from chalicelib.config import VARIABLES
 from chalicelib.domain.protocol import HOST_STATUS_FILTER
@@ -60,7 +60,7 @@ def test_kms_key_rotates_and_encrypts_secret_and_logs(synthesized: Synthesized) 
     synthesized.assertions.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
     synthesized.assertions.has_resource_properties("AWS::SecretsManager::Secret", {"KmsKeyId": key_arn})
     groups = synthesized.resources("AWS::Logs::LogGroup")
-    assert len(groups) == 7  # six functions + the status rule's errors
+    assert len(groups) == 9  # eight functions + the status rules' errors
     for group in groups.values():
         assert group["Properties"]["KmsKeyId"] == key_arn
         assert group["Properties"]["RetentionInDays"] == 30
@@ -82,7 +82,7 @@ def test_chalice_functions_get_own_role_name_environment_and_log_group(synthesiz
         assert env["SKYMESH_IOT_ENDPOINT"] == {"Fn::GetAtt": ["IotEndpointLookup", "Address"]}
         assert env["SKYMESH_IOT_POLICY"] == f"{synthesized.stack_name}-host"
         assert env["SKYMESH_IOT_NETWORK_PREFIX"] == f"{synthesized.stack_name}-net-"
-        (rule,) = synthesized.resources("AWS::IoT::TopicRule").values()
+        rule = synthesized.resources("AWS::IoT::TopicRule")["HostStatusRule"]
         assert env["SKYMESH_IOT_STATUS_RULE"] == rule["Properties"]["RuleName"]  # hosts use Basic Ingest
         assert (env["SKYMESH_PUBLISHER"], env["SKYMESH_IDENTITY"]) == ("iot", "iot")
         assert "SKYMESH_IOT_THING_PREFIX" not in env  # thing name = host id = MQTT client id
@@ -102,7 +102,7 @@ def _pascal(name: str) -> str:
 
 def test_schedules_and_rest_api(synthesized: Synthesized) -> None:
     functions = synthesized.resources("AWS::Serverless::Function")
-    for logical_id in ("MarkOffline", "SweepBroadcasts"):
+    for logical_id in ("MarkOffline", "SweepBroadcasts", "Failover"):
         (event,) = functions[logical_id]["Properties"]["Events"].values()
         assert event == {"Type": "Schedule", "Properties": {"Schedule": "rate(1 minute)"}}
     (event,) = functions["SweepOrphans"]["Properties"]["Events"].values()
@@ -133,6 +133,32 @@ def test_host_status_rule_delivers_reports_to_host_report(synthesized: Synthesiz
         "SourceArn": {"Fn::GetAtt": ["HostStatusRule", "Arn"]},
         "SourceAccount": {"Ref": "AWS::AccountId"},
     })
+
+
+def test_failover_report_rule_delivers_only_reports_with_latency_to_failover_report(
+        synthesized: Synthesized) -> None:
+    rules = synthesized.resources("AWS::IoT::TopicRule")
+    assert sorted(rules) == ["FailoverReportRule", "HostStatusRule"]
+    synthesized.assertions.has_resource_properties("AWS::IoT::TopicRule", {
+        "RuleName": f"{synthesized.stack_name.replace('-', '_')}_failover_report",
+        "TopicRulePayload": {
+            "Sql": failover_report_rule_sql(),
+            "AwsIotSqlVersion": "2016-03-23",
+            "RuleDisabled": False,
+            "Actions": [{"Lambda": {"FunctionArn": {"Fn::GetAtt": ["FailoverReport", "Arn"]}}}],
+            # a failed delivery goes where the status rule's go
+            "ErrorAction": rules["HostStatusRule"]["Properties"]["TopicRulePayload"]["ErrorAction"],
+        },
+    })
+    # the status rule's reports, narrowed to those that measured something
+    assert failover_report_rule_sql().startswith(host_status_rule_sql() + " AND ")
+    assert "latency" in failover_report_rule_sql()
+    # IoT may invoke the report functions, each only from its own rule in this account
+    invokers = {(p["FunctionName"]["Fn::GetAtt"][0], p["SourceArn"]["Fn::GetAtt"][0])
+                for p in (r["Properties"] for r in synthesized.resources("AWS::Lambda::Permission").values())
+                if p["Principal"] == "iot.amazonaws.com" and p["Action"] == "lambda:InvokeFunction"
+                and p["SourceAccount"] == {"Ref": "AWS::AccountId"}}
+    assert invokers == {("HostReport", "HostStatusRule"), ("FailoverReport", "FailoverReportRule")}
 
 
 def test_deploy_time_steps_run_the_packaged_bootstrap(synthesized: Synthesized) -> None:

@@ -1,0 +1,83 @@
+"""``skymesh local up`` runs the failover functions: a host's report that its HA gateway is down
+goes through the rule bridge to ``failover_report``, which moves the host to the other gateway
+and broadcasts the move to the network, as the IoT rules and Lambda do on AWS.
+
+Needs Java, Mosquitto and DynamoDB Local (installed with npm on first use).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chalicelib.domain import protocol
+
+from .conftest import MqttTestClient
+from .test_local_stack import Stack, call, enroll, stack_env  # noqa: F401 (stack_env is a fixture)
+from .test_local_stack_status import wait_for_version
+
+pytestmark = pytest.mark.slow
+
+LAN = "10.20.0.0/16"
+
+
+def _report(version: str, latency: list[dict[str, Any]] | None = None) -> bytes:
+    return json.dumps({"v": protocol.VERSION, "type": "status", "agent_version": version,
+                       "endpoints": ["198.18.0.5:51820"], "peers": [],
+                       **({"latency": latency} if latency else {})}).encode()
+
+
+def _carrier(info: dict[str, Any], reg: dict[str, Any]) -> str:
+    """The gateway ``reg``'s host sends LAN to, from its own /config."""
+    status, cfg = call(info, "GET", f"/v1/hosts/{reg['host']['id']}/config?v={protocol.VERSION}", None,
+                       reg["host_token"])
+    assert status == 200, cfg
+    (network,) = cfg["networks"]
+    (carrier,) = [p["host_id"] for p in network["peers"] if LAN in p["allowed_ips"]]
+    return str(carrier)
+
+
+def test_a_report_that_the_gateway_is_down_moves_the_host_and_is_broadcast(stack_env, tmp_path):  # noqa: F811
+    home, ports = stack_env
+    stack = Stack(home, ports)
+    clients: list[MqttTestClient] = []
+    try:
+        info = stack.wait_up()
+        admin = info["admin_key"]
+        _, net = call(info, "POST", "/v1/networks", {"name": "ha", "ipv4_cidr": "100.64.0.0/24"}, admin)
+        _, key = call(info, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 3}, admin)
+        hosts = {n: enroll(info, key["token"], n, tmp_path) for n in ("g1", "g2", "u")}
+        ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
+        for g in ("g1", "g2"):
+            status, body = call(info, "PUT", f"/v1/networks/{net['id']}/gateways/{ids[g]}",
+                                {"egress": [LAN]}, admin)
+            assert status == 200, body
+        mqtt = {}
+        for n, (_, creds) in hosts.items():
+            mqtt[n] = MqttTestClient(info["mqtt_endpoint"], info["mqtt_port"], creds)
+            mqtt[n].connect()
+            clients.append(mqtt[n])
+        for g in ("g1", "g2"):  # a gateway that never reported is silent: no target
+            assert not mqtt[g].publish(f"sm/h/{ids[g]}/status", _report("gw")).is_failure
+            wait_for_version(info, admin, ids[g], "gw")
+
+        first = _carrier(info, hosts["u"][0])
+        second = ids["g2"] if first == ids["g1"] else ids["g1"]
+        mqtt["u"].subscribe(f"sm/n/{net['id']}")
+        latency = [{"host": g, "rtt": None if g == first else 4.0, "loss": 100 if g == first else 0,
+                    "up": g != first} for g in (ids["g1"], ids["g2"])]
+        assert not mqtt["u"].publish(f"sm/h/{ids['u']}/status", _report("u", latency)).is_failure
+
+        topic, payload = mqtt["u"].messages.get(timeout=15)  # bridge → failover_report → broadcast
+        delta = json.loads(payload)
+        assert topic == f"sm/n/{net['id']}" and delta["type"] == "delta", delta
+        (moved,) = [m for m in delta["upsert"] if m["host"] == ids["u"]]
+        assert moved["role"]["placed"] == {LAN: second}, moved
+        assert _carrier(info, hosts["u"][0]) == second  # its /config agrees
+        wait_for_version(info, admin, ids["u"], "u")  # host_report recorded the same report
+    finally:
+        for c in clients:
+            c.close()
+        stack.stop()

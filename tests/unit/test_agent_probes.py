@@ -178,3 +178,22 @@ def test_a_relayed_host_probes_its_relay_fast(tmp_path):
     agent.boot()
     agent.handle(Connected())
     assert prober.targets == {relay.host_id: Target(relay.ipv4, FAST)}
+
+
+def test_a_report_with_latency_goes_to_the_broker_topic_the_failover_rule_hears(tmp_path):
+    """On AWS the API names a Basic Ingest topic, which reaches the status rule alone; a report
+    that carries latency goes to the broker topic, so the failover rule hears it too."""
+    me = member(1)
+    gw = replace(member(2), host_id=HostId("host_0002"),
+                 role=MemberRole(gateway=Gateway(egress=("10.9.0.0/16",))))
+    ingest = "$aws/rules/skymesh_host_status/sm/h/host_1/status"
+    agent, _, link = make_agent(tmp_path, ScriptedApi([snapshot(7, [me, gw])]), heartbeat=3600,
+                                status_topic=ingest)
+    agent.boot()
+    agent.handle(Connected())
+    agent.report_status()  # nothing probed yet: where the API said
+    prober = ScriptedProber()
+    agent.prober = prober
+    prober.say(gw.host_id, True, 12.0)
+    agent.report_status()
+    assert [t for t, _ in link.published] == [ingest, "sm/h/host_1/status"]

@@ -10,6 +10,7 @@ does not take its hosts back (they stay placed where they went).
 
 - :meth:`Failover.after_report` — event-driven, on a report that carries latency: the reporter's
   own samples, no rebalancing (one report says little about the others), O(network members).
+  Hosts on a gateway whose own reports stopped move too (that needs no sample of theirs).
 - :meth:`Failover.run` — every minute (``@app.schedule``): every network with ranges several
   gateways serve, with every member's latest report: gateways whose reports stopped, hosts that
   never reported, rebalancing.

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 import app as app_module
-from chalicelib.domain import protocol
-from chalicelib.service import Service
+from chalicelib.domain import plan, protocol
+from chalicelib.domain.ids import HostId
+from chalicelib.service import Service, topology
 
 from .conftest import Api, host_body
 from .test_gateways import LAN, _config
@@ -140,3 +141,20 @@ def test_reports_without_latency_or_from_strangers_move_nobody(api, world):
     assert app_module.failover_report({"nothing": 1}, None) == {"moved": 0}
     assert app_module.failover_report({"host_id": w["ids"]["u1"], "v": 3, "type": "status",
                                        "latency": "not a list"}, None) == {"moved": 0}
+
+
+def test_an_agents_own_switch_is_confirmed_so_the_gateway_it_left_does_not_take_it_back(
+        api, service, world):
+    """The agent moved off its dead gateway to the next one its plan ranked (the fast path); with
+    gateways equal, placement keeps it there and writes it down, so when the dead one is back
+    the host stays (no flap)."""
+    w = world
+    records = topology.records(service.deps.store, w["net"])
+    assert records is not None
+    ranked = plan.candidates(records, HostId(w["ids"]["u1"]), LAN)
+    name = {hid: n for n, hid in w["ids"].items()}
+    first, second = name[ranked[0]], name[ranked[1]]
+    assert report(w, "u1", {g: (None if g == first else 10.0) for g in GATEWAYS}) == 1  # confirmed
+    assert placed(api, w, "u1") == {LAN: w["ids"][second]}
+    assert report(w, "u1", {g: 10.0 for g in GATEWAYS}) == 0  # the first one is back
+    assert carrier(api, w, "u1") == second

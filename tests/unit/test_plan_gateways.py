@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from agent import keys
 from agent.converge import Outcome, Tracker
 from chalicelib.domain import plan, protocol
-from chalicelib.domain.device import DeviceConfig, merge_views
+from chalicelib.domain.device import DeviceConfig, PeerConfig, merge_views
 from chalicelib.domain.errors import ConflictError, InvalidInputError
 from chalicelib.domain.ids import ClientId, HostId, NetworkId
 from chalicelib.domain.models import Client, Gateway, Member, MemberRole, Network
@@ -331,29 +331,45 @@ def without_peers(d: DeviceConfig) -> DeviceConfig:
     return replace(d, peers={})
 
 
+class Applied:
+    """What an agent has applied, as its runner does: after a change only the peers the tracker
+    noted (their configs from :meth:`Tracker.peer`), the whole device when it says it changed.
+    :meth:`check` asserts that this equals the full recomputation, peers and the rest."""
+
+    def __init__(self, t: Tracker) -> None:
+        t.take_changes()
+        self.t = t
+        self.device = t.device(51820)
+        self.peers = dict(self.device.peers)
+
+    def check(self, label: object) -> tuple[bool, dict[str, PeerConfig | None]]:
+        """After a change: (whether the tracker said the whole device changed, the touched peers'
+        new configs by key, None for a peer that is gone)."""
+        changes = self.t.take_changes()
+        full = self.t.device(51820)
+        if changes.full:
+            self.device, self.peers = full, dict(full.peers)
+            return True, {}
+        touched = {key: self.t.peer(key) for key in changes.keys}
+        self.peers = {k: p for k, p in {**self.peers, **touched}.items() if p is not None}
+        assert self.peers == dict(full.peers), f"after {label}"
+        assert without_peers(self.device) == without_peers(full), f"after {label}: routes changed unnoticed"
+        return False, touched
+
+
 @settings(max_examples=200, deadline=None)
 @given(scripts)
 def test_the_agents_incremental_path_equals_the_full_device_after_every_change(script: list[Step]) -> None:
     """What the agent applies after a delta (the touched peers; everything when the tracker says
     the device changed) is the device a full recomputation gives, peers and the rest."""
     t = Tracker("host_1", start())
-    t.take_changes()
-    applied = t.device(51820)
-    peers = dict(applied.peers)
+    applied = Applied(t)
     for step in script:
         delta = accepted(t, step)
         if delta is None:
             continue
         assert t.on_delta(delta) is Outcome.APPLIED
-        changes = t.take_changes()
-        full = t.device(51820)
-        if changes.full:
-            applied, peers = full, dict(full.peers)
-            continue
-        touched = {key: t.peer(key) for key in changes.keys}  # None: that peer is gone
-        peers = {k: p for k, p in {**peers, **touched}.items() if p is not None}
-        assert peers == dict(full.peers), f"after {step}"
-        assert without_peers(applied) == without_peers(full), f"after {step}: routes etc. changed unnoticed"
+        applied.check(step)
 
 
 # --- (e) overlapping ranges -----------------------------------------------------------------------

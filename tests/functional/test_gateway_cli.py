@@ -16,13 +16,19 @@ api_url, cli = test_admin_cli.api_url, test_admin_cli.cli  # its fixtures, used 
 pytestmark = pytest.mark.memory_store  # about the CLI and the API, not the database
 
 
+def office_with(cli: Cli, api: Api, names: tuple[str, ...]) -> dict[str, Any]:
+    """Network office made with the CLI, with these hosts, as the API shows them."""
+    _ok(cli("network", "create", "office", "--ipv4", "100.64.0.0/16"))
+    key = _ok(cli("key", "create", "--network", "office", "--uses", str(len(names)), "--json"))
+    token = key.json()["token"]
+    hosts = {n: api.ok("POST", "/v1/hosts", host_body(n), token=token)["host"] for n in names}
+    return {"network": api.ok("GET", "/v1/networks")["networks"][0], "hosts": hosts}
+
+
 @pytest.fixture
 def office(cli: Cli, api: Api) -> dict[str, Any]:
-    """Network office with hosts g and a, as the API shows them."""
-    _ok(cli("network", "create", "office", "--ipv4", "100.64.0.0/16"))
-    token = _ok(cli("key", "create", "--network", "office", "--uses", "2", "--json")).json()["token"]
-    hosts = {n: api.ok("POST", "/v1/hosts", host_body(n), token=token)["host"] for n in ("g", "a")}
-    return {"network": api.ok("GET", "/v1/networks")["networks"][0], "hosts": hosts}
+    """Network office with hosts g and a."""
+    return office_with(cli, api, ("g", "a"))
 
 
 def test_gateway_set_list_show_and_unset(cli: Cli, api: Api, office: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import pytest
 from . import test_admin_cli
 from .conftest import Api, host_body
 from .test_admin_cli import Cli, _ok
+from .test_gateway_cli import office_with
 
 api_url, cli = test_admin_cli.api_url, test_admin_cli.cli  # its fixtures, used here by name
 
@@ -18,11 +19,8 @@ pytestmark = pytest.mark.memory_store  # about the CLI and the API, not the data
 
 @pytest.fixture
 def office(cli: Cli, api: Api) -> dict[str, Any]:
-    """Network office with hosts r, a and b, as the API shows them."""
-    _ok(cli("network", "create", "office", "--ipv4", "100.64.0.0/16"))
-    token = _ok(cli("key", "create", "--network", "office", "--uses", "3", "--json")).json()["token"]
-    hosts = {n: api.ok("POST", "/v1/hosts", host_body(n), token=token)["host"] for n in ("r", "a", "b")}
-    return {"network": api.ok("GET", "/v1/networks")["networks"][0], "hosts": hosts}
+    """Network office with hosts r, a and b."""
+    return office_with(cli, api, ("r", "a", "b"))
 
 
 def test_relay_set_list_and_delete(cli: Cli, api: Api, office: dict[str, Any]) -> None:

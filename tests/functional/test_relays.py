@@ -12,6 +12,7 @@ from chalicelib.domain import protocol
 from chalicelib.service import Service
 
 from .conftest import Api, host_body
+from .test_gateways import _config, _error
 
 V4, V6 = "100.64.0.0/16", "fd00:64::/64"
 
@@ -39,19 +40,6 @@ def _id(hosts: dict[str, dict[str, Any]], name: str) -> str:
 
 def _path(net: dict[str, Any], tail: str = "") -> str:
     return f"/v1/networks/{net['id']}{tail}"
-
-
-def _error(api: Api, method: str, path: str, body: Any = None) -> tuple[int, str, str]:
-    code, out = api.call(method, path, body)
-    assert set(out) == {"error"} and set(out["error"]) == {"code", "message"}, out
-    return code, out["error"]["code"], out["error"]["message"]
-
-
-def _config(api: Api, host: dict[str, Any]) -> dict[str, Any]:
-    cfg = api.ok("GET", f"/v1/hosts/{host['host']['id']}/config?v={protocol.VERSION}",
-                 token=host["host_token"])
-    (network,) = cfg["networks"]
-    return network
 
 
 def _peers(api: Api, host: dict[str, Any]) -> dict[str, list[str]]:

@@ -11,11 +11,37 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from skymesh.lab import ControlPlane, Lab, cleanup_stale, leftovers, missing_requirements
-from skymesh.lab.mesh import agent_available
+from skymesh.lab.mesh import LabAgent, agent_available
+
+
+@dataclass
+class Steps:
+    """A module's lab whose tests are steps that build on each other, in order: what passed is
+    in ``done``, and a step whose groundwork did not pass is skipped saying which."""
+
+    lab: Lab
+    cp: ControlPlane
+    network: dict[str, Any]
+    agents: dict[str, LabAgent]
+
+    def __post_init__(self) -> None:
+        self.done: set[str] = set()
+        self.addresses: dict[str, list[str]] = {}  # agent name → overlay addresses
+
+    def need(self, *steps: str) -> None:
+        missing = [s for s in steps if s not in self.done]
+        if missing:
+            pytest.skip(f"needs step(s) {missing} of this module, which did not pass (or did not run)")
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        """``method`` on a path below the module's network, as the admin."""
+        return self.cp.admin.call(method, f"/v1/networks/{self.network['id']}{path}", body)
 
 
 def require_lab(*, control_plane: bool = True, wireguard: bool = True) -> None:

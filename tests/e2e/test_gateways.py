@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from skymesh.lab import ControlPlane, Lab, wait_until
+from skymesh.lab import wait_until
 from skymesh.lab.mesh import LabAgent, diagnose, plain
 from skymesh.lab.netns import Node
 from skymesh.lab.services import WgQuickClient, WhoAmI, ask
 
-from .conftest import lab_with_control_plane
+from .conftest import Steps, lab_with_control_plane
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -38,26 +38,12 @@ INET = "198.19.2.0/24"
 
 
 @dataclass
-class World:
-    lab: Lab
-    cp: ControlPlane
-    network: dict[str, Any]
-    agents: dict[str, LabAgent]
+class World(Steps):
     lan: Node
     inet: Node
     phone: Node
-    addresses: dict[str, list[str]] = field(default_factory=dict)  # agent name → overlay addresses
     client: dict[str, Any] = field(default_factory=dict)
     wgq: WgQuickClient | None = None
-    done: set[str] = field(default_factory=set)
-
-    def need(self, *steps: str) -> None:
-        missing = [s for s in steps if s not in self.done]
-        if missing:
-            pytest.skip(f"needs step(s) {missing} of this module, which did not pass (or did not run)")
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        return self.cp.admin.call(method, f"/v1/networks/{self.network['id']}{path}", body)
 
     def details(self) -> str:
         text = diagnose(self.agents.values())

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from skymesh.lab import ControlPlane, Lab, wait_until
+from skymesh.lab import wait_until
 from skymesh.lab.mesh import LabAgent, diagnose, plain
 from skymesh.lab.netns import Node
 
-from .conftest import lab_with_control_plane
+from .conftest import Steps, lab_with_control_plane
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -36,22 +36,7 @@ BLOCK_TABLE = "smtest_block"
 
 
 @dataclass
-class World:
-    lab: Lab
-    cp: ControlPlane
-    network: dict[str, Any]
-    agents: dict[str, LabAgent]
-    addresses: dict[str, list[str]] = field(default_factory=dict)  # agent name → overlay addresses
-    done: set[str] = field(default_factory=set)
-
-    def need(self, *steps: str) -> None:
-        missing = [s for s in steps if s not in self.done]
-        if missing:
-            pytest.skip(f"needs step(s) {missing} of this module, which did not pass (or did not run)")
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        return self.cp.admin.call(method, f"/v1/networks/{self.network['id']}{path}", body)
-
+class World(Steps):
     def details(self) -> str:
         return diagnose(self.agents.values()) + "\n===== control plane\n" + self.cp.log_tail(20)
 

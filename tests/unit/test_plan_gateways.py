@@ -22,7 +22,7 @@ writing). Over them, after every change:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import pytest
@@ -313,15 +313,20 @@ def assert_device(views: list[HostView]) -> DeviceConfig:
     return device
 
 
+def assert_everywhere(t: Tracker, invariants: Callable[[NetworkRecords], None]) -> None:
+    """``invariants`` of each of the tracker's networks, and (a) on every host's whole device."""
+    records = [NetworkRecords.of(s.network, s.members, s.clients) for s in t.snapshots]
+    for r in records:
+        invariants(r)
+    for hid in sorted({h for r in records for h in r.members}):
+        assert_device([plan.network_plan(r)[hid] for r in records if hid in r.members])
+
+
 @settings(max_examples=150, deadline=None)
 @given(scripts)
 def test_every_accepted_network_keeps_its_invariants_at_every_host(script: list[Step]) -> None:
     for t in run(script):
-        records = [NetworkRecords.of(s.network, s.members, s.clients) for s in t.snapshots]
-        for r in records:
-            assert_invariants(r)
-        for hid in sorted({h for r in records for h in r.members}):
-            assert_device([plan.network_plan(r)[hid] for r in records if hid in r.members])
+        assert_everywhere(t, assert_invariants)
 
 
 # --- (d) the agent's incremental path -----------------------------------------------------------

@@ -211,11 +211,16 @@ def accepted(tracker: Tracker, step: Step) -> protocol.Delta | None:
     return delta
 
 
-def run(script: Iterable[Step]) -> Iterable[Tracker]:
-    """A tracker of host_1, after each accepted step of ``script``."""
-    t = Tracker("host_1", start())
+def run(script: Iterable[Step], snapshots: list[protocol.Snapshot] | None = None,
+        accept: Callable[[Tracker, Step], protocol.Delta | None] | None = None, *,
+        initial: bool = False) -> Iterable[Tracker]:
+    """A tracker of host_1 (on ``snapshots``, default :func:`start`), after each step of ``script``
+    that ``accept`` (default :func:`accepted`) turns into a delta; first as it starts if ``initial``."""
+    t = Tracker("host_1", start() if snapshots is None else snapshots)
+    if initial:
+        yield t
     for step in script:
-        delta = accepted(t, step)
+        delta = (accept or accepted)(t, step)
         if delta is None:
             continue
         assert t.on_delta(delta) is Outcome.APPLIED

@@ -89,14 +89,7 @@ def accepted(tracker: Tracker, step: Step) -> protocol.Delta | None:
 
 
 def run(script: Iterable[Step]) -> Iterable[Tracker]:
-    t = Tracker("host_1", start())
-    yield t
-    for step in script:
-        delta = accepted(t, step)
-        if delta is None:
-            continue
-        assert t.on_delta(delta) is Outcome.APPLIED
-        yield t
+    return g.run(script, start(), accepted, initial=True)
 
 
 def via(records: NetworkRecords, viewer: HostId, owner: HostId) -> HostId:

@@ -41,8 +41,8 @@ The rules (each one a property test in ``tests/unit/test_placement.py``):
    ``hysteresis_ms / 2``. If no RTT changes by more than ``s`` ms between runs, a user makes at
    most ``1 + R * 4 * s / hysteresis_ms`` latency switches in ``R`` runs (plus balance moves,
    each of which lowers Σ load² by at least 2), and at most one move per group per run. (A
-   random walk of 0.5 ms steps over 100 runs: bound 21, observed 0–2 per user; without the
-   hysteresis 20–50.)
+   random walk of 0.5 ms steps over 100 runs: bound 21, observed at most 1 per user; without
+   the hysteresis 15–52.)
 
 Pinned users (the operator's choice) are placed on their pinned gateway, even a down one,
 count in its load and are never moved otherwise. Load is counted per group.

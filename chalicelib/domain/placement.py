@@ -140,7 +140,9 @@ class Group:
 class Move:
     """``user`` of ``group`` goes from ``from_gateway`` (None: it had none) to ``to_gateway``, because
     ``reason``: ``new`` (no gateway, or not a candidate), ``down`` or ``silent`` (its gateway is),
-    ``better`` (clearly, past the hysteresis), ``balance`` (between equals), ``pinned`` (by the operator)."""
+    ``better`` (clearly, past the hysteresis), ``balance`` (between equals), ``pinned`` (by the operator).
+    The reason is why the user left; rebalancing in the same pass may then have moved it on to another
+    of its equals (two legal steps, one move)."""
 
     group: str
     user: HostId

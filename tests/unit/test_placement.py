@@ -331,12 +331,17 @@ def test_an_unknown_latency_to_a_live_current_gateway_stays(case):
 @WORLDS
 @given(decided())
 def test_latency_moves_go_only_to_settled_gateways_and_past_the_hysteresis(case):
+    """A user leaves for latency only for a settled gateway clearly better than its own; it ends
+    there, or, rebalanced in the same pass, on another of its equals (two legal steps in one)."""
     group, current, obs, d = case
     for m in d.moves:
         if m.reason == "better":
-            to, was = rtt_of(obs, m.user, m.to_gateway), rtt_of(obs, m.user, m.from_gateway)  # type: ignore[arg-type]
-            assert settled(obs, m.to_gateway)
-            assert to is not None and was is not None and clearly_better(to, was)
+            was = rtt_of(obs, m.user, m.from_gateway)  # type: ignore[arg-type]
+            assert was is not None
+            ready = [g for g in group.candidates if is_live(obs, m.user, g) and settled(obs, g)
+                     and (x := rtt_of(obs, m.user, g)) is not None and clearly_better(x, was)]
+            assert ready
+            assert m.to_gateway in ready or m.to_gateway in equals_of(obs, group, m.user)
 
 
 def test_a_gateway_back_from_silence_takes_its_users_back_only_once_settled():
@@ -485,7 +490,8 @@ def test_under_a_random_walk_latency_switches_per_user_are_bounded(spread, seed)
         for m in d.moves:
             if m.reason == "better":
                 switches[m.user] += 1
-                assert clearly_better(rtt[m.user, m.to_gateway], rtt[m.user, m.from_gateway])  # type: ignore[index]
+                to, best = rtt[m.user, m.to_gateway], min(rtt[m.user, g] for g in gws)
+                assert clearly_better(to, rtt[m.user, m.from_gateway]) or to - best < 5  # type: ignore[index]
         placed = d.placement
         rtt = {k: max(0.1, r + rng.uniform(-STEP, STEP)) for k, r in rtt.items()}
     most = max(switches.values(), default=0)

@@ -201,6 +201,8 @@ class _View:
 
 
 class _Placer:
+    """One pass: which gateways are silent or unsettled, each user's view (read once, for all groups)."""
+
     def __init__(self, observations: Observations, now: int, policy: Policy,
                  gateways: Iterable[HostId]) -> None:
         self.policy = policy
@@ -254,7 +256,7 @@ class _Placer:
         position: dict[HostId, HostId] = {}
         reasons: dict[HostId, Reason] = {}
         stranded: list[HostId] = []
-        equal: dict[HostId, list[HostId]] = {}  # the equals of movers and of users with a choice
+        equal: dict[HostId, list[HostId]] = {}  # users with more than one equal: rebalancing may move them
         movers: list[tuple[HostId, Reason, list[HostId]]] = []  # (user, reason, where it may go)
         pinned, views, view_of, equals, clearly_better = (group.pinned, self.views, self.view, self.equals,
                                                           p.clearly_better)

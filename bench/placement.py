@@ -5,7 +5,8 @@ grows with their distance (2 ms + up to ~150 ms), plus jitter. The observations 
 a minute of reports looks like: 2 % of the hosts never reported (no samples), 5 % of the
 samples are older than ``stale_after``, 1 % say down, 1 % carry 5–80 % loss, and one gateway
 went silent. The current placement is the previous pass's output on the same hosts without
-the jitter, one gateway fewer silent, and 1 % new hosts that have none yet. Timed: one
+the jitter, when another gateway was silent (back for 2 minutes now: not settled, so it takes
+no latency moves yet), and 1 % new hosts that have none yet. Timed: one
 :func:`placement.place_all` over it, for one group (every gateway serves it, every host uses
 it) and for 10 groups (each served by 3–10 of the gateways, every host uses all 10: the worst
 case, 10 × N placements). Also timed: the cold pass (nobody placed yet).
@@ -79,7 +80,9 @@ def world(hosts: int, gateways: int, groups: int, seed: int = 1) -> tuple[
                 mine[g] = Sample(rtt(u, g) * 1.3, rng.uniform(5, 80), True, NOW - 5)
             else:
                 mine[g] = Sample(rtt(u, g) + rng.gauss(0, 2), 0.0, True, NOW - rng.randrange(0, 300))
-    obs = Observations(samples, {**reported, silent: NOW - POLICY.silent_after - 60})
+    # gws[1], silent in the previous pass, reports again since 2 minutes: not settled yet.
+    obs = Observations(samples, {**reported, silent: NOW - POLICY.silent_after - 60},
+                       up_since={silent_earlier: NOW - 120})
 
     # The previous pass: no jitter, another gateway was silent then (now back), 1 % not there yet.
     before = Observations(steady, {**reported, silent_earlier: NOW - POLICY.silent_after - 60})

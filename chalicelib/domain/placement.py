@@ -41,8 +41,8 @@ The rules (each one a property test in ``tests/unit/test_placement.py``):
    ``hysteresis_ms / 2``. If no RTT changes by more than ``s`` ms between runs, a user makes at
    most ``1 + R * 4 * s / hysteresis_ms`` latency switches in ``R`` runs (plus balance moves,
    each of which lowers Σ load² by at least 2), and at most one move per group per run. (A
-   random walk of 0.5 ms steps over 100 runs: bound 21, observed 0–2 per user; without the
-   hysteresis 20–50.)
+   random walk of 0.5 ms steps over 100 runs: bound 21, observed at most 1 per user; without
+   the hysteresis 15–52.)
 
 Pinned users (the operator's choice) are placed on their pinned gateway, even a down one,
 count in its load and are never moved otherwise. Load is counted per group.
@@ -140,7 +140,9 @@ class Group:
 class Move:
     """``user`` of ``group`` goes from ``from_gateway`` (None: it had none) to ``to_gateway``, because
     ``reason``: ``new`` (no gateway, or not a candidate), ``down`` or ``silent`` (its gateway is),
-    ``better`` (clearly, past the hysteresis), ``balance`` (between equals), ``pinned`` (by the operator)."""
+    ``better`` (clearly, past the hysteresis), ``balance`` (between equals), ``pinned`` (by the operator).
+    The reason is why the user left; rebalancing in the same pass may then have moved it on to another
+    of its equals (two legal steps, one move)."""
 
     group: str
     user: HostId
@@ -199,6 +201,8 @@ class _View:
 
 
 class _Placer:
+    """One pass: which gateways are silent or unsettled, each user's view (read once, for all groups)."""
+
     def __init__(self, observations: Observations, now: int, policy: Policy,
                  gateways: Iterable[HostId]) -> None:
         self.policy = policy
@@ -252,7 +256,7 @@ class _Placer:
         position: dict[HostId, HostId] = {}
         reasons: dict[HostId, Reason] = {}
         stranded: list[HostId] = []
-        equal: dict[HostId, list[HostId]] = {}  # the equals of movers and of users with a choice
+        equal: dict[HostId, list[HostId]] = {}  # users with more than one equal: rebalancing may move them
         movers: list[tuple[HostId, Reason, list[HostId]]] = []  # (user, reason, where it may go)
         pinned, views, view_of, equals, clearly_better = (group.pinned, self.views, self.view, self.equals,
                                                           p.clearly_better)

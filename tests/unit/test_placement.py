@@ -159,10 +159,14 @@ def model(group: Group, current: Mapping[HostId, HostId], obs: Observations,
 AGES = st.sampled_from([0, 5, 30, 60, 300, 600, 600, 660, 0, 5, 30, 661, 5000])  # the last two: stale/silent
 
 
+ANY_RTT = st.one_of(st.none(), st.floats(0.1, 300, allow_nan=False),
+                    st.sampled_from([1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 100.0]))
+CLOSE_RTT = st.none() | st.floats(20, 26)  # mostly equals: the worlds where load decides
+
+
 @st.composite
-def samples(draw: st.DrawFn) -> Sample:
-    rtt = draw(st.one_of(st.none(), st.floats(0.1, 300, allow_nan=False),
-                         st.sampled_from([1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 100.0])))
+def samples(draw: st.DrawFn, rtts: st.SearchStrategy[float | None] = ANY_RTT) -> Sample:
+    rtt = draw(rtts)
     return Sample(rtt, draw(st.sampled_from([0.0] * 12 + [10.0, 50.0, 50.1, 100.0])),
                   draw(st.sampled_from([True] * 9 + [False])), NOW - draw(AGES))
 
@@ -174,8 +178,9 @@ def worlds(draw: st.DrawFn, policy: Policy = POLICY) -> tuple[Group, dict[HostId
     users = tuple(draw(st.lists(st.sampled_from(USERS), min_size=1, max_size=10, unique=True)))
     pinned = {u: draw(st.sampled_from(gws)) for u in users if draw(st.integers(0, 9)) == 0}
     current = {u: draw(st.sampled_from(gws)) for u in users if draw(st.integers(0, 5))}
+    rtts = draw(st.sampled_from([ANY_RTT, CLOSE_RTT]))
     obs = observations(
-        {(u, g): draw(samples()) for u in users for g in gws if draw(st.integers(0, 4))},
+        {(u, g): draw(samples(rtts)) for u in users for g in gws if draw(st.integers(0, 4))},
         reported_at={g: NOW - draw(AGES) for g in gws if draw(st.integers(0, 9))},
         up_since={g: NOW - draw(st.sampled_from([0, 100, 299, 300, 5000]))
                   for g in gws if not draw(st.integers(0, 3))})
@@ -326,12 +331,17 @@ def test_an_unknown_latency_to_a_live_current_gateway_stays(case):
 @WORLDS
 @given(decided())
 def test_latency_moves_go_only_to_settled_gateways_and_past_the_hysteresis(case):
+    """A user leaves for latency only for a settled gateway clearly better than its own; it ends
+    there, or, rebalanced in the same pass, on another of its equals (two legal steps in one)."""
     group, current, obs, d = case
     for m in d.moves:
         if m.reason == "better":
-            to, was = rtt_of(obs, m.user, m.to_gateway), rtt_of(obs, m.user, m.from_gateway)  # type: ignore[arg-type]
-            assert settled(obs, m.to_gateway)
-            assert to is not None and was is not None and clearly_better(to, was)
+            was = rtt_of(obs, m.user, m.from_gateway)  # type: ignore[arg-type]
+            assert was is not None
+            ready = [g for g in group.candidates if is_live(obs, m.user, g) and settled(obs, g)
+                     and (x := rtt_of(obs, m.user, g)) is not None and clearly_better(x, was)]
+            assert ready
+            assert m.to_gateway in ready or m.to_gateway in equals_of(obs, group, m.user)
 
 
 def test_a_gateway_back_from_silence_takes_its_users_back_only_once_settled():
@@ -466,7 +476,7 @@ def test_under_a_random_walk_latency_switches_per_user_are_bounded(spread, seed)
     """Every RTT walks by at most STEP per run from within ``spread`` ms of the others, all gateways
     up: no user makes more than SWITCH_BOUND latency switches in RUNS runs, and each one is past
     the hysteresis at the RTTs of its run. (Hypothesis steers toward the walks with most switches;
-    a variant without hysteresis makes 20-50 per user here, this function 0-2.)"""
+    a variant without hysteresis makes 15-52 per user here, this function at most 1.)"""
     rng = random.Random(seed)
     gws = GATEWAYS[:4]
     users = tuple(HostId(f"host_{i:03d}") for i in range(40))
@@ -480,7 +490,8 @@ def test_under_a_random_walk_latency_switches_per_user_are_bounded(spread, seed)
         for m in d.moves:
             if m.reason == "better":
                 switches[m.user] += 1
-                assert clearly_better(rtt[m.user, m.to_gateway], rtt[m.user, m.from_gateway])  # type: ignore[index]
+                to, best = rtt[m.user, m.to_gateway], min(rtt[m.user, g] for g in gws)
+                assert clearly_better(to, rtt[m.user, m.from_gateway]) or to - best < 5  # type: ignore[index]
         placed = d.placement
         rtt = {k: max(0.1, r + rng.uniform(-STEP, STEP)) for k, r in rtt.items()}
     most = max(switches.values(), default=0)

@@ -73,6 +73,9 @@ class SimProber:
         from agent.probe import rows
         return rows(self.probes.states())
 
+    def states(self) -> dict:
+        return self.probes.states()
+
     def start(self) -> None: ...
     def stop(self) -> None: ...
 
@@ -175,8 +178,10 @@ def run(mode: str, seed: int = 7) -> dict[str, Any]:
 
 
 def main() -> None:
+    from agent.probe import ProbeSettings
+
     out = {mode: run(mode) for mode in ("steady", "flapping", "no_probes")}
-    summary("report_bytes", gateways=GATEWAYS, probe_interval_s=1.0, heartbeat_s=300,
+    summary("report_bytes", gateways=GATEWAYS, probe_interval_s=ProbeSettings.fast, heartbeat_s=300,
             steady_bytes_per_hour=out["steady"]["bytes"], steady_reports_per_hour=out["steady"]["reports"],
             flapping_bytes_per_hour=out["flapping"]["bytes"],
             flapping_reports_per_hour=out["flapping"]["reports"],

@@ -9,6 +9,7 @@ root (network namespaces, wireguard-go) and is skipped, with the reason, without
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +31,19 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick ar
      ["--hosts", "100", "--clients", "50", "--repeat", "1"]),
     ("placement", ["--hosts", "10000", "--gateways", "10", "--groups", "1", "10", "--repeat", "5"],
      ["--hosts", "1000", "--groups", "1", "10", "--repeat", "1"]),
+    ("report_bytes", [], []),
+    ("latency_matrix", [], ["--hosts", "100", "--requests", "5"]),
+    ("failover", ["--kills", "10"], ["--kills", "2"]),
 ]
+ROOT_ONLY = {"apply", "failover"}  # network namespaces and wireguard-go
+
+
+def _summary(line: str) -> bool:
+    """Whether ``line`` is a bench's JSON summary (``bench.common.summary``)."""
+    try:
+        return "bench" in json.loads(line)
+    except (ValueError, TypeError):
+        return False
 
 
 def main() -> int:
@@ -39,18 +52,18 @@ def main() -> int:
     args = ap.parse_args()
     failed = []
     for name, full, quick in BENCHES:
-        if name == "apply" and (os.geteuid() != 0 or not shutil.which("wireguard-go")):
-            print('{"bench": "apply", "skipped": "needs root and wireguard-go"}')
+        if name in ROOT_ONLY and (os.geteuid() != 0 or not shutil.which("wireguard-go")):
+            print(f'{{"bench": "{name}", "skipped": "needs root and wireguard-go"}}')
             continue
         out = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"),
                               *(quick if args.quick else full)],
                              cwd=ROOT, capture_output=True, text=True)
-        lines = out.stdout.strip().splitlines()
+        lines = [line for line in out.stdout.splitlines() if _summary(line)]
         if out.returncode != 0 or not lines:
             failed.append(name)
             print(f"{name} failed (exit {out.returncode}):\n{out.stderr[-2000:]}", file=sys.stderr)
             continue
-        print(lines[-1], flush=True)
+        print("\n".join(lines), flush=True)  # one summary line per mode (failover: two)
     return 1 if failed else 0
 
 

@@ -292,6 +292,7 @@ class Agent:
         elif isinstance(ev, ProbeChanged):
             self._follow_probes()
             self._check_latency()
+            self._write_runtime()  # `status` shows each target's verdict (written only when one changed)
 
     def on_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -684,7 +685,6 @@ class Agent:
                  f" (was {', '.join(sorted(self.tracker.down))})" if self.tracker.down else "")
         self.tracker.set_down(down)
         self.apply()
-        self._write_runtime()
 
     def _check_latency(self) -> None:
         """Report at once (at most one extra report a second) when the probes say something worth it."""

@@ -90,15 +90,21 @@ class Failover:
         unread = [g for g in gateways if g not in reports]
         gateway_reports = {**self._d.store.host_statuses(unread),
                            **{g: reports[g] for g in gateways if g in reports}}
+        now = self._d.clock.now()
+        heard = {g: s.last_seen for g, s in gateway_reports.items() if s.last_seen is not None}
+        if policy is _EVENT_POLICY:
+            # A gateway with no report yet (just made one, its agent starting) is not silent for
+            # a report that says it answers: only the schedule, a minute on, calls it silent.
+            heard = {g: heard.get(g, now) for g in gateways}
         observations = Observations(
             samples={u: {r.target: Sample(r.rtt_ms, r.loss_pct, r.up, at=s.last_seen or 0)
                          for r in s.latency} for u, s in reports.items()},
-            reported_at={g: s.last_seen for g, s in gateway_reports.items() if s.last_seen is not None})
+            reported_at=heard)
         # Where each reporter's agent sends a range now: the plan's ranking without the gateways its
         # probes found down (the fast path's choice), so a live choice is kept, not moved again.
         seen_down = {u: frozenset(r.target for r in s.latency if not r.up) for u, s in reports.items()}
         groups, current = self._groups(records, seen_down)
-        decisions = placement.place_all(groups, current, observations, self._d.clock.now(), policy)
+        decisions = placement.place_all(groups, current, observations, now, policy)
         return self._write(records, decisions)
 
     @staticmethod

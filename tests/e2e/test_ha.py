@@ -39,8 +39,7 @@ def test_the_host_sends_the_lan_through_exactly_one_gateway(ha: HaLab) -> None:
 def test_killing_the_active_gateway_moves_the_lan_to_a_live_one(ha: HaLab) -> None:
     was, now, gap = ha.failover(BACK)
     assert now is not None and now != was, f"{was} died; the LAN still goes to {now}\n{ha.details()}"
-    ha.revive(was)
-    ha.until_live(was)
+    ha.revive(was)  # the next step kills the active one again: one of the other two is live
 
 
 def test_with_the_control_plane_down_the_agent_moves_the_lan_by_itself(ha: HaLab) -> None:

@@ -129,10 +129,11 @@ def test_a_client_with_its_own_key_gets_no_file_in_the_answer_and_the_file_and_q
 
 def test_a_requested_address_is_given_and_freed_when_the_client_is_deleted(
         api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service) -> None:
-    body = {"name": "router", "gateway": hosts["g"]["id"], "public_key": wg_public_key(),
-            "address": "100.64.0.200"}
+    taken = {a["ipv4"] for h in hosts.values() for a in h["addresses"]}
+    free = next(f"100.64.0.{n}" for n in range(200, 255) if f"100.64.0.{n}" not in taken)  # hosts' are random
+    body = {"name": "router", "gateway": hosts["g"]["id"], "public_key": wg_public_key(), "address": free}
     client = api.ok("POST", _clients(net), body)["client"]
-    assert client["ipv4"] == "100.64.0.200"
+    assert client["ipv4"] == free
     code, out = api.call("POST", _clients(net), {**body, "public_key": wg_public_key()})
     assert code == 409 and out["error"]["code"] == "address_taken", out
 
@@ -143,7 +144,7 @@ def test_a_requested_address_is_given_and_freed_when_the_client_is_deleted(
     assert api.call("GET", f"{_clients(net)}/{client['id']}")[0] == 404
     assert _peer(_config(api, hosts["g"]), client["id"]) is None
     again = api.ok("POST", _clients(net), {**body, "public_key": wg_public_key()})["client"]
-    assert again["ipv4"] == "100.64.0.200"
+    assert again["ipv4"] == free
 
 
 # ------------------------------------------------------------------ refusals

@@ -107,8 +107,9 @@ class NetworkRecords:
     ``members`` is keyed by host id and ``clients`` by client id; both are read, never
     copied or changed, so the agent can pass the dicts it keeps current (building the
     records is O(1)). What is derived from the clients (who serves which) and from the
-    gateways' roles (which ranges several gateways share) is computed once per records
-    object: make new records when the clients or a gateway role change.
+    members' roles (which ranges several gateways share, who relays whom) is computed once
+    per records object: make new records when the members or clients change (the agent's
+    tracker does after every delta).
 
     ``down`` holds the gateways the host computing the plan found dead by its own probes
     (the agent's view): a shared range then goes to the next candidate in that host's
@@ -180,9 +181,18 @@ class NetworkRecords:
         return r if r is not None and r != host_id and r in self.members else None
 
     def relayed(self, relay: HostId) -> tuple[HostId, ...]:
-        """The members ``relay`` relays, in host id order (O(members): a scan, never cached,
-        because the agent's records read its members dict as it changes)."""
-        return tuple(h for h in sorted(self.members) if self.relay_of(h) == relay)
+        """The members ``relay`` relays, in host id order."""
+        return self._relayed_by_relay.get(relay, ())
+
+    @functools.cached_property
+    def _relayed_by_relay(self) -> Mapping[HostId, tuple[HostId, ...]]:
+        # Once per records object, like shared_ranges: peer() asks it for every entry, and a scan
+        # per entry made one host's plan O(members²) (115 ms instead of 3.5 ms at 1,000 members).
+        out: dict[HostId, list[HostId]] = {}
+        for h in sorted(self.members):
+            if (r := self.relay_of(h)) is not None:
+                out.setdefault(r, []).append(h)
+        return {r: tuple(hs) for r, hs in out.items()}
 
 
 # ----------------------------------------------------------------------------- outputs

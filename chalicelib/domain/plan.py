@@ -416,12 +416,15 @@ def candidates(records: NetworkRecords, viewer: HostId, prefix: str) -> tuple[Ho
     return tuple(ranked)
 
 
-def active_gateway(records: NetworkRecords, viewer: HostId, prefix: str) -> HostId | None:
+def active_gateway(records: NetworkRecords, viewer: HostId, prefix: str,
+                   down: frozenset[HostId] | None = None) -> HostId | None:
     """The one gateway whose entry at ``viewer`` carries the shared range ``prefix``: the best
-    candidate not in ``records.down``, or the best one when all are down (no move helps then).
-    None when ``viewer`` has no candidates for it."""
+    candidate not in ``down`` (default ``records.down``: the gateways the viewer found dead),
+    or the best one when all are down (no move helps then). None when ``viewer`` has no
+    candidates for it."""
     ranked = candidates(records, viewer, prefix)
-    return next((g for g in ranked if g not in records.down), ranked[0] if ranked else None)
+    dead = records.down if down is None else down
+    return next((g for g in ranked if g not in dead), ranked[0] if ranked else None)
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -103,46 +103,42 @@ class Failover:
         # Where each reporter's agent sends a range now: the plan's ranking without the gateways its
         # probes found down (the fast path's choice), so a live choice is kept, not moved again.
         seen_down = {u: frozenset(r.target for r in s.latency if not r.up) for u, s in reports.items()}
-        groups, current = self._groups(records, seen_down)
+        groups, current, first = self._groups(records, seen_down)
         decisions = placement.place_all(groups, current, observations, now, policy)
-        return self._write(records, decisions)
+        return self._write(records.network.id, decisions, first)
 
     @staticmethod
-    def _groups(records: plan.NetworkRecords, seen_down: Mapping[HostId, frozenset[HostId]],
-                ) -> tuple[list[Group], dict[str, dict[HostId, HostId]]]:
+    def _groups(records: plan.NetworkRecords, seen_down: Mapping[HostId, frozenset[HostId]]) -> tuple[
+            list[Group], dict[str, dict[HostId, HostId]], dict[str, dict[HostId, HostId]]]:
         """One group per shared range: its gateways, the members that send it to one of them (not
-        the gateways themselves, nor relayed hosts: their relay chooses), the pins, and where each
-        user is now: where its agent sends it, given the gateways it reported down (else the plan's
-        first choice for it: its placement, or its own order)."""
-        groups, current = [], {}
+        the gateways themselves, nor relayed hosts: their relay chooses), and the pins; by range,
+        where each user is now (where its agent sends it, given the gateways it reported down) and
+        the plan's first choice for it (its placement, or its own order)."""
+        groups, current, first = [], {}, {}
         for prefix, cands in sorted(records.shared_ranges.items()):
             users = [h for h in sorted(records.members) if h not in cands and records.relay_of(h) is None]
             pinned = {u: p for u in users if (p := records.members[u].role.pin(prefix)) in cands}
             groups.append(Group(prefix, cands, tuple(users), pinned))
-            at: dict[HostId, HostId] = {}
-            for u in users:
-                ranked = plan.candidates(records, u, prefix)
-                down = seen_down.get(u, frozenset())
-                at_now = next((g for g in ranked if g not in down), None)
-                if ranked:
-                    at[u] = at_now or ranked[0]
-            current[prefix] = at
-        return groups, current
+            first[prefix] = {u: ranked[0] for u in users if (ranked := plan.candidates(records, u, prefix))}
+            current[prefix] = {u: g if (down := seen_down.get(u)) is None else
+                               plan.active_gateway(records, u, prefix, down) or g
+                               for u, g in first[prefix].items()}
+        return groups, current, first
 
-    def _write(self, records: plan.NetworkRecords, decisions: Iterable[Decision]) -> int:
+    def _write(self, nid: NetworkId, decisions: Iterable[Decision],
+               first: Mapping[str, Mapping[HostId, HostId]]) -> int:
         """The new placements on the hosts' roles wherever the plan would rank another gateway
         first (a move, or an agent's own switch confirmed: so the host stays there once the
         gateway it left is back), up to MAX_ROLE_WRITES hosts per write (one broadcast each); a
         write that lost a race is left to the next pass."""
-        nid = records.network.id
         wanted: dict[HostId, dict[str, HostId]] = {}
         for d in decisions:
             for m in d.moves:
                 log.info("failover: %s in %s for %s: %s -> %s (%s)", m.user, nid, d.group,
                          m.from_gateway, m.to_gateway, m.reason)
             for user, gateway in d.placement.items():
-                ranked = plan.candidates(records, user, d.group)
-                if ranked and ranked[0] != gateway:  # (a pinned host ranks its pin alone: never written)
+                # (a pinned host's first choice is its pin: it is never written)
+                if first[d.group].get(user, gateway) != gateway:
                     wanted.setdefault(user, {})[d.group] = gateway
         hosts = sorted(wanted)
         moved = 0

@@ -150,6 +150,7 @@ class Tracker:
         changed: set[str] = {*delta.remove, *(m.host_id for m in delta.upsert),
                              *delta.remove_clients, *(c.id for c in delta.clients)}
         self._touch(current, changed)  # the peers as they were (a removed key is removed)
+        ends = current.records.pairs_via(self.host_id)
         net_id = delta.network_id
         for h in delta.remove:
             gone = current.members.pop(HostId(h), None)
@@ -179,6 +180,9 @@ class Tracker:
             current.renew()
         current.network = replace(delta.network or current.network, seq=delta.seq)
         self._touch(current, changed)  # the peers as they are now
+        now = current.records.pairs_via(self.host_id)
+        if ends != now or not changed.isdisjoint(ends + now):
+            self._changes.full = True  # an automatic relay forwards for its pairs' ends (their egress)
         if delta.network is not None:
             self._changes.full = True  # keepalive, MTU…
         return Outcome.APPLIED

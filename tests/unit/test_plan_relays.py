@@ -93,12 +93,14 @@ def run(script: Iterable[Step]) -> Iterable[Tracker]:
 
 
 def via(records: NetworkRecords, viewer: HostId, owner: HostId) -> HostId:
-    """The peer ``viewer`` must send what belongs to member ``owner`` to."""
+    """The peer ``viewer`` must send what belongs to member ``owner`` to (through the automatic
+    relay of the pair when ``viewer`` and that peer are a relayed pair: test_plan_autorelay)."""
     mine = records.relay_of(viewer)
     if mine is not None:
         return mine
     theirs = records.relay_of(owner)
-    return theirs if theirs is not None and theirs != viewer else owner
+    hop = theirs if theirs is not None and theirs != viewer else owner
+    return records.paired(viewer).get(hop, hop)
 
 
 def assert_relay_invariants(records: NetworkRecords) -> None:

@@ -151,7 +151,7 @@ class NetworkRecords:
         out: dict[tuple[HostId, HostId], HostId] = {}
         for a in sorted(self.members):
             for b, via in self.members[a].role.pair_relays:
-                if a < b and self._pair_holds(a, b, via):
+                if a < b and self.pair_holds(a, b, via):
                     out[(a, b)] = via
         return out
 
@@ -160,8 +160,10 @@ class NetworkRecords:
         m = self.members.get(lo)
         return m is not None and m.role.pair_relay(hi) is not None
 
-    def _pair_holds(self, a: HostId, b: HostId, via: HostId) -> bool:
-        if via in (a, b) or b not in self.members or via not in self.members:
+    def pair_holds(self, a: HostId, b: HostId, via: HostId) -> bool:
+        """Whether the pair a, b (a < b) relayed through ``via`` would hold (:attr:`pair_relays`), whatever
+        is recorded now: what the automatic relays' decision picks vias by."""
+        if via in (a, b) or a not in self.members or b not in self.members or via not in self.members:
             return False
         gw = self.gateway(via)
         if gw is None or not gw.auto_relay or self.members[via].role.relayed_by is not None:

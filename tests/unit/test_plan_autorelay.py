@@ -238,3 +238,11 @@ def test_dependents_of_a_pair_record_are_both_ends_and_the_relay() -> None:
     # the relay losing its role ends the pair: the ends' entries come back everywhere
     gone = four(relay=Gateway(egress=("10.2.0.0/16",), auto_relay=False))
     assert {"host_1", "host_3"} <= plan.dependents(after, ["host_2"]) | plan.dependents(gone, ["host_2"])
+
+
+def test_an_end_of_a_relayed_pair_probes_its_relay_as_a_gateway_it_depends_on() -> None:
+    records = four(relay=Gateway())
+    t = Tracker("host_1", [protocol.Snapshot(records.network, tuple(records.members.values()))])
+    assert dict((m.host_id, fast) for m, fast in t.gateways()) == {"host_2": True, "host_3": True}
+    t = Tracker("host_4", [protocol.Snapshot(records.network, tuple(records.members.values()))])
+    assert dict((m.host_id, fast) for m, fast in t.gateways())["host_2"] is False

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.domain import plan
-from chalicelib.domain.autorelay import Report, decide, recorded, role_changes
+from chalicelib.domain.autorelay import PairDecision, Report, decide, recorded, role_changes
 from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import Gateway, LatencyRow, MemberRole
 from chalicelib.domain.plan import NetworkRecords
@@ -95,13 +95,19 @@ def usable(records: NetworkRecords, reports: dict[HostId, Report], a: HostId, b:
             and not any(down(reports, x, y) for x, y in ((a, via), (b, via), (via, a), (via, b))))
 
 
+def decided(world: tuple[NetworkRecords, dict[HostId, Report]]
+            ) -> tuple[NetworkRecords, dict[HostId, Report], PairDecision, NetworkRecords]:
+    """The world, its decision, and the records with the decision written."""
+    records, reports = world
+    d = decide(records, reports, NOW)
+    return records, reports, d, applied(records, d.pairs)
+
+
 @settings(max_examples=400, deadline=None)
 @given(worlds())
 def test_relays_go_through_usable_auto_relays_only_and_the_plan_honours_them(
         world: tuple[NetworkRecords, dict[HostId, Report]]) -> None:
-    records, reports = world
-    d = decide(records, reports, NOW)
-    after = applied(records, d.pairs)
+    records, reports, d, after = decided(world)
     assert dict(after.pair_relays) == dict(d.pairs), "(a) the plan ignores a pair the decision made"
     for (a, b), via in d.pairs.items():
         assert usable(after, reports, a, b, via), f"(a) {a}, {b} through {via}"
@@ -114,9 +120,7 @@ def test_relays_go_through_usable_auto_relays_only_and_the_plan_honours_them(
 @given(worlds())
 def test_an_unreachable_pair_is_relayed_through_the_best_usable_relay_when_there_is_one(
         world: tuple[NetworkRecords, dict[HostId, Report]]) -> None:
-    records, reports = world
-    d = decide(records, reports, NOW)
-    after = applied(records, d.pairs)
+    records, reports, d, after = decided(world)
     before = recorded(records)
     for x, r in fresh(reports).items():
         for row in r.rows:

@@ -70,16 +70,8 @@ scripts = st.lists(st.one_of(g.steps, relays.relay_steps, pair_steps, pair_steps
 def accepted(tracker: Tracker, step: Step) -> protocol.Delta | None:
     if step.op != "pair":
         return relays.accepted(tracker, step)
-    snap = next((s for s in tracker.snapshots if s.network.id == step.nid), None)
     order = (2, 3, 1, 4, 5) if step.c < 6 else (1, 4, 5, 2, 3)
-    delta = None if snap is None else pair_delta(snap, *pair_of(step.n, step.a, order))
-    if snap is None or delta is None:
-        return None
-    try:
-        check(g.after(snap, delta))
-    except (ConflictError, InvalidInputError):
-        return None
-    return delta
+    return relays.checked(tracker, step, lambda snap, s: pair_delta(snap, *pair_of(s.n, s.a, order)))
 
 
 def assert_pair_invariants(records: NetworkRecords) -> None:
@@ -245,4 +237,4 @@ def test_an_end_of_a_relayed_pair_probes_its_relay_as_a_gateway_it_depends_on() 
     t = Tracker("host_1", [protocol.Snapshot(records.network, tuple(records.members.values()))])
     assert dict((m.host_id, fast) for m, fast in t.gateways()) == {"host_2": True, "host_3": True}
     t = Tracker("host_4", [protocol.Snapshot(records.network, tuple(records.members.values()))])
-    assert dict((m.host_id, fast) for m, fast in t.gateways())["host_2"] is False
+    assert dict((m.host_id, fast) for m, fast in t.gateways())[HostId("host_2")] is False

@@ -31,6 +31,9 @@ The rule:
   relay is its internet gateway with full tunnel, ``0.0.0.0/0`` and ``::/0``); every other
   member drops its entry of the relayed host and adds its addresses and egress ranges to the
   relay's entry; the relay reaches it directly and forwards for the network.
+- A pair of members relayed automatically (:attr:`NetworkRecords.pair_relays`, recorded on the
+  pair's smaller end) reach each other through an auto-relay gateway: at each end the other's
+  entry goes, and what it carried joins the relay's entry; the relay forwards for them.
 - Every host routes the network's ranges, the other gateways' egress ranges and the served
   clients' extra addresses into the interface. So every client is reached through exactly
   one peer (its gateway) from every host, and no range is routed back to where it is.

@@ -105,13 +105,16 @@ class NetworkRecords:
     (the agent's view): a shared range then goes to the next candidate in that host's
     ranking. The control plane passes none: it moves hosts by their ``placed`` role.
 
-    Pairs of members relayed automatically are read off the roles (:attr:`pair_relays`).
+    Pairs of members relayed automatically are read off the roles (:attr:`pair_relays`): of the
+    members in ``pair_owners`` when the caller keeps that index (the agent's tracker, so a delta
+    costs no scan of the network), else of every member.
     """
 
     network: Network
     members: Mapping[HostId, Member]
     clients: Mapping[ClientId, Client] = field(default_factory=lambda: _EMPTY)
     down: frozenset[HostId] = frozenset()
+    pair_owners: frozenset[HostId] | None = None  # the members whose roles record pairs (None: any)
 
     @classmethod
     def of(cls, network: Network, members: Iterable[Member], clients: Iterable[Client] = (),
@@ -152,7 +155,8 @@ class NetworkRecords:
         what :func:`dependents` relies on.
         """
         out: dict[tuple[HostId, HostId], HostId] = {}
-        for a in sorted(self.members):
+        owners = self.members if self.pair_owners is None else self.pair_owners
+        for a in sorted(h for h in owners if h in self.members):
             for b, via in self.members[a].role.pair_relays:
                 if a < b and self.pair_holds(a, b, via):
                     out[(a, b)] = via

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from agent.converge import Outcome, Tracker
 from chalicelib.domain import plan, protocol
+from chalicelib.domain.device import merge_views
 from chalicelib.domain.errors import ConflictError, InvalidInputError
 from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import Gateway, MemberRole
@@ -106,6 +107,14 @@ def test_the_agents_incremental_path_equals_the_full_device_with_pair_relays(scr
             continue
         assert t.on_delta(delta) is Outcome.APPLIED
         applied.check(step)
+        assert_index_kept(t)
+
+
+def assert_index_kept(t: Tracker) -> None:
+    """The tracker's device (its records keep an index of the members that record pairs) is the
+    one records made afresh from its snapshots give."""
+    fresh = [NetworkRecords.of(s.network, s.members, s.clients, down=t.down) for s in t.snapshots]
+    assert t.device(51820) == merge_views([plan.network_plan(r)[t.host_id] for r in fresh], 51820)
 
 
 # --- over test_plan_ha's networks (shared ranges, probes' verdicts) ------------------------------
@@ -126,6 +135,7 @@ def test_the_incremental_path_equals_the_full_device_with_pair_relays_and_moving
         if step.op == "down":
             t.set_down(t.down ^ {HostId(f"host_{step.b}")})
             applied.check(step)
+            assert_index_kept(t)
             continue
         snap = t.snapshots[0]
         if step.op == "remove" and f"host_{step.n}" == seat:
@@ -141,6 +151,7 @@ def test_the_incremental_path_equals_the_full_device_with_pair_relays_and_moving
             continue
         assert t.on_delta(delta) is Outcome.APPLIED
         applied.check(step)
+        assert_index_kept(t)
 
 
 # --- examples -------------------------------------------------------------------------------------

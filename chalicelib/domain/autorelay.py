@@ -51,7 +51,7 @@ when it fails, costs an outage of that bound at every try.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -116,12 +116,12 @@ def decide(records: NetworkRecords, reports: Mapping[HostId, Report], now: int,
     """The pairs to relay, move and end (module docstring, rules 1–5), from the records (with the
     pairs recorded now) and each host's latest report.
 
-    It runs its rules until they change nothing more, so that run again on its own result it
-    changes nothing: a pair that ends or moves may free a via for another (rule 2 refuses a via
-    paired with an end), so a second pass may relay more; a pair it relays or moves never makes
-    another one's via unusable (an end that is paired with the via reports it down, or is
-    reported down by it), so a third pass finds nothing. Each pair's change is reported once,
-    from where it was to where it ends, with the reason of its last step.
+    It runs the rules (:func:`_decide_once`) until they change nothing, so that run again on its
+    own result it changes nothing: a pair that ends in the first pass may free a via for a pair
+    that found none (rule 2 refuses a via paired with an end), so a second pass may relay more;
+    a pair relayed or moved never makes another's via unusable (an end paired with a via reports
+    it down, or is reported down by it), so a third finds nothing. Each pair's change is reported
+    once, from where it was to where it ends, with the reason of its last step.
     """
     fresh = {h: r for h, r in reports.items() if now - r.at <= policy.stale_after and h in records.members}
     start = recorded(records)
@@ -139,41 +139,54 @@ def decide(records: NetworkRecords, reports: Mapping[HostId, Report], now: int,
     return PairDecision(out, changes)
 
 
-_PASSES = 4  # two change something (see decide); the rest is margin
+_PASSES = 3  # two change something (see decide); the third is a guard
 
 
 Step = dict[Pair, tuple[HostId | None, Reason]]
 
 
 def _decide_once(records: NetworkRecords, fresh: Mapping[HostId, Report]) -> Step:
-    """One pass of the rules: pair → (its new via, None: direct; why), for the pairs that change."""
+    """One pass of the rules: pair → (its new via, None: direct; why), for the pairs that change.
+
+    In order, each on the records as the steps before leave them (a pair recorded on an end
+    makes that end's partner no via for the end's other pairs, so what ends first frees vias):
+    the pairs that go direct; the pairs whose via is unusable, moved or, with no usable via,
+    ended; the new pairs, through the best via of what is left.
+    """
 
     def down(x: HostId, target: HostId) -> bool:
         row = fresh[x].row(target) if x in fresh else None
         return row is not None and not row.up
 
-    def usable(a: HostId, b: HostId, via: HostId) -> bool:
-        return (records.pair_holds(a, b, via) and via in fresh and not down(a, via) and not down(b, via)
-                and not down(via, a) and not down(via, b))
-
-    def best(a: HostId, b: HostId) -> HostId | None:
-        options = [r for r in sorted(records.members) if usable(a, b, r)]
+    def best(on: NetworkRecords, a: HostId, b: HostId) -> HostId | None:
+        options = [r for r in sorted(on.members) if _usable(on, fresh, down, a, b, r)]
         return min(options, key=lambda r: _rank(a, b, r, fresh), default=None)
 
     now_pairs = recorded(records)
     out: Step = {}
-    for (a, b), via in sorted(now_pairs.items()):
+    for a, b in sorted(now_pairs):
         if a in fresh and b in fresh and b in fresh[a].direct and a in fresh[b].direct:
             out[(a, b)] = (None, "direct")
-        elif not usable(a, b, via):
-            out[(a, b)] = (best(a, b), "via_unusable")
+    left = _with_pairs(records, {p: v for p, v in now_pairs.items() if p not in out})
+    for (a, b), via in sorted(now_pairs.items()):
+        if (a, b) not in out and not _usable(left, fresh, down, a, b, via):
+            out[(a, b)] = (best(left, a, b), "via_unusable")
+    left = _with_pairs(records, {p: v for p, v in now_pairs.items() if out.get(p, (v,))[0] is not None})
     wanted = sorted({(min(x, t.target), max(x, t.target)) for x, r in fresh.items() for t in r.rows
                      if not t.up and t.target in records.members and t.target != x
                      and t.target not in r.direct})
     for a, b in wanted:
-        if (a, b) not in now_pairs and (to := best(a, b)) is not None:
+        if (a, b) not in now_pairs and (to := best(left, a, b)) is not None:
             out[(a, b)] = (to, "unreachable")
     return out
+
+
+def _usable(records: NetworkRecords, fresh: Mapping[HostId, Report], down: Callable[[HostId, HostId], bool],
+            a: HostId, b: HostId, via: HostId) -> bool:
+    """Rule 2: the pair can hold through ``via``, whose report is fresh, and no end and the via
+    report each other down."""
+    return (records.pair_holds(a, b, via) and via in fresh and not down(a, via) and not down(b, via)
+            and not down(via, a) and not down(via, b))
 
 
 def _with_pairs(records: NetworkRecords, pairs: Mapping[Pair, HostId]) -> NetworkRecords:

@@ -52,15 +52,19 @@ class Changes:
 class _Net:
     """One network as tracked: its settings, members and clients, and the plan's records of
     them (which read the members dict in place, so only new settings or changed clients make
-    new records: what the plan derives from the clients is cached per records object)."""
+    new records: what the plan derives from the clients is cached per records object). It keeps
+    the members whose roles record pairs relayed automatically (``pair_owners``), so the plan
+    finds the pairs without a scan of the network on every delta."""
 
-    __slots__ = ("members", "clients", "records")
+    __slots__ = ("members", "clients", "records", "pair_owners")
 
     def __init__(self, network: Network, members: dict[HostId, Member],
                  clients: dict[ClientId, Client], down: frozenset[HostId]) -> None:
         self.members = members
         self.clients = clients
-        self.records = NetworkRecords(network, members, clients, down=down)
+        self.pair_owners = {h for h, m in members.items() if m.role.pair_relays}
+        self.records = NetworkRecords(network, members, clients, down=down,
+                                      pair_owners=frozenset(self.pair_owners))
 
     @property
     def network(self) -> Network:
@@ -68,13 +72,14 @@ class _Net:
 
     @network.setter
     def network(self, network: Network) -> None:
-        self.records = replace(self.records, network=network)
+        self.records = replace(self.records, network=network, pair_owners=frozenset(self.pair_owners))
 
     def renew(self, down: frozenset[HostId] | None = None) -> None:
         """New records after the clients changed (the plan's index of them is rebuilt), or with
         the gateways this host's probes found dead."""
         self.records = NetworkRecords(self.network, self.members, self.clients,
-                                      down=self.records.down if down is None else down)
+                                      down=self.records.down if down is None else down,
+                                      pair_owners=frozenset(self.pair_owners))
 
 
 class Tracker:
@@ -150,9 +155,11 @@ class Tracker:
         changed: set[str] = {*delta.remove, *(m.host_id for m in delta.upsert),
                              *delta.remove_clients, *(c.id for c in delta.clients)}
         self._touch(current, changed)  # the peers as they were (a removed key is removed)
+        ends = current.records.pairs_via(self.host_id)
         net_id = delta.network_id
         for h in delta.remove:
             gone = current.members.pop(HostId(h), None)
+            current.pair_owners.discard(HostId(h))
             self._unindex(net_id, gone)
             if gone is not None and gone.role.gateway is not None:
                 self._changes.full = True  # its egress ranges and its clients' LANs were routes
@@ -162,6 +169,10 @@ class Tracker:
             self._unindex(net_id, old)
             self._note_relay(current, old, m)
             current.members[m.host_id] = m
+            if m.role.pair_relays:
+                current.pair_owners.add(m.host_id)
+            else:
+                current.pair_owners.discard(m.host_id)
             self._index(net_id, m)
             if m.host_id == self.host_id or (old.role.gateway if old else None) != m.role.gateway:
                 self._changes.full = True  # our own address, port or role; a gateway's ranges are routes
@@ -179,6 +190,9 @@ class Tracker:
             current.renew()
         current.network = replace(delta.network or current.network, seq=delta.seq)
         self._touch(current, changed)  # the peers as they are now
+        now = current.records.pairs_via(self.host_id)
+        if ends != now or not changed.isdisjoint(ends + now):
+            self._changes.full = True  # an automatic relay forwards for its pairs' ends (their egress)
         if delta.network is not None:
             self._changes.full = True  # keepalive, MTU…
         return Outcome.APPLIED
@@ -281,17 +295,18 @@ class Tracker:
     def gateways(self) -> list[tuple[Member, bool]]:
         """Every other member with a gateway role in this host's networks, and this host's relay,
         with whether this host routes through it (it has egress ranges, it is this host's
-        internet gateway, or it relays this host)."""
+        internet gateway, it relays this host, or it relays a pair this host is an end of)."""
         out = []
         for n in self._nets.values():
             me = n.members.get(self.host_id)
             relay = n.records.relay_of(self.host_id)
+            vias = set(n.records.paired(self.host_id).values())
             for m in n.members.values():
                 if m.host_id == relay:
                     out.append((m, True))
                 elif m.role.gateway is not None and m.host_id != self.host_id:
                     uses = me is not None and me.role.internet_gateway == m.host_id
-                    out.append((m, bool(m.role.gateway.egress) or uses))
+                    out.append((m, bool(m.role.gateway.egress) or uses or m.host_id in vias))
         return out
 
     def member_by_key(self, public_key: str) -> Member | None:

@@ -267,6 +267,10 @@ class WireRole(BaseModel):
                                           description="shared range → the gateway the operator pinned it to")
     placed: dict[str, str] | None = Field(default=None, exclude_if=_absent,
                                           description="shared range → the gateway failover placed it on")
+    pair_relays: dict[str, str] | None = Field(
+        default=None, exclude_if=_absent,
+        description="peer → the auto-relay gateway traffic with it goes through (automatic relays; on the "
+                    "pair's member with the smaller host id)")
 
 
 class WireMember(BaseModel):

@@ -60,8 +60,8 @@ class Gateway:
     - ``internet``: members that opt in (:attr:`MemberRole.internet_gateway`, full tunnel)
       send all their traffic through it; it masquerades it out of its uplink.
     - ``endpoint``: where clients reach it (``HOST:PORT``); None: the host's first endpoint.
-    - ``auto_relay``: it may relay pairs of hosts that cannot reach each other directly (stored
-      and sent; the plan does not read it yet: automatic relays come later).
+    - ``auto_relay``: it may relay pairs of hosts that cannot reach each other directly
+      (:attr:`MemberRole.pair_relays`).
     """
 
     remote_access: bool = False
@@ -89,6 +89,10 @@ class MemberRole:
     # ranked one by itself while it is down). Sorted (range, gateway) pairs.
     pinned: tuple[tuple[str, HostId], ...] = ()
     placed: tuple[tuple[str, HostId], ...] = ()
+    # Automatic relays: pairs of members whose direct path does not work, each relayed through an
+    # auto-relay gateway. A pair is stored once, on the role of its member with the smaller host id
+    # (so one decision is one member record in one broadcast): sorted (peer, via) pairs.
+    pair_relays: tuple[tuple[HostId, HostId], ...] = ()
 
     def __bool__(self) -> bool:
         return self != _NO_ROLE
@@ -100,6 +104,10 @@ class MemberRole:
     def placement(self, prefix: str) -> HostId | None:
         """The gateway the failover function placed this host on for ``prefix`` (None: none yet)."""
         return next((g for p, g in self.placed if p == prefix), None)
+
+    def pair_relay(self, peer: HostId) -> HostId | None:
+        """The member this host's traffic with ``peer`` goes through, as recorded here (None: none)."""
+        return next((v for p, v in self.pair_relays if p == peer), None)
 
 
 _NO_ROLE = MemberRole()

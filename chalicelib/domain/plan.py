@@ -31,6 +31,9 @@ The rule:
   relay is its internet gateway with full tunnel, ``0.0.0.0/0`` and ``::/0``); every other
   member drops its entry of the relayed host and adds its addresses and egress ranges to the
   relay's entry; the relay reaches it directly and forwards for the network.
+- A pair of members relayed automatically (:attr:`NetworkRecords.pair_relays`, recorded on the
+  pair's smaller end) reach each other through an auto-relay gateway: at each end the other's
+  entry goes, and what it carried joins the relay's entry; the relay forwards for them.
 - Every host routes the network's ranges, the other gateways' egress ranges and the served
   clients' extra addresses into the interface. So every client is reached through exactly
   one peer (its gateway) from every host, and no range is routed back to where it is.
@@ -65,7 +68,6 @@ _EMPTY: Mapping = MappingProxyType({})
 DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
 
 __all__ = [
-    "PairRelay",
     "candidates",
     "active_gateway",
     "NetworkRecords",
@@ -86,20 +88,9 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ inputs
-# Members (with their roles: gateways, internet use, being relayed) and remote-access clients are
-# the records of today's rule. Pair relays and HA groups are accepted (and empty) for the next
-# issues; their comments say what each will change, so a feature is a change of this module's
-# rule, not of the shape every caller passes around.
-@dataclass(frozen=True)
-class PairRelay:
-    """Traffic between ``a`` and ``b`` (only) goes through ``via``: at ``a`` the entry of ``b``
-    disappears and ``b``'s addresses join ``via``'s allowed IPs, and the other way round."""
-
-    a: HostId
-    b: HostId
-    via: HostId
-
-
+# Members (with their roles: gateways, internet use, being relayed, pairs relayed automatically) and
+# remote-access clients are the records of the rule; what is derived from them is cached per records
+# object (the agent makes new records on every delta).
 @dataclass(frozen=True)
 class NetworkRecords:
     """Everything the plan of one network is computed from.
@@ -114,13 +105,17 @@ class NetworkRecords:
     ``down`` holds the gateways the host computing the plan found dead by its own probes
     (the agent's view): a shared range then goes to the next candidate in that host's
     ranking. The control plane passes none: it moves hosts by their ``placed`` role.
+
+    Pairs of members relayed automatically are read off the roles (:attr:`pair_relays`): of the
+    members in ``pair_owners`` when the caller keeps that index (the agent's tracker, so a delta
+    costs no scan of the network), else of every member.
     """
 
     network: Network
     members: Mapping[HostId, Member]
     clients: Mapping[ClientId, Client] = field(default_factory=lambda: _EMPTY)
-    pair_relays: tuple[PairRelay, ...] = ()
     down: frozenset[HostId] = frozenset()
+    pair_owners: frozenset[HostId] | None = None  # the members whose roles record pairs (None: any)
 
     @classmethod
     def of(cls, network: Network, members: Iterable[Member], clients: Iterable[Client] = (),
@@ -147,6 +142,68 @@ class NetworkRecords:
                 for prefix in gw.egress:
                     out.setdefault(prefix, []).append(hid)
         return {p: tuple(gs) for p, gs in out.items() if len(gs) > 1}
+
+    @functools.cached_property
+    def pair_relays(self) -> Mapping[tuple[HostId, HostId], HostId]:
+        """The pairs of members relayed automatically, (a, b) with a < b → the member between them.
+
+        A pair is read off the role of its smaller member (``pair_relays``: peer → via) and holds
+        only when it can: a, b and the via are members, the via is neither of them, has a gateway
+        role with ``auto_relay`` and is not relayed itself; neither a nor b is relayed
+        (``relayed_by``) or uses the other as its internet gateway; and neither a nor b has a
+        recorded pair with the via (no chains). Any other pair is ignored (:func:`check` refuses
+        what it can name). Whether it holds reads the records of a, b and the via only, which is
+        what :func:`dependents` relies on.
+        """
+        out: dict[tuple[HostId, HostId], HostId] = {}
+        owners = self.members if self.pair_owners is None else self.pair_owners
+        for a in sorted(h for h in owners if h in self.members):
+            for b, via in self.members[a].role.pair_relays:
+                if a < b and self.pair_holds(a, b, via):
+                    out[(a, b)] = via
+        return out
+
+    def _recorded_pair(self, x: HostId, y: HostId) -> bool:
+        lo, hi = min(x, y), max(x, y)
+        m = self.members.get(lo)
+        return m is not None and m.role.pair_relay(hi) is not None
+
+    def pair_holds(self, a: HostId, b: HostId, via: HostId) -> bool:
+        """Whether the pair a, b (a < b) relayed through ``via`` would hold (:attr:`pair_relays`), whatever
+        is recorded now: what the automatic relays' decision picks vias by."""
+        if via in (a, b) or a not in self.members or b not in self.members or via not in self.members:
+            return False
+        gw = self.gateway(via)
+        if gw is None or not gw.auto_relay or self.members[via].role.relayed_by is not None:
+            return False
+        if self.members[a].role.relayed_by is not None or self.members[b].role.relayed_by is not None:
+            return False
+        if self.internet_gateway(a) == b or self.internet_gateway(b) == a:
+            return False
+        return not (self._recorded_pair(a, via) or self._recorded_pair(b, via))
+
+    @functools.cached_property
+    def _paired(self) -> Mapping[HostId, Mapping[HostId, HostId]]:
+        out: dict[HostId, dict[HostId, HostId]] = {}
+        for (a, b), via in self.pair_relays.items():
+            out.setdefault(a, {})[b] = via
+            out.setdefault(b, {})[a] = via
+        return out
+
+    @functools.cached_property
+    def _pairs_via(self) -> Mapping[HostId, tuple[HostId, ...]]:
+        out: dict[HostId, list[HostId]] = {}
+        for (a, b), via in self.pair_relays.items():
+            out.setdefault(via, []).extend((a, b))
+        return {v: tuple(sorted(set(hs))) for v, hs in out.items()}
+
+    def paired(self, host_id: HostId) -> Mapping[HostId, HostId]:
+        """The members ``host_id`` reaches through an automatic relay: peer → via (holding pairs only)."""
+        return self._paired.get(host_id, _EMPTY)
+
+    def pairs_via(self, via: HostId) -> tuple[HostId, ...]:
+        """The members of the holding pairs ``via`` relays, in host id order."""
+        return self._pairs_via.get(via, ())
 
     def gateway(self, host_id: HostId) -> Gateway | None:
         """The gateway role of member ``host_id`` (None: not a member, or no gateway)."""
@@ -286,6 +343,10 @@ def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
       with R only, whose entry there carries everything reachable in the network
       (:func:`routed_ranges` but T's own egress) and, when R is T's internet gateway with full
       tunnel, ``0.0.0.0/0`` and ``::/0``.
+    - A pair (a, b) relayed automatically through R (:attr:`NetworkRecords.pair_relays`): at a,
+      no entry of b, and what b's entry would carry there (its addresses, egress ranges, clients,
+      the hosts it relays) joins R's entry; the same at b for a. R peers with both as usual and
+      forwards (:attr:`HostView.forwards`).
     - A client is a peer of its gateway only, while it is served (:meth:`NetworkRecords.served`).
     """
     me = records.members.get(viewer)
@@ -311,6 +372,21 @@ def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
     relay = records.relay_of(m.host_id)
     if relay is not None and relay != me.host_id:
         return None  # reached through its relay's entry
+    paired = records.paired(me.host_id)
+    if m.host_id in paired:
+        return None  # reached through the pair's relay
+    allowed = _direct(records, me, m)
+    for other, via in sorted(paired.items()):
+        if via == m.host_id:
+            allowed += _direct(records, me, records.members[other])
+    return _entry(records, m, allowed)
+
+
+def _direct(records: NetworkRecords, me: Member, m: Member) -> tuple[str, ...]:
+    """What member ``m``'s entry carries at ``me`` (neither relayed), before pairs relayed
+    automatically move entries: its addresses; a gateway's egress ranges, served clients and
+    (``me``'s internet gateway) the default routes; the addresses of the hosts it relays."""
+    viewer = me.host_id
     allowed: tuple[str, ...] = m.allowed_ips
     gw = m.role.gateway
     if gw is not None:
@@ -323,7 +399,7 @@ def peer(records: NetworkRecords, viewer: HostId, target: str) -> Peer | None:
     for t in _relayed_here(records, m.host_id, me.host_id):
         tm = records.members[t]
         allowed += tm.allowed_ips + _egress_at(records, viewer, tm)
-    return _entry(records, m, allowed)
+    return allowed
 
 
 def _egress_at(records: NetworkRecords, viewer: HostId, gateway: Member) -> tuple[str, ...]:
@@ -368,6 +444,12 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
     hosts that name it as their relay. What depends on a viewer's own record (its internet
     gateway, its relay, its routes, its placements) the viewer recomputes whole, and so does
     a relay when the set of hosts it relays changes (its forwarding).
+
+    Pairs relayed automatically: whether a pair holds reads the records of its two ends and its
+    via, so a change of the via lists the pairs' ends (their entries come and go); and the entry
+    of one end is carried, at the other end, by the via's entry, so every member listed lists
+    the vias of its pairs too. A pair's record sits on its smaller end, whose viewer recomputes
+    whole; the via recomputes whole when its pairs or their ends change (its forwarding).
     """
     out: set[str] = set()
     for rid in changed:
@@ -385,8 +467,10 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
                         out.add(g)
                         if (its_relay := records.relay_of(g)) is not None:
                             out.add(its_relay)  # a relayed gateway's ranges are in its relay's entry
+            out.update(records.pairs_via(m.host_id))
         else:  # joins or leaves: the hosts it relays (O(members), only then)
             out.update(h for h in records.members if records.members[h].role.relayed_by == rid)
+    out.update(via for h in tuple(out) for via in records.paired(HostId(h)).values())
     return frozenset(out)
 
 
@@ -474,6 +558,11 @@ def _host_view(records: NetworkRecords, host_id: HostId) -> HostView:
         behind = tuple(r for t in relayed if (tg := records.members[t].role.gateway) is not None
                        for r in tg.egress)
         forwards = tuple(dict.fromkeys(forwards + _ranges(network) + behind))
+    ends = records.pairs_via(host_id)
+    if ends:  # an automatic relay forwards between the ends of its pairs
+        behind = tuple(r for t in ends if (tg := records.members[t].role.gateway) is not None
+                       for r in tg.egress)
+        forwards = tuple(dict.fromkeys(forwards + _ranges(network) + behind))
     return HostView(
         network_id=network.id,
         seq=network.seq,
@@ -534,6 +623,9 @@ def check(records: NetworkRecords) -> None:
       reachable) or an internet gateway; a relayed host whose full tunnel goes to an internet
       gateway that is not its relay (all its traffic leaves through its one peer).
 
+    - a pair relayed automatically recorded on its larger end, naming a peer or a via that is no
+      member, a via that is one of its ends, or a via that is no auto-relay gateway.
+
     The service runs it on the records as they would be after a change, before writing.
     """
     owned: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str, str]] = [
@@ -590,6 +682,7 @@ def check(records: NetworkRecords) -> None:
                                 "internet gateway; make it one or turn full_tunnel off",
                                 code="not_an_internet_gateway")
     _check_relays(records)
+    _check_pair_relays(records)
 
 
 def _check_relays(records: NetworkRecords) -> None:
@@ -620,3 +713,25 @@ def _check_relays(records: NetworkRecords) -> None:
                                 f"to internet gateway {uses}; a relayed host's full tunnel goes to its "
                                 "relay: use the relay as internet gateway, or a split tunnel",
                                 code="relayed_full_tunnel")
+
+
+def _check_pair_relays(records: NetworkRecords) -> None:
+    net = records.network.id
+    for hid in sorted(records.members):
+        for peer_id, via in records.members[hid].role.pair_relays:
+            pair = f"the pair {hid}, {peer_id}"
+            if peer_id == hid or via in (hid, peer_id):
+                raise ConflictError(f"{pair} cannot be relayed through {via}: a pair is two members "
+                                    "relayed through a third one", code="pair_relay_itself")
+            for who in (peer_id, via):
+                if who not in records.members:
+                    raise ConflictError(f"{pair} relayed through {via}: {who} is not a member of network "
+                                        f"{net}", code="pair_relay_not_a_member")
+            if peer_id < hid:
+                raise ConflictError(f"{pair} is recorded on {hid}; a pair is recorded on its member with "
+                                    f"the smaller host id ({peer_id})", code="pair_relay_owner")
+            gw = records.gateway(via)
+            if gw is None or not gw.auto_relay:
+                raise ConflictError(f"{via} cannot relay {pair}: it is no gateway with auto_relay on in "
+                                    f"network {net}; relay the pair through an auto-relay gateway",
+                                    code="not_an_auto_relay")

@@ -14,7 +14,8 @@ fetches a full snapshot (``type: snapshot``, ``full: true``).
 
 Schema versions: 1 carried members only; 2 adds members' roles (gateways, internet
 use) and remote-access clients; 3 adds relays to roles (``relayed_by``: the member that
-relays this one; a gateway's ``auto_relay``). A network message of another version is refused as a
+relays this one; ``pair_relays``: the automatic relays of pairs of members; a gateway's
+``auto_relay``). A network message of another version is refused as a
 whole (:class:`ProtocolError`): an agent never applies part of a message it does not
 understand, it resyncs (and ``/config`` tells an agent of an older schema to upgrade).
 Status reports of versions 1 and 2 are still read: their fields are a subset of version 3's.
@@ -166,6 +167,8 @@ def role_to_wire(r: MemberRole) -> dict[str, Any]:
         out["pinned"] = dict(r.pinned)
     if r.placed:
         out["placed"] = dict(r.placed)
+    if r.pair_relays:
+        out["pair_relays"] = dict(r.pair_relays)
     return out
 
 
@@ -195,7 +198,8 @@ def role_from_wire(d: Any) -> MemberRole:
     return MemberRole(gateway=gateway, internet_gateway=None if uses is None else HostId(str(uses)),
                       full_tunnel=_flag(d.get("full_tunnel", False)),
                       relayed_by=None if relay is None else HostId(str(relay)),
-                      pinned=_choices(d.get("pinned", {})), placed=_choices(d.get("placed", {})))
+                      pinned=_choices(d.get("pinned", {})), placed=_choices(d.get("placed", {})),
+                      pair_relays=tuple((HostId(p), v) for p, v in _choices(d.get("pair_relays", {}))))
 
 
 def _flag(value: Any) -> bool:

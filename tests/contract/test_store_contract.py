@@ -808,6 +808,18 @@ def test_a_member_role_is_stored_on_the_host_and_its_member_record_in_one_write(
     assert store.members(NET, [first.id]) == {first.id: first.member_of(NET)}
 
 
+def test_a_members_pair_relays_are_stored_and_read_back(store: Store) -> None:
+    """Automatic relays (issue 10): the pairs recorded on a member's role survive the store."""
+    first, key = _registered(store)
+    second = _host(2)
+    _register(store, second, key)
+    _settle(store)
+    paired = _role_write(store.get_host(first.id), MemberRole(pair_relays=((HostId("host_9"), second.id),)))
+    store.set_member_role(store.get_host(first.id), paired, NET, change=_change(NET, first.id))
+    assert store.get_host(first.id) == paired
+    assert store.members(NET, [first.id])[first.id].role.pair_relays == (("host_9", second.id),)
+
+
 def test_a_member_role_on_a_stale_read_or_outside_the_network_is_refused_and_writes_nothing(
         backend: Backend, store: Store) -> None:
     first, _ = _registered(store)

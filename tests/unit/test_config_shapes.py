@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from chalicelib.adapters.dynamodb import mapping
 from chalicelib.api import schemas
 from chalicelib.domain import protocol
 from chalicelib.domain.ids import HostId, NetworkId
@@ -26,7 +27,8 @@ ROLE = MemberRole(gateway=Gateway(remote_access=True, egress=("10.20.0.0/16",), 
                   internet_gateway=HostId("host_000000000002"), full_tunnel=True,
                   relayed_by=HostId("host_000000000003"),
                   pinned=(("10.30.0.0/16", HostId("host_000000000003")),),
-                  placed=(("10.31.0.0/16", HostId("host_000000000004")),))
+                  placed=(("10.31.0.0/16", HostId("host_000000000004")),),
+                  pair_relays=((HostId("host_000000000005"), HostId("host_000000000002")),))
 
 
 def test_a_member_in_config_is_the_protocols_member_record():
@@ -36,7 +38,8 @@ def test_a_member_in_config_is_the_protocols_member_record():
     assert set(schemas.WireGateway.model_fields) == set(wire["role"]["gateway"])
     for role in (MemberRole(), ROLE, MemberRole(Gateway(egress=("10.0.0.0/8",))),
                  MemberRole(internet_gateway=HostId("host_000000000002")),
-                 MemberRole(relayed_by=HostId("host_000000000003"))):
+                 MemberRole(relayed_by=HostId("host_000000000003")),
+                 MemberRole(pair_relays=((HostId("host_000000000005"), HostId("host_000000000002")),))):
         member = replace(MEMBER, role=role)
         wire = protocol.member_to_wire(member)
         assert schemas.WireMember(**wire).model_dump() == wire
@@ -48,3 +51,10 @@ def test_a_delta_in_a_catch_up_is_the_broadcast_as_it_went_out():
                   protocol.Delta(NET.id, 6, network=NET.with_changes(seq=6, mtu=1380))):
         wire = protocol.to_wire(delta)
         assert schemas.WireDelta.model_validate(wire).model_dump(exclude_none=True) == wire
+
+
+def test_the_stored_role_map_keeps_every_field_of_a_role() -> None:
+    """What the DynamoDB adapter writes of a role (its wire form) reads back as the same role."""
+    no_auto = replace(ROLE, gateway=Gateway(egress=("10.0.0.0/8",), auto_relay=False))
+    for role in (MemberRole(), ROLE, no_auto):
+        assert mapping.role(mapping.role_map(role)) == role

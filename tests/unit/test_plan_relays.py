@@ -18,7 +18,7 @@ Over every network :func:`plan.check` accepts, after every change:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import pytest
@@ -77,8 +77,15 @@ def delta_of(snap: protocol.Snapshot, step: Step) -> protocol.Delta | None:
 def accepted(tracker: Tracker, step: Step) -> protocol.Delta | None:
     if step.op not in ("relay", "relays"):
         return g.accepted(tracker, step)
+    return checked(tracker, step, delta_of)
+
+
+def checked(tracker: Tracker, step: Step,
+            make: Callable[[protocol.Snapshot, Step], protocol.Delta | None]) -> protocol.Delta | None:
+    """The delta ``make`` makes of ``step`` on the tracker's snapshot of its network, when
+    :func:`plan.check` accepts the network after it (else None)."""
     snap = next((s for s in tracker.snapshots if s.network.id == step.nid), None)
-    delta = None if snap is None else delta_of(snap, step)
+    delta = None if snap is None else make(snap, step)
     if snap is None or delta is None:
         return None
     try:
@@ -93,12 +100,14 @@ def run(script: Iterable[Step]) -> Iterable[Tracker]:
 
 
 def via(records: NetworkRecords, viewer: HostId, owner: HostId) -> HostId:
-    """The peer ``viewer`` must send what belongs to member ``owner`` to."""
+    """The peer ``viewer`` must send what belongs to member ``owner`` to (through the automatic
+    relay of the pair when ``viewer`` and that peer are a relayed pair: test_plan_autorelay)."""
     mine = records.relay_of(viewer)
     if mine is not None:
         return mine
     theirs = records.relay_of(owner)
-    return theirs if theirs is not None and theirs != viewer else owner
+    hop = theirs if theirs is not None and theirs != viewer else owner
+    return records.paired(viewer).get(hop, hop)
 
 
 def assert_relay_invariants(records: NetworkRecords) -> None:

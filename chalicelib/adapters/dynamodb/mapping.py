@@ -99,7 +99,8 @@ def role(raw: dict[str, Any]) -> MemberRole:
                       internet_gateway=None if internet_gateway is None else HostId(internet_gateway),
                       full_tunnel=bool(raw.get("full_tunnel", False)),
                       relayed_by=None if relayed_by is None else HostId(relayed_by),
-                      pinned=_choices(raw.get("pinned")), placed=_choices(raw.get("placed")))
+                      pinned=_choices(raw.get("pinned")), placed=_choices(raw.get("placed")),
+                      pair_relays=tuple((HostId(p), v) for p, v in _choices(raw.get("pair_relays"))))
 
 
 def _choices(raw: Any) -> tuple[tuple[str, HostId], ...]:

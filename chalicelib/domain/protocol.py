@@ -22,7 +22,9 @@ Status reports of versions 1 and 2 are still read: their fields are a subset of 
 A status report may carry ``latency`` (issue 10: what the host's prober measured of its
 gateways, relays and peers without a direct path); reports without it (every report of
 versions 1 and 2) are read as before, and an agent leaves the field out when it has nothing
-to say, so its report is then exactly what an older control plane reads.
+to say, so its report is then exactly what an older control plane reads. It may also carry
+``direct`` (issue 10, automatic relays): the peers of its relayed pairs whose path over the
+underlay answered for a while, so the pair may go direct again; left out when empty.
 
 >>> msg = Delta(network_id="net_a", seq=3, upsert=(), remove=("host_b",))
 >>> decode(encode(msg)) == msg
@@ -107,7 +109,7 @@ _MAX_DEPTH = 8  # a status report is 3 deep (object → peers → peer); deltas 
 _MAX_ENDPOINT_CHARS = 261  # "[" 45-character IPv6 "]:65535", or a 253-character name ":65535"
 _MAX_PEER_ENDPOINT_CHARS = 47  # "[" 39-character IPv6 (no zone) "]:65535"
 _AGENT_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9.+_-]{{0,{MAX_AGENT_VERSION - 1}}}")
-_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers", "latency"})
+_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers", "latency", "direct"})
 _PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx", "endpoint"})
 
 # issue 10: the latency section of a status report. It lists what the host probes (its
@@ -347,6 +349,9 @@ class StatusReport:
     endpoints: tuple[str, ...] = ()
     peers: tuple[PeerStatus, ...] = ()
     latency: tuple[LatencyRow, ...] = ()  # issue 10: probe results, at most MAX_REPORT_LATENCY
+    # issue 10: peers of relayed pairs whose underlay path answered (autorelay rule 4), sorted,
+    # at most MAX_REPORT_LATENCY
+    direct: tuple[HostId, ...] = ()
 
     type = "status"
 
@@ -395,6 +400,7 @@ def _to_wire(msg: Message) -> dict[str, Any]:
                 for p in msg.peers
             ],
             **({"latency": [latency_to_wire(r) for r in msg.latency]} if msg.latency else {}),
+            **({"direct": list(msg.direct)} if msg.direct else {}),
         }
     return {"name": msg.name}
 
@@ -533,6 +539,17 @@ def _latency_rows(rows: Any) -> tuple[LatencyRow, ...]:
     return out
 
 
+def _direct(ids: Any) -> tuple[HostId, ...]:
+    if not isinstance(ids, list) or len(ids) > MAX_REPORT_LATENCY:
+        raise ProtocolError(f"direct must be a list of at most {MAX_REPORT_LATENCY} host ids")
+    for h in ids:
+        if not isinstance(h, str) or not is_id("host", h):
+            raise ProtocolError(f"direct host {short(h)} is not a host id")
+    if len(set(ids)) != len(ids):
+        raise ProtocolError("direct names a host twice")
+    return tuple(sorted(HostId(h) for h in ids))
+
+
 def _status_from_wire(d: dict[str, Any]) -> StatusReport:
     """The one schema of a status report; every field bounded, unknown fields refused
     (a new field is a new schema version ``v``)."""
@@ -557,7 +574,8 @@ def _status_from_wire(d: dict[str, Any]) -> StatusReport:
         raise ProtocolError(f"peers must be a list of at most {MAX_REPORT_PEERS}")
     return StatusReport(agent_version=version, endpoints=checked,
                         peers=tuple(_peer_from_wire(p) for p in peers),
-                        latency=_latency_rows(d.get("latency", [])))
+                        latency=_latency_rows(d.get("latency", [])),
+                        direct=_direct(d.get("direct", [])))
 
 
 def decode_status(payload: bytes | str | dict[str, Any]) -> StatusReport:

@@ -30,9 +30,11 @@ def row(**fields: Any) -> dict[str, Any]:
     return {"host": "host_gw01", "rtt": 12.3, "loss": 0, "up": True, **fields}
 
 
-@given(st.lists(rows, max_size=protocol.MAX_REPORT_LATENCY, unique_by=lambda r: r.target).map(tuple))
-def test_a_reports_latency_section_survives_encode_decode(latency: tuple[LatencyRow, ...]) -> None:
-    msg = StatusReport(agent_version="1.0", peers=(PeerStatus(KEY, 3),), latency=latency)
+@given(st.lists(rows, max_size=protocol.MAX_REPORT_LATENCY, unique_by=lambda r: r.target).map(tuple),
+       st.lists(host_ids, max_size=protocol.MAX_REPORT_LATENCY, unique=True).map(lambda d: tuple(sorted(d))))
+def test_a_reports_latency_section_survives_encode_decode(latency: tuple[LatencyRow, ...],
+                                                          direct: tuple[HostId, ...]) -> None:
+    msg = StatusReport(agent_version="1.0", peers=(PeerStatus(KEY, 3),), latency=latency, direct=direct)
     assert protocol.decode_status(protocol.encode(msg)) == msg
 
 
@@ -47,6 +49,21 @@ def test_a_report_without_probes_is_what_older_control_planes_read() -> None:
     """No latency: no field at all, so a control plane that does not know it reads the report."""
     wire = json.loads(protocol.encode(StatusReport(agent_version="1.0", endpoints=("198.18.0.5:51820",))))
     assert "latency" not in wire and set(wire) == {"v", "type", "agent_version", "endpoints", "peers"}
+
+
+def test_the_direct_section_is_read_sorted() -> None:
+    msg = protocol.decode_status(report(direct=["host_b0001", "host_a0001"]))
+    assert msg.direct == (HostId("host_a0001"), HostId("host_b0001"))
+
+
+@pytest.mark.parametrize("direct", [
+    ["host_a0001"] * 2,
+    [f"host_a{i:04d}" for i in range(protocol.MAX_REPORT_LATENCY + 1)],
+    ["net_a0001"], [7], "host_a0001", [None],
+])
+def test_direct_sections_outside_the_bounds_are_refused(direct: Any) -> None:
+    with pytest.raises(ProtocolError, match="direct"):
+        protocol.decode_status(report(direct=direct))
 
 
 @pytest.mark.parametrize("v", [1, 2])
@@ -91,7 +108,8 @@ def test_the_largest_valid_report_with_a_full_latency_section_fits_the_byte_boun
         peers=tuple(PeerStatus(k, protocol.MAX_HANDSHAKE_AGE, protocol.MAX_COUNTER, protocol.MAX_COUNTER,
                                endpoint="[fd00:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535") for k in keys),
         latency=tuple(LatencyRow(HostId("host_" + f"{i:040d}"), protocol.MAX_RTT_MS - 0.1, 100, False)
-                      for i in range(protocol.MAX_REPORT_LATENCY)))
+                      for i in range(protocol.MAX_REPORT_LATENCY)),
+        direct=tuple(HostId("host_" + f"{i:040d}") for i in range(protocol.MAX_REPORT_LATENCY)))
     payload = protocol.encode(msg)
     assert len(payload) <= protocol.MAX_REPORT_BYTES
     assert protocol.decode_status(payload) == msg

@@ -295,17 +295,19 @@ class Tracker:
     def gateways(self) -> list[tuple[Member, bool]]:
         """Every other member with a gateway role in this host's networks, and this host's relay,
         with whether this host routes through it (it has egress ranges, it is this host's
-        internet gateway, it relays this host, or it relays a pair this host is an end of)."""
+        internet gateway or one of its candidates for ``auto``, it relays this host, or it relays a
+        pair this host is an end of)."""
         out = []
         for n in self._nets.values():
             me = n.members.get(self.host_id)
             relay = n.records.relay_of(self.host_id)
             vias = set(n.records.paired(self.host_id).values())
+            internet = set(plan.candidates(n.records, self.host_id, plan.INTERNET))
             for m in n.members.values():
                 if m.host_id == relay:
                     out.append((m, True))
                 elif m.role.gateway is not None and m.host_id != self.host_id:
-                    uses = me is not None and me.role.internet_gateway == m.host_id
+                    uses = me is not None and me.role.internet_gateway == m.host_id or m.host_id in internet
                     out.append((m, bool(m.role.gateway.egress) or uses or m.host_id in vias))
         return out
 

@@ -6,7 +6,7 @@ import ipaddress
 import time
 from typing import Any
 
-from chalicelib.domain.models import Member
+from chalicelib.domain.models import AUTO, Member
 
 from .converge import Tracker
 from .state import AgentState
@@ -62,8 +62,8 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | 
                 "probe": probes.get(p.host_id),  # up, down, unknown; None: not probed
             })
         me = members[state.host_id]
-        uses = me.role.internet_gateway
         records = tracker.records(snap.network.id)
+        uses = records.internet_gateway(me.host_id)  # with ``auto``: the one it sends to now
         relay = records.relay_of(me.host_id)
         relayed = records.relayed(me.host_id)
         out["networks"].append({
@@ -74,7 +74,8 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | 
             # issue 10: whom this host reaches everything through, and whom it carries
             "relayed_by": None if relay is None else {"id": relay, "name": members[relay].name},
             "relays": [{"id": h, "name": members[h].name} for h in relayed],
-            "full_tunnel": ({"via": uses, "name": members[uses].name if uses in members else uses}
+            "full_tunnel": ({"via": uses, "name": members[uses].name if uses in members else uses,
+                             "auto": me.role.internet_gateway == AUTO}
                             if view.full_tunnel and uses else None),
             "peers": peers,
         })
@@ -146,7 +147,8 @@ def render(st: dict[str, Any], now: float | None = None) -> str:
                          + ", ".join(f"{r['name']} ({r['id']})" for r in rs))
         if n.get("full_tunnel"):
             lines.append(f"  full tunnel: all other traffic through {n['full_tunnel']['name']} "
-                         f"({n['full_tunnel']['via']})")
+                         f"({n['full_tunnel']['via']})" + (", chosen automatically (auto)"
+                                                            if n['full_tunnel'].get("auto") else ""))
         for p in n["peers"]:
             lines += [
                 "",

@@ -338,8 +338,8 @@ class ApiClient:
                   query={"force": "true"} if force else None)
 
     def update_member(self, network_id: str, host_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """``PATCH`` the member's internet_gateway (a host id or None), full_tunnel and pinned (range →
-        gateway host id, or None: automatic); the member now."""
+        """``PATCH`` the member's internet_gateway (a host id, "auto" or None), full_tunnel and pinned
+        (range → gateway host id, or None: automatic); the member now."""
         return self.call("PATCH", _path("v1", "networks", network_id, "members", host_id), dict(changes))
 
     # --- relays (issue 10) ----------------------------------------------------------------

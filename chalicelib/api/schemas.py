@@ -451,19 +451,22 @@ class GatewayList(BaseModel):
 class MemberPatch(_In):
     """A member's use of an internet gateway; fields left out keep their value."""
 
-    internet_gateway: HostIdRef | None = Field(default=None, description="a member with internet: true "
-                                               "(null: none; clearing it also ends a full tunnel)")
+    internet_gateway: HostIdRef | Literal["auto"] | None = Field(
+        default=None, description="a member with internet: true; \"auto\": any of them (the agent moves to "
+        "the next live one when the active one dies; failover places it; pin one as 0.0.0.0/0); null: none "
+        "(clearing it also ends a full tunnel)")
     full_tunnel: bool | None = Field(default=None, description="true: all its traffic goes through the "
                                      "internet gateway; false: only the network's and egress ranges")
     pinned: dict[Prefix, HostIdRef | None] | None = Field(
-        default=None, description="egress range several gateways serve → the one gateway this member sends "
-        "it to, even while it is down (null: automatic again, by latency and failover); ranges left out "
-        "keep their pin")
+        default=None, description="egress range several gateways serve (or 0.0.0.0/0: internet access, with "
+        "internet_gateway \"auto\") → the one gateway this member sends it to, even while it is down (null: "
+        "automatic again, by latency and failover); ranges left out keep their pin")
 
 
 class NetworkMember(NetworkMemberRef):
     gateway: GatewayRole | None
-    internet_gateway: str | None
+    internet_gateway: str | None = Field(description="a member's host id, \"auto\" (any internet gateway), "
+                                         "or null")
     full_tunnel: bool
     pinned: dict[str, str] = Field(description="range → gateway, as the operator pinned them")
     placed: dict[str, str] = Field(description="range → gateway, as failover placed this member (the "

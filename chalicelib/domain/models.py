@@ -26,11 +26,16 @@ __all__ = [
     "DEFAULT_LISTEN_PORT",
     "DEFAULT_KEEPALIVE",
     "DEFAULT_MTU",
+    "AUTO",
 ]
 
 DEFAULT_LISTEN_PORT = 51820
 DEFAULT_KEEPALIVE = 25
 DEFAULT_MTU = 1420
+# MemberRole.internet_gateway: any internet gateway of the network (HA, like Tailscale's
+# ``--exit-node=auto:any``); the plan ranks them for the host like a shared egress range.
+# No host id looks like it (ids are ``host_…``).
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -75,15 +80,18 @@ class Gateway:
 class MemberRole:
     """What a host does in one network beyond being a peer: serve as a gateway, and/or use
     one member of it as its internet gateway (``full_tunnel``: all its traffic; else only
-    the network's and egress ranges, which it routes through their gateways anyway), and/or
+    the network's and egress ranges, which it routes through their gateways anyway), or any
+    of them (``internet_gateway`` :data:`AUTO`: the plan ranks the network's internet gateways
+    for it like a shared range, whose key in ``pinned``/``placed`` is ``0.0.0.0/0``), and/or
     be reached only through another member, its relay (``relayed_by``: it peers with the
     relay alone, and every other member reaches it through the relay)."""
 
     gateway: Gateway | None = None
-    internet_gateway: HostId | None = None
+    internet_gateway: HostId | None = None  # a member, or AUTO
     full_tunnel: bool = False
     relayed_by: HostId | None = None
-    # Ranges several gateways serve (HA): which of them this host sends each one to.
+    # Ranges several gateways serve (HA; internet access with AUTO: "0.0.0.0/0"): which of them
+    # this host sends each one to.
     # ``pinned`` is the operator's choice (only that gateway, even when it is down);
     # ``placed`` is the failover function's (first choice; the agent moves to the next
     # ranked one by itself while it is down). Sorted (range, gateway) pairs.

@@ -125,7 +125,8 @@ class Observations:
 
 @dataclass(frozen=True)
 class Group:
-    """Gateways that can each serve one thing (``id``: an egress range, ``"internet"``), and its users.
+    """Gateways that can each serve one thing (``id``: an egress range, ``"0.0.0.0/0"``: internet access),
+    and its users.
 
     ``pinned`` maps a user to the one gateway the operator chose for it.
     """

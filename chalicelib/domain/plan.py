@@ -25,7 +25,9 @@ The rule:
   an internet gateway, for anywhere).
 - A host that uses an internet gateway with full tunnel gives that gateway's entry
   ``0.0.0.0/0`` and ``::/0`` and routes everything else into the tunnel by policy
-  (:attr:`HostView.full_tunnel`).
+  (:attr:`HostView.full_tunnel`). A host whose internet gateway is ``auto`` (:data:`AUTO`) may
+  use any internet gateway of the network: internet access is then a group like a shared range
+  (key :data:`INTERNET`), and the default routes go to its :func:`active_gateway` only.
 - A relayed member (its role's ``relayed_by``: another member; :func:`check` refuses chains)
   peers with its relay alone, whose entry there carries everything the network reaches (and, when the
   relay is its internet gateway with full tunnel, ``0.0.0.0/0`` and ``::/0``); every other
@@ -37,9 +39,9 @@ The rule:
 - Every host routes the network's ranges, the other gateways' egress ranges and the served
   clients' extra addresses into the interface. So every client is reached through exactly
   one peer (its gateway) from every host, and no range is routed back to where it is.
-- A range several gateways serve (HA) is carried, at each host, by one of them only: the
-  first of the host's ranked :func:`candidates` that the host has not found dead
-  (:func:`active_gateway`). Moving it is one peer update at that host.
+- A range several gateways serve (HA), and internet access of a host with ``auto``, is carried,
+  at each host, by one of them only: the first of the host's ranked :func:`candidates` that the
+  host has not found dead (:func:`active_gateway`). Moving it is one peer update at that host.
 
 >>> from .models import Network, Member
 >>> net = Network(id="net_a", name="a", ipv4_cidr="100.64.0.0/16", ipv6_cidr="fd00::/64")
@@ -62,10 +64,13 @@ from typing import Any
 
 from .errors import ConflictError, InvalidInputError
 from .ids import ClientId, HostId, NetworkId
-from .models import Client, Gateway, Member, MemberRole, Network
+from .models import AUTO, Client, Gateway, Member, MemberRole, Network
 
 _EMPTY: Mapping = MappingProxyType({})
 DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
+# The key of internet access as a group of gateways (``internet_gateway: auto``) wherever shared
+# ranges have theirs: candidates, pins, placements, failover groups. Both default routes move together.
+INTERNET = DEFAULT_ROUTES[0]
 
 __all__ = [
     "candidates",
@@ -78,6 +83,8 @@ __all__ = [
     "client_view",
     "gateway_endpoint",
     "DEFAULT_ROUTES",
+    "INTERNET",
+    "pin",
     "routed_ranges",
     "check",
     "NetworkPlan",
@@ -144,6 +151,38 @@ class NetworkRecords:
         return {p: tuple(gs) for p, gs in out.items() if len(gs) > 1}
 
     @functools.cached_property
+    def internet_gateways(self) -> tuple[HostId, ...]:
+        """The members that offer internet access (``internet: true``), in host-id order: the
+        candidates of a host whose internet gateway is ``auto``."""
+        return tuple(h for h in sorted(self.members) if (gw := self.members[h].role.gateway) and gw.internet)
+
+    @functools.cached_property
+    def groups(self) -> Mapping[str, tuple[HostId, ...]]:
+        """Everything several gateways serve (HA), by its key, with those gateways in host-id order:
+        each shared egress range (:attr:`shared_ranges`) and, with several internet gateways,
+        internet access (:data:`INTERNET`). What the failover functions place hosts in."""
+        if len(self.internet_gateways) < 2:
+            return self.shared_ranges
+        return {**self.shared_ranges, INTERNET: self.internet_gateways}
+
+    def internet_candidates(self, host_id: HostId) -> tuple[HostId, ...]:
+        """The members that may carry ``host_id``'s full tunnel, in host-id order, whatever is down,
+        pinned or placed: the one it names when that is an internet gateway; with ``auto``, every
+        internet gateway but itself (a relayed host: its relay, when that is one, since the relay is
+        its only peer). Empty without a full tunnel."""
+        m = self.members.get(host_id)
+        if m is None or not m.role.full_tunnel or m.role.internet_gateway is None:
+            return ()
+        uses = m.role.internet_gateway
+        if uses != AUTO:
+            gw = self.gateway(uses)
+            return (uses,) if gw is not None and gw.internet else ()
+        relay = self.relay_of(host_id)
+        if relay is not None:
+            return (relay,) if relay in self.internet_gateways else ()
+        return tuple(g for g in self.internet_gateways if g != host_id)
+
+    @functools.cached_property
     def pair_relays(self) -> Mapping[tuple[HostId, HostId], HostId]:
         """The pairs of members relayed automatically, (a, b) with a < b → the member between them.
 
@@ -178,8 +217,8 @@ class NetworkRecords:
             return False
         if self.members[a].role.relayed_by is not None or self.members[b].role.relayed_by is not None:
             return False
-        if self.internet_gateway(a) == b or self.internet_gateway(b) == a:
-            return False
+        if b in self.internet_candidates(a) or a in self.internet_candidates(b):
+            return False  # (any candidate, not the active one: every host must agree on the pairs)
         return not (self._recorded_pair(a, via) or self._recorded_pair(b, via))
 
     @functools.cached_property
@@ -217,13 +256,10 @@ class NetworkRecords:
         return client.enabled and gw is not None and gw.remote_access
 
     def internet_gateway(self, host_id: HostId) -> HostId | None:
-        """The member that carries all of ``host_id``'s traffic (full tunnel), when it is one
-        that offers it; else None."""
-        m = self.members.get(host_id)
-        if m is None or not m.role.full_tunnel or m.role.internet_gateway is None:
-            return None
-        gw = self.gateway(m.role.internet_gateway)
-        return m.role.internet_gateway if gw is not None and gw.internet else None
+        """The member that carries all of ``host_id``'s traffic (full tunnel) now, when one offers
+        it: the one it names, or with ``auto`` its :func:`active_gateway` for :data:`INTERNET`
+        (given ``down``); else None."""
+        return active_gateway(self, host_id, INTERNET)
 
     def relay_of(self, host_id: HostId) -> HostId | None:
         """The member that relays ``host_id`` (its ``relayed_by``), when that is another member;
@@ -437,8 +473,9 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
     Call it on the records before and after a change: the union is what to recompute with
     :func:`peer`. A member's entry depends on its own record and on the clients it serves;
     a client's entry (at its gateway) on its own record and its gateway's role; a gateway
-    that shares a range with others on all of them (which one carries the range may move),
-    so a change of ``down`` is a change of the gateways in it. A relayed member's record is
+    that shares a range with others on all of them (which one carries the range may move), an
+    internet gateway on every internet gateway (the full tunnel of ``auto`` hosts may move), so
+    a change of ``down`` is a change of the gateways in it. A relayed member's record is
     also in its relay's entry; and whether a member is relayed depends on its relay being a
     member, so a member that joins or leaves (absent from one of the two records) lists the
     hosts that name it as their relay. What depends on a viewer's own record (its internet
@@ -467,6 +504,8 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
                         out.add(g)
                         if (its_relay := records.relay_of(g)) is not None:
                             out.add(its_relay)  # a relayed gateway's ranges are in its relay's entry
+                if m.role.gateway.internet:  # which one carries an ``auto`` host's full tunnel may move
+                    out.update(records.internet_gateways)
             out.update(records.pairs_via(m.host_id))
         else:  # joins or leaves: the hosts it relays (O(members), only then)
             out.update(h for h in records.members if records.members[h].role.relayed_by == rid)
@@ -474,24 +513,46 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
     return frozenset(out)
 
 
-def candidates(records: NetworkRecords, viewer: HostId, prefix: str) -> tuple[HostId, ...]:
-    """The gateways ``viewer`` may send the shared range ``prefix`` to, best first (empty when the
-    range is not shared, or ``viewer`` serves it itself).
-
-    The operator's pin alone, when it names one of them (a pin to a gateway that stopped
-    serving the range is ignored, like a stale placement); else the failover function's
-    placement first, then the rest in an order of their own for each viewer (rendezvous
-    hashing), so that hosts without a placement spread evenly and every process that runs
-    the plan ranks them alike.
-    """
+def _group(records: NetworkRecords, viewer: HostId, prefix: str) -> tuple[HostId, ...]:
+    """The gateways of the group ``prefix`` (a shared range, or :data:`INTERNET`) ``viewer`` may use."""
+    if prefix == INTERNET:
+        return records.internet_candidates(viewer)
     cands = records.shared_ranges.get(prefix, ())
-    if viewer in cands:
-        return ()
+    return () if viewer in cands else cands
+
+
+def pin(records: NetworkRecords, viewer: HostId, prefix: str) -> HostId | None:
+    """The one gateway ``viewer`` is held to for the group ``prefix``, even while it is down: the
+    operator's pin when it names one of the group's gateways (a pin to a gateway that stopped
+    serving it is ignored, like a stale placement), or the internet gateway ``viewer`` names
+    (not ``auto``); None: the choice is automatic."""
+    cands = _group(records, viewer, prefix)
+    me = records.members.get(viewer)
+    if me is None or not cands:
+        return None
+    if prefix == INTERNET and me.role.internet_gateway != AUTO:
+        return cands[0]
+    pinned = me.role.pin(prefix)
+    return pinned if pinned in cands else None
+
+
+def candidates(records: NetworkRecords, viewer: HostId, prefix: str) -> tuple[HostId, ...]:
+    """The gateways ``viewer`` may send the group ``prefix`` to, best first: a shared range (empty
+    when the range is not shared, or ``viewer`` serves it itself), or :data:`INTERNET`, its full
+    tunnel (:meth:`NetworkRecords.internet_candidates`: empty without one).
+
+    The :func:`pin` alone, when there is one; else the failover function's placement first,
+    then the rest in an order of their own for each viewer (rendezvous hashing), so that hosts
+    without a placement spread evenly and every process that runs the plan ranks them alike.
+    """
+    cands = _group(records, viewer, prefix)
+    if len(cands) < 2:
+        return cands
+    pinned = pin(records, viewer, prefix)
+    if pinned is not None:
+        return (pinned,)
     me = records.members.get(viewer)
     role = me.role if me is not None else MemberRole()
-    pinned = role.pin(prefix)
-    if pinned in cands:
-        return (pinned,)
     ranked = sorted(cands, key=lambda g: _rendezvous(viewer, g, prefix))
     placed = role.placement(prefix)
     if placed in ranked:
@@ -615,13 +676,14 @@ def check(records: NetworkRecords) -> None:
       one peer). Gateways may serve the very same range (HA: each host sends it to one of
       them, :func:`active_gateway`), never ranges that overlap in part;
     - a host that uses an internet gateway which is no member, or no internet gateway; a
-      full tunnel without an internet gateway; an internet gateway that uses one itself
-      (no chains);
+      full tunnel without an internet gateway; ``auto`` in a network without internet gateways;
+      an internet gateway that uses one itself (no chains);
     - a full-tunnel client whose gateway (a remote-access gateway) is no internet gateway;
     - a host relayed by itself, by a host that is no member, or by a host that is relayed
       itself (no chains); a relayed gateway with remote access (its clients' one peer must be
       reachable) or an internet gateway; a relayed host whose full tunnel goes to an internet
-      gateway that is not its relay (all its traffic leaves through its one peer).
+      gateway that is not its relay, or with ``auto``, to a relay that is no internet gateway
+      (all its traffic leaves through its one peer).
 
     - a pair relayed automatically recorded on its larger end, naming a peer or a via that is no
       member, a via that is one of its ends, or a via that is no auto-relay gateway.
@@ -659,17 +721,22 @@ def check(records: NetworkRecords) -> None:
                                     code="no_internet_gateway")
         if uses is None:
             continue
-        gw = records.gateway(uses)
-        if uses == hid:
-            raise ConflictError(f"host {hid} cannot be its own internet gateway",
-                                code="internet_gateway_chain")
-        if gw is None or not gw.internet:
-            raise ConflictError(f"{uses} is not an internet gateway of network {records.network.id}; make "
-                                "it one first (PUT …/gateways/{host_id} with internet: true)",
-                                code="not_an_internet_gateway")
+        if uses != AUTO:
+            if uses == hid:
+                raise ConflictError(f"host {hid} cannot be its own internet gateway",
+                                    code="internet_gateway_chain")
+            gw = records.gateway(uses)
+            if gw is None or not gw.internet:
+                raise ConflictError(f"{uses} is not an internet gateway of network {records.network.id}; "
+                                    "make it one first (PUT …/gateways/{host_id} with internet: true)",
+                                    code="not_an_internet_gateway")
         if role.gateway is not None and role.gateway.internet:
             raise ConflictError(f"host {hid} is an internet gateway itself and cannot use another one",
                                 code="internet_gateway_chain")
+        if uses == AUTO and not records.internet_gateways:
+            raise ConflictError(f"host {hid} uses any internet gateway of network {records.network.id} "
+                                "(auto), but it has none; make a member one first (PUT …/gateways/{host_id} "
+                                "with internet: true), or use none", code="no_internet_gateways")
     for cid in sorted(records.clients):
         c = records.clients[cid]
         gw = records.gateway(c.gateway)
@@ -707,6 +774,11 @@ def _check_relays(records: NetworkRecords) -> None:
             what = "remote-access clients" if gw.remote_access else "internet traffic"
             raise ConflictError(f"host {hid} is a gateway for {what} of network {net} and cannot be "
                                 "relayed; give up that role or relay another host", code="relayed_gateway")
+        if role.full_tunnel and role.internet_gateway == AUTO and relay not in records.internet_gateways:
+            raise ConflictError(f"host {hid} is relayed by {relay} and sends all its traffic (full tunnel) "
+                                f"to any internet gateway (auto), but {relay} is none; a relayed host's "
+                                "full tunnel goes to its relay: make the relay an internet gateway, or use a "
+                                "split tunnel", code="relayed_full_tunnel")
         uses = records.internet_gateway(hid)
         if uses is not None and uses != relay:
             raise ConflictError(f"host {hid} is relayed by {relay} but sends all its traffic (full tunnel) "

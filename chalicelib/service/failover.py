@@ -1,4 +1,5 @@
-"""The failover functions: which gateway each host sends a range to that several gateways serve.
+"""The failover functions: which gateway each host sends a range to that several gateways serve,
+and internet access to (hosts with ``internet_gateway: auto``: the group ``0.0.0.0/0``).
 
 Agents move off a dead gateway by themselves within seconds (their probes; the plan's ranked
 candidates). These functions own the slower decisions, from the latest status reports, with
@@ -70,7 +71,7 @@ class Failover:
         moved = 0
         for nid in host.network_ids:
             records = topology.records(self._d.store, nid)
-            if records is None or not measured & {g for gs in records.shared_ranges.values() for g in gs}:
+            if records is None or not measured & {g for gs in records.groups.values() for g in gs}:
                 continue
             moved += self._place(records, {host.id: mine}, _EVENT_POLICY)
         return moved
@@ -78,7 +79,7 @@ class Failover:
     def place(self, network_id: str) -> int:
         """One placement pass over ``network_id`` with every member's latest report; the hosts moved."""
         records = topology.records(self._d.store, network_id)
-        if records is None or not records.shared_ranges:
+        if records is None or not records.groups:
             return 0
         statuses = self._d.store.host_statuses(sorted(records.members))
         return self._place(records, statuses, Policy())
@@ -86,7 +87,7 @@ class Failover:
     # ------------------------------------------------------------------ helpers
     def _place(self, records: plan.NetworkRecords, reports: Mapping[HostId, HostStatus],
                policy: Policy) -> int:
-        gateways = sorted({g for gs in records.shared_ranges.values() for g in gs})
+        gateways = sorted({g for gs in records.groups.values() for g in gs})
         unread = [g for g in gateways if g not in reports]
         gateway_reports = {**self._d.store.host_statuses(unread),
                            **{g: reports[g] for g in gateways if g in reports}}
@@ -110,16 +111,19 @@ class Failover:
     @staticmethod
     def _groups(records: plan.NetworkRecords, seen_down: Mapping[HostId, frozenset[HostId]]) -> tuple[
             list[Group], dict[str, dict[HostId, HostId]], dict[str, dict[HostId, HostId]]]:
-        """One group per shared range: its gateways, the members that send it to one of them (not
-        the gateways themselves, nor relayed hosts: their relay chooses), and the pins; by range,
-        where each user is now (where its agent sends it, given the gateways it reported down) and
-        the plan's first choice for it (its placement, or its own order)."""
+        """One group per shared range and for internet access (:attr:`plan.NetworkRecords.groups`): its
+        gateways, the members that send it to one of them (not the gateways themselves, nor hosts
+        without a full tunnel for internet access, nor relayed hosts: their relay chooses), and the
+        pins (for internet access also the gateway a host names); by group, where each user is now
+        (where its agent sends it, given the gateways it reported down) and the plan's first choice
+        for it (its placement, or its own order)."""
         groups, current, first = [], {}, {}
-        for prefix, cands in sorted(records.shared_ranges.items()):
-            users = [h for h in sorted(records.members) if h not in cands and records.relay_of(h) is None]
-            pinned = {u: p for u in users if (p := records.members[u].role.pin(prefix)) in cands}
-            groups.append(Group(prefix, cands, tuple(users), pinned))
-            first[prefix] = {u: ranked[0] for u in users if (ranked := plan.candidates(records, u, prefix))}
+        for prefix, cands in sorted(records.groups.items()):
+            first[prefix] = {u: ranked[0] for u in sorted(records.members) if records.relay_of(u) is None
+                             and (ranked := plan.candidates(records, u, prefix))}
+            users = tuple(first[prefix])
+            pinned = {u: p for u in users if (p := plan.pin(records, u, prefix)) is not None}
+            groups.append(Group(prefix, cands, users, pinned))
             current[prefix] = {u: g if (down := seen_down.get(u)) is None else
                                plan.active_gateway(records, u, prefix, down) or g
                                for u, g in first[prefix].items()}

@@ -21,7 +21,7 @@ from typing import Final
 from ..domain import ipam, plan, validate
 from ..domain.changes import PendingChange
 from ..domain.ids import HostId, NetworkId
-from ..domain.models import Gateway, Host, Member, MemberRole, Network
+from ..domain.models import AUTO, Gateway, Host, Member, MemberRole, Network
 from ..errors import ConflictError, InvalidInputError, NotFoundError
 from . import topology
 from .deps import Deps, retrying
@@ -164,19 +164,21 @@ class Gateways:
 
     def set_member(self, network_id: str, host_id: str, *, internet_gateway: str | None | _Keep = KEEP,
                    full_tunnel: bool | None = None, pins: Mapping[str, str | None] | None = None) -> Member:
-        """Member ``host_id`` uses ``internet_gateway`` (a member with ``internet: true``; None:
-        none) of ``network_id``, with all its traffic (``full_tunnel``) or only the network's and
-        egress ranges; and sends each range of ``pins`` (one that several gateways serve) to the
-        gateway named (None: back to automatic). The member as stored now. Left out: kept
-        (clearing the internet gateway also ends the full tunnel unless ``full_tunnel`` is given;
-        ranges not in ``pins`` keep their pin).
+        """Member ``host_id`` uses ``internet_gateway`` (a member with ``internet: true``; ``auto``:
+        any of them, the plan ranks them for it and its agent moves to the next live one when the
+        active one dies, like a shared range; None: none) of ``network_id``, with all its traffic
+        (``full_tunnel``) or only the network's and egress ranges; and sends each range of
+        ``pins`` (one that several gateways serve) to the gateway named (None: back to automatic).
+        The member as stored now. Left out: kept (clearing the internet gateway also ends the full
+        tunnel unless ``full_tunnel`` is given; ranges not in ``pins`` keep their pin).
 
         A host uses at most one internet gateway across its networks, and an internet gateway
         uses none (409 naming the other); a full tunnel needs an internet gateway (400); a pin
-        names a gateway that serves that range (409 ``not_a_gateway_of_range``).
+        names a gateway that serves that range (409 ``not_a_gateway_of_range``); internet access
+        is pinned as ``0.0.0.0/0`` to an internet gateway, by a host that uses ``auto``.
         """
         if isinstance(internet_gateway, str) and not internet_gateway:
-            raise InvalidInputError("internet_gateway must be a host id, or null for none")
+            raise InvalidInputError(f"internet_gateway must be a host id, {AUTO!r}, or null for none")
         asked = {validate.prefix(p, "pinned"): g for p, g in (pins or {}).items()}
         if len(asked) > MAX_EGRESS:
             raise InvalidInputError(f"pinned: at most {MAX_EGRESS} ranges")
@@ -234,7 +236,7 @@ class Gateways:
         members = dict(records.members)
         for hid, m in records.members.items():
             uses = m.role.internet_gateway
-            if uses is not None and uses != host.id and uses not in records.members:
+            if uses is not None and uses not in (host.id, AUTO) and uses not in records.members:
                 members[hid] = replace(m, role=replace(m.role, internet_gateway=None, full_tunnel=False))
         members[host.id] = replace(host.member_of(records.network.id), role=role)
         return replace(records, members=members)
@@ -261,16 +263,36 @@ class Gateways:
     @staticmethod
     def _refuse_pins(records: plan.NetworkRecords, host_id: HostId, pins: Mapping[str, HostId]) -> None:
         """409 when a new pin names a gateway that does not serve that range (the plan ignores a
-        pin that went stale later, when its gateway stopped serving the range)."""
+        pin that went stale later, when its gateway stopped serving the range); internet access
+        (``0.0.0.0/0``) is pinned to an internet gateway, only by a host that uses ``auto``."""
         for prefix, gateway in sorted(pins.items()):
             gw = records.gateway(gateway)
-            if gw is None or prefix not in gw.egress:
+            if prefix in plan.DEFAULT_ROUTES:
+                Gateways._refuse_internet_pin(records, host_id, prefix, gateway)
+            elif gw is None or prefix not in gw.egress:
                 serving = [str(g) for g in sorted(records.members)
                            if prefix in (records.gateway(g) or Gateway()).egress]
                 raise ConflictError(
                     f"{gateway} does not serve {prefix} in network {records.network.id}, so host {host_id} "
                     f"cannot be pinned to it; gateways of {prefix}: {_names(serving) if serving else 'none'}",
                     code="not_a_gateway_of_range")
+
+    @staticmethod
+    def _refuse_internet_pin(records: plan.NetworkRecords, host_id: HostId, prefix: str,
+                             gateway: HostId) -> None:
+        if prefix != plan.INTERNET:
+            raise InvalidInputError(f"pin internet access as {plan.INTERNET} (both default routes go to one "
+                                    f"gateway), not {prefix}")
+        if records.members[host_id].role.internet_gateway != AUTO:
+            raise ConflictError(f"host {host_id} does not use internet_gateway {AUTO!r}, so its internet "
+                                f"access cannot be pinned; name the internet gateway instead, or use "
+                                f"{AUTO!r} first",
+                                code="internet_gateway_not_auto")
+        if gateway not in records.internet_gateways:
+            raise ConflictError(
+                f"{gateway} is no internet gateway of network {records.network.id}, so host {host_id}'s "
+                f"internet access cannot be pinned to it; internet gateways: "
+                f"{_names(list(records.internet_gateways)) or 'none'}", code="not_a_gateway_of_range")
 
     @staticmethod
     def _refuse_second_internet_gateway(host: Host, network_id: NetworkId) -> None:
@@ -297,8 +319,12 @@ class Gateways:
 
     @staticmethod
     def _internet_users(records: plan.NetworkRecords, gateway: HostId) -> builtins.list[HostId]:
+        """The members that name ``gateway`` as their internet gateway, and those with ``auto`` when it
+        is the network's only internet gateway (the others lose nothing: they move to another)."""
         members = records.members
-        return [hid for hid in sorted(members) if members[hid].role.internet_gateway == gateway]
+        last = not [g for g in records.internet_gateways if g != gateway]
+        return [hid for hid in sorted(members)
+                if (uses := members[hid].role.internet_gateway) == gateway or (last and uses == AUTO)]
 
     def _refuse_in_use(self, records: plan.NetworkRecords, gateway: HostId, *, remote_access: bool,
                        internet: bool, how: str) -> None:

@@ -98,7 +98,7 @@ def gateway_unset(ctx: Context) -> None:
 
 
 def member_set(ctx: Context) -> None:
-    """``member set NETWORK HOST [--internet-gateway HOST|none] [--full-tunnel|--split-tunnel]
+    """``member set NETWORK HOST [--internet-gateway HOST|auto|none] [--full-tunnel|--split-tunnel]
     [--pin CIDR=HOST|auto ...]``."""
     a = ctx.args
     body: dict[str, Any] = {}
@@ -114,12 +114,14 @@ def member_set(ctx: Context) -> None:
         pins[prefix] = gateway
     if pins:
         body["pinned"] = pins
-    require_changes(body, "--internet-gateway HOST|none, --full-tunnel, --split-tunnel or --pin CIDR=HOST")
+    require_changes(body, "--internet-gateway HOST|auto|none, --full-tunnel, --split-tunnel or "
+                          "--pin CIDR=HOST")
     network = resolve(all_networks(ctx), a.network, "network")
     hosts = all_hosts(ctx)
     host = resolve(hosts, a.host, "host")
     if a.internet_gateway is not None:
-        body["internet_gateway"] = (None if a.internet_gateway.lower() == "none"
+        choice = a.internet_gateway.lower()
+        body["internet_gateway"] = (None if choice == "none" else "auto" if choice == "auto"
                                     else resolve(hosts, a.internet_gateway, "host")["id"])
     if pins:
         body["pinned"] = {p: None if g.lower() == "auto" else resolve(hosts, g, "host")["id"]
@@ -131,7 +133,8 @@ def member_set(ctx: Context) -> None:
     uses = m["internet_gateway"]
     ctx.print(f"member {m['name']} updated in network {network['name']} ({m['host_id']})")
     ctx.print(format_fields([
-        ("Internet gateway", "none" if uses is None else f"{names.get(uses, uses)} ({uses})"),
+        ("Internet gateway", "none" if uses is None else "auto (any internet gateway)" if uses == "auto"
+         else f"{names.get(uses, uses)} ({uses})"),
         ("Tunnel", "full (all traffic)" if m["full_tunnel"] else "split (network and egress ranges)"),
         *((f"Gateway for {p}", f"{names.get(g, g)} ({g}), pinned") for p, g in sorted(m["pinned"].items())),
         *((f"Gateway for {p}", f"{names.get(g, g)} ({g}), placed by failover")

@@ -177,16 +177,19 @@ def _add_gateway_commands(subparsers: Any, common: argparse.ArgumentParser) -> N
     g = _group(subparsers, "member", "a host's settings in one network")
     p = _leaf(g, "set", member_set, "choose a member's internet gateway and tunnel", common, "network")
     p.add_argument("host", metavar="HOST")
-    p.add_argument("--internet-gateway", metavar="HOST|none",
-                   help="the member with internet that carries its internet traffic; none: no gateway")
+    p.add_argument("--internet-gateway", metavar="HOST|auto|none",
+                   help="the member with internet that carries its internet traffic; auto: any internet "
+                        "gateway of the network (the agent moves to the next live one when the active one "
+                        "dies; pin one with --pin 0.0.0.0/0=HOST); none: no gateway")
     tunnel = p.add_mutually_exclusive_group()
     tunnel.add_argument("--full-tunnel", dest="full_tunnel", action="store_const", const=True, default=None,
                         help="all its traffic goes through the internet gateway")
     tunnel.add_argument("--split-tunnel", dest="full_tunnel", action="store_const", const=False,
                         help="only the network's and egress ranges go through the overlay")
     p.add_argument("--pin", action="append", default=[], metavar="CIDR=HOST|auto",
-                   help="send a range several gateways serve to this one gateway only (auto: by latency "
-                        "and failover again); repeatable")
+                   help="send a range several gateways serve (0.0.0.0/0: internet access, with "
+                        "--internet-gateway auto) to this one gateway only (auto: by latency and failover "
+                        "again); repeatable")
 
 
 # ----------------------------------------------------------------------------- issue 9: clients

@@ -179,7 +179,9 @@ class Gateways:
         """
         if isinstance(internet_gateway, str) and not internet_gateway:
             raise InvalidInputError(f"internet_gateway must be a host id, {AUTO!r}, or null for none")
-        asked = {validate.prefix(p, "pinned"): g for p, g in (pins or {}).items()}
+        # (internet access is pinned under its group's key, a default route: checked in _refuse_pins)
+        asked = {p if p in plan.DEFAULT_ROUTES else validate.prefix(p, "pinned"): g
+                 for p, g in (pins or {}).items()}
         if len(asked) > MAX_EGRESS:
             raise InvalidInputError(f"pinned: at most {MAX_EGRESS} ranges")
 

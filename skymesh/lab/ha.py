@@ -10,6 +10,11 @@ through whichever gateway its plan makes active (:class:`~skymesh.lab.services.P
 A *kill* takes the active gateway's underlay link down (its tunnels die, as when a machine
 dies; its process and state stay, so :meth:`HaLab.revive` brings it back); the *gap* is the
 silence in the echoes around it: how long ``h`` had no path to the LAN.
+
+With ``internet=True`` the gateways are internet gateways instead, ``h`` uses any of them
+(``internet_gateway: auto``) with a full tunnel, and the echo is "on the internet" at
+``198.19.6.1`` (:data:`INTERNET`: behind every gateway, in no egress range): ``h`` reaches it
+through the default routes its plan gives the active internet gateway, which masquerades.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from .netns import Lab, Node
 from .services import Gap, PacketStream, UdpEcho
 from .wait import wait_until
 
-__all__ = ["HaLab", "LAN", "ha_lab"]
+__all__ = ["HaLab", "LAN", "INTERNET", "ha_lab"]
 
 LAN = "198.19.5.0/24"
+INTERNET = "198.19.6.0/24"  # "the internet" of an internet-gateway lab: routed to nobody but the gateways
 NETWORK_V4 = "100.64.0.0/24"
 CONVERGE = 60.0  # seconds for the lab's first configuration to reach every agent
 
@@ -46,19 +52,26 @@ class HaLab:
     stream: PacketStream
     keys: dict[str, str] = field(default_factory=dict)  # gateway name → its WireGuard public key
     dead: set[str] = field(default_factory=set)
+    carried: str = LAN  # the allowed IP that says which gateway is active (internet: 0.0.0.0/0)
 
     def details(self) -> str:
         text = diagnose([self.host, *self.gateways.values()], log_lines=30)
         return text + ("\n===== control plane\n" + self.cp.log_tail(20) if self.cp.running else "")
 
-    def active(self) -> str | None:
-        """The gateway ``h``'s device sends the LAN to now (from ``wg show … allowed-ips``)."""
+    def carriers(self) -> list[str]:
+        """The gateways ``h``'s device sends the LAN (or the internet) to now (``wg show … allowed-ips``)."""
         res = self.host.node.run(["wg", "show", self.host.interface, "allowed-ips"], timeout=10)
+        out = []
         for line in res.stdout.splitlines():
             key, _, prefixes = line.partition("\t")
-            if LAN in prefixes.split():
-                return next((n for n, k in self.keys.items() if k == key), None)
-        return None
+            if self.carried in prefixes.split():
+                out.extend(n for n, k in self.keys.items() if k == key)
+        return out
+
+    def active(self) -> str | None:
+        """The gateway ``h``'s device sends the LAN (or the internet) to now."""
+        found = self.carriers()
+        return found[0] if found else None
 
     def kill(self, name: str) -> float:
         """Take gateway ``name``'s underlay link down; returns when (time.monotonic())."""
@@ -96,8 +109,10 @@ class HaLab:
 
 
 @contextmanager
-def ha_lab(gateways: int = 3, *, probe_interval: float | None = None) -> Iterator[HaLab]:
-    """The lab of the module docstring, converged and streaming; everything removed at exit."""
+def ha_lab(gateways: int = 3, *, probe_interval: float | None = None,
+           internet: bool = False) -> Iterator[HaLab]:
+    """The lab of the module docstring (``internet``: with internet gateways), converged and
+    streaming; everything removed at exit."""
     if not 2 <= gateways <= 6:
         raise LabError("an HA lab has 2 to 6 gateways")
     with Lab() as lab:
@@ -108,7 +123,8 @@ def ha_lab(gateways: int = 3, *, probe_interval: float | None = None) -> Iterato
         extra = () if probe_interval is None else ("--probe-interval", f"{probe_interval:g}")
         gws = {f"g{i}": LabAgent(lab.add_node(f"g{i}"), run_args=extra) for i in range(1, gateways + 1)}
         host = LabAgent(lab.add_node("h"), run_args=extra)
-        lan = lab.add_node_behind("lan", [g.node for g in gws.values()], LAN)
+        lan = lab.add_node_behind("inet" if internet else "lan", [g.node for g in gws.values()],
+                                  INTERNET if internet else LAN)
         UdpEcho(lan, lan.ip)
         for agent in (*gws.values(), host):
             agent.join(cp.api_url, key["token"])
@@ -116,10 +132,13 @@ def ha_lab(gateways: int = 3, *, probe_interval: float | None = None) -> Iterato
         keys = {}
         for name, g in gws.items():
             assert g.host_id
-            cp.admin.put_gateway(net["id"], g.host_id, {"egress": [LAN]})
+            cp.admin.put_gateway(net["id"], g.host_id, {"internet": True} if internet else {"egress": [LAN]})
             keys[name] = cp.admin.get_host(g.host_id)["wg_public_key"]
+        if internet:
+            assert host.host_id
+            cp.admin.update_member(net["id"], host.host_id, {"internet_gateway": "auto", "full_tunnel": True})
         stream = PacketStream(host.node, lan.ip)
-        ha = HaLab(lab, cp, net, gws, host, lan, stream, keys)
+        ha = HaLab(lab, cp, net, gws, host, lan, stream, keys, carried="0.0.0.0/0" if internet else LAN)
         try:
             if not stream.flowing(CONVERGE):
                 raise LabTimeout(f"h's stream to the LAN did not flow within {CONVERGE:g}s\n{ha.details()}")

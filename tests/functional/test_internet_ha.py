@@ -35,7 +35,8 @@ def hosts(api: Api, net: Net) -> dict[str, dict[str, Any]]:
     for g in ("i1", "i2", "i3"):
         api.ok("PUT", net.path(f"/gateways/{_id(out, g)}"), {"internet": True})
     for u in (f"u{i}" for i in range(9)):
-        m = api.ok("PATCH", net.path(f"/members/{_id(out, u)}"), {"internet_gateway": "auto", "full_tunnel": True})
+        m = api.ok("PATCH", net.path(f"/members/{_id(out, u)}"),
+                   {"internet_gateway": "auto", "full_tunnel": True})
         assert (m["internet_gateway"], m["full_tunnel"]) == ("auto", True)
     return out
 
@@ -87,7 +88,7 @@ def test_what_cannot_work_is_refused_naming_the_rule(api, net, hosts):
     assert (code, err) == (409, "internet_gateway_chain"), msg
     code, err, msg = _error(api, "PUT", net.path(f"/relays/{x}"), {"relayed": [u0]})
     assert (code, err) == (409, "relayed_full_tunnel") and x in msg, msg
-    assert api.ok("PATCH", net.path(f"/members/{u0}"), {})["internet_gateway"] == "auto"  # nothing half written
+    assert api.ok("PATCH", net.path(f"/members/{u0}"), {})["internet_gateway"] == "auto"  # nothing written
 
 
 def test_auto_in_a_network_without_internet_gateways_is_409(api):
@@ -105,7 +106,8 @@ def test_an_internet_gateway_may_go_while_another_is_left_but_not_the_last_one_a
     users = [f"u{i}" for i in range(9)]
     assert all(_carriers(_config(api, hosts[u])) == [_id(hosts, "i3")] for u in users)
     i3 = _id(hosts, "i3")
-    code, err, msg = _error(api, "PUT", net.path(f"/gateways/{i3}"), {"internet": False, "remote_access": True})
+    code, err, msg = _error(api, "PUT", net.path(f"/gateways/{i3}"),
+                            {"internet": False, "remote_access": True})
     assert (code, err) == (409, "gateway_in_use") and _id(hosts, "u0") in msg, msg
     code, err, msg = _error(api, "DELETE", net.path(f"/gateways/{i3}"))
     assert (code, err) == (409, "gateway_in_use"), msg
@@ -137,6 +139,7 @@ def test_failover_places_an_auto_member_whose_internet_gateway_is_down_on_the_be
     assert _report(ids, "u0", {name[was]: None, others[0]: 40.0, others[1]: 8.0}) == 1
     assert api.ok("PATCH", net.path(f"/members/{ids['u0']}"), {})["placed"] == {V4: ids[others[1]]}
     assert _carriers(_config(api, hosts["u0"])) == [ids[others[1]]]
-    (delta,) = [protocol.decode(p) for p in service.deps.publisher.on(protocol.network_topic(net.id))[before:]]
+    sent = service.deps.publisher.on(protocol.network_topic(net.id))[before:]
+    (delta,) = [protocol.decode(p) for p in sent]
     assert [m.host_id for m in delta.upsert] == [ids["u0"]]  # its role, in one broadcast
     assert _report(ids, "u0", {name[was]: 7.0, others[0]: 40.0, others[1]: 8.0}) == 0  # back: no flap

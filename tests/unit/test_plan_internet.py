@@ -121,7 +121,7 @@ def assert_internet_invariants(records: NetworkRecords) -> None:
         claimed = [a for x in view.peers for a in x.allowed_ips]
         assert len(claimed) == len(set(claimed)), f"(b) {hid}: {sorted(claimed)}"
         carriers = [x.host_id for x in view.peers if V4 in x.allowed_ips]
-        assert carriers == [x.host_id for x in view.peers if V6 in x.allowed_ips], f"(a) {hid}: v4 and v6 apart"
+        assert carriers == [x.host_id for x in view.peers if V6 in x.allowed_ips], f"(a) {hid}: v4, v6 apart"
         if not role.full_tunnel:
             assert carriers == [] and not view.full_tunnel, f"(a) {hid} has no full tunnel: {carriers}"
             continue
@@ -149,7 +149,8 @@ def assert_internet_invariants(records: NetworkRecords) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(steps, min_size=1, max_size=30))
-def test_every_full_tunnel_host_sends_the_internet_to_exactly_one_live_ranked_gateway(script: list[Step]) -> None:
+def test_every_full_tunnel_host_sends_the_internet_to_exactly_one_live_ranked_gateway(
+        script: list[Step]) -> None:
     for t, _ in run(script):
         snap = t.snapshots[0]
         assert_internet_invariants(NetworkRecords.of(snap.network, snap.members))  # the control plane's view
@@ -206,7 +207,8 @@ def test_the_agent_probes_its_internet_candidates_fast() -> None:
     snap = t.snapshots[0]
     split = replace(user(1, None), public_key=snap.members[0].public_key)
     assert t.on_delta(protocol.Delta(NID, snap.network.seq + 1, upsert=(split,))) is Outcome.APPLIED
-    assert {m.host_id: fast for m, fast in t.gateways()} == {"host_2": False, "host_3": False, "host_4": False}
+    assert {m.host_id: fast for m, fast in t.gateways()} == dict.fromkeys(("host_2", "host_3", "host_4"),
+                                                                           False)
 
 
 def test_hosts_with_auto_spread_over_the_internet_gateways() -> None:

@@ -11,7 +11,11 @@ Two modes, one JSON line each: ``control plane up`` (the agents also report and 
 broadcasts meanwhile), then ``control plane down`` (the stack is stopped first: the agents'
 fast path alone).
 
-    sudo python bench/failover.py [--gateways 3] [--kills 10] [--probe-interval 0.3]
+    sudo python bench/failover.py [--gateways 3] [--kills 10] [--probe-interval 0.3] [--internet]
+
+``--internet``: the gateways are internet gateways and ``h`` uses any of them
+(``internet_gateway: auto``, full tunnel), streaming to an address "on the internet" behind them:
+the kill moves its default routes (``0.0.0.0/0``, ``::/0``) instead of the LAN.
 
 A kill whose stream does not come back within ``--timeout`` s counts as a gap of that length
 and is named in ``failed``.
@@ -58,16 +62,19 @@ def main() -> int:
     ap.add_argument("--probe-interval", type=float, default=None,
                     help="the agents' probe interval for the gateways they use (default: the agent's)")
     ap.add_argument("--timeout", type=float, default=30.0, help="a kill's stream must come back within this")
+    ap.add_argument("--internet", action="store_true",
+                    help="internet gateways and a full-tunnel host with internet_gateway auto (not a LAN)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/failover.py needs root (network namespaces, wireguard-go)", file=sys.stderr)
         return 2
-    with ha_lab(args.gateways, probe_interval=args.probe_interval) as ha:
+    with ha_lab(args.gateways, probe_interval=args.probe_interval, internet=args.internet) as ha:
         for mode in ("control plane up", "control plane down"):
             if mode == "control plane down":
                 ha.cp.stop()
             gaps, moves, failed = kills(ha, args.kills, args.timeout)
-            summary("failover", mode=mode, gateways=args.gateways, kills=len(gaps),
+            summary("failover", mode=mode, group="internet" if args.internet else "lan",
+                    gateways=args.gateways, kills=len(gaps),
                     probe_interval=args.probe_interval, gap_p50_ms=ms(percentile(gaps, 50)),
                     gap_p99_ms=ms(percentile(gaps, 99)), gap_max_ms=ms(max(gaps)), moves=moves, failed=failed)
     return 0

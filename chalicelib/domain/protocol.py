@@ -26,6 +26,11 @@ to say, so its report is then exactly what an older control plane reads. It may 
 ``direct`` (issue 10, automatic relays): the peers of its relayed pairs whose path over the
 underlay answered for a while, so the pair may go direct again; left out when empty.
 
+A role's ``internet_gateway`` may be ``"auto"`` (issue 10: any internet gateway of the network,
+ranked for the host like a shared range, whose key in ``pinned``/``placed`` is ``0.0.0.0/0``): new
+in the schema after 3, in the same shape (a string). An agent of schema 3 reads it as a host that
+is no member: no full tunnel (never a wrong peer).
+
 >>> msg = Delta(network_id="net_a", seq=3, upsert=(), remove=("host_b",))
 >>> decode(encode(msg)) == msg
 True

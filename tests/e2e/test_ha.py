@@ -9,6 +9,7 @@ The steps build on each other on one lab, in order (run the whole module).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -22,13 +23,20 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 BACK = 30.0  # seconds within which the stream must come back after a kill (WireGuard alone: never)
 
 
-@pytest.fixture(scope="module")
-def ha() -> Iterator[HaLab]:
-    require_control_plane_lab()
-    with ha_lab(3) as ha:
-        prefix = ha.lab.prefix
-        yield ha
-    assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
+def lab_fixture(gateways: int, **options: Any) -> Any:
+    """A module-scoped fixture ``ha``: :func:`ha_lab` with these gateways and options, checked at
+    exit for leftovers (the e2e modules of HA gateways share it)."""
+    @pytest.fixture(scope="module")
+    def ha() -> Iterator[HaLab]:
+        require_control_plane_lab()
+        with ha_lab(gateways, **options) as ha:
+            prefix = ha.lab.prefix
+            yield ha
+        assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
+    return ha
+
+
+ha = lab_fixture(3)
 
 
 def test_the_host_sends_the_lan_through_exactly_one_gateway(ha: HaLab) -> None:

@@ -9,27 +9,15 @@ The steps build on each other on one lab, in order (run the whole module).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from skymesh.lab import leftovers
-from skymesh.lab.ha import HaLab, ha_lab
+from skymesh.lab.ha import HaLab
 
-from .conftest import require_control_plane_lab
+from .test_ha import BACK, lab_fixture
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-BACK = 30.0  # seconds within which the stream must come back after a kill (WireGuard alone: never)
-
-
-@pytest.fixture(scope="module")
-def ha() -> Iterator[HaLab]:
-    require_control_plane_lab()
-    with ha_lab(2, internet=True) as ha:
-        prefix = ha.lab.prefix
-        yield ha
-    assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
+ha = lab_fixture(2, internet=True)
 
 
 def _routing(ha: HaLab) -> tuple[str, int]:

@@ -23,9 +23,10 @@ NOW = 1_800_000_000
 
 @pytest.fixture
 def net(api: Api) -> Net:
-    net = _network(api, "office", "100.64.0.0/16")
-    key = api.ok("POST", "/v1/enrollment-keys", {"networks": [net.id], "uses": 15})
-    return Net(net.id, key["token"])
+    """A network with an enrollment key for the 13 hosts of ``hosts``."""
+    created = api.ok("POST", "/v1/networks", {"name": "office", "ipv4_cidr": "100.64.0.0/16"})
+    key = api.ok("POST", "/v1/enrollment-keys", {"networks": [created["id"]], "uses": 13})
+    return Net(created["id"], key["token"])
 
 
 @pytest.fixture

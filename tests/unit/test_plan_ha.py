@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from agent.converge import Outcome, Tracker
 from chalicelib.domain import plan, protocol
-from chalicelib.domain.device import merge_views
+from chalicelib.domain.device import PeerConfig, merge_views
 from chalicelib.domain.errors import ConflictError, InvalidInputError
 from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import Gateway, Member, MemberRole
@@ -127,6 +127,22 @@ def run(script: list[Step], t: Tracker | None = None) -> Iterator[tuple[Tracker,
         yield t, step
 
 
+def follow(applied: Applied, step: object) -> tuple[bool, dict[str, PeerConfig | None],
+                                                     dict[str, PeerConfig]]:
+    """After ``step`` at the applied tracker's host (host_1): its device equals a fresh plan's, and
+    what it applied equals it; (whether it rebuilt the whole device, the touched peers' configs, the
+    peers before). A probe's verdict (``down``) never rebuilds the whole device."""
+    t = applied.t
+    snap = t.snapshots[0]
+    fresh = NetworkRecords.of(snap.network, snap.members, down=t.down)  # nothing cached from before
+    assert t.device(51820) == merge_views([plan.network_plan(fresh)["host_1"]], 51820), f"after {step}"
+    before = dict(applied.peers)
+    full, touched = applied.check(step)
+    down = getattr(step, "op", None) == "down"
+    assert not (full and down), "a probe's verdict never rebuilds the whole device"
+    return full, touched, before
+
+
 def assert_ha_invariants(records: NetworkRecords) -> None:
     p = plan.network_plan(records)
     for hid in p:
@@ -184,11 +200,7 @@ def test_a_move_is_the_range_gateways_entries_only_and_the_incremental_path_equa
     applied = Applied(t)
     for _, step in run(script, t):
         snap = t.snapshots[0]
-        fresh = NetworkRecords.of(snap.network, snap.members, down=t.down)  # nothing cached from before
-        assert t.device(51820) == merge_views([plan.network_plan(fresh)["host_1"]], 51820), f"after {step}"
-        before = dict(applied.peers)
-        full, touched = applied.check(step)
-        assert not (full and step.op == "down"), "a probe's verdict never rebuilds the whole device"
+        full, touched, before = follow(applied, step)
         if step.op == "down":
             records = NetworkRecords.of(snap.network, snap.members)
             gateways = {m.host_id for m in snap.members if m.role.gateway is not None}

@@ -61,7 +61,7 @@ class HaLab:
     def carriers(self) -> list[str]:
         """The gateways ``h``'s device sends the LAN (or the internet) to now (``wg show … allowed-ips``)."""
         res = self.host.node.run(["wg", "show", self.host.interface, "allowed-ips"], timeout=10)
-        out = []
+        out: list[str] = []
         for line in res.stdout.splitlines():
             key, _, prefixes = line.partition("\t")
             if self.carried in prefixes.split():

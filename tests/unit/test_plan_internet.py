@@ -29,6 +29,7 @@ from chalicelib.domain.errors import ConflictError, InvalidInputError
 from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import AUTO, Gateway, Member, MemberRole
 from chalicelib.domain.plan import INTERNET, NetworkRecords, check
+from chalicelib.service.failover import Failover
 
 from .test_plan_gateways import Applied, lookup, member, network
 from .test_plan_ha import follow
@@ -234,3 +235,18 @@ def test_a_pair_of_an_auto_host_and_one_of_its_internet_gateways_is_not_relayed_
     a = user(1, pair_relays=((h(2), h(4)),))
     records = NetworkRecords.of(network(NID), (a, internet_gateway(2), internet_gateway(3), relay))
     assert not records.pair_relays  # whichever gateway is active there, every host agrees
+
+
+def test_failover_places_full_tunnel_hosts_in_the_internet_group_and_holds_those_that_name_one() -> None:
+    members = (internet_gateway(1), internet_gateway(2), user(3), user(4, "host_1"),
+               replace(user(5), role=replace(user(5).role, full_tunnel=False)))
+    records = NetworkRecords.of(network(NID), members)
+    check(records)
+    assert records.groups == {INTERNET: (h(1), h(2))}
+    (group,), current, _ = Failover._groups(records, {})
+    assert (group.id, group.candidates, group.users) == (INTERNET, (h(1), h(2)), (h(3), h(4)))
+    assert group.pinned == {h(4): h(1)}
+    down = Failover._groups(records, {h(3): frozenset({current[INTERNET][h(3)]})})[1]
+    assert down[INTERNET][h(3)] != current[INTERNET][h(3)]  # where its agent went by itself
+    one = NetworkRecords.of(network(NID), members[:1] + members[2:4])
+    assert one.groups == {}  # one internet gateway: nothing to place

@@ -231,14 +231,16 @@ class Gateways:
     def _records_with(self, network_id: str, host: Host, role: MemberRole) -> plan.NetworkRecords:
         """The network's records as they would be with ``host``'s ``role`` in it, to check.
 
-        Other members' use of an internet gateway that is gone (its host left or was deleted)
-        is left out: the plan ignores it already, and it must not block every later change.
+        Other members' use of an internet gateway that is gone (its host left or was deleted; for
+        ``auto``, the network has none left) is left out: the plan ignores it already, and it must
+        not block every later change.
         """
         records = topology.existing(self._d.store, network_id)
         members = dict(records.members)
         for hid, m in records.members.items():
             uses = m.role.internet_gateway
-            if uses is not None and uses not in (host.id, AUTO) and uses not in records.members:
+            gone = not records.internet_gateways if uses == AUTO else uses not in records.members
+            if uses is not None and uses != host.id and gone:
                 members[hid] = replace(m, role=replace(m.role, internet_gateway=None, full_tunnel=False))
         members[host.id] = replace(host.member_of(records.network.id), role=role)
         return replace(records, members=members)

@@ -144,3 +144,12 @@ def test_failover_places_an_auto_member_whose_internet_gateway_is_down_on_the_be
     (delta,) = [protocol.decode(p) for p in sent]
     assert [m.host_id for m in delta.upsert] == [ids["u0"]]  # its role, in one broadcast
     assert _report(ids, "u0", {name[was]: 7.0, others[0]: 40.0, others[1]: 8.0}) == 0  # back: no flap
+
+
+def test_auto_members_left_without_internet_gateways_block_no_later_change(api, net, hosts):
+    for g in ("i1", "i2", "i3"):
+        api.ok("DELETE", f"/v1/hosts/{_id(hosts, g)}")  # the hosts are gone, their users keep "auto"
+    assert api.ok("PATCH", net.path(f"/members/{_id(hosts, 'u0')}"), {})["internet_gateway"] == "auto"
+    assert _carriers(_config(api, hosts["u0"])) == []
+    api.ok("PUT", net.path(f"/gateways/{_id(hosts, 'x')}"), {"egress": ["10.40.0.0/16"]})
+    api.ok("PATCH", net.path(f"/members/{_id(hosts, 'u1')}"), {"internet_gateway": None})

@@ -113,3 +113,19 @@ def test_member_set_pins_a_range_several_gateways_serve_and_auto_unpins_it(
     assert auto["pinned"] == {}
     bad = cli("member", "set", "office", "a", "--pin", "10.40.0.0/16")
     assert bad.code == 1 and "CIDR=HOST" in bad.err
+
+
+def test_member_set_internet_gateway_auto_uses_any_and_a_pin_holds_it_to_one(
+        cli: Cli, api: Api, office: dict[str, Any]) -> None:
+    net, g = office["network"], office["hosts"]["g"]
+    refused = cli("member", "set", "office", "a", "--internet-gateway", "auto", "--full-tunnel")
+    assert refused.code == 1 and "auto" in refused.err and "none" in refused.err  # no internet gateway yet
+    token = api.ok("POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 1})["token"]
+    api.ok("POST", "/v1/hosts", host_body("b"), token=token)
+    for gateway in ("g", "b"):
+        _ok(cli("gateway", "set", "office", gateway, "--internet"))
+
+    out = _ok(cli("member", "set", "office", "a", "--internet-gateway", "AUTO", "--full-tunnel")).out
+    assert "Internet gateway:  auto (any internet gateway)" in out, out
+    out = _ok(cli("member", "set", "office", "a", "--pin", "0.0.0.0/0=g")).out
+    assert f"Gateway for 0.0.0.0/0:  g ({g['id']}), pinned" in out, out

@@ -72,7 +72,8 @@ class Impairment:
 
     def __post_init__(self) -> None:
         if not (self.delay_ms >= 0 and self.jitter_ms >= 0 and 0 <= self.loss_pct <= 100):
-            raise LabError(f"an impairment needs delay_ms >= 0, jitter_ms >= 0 and loss_pct in 0..100: {self}")
+            raise LabError(f"an impairment needs delay_ms >= 0, jitter_ms >= 0 and loss_pct in 0..100: "
+                           f"{self}")
 
 
 class DelayLine:
@@ -133,19 +134,21 @@ class DelayLink:
         self.a, self.b, self.hub = a, b, lab.hub
         self.table = lab.ifname(f"d{a.index}x{b.index}")
         self.impairment = impairment
-        argv = ["ip", "netns", "exec", lab.hub, sys.executable, "-m", __name__, "--tap", lab.ifname(f"v{a.index}"),
-                "--to", b.ip, "--out", lab.ifname(f"v{b.index}"), *_args(impairment)]
+        tap, out = lab.ifname(f"v{a.index}"), lab.ifname(f"v{b.index}")  # their ports on the hub's bridge
+        argv = ["ip", "netns", "exec", lab.hub, sys.executable, "-m", __name__, "--tap", tap, "--to", b.ip,
+                "--out", out, *_args(impairment)]
         kw: dict[str, Any] = {}
         if linux.can_die_with_parent():
             kw["preexec_fn"] = linux.die_with_parent
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=python_env(), cwd=str(REPO_ROOT), start_new_session=True, **kw)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=python_env(), cwd=str(REPO_ROOT),
+                                     start_new_session=True, **kw)
         lab._track(self.proc)  # the lab kills it at exit, like its nodes' processes
         try:
             self._answer("ready")  # the tap is open: from now on no frame is lost by the drop below
             rule = "\n".join([f"table bridge {self.table} {{", "  chain forward {",
                               "    type filter hook forward priority 0;",
-                              f"    iifname {lab.ifname(f'v{a.index}')} ip daddr {b.ip} drop", "  }", "}", ""])
+                              f"    iifname {tap} ip daddr {b.ip} drop", "  }", "}", ""])
             run(["ip", "netns", "exec", lab.hub, "nft", "-f", "-"], input=rule, check=True)
         except BaseException:
             self.stop()
@@ -200,7 +203,8 @@ def _values(imp: Impairment) -> tuple[float, float, float]:
 
 
 def _args(imp: Impairment) -> list[str]:
-    return ["--delay-ms", f"{imp.delay_ms:g}", "--jitter-ms", f"{imp.jitter_ms:g}", "--loss-pct", f"{imp.loss_pct:g}"]
+    return ["--delay-ms", f"{imp.delay_ms:g}", "--jitter-ms", f"{imp.jitter_ms:g}",
+            "--loss-pct", f"{imp.loss_pct:g}"]
 
 
 # ------------------------------------------------------------------ the process
@@ -219,7 +223,8 @@ def _serve(tap: str, to: str, out: str, impairment: Impairment) -> None:
     the line; commands on stdin (``set <delay_ms> <jitter_ms> <loss_pct>``, ``stats``), one answer
     line each; ends at EOF (the lab, its parent, is gone) or on a signal."""
     dst = socket.inet_aton(to)
-    src, dst_at = _packet_socket(tap, True), _VNET_HDR + 14 + 16  # the IPv4 destination, after the Ethernet header
+    src = _packet_socket(tap, True)
+    dst_at = _VNET_HDR + 14 + 16  # the IPv4 destination: after the vnet and Ethernet headers
     sink = _packet_socket(out, False)
     line = DelayLine(impairment)
     stdin = sys.stdin.buffer
@@ -253,7 +258,8 @@ def _serve(tap: str, to: str, out: str, impairment: Impairment) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m skymesh.lab.delay", description=(__doc__ or "").splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m skymesh.lab.delay",
+                                description=(__doc__ or "").splitlines()[0])
     p.add_argument("--tap", required=True, help="the hub port of the sending node")
     p.add_argument("--to", required=True, help="the IPv4 address whose frames go through the line")
     p.add_argument("--out", required=True, help="the hub port of the receiving node")

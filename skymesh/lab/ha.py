@@ -109,7 +109,8 @@ def ha_lab(gateways: int = 3, *, probe_interval: float | None = None,
         net = cp.admin.create_network("ha", NETWORK_V4)
         key = cp.admin.create_enrollment_key([net["id"]], uses=gateways + 1)
         extra = (*(() if probe_interval is None else ("--probe-interval", f"{probe_interval:g}")),
-                 *(() if probe_slow_interval is None else ("--probe-slow-interval", f"{probe_slow_interval:g}")))
+                 *(() if probe_slow_interval is None
+                   else ("--probe-slow-interval", f"{probe_slow_interval:g}")))
         gws = {f"g{i}": LabAgent(lab.add_node(f"g{i}"), run_args=extra) for i in range(1, gateways + 1)}
         host = LabAgent(lab.add_node("h"), run_args=extra)
         lan = lab.add_node_behind("lan", [g.node for g in gws.values()], LAN)

@@ -19,6 +19,7 @@ The steps build on each other on one lab, in order (run the whole module).
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ SLOW = Impairment(delay_ms=40)  # well past the hysteresis (10 ms better and bel
 WINDOW = 20.0  # seconds of observation in the phases where nothing may move
 REPORTS = 4  # …with at least this many of h's reports handled in them
 MOVED_WITHIN = 30.0  # probes see +40 ms in ~1 s; the report at once; the failover function; the broadcast
+RECOVERED_BELOW = 5.0  # ms: the subject as fast as the others again (they read 1-3 ms on a loaded machine)
 SEEN_WITHIN = 15.0  # one trigger report reaching the control plane's latency matrix
 
 
@@ -117,6 +119,7 @@ def scenario() -> Iterator[Scenario]:
         prefix = ha.lab.prefix
         subject = wait_until(ha.active, 10.0, "h to have an active gateway for the LAN", details=ha.details)
         links = {name: DelayLink(ha.host.node, g.node) for name, g in ha.gateways.items()}
+        assert subject is not None  # wait_until returns a truthy value
         s = Scenario(ha, links, subject)
         # The control plane knows h's samples of every gateway (all up, through the forwarding lines).
         wait_until(lambda: all((r := s.row(n)) is not None and r["up"] and r["rtt_ms"] is not None
@@ -136,9 +139,8 @@ def test_jitter_inside_the_hysteresis_moves_nobody(scenario: Scenario) -> None:
     s.links[s.subject].set(JITTER)
     trigger = next(n for n in sorted(s.ha.gateways) if n != s.subject)
     s.jitter_rtts = s.hold_still(s.subject, trigger)
-    # the control plane did see the subject slower than the others (not an idle window)
-    others = [r["rtt_ms"] for n in s.ha.gateways if n != s.subject and (r := s.row(n)) is not None]
-    assert max(s.jitter_rtts) > max(others) + 1.0, (s.jitter_rtts, others)
+    # the control plane did see the subject slower than the gateways h could move to (not an idle window)
+    assert statistics.median(s.jitter_rtts) > statistics.median(s.others) + 1.0, (s.jitter_rtts, s.others)
     s.jitter_moves = len(s.moves())
     assert s.jitter_moves == 0, s.moves()
 
@@ -147,8 +149,14 @@ def test_a_delay_past_the_hysteresis_moves_the_host_to_a_faster_gateway(scenario
     s = scenario
     s.links[s.subject].set(SLOW)
     start = time.monotonic()
-    now = wait_until(lambda: (a := s.ha.active()) != s.subject and a, MOVED_WITHIN,
-                     f"h to leave {s.subject} (+{SLOW.delay_ms:g} ms)", interval=0.2, details=s.ha.details)
+
+    def elsewhere() -> str | None:
+        active = s.ha.active()
+        return active if active != s.subject else None
+
+    now = wait_until(elsewhere, MOVED_WITHIN, f"h to leave {s.subject} (+{SLOW.delay_ms:g} ms)", interval=0.2,
+                     details=s.ha.details)
+    assert now is not None
     took = time.monotonic() - start
     s.moved_to = now
     assert now in s.ha.gateways and now != s.subject
@@ -156,7 +164,8 @@ def test_a_delay_past_the_hysteresis_moves_the_host_to_a_faster_gateway(scenario
     wait_until(lambda: s.placed() == {LAN: now}, 10.0, f"h's applied plan to place it on {now}",
                interval=0.2, details=lambda: f"placed: {s.placed()}\n{s.ha.details()}")
     moves = s.moves()
-    assert len(moves) == 1 and "(better)" in moves[0] and s.ha.gateways[now].host_id in moves[0], moves
+    to = s.ha.gateways[now].host_id
+    assert len(moves) == 1 and "(better)" in moves[0] and f"-> {to}" in moves[0], moves
     row = s.row(s.subject)  # the report that moved h: sent at once, as h's smoothed RTT crossed the band
     assert row is not None and row["rtt_ms"] >= 10.0, row
     print(f"\nmoved from {s.subject} to {now} {took:.1f} s after +{SLOW.delay_ms:g} ms")
@@ -168,13 +177,15 @@ def test_the_recovered_gateway_gets_no_host_back(scenario: Scenario) -> None:
     s.links[s.subject].set(Impairment())
     trigger = next(n for n in sorted(s.ha.gateways) if n not in (s.subject, s.moved_to))
     moves = len(s.moves())
+    recovered: dict[str, Any] = {}
     for _ in range(5):  # the control plane hears that the subject is fast again (h's RTT is smoothed)
         s.report_through(trigger)
-        recovered = s.row(s.subject)
-        assert recovered is not None and recovered["up"], recovered
-        if recovered["rtt_ms"] < 2.0:
+        row = s.row(s.subject)
+        assert row is not None and row["up"], row
+        recovered = row
+        if recovered["rtt_ms"] < RECOVERED_BELOW:
             break
-    assert recovered["rtt_ms"] < 2.0, recovered
+    assert recovered["rtt_ms"] < RECOVERED_BELOW, recovered
     s.hold_still(s.moved_to, trigger)
     assert len(s.moves()) == moves, s.moves()[moves:]
     assert s.placed() == {LAN: s.moved_to}

@@ -5,9 +5,10 @@ does not bring the host back (no flap).
 
 The lab is :mod:`skymesh.lab.ha` (three gateways serve one LAN; ``h`` streams to it). The delay
 is a userspace delay line on ``h``'s path to each gateway (:class:`skymesh.lab.delay.DelayLink`:
-the kernel here has no netem); all three lines forward, only the one to the gateway under test
-adds delay. ``h``'s agent reports latency at once only when the order of two gateways flips past
-the hysteresis (or a gateway goes down or up), so in the phases where nothing may move the test
+the kernel here has no netem): every gateway is 30 ms away, and the line to the gateway under
+test adds jitter, then delay, then nothing again. ``h``'s agent reports latency at once only when
+its gateways' RTTs change past the hysteresis (or a gateway goes down or up), so in the phases
+where nothing may move the test
 *makes* reports flow: it cuts ``h``'s line to a gateway ``h`` does not use (100 % loss) until the
 control plane shows that gateway down, and heals it until it shows it up again: each such report
 carries ``h``'s current samples of every gateway, and the failover function places ``h`` with

@@ -266,15 +266,23 @@ def clearly_better(rtt_ms: float, than_ms: float) -> bool:
 def worth_reporting_now(reported: Sequence[LatencyRow], now: Sequence[LatencyRow],
                         ranked: Iterable[HostId]) -> bool:
     """Whether the latency section changed enough to report at once rather than at the heartbeat:
-    a target went up or down, appeared or went, or the order of two of the ``ranked`` targets (the
-    gateways) flipped beyond hysteresis (:func:`clearly_better`) since the last report."""
+    a target went up or down, appeared or went, or, among the ``ranked`` targets (the gateways), the
+    order of two flipped beyond hysteresis (:func:`clearly_better`) since the last report, or one's
+    own RTT moved beyond hysteresis and another is now clearly better than it (or it than another)
+    where the last report said not: a gateway a little slower than another that becomes much slower
+    moves its hosts without flipping the order. Noise that moves no RTT past hysteresis never
+    reports at once."""
     before = {r.target: r for r in reported}
     after = {r.target: r for r in now}
     if {h: r.up for h, r in before.items()} != {h: r.up for h, r in after.items()}:
         return True
     rtts = [(b, a) for h in set(ranked) & set(before)
             if before[h].up and (b := before[h].rtt_ms) is not None and (a := after[h].rtt_ms) is not None]
-    return any(a0 <= b0 and clearly_better(b1, a1) for a0, a1 in rtts for b0, b1 in rtts)
+    if any(a0 <= b0 and clearly_better(b1, a1) for a0, a1 in rtts for b0, b1 in rtts):
+        return True
+    moved = [(r0, r1) for r0, r1 in rtts if clearly_better(r0, r1) or clearly_better(r1, r0)]
+    return any(clearly_better(b1, a1) and not clearly_better(b0, a0)
+               for m in moved for o in rtts for (a0, a1), (b0, b1) in ((m, o), (o, m)))
 
 
 # ----------------------------------------------------------------------------------- sockets

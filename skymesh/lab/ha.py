@@ -110,9 +110,11 @@ class HaLab:
 
 @contextmanager
 def ha_lab(gateways: int = 3, *, probe_interval: float | None = None,
-           internet: bool = False) -> Iterator[HaLab]:
+           probe_slow_interval: float | None = None, internet: bool = False) -> Iterator[HaLab]:
     """The lab of the module docstring (``internet``: with internet gateways), converged and
-    streaming; everything removed at exit."""
+    streaming; everything removed at exit. ``probe_interval``/``probe_slow_interval``: the agents'
+    ``--probe-interval`` (the gateways a host routes through) and ``--probe-slow-interval`` (the
+    others); None: their defaults."""
     if not 2 <= gateways <= 6:
         raise LabError("an HA lab has 2 to 6 gateways")
     with Lab() as lab:
@@ -120,7 +122,9 @@ def ha_lab(gateways: int = 3, *, probe_interval: float | None = None,
         cp.start()
         net = cp.admin.create_network("ha", NETWORK_V4)
         key = cp.admin.create_enrollment_key([net["id"]], uses=gateways + 1)
-        extra = () if probe_interval is None else ("--probe-interval", f"{probe_interval:g}")
+        extra = (*(() if probe_interval is None else ("--probe-interval", f"{probe_interval:g}")),
+                 *(() if probe_slow_interval is None
+                   else ("--probe-slow-interval", f"{probe_slow_interval:g}")))
         gws = {f"g{i}": LabAgent(lab.add_node(f"g{i}"), run_args=extra) for i in range(1, gateways + 1)}
         host = LabAgent(lab.add_node("h"), run_args=extra)
         lan = lab.add_node_behind("inet" if internet else "lan", [g.node for g in gws.values()],

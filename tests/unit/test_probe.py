@@ -254,3 +254,18 @@ def test_without_an_icmp_socket_targets_show_down_and_the_refusal_is_not_retried
     assert changes == [(GW, False)] and prober.states()[GW].up is False
     assert tries == [socket.AF_INET]
     assert sum("cannot open an ICMP socket" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_report_goes_out_at_once_when_a_gateway_moves_past_hysteresis_and_another_is_now_apart() -> None:
+    """Scenario 5: the gateway a host uses was a little slower than another (inside the band, as
+    reported) and becomes much slower (+40 ms): the other is now clearly better, which moves the
+    host, although the order of the two did not flip. Likewise one that was a little faster becomes
+    much faster. Without a report at once the control plane hears of it at the heartbeat (5 min)."""
+    RANKED = [GW, GW2]  # noqa: N806
+    before = [row(GW, 7.0), row(GW2, 0.3)]
+    assert worth_reporting_now(before, [row(GW, 40.0), row(GW2, 0.3)], [GW, GW2])
+    assert worth_reporting_now([row(GW, 30.0), row(GW2, 25.0)], [row(GW, 30.0), row(GW2, 5.0)], [GW, GW2])
+    # past the hysteresis against its own last report, but no other gateway clearly better: heartbeat
+    assert not worth_reporting_now([row(GW, 30.0), row(GW2, 40.0)], [row(GW, 47.0), row(GW2, 40.0)], RANKED)
+    # already clearly apart in the last report: nothing new for placement
+    assert not worth_reporting_now([row(GW, 40.0), row(GW2, 0.3)], [row(GW, 90.0), row(GW2, 0.3)], RANKED)

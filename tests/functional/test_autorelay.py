@@ -1,0 +1,123 @@
+"""Automatic relays through the app's own handlers, on DynamoDB Local (issue 10: relays,
+automatic): a report that says a peer is down relays the pair through an auto-relay gateway
+(one broadcast, seen in both ends' ``/config``), reports of the direct path from both ends end
+it, and a via whose reports stopped moves the pair on the schedule.
+
+Gateways g1 (and g2) serve a range each, with auto_relay on (the default); hosts a and b."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import app as app_module
+from chalicelib.domain import protocol
+from chalicelib.service import Service
+
+from .conftest import Api, host_body
+from .test_failover import scheduled
+from .test_gateways import LAN, _config
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def world(api: Api, service: Service, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    net = api.ok("POST", "/v1/networks", {"name": "office", "ipv4_cidr": "100.64.0.0/24"})
+    key = api.ok("POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 10})
+    hosts = {h: api.ok("POST", "/v1/hosts", host_body(h), token=key["token"]) for h in ("g1", "g2", "a", "b")}
+    clock = {"now": NOW}
+    monkeypatch.setattr(service.deps.clock, "now", lambda: clock["now"])
+    return {"net": net["id"], "hosts": hosts, "ids": {h: v["host"]["id"] for h, v in hosts.items()},
+            "clock": clock, "service": service, "api": api}
+
+
+def gateway(w: dict[str, Any], name: str, **more: Any) -> None:
+    """``name`` a gateway of its own range (no HA placement here: only the pairs move)."""
+    egress = LAN if name == "g1" else "10.30.0.0/16"
+    w["api"].ok("PUT", f"/v1/networks/{w['net']}/gateways/{w['ids'][name]}", {"egress": [egress], **more})
+
+
+def report(w: dict[str, Any], host: str, *, down: tuple[str, ...] = (), up: dict[str, float] | None = None,
+           direct: tuple[str, ...] = ()) -> int:
+    """``host`` reports (stored by host_report); a report with latency or direct also goes to the
+    failover function, as the IoT rule delivers it. The hosts moved and pairs changed."""
+    rows = [{"host": w["ids"][t], "rtt": None, "loss": 100, "up": False} for t in down]
+    rows += [{"host": w["ids"][t], "rtt": rtt, "loss": 0, "up": True} for t, rtt in (up or {}).items()]
+    sent = {"v": protocol.VERSION, "type": "status", "agent_version": "1.0", "host_id": w["ids"][host],
+            **({"latency": rows} if rows else {}), **({"direct": [w["ids"][t] for t in direct]} if direct else {})}
+    assert app_module.host_report(sent, None) == {"recorded": True}
+    if not rows and not direct:
+        return 0
+    return int(app_module.failover_report(sent, None)["moved"])
+
+
+def broadcasts(w: dict[str, Any]) -> list[Any]:
+    return [protocol.decode(p) for p in w["service"].deps.publisher.on(protocol.network_topic(w["net"]))]
+
+
+def route(w: dict[str, Any], at: str, to: str) -> str:
+    """The member ``at``'s /config sends ``to``'s overlay address to (by name)."""
+    (address,) = w["hosts"][to]["host"]["addresses"]
+    (peer,) = [p["host_id"] for p in _config(w["api"], w["hosts"][at])["peers"]
+               if f"{address['ipv4']}/32" in p["allowed_ips"]]
+    return next(name for name, hid in w["ids"].items() if hid == peer)
+
+
+def test_a_peer_reported_down_is_relayed_through_the_gateway_in_one_broadcast_until_both_ends_see_it_direct(
+        world: dict[str, Any]) -> None:
+    w = world
+    gateway(w, "g1")
+    report(w, "g1")
+    report(w, "b")
+    assert route(w, "a", "b") == "b" and route(w, "b", "a") == "a"
+    before = len(broadcasts(w))
+    assert report(w, "a", down=("b",), up={"g1": 10.0}) == 1
+    assert route(w, "a", "b") == "g1" and route(w, "b", "a") == "g1"
+    (delta,) = broadcasts(w)[before:]
+    assert w["ids"]["a"] in {m.host_id for m in delta.upsert}
+    assert report(w, "a", down=("b",), up={"g1": 10.0}) == 0, "the same report again changes nothing"
+
+    assert report(w, "a", direct=("b",)) == 0, "one end's word is not enough"
+    assert route(w, "a", "b") == "g1"
+    before = len(broadcasts(w))
+    assert report(w, "b", direct=("a",)) == 1
+    assert route(w, "a", "b") == "b" and route(w, "b", "a") == "a"
+    assert len(broadcasts(w)) == before + 1
+
+
+def test_a_peer_whose_agent_never_reported_is_off_not_relayed(world: dict[str, Any]) -> None:
+    w = world
+    gateway(w, "g1")
+    report(w, "g1")
+    assert report(w, "a", down=("b",), up={"g1": 10.0}) == 0
+    assert route(w, "a", "b") == "b"
+
+
+def test_no_pair_without_an_auto_relay_gateway(world: dict[str, Any]) -> None:
+    w = world
+    gateway(w, "g1", auto_relay=False)
+    report(w, "g1")
+    report(w, "b")
+    before = len(broadcasts(w))
+    assert report(w, "a", down=("b",), up={"g1": 10.0}) == 0
+    assert route(w, "a", "b") == "b" and len(broadcasts(w)) == before
+
+
+def test_the_schedule_moves_a_pair_off_a_via_whose_reports_stopped(world: dict[str, Any]) -> None:
+    w = world
+    gateway(w, "g1")
+    gateway(w, "g2")
+    for h in ("g1", "g2", "b"):
+        report(w, h)
+    assert report(w, "a", down=("b",), up={"g1": 1.0, "g2": 50.0}) == 1
+    assert route(w, "a", "b") == "g1"
+    w["clock"]["now"] += 120  # g1 silent for two minutes; the others keep reporting
+    for h in ("g2", "b", "a"):
+        report(w, h)  # heartbeats without latency: no event-driven pass
+    assert route(w, "a", "b") == "g1"
+    before = len(broadcasts(w))
+    assert scheduled(w["api"])["moved"] == 1
+    assert route(w, "a", "b") == "g2" and route(w, "b", "a") == "g2"
+    assert len(broadcasts(w)) == before + 1

@@ -46,7 +46,8 @@ def report(w: dict[str, Any], host: str, *, down: tuple[str, ...] = (), up: dict
     rows = [{"host": w["ids"][t], "rtt": None, "loss": 100, "up": False} for t in down]
     rows += [{"host": w["ids"][t], "rtt": rtt, "loss": 0, "up": True} for t, rtt in (up or {}).items()]
     sent = {"v": protocol.VERSION, "type": "status", "agent_version": "1.0", "host_id": w["ids"][host],
-            **({"latency": rows} if rows else {}), **({"direct": [w["ids"][t] for t in direct]} if direct else {})}
+            **({"latency": rows} if rows else {}),
+            **({"direct": [w["ids"][t] for t in direct]} if direct else {})}
     assert app_module.host_report(sent, None) == {"recorded": True}
     if not rows and not direct:
         return 0

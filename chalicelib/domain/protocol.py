@@ -14,11 +14,12 @@ fetches a full snapshot (``type: snapshot``, ``full: true``).
 
 Schema versions: 1 carried members only; 2 adds members' roles (gateways, internet
 use) and remote-access clients; 3 adds relays to roles (``relayed_by``: the member that
-relays this one; ``pair_relays``: the automatic relays of pairs of members; a gateway's
-``auto_relay``). A network message of another version is refused as a
-whole (:class:`ProtocolError`): an agent never applies part of a message it does not
-understand, it resyncs (and ``/config`` tells an agent of an older schema to upgrade).
-Status reports of versions 1 and 2 are still read: their fields are a subset of version 3's.
+relays this one; a gateway's ``auto_relay``); 4 the automatic relays of pairs of members
+(``pair_relays``), which only an agent of schema 4 routes by. A network message of another
+version is refused as a whole (:class:`ProtocolError`): an agent never applies part of a
+message it does not understand, it resyncs (and ``/config`` tells an agent of an older schema
+to upgrade). Status reports of versions 1 to 3 are still read: their fields are a subset of
+version 4's.
 A status report may carry ``latency`` (issue 10: what the host's prober measured of its
 gateways, relays and peers without a direct path); reports without it (every report of
 versions 1 and 2) are read as before, and an agent leaves the field out when it has nothing
@@ -77,7 +78,7 @@ __all__ = [
     "network_from_wire",
 ]
 
-VERSION = 3
+VERSION = 4
 OLDEST_STATUS_VERSION = 1  # agents that speak an older schema still report their status
 ROOT = "sm"
 HOST_STATUS_FILTER = f"{ROOT}/h/+/status"

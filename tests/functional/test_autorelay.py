@@ -122,3 +122,22 @@ def test_the_schedule_moves_a_pair_off_a_via_whose_reports_stopped(world: dict[s
     assert scheduled(w["api"])["moved"] == 1
     assert route(w, "a", "b") == "g2" and route(w, "b", "a") == "g2"
     assert len(broadcasts(w)) == before + 1
+
+
+def test_an_agent_of_schema_3_is_told_to_upgrade_once_its_network_has_automatic_relays(
+        world: dict[str, Any]) -> None:
+    w = world
+    a = w["hosts"]["a"]
+    path = f"/v1/hosts/{a['host']['id']}/config?v=3"
+    gateway(w, "g1")
+    seq = w["api"].ok("GET", f"/v1/networks/{w['net']}")["seq"]
+    old = w["api"].ok("GET", f"{path}&known={w['net']}:{seq}", token=a["host_token"])
+    assert old["catch_ups"] == [] and len(old["networks"]) == 1, "schema 3 gets full snapshots"
+    report(w, "g1")
+    report(w, "b")
+    assert report(w, "a", down=("b",)) == 1
+    code, out = w["api"].call("GET", path, token=a["host_token"])
+    assert code == 400 and out["error"]["code"] == "agent_outdated", out
+    assert "use automatic relays, which need schema 4: upgrade skymesh-agent" in out["error"]["message"]
+    assert w["api"].ok("GET", f"/v1/hosts/{a['host']['id']}/config?v={protocol.VERSION}",
+                       token=a["host_token"])["networks"]

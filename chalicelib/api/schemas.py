@@ -382,7 +382,8 @@ class ConfigQuery(BaseModel):
         default=None, ge=1, le=1_000_000,
         description="the wire protocol's schema version the agent speaks; without it, 1. An agent "
                     "of an older schema gets full snapshots only, and a 400 (agent_outdated) when "
-                    "they hold what its schema cannot say (gateways, clients: 2; relays: 3; automatic relays: 4)")
+                    "they hold what its schema cannot say (gateways, clients: 2; relays: 3; "
+                    "automatic relays: 4)")
 
     def seqs(self) -> dict[str, int]:
         if not self.known:

@@ -61,7 +61,7 @@ from .ids import HostId
 from .models import LatencyRow
 from .plan import NetworkRecords
 
-__all__ = ["Policy", "Report", "PairChange", "PairDecision", "decide", "recorded", "role_changes"]
+__all__ = ["Policy", "Report", "PairChange", "PairDecision", "decide", "recorded", "release", "role_changes"]
 
 Pair = tuple[HostId, HostId]  # (a, b), a < b
 Reason = Literal["unreachable", "via_unusable", "direct"]
@@ -222,3 +222,15 @@ def role_changes(records: NetworkRecords, pairs: Mapping[Pair, HostId]) -> dict[
             and (new := tuple(sorted(want.get(a, ())))) != records.members[a].role.pair_relays}
 
 
+
+
+def release(records: NetworkRecords) -> tuple[NetworkRecords, dict[HostId, tuple[Pair, ...]]]:
+    """The records without the recorded pairs that do not hold on them (an end or the via left, the
+    via is no auto-relay gateway any more, an end is relayed by hand, ...), and the members whose
+    ``pair_relays`` that changes, each with its new ones: what a change that makes a pair not hold
+    writes in the same write, so no pair outlives what made it valid (:func:`plan.check` refuses a
+    pair through a member that is no auto-relay gateway or no member).
+    """
+    holding = {(a, b): via for (a, b), via in recorded(records).items() if records.pair_holds(a, b, via)}
+    changes = role_changes(records, holding)
+    return (_with_pairs(records, holding) if changes else records), changes

@@ -83,7 +83,7 @@ def released_writes(relay: Host, released: Sequence[Host], network_ids: Sequence
     out = []
     for old in released:
         new = released_roles(relay.id, old, network_ids)
-        touched = [n for n in network_ids if old.roles.get(n, MemberRole()).relayed_by == relay.id]
+        touched = [n for n in network_ids if old.roles.get(n, MemberRole()) != new.roles.get(n, MemberRole())]
         for n in touched:
             if old.id not in changes[n].host_ids:
                 raise ValueError(f"the pending change of {n} names the released host {old.id}")

@@ -587,5 +587,17 @@ class Relay(NetworkMemberRef):
     relayed: list[NetworkMemberRef] = Field(description="the members it relays, in host id order")
 
 
+class RelayPair(BaseModel):
+    """Two members that reach each other through an auto-relay gateway (automatic relays)."""
+
+    a: NetworkMemberRef = Field(description="the end with the smaller host id")
+    b: NetworkMemberRef
+    via: NetworkMemberRef = Field(description="the auto-relay gateway between them")
+
+
 class RelayList(BaseModel):
     relays: list[Relay]
+    pairs: list[RelayPair] = Field(
+        default_factory=list,
+        description="the pairs relayed automatically (the failover functions set them from the hosts' "
+                    "reports), in host id order")

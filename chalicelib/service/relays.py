@@ -62,6 +62,13 @@ class Relays:
                 by_relay.setdefault(relay, []).append(records.members[hid])
         return [RelaySet(records.members[r], tuple(ms)) for r, ms in sorted(by_relay.items())]
 
+    def pairs(self, network_id: str) -> builtins.list[tuple[Member, Member, Member]]:
+        """Every pair of members relayed automatically now, (a, b, via) with a < b, in host id
+        order (404: no network)."""
+        records = topology.existing(self._d.store, network_id)
+        m = records.members
+        return [(m[a], m[b], m[via]) for (a, b), via in sorted(records.pair_relays.items())]
+
     # ------------------------------------------------------------------ change
     def set(self, network_id: str, relay_id: str, relayed: builtins.list[str]) -> RelaySet:
         """Member ``relay_id`` relays exactly the members ``relayed`` of ``network_id`` (hosts it

@@ -141,3 +141,87 @@ def test_an_agent_of_schema_3_is_told_to_upgrade_once_its_network_has_automatic_
     assert "use automatic relays, which need schema 4: upgrade skymesh-agent" in out["error"]["message"]
     assert w["api"].ok("GET", f"/v1/hosts/{a['host']['id']}/config?v={protocol.VERSION}",
                        token=a["host_token"])["networks"]
+
+
+# --- pairs never outlive what makes them valid; operators see them ----------------------------
+
+
+def paired(w: dict[str, Any]) -> dict[str, Any]:
+    """a and b relayed through g1 (g2 a gateway too, without auto_relay), as GET …/relays lists it."""
+    gateway(w, "g1")
+    gateway(w, "g2", auto_relay=False)
+    for h in ("g1", "g2", "b"):
+        report(w, h)
+    assert report(w, "a", down=("b",)) == 1
+    return w["api"].ok("GET", f"/v1/networks/{w['net']}/relays")
+
+
+def pairs(w: dict[str, Any]) -> list[tuple[str, str, str]]:
+    names = {hid: n for n, hid in w["ids"].items()}
+    return [(names[p["a"]["host_id"]], names[p["b"]["host_id"]], names[p["via"]["host_id"]])
+            for p in w["api"].ok("GET", f"/v1/networks/{w['net']}/relays")["pairs"]]
+
+
+def released_in_one_broadcast(w: dict[str, Any], before: int) -> None:
+    """The pair is gone, a and b route to each other directly, the change was one broadcast naming
+    the pair's owner, and a later change of the network is not refused (no stale pair)."""
+    assert pairs(w) == []
+    assert route(w, "a", "b") == "b" and route(w, "b", "a") == "a"
+    (delta,) = broadcasts(w)[before:]
+    owner = min(w["ids"]["a"], w["ids"]["b"])
+    assert owner in {m.host_id for m in delta.upsert}
+    w["api"].ok("PUT", f"/v1/networks/{w['net']}/gateways/{w['ids']['g1']}", {"egress": ["10.40.0.0/16"]})
+
+
+def test_get_relays_lists_the_automatic_pairs_with_their_via(world: dict[str, Any]) -> None:
+    w = world
+    listed = paired(w)
+    assert listed["relays"] == []
+    assert [(p["a"]["name"], p["b"]["name"], p["via"]["name"]) for p in listed["pairs"]] == [
+        tuple(sorted(("a", "b"), key=lambda n: w["ids"][n])) + ("g1",)]
+
+
+def test_the_vias_auto_relay_turned_off_releases_its_pairs_in_the_same_write(world: dict[str, Any]) -> None:
+    w = world
+    paired(w)
+    before = len(broadcasts(w))
+    gateway(w, "g1", auto_relay=False)
+    released_in_one_broadcast(w, before)
+
+
+def test_the_vias_gateway_role_removed_releases_its_pairs_in_the_same_write(world: dict[str, Any]) -> None:
+    w = world
+    paired(w)
+    before = len(broadcasts(w))
+    w["api"].call("DELETE", f"/v1/networks/{w['net']}/gateways/{w['ids']['g1']}")
+    assert pairs(w) == [] and route(w, "a", "b") == "b"
+    (delta,) = broadcasts(w)[before:]
+    assert min(w["ids"]["a"], w["ids"]["b"]) in {m.host_id for m in delta.upsert}
+    gateway(w, "g2", auto_relay=True)  # a later change is not refused
+
+
+def test_an_end_relayed_by_hand_ends_its_automatic_pairs_in_the_same_write(world: dict[str, Any]) -> None:
+    w = world
+    paired(w)
+    before = len(broadcasts(w))
+    w["api"].ok("PUT", f"/v1/networks/{w['net']}/relays/{w['ids']['g2']}", {"relayed": [w["ids"]["b"]]})
+    assert pairs(w) == [] and route(w, "a", "b") == "g2"  # through its manual relay now
+    (delta,) = broadcasts(w)[before:]
+    assert min(w["ids"]["a"], w["ids"]["b"]) in {m.host_id for m in delta.upsert}
+    gateway(w, "g1", egress=["10.40.0.0/16"])
+
+
+@pytest.mark.parametrize("gone", ["owner", "peer", "via"])
+def test_a_member_of_a_pair_deleted_releases_the_pair_in_the_same_write(
+        world: dict[str, Any], gone: str) -> None:
+    """The pair is recorded on its end with the smaller host id (the owner): the owner takes it
+    along, the other end and the via release it from the owner."""
+    w = world
+    paired(w)
+    owner, peer = sorted(("a", "b"), key=lambda n: w["ids"][n])
+    name = {"owner": owner, "peer": peer, "via": "g1"}[gone]
+    assert w["api"].call("DELETE", f"/v1/hosts/{w['ids'][name]}")[0] == 204
+    assert pairs(w) == []
+    gateway(w, "g2", auto_relay=True)  # a later change of the network is not refused
+    if gone == "via":
+        assert route(w, "a", "b") == "b" and route(w, "b", "a") == "a"

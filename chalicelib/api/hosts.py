@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..domain import protocol
+from ..domain.models import AUTO
 from ..errors import ForbiddenError, InvalidInputError
 from . import schemas as s
 from . import serialize
@@ -90,6 +91,11 @@ def host_config(call: Call) -> s.HostConfig:
 
 def _schema_needed(snap: protocol.Snapshot) -> tuple[int, str]:
     """The oldest schema that can say what this snapshot holds, and what needs it."""
+    if any(m.role.pair_relays for m in snap.members):
+        return 4, "automatic relays"
+    if any(m.role.internet_gateway == AUTO for m in snap.members):
+        # a schema-3 agent reads "auto" as no member: no full tunnel, and the old pair rule
+        return 4, "automatic internet gateways"
     if any(m.role.relayed_by is not None for m in snap.members):
         return 3, "relays"
     if snap.clients or any(m.role for m in snap.members):

@@ -153,3 +153,13 @@ def test_auto_members_left_without_internet_gateways_block_no_later_change(api, 
     assert _carriers(_config(api, hosts["u0"])) == []
     api.ok("PUT", net.path(f"/gateways/{_id(hosts, 'x')}"), {"egress": ["10.40.0.0/16"]})
     api.ok("PATCH", net.path(f"/members/{_id(hosts, 'u1')}"), {"internet_gateway": None})
+
+
+def test_an_agent_of_schema_3_is_told_to_upgrade_once_its_network_uses_auto(api, net, hosts):
+    """A schema-3 agent would read "auto" as no member: a split tunnel where a full one was asked."""
+    u0 = hosts["u0"]
+    path = f"/v1/hosts/{u0['host']['id']}/config"
+    code, out = api.call("GET", f"{path}?v=3", token=u0["host_token"])
+    assert code == 400 and out["error"]["code"] == "agent_outdated", out
+    assert "automatic internet gateways, which need schema 4" in out["error"]["message"]
+    assert api.ok("GET", f"{path}?v={protocol.VERSION}", token=u0["host_token"])["networks"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what skymesh needs on a Debian/Ubuntu machine, skipping what is there:
 # system packages (apt), the Python environment (.venv), DynamoDB Local (npm pack).
+# The web dashboard's node packages are installed by `make web` (npm ci from web/package-lock.json).
 # Safe to run again; each step checks before it acts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ have ping         || need_apt+=(iputils-ping)
 have nft          || need_apt+=(nftables)      # the agent's forwarding and NAT on gateways
 have zbarimg      || need_apt+=(zbar-tools)    # tests decode client QR codes
 have rsvg-convert || need_apt+=(librsvg2-bin)  # zbarimg (ImageMagick) reads the SVG QR codes through it
+have chromium     || need_apt+=(chromium)      # tests/browser drive the web dashboard in it (headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -30,6 +32,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if have systemctl && systemctl is-active --quiet mosquitto 2>/dev/null; then
     $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
   fi
+fi
+
+# The web dashboard's build (Vite 8) needs Node.js 20.19+ or 22.12+.
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>22||(a===22&&b>=12)||(a===20&&b>=19)?0:1)'; then
+  echo "bootstrap: the web dashboard needs Node.js 20.19+ or 22.12+; this is $(node --version)." >&2
+  echo "bootstrap: install a newer nodejs (e.g. from your distribution's backports or NodeSource) and run again." >&2
+  exit 1
 fi
 
 stamp=.venv/.skymesh-installed

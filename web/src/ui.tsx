@@ -1,0 +1,162 @@
+import { useCallback, useEffect, useRef, useState } from "react";
+import { describe } from "./session";
+
+/** An error a person can act on, announced to screen readers. */
+export function ErrorBox({ error, onRetry }: { error: string | null; onRetry?: () => void }) {
+  if (!error) return null;
+  return (
+    <div className="error" role="alert">
+      <p>{error}</p>
+      {onRetry && (
+        <button type="button" className="secondary" onClick={onRetry}>
+          Try again
+        </button>
+      )}
+    </div>
+  );
+}
+
+export type Loaded<T> = {
+  data: T | null;
+  error: string | null;
+  loading: boolean;
+  updatedAt: Date | null;
+  reload: () => void;
+};
+
+/**
+ * Loads `load()` at once and, with `everyMs`, again every that many milliseconds while the
+ * page is shown. A failed refresh keeps the last data on screen and says what failed.
+ */
+export function useLoaded<T>(load: () => Promise<T>, deps: unknown[], everyMs?: number): Loaded<T> {
+  const [data, setData] = useState<T | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [loading, setLoading] = useState(true);
+  const [updatedAt, setUpdatedAt] = useState<Date | null>(null);
+  const generation = useRef(0);
+  const run = useCallback(load, deps);
+
+  const reload = useCallback(() => {
+    const mine = ++generation.current;
+    setLoading(true);
+    run().then(
+      (d) => {
+        if (mine !== generation.current) return;
+        setData(d);
+        setError(null);
+        setUpdatedAt(new Date());
+        setLoading(false);
+      },
+      (e) => {
+        if (mine !== generation.current) return;
+        setError(describe(e));
+        setLoading(false);
+      },
+    );
+  }, [run]);
+
+  useEffect(() => {
+    setData(null);
+    reload();
+    if (!everyMs) return () => void ++generation.current;
+    const timer = window.setInterval(reload, everyMs);
+    return () => {
+      window.clearInterval(timer);
+      ++generation.current;
+    };
+  }, [reload, everyMs]);
+
+  return { data, error, loading, updatedAt, reload };
+}
+
+/** "12 s ago", "3 min ago", "2 h ago", "5 d ago"; the exact time goes in a title. */
+export function ago(iso: string | null, now: Date = new Date()): string {
+  if (!iso) return "never";
+  const s = Math.max(0, Math.round((now.getTime() - new Date(iso).getTime()) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+export function Time({ iso }: { iso: string | null }) {
+  if (!iso) return <span>never</span>;
+  return (
+    <time dateTime={iso} title={new Date(iso).toLocaleString()}>
+      {ago(iso)}
+    </time>
+  );
+}
+
+/** Copies `text`; says so in a live region. Falls back to selecting the text field `fallbackId`. */
+export function CopyButton({ text, label, fallbackId }: { text: string; label: string; fallbackId: string }) {
+  const [said, setSaid] = useState("");
+  async function copy() {
+    try {
+      await navigator.clipboard.writeText(text);
+      setSaid("Copied to the clipboard.");
+    } catch {
+      const field = document.getElementById(fallbackId) as HTMLInputElement | null;
+      field?.focus();
+      field?.select();
+      setSaid("Could not reach the clipboard: the text is selected, press Ctrl+C (⌘C) to copy it.");
+    }
+  }
+  return (
+    <>
+      <button type="button" onClick={copy} aria-label={label}>
+        Copy
+      </button>
+      <span className="status" role="status" aria-live="polite">
+        {said}
+      </span>
+    </>
+  );
+}
+
+/** A delete button that asks once more before acting, in the page (no browser dialog). */
+export function ConfirmButton({
+  label,
+  question,
+  confirmLabel,
+  onConfirm,
+}: {
+  label: string;
+  question: string;
+  confirmLabel: string;
+  onConfirm: () => Promise<void> | void;
+}) {
+  const [asking, setAsking] = useState(false);
+  const [busy, setBusy] = useState(false);
+  if (!asking) {
+    return (
+      <button type="button" className="danger" aria-label={label} onClick={() => setAsking(true)}>
+        {label.split(" ")[0]}
+      </button>
+    );
+  }
+  return (
+    <span className="confirm" role="group" aria-label={question}>
+      <span>{question}</span>
+      <button
+        type="button"
+        className="danger"
+        disabled={busy}
+        onClick={async () => {
+          setBusy(true);
+          try {
+            await onConfirm();
+          } finally {
+            setBusy(false);
+            setAsking(false);
+          }
+        }}
+      >
+        {confirmLabel}
+      </button>
+      <button type="button" className="secondary" onClick={() => setAsking(false)}>
+        Cancel
+      </button>
+    </span>
+  );
+}

@@ -63,7 +63,7 @@ export class ApiError extends Error {
 
 const NETWORK_DOWN =
   "The skymesh API could not be reached. Check that the control plane is running " +
-  "(locally: `make up`) and that this computer is online, then try again.";
+  "(locally: make up) and that this computer is online, then try again.";
 
 function serverTrouble(status: number): string {
   return status >= 500

@@ -1,0 +1,168 @@
+"""The web dashboard as an operator uses it: a real headless Chromium against a real local stack.
+
+One journey, in the order a first-time operator takes it: sign in (a wrong key first), create
+a network (a bad range first, to see the API's own message), create an enrollment key and
+copy its token (shown once), join a host with that token (a real ``skymesh-agent`` process;
+its WireGuard device is the in-memory backend, as in tests/integration/test_agent_cli.py, so
+no root is needed) and watch it come online without reloading, then sign out. Then a failing
+API (500, unreachable) must show a message a person can act on, never a blank page.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from agent.state import StateDir
+from tests.integration.test_agent_cli import AgentProcess
+from tests.integration.test_local_stack import call
+
+from .conftest import REPO, shoot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ONLINE_WAIT_MS = 45_000  # join → MQTT connect → first status report → bridge → DynamoDB → next refresh
+
+
+def sign_in(page: Any, key: str) -> None:
+    page.get_by_label("Admin key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def no_key_kept(page: Any, key: str) -> None:
+    """The admin key is in no URL and in none of the browser's storage."""
+    assert key not in page.url
+    stored = page.evaluate("JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage),"
+                           " document.cookie])")
+    assert key not in stored
+
+
+def join_host(api_url: str, token: str, name: str, directory: Path) -> AgentProcess:
+    """``skymesh-agent join`` as a real process, then ``skymesh-agent run`` on the in-memory device."""
+    sd = StateDir(directory / "state")
+    joined = subprocess.run(
+        [sys.executable, "-m", "agent", "join", "--server", api_url, "--token", token, "--name", name,
+         "--interface", "smweb0", "--endpoint", "198.18.12.1:51820", "--state-dir", str(sd.path)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    sd.save(replace(sd.load(), backend="memory"))
+    return AgentProcess(sd)
+
+
+def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_online(page, stack, tmp_path):
+    admin = stack["admin_key"]
+    assert stack["dashboard_url"].startswith(stack["api_url"])  # the API's own origin: no CORS
+    page.goto(stack["dashboard_url"])
+    expect(page.get_by_role("heading", name="skymesh")).to_be_visible()
+    shoot(page, "01-sign-in")
+
+    # A wrong key: a clear message, still signed out.
+    sign_in(page, "skm_ak_" + "x" * 40)
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("That admin key was not accepted")
+    expect(alert).to_contain_text(".skymesh/local.json")
+    shoot(page, "02-sign-in-wrong-key")
+    sign_in(page, admin)
+    expect(page.get_by_role("heading", name="Networks", exact=True)).to_be_visible()
+    no_key_kept(page, admin)
+
+    # A bad range: the API's own validation message, word for word.
+    bad = {"name": "office", "ipv4_cidr": "100.64.0.0/33"}
+    status, refused = call(stack, "POST", "/v1/networks", bad, admin)
+    assert status == 400, refused
+    page.get_by_label("Name").fill(bad["name"])
+    page.get_by_label("IPv4 range (CIDR)").fill(bad["ipv4_cidr"])
+    page.get_by_role("button", name="Create network").click()
+    expect(page.get_by_role("alert")).to_contain_text(refused["error"]["message"])
+    shoot(page, "03-network-bad-range")
+    page.get_by_label("IPv4 range (CIDR)").fill("100.64.0.0/24")
+    page.get_by_role("button", name="Create network").click()
+    expect(page.get_by_role("status")).to_contain_text("Created office (100.64.0.0/24")
+    expect(page.get_by_role("alert")).to_have_count(0)
+    expect(page.get_by_role("link", name="office")).to_be_visible()
+    shoot(page, "04-networks")
+    status, listed = call(stack, "GET", "/v1/networks", None, admin)
+    assert [n["name"] for n in listed["networks"]] == ["office"]  # really created, once
+
+    # An enrollment key: the token is on screen once, and the copy button copies it.
+    page.get_by_role("link", name="Enrollment keys").click()
+    page.get_by_role("checkbox", name=re.compile("office")).check()
+    page.get_by_label("Hosts it may enroll").fill("2")
+    page.get_by_role("button", name="Create key").click()
+    token_field = page.get_by_role("textbox", name="Enrollment token")
+    expect(token_field).to_have_value(re.compile(r"^skm_ek_"))
+    token = token_field.input_value()
+    page.get_by_role("button", name="Copy the enrollment token").click()
+    expect(page.get_by_text("Copied to the clipboard.")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == token
+    shoot(page, "05-key-token-once")
+    page.get_by_role("button", name="I have copied it").click()
+    expect(page.get_by_role("textbox", name="Enrollment token")).to_have_count(0)
+    expect(page.get_by_text("1 of 2").or_(page.get_by_text("2 of 2"))).to_be_visible()
+    assert token not in page.content()  # gone from the page: shown once
+    shoot(page, "06-keys")
+
+    # A host joins with that token; the open hosts page shows it come online without a reload.
+    page.get_by_role("link", name="Networks").click()
+    page.get_by_role("link", name="office").click()
+    expect(page.get_by_role("heading", name="office")).to_be_visible()
+    expect(page.get_by_text("No hosts in this network yet")).to_be_visible()
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    agent = join_host(stack["api_url"], token, "web-host", tmp_path)
+    try:
+        row = page.locator("tr[data-host='web-host']")
+        expect(row).to_be_visible()
+        expect(row.get_by_text("Online", exact=True)).to_be_visible(timeout=ONLINE_WAIT_MS)
+        status, hosts = call(stack, "GET", "/v1/hosts", None, admin)
+        (host,) = hosts["hosts"]
+        expect(row).to_contain_text(host["addresses"][0]["ipv4"])
+        expect(row).to_contain_text("198.18.12.1:51820")
+        expect(row).to_contain_text(host["status"]["agent_version"])
+        assert page.evaluate("window.__sameDocument") is True
+        shoot(page, "07-network-hosts")
+    finally:
+        agent.stop()
+
+    # Signing out forgets the key: the app asks for it again wherever one goes.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Admin key")).to_be_visible()
+    expect(page.get_by_role("status")).to_contain_text("signed out")
+    page.goto(stack["dashboard_url"] + "#/keys")
+    expect(page.get_by_label("Admin key")).to_be_visible()
+    no_key_kept(page, admin)
+
+
+def test_a_failing_api_shows_what_to_do_not_a_blank_page(page, stack):
+    page.goto(stack["dashboard_url"])
+    sign_in(page, stack["admin_key"])
+    expect(page.get_by_role("heading", name="Networks", exact=True)).to_be_visible()
+
+    # The API answers 500 without its error shape (a crashed handler, a proxy's page).
+    page.route("**/v1/enrollment-keys*", lambda route: route.fulfill(status=500, body="<h1>oops</h1>"))
+    page.get_by_role("link", name="Enrollment keys").click()
+    alert = page.get_by_role("alert").filter(has_text="HTTP 500")
+    expect(alert).to_contain_text("Try again in a moment")
+    expect(alert.get_by_role("button", name="Try again")).to_be_visible()
+    shoot(page, "08-api-500")
+
+    # Then the API cannot be reached at all; the retry says so, and works once it is back.
+    page.unroute("**/v1/enrollment-keys*")
+    page.route("**/v1/enrollment-keys*", lambda route: route.abort("connectionrefused"))
+    alert.get_by_role("button", name="Try again").click()
+    down = page.get_by_role("alert").filter(has_text="could not be reached")
+    expect(down).to_contain_text("make up")
+    shoot(page, "09-api-unreachable")
+    page.unroute("**/v1/enrollment-keys*")
+    down.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("alert")).to_have_count(0)
+    listed = page.get_by_role("table", name="Enrollment keys").or_(
+        page.get_by_text("No enrollment keys yet."))
+    expect(listed).to_be_visible()

@@ -131,6 +131,29 @@ def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_o
     finally:
         agent.stop()
 
+    # Revoke the key: the list says so, and the API refuses its token from now on.
+    page.get_by_role("link", name="Enrollment keys").click()
+    (key,) = call(stack, "GET", "/v1/enrollment-keys", None, admin)[1]["enrollment_keys"]
+    page.get_by_role("button", name=f"Revoke key {key['id']}").click()
+    page.get_by_role("button", name="Revoke", exact=True).click()
+    expect(page.locator(f"tr[data-key='{key['id']}']")).to_contain_text("Revoked")
+    assert call(stack, "GET", f"/v1/enrollment-keys/{key['id']}", None, admin)[1]["revoked"] is True
+
+    # Delete the network: refused while a host is in it (the API's reason on screen), then
+    # deleted with its hosts removed once the operator confirms that.
+    status, refused = call(stack, "DELETE", f"/v1/networks/{listed['networks'][0]['id']}", None, admin)
+    assert status == 409, refused
+    page.get_by_role("link", name="Networks").click()
+    page.get_by_role("button", name="Delete network office").click()
+    page.get_by_role("button", name="Delete", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text(refused["error"]["message"])
+    shoot(page, "08-network-delete-refused")
+    page.get_by_role("button", name="Delete office with its hosts").click()
+    page.get_by_role("button", name="Remove hosts and delete").click()
+    expect(page.get_by_text("No networks yet")).to_be_visible()
+    expect(page.get_by_role("alert")).to_have_count(0)
+    assert call(stack, "GET", "/v1/networks", None, admin)[1]["networks"] == []
+
     # Signing out forgets the key: the app asks for it again wherever one goes.
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("Admin key")).to_be_visible()
@@ -151,7 +174,7 @@ def test_a_failing_api_shows_what_to_do_not_a_blank_page(page, stack):
     alert = page.get_by_role("alert").filter(has_text="HTTP 500")
     expect(alert).to_contain_text("Try again in a moment")
     expect(alert.get_by_role("button", name="Try again")).to_be_visible()
-    shoot(page, "08-api-500")
+    shoot(page, "09-api-500")
 
     # Then the API cannot be reached at all; the retry says so, and works once it is back.
     page.unroute("**/v1/enrollment-keys*")
@@ -159,7 +182,7 @@ def test_a_failing_api_shows_what_to_do_not_a_blank_page(page, stack):
     alert.get_by_role("button", name="Try again").click()
     down = page.get_by_role("alert").filter(has_text="could not be reached")
     expect(down).to_contain_text("make up")
-    shoot(page, "09-api-unreachable")
+    shoot(page, "10-api-unreachable")
     page.unroute("**/v1/enrollment-keys*")
     down.get_by_role("button", name="Try again").click()
     expect(page.get_by_role("alert")).to_have_count(0)

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 import { describe } from "./session";
 
 /** An error a person can act on, announced to screen readers. */
@@ -116,11 +116,15 @@ export function CopyButton({ text, label, fallbackId }: { text: string; label: s
 
 /** A delete button that asks once more before acting, in the page (no browser dialog). */
 export function ConfirmButton({
+  text,
   label,
   question,
   confirmLabel,
   onConfirm,
 }: {
+  /** What the button shows. */
+  text: string;
+  /** What a screen reader says: the action and what it acts on. */
   label: string;
   question: string;
   confirmLabel: string;
@@ -131,7 +135,7 @@ export function ConfirmButton({
   if (!asking) {
     return (
       <button type="button" className="danger" aria-label={label} onClick={() => setAsking(true)}>
-        {label.split(" ")[0]}
+        {text}
       </button>
     );
   }
@@ -158,5 +162,53 @@ export function ConfirmButton({
         Cancel
       </button>
     </span>
+  );
+}
+
+/**
+ * A list loaded from the API: "Loading…", its error (with a retry; the last data stays on
+ * screen after a failed refresh), `empty` when there is nothing, else `children(items)`.
+ */
+export function Listing<T>({
+  loaded,
+  noun,
+  empty,
+  children,
+}: {
+  loaded: Loaded<T[]>;
+  noun: string;
+  empty: ReactNode;
+  children: (items: T[]) => ReactNode;
+}) {
+  const { data, error, reload } = loaded;
+  return (
+    <>
+      <ErrorBox
+        error={error && (data ? `Showing the ${noun} as they were at the last refresh. ${error}` : error)}
+        onRetry={reload}
+      />
+      {data === null && !error && <p aria-busy="true">Loading {noun}…</p>}
+      {data?.length === 0 && empty}
+      {data && data.length > 0 && children(data)}
+    </>
+  );
+}
+
+/** A table that becomes one card per row at a phone's width (each cell labelled by data-label). */
+export function CardTable({ caption, columns, children }: { caption: string; columns: string[]; children: ReactNode }) {
+  return (
+    <table className="cards">
+      <caption className="sr-only">{caption}</caption>
+      <thead>
+        <tr>
+          {columns.map((c) => (
+            <th scope="col" key={c}>
+              {c === "Actions" ? <span className="sr-only">Actions</span> : c}
+            </th>
+          ))}
+        </tr>
+      </thead>
+      <tbody>{children}</tbody>
+    </table>
   );
 }

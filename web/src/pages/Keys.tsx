@@ -2,7 +2,7 @@ import { useState, type FormEvent } from "react";
 import { listAll, type EnrollmentKey, type EnrollmentKeyCreated, type Network } from "../api";
 import { describe, useSession } from "../session";
 import { href } from "../route";
-import { ConfirmButton, CopyButton, ErrorBox, Time, useLoaded } from "../ui";
+import { CardTable, ConfirmButton, CopyButton, ErrorBox, Listing, Time, useLoaded } from "../ui";
 import { listNetworks } from "./Networks";
 
 export function KeysPage() {
@@ -40,28 +40,11 @@ export function KeysPage() {
         />
       )}
       <h2>Keys</h2>
-      <ErrorBox error={keys.error} onRetry={keys.reload} />
       <ErrorBox error={actionError} />
-      {keys.data === null && !keys.error && <p aria-busy="true">Loading keys…</p>}
-      {keys.data?.length === 0 && <p>No enrollment keys yet.</p>}
-      {keys.data && keys.data.length > 0 && (
-        <table className="cards">
-          <caption className="sr-only">Enrollment keys</caption>
-          <thead>
-            <tr>
-              <th scope="col">Key</th>
-              <th scope="col">Networks</th>
-              <th scope="col">Uses left</th>
-              <th scope="col">Expires</th>
-              <th scope="col">State</th>
-              <th scope="col">Created</th>
-              <th scope="col">
-                <span className="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {keys.data.map((k) => (
+      <Listing loaded={keys} noun="keys" empty={<p>No enrollment keys yet.</p>}>
+        {(items) => (
+          <CardTable caption="Enrollment keys" columns={["Key", "Networks", "Uses left", "Expires", "State", "Created", "Actions"]}>
+            {items.map((k) => (
               <tr key={k.id} data-key={k.id}>
                 <th scope="row" data-label="Key">
                   <code>{k.id}</code>
@@ -80,6 +63,7 @@ export function KeysPage() {
                 <td data-label="Actions">
                   {!k.revoked && (
                     <ConfirmButton
+                      text="Revoke"
                       label={`Revoke key ${k.id}`}
                       question="Revoke this key? Hosts it enrolled stay."
                       confirmLabel="Revoke"
@@ -89,9 +73,9 @@ export function KeysPage() {
                 </td>
               </tr>
             ))}
-          </tbody>
-        </table>
-      )}
+          </CardTable>
+        )}
+      </Listing>
     </section>
   );
 }

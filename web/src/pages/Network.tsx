@@ -1,7 +1,7 @@
 import { listAll, type Host, type Network } from "../api";
 import { useSession } from "../session";
 import { href } from "../route";
-import { ErrorBox, Time, useLoaded } from "../ui";
+import { CardTable, ErrorBox, Listing, Time, useLoaded } from "../ui";
 
 /** How often the hosts are fetched again while the page is open. */
 export const REFRESH_MS = 3000;
@@ -28,28 +28,20 @@ export function NetworkPage({ id }: { id: string }) {
       <ErrorBox error={network.error} onRetry={network.reload} />
       {n && (
         <dl className="facts">
-          <div>
-            <dt>IPv4</dt>
-            <dd>{n.ipv4_cidr}</dd>
-          </div>
-          <div>
-            <dt>IPv6</dt>
-            <dd>{n.ipv6_cidr}</dd>
-          </div>
-          <div>
-            <dt>WireGuard port</dt>
-            <dd>{n.listen_port}</dd>
-          </div>
-          <div>
-            <dt>MTU</dt>
-            <dd>{n.mtu}</dd>
-          </div>
-          <div>
-            <dt>Id</dt>
-            <dd>
-              <code>{n.id}</code>
-            </dd>
-          </div>
+          {(
+            [
+              ["IPv4", n.ipv4_cidr],
+              ["IPv6", n.ipv6_cidr],
+              ["WireGuard port", n.listen_port],
+              ["MTU", n.mtu],
+              ["Id", <code>{n.id}</code>],
+            ] as const
+          ).map(([term, value]) => (
+            <div key={term}>
+              <dt>{term}</dt>
+              <dd>{value}</dd>
+            </div>
+          ))}
         </dl>
       )}
       <h2 id="hosts-title">Hosts</h2>
@@ -57,31 +49,19 @@ export function NetworkPage({ id }: { id: string }) {
         {hosts.data && `${online} of ${hosts.data.length} online. `}
         Refreshed every {REFRESH_MS / 1000} s{hosts.updatedAt && <>; last at {hosts.updatedAt.toLocaleTimeString()}</>}.
       </p>
-      <ErrorBox
-        error={hosts.error && (hosts.data ? `Showing the hosts as they were at the last refresh. ${hosts.error}` : hosts.error)}
-        onRetry={hosts.reload}
-      />
-      {hosts.data === null && !hosts.error && <p aria-busy="true">Loading hosts…</p>}
-      {hosts.data?.length === 0 && (
-        <p>
-          No hosts in this network yet. Create an <a href={href({ page: "keys" })}>enrollment key</a> and run{" "}
-          <code>skymesh-agent join --server URL --token TOKEN</code> on a host.
-        </p>
-      )}
-      {hosts.data && hosts.data.length > 0 && (
-        <table className="cards" aria-labelledby="hosts-title">
-          <thead>
-            <tr>
-              <th scope="col">Host</th>
-              <th scope="col">Status</th>
-              <th scope="col">Last seen</th>
-              <th scope="col">Addresses</th>
-              <th scope="col">Endpoints</th>
-              <th scope="col">Agent</th>
-            </tr>
-          </thead>
-          <tbody>
-            {hosts.data.map((h) => {
+      <Listing
+        loaded={hosts}
+        noun="hosts"
+        empty={
+          <p>
+            No hosts in this network yet. Create an <a href={href({ page: "keys" })}>enrollment key</a> and run{" "}
+            <code>skymesh-agent join --server {window.location.origin} --token TOKEN</code> on a host.
+          </p>
+        }
+      >
+        {(items) => (
+          <CardTable caption="Hosts" columns={["Host", "Status", "Last seen", "Addresses", "Endpoints", "Agent"]}>
+            {items.map((h) => {
               const addr = h.addresses.find((a) => a.network_id === id);
               const endpoints = [...new Set([...h.status.reported_endpoints, ...h.endpoints])];
               return (
@@ -121,9 +101,9 @@ export function NetworkPage({ id }: { id: string }) {
                 </tr>
               );
             })}
-          </tbody>
-        </table>
-      )}
+          </CardTable>
+        )}
+      </Listing>
     </section>
   );
 }

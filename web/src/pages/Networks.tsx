@@ -2,7 +2,7 @@ import { useState, type FormEvent } from "react";
 import { ApiError, listAll, type Caller, type Network } from "../api";
 import { describe, useSession } from "../session";
 import { href } from "../route";
-import { ConfirmButton, ErrorBox, Time, useLoaded } from "../ui";
+import { CardTable, ConfirmButton, ErrorBox, Listing, Time, useLoaded } from "../ui";
 
 export function NetworksPage() {
   const { api } = useSession();
@@ -27,11 +27,12 @@ export function NetworksPage() {
       <h1 id="networks-title">Networks</h1>
       <CreateNetwork onCreated={networks.reload} />
       <h2>Your networks</h2>
-      <ErrorBox error={networks.error} onRetry={networks.reload} />
       <ErrorBox error={actionError} />
       {forceable && (
         <p>
+          To delete {forceable.name} anyway, its hosts leave it first (they stay enrolled in their other networks).{" "}
           <ConfirmButton
+            text="Remove its hosts and delete"
             label={`Delete ${forceable.name} with its hosts`}
             question={`Remove every host from ${forceable.name} and delete it?`}
             confirmLabel="Remove hosts and delete"
@@ -39,25 +40,10 @@ export function NetworksPage() {
           />
         </p>
       )}
-      {networks.data === null && !networks.error && <p aria-busy="true">Loading networks…</p>}
-      {networks.data?.length === 0 && <p>No networks yet: create one above.</p>}
-      {networks.data && networks.data.length > 0 && (
-        <table className="cards">
-          <caption className="sr-only">Networks</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">IPv4</th>
-              <th scope="col">IPv6</th>
-              <th scope="col">Port</th>
-              <th scope="col">Created</th>
-              <th scope="col">
-                <span className="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {networks.data.map((n) => (
+      <Listing loaded={networks} noun="networks" empty={<p>No networks yet: create one above.</p>}>
+        {(items) => (
+          <CardTable caption="Networks" columns={["Name", "IPv4", "IPv6", "Port", "Created", "Actions"]}>
+            {items.map((n) => (
               <tr key={n.id}>
                 <th scope="row" data-label="Name">
                   <a href={href({ page: "network", id: n.id })}>{n.name}</a>
@@ -70,6 +56,7 @@ export function NetworksPage() {
                 </td>
                 <td data-label="Actions">
                   <ConfirmButton
+                    text="Delete"
                     label={`Delete network ${n.name}`}
                     question={`Delete ${n.name}?`}
                     confirmLabel="Delete"
@@ -78,9 +65,9 @@ export function NetworksPage() {
                 </td>
               </tr>
             ))}
-          </tbody>
-        </table>
-      )}
+          </CardTable>
+        )}
+      </Listing>
     </section>
   );
 }

@@ -15,13 +15,15 @@ deps:
 # The web dashboard (web/): node packages exactly as package-lock.json pins them (npm ci, again
 # only when the lock changes), then a type check and the Vite build into web/dist, which the
 # local API server serves (skymesh/local/dashboard.py). Rebuilt only when a source changed.
+# Node from .venv/node/bin first: where the system's is too old, bootstrap.sh puts a newer one there.
 WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
+WEB_ENV := env PATH="$(CURDIR)/.venv/node/bin:$$PATH"
 
 web/node_modules/.package-lock.json: web/package-lock.json web/package.json
-	cd web && npm ci --no-audit --no-fund --loglevel=error
+	cd web && $(WEB_ENV) npm ci --no-audit --no-fund --loglevel=error
 
 web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
-	cd web && npm run --silent build
+	cd web && $(WEB_ENV) npm run --silent build
 
 web: deps web/dist/index.html ## build the web dashboard into web/dist
 

@@ -34,13 +34,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-# The web dashboard's build (Vite 8) needs Node.js 20.19+ or 22.12+.
-if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>22||(a===22&&b>=12)||(a===20&&b>=19)?0:1)'; then
-  echo "bootstrap: the web dashboard needs Node.js 20.19+ or 22.12+; this is $(node --version)." >&2
-  echo "bootstrap: install a newer nodejs (e.g. from your distribution's backports or NodeSource) and run again." >&2
-  exit 1
-fi
-
 stamp=.venv/.skymesh-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -65,6 +58,26 @@ if [ "$(cat "$wheels/.stamp" 2>/dev/null)" != "$want_wheels" ]; then
   .venv/bin/python -m pip download -q -d "$wheels" -r requirements.txt --only-binary=:all: \
     --implementation cp --python-version "$pyver" "${platforms[@]}"
   echo "$want_wheels" > "$wheels/.stamp"
+fi
+
+# The web dashboard's build (Vite 8, `make web`) needs Node.js 20.19+ or 22.12+; Debian 12's and
+# Ubuntu 24.04's nodejs is 18. Then the official Node 22 binary comes from the npm registry's
+# node-linux-<arch> package (as DynamoDB Local comes by npm pack) into .venv/node/bin, which the
+# Makefile puts first on PATH for the web build only.
+NODE_VERSION=22.23.5
+node_ok() { "$1" -e 'const [a,b]=process.versions.node.split(".").map(Number);
+  process.exit(a>22||(a===22&&b>=12)||(a===20&&b>=19)?0:1)' 2>/dev/null; }
+if ! node_ok node && ! node_ok .venv/node/bin/node; then
+  case "$(uname -m)" in
+    x86_64) arch=x64 ;; aarch64) arch=arm64 ;;
+    *) echo "bootstrap: no Node.js 20.19+ here and no node-linux package for $(uname -m)" >&2; exit 1 ;;
+  esac
+  echo "bootstrap: Node.js $(node --version) is too old for the dashboard's build; fetching Node $NODE_VERSION into .venv/node"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "node-linux-$arch@$NODE_VERSION" >/dev/null)
+  tar -xzf "$tmp"/node-linux-"$arch"-*.tgz -C "$tmp" package/bin/node
+  mkdir -p .venv/node/bin && mv "$tmp/package/bin/node" .venv/node/bin/node
+  rm -rf "$tmp"
 fi
 
 .venv/bin/python -c 'from skymesh.local.dynamodb import install, is_installed

@@ -2,10 +2,12 @@
 
 One journey, in the order a first-time operator takes it: sign in (a wrong key first), create
 a network (a bad range first, to see the API's own message), create an enrollment key and
-copy its token (shown once), join a host with that token (a real ``skymesh-agent`` process;
-its WireGuard device is the in-memory backend, as in tests/integration/test_agent_cli.py, so
-no root is needed) and watch it come online without reloading, then sign out. Then a failing
-API (500, unreachable) must show a message a person can act on, never a blank page.
+copy its token (shown once), edit the network (a refused MTU first), join a host with that
+token (a real ``skymesh-agent`` process; its WireGuard device is the in-memory backend, as in
+tests/integration/test_agent_cli.py, so no root is needed) and watch it come online without
+reloading, revoke the key, delete the network (refused while the host is in it, then with its
+hosts), sign out. Then a failing API (500, unreachable) must show a message a person can act
+on, never a blank page.
 """
 
 from __future__ import annotations
@@ -115,6 +117,20 @@ def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_o
     page.get_by_role("link", name="office").click()
     expect(page.get_by_role("heading", name="office")).to_be_visible()
     expect(page.get_by_text("No hosts in this network yet")).to_be_visible()
+
+    # Edit its settings: a value the API refuses shows its reason; a good one is saved.
+    net_id = listed["networks"][0]["id"]
+    status, refused = call(stack, "PATCH", f"/v1/networks/{net_id}", {"mtu": 100}, admin)
+    assert status == 400, refused
+    page.get_by_role("button", name="Edit settings").click()
+    page.get_by_label("MTU").fill("100")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("alert")).to_contain_text(refused["error"]["message"])
+    page.get_by_label("MTU").fill("1380")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("button", name="Edit settings")).to_be_visible()
+    expect(page.locator(".facts")).to_contain_text("1380")
+    assert call(stack, "GET", f"/v1/networks/{net_id}", None, admin)[1]["mtu"] == 1380
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
     agent = join_host(stack["api_url"], token, "web-host", tmp_path)
     try:
@@ -141,7 +157,7 @@ def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_o
 
     # Delete the network: refused while a host is in it (the API's reason on screen), then
     # deleted with its hosts removed once the operator confirms that.
-    status, refused = call(stack, "DELETE", f"/v1/networks/{listed['networks'][0]['id']}", None, admin)
+    status, refused = call(stack, "DELETE", f"/v1/networks/{net_id}", None, admin)
     assert status == 409, refused
     page.get_by_role("link", name="Networks").click()
     page.get_by_role("button", name="Delete network office").click()

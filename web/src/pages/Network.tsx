@@ -1,5 +1,6 @@
+import { useState, type FormEvent } from "react";
 import { listAll, type Host, type Network } from "../api";
-import { useSession } from "../session";
+import { describe, useSession } from "../session";
 import { href } from "../route";
 import { CardTable, ErrorBox, Listing, Time, useLoaded } from "../ui";
 
@@ -44,6 +45,7 @@ export function NetworkPage({ id }: { id: string }) {
           ))}
         </dl>
       )}
+      {n && <EditNetwork network={n} onSaved={network.reload} />}
       <h2 id="hosts-title">Hosts</h2>
       <p className="hint" aria-live="polite">
         {hosts.data && `${online} of ${hosts.data.length} online. `}
@@ -105,5 +107,88 @@ export function NetworkPage({ id }: { id: string }) {
         )}
       </Listing>
     </section>
+  );
+}
+
+/** The settings a network keeps changeable (its ranges are fixed at creation, as the API says). */
+function EditNetwork({ network, onSaved }: { network: Network; onSaved: () => void }) {
+  const { api } = useSession();
+  const [open, setOpen] = useState(false);
+  const [name, setName] = useState(network.name);
+  const [port, setPort] = useState(String(network.listen_port));
+  const [keepalive, setKeepalive] = useState(String(network.keepalive));
+  const [mtu, setMtu] = useState(String(network.mtu));
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  if (!open) {
+    return (
+      <button type="button" className="secondary" onClick={() => setOpen(true)}>
+        Edit settings
+      </button>
+    );
+  }
+
+  async function submit(e: FormEvent) {
+    e.preventDefault();
+    // Only what changed is sent; the API checks every value and says what is wrong.
+    const body: Record<string, unknown> = {};
+    if (name.trim() !== network.name) body.name = name.trim();
+    if (Number(port) !== network.listen_port) body.listen_port = Number(port);
+    if (Number(keepalive) !== network.keepalive) body.keepalive = Number(keepalive);
+    if (Number(mtu) !== network.mtu) body.mtu = Number(mtu);
+    setBusy(true);
+    setError(null);
+    try {
+      if (Object.keys(body).length) {
+        await api<Network>("PATCH", `/v1/networks/${encodeURIComponent(network.id)}`, body);
+      }
+      setOpen(false);
+      onSaved();
+    } catch (err) {
+      setError(describe(err));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <form className="panel" onSubmit={submit} aria-labelledby="edit-network-title">
+      <h2 id="edit-network-title">Settings of {network.name}</h2>
+      <p className="hint">Its address ranges cannot change; hosts get the new settings with their next update.</p>
+      <div className="fields">
+        <div>
+          <label htmlFor="edit-name">Name</label>
+          <input id="edit-name" required value={name} onChange={(e) => setName(e.target.value)} />
+        </div>
+        <div>
+          <label htmlFor="edit-port">WireGuard port</label>
+          <input id="edit-port" type="number" inputMode="numeric" value={port} onChange={(e) => setPort(e.target.value)} />
+        </div>
+        <div>
+          <label htmlFor="edit-keepalive">Keepalive (seconds, 0 = off)</label>
+          <input
+            id="edit-keepalive"
+            type="number"
+            inputMode="numeric"
+            value={keepalive}
+            onChange={(e) => setKeepalive(e.target.value)}
+          />
+        </div>
+        <div>
+          <label htmlFor="edit-mtu">MTU</label>
+          <input id="edit-mtu" type="number" inputMode="numeric" value={mtu} onChange={(e) => setMtu(e.target.value)} />
+        </div>
+      </div>
+      <ErrorBox error={error} />
+      <div className="row">
+        <button type="submit" disabled={busy}>
+          {busy ? "Saving…" : "Save settings"}
+        </button>
+        <button type="button" className="secondary" onClick={() => setOpen(false)}>
+          Cancel
+        </button>
+      </div>
+    </form>
   );
 }

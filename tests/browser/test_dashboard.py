@@ -1,13 +1,14 @@
 """The web dashboard as an operator uses it: a real headless Chromium against a real local stack.
 
-One journey, in the order a first-time operator takes it: sign in (a wrong key first), create
-a network (a bad range first, to see the API's own message), create an enrollment key and
-copy its token (shown once), edit the network (a refused MTU first), join a host with that
-token (a real ``skymesh-agent`` process; its WireGuard device is the in-memory backend, as in
+One journey, in the order a first-time operator takes it: sign in (a wrong key first), create a
+network (a bad range first, to see the API's own message), create an enrollment key and copy
+its token (shown once), edit the network (a refused MTU first), join a host with that token (a
+real ``skymesh-agent`` process; its WireGuard device is the in-memory backend, as in
 tests/integration/test_agent_cli.py, so no root is needed) and watch it come online without
-reloading, revoke the key, delete the network (refused while the host is in it, then with its
-hosts), sign out. Then a failing API (500, unreachable) must show a message a person can act
-on, never a blank page.
+reloading, make it a gateway and add a remote-access client (its QR code, read back with
+zbarimg, is the file the API answered), disable the client, revoke the key, delete the network
+(refused while the host is in it, then with its hosts), sign out. Then a failing API (500,
+unreachable) must show a message a person can act on, never a blank page.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def join_host(api_url: str, token: str, name: str, directory: Path) -> AgentProc
     assert joined.returncode == 0, joined.stdout + joined.stderr
     sd.save(replace(sd.load(), backend="memory"))
     return AgentProcess(sd)
+
+
+def decode_qr(image: Any, path: Path) -> str:
+    """What the QR code shown in ``image`` (a locator) says, read back with zbarimg from a screenshot."""
+    image.screenshot(path=str(path))
+    read = subprocess.run(["zbarimg", "--raw", "-q", str(path)], capture_output=True, timeout=30, check=False)
+    assert read.returncode == 0, read.stderr
+    return read.stdout.decode().strip()
 
 
 def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_online(page, stack, tmp_path):
@@ -144,6 +153,34 @@ def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_o
         expect(row).to_contain_text(host["status"]["agent_version"])
         assert page.evaluate("window.__sameDocument") is True
         shoot(page, "07-network-hosts")
+
+        # Make it a gateway with remote access, add a client: its file and QR code are shown
+        # once, and the QR code on the page decodes to the very file the API answered.
+        page.get_by_label("Host", exact=True).select_option(label="web-host")
+        page.get_by_role("button", name="Make gateway").click()
+        expect(page.locator("tr[data-gateway='web-host']")).to_contain_text("198.18.12.1:51820")
+        page.get_by_label("Client name").fill("phone")
+        with page.expect_response(lambda r: r.request.method == "POST" and "/clients" in r.url) as answer:
+            page.get_by_role("button", name="Add client").click()
+        created = answer.value.json()
+        assert answer.value.status == 201, created
+        qr = page.get_by_role("img", name="QR code of the WireGuard file of phone, for the WireGuard app")
+        expect(qr).to_be_visible()
+        expect(page.get_by_role("textbox", name="WireGuard file")).to_have_value(created["config"])
+        assert decode_qr(qr, tmp_path / "qr.png") == created["config"].strip()
+        download = page.get_by_role("link", name="Download phone.conf")
+        expect(download).to_have_attribute("download", "phone.conf")
+        shoot(page, "08-client-file-once")
+        page.get_by_role("button", name="Done").click()
+        expect(qr).to_have_count(0)
+        client_row = page.locator("tr[data-client='phone']")
+        expect(client_row).to_contain_text("Not connected")
+        expect(client_row).to_contain_text(created["client"]["ipv4"])
+        page.get_by_role("button", name="Disable client phone").click()
+        expect(client_row).to_contain_text("Disabled")
+        assert call(stack, "GET", f"/v1/networks/{net_id}/clients/{created['client']['id']}", None,
+                    admin)[1]["enabled"] is False
+        shoot(page, "09-gateways-and-clients")
     finally:
         agent.stop()
 
@@ -163,7 +200,7 @@ def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_o
     page.get_by_role("button", name="Delete network office").click()
     page.get_by_role("button", name="Delete", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text(refused["error"]["message"])
-    shoot(page, "08-network-delete-refused")
+    shoot(page, "10-network-delete-refused")
     page.get_by_role("button", name="Delete office with its hosts").click()
     page.get_by_role("button", name="Remove hosts and delete").click()
     expect(page.get_by_text("No networks yet")).to_be_visible()
@@ -190,7 +227,7 @@ def test_a_failing_api_shows_what_to_do_not_a_blank_page(page, stack):
     alert = page.get_by_role("alert").filter(has_text="HTTP 500")
     expect(alert).to_contain_text("Try again in a moment")
     expect(alert.get_by_role("button", name="Try again")).to_be_visible()
-    shoot(page, "09-api-500")
+    shoot(page, "11-api-500")
 
     # Then the API cannot be reached at all; the retry says so, and works once it is back.
     page.unroute("**/v1/enrollment-keys*")
@@ -198,7 +235,7 @@ def test_a_failing_api_shows_what_to_do_not_a_blank_page(page, stack):
     alert.get_by_role("button", name="Try again").click()
     down = page.get_by_role("alert").filter(has_text="could not be reached")
     expect(down).to_contain_text("make up")
-    shoot(page, "10-api-unreachable")
+    shoot(page, "12-api-unreachable")
     page.unroute("**/v1/enrollment-keys*")
     down.get_by_role("button", name="Try again").click()
     expect(page.get_by_role("alert")).to_have_count(0)

@@ -37,6 +37,9 @@ function SignIn({ notice, onSignedIn }: { notice: string | null; onSignedIn: (ke
   const [value, setValue] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  useEffect(() => {
+    document.title = "Sign in · skymesh";
+  }, []);
 
   async function submit(e: FormEvent) {
     e.preventDefault();
@@ -108,6 +111,7 @@ function Shell({ onSignOut }: { onSignOut: () => void }) {
   const mainRef = useRef<HTMLElement>(null);
   useEffect(() => {
     mainRef.current?.focus(); // a screen reader starts at the new page's content
+    document.title = `${route.page === "keys" ? "Enrollment keys" : route.page === "network" ? "Network" : "Networks"} · skymesh`;
   }, [route.page]);
   const current = route.page === "keys" ? "keys" : "networks";
   return (

@@ -132,3 +132,36 @@ export async function listAll<T>(api: Caller, path: string, field: string): Prom
 export async function checkKey(key: string): Promise<void> {
   await call(key, "GET", "/v1/networks?limit=1");
 }
+
+export type Gateway = {
+  network_id: string;
+  host_id: string;
+  name: string;
+  ipv4: string;
+  ipv6: string;
+  remote_access: boolean;
+  egress: string[];
+  internet: boolean;
+  endpoint: string | null;
+  effective_endpoint: string | null;
+};
+
+export type Client = {
+  id: string;
+  network_id: string;
+  name: string;
+  ipv4: string;
+  ipv6: string;
+  gateway: string;
+  enabled: boolean;
+  dns: string[];
+  full_tunnel: boolean;
+  connected: boolean;
+  latest_handshake: string | null;
+  endpoint: string | null;
+  rx_bytes: number;
+  tx_bytes: number;
+  created_at: string;
+};
+
+export type ClientIssued = { client: Client; config: string | null; qr_svg: string | null };

@@ -1,6 +1,9 @@
 import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 import { describe } from "./session";
 
+/** How often a page that shows live state (hosts, gateways, clients) fetches it again. */
+export const REFRESH_MS = 3000;
+
 /** An error a person can act on, announced to screen readers. */
 export function ErrorBox({ error, onRetry }: { error: string | null; onRetry?: () => void }) {
   if (!error) return null;
@@ -34,14 +37,17 @@ export function useLoaded<T>(load: () => Promise<T>, deps: unknown[], everyMs?: 
   const [loading, setLoading] = useState(true);
   const [updatedAt, setUpdatedAt] = useState<Date | null>(null);
   const generation = useRef(0);
+  const inFlight = useRef(false);
   const run = useCallback(load, deps);
 
   const reload = useCallback(() => {
     const mine = ++generation.current;
+    inFlight.current = true;
     setLoading(true);
     run().then(
       (d) => {
         if (mine !== generation.current) return;
+        inFlight.current = false;
         setData(d);
         setError(null);
         setUpdatedAt(new Date());
@@ -49,6 +55,7 @@ export function useLoaded<T>(load: () => Promise<T>, deps: unknown[], everyMs?: 
       },
       (e) => {
         if (mine !== generation.current) return;
+        inFlight.current = false;
         setError(describe(e));
         setLoading(false);
       },
@@ -59,7 +66,8 @@ export function useLoaded<T>(load: () => Promise<T>, deps: unknown[], everyMs?: 
     setData(null);
     reload();
     if (!everyMs) return () => void ++generation.current;
-    const timer = window.setInterval(reload, everyMs);
+    // A slow API is not asked again while it still answers the last refresh.
+    const timer = window.setInterval(() => inFlight.current || reload(), everyMs);
     return () => {
       window.clearInterval(timer);
       ++generation.current;
@@ -211,4 +219,25 @@ export function CardTable({ caption, columns, children }: { caption: string; col
       <tbody>{children}</tbody>
     </table>
   );
+}
+
+/**
+ * What a form's submit does: `run(work)` marks it busy, clears the last error, and turns
+ * whatever `work` throws into `error`, a message for the person (shown by ErrorBox).
+ */
+export function useAction() {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const run = useCallback(async (work: () => Promise<void>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await work();
+    } catch (e) {
+      setError(describe(e));
+    } finally {
+      setBusy(false);
+    }
+  }, []);
+  return { error, setError, busy, run };
 }

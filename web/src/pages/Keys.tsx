@@ -2,7 +2,7 @@ import { useState, type FormEvent } from "react";
 import { listAll, type EnrollmentKey, type EnrollmentKeyCreated, type Network } from "../api";
 import { describe, useSession } from "../session";
 import { href } from "../route";
-import { CardTable, ConfirmButton, CopyButton, ErrorBox, Listing, Time, useLoaded } from "../ui";
+import { CardTable, ConfirmButton, CopyButton, ErrorBox, Listing, Time, useAction, useLoaded } from "../ui";
 import { listNetworks } from "./Networks";
 
 export function KeysPage() {
@@ -116,8 +116,7 @@ function CreateKey({
   const [uses, setUses] = useState("1");
   const [unlimited, setUnlimited] = useState(false);
   const [expires, setExpires] = useState("");
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { error, setError, busy, run } = useAction();
 
   async function submit(e: FormEvent) {
     e.preventDefault();
@@ -125,19 +124,13 @@ function CreateKey({
       setError("Choose at least one network for the key.");
       return;
     }
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       const body: Record<string, unknown> = { networks: [...chosen] };
       if (unlimited) body.unlimited = true;
       else body.uses = Number(uses);
       if (expires) body.expires_at = new Date(expires).toISOString();
       onCreated(await api<EnrollmentKeyCreated>("POST", "/v1/enrollment-keys", body));
-    } catch (err) {
-      setError(describe(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (

@@ -1,11 +1,10 @@
 import { useState, type FormEvent } from "react";
 import { listAll, type Host, type Network } from "../api";
-import { describe, useSession } from "../session";
+import { useSession } from "../session";
 import { href } from "../route";
-import { CardTable, ErrorBox, Listing, Time, useLoaded } from "../ui";
+import { CardTable, ErrorBox, Listing, REFRESH_MS, Time, useAction, useLoaded } from "../ui";
+import { Access } from "./Access";
 
-/** How often the hosts are fetched again while the page is open. */
-export const REFRESH_MS = 3000;
 
 export function NetworkPage({ id }: { id: string }) {
   const { api } = useSession();
@@ -106,6 +105,7 @@ export function NetworkPage({ id }: { id: string }) {
           </CardTable>
         )}
       </Listing>
+      {hosts.data && <Access networkId={id} hosts={hosts.data} />}
     </section>
   );
 }
@@ -118,8 +118,7 @@ function EditNetwork({ network, onSaved }: { network: Network; onSaved: () => vo
   const [port, setPort] = useState(String(network.listen_port));
   const [keepalive, setKeepalive] = useState(String(network.keepalive));
   const [mtu, setMtu] = useState(String(network.mtu));
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { error, busy, run } = useAction();
 
   if (!open) {
     return (
@@ -137,19 +136,13 @@ function EditNetwork({ network, onSaved }: { network: Network; onSaved: () => vo
     if (Number(port) !== network.listen_port) body.listen_port = Number(port);
     if (Number(keepalive) !== network.keepalive) body.keepalive = Number(keepalive);
     if (Number(mtu) !== network.mtu) body.mtu = Number(mtu);
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       if (Object.keys(body).length) {
         await api<Network>("PATCH", `/v1/networks/${encodeURIComponent(network.id)}`, body);
       }
       setOpen(false);
       onSaved();
-    } catch (err) {
-      setError(describe(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (

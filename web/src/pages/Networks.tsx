@@ -2,7 +2,7 @@ import { useState, type FormEvent } from "react";
 import { ApiError, listAll, type Caller, type Network } from "../api";
 import { describe, useSession } from "../session";
 import { href } from "../route";
-import { CardTable, ConfirmButton, ErrorBox, Listing, Time, useLoaded } from "../ui";
+import { CardTable, ConfirmButton, ErrorBox, Listing, Time, useAction, useLoaded } from "../ui";
 
 export function NetworksPage() {
   const { api } = useSession();
@@ -81,16 +81,13 @@ function CreateNetwork({ onCreated }: { onCreated: () => void }) {
   const [name, setName] = useState("");
   const [ipv4, setIpv4] = useState("");
   const [ipv6, setIpv6] = useState("");
-  const [error, setError] = useState<string | null>(null);
+  const { error, busy, run } = useAction();
   const [done, setDone] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
 
   async function submit(e: FormEvent) {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     setDone(null);
-    try {
+    await run(async () => {
       const n = await api<Network>("POST", "/v1/networks", {
         name: name.trim(),
         ipv4_cidr: ipv4.trim(),
@@ -101,11 +98,7 @@ function CreateNetwork({ onCreated }: { onCreated: () => void }) {
       setIpv4("");
       setIpv6("");
       onCreated();
-    } catch (err) {
-      setError(describe(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (

@@ -137,6 +137,7 @@ function CreateKey({
     <form className="panel" onSubmit={submit} aria-labelledby="create-key-title">
       <h2 id="create-key-title">Create an enrollment key</h2>
       <ErrorBox error={networksError} />
+      {networks === null && !networksError && <p aria-busy="true">Loading networks…</p>}
       {networks?.length === 0 && (
         <p>
           There is no network yet: <a href={href({ page: "networks" })}>create one</a> first.

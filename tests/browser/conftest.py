@@ -103,10 +103,27 @@ def page(browser: Any, stack: dict[str, Any]) -> Iterator[Any]:
     assert not problems, problems  # an uncaught exception in the app is a bug even if the test passed
 
 
+AXE = REPO / "web" / "node_modules" / "axe-core" / "axe.min.js"
+"""axe-core (a devDependency of web/, installed by `make web`): WCAG checks inside the page."""
+
+
+def accessibility_problems(page: Any) -> list[str]:
+    """What axe-core finds against WCAG 2.x A and AA on the page as shown: controls without a
+    label a screen reader can read, too little contrast, duplicate ids, and so on."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE} is missing: `make web` installs web/'s packages (npm ci)", pytrace=False)
+    found = page.evaluate(AXE.read_text() + """
+        ;axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}})
+           .then(r => r.violations.map(v =>
+             `${v.id}: ${v.help} (${v.nodes.map(n => n.target.join(" ")).join(", ")})`))""")
+    return list(found)
+
+
 def shoot(page: Any, name: str) -> list[Path]:
     """Screenshots of what ``page`` shows, at a desktop's and a phone's width (then back to desktop).
 
-    At the phone's width the page must fit: nothing wider than the screen (no sideways scrolling).
+    At the phone's width the page must fit: nothing wider than the screen (no sideways scrolling);
+    at both, axe-core finds nothing against WCAG 2.1 A/AA (:func:`accessibility_problems`).
     """
     SHOTS.mkdir(parents=True, exist_ok=True)
     out = []
@@ -117,5 +134,7 @@ def shoot(page: Any, name: str) -> list[Path]:
         out.append(path)
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{name} at {label} width is {overflow}px wider than the screen (see {path})"
+        problems = accessibility_problems(page)
+        assert not problems, f"{name} at {label} width (see {path}):\n" + "\n".join(problems)
     page.set_viewport_size(DESKTOP)
     return out

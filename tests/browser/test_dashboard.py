@@ -201,7 +201,7 @@ def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_o
     page.get_by_role("button", name="Delete", exact=True).click()
     expect(page.get_by_role("alert")).to_contain_text(refused["error"]["message"])
     shoot(page, "10-network-delete-refused")
-    page.get_by_role("button", name="Delete office with its hosts").click()
+    page.get_by_role("button", name="Remove its hosts and delete office").click()
     page.get_by_role("button", name="Remove hosts and delete").click()
     expect(page.get_by_text("No networks yet")).to_be_visible()
     expect(page.get_by_role("alert")).to_have_count(0)

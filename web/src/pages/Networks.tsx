@@ -33,7 +33,7 @@ export function NetworksPage() {
           To delete {forceable.name} anyway, its hosts leave it first (they stay enrolled in their other networks).{" "}
           <ConfirmButton
             text="Remove its hosts and delete"
-            label={`Delete ${forceable.name} with its hosts`}
+            label={`Remove its hosts and delete ${forceable.name}`}
             question={`Remove every host from ${forceable.name} and delete it?`}
             confirmLabel="Remove hosts and delete"
             onConfirm={() => remove(forceable, true)}

@@ -13,6 +13,7 @@ unreachable) must show a message a person can act on, never a blank page.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -24,8 +25,10 @@ import pytest
 from playwright.sync_api import expect
 
 from agent.state import StateDir
+from chalicelib.domain import protocol
+from tests.integration.conftest import MqttTestClient
 from tests.integration.test_agent_cli import AgentProcess
-from tests.integration.test_local_stack import call
+from tests.integration.test_local_stack import call, enroll
 
 from .conftest import REPO, shoot
 
@@ -242,3 +245,41 @@ def test_a_failing_api_shows_what_to_do_not_a_blank_page(page, stack):
     listed = page.get_by_role("table", name="Enrollment keys").or_(
         page.get_by_text("No enrollment keys yet."))
     expect(listed).to_be_visible()
+
+
+def test_the_latency_heat_map_shows_what_the_hosts_measured(page, stack, tmp_path):
+    """Reports travel the real path (MQTT as the host → bridge → DynamoDB → API → page)."""
+    admin = stack["admin_key"]
+    _, net = call(stack, "POST", "/v1/networks", {"name": "lab", "ipv4_cidr": "100.64.9.0/24"}, admin)
+    _, key = call(stack, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 3}, admin)
+    hosts = {n: enroll(stack, key["token"], n, tmp_path) for n in ("alpha", "beta", "gamma")}
+    ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
+    measured = {
+        "alpha": [{"host": ids["beta"], "rtt": 4.2, "loss": 0, "up": True},
+                  {"host": ids["gamma"], "rtt": None, "loss": 100, "up": False}],
+        "beta": [{"host": ids["alpha"], "rtt": 150.0, "loss": 10, "up": True}],
+    }
+    clients = []
+    try:
+        for n, rows in measured.items():
+            c = MqttTestClient(stack["mqtt_endpoint"], stack["mqtt_port"], hosts[n][1])
+            c.connect()
+            clients.append(c)
+            report = {"v": protocol.VERSION, "type": "status", "agent_version": "web-test",
+                      "endpoints": ["198.18.9.1:51820"], "peers": [], "latency": rows}
+            assert not c.publish(f"sm/h/{ids[n]}/status", json.dumps(report).encode()).is_failure
+    finally:
+        for c in clients:
+            c.close()
+
+    page.goto(stack["dashboard_url"] + f"#/networks/{net['id']}")
+    sign_in(page, admin)  # the address asked for is kept across signing in
+    expect(page.get_by_role("heading", name="lab")).to_be_visible()
+    heat = page.get_by_role("table", name=re.compile("^Latency"))
+    expect(heat.locator("td[data-from='alpha'][data-to='beta']")).to_have_text("4.2 ms")
+    expect(heat.locator("td[data-from='alpha'][data-to='gamma']")).to_have_text("down (100% lost)")
+    expect(heat.locator("td[data-from='beta'][data-to='alpha']")).to_have_text("150.0 ms, 10% lost")
+    expect(heat.locator("td[data-from='beta'][data-to='gamma']")).to_have_text("not probed")
+    rows = call(stack, "GET", f"/v1/networks/{net['id']}/latency", None, admin)[1]["rows"]
+    assert len(rows) == 3, rows  # the page shows the API's rows, no more
+    shoot(page, "13-latency")

@@ -165,3 +165,5 @@ export type Client = {
 };
 
 export type ClientIssued = { client: Client; config: string | null; qr_svg: string | null };
+
+export type LatencyRow = { from: string; to: string; rtt_ms: number | null; loss_pct: number; up: boolean; age_s: number };

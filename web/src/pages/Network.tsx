@@ -4,6 +4,7 @@ import { useSession } from "../session";
 import { href } from "../route";
 import { CardTable, ErrorBox, Listing, REFRESH_MS, Time, useAction, useLoaded } from "../ui";
 import { Access } from "./Access";
+import { LatencyMap } from "./Latency";
 
 
 export function NetworkPage({ id }: { id: string }) {
@@ -105,6 +106,7 @@ export function NetworkPage({ id }: { id: string }) {
           </CardTable>
         )}
       </Listing>
+      {hosts.data && <LatencyMap networkId={id} hosts={hosts.data} />}
       {hosts.data && <Access networkId={id} hosts={hosts.data} />}
     </section>
   );

@@ -282,4 +282,12 @@ def test_the_latency_heat_map_shows_what_the_hosts_measured(page, stack, tmp_pat
     expect(heat.locator("td[data-from='beta'][data-to='gamma']")).to_have_text("not probed")
     rows = call(stack, "GET", f"/v1/networks/{net['id']}/latency", None, admin)[1]["rows"]
     assert len(rows) == 3, rows  # the page shows the API's rows, no more
-    shoot(page, "13-latency")
+
+    # Which host is relayed, and by whom, as the API's relays say: without a reload.
+    status, relay = call(stack, "PUT", f"/v1/networks/{net['id']}/relays/{ids['alpha']}",
+                         {"relayed": [ids["gamma"]]}, admin)
+    assert status == 200, relay
+    expect(page.locator("tr[data-host='gamma']")).to_contain_text("via relay alpha")
+    expect(page.locator("tr[data-host='alpha']")).to_contain_text("direct · relays 1")
+    expect(page.locator("tr[data-host='beta']")).to_contain_text("direct")
+    shoot(page, "13-latency-and-relays")

@@ -167,3 +167,6 @@ export type Client = {
 export type ClientIssued = { client: Client; config: string | null; qr_svg: string | null };
 
 export type LatencyRow = { from: string; to: string; rtt_ms: number | null; loss_pct: number; up: boolean; age_s: number };
+
+export type MemberRef = { network_id: string; host_id: string; name: string; ipv4: string; ipv6: string };
+export type Relay = MemberRef & { relayed: MemberRef[] };

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import { listAll, type Host, type Network } from "../api";
+import { listAll, type Host, type Network, type Relay } from "../api";
 import { useSession } from "../session";
 import { href } from "../route";
 import { CardTable, ErrorBox, Listing, REFRESH_MS, Time, useAction, useLoaded } from "../ui";
@@ -17,6 +17,14 @@ export function NetworkPage({ id }: { id: string }) {
     [api, id],
     REFRESH_MS,
   );
+  // Which member relays which host, as the API lists the network's relays.
+  const relays = useLoaded(
+    async () => (await api<{ relays: Relay[] }>("GET", `/v1/networks/${encodeURIComponent(id)}/relays`)).relays,
+    [api, id],
+    REFRESH_MS,
+  );
+  const relayOf = new Map((relays.data ?? []).flatMap((r) => r.relayed.map((m) => [m.host_id, r.name] as const)));
+  const relaying = new Map((relays.data ?? []).map((r) => [r.host_id, r.relayed.length]));
   const n = network.data;
   const online = hosts.data?.filter((h) => h.status.online).length ?? 0;
 
@@ -27,6 +35,7 @@ export function NetworkPage({ id }: { id: string }) {
       </p>
       <h1 id="network-title">{n ? n.name : "Network"}</h1>
       <ErrorBox error={network.error} onRetry={network.reload} />
+      <ErrorBox error={relays.error && `Which hosts are relayed is not known: ${relays.error}`} onRetry={relays.reload} />
       {n && (
         <dl className="facts">
           {(
@@ -62,7 +71,7 @@ export function NetworkPage({ id }: { id: string }) {
         }
       >
         {(items) => (
-          <CardTable caption="Hosts" columns={["Host", "Status", "Last seen", "Addresses", "Endpoints", "Agent"]}>
+          <CardTable caption="Hosts" columns={["Host", "Status", "Last seen", "Addresses", "Endpoints", "Path", "Agent"]}>
             {items.map((h) => {
               const addr = h.addresses.find((a) => a.network_id === id);
               const endpoints = [...new Set([...h.status.reported_endpoints, ...h.endpoints])];
@@ -98,6 +107,10 @@ export function NetworkPage({ id }: { id: string }) {
                         <span className="hint">seen from {h.observed_endpoint}</span>
                       </>
                     )}
+                  </td>
+                  <td data-label="Path">
+                    {relayOf.has(h.id) ? `via relay ${relayOf.get(h.id)}` : "direct"}
+                    {relaying.get(h.id) ? <span className="hint"> · relays {relaying.get(h.id)}</span> : null}
                   </td>
                   <td data-label="Agent">{h.status.agent_version ?? "—"}</td>
                 </tr>

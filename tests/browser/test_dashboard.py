@@ -246,6 +246,10 @@ def test_a_failing_api_shows_what_to_do_not_a_blank_page(page, stack):
         page.get_by_text("No enrollment keys yet."))
     expect(listed).to_be_visible()
 
+    page.reload()  # the key lived in the page's memory only: a reload asks for it again
+    expect(page.get_by_label("Admin key")).to_be_visible()
+    no_key_kept(page, stack["admin_key"])
+
 
 def test_the_latency_heat_map_shows_what_the_hosts_measured(page, stack, tmp_path):
     """Reports travel the real path (MQTT as the host → bridge → DynamoDB → API → page)."""

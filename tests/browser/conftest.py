@@ -55,6 +55,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=WAIT_MS)
+    shutil.rmtree(SHOTS, ignore_errors=True)  # the artifacts are this run's screenshots only
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         try:

@@ -5,6 +5,7 @@ import { href, useRoute } from "./route";
 import { NetworksPage } from "./pages/Networks";
 import { NetworkPage } from "./pages/Network";
 import { KeysPage } from "./pages/Keys";
+import { PageBoundary } from "./ui";
 
 export function App() {
   const [key, setKey] = useState<string | null>(null);
@@ -133,9 +134,11 @@ function Shell({ onSignOut }: { onSignOut: () => void }) {
         </button>
       </header>
       <main ref={mainRef} tabIndex={-1}>
-        {route.page === "networks" && <NetworksPage />}
-        {route.page === "network" && <NetworkPage id={route.id} />}
-        {route.page === "keys" && <KeysPage />}
+        <PageBoundary resetKey={window.location.hash}>
+          {route.page === "networks" && <NetworksPage />}
+          {route.page === "network" && <NetworkPage id={route.id} />}
+          {route.page === "keys" && <KeysPage />}
+        </PageBoundary>
       </main>
     </>
   );

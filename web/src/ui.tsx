@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
+import { Component, useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 import { describe } from "./session";
 
 /** How often a page that shows live state (hosts, gateways, clients) fetches it again. */
@@ -240,4 +240,36 @@ export function useAction() {
     }
   }, []);
   return { error, setError, busy, run };
+}
+
+/**
+ * A page that throws while it renders (an answer it did not expect) shows what happened and
+ * how to go on, instead of leaving the whole dashboard blank. `resetKey` changing (the next
+ * page) tries again.
+ */
+export class PageBoundary extends Component<{ resetKey: string; children: ReactNode }, { failed: string | null }> {
+  state = { failed: null as string | null };
+
+  static getDerivedStateFromError(e: unknown) {
+    return { failed: String(e) };
+  }
+
+  componentDidUpdate(previous: { resetKey: string }) {
+    if (previous.resetKey !== this.props.resetKey && this.state.failed) this.setState({ failed: null });
+  }
+
+  render() {
+    if (!this.state.failed) return this.props.children;
+    return (
+      <div className="error" role="alert">
+        <p>
+          This page could not be shown: the API's answer was not what this dashboard expects ({this.state.failed}). The
+          dashboard may be older than the API: reload the page; if it happens again, report it with this text.
+        </p>
+        <button type="button" className="secondary" onClick={() => this.setState({ failed: null })}>
+          Try again
+        </button>
+      </div>
+    );
+  }
 }

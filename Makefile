@@ -1,5 +1,5 @@
 # skymesh — the two commands of the README, and a few more.
-.PHONY: up test deps lint bench clean synth fuzz mutate
+.PHONY: up test deps lint bench clean synth fuzz mutate web
 
 PY := .venv/bin/python
 # What mypy checks (settings in pyproject.toml): the control plane, the agent and the CLI/lab/local mode.
@@ -12,10 +12,25 @@ OFFLINE := env AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} AWS_EC2_META
 deps:
 	@scripts/bootstrap.sh
 
-up: deps ## start the local stack (DynamoDB Local, Mosquitto, API, scheduler, rule bridge)
+# The web dashboard (web/): node packages exactly as package-lock.json pins them (npm ci, again
+# only when the lock changes), then a type check and the Vite build into web/dist, which the
+# local API server serves (skymesh/local/dashboard.py). Rebuilt only when a source changed.
+# Node from .venv/node/bin first: where the system's is too old, bootstrap.sh puts a newer one there.
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
+WEB_ENV := env PATH="$(CURDIR)/.venv/node/bin:$$PATH"
+
+web/node_modules/.package-lock.json: web/package-lock.json web/package.json
+	cd web && $(WEB_ENV) npm ci --no-audit --no-fund --loglevel=error
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && $(WEB_ENV) npm run --silent build
+
+web: deps web/dist/index.html ## build the web dashboard into web/dist
+
+up: deps web ## start the local stack (DynamoDB Local, Mosquitto, API, scheduler, rule bridge) and the dashboard
 	.venv/bin/skymesh local up
 
-test: deps ## every test: lint and types, unit, functional, integration, AWS adapters (moto), infra (template, IAM, cfn-lint)
+test: deps web ## every test: lint and types, unit, functional, integration, browser (headless Chromium), AWS adapters (moto), infra (template, IAM, cfn-lint)
 	$(PY) -m ruff check .
 	$(PY) -m mypy $(TYPED)
 	$(PY) -m pytest -q
@@ -46,4 +61,4 @@ demo: deps ## a lab of network namespaces: control plane + 4 agents, status tabl
 .PHONY: demo
 
 clean:
-	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache
+	rm -rf .venv .pytest_cache .ruff_cache .mypy_cache web/node_modules web/dist

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what skymesh needs on a Debian/Ubuntu machine, skipping what is there:
 # system packages (apt), the Python environment (.venv), DynamoDB Local (npm pack).
+# The web dashboard's node packages are installed by `make web` (npm ci from web/package-lock.json).
 # Safe to run again; each step checks before it acts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ have ping         || need_apt+=(iputils-ping)
 have nft          || need_apt+=(nftables)      # the agent's forwarding and NAT on gateways
 have zbarimg      || need_apt+=(zbar-tools)    # tests decode client QR codes
 have rsvg-convert || need_apt+=(librsvg2-bin)  # zbarimg (ImageMagick) reads the SVG QR codes through it
+have chromium     || need_apt+=(chromium)      # tests/browser drive the web dashboard in it (headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -56,6 +58,26 @@ if [ "$(cat "$wheels/.stamp" 2>/dev/null)" != "$want_wheels" ]; then
   .venv/bin/python -m pip download -q -d "$wheels" -r requirements.txt --only-binary=:all: \
     --implementation cp --python-version "$pyver" "${platforms[@]}"
   echo "$want_wheels" > "$wheels/.stamp"
+fi
+
+# The web dashboard's build (Vite 8, `make web`) needs Node.js 20.19+ or 22.12+; Debian 12's and
+# Ubuntu 24.04's nodejs is 18. Then the official Node 22 binary comes from the npm registry's
+# node-linux-<arch> package (as DynamoDB Local comes by npm pack) into .venv/node/bin, which the
+# Makefile puts first on PATH for the web build only.
+NODE_VERSION=22.23.5
+node_ok() { "$1" -e 'const [a,b]=process.versions.node.split(".").map(Number);
+  process.exit(a>22||(a===22&&b>=12)||(a===20&&b>=19)?0:1)' 2>/dev/null; }
+if ! node_ok node && ! node_ok .venv/node/bin/node; then
+  case "$(uname -m)" in
+    x86_64) arch=x64 ;; aarch64) arch=arm64 ;;
+    *) echo "bootstrap: no Node.js 20.19+ here and no node-linux package for $(uname -m)" >&2; exit 1 ;;
+  esac
+  echo "bootstrap: Node.js $(node --version) is too old for the dashboard's build; fetching Node $NODE_VERSION into .venv/node"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "node-linux-$arch@$NODE_VERSION" >/dev/null)
+  tar -xzf "$tmp"/node-linux-"$arch"-*.tgz -C "$tmp" package/bin/node
+  mkdir -p .venv/node/bin && mv "$tmp/package/bin/node" .venv/node/bin/node
+  rm -rf "$tmp"
 fi
 
 .venv/bin/python -c 'from skymesh.local.dynamodb import install, is_installed

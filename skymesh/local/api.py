@@ -10,6 +10,9 @@ server does what API Gateway does (as configured by ``infra/stack.py``):
   Chalice always says 127.0.0.1, so the address a host registered from was never seen.
 - A path the API does not have is 404 in our error shape, as the stack's gateway
   responses answer it; Chalice says 403 "Missing Authentication Token".
+
+With ``--dashboard DIR`` (a built ``web/dist``), a GET outside ``/v1/`` is a file of the
+web dashboard (:mod:`skymesh.local.dashboard`): the same origin as the API, so no CORS.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 
@@ -39,6 +43,7 @@ from chalice.local import (
 
 from chalicelib.api.chalice_errors import NO_ROUTE_CODE, no_route_message
 
+from . import dashboard
 from .appload import load_app
 
 __all__ = ["main", "make_server"]
@@ -95,6 +100,35 @@ class _RequestHandler(ChaliceRequestHandler):
         self.local_gateway = _Gateway(app_object, config, _client_ip(client_address[0]))
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
+    def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
+        if not self._dashboard_file():
+            self._generic_handle()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        if not self._dashboard_file(body=False):
+            self._generic_handle()
+
+    def _dashboard_file(self, body: bool = True) -> bool:
+        """Answer with a dashboard file when the path is the dashboard's; ``False`` when it is
+        the API's (or no dashboard is served)."""
+        dist: Path | None = getattr(self.server, "dashboard", None)
+        if dist is None or self.path.startswith(dashboard.API_PREFIX):
+            return False
+        found = dashboard.resolve(dist, self.path)
+        if found is None:
+            return False
+        data = found.path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", found.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", found.cache_control)
+        for name, value in dashboard.HEADERS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+        return True
+
     def handle_one_request(self) -> None:
         self._started = time.monotonic()
         super().handle_one_request()
@@ -105,15 +139,19 @@ class _RequestHandler(ChaliceRequestHandler):
         self.log_message('"%s" %s %s %.1fms', self.requestline, str(code), str(size), took)
 
 
-def make_server(host: str, port: int, module_name: str | None = None) -> LocalDevServer:
-    """A bound (not yet serving) threaded HTTP server for the app."""
+def make_server(host: str, port: int, module_name: str | None = None,
+                dashboard_dir: Path | None = None) -> LocalDevServer:
+    """A bound (not yet serving) threaded HTTP server for the app; with ``dashboard_dir``,
+    also the web dashboard's files at every path outside ``/v1/``."""
     _module, app = load_app(module_name)
     if not isinstance(app, LocalChalice):  # per-thread current_request (once per process)
         CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
         app.__class__ = CustomLocalChalice
     server_cls = _ThreadedServer6 if ":" in host else _ThreadedServer
-    return LocalDevServer(app, Config(chalice_stage="local"), host, port,
-                          handler_cls=_RequestHandler, server_cls=server_cls)
+    server = LocalDevServer(app, Config(chalice_stage="local"), host, port,
+                            handler_cls=_RequestHandler, server_cls=server_cls)
+    server.server.dashboard = dashboard_dir  # type: ignore[attr-defined]  # read by _RequestHandler
+    return server
 
 
 def _warm() -> None:
@@ -137,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8787)
     p.add_argument("--app-module", default=None)
+    p.add_argument("--dashboard", default=None, type=Path,
+                   help="a built web dashboard (web/dist) to serve outside /v1/")
     args = p.parse_args(argv)
     try:
-        server = make_server(args.host, args.port, args.app_module)
+        server = make_server(args.host, args.port, args.app_module, args.dashboard)
     except OSError as e:
         print(f"api: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 2

@@ -52,6 +52,7 @@ from typing import Any
 
 from chalicelib import config
 
+from . import dashboard
 from . import dynamodb as ddb
 from .bridge import READY_LINE
 from .broker import MosquittoBroker, find_mosquitto
@@ -90,6 +91,7 @@ class StackConfig:
     api_port: int = 8787
     mqtt_port: int = 8883
     dynamodb_port: int = 8000
+    dashboard_dir: Path = dashboard.DEFAULT_DIST
 
     @property
     def connect_host(self) -> str:
@@ -99,6 +101,11 @@ class StackConfig:
     def api_url(self) -> str:
         h = self.connect_host
         return f"http://{'[' + h + ']' if ':' in h else h}:{self.api_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """Where the API server serves the web dashboard: its own origin (no CORS)."""
+        return self.api_url + "/"
 
 
 def child_env(cfg: StackConfig, component: str, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -217,9 +224,14 @@ class LocalStack:
             self.say(f"starting Mosquitto on {self.cfg.bind}:{self.cfg.mqtt_port}")
             self.broker.start(timeout=_READY_TIMEOUT)
             self.children.append(("mosquitto", self.broker))
+            serve_dashboard = dashboard.is_built(self.cfg.dashboard_dir)
+            if not serve_dashboard:
+                self.say(f"the web dashboard is not built ({self.cfg.dashboard_dir} has no index.html;"
+                         " `make web` builds it): serving the API only")
             self._start_python("api", "skymesh.local.api",
-                               ["--host", self.cfg.bind, "--port", str(self.cfg.api_port)],
-                               lambda: _http_up(self.cfg.api_url + "/"))
+                               ["--host", self.cfg.bind, "--port", str(self.cfg.api_port)]
+                               + (["--dashboard", str(self.cfg.dashboard_dir)] if serve_dashboard else []),
+                               lambda: _http_up(self.cfg.api_url + "/v1/health"))
             self._start_python("scheduler", "skymesh.local.scheduler", [], None,
                                ready_line="ready:")
             self._start_python("bridge", "skymesh.local.bridge", [], None,
@@ -229,6 +241,7 @@ class LocalStack:
             raise
         info = {
             "api_url": self.cfg.api_url,
+            **({"dashboard_url": self.cfg.dashboard_url} if serve_dashboard else {}),
             "mqtt_endpoint": self.cfg.connect_host,
             "mqtt_port": self.cfg.mqtt_port,
             "ca_pem_path": str(self.home / "ca" / "ca.pem"),
@@ -439,6 +452,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 130
     stack.say("skymesh local stack is up:")
     stack.say(_show(info, stack.home, sys.stdout.isatty()))
+    if "dashboard_url" in info:
+        stack.say(f"dashboard: {info['dashboard_url']}  (sign in with the admin_key)")
     stack.say(f"written to {stack.home / 'local.json'}; logs in {stack.logs}. Ctrl-C stops it.")
     try:
         return stack.run()

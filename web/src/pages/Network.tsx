@@ -1,0 +1,202 @@
+import { useState, type FormEvent } from "react";
+import { listAll, type Host, type Network, type Relay } from "../api";
+import { useSession } from "../session";
+import { href } from "../route";
+import { CardTable, ErrorBox, Listing, REFRESH_MS, Time, useAction, useLoaded } from "../ui";
+import { Access } from "./Access";
+import { LatencyMap } from "./Latency";
+
+
+export function NetworkPage({ id }: { id: string }) {
+  const { api } = useSession();
+  const network = useLoaded(() => api<Network>("GET", `/v1/networks/${encodeURIComponent(id)}`), [api, id]);
+  // Every host with an address in this network, as the API lists them (no status computed here).
+  const hosts = useLoaded(
+    async () =>
+      (await listAll<Host>(api, "/v1/hosts", "hosts")).filter((h) => h.addresses.some((a) => a.network_id === id)),
+    [api, id],
+    REFRESH_MS,
+  );
+  // Which member relays which host, as the API lists the network's relays.
+  const relays = useLoaded(
+    async () => (await api<{ relays: Relay[] }>("GET", `/v1/networks/${encodeURIComponent(id)}/relays`)).relays,
+    [api, id],
+    REFRESH_MS,
+  );
+  const relayOf = new Map((relays.data ?? []).flatMap((r) => r.relayed.map((m) => [m.host_id, r.name] as const)));
+  const relaying = new Map((relays.data ?? []).map((r) => [r.host_id, r.relayed.length]));
+  const n = network.data;
+  const online = hosts.data?.filter((h) => h.status.online).length ?? 0;
+
+  return (
+    <section aria-labelledby="network-title">
+      <p>
+        <a href={href({ page: "networks" })}>← All networks</a>
+      </p>
+      <h1 id="network-title">{n ? n.name : "Network"}</h1>
+      <ErrorBox error={network.error} onRetry={network.reload} />
+      <ErrorBox error={relays.error && `Which hosts are relayed is not known: ${relays.error}`} onRetry={relays.reload} />
+      {n && (
+        <dl className="facts">
+          {(
+            [
+              ["IPv4", n.ipv4_cidr],
+              ["IPv6", n.ipv6_cidr],
+              ["WireGuard port", n.listen_port],
+              ["MTU", n.mtu],
+              ["Id", <code>{n.id}</code>],
+            ] as const
+          ).map(([term, value]) => (
+            <div key={term}>
+              <dt>{term}</dt>
+              <dd>{value}</dd>
+            </div>
+          ))}
+        </dl>
+      )}
+      {n && <EditNetwork network={n} onSaved={network.reload} />}
+      <h2 id="hosts-title">Hosts</h2>
+      <p className="hint" aria-live="polite">
+        {hosts.data && `${online} of ${hosts.data.length} online. `}
+        Refreshed every {REFRESH_MS / 1000} s{hosts.updatedAt && <>; last at {hosts.updatedAt.toLocaleTimeString()}</>}.
+      </p>
+      <Listing
+        loaded={hosts}
+        noun="hosts"
+        empty={
+          <p>
+            No hosts in this network yet. Create an <a href={href({ page: "keys" })}>enrollment key</a> and run{" "}
+            <code>skymesh-agent join --server {window.location.origin} --token TOKEN</code> on a host.
+          </p>
+        }
+      >
+        {(items) => (
+          <CardTable caption="Hosts" columns={["Host", "Status", "Last seen", "Addresses", "Endpoints", "Path", "Agent"]}>
+            {items.map((h) => {
+              const addr = h.addresses.find((a) => a.network_id === id);
+              const endpoints = [...new Set([...h.status.reported_endpoints, ...h.endpoints])];
+              return (
+                <tr key={h.id} data-host={h.name}>
+                  <th scope="row" data-label="Host">
+                    {h.name}
+                  </th>
+                  <td data-label="Status">
+                    <span className={h.status.online ? "badge online" : "badge offline"}>
+                      {h.status.online ? "Online" : "Offline"}
+                    </span>
+                  </td>
+                  <td data-label="Last seen">
+                    <Time iso={h.status.last_seen} />
+                  </td>
+                  <td data-label="Addresses">
+                    {addr ? (
+                      <>
+                        {addr.ipv4}
+                        <br />
+                        {addr.ipv6}
+                      </>
+                    ) : (
+                      "—"
+                    )}
+                  </td>
+                  <td data-label="Endpoints">
+                    {endpoints.length ? endpoints.join(", ") : "none reported"}
+                    {h.observed_endpoint && (
+                      <>
+                        <br />
+                        <span className="hint">seen from {h.observed_endpoint}</span>
+                      </>
+                    )}
+                  </td>
+                  <td data-label="Path">
+                    {relayOf.has(h.id) ? `via relay ${relayOf.get(h.id)}` : "direct"}
+                    {relaying.get(h.id) ? <span className="hint"> · relays {relaying.get(h.id)}</span> : null}
+                  </td>
+                  <td data-label="Agent">{h.status.agent_version ?? "—"}</td>
+                </tr>
+              );
+            })}
+          </CardTable>
+        )}
+      </Listing>
+      {hosts.data && <LatencyMap networkId={id} hosts={hosts.data} />}
+      {hosts.data && <Access networkId={id} hosts={hosts.data} />}
+    </section>
+  );
+}
+
+/** The settings a network keeps changeable (its ranges are fixed at creation, as the API says). */
+function EditNetwork({ network, onSaved }: { network: Network; onSaved: () => void }) {
+  const { api } = useSession();
+  const [open, setOpen] = useState(false);
+  const [name, setName] = useState(network.name);
+  const [port, setPort] = useState(String(network.listen_port));
+  const [keepalive, setKeepalive] = useState(String(network.keepalive));
+  const [mtu, setMtu] = useState(String(network.mtu));
+  const { error, busy, run } = useAction();
+
+  if (!open) {
+    return (
+      <button type="button" className="secondary" onClick={() => setOpen(true)}>
+        Edit settings
+      </button>
+    );
+  }
+
+  async function submit(e: FormEvent) {
+    e.preventDefault();
+    // Only what changed is sent; the API checks every value and says what is wrong.
+    const body: Record<string, unknown> = {};
+    if (name.trim() !== network.name) body.name = name.trim();
+    if (Number(port) !== network.listen_port) body.listen_port = Number(port);
+    if (Number(keepalive) !== network.keepalive) body.keepalive = Number(keepalive);
+    if (Number(mtu) !== network.mtu) body.mtu = Number(mtu);
+    await run(async () => {
+      if (Object.keys(body).length) {
+        await api<Network>("PATCH", `/v1/networks/${encodeURIComponent(network.id)}`, body);
+      }
+      setOpen(false);
+      onSaved();
+    });
+  }
+
+  return (
+    <form className="panel" onSubmit={submit} aria-labelledby="edit-network-title">
+      <h2 id="edit-network-title">Settings of {network.name}</h2>
+      <p className="hint">Its address ranges cannot change; hosts get the new settings with their next update.</p>
+      <div className="fields">
+        <div>
+          <label htmlFor="edit-name">Name</label>
+          <input id="edit-name" required value={name} onChange={(e) => setName(e.target.value)} />
+        </div>
+        <div>
+          <label htmlFor="edit-port">WireGuard port</label>
+          <input id="edit-port" type="number" inputMode="numeric" value={port} onChange={(e) => setPort(e.target.value)} />
+        </div>
+        <div>
+          <label htmlFor="edit-keepalive">Keepalive (seconds, 0 = off)</label>
+          <input
+            id="edit-keepalive"
+            type="number"
+            inputMode="numeric"
+            value={keepalive}
+            onChange={(e) => setKeepalive(e.target.value)}
+          />
+        </div>
+        <div>
+          <label htmlFor="edit-mtu">MTU</label>
+          <input id="edit-mtu" type="number" inputMode="numeric" value={mtu} onChange={(e) => setMtu(e.target.value)} />
+        </div>
+      </div>
+      <ErrorBox error={error} />
+      <div className="row">
+        <button type="submit" disabled={busy}>
+          {busy ? "Saving…" : "Save settings"}
+        </button>
+        <button type="button" className="secondary" onClick={() => setOpen(false)}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}

@@ -16,7 +16,12 @@ What a report says, and the rules (each one a property test in ``tests/unit/test
    either end's fresh report (younger than ``stale_after``) says the other is down, and the
    other is not in that end's ``direct`` set (below), and only when both ends have a fresh
    report: a host whose agent is not running or has not reported yet is off, not unreachable
-   (relaying it would waste a relay, and the pair would then wait for rule 4 to end).
+   (relaying it would waste a relay, and the pair would then wait for rule 4 to end). Both ends
+   are members without a gateway role: a gateway's down row is what the host's HA probes say
+   (a dead gateway, which placement and the agent's fast path handle; relaying every user to a
+   dead gateway through another would write a pair per user in the middle of a failover); a
+   host that cannot reach a gateway directly uses another gateway of the range or a relay set
+   by hand.
 2. *Through the best relay.* The via is an auto-relay gateway the pair can hold through
    (:meth:`plan.NetworkRecords.pair_holds`: a member, neither end, not relayed itself, no pair
    of its own with either end), whose own report is fresh (a silent gateway is no relay), and
@@ -59,6 +64,7 @@ from typing import Literal
 
 from .ids import HostId
 from .models import LatencyRow
+from .placement import Policy as PlacementPolicy
 from .plan import NetworkRecords
 
 __all__ = ["Policy", "Report", "PairChange", "PairDecision", "decide", "recorded", "release", "role_changes"]
@@ -69,9 +75,11 @@ Reason = Literal["unreachable", "via_unusable", "direct"]
 
 @dataclass(frozen=True)
 class Policy:
-    """``stale_after``: a report older than this (s) says nothing (more than the agents' heartbeat)."""
+    """``stale_after``: a report older than this (s) says nothing. It must exceed the agents'
+    heartbeat (300 s: an agent with nothing new reports that seldom), so it is placement's: two
+    heartbeats and a minute, the time after which a host shows offline too."""
 
-    stale_after: int = 90
+    stale_after: int = PlacementPolicy.stale_after
 
 
 @dataclass(frozen=True)
@@ -176,7 +184,8 @@ def _decide_once(records: NetworkRecords, fresh: Mapping[HostId, Report]) -> Ste
     left = _with_pairs(records, {p: v for p, v in now_pairs.items() if out.get(p, (v,))[0] is not None})
     wanted = sorted({(min(x, t.target), max(x, t.target)) for x, r in fresh.items() for t in r.rows
                      if not t.up and t.target in records.members and t.target in fresh and t.target != x
-                     and t.target not in r.direct})
+                     and t.target not in r.direct
+                     and records.gateway(x) is None and records.gateway(t.target) is None})
     for a, b in wanted:
         if (a, b) not in now_pairs and (to := best(left, a, b)) is not None:
             out[(a, b)] = (to, "unreachable")

@@ -29,6 +29,29 @@ def _report(version: str, latency: list[dict[str, Any]] | None = None) -> bytes:
                        **({"latency": latency} if latency else {})}).encode()
 
 
+def _world(info: dict[str, Any], names: tuple[str, ...], gateways: tuple[str, ...], tmp_path: Any,
+           clients: list[MqttTestClient]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str],
+                                                   dict[str, MqttTestClient]]:
+    """A network of hosts ``names`` enrolled, ``gateways`` of them gateways of LAN (auto-relays by
+    default), each with an MQTT connection of its own (added to ``clients`` for the caller to close):
+    the network, the enrollments, the host ids and the connections by name."""
+    admin = info["admin_key"]
+    _, net = call(info, "POST", "/v1/networks", {"name": "lab", "ipv4_cidr": "100.64.0.0/24"}, admin)
+    _, key = call(info, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": len(names)}, admin)
+    hosts = {n: enroll(info, key["token"], n, tmp_path) for n in names}
+    ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
+    for g in gateways:
+        status, body = call(info, "PUT", f"/v1/networks/{net['id']}/gateways/{ids[g]}", {"egress": [LAN]},
+                            admin)
+        assert status == 200 and body["auto_relay"] is True, body
+    mqtt = {}
+    for n, (_, creds) in hosts.items():
+        mqtt[n] = MqttTestClient(info["mqtt_endpoint"], info["mqtt_port"], creds)
+        mqtt[n].connect()
+        clients.append(mqtt[n])
+    return net, hosts, ids, mqtt
+
+
 def _carrier(info: dict[str, Any], reg: dict[str, Any]) -> str:
     """The gateway ``reg``'s host sends LAN to, from its own /config."""
     status, cfg = call(info, "GET", f"/v1/hosts/{reg['host']['id']}/config?v={protocol.VERSION}", None,
@@ -46,19 +69,7 @@ def test_a_report_that_the_gateway_is_down_moves_the_host_and_is_broadcast(stack
     try:
         info = stack.wait_up()
         admin = info["admin_key"]
-        _, net = call(info, "POST", "/v1/networks", {"name": "ha", "ipv4_cidr": "100.64.0.0/24"}, admin)
-        _, key = call(info, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 3}, admin)
-        hosts = {n: enroll(info, key["token"], n, tmp_path) for n in ("g1", "g2", "u")}
-        ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
-        for g in ("g1", "g2"):
-            status, body = call(info, "PUT", f"/v1/networks/{net['id']}/gateways/{ids[g]}",
-                                {"egress": [LAN]}, admin)
-            assert status == 200, body
-        mqtt = {}
-        for n, (_, creds) in hosts.items():
-            mqtt[n] = MqttTestClient(info["mqtt_endpoint"], info["mqtt_port"], creds)
-            mqtt[n].connect()
-            clients.append(mqtt[n])
+        net, hosts, ids, mqtt = _world(info, ("g1", "g2", "u"), ("g1", "g2"), tmp_path, clients)
         for g in ("g1", "g2"):  # a gateway that never reported is silent: no target
             assert not mqtt[g].publish(f"sm/h/{ids[g]}/status", _report("gw")).is_failure
             wait_for_version(info, admin, ids[g], "gw")
@@ -93,18 +104,7 @@ def test_reports_that_carry_only_direct_reach_the_failover_function_and_end_a_pa
     try:
         info = stack.wait_up()
         admin = info["admin_key"]
-        _, net = call(info, "POST", "/v1/networks", {"name": "pairs", "ipv4_cidr": "100.64.0.0/24"}, admin)
-        _, key = call(info, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 3}, admin)
-        hosts = {n: enroll(info, key["token"], n, tmp_path) for n in ("g", "a", "b")}
-        ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
-        status, body = call(info, "PUT", f"/v1/networks/{net['id']}/gateways/{ids['g']}", {"egress": [LAN]},
-                            admin)
-        assert status == 200 and body["auto_relay"] is True, body
-        mqtt = {}
-        for n, (_, creds) in hosts.items():
-            mqtt[n] = MqttTestClient(info["mqtt_endpoint"], info["mqtt_port"], creds)
-            mqtt[n].connect()
-            clients.append(mqtt[n])
+        net, hosts, ids, mqtt = _world(info, ("g", "a", "b"), ("g",), tmp_path, clients)
         for n in ("g", "b"):
             assert not mqtt[n].publish(f"sm/h/{ids[n]}/status", _report(n)).is_failure
             wait_for_version(info, admin, ids[n], n)

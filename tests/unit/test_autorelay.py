@@ -3,8 +3,9 @@ networks and reports, and as examples.
 
 (a) a relayed pair's via is an auto-relay gateway that is fresh, that neither end reports down
     and that reports neither end down; the plan of the result honours every pair (it holds);
-(b) a pair a fresh report says is down (and not direct) is relayed whenever such a via exists,
-    through one with the fewest unknown RTTs, then the lowest combined RTT;
+(b) a pair of members without a gateway role that a fresh report says is down (and not direct)
+    is relayed whenever such a via exists, through one with the fewest unknown RTTs, then the
+    lowest combined RTT;
 (c) deterministic (whatever the order of the inputs) and converged: run again on its own
     result it changes nothing;
 (d) a pair is never both direct and relayed: at each end of a relayed pair the plan has no entry
@@ -20,13 +21,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.domain import plan
-from chalicelib.domain.autorelay import PairDecision, Report, decide, recorded, role_changes
+from chalicelib.domain.autorelay import PairDecision, Policy, Report, decide, recorded, role_changes
 from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import Gateway, LatencyRow, MemberRole
 from chalicelib.domain.plan import NetworkRecords
 from tests.unit import test_plan_gateways as g
 
 NOW = 1_000
+STALE = Policy().stale_after + 1  # the age of a report that says nothing
 
 
 def h(i: int) -> HostId:
@@ -74,12 +76,12 @@ def worlds(draw: st.DrawFn) -> tuple[NetworkRecords, dict[HostId, Report]]:
         rows = tuple(LatencyRow(t, draw(rtts), 0, draw(st.sampled_from([True, True, False])))
                      for t in sorted(targets) if t != hid)
         direct = frozenset(draw(st.lists(st.sampled_from(ids), max_size=2)))
-        reports[hid] = Report(NOW - (10 if kind == "fresh" else 500), rows, direct)
+        reports[hid] = Report(NOW - (10 if kind == "fresh" else STALE), rows, direct)
     return records, reports
 
 
 def fresh(reports: dict[HostId, Report]) -> dict[HostId, Report]:
-    return {x: r for x, r in reports.items() if NOW - r.at <= 90}
+    return {x: r for x, r in reports.items() if NOW - r.at <= Policy().stale_after}
 
 
 def down(reports: dict[HostId, Report], x: HostId, target: HostId) -> bool:
@@ -125,6 +127,10 @@ def test_an_unreachable_pair_is_relayed_through_the_best_usable_relay_when_there
     for x, r in fresh(reports).items():
         for row in r.rows:
             if row.up or row.target == x or row.target in r.direct or row.target not in records.members:
+                continue
+            if records.gateway(x) is not None or records.gateway(row.target) is not None:
+                assert (min(x, row.target), max(x, row.target)) not in set(d.pairs) - set(before), (
+                    "(b) a gateway's down row (a dead gateway, for placement) relays no pair")
                 continue
             if row.target not in fresh(reports):
                 assert (min(x, row.target), max(x, row.target)) not in set(d.pairs) - set(before), (
@@ -193,7 +199,7 @@ def test_an_unknown_rtt_counts_as_worse_than_any_known_one_and_a_down_relay_is_n
                h(2): Report(NOW, rows(host_3=90.0))}
     d = decide(five(), reports, NOW)
     assert d.pairs[(h(1), h(2))] == h(3)  # 90 + 90 known, against 1 + unknown
-    assert d.pairs[(h(1), h(5))] == h(4), "host_1 reaches a gateway it has no direct path to through another"
+    assert (h(1), h(5)) not in d.pairs, "a gateway reported down is dead (placement's), not a pair's end"
 
 
 def test_a_relayed_pair_stays_on_its_relay_until_it_is_unusable_then_moves() -> None:
@@ -212,7 +218,7 @@ def test_a_pair_goes_direct_only_when_both_ends_report_the_direct_path() -> None
     both = {**one, h(2): Report(NOW, (), frozenset({h(1)}))}
     d = decide(five(via="host_3"), both, NOW)
     assert dict(d.pairs) == {} and [c.reason for c in d.changes] == ["direct"]
-    stale = {**both, h(2): Report(NOW - 500, (), frozenset({h(1)}))}
+    stale = {**both, h(2): Report(NOW - STALE, (), frozenset({h(1)}))}
     assert decide(five(via="host_3"), stale, NOW).changes == (), "a stale report says nothing"
 
 
@@ -221,7 +227,7 @@ def test_a_pair_is_relayed_only_when_both_ends_report_freshly() -> None:
     not unreachable: its peers' rows saying it is down relay nothing."""
     says_down = {**GATEWAYS, h(1): Report(NOW, (LatencyRow(h(2), None, 100, False), *rows(host_3=1.0)))}
     assert decide(five(), says_down, NOW).pairs == {}, "host_2 never reported"
-    stale = {**says_down, h(2): Report(NOW - 500, rows(host_3=1.0))}
+    stale = {**says_down, h(2): Report(NOW - STALE, rows(host_3=1.0))}
     assert decide(five(), stale, NOW).pairs == {}, "host_2's reports stopped"
     both = {**says_down, h(2): Report(NOW, rows(host_3=1.0))}
     assert dict(decide(five(), both, NOW).pairs) == {(h(1), h(2)): h(3)}

@@ -75,10 +75,14 @@ class ProbeSettings:
 
 @dataclass(frozen=True)
 class Target:
-    """Where to probe a host (an overlay address, through the tunnel), and how often (FAST/SLOW)."""
+    """Where to probe a host (an overlay address, through the tunnel), and how often (FAST/SLOW).
+    ``hold_until``: before this time (the prober's clock) misses count for loss but cannot make the
+    target down: a peer the host only started to send to gets WireGuard's handshake a fair chance
+    first (:mod:`agent.reach`)."""
 
     address: str
     kind: str = FAST
+    hold_until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,11 +119,12 @@ class Health:
             return True
         return False
 
-    def miss(self) -> bool:
-        """A probe without a reply in time; True when this made the target go down."""
+    def miss(self, may_go_down: bool = True) -> bool:
+        """A probe without a reply in time; True when this made the target go down (never while
+        ``may_go_down`` is False: the misses still count, so the first one after it may)."""
         self._outcomes.append(False)
         self._run = self._run - 1 if self._run < 0 else -1
-        if self.up is not False and -self._run >= self._s.down_after:
+        if may_go_down and self.up is not False and -self._run >= self._s.down_after:
             self.up = False
             return True
         return False
@@ -214,7 +219,8 @@ class Probes:
         late = [s for s, p in self._inflight.items() if now - p.sent_at >= self.settings.timeout]
         for seq in sorted(late, key=lambda s: self._inflight[s].sent_at):
             probe = self._inflight.pop(seq)
-            if self._slots[probe.target].health.miss():
+            slot = self._slots[probe.target]
+            if slot.health.miss(now >= slot.target.hold_until):
                 changes.append((probe.target, False))
         return changes
 
@@ -236,15 +242,23 @@ def _same_address(a: str, b: str) -> bool:
 
 
 def choose_targets(gateways: Iterable[tuple[Member, bool]], unreachable: Iterable[Member],
-                   limit: int = MAX_REPORT_LATENCY) -> dict[HostId, Target]:
+                   limit: int = MAX_REPORT_LATENCY,
+                   trying: Mapping[HostId, tuple[str, float]] | None = None) -> dict[HostId, Target]:
     """What to probe, at most ``limit``: first the gateways this host routes through (``True``
-    beside them: fast), then the other gateways of its networks (slow), then the peers it has no
-    direct path to (slow). Each at its IPv4 overlay address, so the echo crosses the tunnel."""
+    beside them: fast), then the peers it has no direct path to (``trying``: host → (kind, hold
+    until), :mod:`agent.reach`; slow when not named), then the other gateways of its networks
+    (slow). Each at its IPv4 overlay address, so the echo crosses the tunnel. Peers before the
+    gateways it does not use: whether a pair needs a relay is what the probe of a peer decides."""
+    trying = trying or {}
     gws = sorted(gateways, key=lambda g: (not g[1], g[0].host_id))
     out: dict[HostId, Target] = {}
     for m, routed in gws:  # routed first: a gateway in two networks is fast if either says so
-        out.setdefault(m.host_id, Target(m.ipv4, FAST if routed else SLOW))
+        if routed:
+            out.setdefault(m.host_id, Target(m.ipv4, FAST))
     for m in sorted(unreachable, key=lambda m: m.host_id):
+        kind, hold = trying.get(m.host_id, (SLOW, 0.0))
+        out.setdefault(m.host_id, Target(m.ipv4, kind, hold))
+    for m, _ in gws:
         out.setdefault(m.host_id, Target(m.ipv4, SLOW))
     return dict(list(out.items())[:limit])
 

@@ -21,7 +21,6 @@ its thread. What other parts build on (failover, relays) is :class:`Prober`'s sm
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
@@ -38,6 +37,8 @@ from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import LatencyRow, Member
 from chalicelib.domain.placement import Policy
 from chalicelib.domain.protocol import MAX_REPORT_LATENCY
+
+from .socketloop import SocketLoop
 
 log = logging.getLogger("skymesh.agent.probe")
 
@@ -380,8 +381,8 @@ def echo_reply_seq(data: bytes, family: int, *, raw: bool, ident: int, token: by
     return int(seq)
 
 
-class Prober:
-    """:class:`Probes` on real sockets, in one daemon thread.
+class Prober(SocketLoop):
+    """:class:`Probes` on real sockets, in one daemon thread (:class:`~agent.socketloop.SocketLoop`).
 
     ``on_change(host_id, up)`` is called from the prober's thread when a target goes down or up
     (keep it short: the agent only queues an event). ``clock`` is ``time.monotonic`` and
@@ -389,11 +390,13 @@ class Prober:
     """
 
     MAX_READ = 256  # packets read per wake-up and family: bounded work whatever arrives
+    thread_name = "skymesh-prober"
 
     def __init__(self, settings: ProbeSettings = ProbeSettings(), *,
                  on_change: Callable[[HostId, bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  open_socket: Callable[[int, bytes], IcmpSocket] = IcmpSocket) -> None:
+        super().__init__(log)
         self.settings = settings
         self._listeners = [on_change] if on_change is not None else []
         self._clock = clock
@@ -403,10 +406,6 @@ class Prober:
         self._socks: dict[int, IcmpSocket] = {}
         self._refused: dict[int, float] = {}  # family → when to try to open its socket again
         self._open_socket = open_socket
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------------- API
     def add_listener(self, on_change: Callable[[HostId, bool], None]) -> None:
@@ -430,25 +429,11 @@ class Prober:
         """The latency section of a status report now."""
         return rows(self.states())
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="skymesh-prober", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    # ---------------------------------------------------------------------- loop
+    def _close(self) -> None:
         for s in self._socks.values():
             s.close()
         self._socks = {}
-        self._wake_r.close()
-        self._wake_w.close()
-
-    # ---------------------------------------------------------------------- loop
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
 
     SOCKET_RETRY = 60.0  # seconds between tries to open a socket the kernel refused
 
@@ -466,14 +451,6 @@ class Prober:
                 return None
         return self._socks[family]
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except Exception:  # noqa: BLE001 - the prober must outlive any one bad packet or send
-                log.exception("prober step failed")
-                self._stop.wait(1.0)
-
     def _step(self) -> None:
         with self._lock:
             now = self._clock()
@@ -488,8 +465,7 @@ class Prober:
         changes: list[Change] = []
         for r in ready:
             if r is self._wake_r:
-                with contextlib.suppress(OSError):
-                    self._wake_r.recv(64)
+                self._woken()
                 continue
             got = r.receive(self.MAX_READ) if isinstance(r, IcmpSocket) else []
             at = self._clock()

@@ -22,7 +22,9 @@ to the time a blocked host waits for its relay (the goal is every peer within 15
 While a peer is undecided (trying, and its verdict not yet reached), the agent reads the device
 about once a second (:attr:`ReachSettings.watch`), and also for a short while after peers were
 added (:attr:`ReachSettings.settle`: a host that just joined starts sending to them); otherwise at
-its ordinary status check. One wireguard-go UAPI read of 1,000 peers is a few milliseconds.
+its ordinary status check. One wireguard-go UAPI read of 1,000 peers costs about 8 ms to parse
+and 1 ms to observe here (measured on the build machine, under load): under 1 % of a core while
+reading every second, and only while something is undecided.
 """
 
 from __future__ import annotations

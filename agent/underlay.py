@@ -35,7 +35,6 @@ on real sockets in one thread.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -52,6 +51,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .socketloop import SocketLoop
 
 log = logging.getLogger("skymesh.agent.underlay")
 
@@ -371,20 +372,22 @@ class Responder:
 
 
 # ----------------------------------------------------------------------------------- sockets
-class Underlay:
+class Underlay(SocketLoop):
     """:class:`Echoes` and :class:`Responder` on real UDP sockets (one per address family the host
-    has, at ``listen_port + port_offset``), in one daemon thread.
+    has, at ``listen_port + port_offset``), in one daemon thread (:class:`~agent.socketloop.SocketLoop`).
 
     ``on_change(public_key, direct)`` is called from its thread when a peer's verdict flips (keep
     it short: the agent only queues an event).
     """
 
     MAX_READ = 256  # packets read per wake-up and socket: bounded work whatever arrives
+    thread_name = "skymesh-underlay"
 
     def __init__(self, private_key: str, public_key: str, listen_port: int,
                  settings: DirectSettings = DirectSettings(), *,
                  on_change: Callable[[str, bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(log)
         self.settings = settings
         self.port = listen_port + settings.port_offset
         self._listeners = [on_change] if on_change is not None else []
@@ -394,10 +397,6 @@ class Underlay:
         self._lock = threading.Lock()
         self._me = base64.b64decode(public_key)
         self._socks: dict[int, socket.socket] = {}
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._thread: threading.Thread | None = None
         self._targets: dict[str, tuple[Address, ...]] = {}
 
     # ----------------------------------------------------------------------- API
@@ -423,6 +422,7 @@ class Underlay:
             return self._echoes.required(key)
 
     def start(self) -> None:
+        """Open the echo sockets (a family the host cannot bind is left out), then the thread."""
         for family, any_address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
             try:
                 s = socket.socket(family, socket.SOCK_DGRAM)
@@ -435,32 +435,13 @@ class Underlay:
                          "IPv4" if family == socket.AF_INET else "IPv6", self.port, e)
                 continue
             self._socks[family] = s
-        self._thread = threading.Thread(target=self._run, name="skymesh-underlay", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    # ---------------------------------------------------------------------- loop
+    def _close(self) -> None:
         for s in self._socks.values():
             s.close()
         self._socks = {}
-        self._wake_r.close()
-        self._wake_w.close()
-
-    # ---------------------------------------------------------------------- loop
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except Exception:  # noqa: BLE001 - the thread must outlive any one bad packet or send
-                log.exception("underlay echo step failed")
-                self._stop.wait(1.0)
 
     def _send(self, data: bytes, address: Address) -> None:
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -489,8 +470,7 @@ class Underlay:
         changes: list[Change] = []
         for r in ready:
             if r is self._wake_r:
-                with contextlib.suppress(OSError):
-                    self._wake_r.recv(64)
+                self._woken()
                 continue
             for _ in range(self.MAX_READ):
                 try:

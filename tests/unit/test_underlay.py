@@ -184,3 +184,32 @@ def test_the_verdict_is_the_simple_model_of_the_last_unbroken_run(outcomes: list
         run_len = i - last_miss
         model = run_len >= S.answers and (run_len - 1) * S.interval >= S.hold
         assert s.direct == model
+
+
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from(("ok", "late", "elsewhere"))), max_size=50))
+def test_echoes_say_direct_exactly_as_the_model_whatever_the_replies(script: list[tuple[bool, str]]) -> None:
+    """Rounds every 2 s, each answered in time from the address asked, late, or from elsewhere (or
+    not at all): the verdict is the model's over the rounds answered in time, and a change is said
+    exactly when the verdict flips."""
+    e = Echoes(S)
+    e.set_peers({PB: (ADDR,)}, 0.0)
+    outcomes: list[bool] = []
+    direct = False
+    for i, (replied, how) in enumerate(script):
+        now = i * S.interval
+        said = []
+        for seq, k, addr in e.due(now):
+            if replied and how == "ok":
+                said.append(e.reply(seq, k, addr, now + 0.5))
+            elif replied and how == "elsewhere":
+                said.append(e.reply(seq, k, ("198.18.0.66", addr[1]), now + 0.5))
+            elif replied:
+                e.expire(now + S.timeout)
+                said.append(e.reply(seq, k, addr, now + S.timeout + 0.1))
+        said += e.expire(now + S.timeout)
+        outcomes.append(replied and how == "ok")
+        run_len = len(outcomes) - 1 - max((j for j, o in enumerate(outcomes) if not o), default=-1)
+        model = run_len >= S.answers and (run_len - 1) * S.interval >= S.hold
+        assert (PB in e.direct()) == model
+        assert [c for c in said if c is not None] == ([(PB, model)] if model != direct else [])
+        direct = model

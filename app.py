@@ -38,9 +38,10 @@ def host_report(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @app.lambda_function(name="failover_report")
 def failover_report(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """A status report that carries latency, delivered by its own IoT topic rule (locally: the rule
-    bridge): the reporting host is placed again on the gateways it measured (failover functions,
-    event-driven). Like ``host_report`` it never raises on what a host sent."""
+    """A status report that carries latency or ``direct``, delivered by its own IoT topic rule
+    (locally: the rule bridge): the reporting host is placed again on the gateways it measured, and
+    its network's automatic relays decided again when the report says something of pairs
+    (failover functions, event-driven). Like ``host_report`` it never raises on what a host sent."""
     if not isinstance(event, dict) or not isinstance(event.get("host_id"), str):
         app.log.warning("failover_report: dropped an event without a host id from the topic")
         return {"moved": 0}

@@ -23,8 +23,8 @@ What each resource is for (docs/deploy.md has the same list for people):
   shape ``{"error": {"code", "message"}}`` (:func:`gateway_responses`).
 - ``HostStatusRule`` — the topic rule that hands status reports (broker topic or
   Basic Ingest) to ``host_report``; failed deliveries go to ``RuleErrorLogs``.
-- ``FailoverReportRule`` — the topic rule that hands the status reports carrying latency
-  (broker topic) to ``failover_report`` as well; failed deliveries go to ``RuleErrorLogs``.
+- ``FailoverReportRule`` — the topic rule that hands the status reports carrying latency or
+  ``direct`` (broker topic) to ``failover_report`` as well; failed deliveries go to ``RuleErrorLogs``.
 """
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ class SkymeshStack(Stack):
         return table
 
     def _status_rules(self, app: Chalice, key: kms.IKey, rule_name: str, failover_rule: str) -> None:
-        """Status reports → ``host_report``, those carrying latency → ``failover_report`` too;
+        """Status reports → ``host_report``, those carrying latency or direct → ``failover_report`` too;
         a failed delivery is logged, not lost silently."""
         errors = logs.LogGroup(self, "RuleErrorLogs",
                                log_group_name=f"/skymesh/{self.stack_name}/iot-rule-errors",
@@ -353,14 +353,14 @@ class SkymeshStack(Stack):
             cloudwatch_logs=iot.CfnTopicRule.CloudwatchLogsActionProperty(
                 log_group_name=errors.log_group_name, role_arn=error_role.role_arn))
         # Two rules, not two actions of one: a rule's WHERE applies to all its actions, and
-        # failover_report is invoked only for the reports that carry latency. A report sent
+        # failover_report is invoked only for the reports that carry latency or direct. A report sent
         # through Basic Ingest reaches only the rule it names (HostStatusRule): the failover
         # rule sees the reports published on the broker topic (docs/deploy.md).
         for logical_id, name, sql, function, description in (
             ("HostStatusRule", rule_name, host_status_rule_sql(), "host_report",
              "Host status reports (broker topic or Basic Ingest) to host_report"),
             ("FailoverReportRule", failover_rule, failover_report_rule_sql(), "failover_report",
-             "Host status reports that carry latency to failover_report (event-driven placement)"),
+             "Host status reports that carry latency or direct to failover_report (placement, relays)"),
         ):
             function_arn = app.get_resource(CHALICE_FUNCTIONS[function]).get_att("Arn").to_string()
             rule = iot.CfnTopicRule(

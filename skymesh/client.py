@@ -351,7 +351,11 @@ class ApiClient:
 
     def list_relays(self, network_id: str) -> list[dict[str, Any]]:
         """Every relay of the network with the hosts it relays."""
-        return self.get(_path("v1", "networks", network_id, "relays"))["relays"]
+        return self.relays(network_id)["relays"]
+
+    def relays(self, network_id: str) -> dict[str, Any]:
+        """The network's relays (``relays``) and the pairs relayed automatically (``pairs``)."""
+        return self.get(_path("v1", "networks", network_id, "relays"))  # type: ignore[no-any-return]
 
     def delete_relay(self, network_id: str, relay_id: str) -> None:
         """Every host ``relay_id`` relays goes direct again (404 when it relays none)."""

@@ -76,14 +76,17 @@ def host_status_rule_sql() -> str:
 
 
 def failover_report_rule_sql() -> str:
-    """The topic rule that hands status reports carrying latency to ``failover_report`` as well.
+    """The topic rule that hands status reports carrying latency or ``direct`` to ``failover_report``
+    as well.
 
     The same reports and host id as :func:`host_status_rule_sql`, only those whose ``latency``
-    list has a first entry (``get`` of a missing list, or past the end of one, is Undefined): the
-    failover function is not invoked for a report that measured nothing. Locally the rule bridge
-    plays it with :func:`skymesh.local.bridge.carries_latency`, the same rule in Python.
+    or ``direct`` list has a first entry (``get`` of a missing list, or past the end of one, is
+    Undefined): the failover function is not invoked for a report that measured nothing and says
+    no pair may go direct. Locally the rule bridge plays it with
+    :func:`skymesh.local.bridge.goes_to_failover`, the same rule in Python.
     """
-    return f"{host_status_rule_sql()} AND NOT isUndefined(get(latency, 0))"
+    return (f"{host_status_rule_sql()} AND "
+            "(NOT isUndefined(get(latency, 0)) OR NOT isUndefined(get(direct, 0)))")
 
 
 def host_policy_document(arn_prefix: str, *, ingest_rule: str | None = None) -> dict[str, Any]:

@@ -522,7 +522,7 @@ class MemoryStore:
                 return False
             self._hosts[host.id] = replace(host, status=replace(
                 status, reported_endpoints=tuple(status.reported_endpoints), peers=tuple(status.peers),
-                latency=tuple(status.latency)))
+                latency=tuple(status.latency), direct=tuple(status.direct)))
             return True
 
     def host_statuses(self, host_ids: Sequence[str]) -> dict[HostId, HostStatus]:

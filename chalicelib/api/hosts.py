@@ -90,6 +90,8 @@ def host_config(call: Call) -> s.HostConfig:
 
 def _schema_needed(snap: protocol.Snapshot) -> tuple[int, str]:
     """The oldest schema that can say what this snapshot holds, and what needs it."""
+    if any(m.role.pair_relays for m in snap.members):
+        return 4, "automatic relays"
     if any(m.role.relayed_by is not None for m in snap.members):
         return 3, "relays"
     if snap.clients or any(m.role for m in snap.members):

@@ -20,10 +20,14 @@ def put_relay(call: Call) -> s.Relay:
 
 
 @api.route("/v1/networks/{network_id}/relays", "GET", auth=ADMIN, response=s.RelayList,
-           summary="List the relays of a network with the hosts each relays")
+           summary="List the relays of a network with the hosts each relays, and the pairs relayed "
+                   "automatically")
 def list_relays(call: Call) -> s.RelayList:
     relays = call.service.relays.list(call.params["network_id"])
-    return s.RelayList(relays=[serialize.relay(r) for r in relays])
+    pairs = call.service.relays.pairs(call.params["network_id"])
+    return s.RelayList(relays=[serialize.relay(r) for r in relays],
+                       pairs=[s.RelayPair(a=serialize.member_ref(a), b=serialize.member_ref(b),
+                                          via=serialize.member_ref(via)) for a, b, via in pairs])
 
 
 @api.route(_RELAY, "DELETE", auth=ADMIN, status=204,

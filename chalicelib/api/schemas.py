@@ -270,7 +270,7 @@ class WireRole(BaseModel):
     pair_relays: dict[str, str] | None = Field(
         default=None, exclude_if=_absent,
         description="peer → the auto-relay gateway traffic with it goes through (automatic relays; on the "
-                    "pair's member with the smaller host id)")
+                    "pair's member with the smaller host id; schema 4)")
 
 
 class WireMember(BaseModel):
@@ -382,7 +382,8 @@ class ConfigQuery(BaseModel):
         default=None, ge=1, le=1_000_000,
         description="the wire protocol's schema version the agent speaks; without it, 1. An agent "
                     "of an older schema gets full snapshots only, and a 400 (agent_outdated) when "
-                    "they hold what its schema cannot say (gateways, clients)")
+                    "they hold what its schema cannot say (gateways, clients: 2; relays: 3; "
+                    "automatic relays: 4)")
 
     def seqs(self) -> dict[str, int]:
         if not self.known:
@@ -586,5 +587,17 @@ class Relay(NetworkMemberRef):
     relayed: list[NetworkMemberRef] = Field(description="the members it relays, in host id order")
 
 
+class RelayPair(BaseModel):
+    """Two members that reach each other through an auto-relay gateway (automatic relays)."""
+
+    a: NetworkMemberRef = Field(description="the end with the smaller host id")
+    b: NetworkMemberRef
+    via: NetworkMemberRef = Field(description="the auto-relay gateway between them")
+
+
 class RelayList(BaseModel):
     relays: list[Relay]
+    pairs: list[RelayPair] = Field(
+        default_factory=list,
+        description="the pairs relayed automatically (the failover functions set them from the hosts' "
+                    "reports), in host id order")

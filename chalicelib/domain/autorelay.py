@@ -14,7 +14,9 @@ What a report says, and the rules (each one a property test in ``tests/unit/test
    hands) as a latency row with ``up`` false: the agent probes such peers through the tunnel,
    and the probe fails while there is no path. A pair (a, b) not relayed yet is relayed when
    either end's fresh report (younger than ``stale_after``) says the other is down, and the
-   other is not in that end's ``direct`` set (below).
+   other is not in that end's ``direct`` set (below), and only when both ends have a fresh
+   report: a host whose agent is not running or has not reported yet is off, not unreachable
+   (relaying it would waste a relay, and the pair would then wait for rule 4 to end).
 2. *Through the best relay.* The via is an auto-relay gateway the pair can hold through
    (:meth:`plan.NetworkRecords.pair_holds`: a member, neither end, not relayed itself, no pair
    of its own with either end), whose own report is fresh (a silent gateway is no relay), and
@@ -59,7 +61,7 @@ from .ids import HostId
 from .models import LatencyRow
 from .plan import NetworkRecords
 
-__all__ = ["Policy", "Report", "PairChange", "PairDecision", "decide", "recorded", "role_changes"]
+__all__ = ["Policy", "Report", "PairChange", "PairDecision", "decide", "recorded", "release", "role_changes"]
 
 Pair = tuple[HostId, HostId]  # (a, b), a < b
 Reason = Literal["unreachable", "via_unusable", "direct"]
@@ -173,7 +175,7 @@ def _decide_once(records: NetworkRecords, fresh: Mapping[HostId, Report]) -> Ste
             out[(a, b)] = (best(left, a, b), "via_unusable")
     left = _with_pairs(records, {p: v for p, v in now_pairs.items() if out.get(p, (v,))[0] is not None})
     wanted = sorted({(min(x, t.target), max(x, t.target)) for x, r in fresh.items() for t in r.rows
-                     if not t.up and t.target in records.members and t.target != x
+                     if not t.up and t.target in records.members and t.target in fresh and t.target != x
                      and t.target not in r.direct})
     for a, b in wanted:
         if (a, b) not in now_pairs and (to := best(left, a, b)) is not None:
@@ -220,3 +222,15 @@ def role_changes(records: NetworkRecords, pairs: Mapping[Pair, HostId]) -> dict[
             and (new := tuple(sorted(want.get(a, ())))) != records.members[a].role.pair_relays}
 
 
+
+
+def release(records: NetworkRecords) -> tuple[NetworkRecords, dict[HostId, tuple[Pair, ...]]]:
+    """The records without the recorded pairs that do not hold on them (an end or the via left, the
+    via is no auto-relay gateway any more, an end is relayed by hand, ...), and the members whose
+    ``pair_relays`` that changes, each with its new ones: what a change that makes a pair not hold
+    writes in the same write, so no pair outlives what made it valid (:func:`plan.check` refuses a
+    pair through a member that is no auto-relay gateway or no member).
+    """
+    holding = {(a, b): via for (a, b), via in recorded(records).items() if records.pair_holds(a, b, via)}
+    changes = role_changes(records, holding)
+    return (_with_pairs(records, holding) if changes else records), changes

@@ -206,6 +206,7 @@ class HostStatus:
     reported_endpoints: tuple[str, ...] = ()
     peers: tuple[PeerStatus, ...] = ()
     latency: tuple[LatencyRow, ...] = ()  # issue 10: the latest report's probe results
+    direct: tuple[HostId, ...] = ()  # issue 10: peers of its relayed pairs whose underlay path answered
 
 
 @dataclass(frozen=True)

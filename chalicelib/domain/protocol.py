@@ -14,11 +14,12 @@ fetches a full snapshot (``type: snapshot``, ``full: true``).
 
 Schema versions: 1 carried members only; 2 adds members' roles (gateways, internet
 use) and remote-access clients; 3 adds relays to roles (``relayed_by``: the member that
-relays this one; ``pair_relays``: the automatic relays of pairs of members; a gateway's
-``auto_relay``). A network message of another version is refused as a
-whole (:class:`ProtocolError`): an agent never applies part of a message it does not
-understand, it resyncs (and ``/config`` tells an agent of an older schema to upgrade).
-Status reports of versions 1 and 2 are still read: their fields are a subset of version 3's.
+relays this one; a gateway's ``auto_relay``); 4 the automatic relays of pairs of members
+(``pair_relays``), which only an agent of schema 4 routes by. A network message of another
+version is refused as a whole (:class:`ProtocolError`): an agent never applies part of a
+message it does not understand, it resyncs (and ``/config`` tells an agent of an older schema
+to upgrade). Status reports of versions 1 to 3 are still read: their fields are a subset of
+version 4's.
 A status report may carry ``latency`` (issue 10: what the host's prober measured of its
 gateways, relays and peers without a direct path); reports without it (every report of
 versions 1 and 2) are read as before, and an agent leaves the field out when it has nothing
@@ -77,7 +78,7 @@ __all__ = [
     "network_from_wire",
 ]
 
-VERSION = 3
+VERSION = 4
 OLDEST_STATUS_VERSION = 1  # agents that speak an older schema still report their status
 ROOT = "sm"
 HOST_STATUS_FILTER = f"{ROOT}/h/+/status"
@@ -91,15 +92,15 @@ MAX_KNOWN_NETWORKS = 64
 # Bounds of a status report. Any host can publish one, so each field has a limit and
 # the stored record cannot outgrow them: at most MAX_REPORT_PEERS entries of a 44-byte
 # key, three integers and an IP endpoint of at most 47 characters (about 165 bytes each as
-# a DynamoDB item) plus 8 endpoints and MAX_REPORT_LATENCY probe results (issue 10: 2.2 KB,
-# stored as one string), i.e. under 44 KB (measured: 44,985 B; 42,801 B without latency),
-# whatever a host sends.
+# a DynamoDB item) plus 8 endpoints, MAX_REPORT_LATENCY probe results (issue 10: 2.2 KB,
+# stored as one string) and as many ``direct`` host ids (1.5 KB, one string), i.e. under 46 KB
+# (measured: 46,528 B; 44,985 B without direct, 42,801 B without latency), whatever a host sends.
 # The agent reports only the peers it has talked to; a host talks to most of its peers
 # only as a gateway or relay, and then 256 most recent handshakes are enough to see that it
 # works (the agent keeps those).
 # A list page of 50 such hosts stays far below API Gateway's and Lambda's 6 MB.
 MAX_REPORT_PEERS = 256
-MAX_STORED_REPORT_BYTES = 44 * 1024
+MAX_STORED_REPORT_BYTES = 46 * 1024
 """The most a stored report adds to its host's record (measured by DynamoDB's item-size rules)."""
 MAX_REPORT_BYTES = 64 * 1024  # the largest valid report (peers' endpoints included) encodes to ~48 KB
 MAX_AGENT_VERSION = 64

@@ -17,6 +17,12 @@ does not take its hosts back (they stay placed where they went).
 
 Hosts without a placement are where the plan's ranking puts them (a rendezvous order of
 their own); they count as placed there, so only a move writes anything.
+
+The same functions relay pairs of members automatically (:mod:`chalicelib.domain.autorelay`), in
+networks with an auto-relay gateway: on a report that says a member (not a gateway) is down, that
+carries ``direct``, or whose reporter is an end of a recorded pair, and on the schedule (a via
+whose reports stopped, stale reports). One pass reads every member's latest report in one batched
+read and writes the pairs that change as one conditional change (one broadcast).
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from ..domain import placement, plan, protocol
+from ..domain import autorelay, placement, plan, protocol
 from ..domain.ids import HostId, NetworkId
 from ..domain.models import Host, HostStatus, MemberRole
 from ..domain.placement import Decision, Group, Observations, Policy, Sample
-from ..errors import UnavailableError
+from ..errors import ConflictError, UnavailableError
 from . import topology
 from .deps import Deps, log
 from .ports import MAX_ROLE_WRITES, StaleWriteError
@@ -46,13 +52,18 @@ class Failover:
         self._stream = stream
 
     def run(self) -> int:
-        """One scheduled pass over every network whose gateways share ranges; the hosts moved."""
+        """One scheduled pass over every network whose gateways share ranges, and every network
+        with an auto-relay gateway; the hosts moved (placements) and the pairs changed."""
         moved = 0
         for entry in self._d.store.network_registry().entries:
             try:
                 moved += self.place(entry.id)
             except UnavailableError as e:  # the next run tries again; one network stops no other
                 log.warning("failover: placing in %s failed: %s", entry.id, e)
+            try:
+                moved += self.relay_pairs(entry.id)
+            except UnavailableError as e:
+                log.warning("failover: relaying pairs in %s failed: %s", entry.id, e)
         return moved
 
     def after_report(self, host_id: str, payload: dict[str, Any] | bytes | str) -> int:
@@ -63,17 +74,32 @@ class Failover:
         except protocol.ProtocolError:
             return 0  # the report handler logs and drops it
         measured = {r.target for r in report.latency}
-        host = self._d.store.get_host(host_id) if measured else None
+        host = self._d.store.get_host(host_id) if measured or report.direct else None
         if host is None:
             return 0
-        mine = HostStatus(online=True, last_seen=self._d.clock.now(), latency=report.latency)
+        mine = HostStatus(online=True, last_seen=self._d.clock.now(), latency=report.latency,
+                          direct=report.direct)
         moved = 0
         for nid in host.network_ids:
             records = topology.records(self._d.store, nid)
-            if records is None or not measured & {g for gs in records.shared_ranges.values() for g in gs}:
+            if records is None:
                 continue
-            moved += self._place(records, {host.id: mine}, _EVENT_POLICY)
+            if measured & {g for gs in records.shared_ranges.values() for g in gs}:
+                placed = self._place(records, {host.id: mine}, _EVENT_POLICY)
+                moved += placed
+                records = topology.records(self._d.store, nid) if placed else records
+            if records is not None and _says_of_pairs(records, host.id, mine):
+                moved += self._relay(records, {host.id: mine})
         return moved
+
+    def relay_pairs(self, network_id: str) -> int:
+        """One pass of the automatic relays over ``network_id`` with every member's latest report
+        (a via whose reports stopped, stale reports); the pairs changed. Nothing for a network
+        with no auto-relay gateway and no recorded pair."""
+        records = topology.records(self._d.store, network_id)
+        if records is None or not _relays_pairs(records):
+            return 0
+        return self._relay(records, {})
 
     def place(self, network_id: str) -> int:
         """One placement pass over ``network_id`` with every member's latest report; the hosts moved."""
@@ -84,6 +110,69 @@ class Failover:
         return self._place(records, statuses, Policy())
 
     # ------------------------------------------------------------------ helpers
+    def _relay(self, records: plan.NetworkRecords, mine: Mapping[HostId, HostStatus]) -> int:
+        """Decide the network's pairs (:func:`autorelay.decide`) with every member's latest report
+        (``mine``: the report being handled, newer than the stored one) and write what changes;
+        the pairs changed. A write that lost a race is tried once more on fresh records, then
+        left to the next report or the schedule."""
+        statuses = {**self._d.store.host_statuses(sorted(records.members)), **mine}
+        reports = {h: autorelay.Report(s.last_seen, s.latency, frozenset(s.direct))
+                   for h, s in statuses.items() if s.last_seen is not None}
+        for attempt in range(2):
+            decision = autorelay.decide(records, reports, self._d.clock.now())
+            if not decision.changes:
+                return 0
+            try:
+                return self._write_pairs(records, decision)
+            except (StaleWriteError, UnavailableError, ConflictError) as e:
+                again = topology.records(self._d.store, records.network.id) if attempt == 0 else None
+                if again is None:
+                    log.warning("failover: pairs of %s left to the next pass: %s", records.network.id, e)
+                    return 0
+                records = again
+        return 0
+
+    def _write_pairs(self, records: plan.NetworkRecords, decision: autorelay.PairDecision) -> int:
+        """The decision's changes as one conditional write of the members whose roles change, with
+        the ends and vias of the pairs made or moved (their revisions move on, so a concurrent
+        change of one of them, which may make the pair not hold, reads again), at most
+        MAX_ROLE_WRITES hosts: the changes beyond wait for the next pass. The pairs changed."""
+        nid = records.network.id
+        pairs = dict(autorelay.recorded(records))
+        touched: set[HostId] = set()
+        done: list[autorelay.PairChange] = []
+        for c in decision.changes:
+            hosts = {c.a} if c.to_via is None else {c.a, c.b, c.to_via}
+            if len(touched | hosts) > MAX_ROLE_WRITES:
+                break
+            touched |= hosts
+            done.append(c)
+            if c.to_via is None:
+                pairs.pop((c.a, c.b), None)
+            else:
+                pairs[(c.a, c.b)] = c.to_via
+        new_roles = autorelay.role_changes(records, pairs)
+        members = dict(records.members)
+        for owner, owned in new_roles.items():
+            members[owner] = replace(members[owner], role=replace(members[owner].role, pair_relays=owned))
+        plan.check(replace(records, members=members))
+        olds: list[Host] = []
+        news: list[Host] = []
+        for hid in sorted(touched | set(new_roles)):
+            host = self._d.store.get_host(hid)
+            role = None if host is None else host.roles.get(nid, MemberRole())
+            if host is None or nid not in host.addresses or role != records.members[hid].role:
+                raise StaleWriteError(f"host {hid} changed since the pass read network {nid}")
+            olds.append(host)
+            news.append(host.with_role(nid, members[hid].role))
+        (change,) = outbox = self._stream.new_changes([nid], host_ids=tuple(h.id for h in olds))
+        self._d.store.set_member_roles(olds, news, nid, change=change)
+        self._stream.send(outbox)
+        for c in done:
+            log.info("autorelay: pair %s, %s in %s: %s -> %s (%s)", c.a, c.b, nid,
+                     c.from_via or "direct", c.to_via or "direct", c.reason)
+        return len(done)
+
     def _place(self, records: plan.NetworkRecords, reports: Mapping[HostId, HostStatus],
                policy: Policy) -> int:
         gateways = sorted({g for gs in records.shared_ranges.values() for g in gs})
@@ -171,3 +260,22 @@ class Failover:
         self._d.store.set_member_roles(olds, news, nid, change=change)
         self._stream.send(outbox)
         return len(olds)
+
+
+def _relays_pairs(records: plan.NetworkRecords) -> bool:
+    """Whether the network has an auto-relay gateway or a recorded pair: else no pass does any work."""
+    return any((m.role.gateway is not None and m.role.gateway.auto_relay) or m.role.pair_relays
+               for m in records.members.values())
+
+
+def _says_of_pairs(records: plan.NetworkRecords, reporter: HostId, status: HostStatus) -> bool:
+    """Whether a report may change the network's pairs: it says a member that is no gateway is
+    down, carries ``direct``, or its reporter is an end of a recorded pair."""
+    if not _relays_pairs(records):
+        return False
+    if status.direct:
+        return True
+    if any(not r.up and r.target in records.members and records.gateway(r.target) is None
+           for r in status.latency):
+        return True
+    return any(reporter in pair for pair in autorelay.recorded(records))

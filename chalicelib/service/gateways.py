@@ -14,7 +14,7 @@ the host's, not a network's).
 from __future__ import annotations
 
 import builtins  # ``list`` in the class body is Gateways.list
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Final
 
@@ -128,8 +128,9 @@ class Gateways:
             self._refuse_in_use(records, host.id, how="change them first",
                                 remote_access=was.remote_access and not gateway.remote_access,
                                 internet=was.internet and not gateway.internet)
+            records, released = topology.release_pairs(self._d.store, records, frozenset({host.id}))
             plan.check(records)
-            return self._write(host, nid, role)
+            return self._write(host, nid, records.members[host.id].role, released)
 
         member, outbox = retrying(self._d, "changing the gateway", attempt)
         self._stream.send(outbox)
@@ -157,7 +158,11 @@ class Gateways:
                 self._refuse_in_use(topology.existing(self._d.store, network_id), host.id,
                                     remote_access=True, internet=True,
                                     how="move them to another gateway first, or pass force=true")
-            return None, self._write(host, network.id, replace(old, gateway=None))[1]
+            # the pairs relayed through it end in the same write (it is no auto-relay any more)
+            records, released = topology.release_pairs(
+                self._d.store, self._records_with(network_id, host, replace(old, gateway=None)),
+                frozenset({host.id}))
+            return None, self._write(host, network.id, records.members[host.id].role, released)[1]
 
         _, outbox = retrying(self._d, "removing the gateway", attempt)
         self._stream.send(outbox)
@@ -203,8 +208,9 @@ class Gateways:
                 self._refuse_chain(host, using=uses)
             records = self._records_with(network_id, host, role)
             self._refuse_pins(records, host.id, {p: g for p, g in pinned.items() if asked.get(p)})
+            records, released = topology.release_pairs(self._d.store, records, frozenset({host.id}))
             plan.check(records)
-            return self._write(host, nid, role)
+            return self._write(host, nid, records.members[host.id].role, released)
 
         member, outbox = retrying(self._d, "changing the member's internet gateway", attempt)
         self._stream.send(outbox)
@@ -239,11 +245,17 @@ class Gateways:
         members[host.id] = replace(host.member_of(records.network.id), role=role)
         return replace(records, members=members)
 
-    def _write(self, host: Host, network_id: NetworkId,
-               role: MemberRole) -> tuple[Member, tuple[PendingChange, ...]]:
+    def _write(self, host: Host, network_id: NetworkId, role: MemberRole,
+               released: Sequence[tuple[Host, Host]] = ()) -> tuple[Member, tuple[PendingChange, ...]]:
+        """The member's new role, with the members whose automatic pairs it releases
+        (:func:`topology.release_pairs`), in one write and one change naming them all."""
         new = host.with_role(network_id, role)
-        outbox = self._stream.new_changes([network_id], host_ids=(host.id,))
-        self._d.store.set_member_role(host, new, network_id, change=outbox[0])
+        outbox = self._stream.new_changes([network_id], host_ids=(host.id, *(o.id for o, _ in released)))
+        if released:
+            self._d.store.set_member_roles([host, *(o for o, _ in released)],
+                                           [new, *(n for _, n in released)], network_id, change=outbox[0])
+        else:
+            self._d.store.set_member_role(host, new, network_id, change=outbox[0])
         return new.member_of(network_id), outbox
 
     def _refuse_network_ranges(self, egress: tuple[str, ...]) -> None:

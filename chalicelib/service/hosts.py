@@ -352,8 +352,9 @@ class Hosts:
         return host
 
     def _relayed_by(self, relay: Host, network_ids: Sequence[NetworkId]) -> builtins.list[Host]:
-        """The hosts ``relay`` relays in these networks, as stored now: what it releases when it
-        leaves them, in the same write (so none is left relayed by a host that is gone).
+        """The hosts ``relay`` relays in these networks, and those with an automatic pair that names
+        it (as peer or via), as stored now: what it releases when it leaves them, in the same write
+        (so none is left relayed by a host that is gone, nor paired with or through it).
 
         409 when they are more than one write can hold: unrelay some first."""
         ids: dict[HostId, int] = {}  # host -> in how many of these networks ``relay`` relays it
@@ -362,7 +363,8 @@ class Hosts:
             if records is None:
                 continue
             for h, m in sorted(records.members.items()):
-                if m.role.relayed_by == relay.id:
+                if h != relay.id and (m.role.relayed_by == relay.id
+                                      or any(relay.id in p for p in m.role.pair_relays)):
                     ids[h] = ids.get(h, 0) + 1
         # DynamoDB's 100 items: the host, its key claim, per network its member, two address
         # claims and the change; per released host its item and its member records

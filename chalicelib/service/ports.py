@@ -13,7 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from ..domain.changes import ChangeId, PendingChange
 from ..domain.ids import ClientId, HostId, NetworkId
-from ..domain.models import AdminKey, Client, EnrollmentKey, Host, HostStatus, Member, Network
+from ..domain.models import AdminKey, Client, EnrollmentKey, Host, HostStatus, Member, MemberRole, Network
 from ..errors import ConflictError, InvalidInputError, SkymeshError, UnavailableError
 
 __all__ = [
@@ -264,10 +264,13 @@ MAX_ROLE_WRITES = 48
 
 
 def released_roles(relay: HostId, host: Host, network_ids: Iterable[NetworkId]) -> Host:
-    """``host`` no longer relayed by ``relay`` in ``network_ids`` (its other roles kept), one
-    revision later: how a relay that leaves those networks (or is deleted) releases it."""
-    roles = {n: (replace(r, relayed_by=None) if n in set(network_ids) and r.relayed_by == relay else r)
-             for n, r in host.roles.items()}
+    """``host`` no longer relayed by ``relay`` in ``network_ids``, and without the automatic pairs
+    recorded on it that name ``relay`` (as peer or via: a pair does not hold without it), its other
+    roles kept, one revision later: how a host that leaves those networks (or is deleted) releases it."""
+    def release(r: MemberRole) -> MemberRole:
+        return replace(r, relayed_by=None if r.relayed_by == relay else r.relayed_by,
+                       pair_relays=tuple(p for p in r.pair_relays if relay not in p))
+    roles = {n: (release(r) if n in set(network_ids) else r) for n, r in host.roles.items()}
     return replace(host, roles={n: r for n, r in roles.items() if r}, revision=host.revision + 1)
 
 

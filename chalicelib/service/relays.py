@@ -62,6 +62,13 @@ class Relays:
                 by_relay.setdefault(relay, []).append(records.members[hid])
         return [RelaySet(records.members[r], tuple(ms)) for r, ms in sorted(by_relay.items())]
 
+    def pairs(self, network_id: str) -> builtins.list[tuple[Member, Member, Member]]:
+        """Every pair of members relayed automatically now, (a, b, via) with a < b, in host id
+        order (404: no network)."""
+        records = topology.existing(self._d.store, network_id)
+        m = records.members
+        return [(m[a], m[b], m[via]) for (a, b), via in sorted(records.pair_relays.items())]
+
     # ------------------------------------------------------------------ change
     def set(self, network_id: str, relay_id: str, relayed: builtins.list[str]) -> RelaySet:
         """Member ``relay_id`` relays exactly the members ``relayed`` of ``network_id`` (hosts it
@@ -108,11 +115,19 @@ class Relays:
             members = dict(records.members)
             for hid, new in changed.items():
                 members[hid] = new.member_of(nid)
-            after = replace(records, members=members)
+            # a relayed end (or relay) ends its automatic pairs in the same write
+            after, released = topology.release_pairs(self._d.store, replace(records, members=members),
+                                                     frozenset({relay.id, *changed}))
             plan.check(after)
-            olds = [relay, *(hosts[h] for h in sorted(changed))]
-            news = [relay.with_role(nid, relay.roles.get(nid, MemberRole())),
-                    *(changed[h] for h in sorted(changed))]
+            if len(changed) + len(released) > MAX_RELAYED_CHANGES:
+                raise InvalidInputError(
+                    f"this call would change the relay of {len(changed)} hosts and end "
+                    f"{len(released)} hosts' automatic relays; at most {MAX_RELAYED_CHANGES} change in one "
+                    "call: move them in smaller steps", code="too_many_relayed")
+            olds = [relay, *(hosts[h] for h in sorted(changed)), *(o for o, _ in released)]
+            news = [relay.with_role(nid, after.members[relay.id].role),
+                    *(hosts[h].with_role(nid, after.members[h].role) for h in sorted(changed)),
+                    *(n for _, n in released)]
             (change,) = outbox = self._stream.new_changes([nid], host_ids=tuple(h.id for h in olds))
             self._d.store.set_member_roles(olds, news, nid, change=change)
             return self._view(after, relay.id), outbox

@@ -34,7 +34,8 @@ class Status:
             return False
         status = HostStatus(online=True, last_seen=self._d.clock.now(),
                             agent_version=msg.agent_version,
-                            reported_endpoints=msg.endpoints, peers=msg.peers, latency=msg.latency)
+                            reported_endpoints=msg.endpoints, peers=msg.peers, latency=msg.latency,
+                            direct=msg.direct)
         return self._d.store.record_host_status(host_id, status)
 
     def mark_offline(self) -> list[HostId]:

@@ -3,9 +3,13 @@ change against (:func:`chalicelib.domain.plan.check`) and compute views from."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..domain import autorelay
+from ..domain.models import Host, MemberRole
 from ..domain.plan import NetworkRecords
-from ..errors import NotFoundError
-from .ports import Store
+from ..errors import ConflictError, NotFoundError
+from .ports import MAX_ROLE_WRITES, StaleWriteError, Store
 
 
 def records(store: Store, network_id: str) -> NetworkRecords | None:
@@ -35,3 +39,30 @@ def used_addresses(records: NetworkRecords) -> set[str]:
     new host or client must not be given."""
     return ({a for m in records.members.values() for a in (m.ipv4, m.ipv6)}
             | {a for c in records.clients.values() for a in (c.ipv4, c.ipv6)})
+
+
+def release_pairs(store: Store, after: NetworkRecords,
+                  changing: frozenset[str] = frozenset()) -> tuple[NetworkRecords, list[tuple[Host, Host]]]:
+    """The records as a change leaves them (``after``) without the automatic pairs the change makes
+    not hold (:func:`autorelay.release`), and the members that releases, as stored now and with
+    their pairs dropped: what the change writes in the same write. ``changing``: the hosts the
+    change writes anyway (their new roles in ``after`` already; the caller drops the pairs from
+    those itself, from the returned records). :class:`StaleWriteError` when a member changed since
+    the records were read (the caller's retry reads again)."""
+    released, owners = autorelay.release(after)
+    nid = after.network.id
+    if len(owners) >= MAX_ROLE_WRITES:
+        raise ConflictError(f"this change ends the automatic relays of {len(owners)} members of network "
+                            f"{nid}, more than one write holds ({MAX_ROLE_WRITES - 1}); the failover "
+                            "schedule moves or ends such pairs itself: try again once it has",
+                            code="too_many_pairs")
+    out = []
+    for hid in sorted(owners):
+        if hid in changing:
+            continue
+        host = store.get_host(hid)
+        role = None if host is None else host.roles.get(nid, MemberRole())
+        if host is None or role is None or role.pair_relays != after.members[hid].role.pair_relays:
+            raise StaleWriteError(f"host {hid} changed while its pairs in {nid} were being released")
+        out.append((host, host.with_role(nid, replace(role, pair_relays=owners[hid]))))
+    return released, out

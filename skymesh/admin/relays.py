@@ -23,16 +23,25 @@ def relay_set(ctx: Context) -> None:
 
 
 def relay_list(ctx: Context) -> None:
-    """``relay list NETWORK``: one row per relayed host, with its relay."""
+    """``relay list NETWORK``: one row per relayed host, with its relay; then one row per pair
+    relayed automatically, with its via."""
     network = resolve(all_networks(ctx), ctx.args.network, "network")
-    relays = ctx.client.list_relays(network["id"])
+    body = ctx.client.relays(network["id"])
+    relays, pairs = body["relays"], body.get("pairs", [])
     if ctx.as_json:
-        return ctx.print_json({"relays": relays})
-    if not relays:
+        return ctx.print_json(body)
+    if not relays and not pairs:
         return ctx.print(f"no relays in network {network['name']}: make one with "
                          "`skymesh relay set NETWORK RELAY HOST...`")
-    ctx.print(format_table(("RELAY", "RELAY ID", "RELAYED", "RELAYED ID", "IPV4"), [
-        (r["name"], r["host_id"], m["name"], m["host_id"], m["ipv4"]) for r in relays for m in r["relayed"]]))
+    if relays:
+        ctx.print(format_table(("RELAY", "RELAY ID", "RELAYED", "RELAYED ID", "IPV4"), [
+            (r["name"], r["host_id"], m["name"], m["host_id"], m["ipv4"])
+            for r in relays for m in r["relayed"]]))
+    if pairs:
+        ctx.print(("\n" if relays else "") + "relayed automatically (pairs without a direct path):")
+        ctx.print(format_table(("HOST", "HOST ID", "PEER", "PEER ID", "VIA", "VIA ID"), [
+            (p["a"]["name"], p["a"]["host_id"], p["b"]["name"], p["b"]["host_id"], p["via"]["name"],
+             p["via"]["host_id"]) for p in pairs]))
 
 
 def relay_delete(ctx: Context) -> None:

@@ -1,8 +1,8 @@
 """``python -m skymesh.local.bridge``: plays the AWS IoT topic rules for host reports.
 
 The rules are ``SELECT *, topic(3) AS host_id FROM 'sm/h/+/status'`` → Lambda
-``host_report``, and the same for the reports that carry latency
-(:func:`carries_latency`) → Lambda ``failover_report``. Here a control client (CN
+``host_report``, and the same for the reports that carry latency or ``direct``
+(:func:`goes_to_failover`) → Lambda ``failover_report``. Here a control client (CN
 ``skymesh-control-rules``) subscribes to :data:`HOST_STATUS_FILTER`; the MQTT callback
 only enqueues, and one worker thread parses each payload (a JSON object, else logged
 and dropped), sets ``host_id`` from the topic (overriding any ``host_id`` in the
@@ -41,7 +41,7 @@ from chalicelib.domain.protocol import HOST_STATUS_FILTER, MAX_MESSAGE_BYTES, ho
 
 from .appload import lambda_function, load_app
 
-__all__ = ["RuleBridge", "rule_event", "carries_latency", "main", "READY_LINE", "BRIDGE_COMPONENT"]
+__all__ = ["RuleBridge", "rule_event", "goes_to_failover", "main", "READY_LINE", "BRIDGE_COMPONENT"]
 
 log = logging.getLogger("local-bridge")  # not under "skymesh": the app's logger
 
@@ -66,16 +66,17 @@ def rule_event(topic: str, payload: bytes) -> dict[str, Any] | None:
     return doc
 
 
-def carries_latency(event: dict[str, Any]) -> bool:
-    """Whether the failover rule fires on a status report too: its ``latency`` is a non-empty list.
+def goes_to_failover(event: dict[str, Any]) -> bool:
+    """Whether the failover rule fires on a status report too: its ``latency`` or its ``direct``
+    (automatic relays: a pair may go direct again) is a non-empty list.
 
     The one statement of that rule for local mode; its AWS form is the IoT SQL of
     :func:`chalicelib.adapters.aws_iot_policies.failover_report_rule_sql`, which
-    ``infra/stack.py`` deploys as ``FailoverReportRule`` (``get(latency, 0)`` is defined).
-    They differ only on a ``latency`` that is no list, which ``failover_report`` drops anyway.
+    ``infra/stack.py`` deploys as ``FailoverReportRule`` (``get(latency, 0)`` or
+    ``get(direct, 0)`` is defined). They differ only on a field that is no list, which
+    ``failover_report`` drops anyway.
     """
-    latency = event.get("latency")
-    return isinstance(latency, list) and len(latency) > 0
+    return any(isinstance(v := event.get(k), list) and len(v) > 0 for k in ("latency", "direct"))
 
 
 class RuleBridge:
@@ -164,7 +165,7 @@ class RuleBridge:
             log.warning("dropped a report on %s: not a JSON object of at most %d bytes (%d bytes)",
                         topic, MAX_MESSAGE_BYTES, len(payload))
             return
-        if self._failover_handler is not None and carries_latency(event):
+        if self._failover_handler is not None and goes_to_failover(event):
             try:  # a copy: host_report may run while failover_report reads it
                 self._failover_queue.put_nowait(dict(event))
             except queue.Full:

@@ -39,3 +39,15 @@ def test_host_statuses_reads_many_hosts_status_without_their_peers(store: Store)
     got = store.host_statuses([first.id, second.id, "host_gone", first.id])
     assert got == {first.id: replace(status, peers=()), second.id: HostStatus()}
     assert store.host_statuses([]) == {}
+
+
+def test_a_reports_direct_peers_are_stored_read_in_batch_and_replaced_by_the_next(store: Store) -> None:  # noqa: F811
+    first, _ = _registered(store)
+    status = HostStatus(online=True, last_seen=NOW, agent_version="1.2", latency=ROWS,
+                        direct=(HostId("host_peer1"), HostId("host_peer2")))
+    assert store.record_host_status(first.id, status) is True
+    assert store.get_host(first.id).status == status
+    assert store.host_statuses([first.id]) == {first.id: status}
+    assert store.record_host_status(first.id, replace(status, last_seen=NOW + 30, direct=())) is True
+    assert store.get_host(first.id).status.direct == ()
+    assert store.host_statuses([first.id])[first.id].direct == ()

@@ -97,7 +97,7 @@ def test_the_cli_prints_the_matrix_as_a_table(cli: Cli, world: dict[str, Any]) -
     assert _ok(cli("latency", "office", "--json")).json()["network_id"] == world["office"]
 
 
-def test_the_largest_report_with_the_largest_latency_section_keeps_the_host_record_bounded(
+def test_the_largest_report_with_the_largest_latency_and_direct_sections_keeps_the_host_record_bounded(
         api: Api, stage: dict[str, str]) -> None:
     _, hosts = _network(api, "big", "100.66.0.0/24", ("a",))
     host_id = hosts["a"]
@@ -112,10 +112,12 @@ def test_the_largest_report_with_the_largest_latency_section_keeps_the_host_reco
                   for i in range(protocol.MAX_REPORT_PEERS)],
         "latency": [{"host": "host_" + f"{i:040d}", "rtt": protocol.MAX_RTT_MS - 0.1 * (i + 1), "loss": 100,
                      "up": False} for i in range(protocol.MAX_REPORT_LATENCY)],
+        "direct": ["host_" + f"{i:040d}" for i in range(protocol.MAX_REPORT_LATENCY)],
     }
     assert app_module.host_report(worst, None) == {"recorded": True}
     item = raw_host_item(stage, host_id)
     assert item is not None and len(json.loads(item["latency"])) == protocol.MAX_REPORT_LATENCY
+    assert len(json.loads(item["direct"])) == protocol.MAX_REPORT_LATENCY
     stored = item_size(item) - plain
     print(f"stored report with the largest latency section: {stored} B")
     assert stored <= protocol.MAX_STORED_REPORT_BYTES

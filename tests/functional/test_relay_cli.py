@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+import app as app_module
+from chalicelib.domain import protocol
+
 from . import test_admin_cli
 from .conftest import Api, host_body
 from .test_admin_cli import Cli, _ok
@@ -53,3 +56,26 @@ def test_key_create_with_a_relay(cli: Cli, api: Api, office: dict[str, Any]) -> 
     relays = api.ok("GET", f"/v1/networks/{office['network']['id']}/relays")["relays"]
     assert [(x["host_id"], [m["host_id"] for m in x["relayed"]]) for x in relays] == [
         (r["id"], [joined["id"]])]
+
+
+def test_relay_list_shows_the_pairs_relayed_automatically(cli: Cli, api: Api, office: dict[str, Any]) -> None:
+    net, h = office["network"], office["hosts"]
+    api.ok("PUT", f"/v1/networks/{net['id']}/gateways/{h['r']['id']}", {"egress": ["10.20.0.0/16"]})
+
+    def report(name: str, **more: Any) -> None:
+        sent = {"v": protocol.VERSION, "type": "status", "agent_version": "1.0", "host_id": h[name]["id"],
+                **more}
+        assert app_module.host_report(sent, None) == {"recorded": True}
+        if more:
+            app_module.failover_report(sent, None)
+
+    report("r")
+    report("b")
+    report("a", latency=[{"host": h["b"]["id"], "rtt": None, "loss": 100, "up": False}])
+    lines = _ok(cli("relay", "list", "office")).out.splitlines()
+    assert lines[0] == "relayed automatically (pairs without a direct path):"
+    assert lines[1].split() == ["HOST", "HOST", "ID", "PEER", "PEER", "ID", "VIA", "VIA", "ID"]
+    first, second = sorted("ab", key=lambda n: h[n]["id"])
+    assert lines[2].split() == [first, h[first]["id"], second, h[second]["id"], "r", h["r"]["id"]]
+    assert _ok(cli("relay", "list", "office", "--json")).json() == api.ok(
+        "GET", f"/v1/networks/{net['id']}/relays")

@@ -72,7 +72,7 @@ def test_put_relays_hosts_in_one_broadcast_and_config_routes_them_through_the_re
     assert at_r[a] == _addresses(hosts["a"]) and at_r[c] == _addresses(hosts["c"])
 
     listed = api.ok("GET", _path(net, "/relays"))
-    assert listed == {"relays": [out]}
+    assert listed == {"relays": [out], "pairs": []}
 
     # The same again: nothing written, nothing sent. Exactly b now: a is direct again.
     api.ok("PUT", _path(net, f"/relays/{r}"), {"relayed": [b, a]})
@@ -83,7 +83,7 @@ def test_put_relays_hosts_in_one_broadcast_and_config_routes_them_through_the_re
     assert set(_peers(api, hosts["a"])) == {r, c}, "no longer relayed: it peers with everyone but b"
 
     api.ok("DELETE", _path(net, f"/relays/{r}"))
-    assert api.ok("GET", _path(net, "/relays")) == {"relays": []}
+    assert api.ok("GET", _path(net, "/relays")) == {"relays": [], "pairs": []}
     assert set(_peers(api, hosts["b"])) == {r, a, c}
     code, err, msg = _error(api, "DELETE", _path(net, f"/relays/{r}"))
     assert (code, err) == (404, "not_found") and f"host {r} relays no host of network {net['id']}" in msg
@@ -146,7 +146,7 @@ def test_a_host_joining_with_a_relay_key_is_relayed_from_its_first_config(api, s
     # The relay leaves the network: its hosts go direct in the same write, and the key refuses.
     api.ok("DELETE", f"/v1/hosts/{r}")
     assert set(_peers(api, joined)) == {_id(hosts, n) for n in "abc"}
-    assert api.ok("GET", _path(net, "/relays")) == {"relays": []}
+    assert api.ok("GET", _path(net, "/relays")) == {"relays": [], "pairs": []}
     code, out = api.call("POST", "/v1/hosts", host_body("late"), token=key["token"])
     assert code == 409 and out["error"]["code"] == "relay_gone", out
     assert f"the relay {r} of this enrollment key is no longer a member of network {net['id']}" in \

@@ -135,7 +135,7 @@ def test_host_status_rule_delivers_reports_to_host_report(synthesized: Synthesiz
     })
 
 
-def test_failover_report_rule_delivers_only_reports_with_latency_to_failover_report(
+def test_failover_report_rule_delivers_only_reports_with_latency_or_direct_to_failover_report(
         synthesized: Synthesized) -> None:
     rules = synthesized.resources("AWS::IoT::TopicRule")
     assert sorted(rules) == ["FailoverReportRule", "HostStatusRule"]
@@ -153,6 +153,8 @@ def test_failover_report_rule_delivers_only_reports_with_latency_to_failover_rep
     # the status rule's reports, narrowed to those that measured something
     assert failover_report_rule_sql().startswith(host_status_rule_sql() + " AND ")
     assert "latency" in failover_report_rule_sql()
+    # and those that say a relayed pair's direct path answered (automatic relays)
+    assert "NOT isUndefined(get(direct, 0))" in failover_report_rule_sql()
     # IoT may invoke the report functions, each only from its own rule in this account
     invokers = {(p["FunctionName"]["Fn::GetAtt"][0], p["SourceArn"]["Fn::GetAtt"][0])
                 for p in (r["Properties"] for r in synthesized.resources("AWS::Lambda::Permission").values())

@@ -81,3 +81,52 @@ def test_a_report_that_the_gateway_is_down_moves_the_host_and_is_broadcast(stack
         for c in clients:
             c.close()
         stack.stop()
+
+
+def test_reports_that_carry_only_direct_reach_the_failover_function_and_end_a_pair(
+        stack_env, tmp_path):  # noqa: F811
+    """Automatic relays: a pair relayed on a report that says the peer is down goes direct again
+    when both ends report ``direct`` (reports without latency: the rule must hand them on too)."""
+    home, ports = stack_env
+    stack = Stack(home, ports)
+    clients: list[MqttTestClient] = []
+    try:
+        info = stack.wait_up()
+        admin = info["admin_key"]
+        _, net = call(info, "POST", "/v1/networks", {"name": "pairs", "ipv4_cidr": "100.64.0.0/24"}, admin)
+        _, key = call(info, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 3}, admin)
+        hosts = {n: enroll(info, key["token"], n, tmp_path) for n in ("g", "a", "b")}
+        ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
+        status, body = call(info, "PUT", f"/v1/networks/{net['id']}/gateways/{ids['g']}", {"egress": [LAN]},
+                            admin)
+        assert status == 200 and body["auto_relay"] is True, body
+        mqtt = {}
+        for n, (_, creds) in hosts.items():
+            mqtt[n] = MqttTestClient(info["mqtt_endpoint"], info["mqtt_port"], creds)
+            mqtt[n].connect()
+            clients.append(mqtt[n])
+        for n in ("g", "b"):
+            assert not mqtt[n].publish(f"sm/h/{ids[n]}/status", _report(n)).is_failure
+            wait_for_version(info, admin, ids[n], n)
+        mqtt["a"].subscribe(f"sm/n/{net['id']}")
+
+        def pairs() -> dict[str, str]:
+            topic, payload = mqtt["a"].messages.get(timeout=15)  # bridge → failover_report → broadcast
+            delta = json.loads(payload)
+            assert topic == f"sm/n/{net['id']}" and delta["type"] == "delta", delta
+            owner = min(ids["a"], ids["b"])
+            (m,) = [m for m in delta["upsert"] if m["host"] == owner]
+            return dict(m.get("role", {}).get("pair_relays", {}))
+
+        down = [{"host": ids["b"], "rtt": None, "loss": 100, "up": False}]
+        assert not mqtt["a"].publish(f"sm/h/{ids['a']}/status", _report("a", down)).is_failure
+        assert pairs() == {max(ids["a"], ids["b"]): ids["g"]}
+        for me, other in (("a", "b"), ("b", "a")):
+            direct = json.loads(_report(me))
+            direct["direct"] = [ids[other]]
+            assert not mqtt[me].publish(f"sm/h/{ids[me]}/status", json.dumps(direct).encode()).is_failure
+        assert pairs() == {}
+    finally:
+        for c in clients:
+            c.close()
+        stack.stop()

@@ -21,7 +21,7 @@ import pytest
 
 from chalicelib.config import HOME, MQTT_HOST, MQTT_PORT
 from skymesh.local.appload import load_app
-from skymesh.local.bridge import READY_LINE, RuleBridge, carries_latency, rule_event
+from skymesh.local.bridge import READY_LINE, RuleBridge, goes_to_failover, rule_event
 from skymesh.local.scheduler import Scheduler, parse_rate, scheduled_event, schedules_of
 
 from .conftest import enroll_host
@@ -238,12 +238,15 @@ WITH_LATENCY = json.dumps({"v": 3, "type": "status", "agent_version": "1", "late
 WITHOUT_LATENCY = b'{"v":3,"type":"status","agent_version":"1"}'
 
 
-def test_carries_latency_is_a_non_empty_latency_list():
-    """The local form of the failover rule's SQL (infra: ``get(latency, 0)`` is defined)."""
-    assert carries_latency(rule_event("sm/h/host_a/status", WITH_LATENCY))
-    assert not carries_latency(rule_event("sm/h/host_a/status", WITHOUT_LATENCY))
-    assert not carries_latency({"host_id": "host_a", "latency": []})
-    assert not carries_latency({"host_id": "host_a", "latency": None})
+def test_goes_to_failover_is_a_non_empty_latency_or_direct_list():
+    """The local form of the failover rule's SQL (infra: ``get(latency, 0)`` or ``get(direct, 0)``
+    is defined)."""
+    assert goes_to_failover(rule_event("sm/h/host_a/status", WITH_LATENCY))
+    assert not goes_to_failover(rule_event("sm/h/host_a/status", WITHOUT_LATENCY))
+    assert not goes_to_failover({"host_id": "host_a", "latency": []})
+    assert not goes_to_failover({"host_id": "host_a", "latency": None})
+    assert goes_to_failover({"host_id": "host_a", "direct": ["host_b"]}), "a pair may go direct again"
+    assert not goes_to_failover({"host_id": "host_a", "latency": [], "direct": []})
 
 
 @pytest.fixture

@@ -126,6 +126,10 @@ def test_an_unreachable_pair_is_relayed_through_the_best_usable_relay_when_there
         for row in r.rows:
             if row.up or row.target == x or row.target in r.direct or row.target not in records.members:
                 continue
+            if row.target not in fresh(reports):
+                assert (min(x, row.target), max(x, row.target)) not in set(d.pairs) - set(before), (
+                    "(b) a pair with an end that has no fresh report (off) is not relayed")
+                continue
             pair = (min(x, row.target), max(x, row.target))
             options = [v for v in records.members if usable(after, reports, *pair, v)]
             if pair in before:
@@ -210,3 +214,14 @@ def test_a_pair_goes_direct_only_when_both_ends_report_the_direct_path() -> None
     assert dict(d.pairs) == {} and [c.reason for c in d.changes] == ["direct"]
     stale = {**both, h(2): Report(NOW - 500, (), frozenset({h(1)}))}
     assert decide(five(via="host_3"), stale, NOW).changes == (), "a stale report says nothing"
+
+
+def test_a_pair_is_relayed_only_when_both_ends_report_freshly() -> None:
+    """A host that has not reported (its agent off or starting) or whose reports stopped is off,
+    not unreachable: its peers' rows saying it is down relay nothing."""
+    says_down = {**GATEWAYS, h(1): Report(NOW, (LatencyRow(h(2), None, 100, False), *rows(host_3=1.0)))}
+    assert decide(five(), says_down, NOW).pairs == {}, "host_2 never reported"
+    stale = {**says_down, h(2): Report(NOW - 500, rows(host_3=1.0))}
+    assert decide(five(), stale, NOW).pairs == {}, "host_2's reports stopped"
+    both = {**says_down, h(2): Report(NOW, rows(host_3=1.0))}
+    assert dict(decide(five(), both, NOW).pairs) == {(h(1), h(2)): h(3)}

@@ -83,7 +83,7 @@ def released_writes(relay: Host, released: Sequence[Host], network_ids: Sequence
     out = []
     for old in released:
         new = released_roles(relay.id, old, network_ids)
-        touched = [n for n in network_ids if old.roles.get(n, MemberRole()).relayed_by == relay.id]
+        touched = [n for n in network_ids if old.roles.get(n, MemberRole()) != new.roles.get(n, MemberRole())]
         for n in touched:
             if old.id not in changes[n].host_ids:
                 raise ValueError(f"the pending change of {n} names the released host {old.id}")
@@ -380,6 +380,7 @@ class HostRecords(StoreBase):
                 h.reported_endpoints.set(list(status.reported_endpoints)),
                 h.peers.set(mapping.status_peers(status)),
                 h.latency.set(mapping.status_latency(status)),
+                h.direct.set(mapping.status_direct(status)),
             ],
             h.pk.exists(),
             None,
@@ -389,7 +390,7 @@ class HostRecords(StoreBase):
         h = self._items.host
         keys = [(layout.host_pk(x), layout.META) for x in dict.fromkeys(host_ids)]
         # only what a status is made of: a gateway's reported peers (up to ~44 KB) stay on the server
-        wanted = ["id", "online", "last_seen", "agent_version", "reported_endpoints", "latency"]
+        wanted = ["id", "online", "last_seen", "agent_version", "reported_endpoints", "latency", "direct"]
         items = guard(lambda: list(h.batch_get(keys, attributes_to_get=wanted)))
         return {HostId(i.id): mapping.host_status(i) for i in items}
 

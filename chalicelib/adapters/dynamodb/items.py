@@ -144,6 +144,8 @@ class _HostItem(_Item):
     # issue 10: the latest report's probe results as one JSON string, mapping.status_latency (a list
     # of maps costs 10x more to read: GET /latency reads every member's, and never looks inside)
     latency = UnicodeAttribute(null=True)
+    # issue 10: the latest report's ``direct`` (automatic relays, rule 4) as one compact JSON list
+    direct = UnicodeAttribute(null=True)
 
 
 class _IdentityItem(_Item):

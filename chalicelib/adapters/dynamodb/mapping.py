@@ -34,7 +34,7 @@ __all__ = [
     "network", "registry", "member", "host", "enrollment_key", "admin_key", "pending_identity",
     "pending_change", "network_item", "member_item", "host_item", "key_item", "admin_item",
     "identity_item", "pending_item", "registry_entry", "status_peers", "role", "role_map", "roles_map",
-    "client", "client_item", "status_latency", "host_status",
+    "client", "client_item", "status_latency", "status_direct", "host_status",
 ]
 
 
@@ -148,6 +148,7 @@ def host_status(item: Any, peers: tuple[PeerStatus, ...] = ()) -> HostStatus:
         peers=peers,
         latency=tuple(LatencyRow(HostId(host), None if rtt is None else float(rtt), int(loss), bool(up))
                       for host, rtt, loss, up in json.loads(item.latency or "[]")),
+        direct=tuple(HostId(h) for h in json.loads(item.direct or "[]")),
     )
 
 
@@ -226,6 +227,11 @@ def status_peers(status: HostStatus) -> list[dict[str, Any]]:
          **({"endpoint": p.endpoint} if p.endpoint is not None else {})}
         for p in status.peers
     ]
+
+
+def status_direct(status: HostStatus) -> str | None:
+    """A status report's ``direct`` as the host item stores it: one compact JSON list (None: empty)."""
+    return json.dumps(list(status.direct), separators=(",", ":")) if status.direct else None
 
 
 def status_latency(status: HostStatus) -> str | None:

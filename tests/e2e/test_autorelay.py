@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent.underlay import DirectSettings
+from skymesh.lab import wait_until
 from skymesh.lab.autorelay import PEERS, RELAYS, AutoRelayLab, autorelay_lab
 
 from .conftest import require_control_plane_lab
@@ -24,6 +25,7 @@ REACH_GOAL = 15.0  # issue 10: every peer within 15 s of joining (Netmaker: at l
 # the agents' hysteresis (answers over DirectSettings.hold) plus a margin: two reports, the
 # failover function, one broadcast, a handshake, a ping
 DIRECT_AGAIN = DirectSettings().hold + 2 * DirectSettings().interval + 25.0
+SHOWN = 10.0  # for `skymesh-agent status` to show what the agent applied (it saves its cache after 1 s)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +40,15 @@ def test_a_host_blocked_from_two_peers_reaches_them_through_an_auto_relay_within
     each = ", ".join(f"{p}: {t - joined.joined_at:.1f} s" for p, t in sorted(joined.answered_at.items()))
     print(f"\nh reached {', '.join(PEERS)} {joined.reach:.1f} s after it joined ({each})")
     assert joined.reach <= REACH_GOAL, f"h reached its blocked peers only after {joined.reach:.1f} s"
-    # through an auto-relay, not g3 (auto_relay off), and both ends agree on it
-    pairs = world.pairs("h")
-    assert set(pairs) == set(PEERS) and set(pairs.values()) <= set(RELAYS), pairs
+    # through an auto-relay, not g3 (auto_relay off), and both ends agree on it (`status` reads the
+    # state the agent saves a moment after a change)
+    pairs = wait_until(lambda: p if set(p := world.pairs("h")) == set(PEERS) else None, SHOWN,
+                       "h's status to show its relayed pairs", interval=0.3, details=world.details)
+    assert set(pairs.values()) <= set(RELAYS), f"{pairs}\n{world.details()}"
     for peer in PEERS:
-        assert world.pairs(peer).get("h") == pairs[peer], (peer, world.pairs(peer), pairs)
+        wait_until(lambda p=peer: world.pairs(p).get("h") == pairs[p], SHOWN,
+                   f"{peer} to show its pair with h through {pairs[peer]}", interval=0.3,
+                   details=world.details)
         assert peer not in world.direct_peers("h")
     # both ways, IPv4 and IPv6
     for src, dst in [("h", p) for p in PEERS] + [(p, "h") for p in PEERS]:

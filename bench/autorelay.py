@@ -37,14 +37,14 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/autorelay.py needs root (network namespaces, wireguard-go)", file=sys.stderr)
         return 2
-    reach, again, failed = [], [], []
+    reach, again, failed, through = [], [], [], []
     with autorelay_lab() as w:
         for i in range(1, args.runs + 1):
             name = f"h{i}"
             try:
                 joined = w.join_blocked(name, args.timeout)
                 reach.append(joined.reach)
-                vias = w.pairs(name)
+                vias = w.shown_pairs(name)
             except LabError as e:
                 failed.append(f"{name} reach: {str(e).splitlines()[0]}")
                 reach.append(args.timeout)
@@ -54,13 +54,14 @@ def main() -> int:
             except LabError as e:
                 failed.append(f"{name} direct again: {str(e).splitlines()[0]}")
                 again.append(args.timeout)
+            through.append(",".join(f"{p}->{v}" for p, v in sorted(vias.items())))
             print(f"run {i}/{args.runs}: reach {reach[-1]:.1f} s via {vias}, direct again {again[-1]:.1f} s",
                   file=sys.stderr, flush=True)
             w.agents[name].leave()
     summary("autorelay", runs=len(reach), reach_p50_ms=ms(percentile(reach, 50)),
             reach_p99_ms=ms(percentile(reach, 99)), reach_max_ms=ms(max(reach)),
             direct_again_p50_ms=ms(percentile(again, 50)), direct_again_p99_ms=ms(percentile(again, 99)),
-            direct_again_max_ms=ms(max(again)), failed=failed)
+            direct_again_max_ms=ms(max(again)), vias=through, failed=failed)
     return 0
 
 

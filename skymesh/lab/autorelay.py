@@ -138,6 +138,19 @@ class AutoRelayLab:
         return {self.name_of(p["id"]): self.name_of(p["via"])
                 for n in st.get("networks", []) for p in n.get("relayed_pairs", [])}
 
+    def shown_pairs(self, name: str, timeout: float = 10.0) -> dict[str, str]:
+        """:meth:`pairs` once host ``name``'s status shows a pair with each of ``a`` and ``b`` (its
+        status reads the state the agent saves a second after a change); :class:`LabError` (a
+        timeout) when not within ``timeout`` s."""
+        def shown() -> dict[str, str] | None:
+            found = self.pairs(name)
+            return found if set(found) == set(PEERS) else None
+
+        out = wait_until(shown, timeout, f"{name}'s status to show its relayed pairs", interval=0.3,
+                         details=self.details)
+        assert out is not None  # wait_until returns a truthy value
+        return out
+
     def direct_peers(self, name: str) -> set[str]:
         """The peers on host ``name``'s device it shook hands with (their own entries: direct)."""
         st = self.agents[name].status()

@@ -42,8 +42,7 @@ def test_a_host_blocked_from_two_peers_reaches_them_through_an_auto_relay_within
     assert joined.reach <= REACH_GOAL, f"h reached its blocked peers only after {joined.reach:.1f} s"
     # through an auto-relay, not g3 (auto_relay off), and both ends agree on it (`status` reads the
     # state the agent saves a moment after a change)
-    pairs = wait_until(lambda: p if set(p := world.pairs("h")) == set(PEERS) else None, SHOWN,
-                       "h's status to show its relayed pairs", interval=0.3, details=world.details)
+    pairs = world.shown_pairs("h", SHOWN)
     assert set(pairs.values()) <= set(RELAYS), f"{pairs}\n{world.details()}"
     for peer in PEERS:
         wait_until(lambda p=peer: world.pairs(p).get("h") == pairs[p], SHOWN,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent.underlay import DirectSettings
-from skymesh.lab import wait_until
+from skymesh.lab import leftovers, wait_until
 from skymesh.lab.autorelay import PEERS, RELAYS, AutoRelayLab, autorelay_lab
 
 from .conftest import require_control_plane_lab
@@ -32,7 +32,9 @@ SHOWN = 10.0  # for `skymesh-agent status` to show what the agent applied (it sa
 def world() -> Iterator[AutoRelayLab]:
     require_control_plane_lab()
     with autorelay_lab() as w:
+        prefix = w.lab.prefix
         yield w
+    assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
 
 
 def test_a_host_blocked_from_two_peers_reaches_them_through_an_auto_relay_within_15_s(world) -> None:

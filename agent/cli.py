@@ -155,7 +155,9 @@ def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -
     from .netconf import NetConf
     from .probe import Prober
     from .runner import EXIT_HOST_DELETED, Agent
+    from .underlay import Underlay
 
+    wg_key = sd.wg_key()  # stays in this process: the underlay echo derives its MAC keys from it
     agent = Agent(
         sd, backend=_backend(state), netsetup=NetConf(state.interface),
         routing=FullTunnel(state.interface, table_for(state.listen_port)),
@@ -167,6 +169,7 @@ def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -
             events=events),
         discover_endpoints=lambda: discover_endpoints(state.interface, state.listen_port),
         prober=Prober(probes or ProbeSettings()),
+        underlay=Underlay(wg_key, keys.wireguard_public_key(wg_key), state.listen_port),
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())

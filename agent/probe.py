@@ -21,7 +21,6 @@ its thread. What other parts build on (failover, relays) is :class:`Prober`'s sm
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
@@ -38,6 +37,8 @@ from chalicelib.domain.ids import HostId
 from chalicelib.domain.models import LatencyRow, Member
 from chalicelib.domain.placement import Policy
 from chalicelib.domain.protocol import MAX_REPORT_LATENCY
+
+from .socketloop import SocketLoop
 
 log = logging.getLogger("skymesh.agent.probe")
 
@@ -75,10 +76,14 @@ class ProbeSettings:
 
 @dataclass(frozen=True)
 class Target:
-    """Where to probe a host (an overlay address, through the tunnel), and how often (FAST/SLOW)."""
+    """Where to probe a host (an overlay address, through the tunnel), and how often (FAST/SLOW).
+    ``hold_until``: before this time (the prober's clock) misses count for loss but cannot make the
+    target down: a peer the host only started to send to gets WireGuard's handshake a fair chance
+    first (:mod:`agent.reach`)."""
 
     address: str
     kind: str = FAST
+    hold_until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,11 +120,12 @@ class Health:
             return True
         return False
 
-    def miss(self) -> bool:
-        """A probe without a reply in time; True when this made the target go down."""
+    def miss(self, may_go_down: bool = True) -> bool:
+        """A probe without a reply in time; True when this made the target go down (never while
+        ``may_go_down`` is False: the misses still count, so the first one after it may)."""
         self._outcomes.append(False)
         self._run = self._run - 1 if self._run < 0 else -1
-        if self.up is not False and -self._run >= self._s.down_after:
+        if may_go_down and self.up is not False and -self._run >= self._s.down_after:
             self.up = False
             return True
         return False
@@ -214,7 +220,8 @@ class Probes:
         late = [s for s, p in self._inflight.items() if now - p.sent_at >= self.settings.timeout]
         for seq in sorted(late, key=lambda s: self._inflight[s].sent_at):
             probe = self._inflight.pop(seq)
-            if self._slots[probe.target].health.miss():
+            slot = self._slots[probe.target]
+            if slot.health.miss(now >= slot.target.hold_until):
                 changes.append((probe.target, False))
         return changes
 
@@ -236,15 +243,23 @@ def _same_address(a: str, b: str) -> bool:
 
 
 def choose_targets(gateways: Iterable[tuple[Member, bool]], unreachable: Iterable[Member],
-                   limit: int = MAX_REPORT_LATENCY) -> dict[HostId, Target]:
+                   limit: int = MAX_REPORT_LATENCY,
+                   trying: Mapping[HostId, tuple[str, float]] | None = None) -> dict[HostId, Target]:
     """What to probe, at most ``limit``: first the gateways this host routes through (``True``
-    beside them: fast), then the other gateways of its networks (slow), then the peers it has no
-    direct path to (slow). Each at its IPv4 overlay address, so the echo crosses the tunnel."""
+    beside them: fast), then the peers it has no direct path to (``trying``: host → (kind, hold
+    until), :mod:`agent.reach`; slow when not named), then the other gateways of its networks
+    (slow). Each at its IPv4 overlay address, so the echo crosses the tunnel. Peers before the
+    gateways it does not use: whether a pair needs a relay is what the probe of a peer decides."""
+    trying = trying or {}
     gws = sorted(gateways, key=lambda g: (not g[1], g[0].host_id))
     out: dict[HostId, Target] = {}
     for m, routed in gws:  # routed first: a gateway in two networks is fast if either says so
-        out.setdefault(m.host_id, Target(m.ipv4, FAST if routed else SLOW))
+        if routed:
+            out.setdefault(m.host_id, Target(m.ipv4, FAST))
     for m in sorted(unreachable, key=lambda m: m.host_id):
+        kind, hold = trying.get(m.host_id, (SLOW, 0.0))
+        out.setdefault(m.host_id, Target(m.ipv4, kind, hold))
+    for m, _ in gws:
         out.setdefault(m.host_id, Target(m.ipv4, SLOW))
     return dict(list(out.items())[:limit])
 
@@ -374,8 +389,8 @@ def echo_reply_seq(data: bytes, family: int, *, raw: bool, ident: int, token: by
     return int(seq)
 
 
-class Prober:
-    """:class:`Probes` on real sockets, in one daemon thread.
+class Prober(SocketLoop):
+    """:class:`Probes` on real sockets, in one daemon thread (:class:`~agent.socketloop.SocketLoop`).
 
     ``on_change(host_id, up)`` is called from the prober's thread when a target goes down or up
     (keep it short: the agent only queues an event). ``clock`` is ``time.monotonic`` and
@@ -383,11 +398,13 @@ class Prober:
     """
 
     MAX_READ = 256  # packets read per wake-up and family: bounded work whatever arrives
+    thread_name = "skymesh-prober"
 
     def __init__(self, settings: ProbeSettings = ProbeSettings(), *,
                  on_change: Callable[[HostId, bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  open_socket: Callable[[int, bytes], IcmpSocket] = IcmpSocket) -> None:
+        super().__init__(log)
         self.settings = settings
         self._listeners = [on_change] if on_change is not None else []
         self._clock = clock
@@ -397,10 +414,6 @@ class Prober:
         self._socks: dict[int, IcmpSocket] = {}
         self._refused: dict[int, float] = {}  # family → when to try to open its socket again
         self._open_socket = open_socket
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------------- API
     def add_listener(self, on_change: Callable[[HostId, bool], None]) -> None:
@@ -424,25 +437,11 @@ class Prober:
         """The latency section of a status report now."""
         return rows(self.states())
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="skymesh-prober", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    # ---------------------------------------------------------------------- loop
+    def _close(self) -> None:
         for s in self._socks.values():
             s.close()
         self._socks = {}
-        self._wake_r.close()
-        self._wake_w.close()
-
-    # ---------------------------------------------------------------------- loop
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
 
     SOCKET_RETRY = 60.0  # seconds between tries to open a socket the kernel refused
 
@@ -460,14 +459,6 @@ class Prober:
                 return None
         return self._socks[family]
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except Exception:  # noqa: BLE001 - the prober must outlive any one bad packet or send
-                log.exception("prober step failed")
-                self._stop.wait(1.0)
-
     def _step(self) -> None:
         with self._lock:
             now = self._clock()
@@ -482,8 +473,7 @@ class Prober:
         changes: list[Change] = []
         for r in ready:
             if r is self._wake_r:
-                with contextlib.suppress(OSError):
-                    self._wake_r.recv(64)
+                self._woken()
                 continue
             got = r.receive(self.MAX_READ) if isinstance(r, IcmpSocket) else []
             at = self._clock()

@@ -46,16 +46,18 @@ from chalicelib.domain import protocol, validate
 from chalicelib.domain.device import AllowedIpConflictError, DeviceConfig, PeerConfig, peer_diff
 from chalicelib.domain.errors import InvalidInputError
 from chalicelib.domain.ids import HostId
-from chalicelib.domain.models import LatencyRow, Member, PeerStatus
+from chalicelib.domain.models import LatencyRow, PeerStatus
 
 from . import __version__
 from .api import ApiClient, ApiError, Unreachable
 from .converge import Outcome, Tracker
 from .mqtt import Connected, Disconnected, Received
 from .netconf import NetConfError
-from .probe import ProbeSettings, Target, TargetState, choose_targets, worth_reporting_now
+from .probe import FAST, SLOW, ProbeSettings, Target, TargetState, choose_targets, worth_reporting_now
+from .reach import Attempts
 from .state import StateDir
 from .timers import Backoff, Task, Timers
+from .underlay import DirectSettings, echo_addresses
 from .wg.base import Backend, BackendError, DevicePeer
 
 log = logging.getLogger("skymesh.agent")
@@ -129,6 +131,27 @@ class Probing(Protocol):
     def stop(self) -> None: ...
 
 
+class DirectProbing(Protocol):
+    """The underlay echo (:class:`agent.underlay.Underlay`): the peers of this host's relayed pairs
+    in (public key → echo addresses), the ones whose direct path answers out, a callback on a flip."""
+
+    settings: DirectSettings
+
+    def add_listener(self, on_change: Callable[[str, bool], None]) -> None: ...
+    def set_peers(self, peers: Mapping[str, tuple[tuple[str, int], ...]]) -> None: ...
+    def direct(self) -> frozenset[str]: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class DirectChanged:
+    """The direct path to a relayed peer started or stopped answering (queued by the echo thread)."""
+
+    public_key: str
+    direct: bool
+
+
 @dataclass(frozen=True)
 class ProbeChanged:
     """A probed target went down or up (queued by the prober's thread)."""
@@ -152,7 +175,8 @@ class Agent:
                  timings: Timings = Timings(), rng: random.Random | None = None,
                  on_applied: Callable[[Tracker], None] | None = None,
                  routing: Routing | None = None, forwarding: Forwarder | None = None,
-                 prober: Probing | None = None) -> None:
+                 prober: Probing | None = None, underlay: DirectProbing | None = None,
+                 attempts: Attempts | None = None) -> None:
         self.dir = state_dir
         self.state = state_dir.load()
         self.backend = backend
@@ -203,11 +227,19 @@ class Agent:
         self.prober = prober
         self._reported_latency: tuple[LatencyRow, ...] = ()  # the latency section of the last report sent
         self._ranked: set[HostId] = set()  # the gateways among the targets (their ranking is worth a report)
-        self._no_direct: list[Member] = []  # members it tried to reach and never shook hands with
+        # the peers it tries to reach without a session (autorelay rule 1), from the device's counters
+        self._attempts = attempts or Attempts()
         self._latency_timer = self.timers.add(Task("latency", self._check_latency))
+        self._watch_timer = self.timers.add(Task("watch", self._watch_device))
         if prober is not None:
             prober.add_listener(lambda host, up: self.events.put(ProbeChanged(host, up)))
             self._latency_timer.at(0.0)
+            self._watch_timer.at(0.0)
+        # autorelay rule 4: the echo over the underlay to the peers of this host's relayed pairs
+        self.underlay = underlay
+        self._paired: dict[str, tuple[HostId, HostId]] = {}  # relayed peer's key → (its host id, via)
+        if underlay is not None:
+            underlay.add_listener(lambda key, direct: self.events.put(DirectChanged(key, direct)))
 
     @property
     def t(self) -> Timings:
@@ -234,12 +266,16 @@ class Agent:
         self._resync_timer.at(time.monotonic())  # do not wait for MQTT to learn what changed while down
         if self.prober is not None:
             self.prober.start()
+        if self.underlay is not None:
+            self.underlay.start()
         try:
             while not self._stop.is_set():
                 self.step(timeout=self._next_timer())
         finally:
             if self.prober is not None:
                 self.prober.stop()
+            if self.underlay is not None:
+                self.underlay.stop()
             if self.link is not None:
                 self.link.stop()
             if self._cache_timer.pending:
@@ -293,6 +329,11 @@ class Agent:
             self._follow_probes()
             self._check_latency()
             self._write_runtime()  # `status` shows each target's verdict (written only when one changed)
+        elif isinstance(ev, DirectChanged):
+            if self.connected:  # the control plane ends (or keeps) the pair on this: report at once
+                now = time.monotonic()
+                self._status_timer.no_later_than(max(now, self._last_report_at + 1.0))
+            self._write_runtime()
 
     def on_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -490,6 +531,10 @@ class Agent:
             self._cache_timer.at(time.monotonic() + self.t.cache_delay)  # coalesce a burst into one write
         if set(self._applied) != before:
             self._status_timer.no_later_than(time.monotonic() + 1.0)  # peers came or went
+        if set(self._applied) - before and self.prober is not None:
+            # a host starts sending to peers it just got: find those it cannot reach within a second
+            self._attempts.peers_added(time.monotonic())
+            self._watch_timer.no_later_than(time.monotonic() + self._attempts.settings.watch)
         self._probe_targets()
         self._write_runtime()
         if self._on_applied is not None:
@@ -613,7 +658,8 @@ class Agent:
         self._probe_targets(stats)
         return protocol.StatusReport(agent_version=__version__,
                                      endpoints=self.state.endpoints or self.state.auto_endpoints,
-                                     peers=peers, latency=self.prober.rows() if self.prober else ())
+                                     peers=peers, latency=self.prober.rows() if self.prober else (),
+                                     direct=self._direct())
 
     def report_status(self) -> None:
         """Check the device is there (bring it back if not); report if something changed.
@@ -642,13 +688,13 @@ class Agent:
         digest = (report.endpoints, tuple(
             (p.public_key, p.latest_handshake_age is not None and p.latest_handshake_age < HANDSHAKE_FRESH,
              p.endpoint)  # a client that moved (a phone from Wi-Fi to mobile data) is worth a report
-            for p in report.peers))
+            for p in report.peers), report.direct)  # a relayed pair's direct path: the pair may end
         now = time.monotonic()
         if (digest == self._last_report and now - self._last_report_at < self.t.heartbeat
                 and not worth_reporting_now(self._reported_latency, report.latency, self._ranked)):
             return
         topic = self.state.status_topic or protocol.host_status_topic(self.state.host_id)
-        if report.latency:
+        if report.latency or report.direct:
             # The failover functions hear reports with latency on the broker topic: AWS IoT Basic
             # Ingest (the API's status_topic there) reaches only the one rule it names.
             topic = protocol.host_status_topic(self.state.host_id)
@@ -658,18 +704,67 @@ class Agent:
 
     # ---------------------------------------------------------------- probes
     def _probe_targets(self, stats: dict[str, DevicePeer] | None = None) -> None:
-        """Tell the prober what to probe: the gateways of this host's networks, and (given the
-        device's peers) the members it tried to reach and never shook hands with (no direct path)."""
+        """Tell the prober what to probe: the gateways of this host's networks, and (given a read of
+        the device's peers) the members it tries to reach without a session (:mod:`agent.reach`):
+        fast, and not down before WireGuard had its fair chance, while undecided; slowly after.
+        Tell the underlay echo the peers of this host's relayed pairs."""
+        self._echo_peers()
         if self.prober is None:
             return
-        gateways = self.tracker.gateways()
+        now = time.monotonic()
         if stats is not None:
-            self._no_direct = [m for k, s in stats.items()
-                               if s.tx_bytes and s.latest_handshake is None
-                               and (m := self.tracker.member_by_key(k)) is not None]
-        targets = choose_targets(gateways, self._no_direct, self.prober.settings.max_targets)
+            self._attempts.observe(stats, time.time(), now)
+        gateways = self.tracker.gateways()
+        no_direct, trying = [], {}
+        for key in self._attempts.trying():
+            if (m := self.tracker.member_by_key(key)) is not None:
+                no_direct.append(m)
+                trying[m.host_id] = (FAST if self._attempts.undecided(key, now) else SLOW,
+                                     self._attempts.hold_until(key))
+        targets = choose_targets(gateways, no_direct, self.prober.settings.max_targets, trying)
         self._ranked = {m.host_id for m, _ in gateways}
         self.prober.set_targets(targets)
+
+    def _watch_device(self) -> None:
+        """Read the device for peers tried without a session: about once a second while one is
+        undecided or peers were just added, else at the status check (:mod:`agent.reach`)."""
+        now = time.monotonic()
+        self._watch_timer.at(now + self.t.status_check)
+        if self.prober is None or self._apply_timer.pending:
+            return
+        try:
+            stats = self.backend.stats() if self.backend.exists() else None
+        except (BackendError, OSError) as e:
+            log.debug("cannot read the device: %s", e)
+            return
+        if stats is not None:
+            self._probe_targets(stats)
+        self._watch_timer.at(now + self._attempts.next_read(now, self.t.status_check))
+
+    def _echo_peers(self) -> None:
+        """The peers of this host's relayed pairs (every network), for the underlay echo: both ends
+        probe each other at their endpoints' ports + the echo offset."""
+        paired: dict[str, tuple[HostId, HostId]] = {}
+        addresses: dict[str, tuple[tuple[str, int], ...]] = {}
+        for net_id in self.tracker.network_ids:
+            records = self.tracker.records(net_id)
+            for other, via in records.paired(self.tracker.host_id).items():
+                m = records.members[other]
+                paired[m.public_key] = (other, via)
+                if self.underlay is not None:
+                    found = echo_addresses(m.endpoints, self.underlay.settings.port_offset)
+                    addresses[m.public_key] = tuple(dict.fromkeys((*addresses.get(m.public_key, ()), *found)))
+        self._paired = paired
+        if self.underlay is not None:
+            self.underlay.set_peers(addresses)
+
+    def _direct(self) -> tuple[HostId, ...]:
+        """The report's ``direct``: the relayed peers whose underlay path answers (autorelay rule 4)."""
+        if self.underlay is None:
+            return ()
+        found = self.underlay.direct()
+        out = sorted(h for k, (h, _) in self._paired.items() if k in found)
+        return tuple(out[:protocol.MAX_REPORT_LATENCY])
 
     def _follow_probes(self) -> None:
         """The fast path of HA failover: a range several gateways serve moves off the ones the
@@ -697,6 +792,7 @@ class Agent:
 
     def _write_runtime(self, running: bool = True) -> None:
         """Tell ``status`` what the agent is doing; written only when that changed (not per delta)."""
+        direct = set(self._direct())
         info = {"pid": os.getpid(), "running": running, "connected": self.connected and running,
                 "last_sync": self.last_sync, "error": self.error,
                 "stopped": "host_deleted" if self.deleted else None,
@@ -706,7 +802,10 @@ class Agent:
                 # what the probes say of each target now (only up/down: written when that changes)
                 "probes": ({h: "unknown" if st.up is None else "up" if st.up else "down"
                             for h, st in sorted(self.prober.states().items())}
-                           if running and self.prober is not None else {})}
+                           if running and self.prober is not None else {}),
+                # each relayed peer: whether its direct path over the underlay answers (rule 4)
+                "direct": ({h: h in direct for h, _ in sorted(self._paired.values())}
+                           if running and self.underlay is not None else {})}
         if info == self._runtime_written:
             return
         try:

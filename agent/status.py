@@ -27,6 +27,7 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | 
     running = said_running if alive is None else said_running and alive
     subs = runtime.get("subscriptions") or {} if running else {}
     probes: dict[str, str] = runtime.get("probes") or {} if running else {}
+    direct: dict[str, bool] = runtime.get("direct") or {} if running else {}
     # The routes shown are the device's: a range several gateways serve goes where the agent's
     # probes moved it (the gateways they found down are skipped, as the running agent does).
     tracker.set_down(h for h, verdict in probes.items() if verdict == "down")
@@ -74,6 +75,11 @@ def collect(state: AgentState, tracker: Tracker, stats: dict[str, DevicePeer] | 
             # issue 10: whom this host reaches everything through, and whom it carries
             "relayed_by": None if relay is None else {"id": relay, "name": members[relay].name},
             "relays": [{"id": h, "name": members[h].name} for h in relayed],
+            # pairs relayed automatically (autorelay): the peer, its via, and the agent's verdict
+            # on the direct path over the underlay (None: the agent is not running)
+            "relayed_pairs": [{"id": h, "name": members[h].name, "via": via, "via_name": members[via].name,
+                               "direct": direct.get(h) if running else None}
+                              for h, via in sorted(records.paired(me.host_id).items())],
             "full_tunnel": ({"via": uses, "name": members[uses].name if uses in members else uses,
                              "auto": me.role.internet_gateway == AUTO}
                             if view.full_tunnel and uses else None),
@@ -145,6 +151,11 @@ def render(st: dict[str, Any], now: float | None = None) -> str:
             rs = n["relays"]
             lines.append(f"  relays {len(rs)} host{'' if len(rs) == 1 else 's'}: "
                          + ", ".join(f"{r['name']} ({r['id']})" for r in rs))
+        for p in n.get("relayed_pairs") or ():
+            verdict = ("unknown (agent not running)" if p["direct"] is None else
+                       "answers: the pair may go direct" if p["direct"] else "not answering (yet)")
+            lines.append(f"  {p['name']} ({p['id']}) relayed through {p['via_name']} ({p['via']}); "
+                         f"direct path: {verdict}")
         if n.get("full_tunnel"):
             lines.append(f"  full tunnel: all other traffic through {n['full_tunnel']['name']} "
                          f"({n['full_tunnel']['via']})" + (", chosen automatically (auto)"

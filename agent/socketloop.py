@@ -1,0 +1,65 @@
+"""One daemon thread that waits on its sockets and runs a step at a time: what the prober
+(:class:`agent.probe.Prober`) and the underlay echo (:class:`agent.underlay.Underlay`) share.
+
+A subclass opens its sockets, implements :meth:`SocketLoop._step` (send what is due, ``select`` on
+:attr:`SocketLoop._wake_r` and its sockets, handle what arrived; :meth:`_woken` reads the wake-up
+bytes) and closes them in :meth:`SocketLoop._close`. :meth:`_wake` makes a waiting step return at
+once (new targets, stop). A step that raises is logged and the loop goes on a second later: one
+bad packet or send never ends the thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+
+__all__ = ["SocketLoop"]
+
+
+class SocketLoop:
+    thread_name = "skymesh-loop"
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the thread (bounded wait) and close every socket."""
+        self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _woken(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(64)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception:  # noqa: BLE001 - the thread must outlive any one bad packet or send
+                self._log.exception("%s: step failed", self.thread_name)
+                self._stop.wait(1.0)
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Close the subclass's sockets (after the thread ended)."""

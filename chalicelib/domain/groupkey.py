@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -60,7 +59,9 @@ _LABEL = b"skymesh/gateway-group-key/v1"
 
 
 def _field(value: bytes) -> bytes:
-    return struct.pack(">H", len(value)) + value
+    if len(value) > 0xFFFF:
+        raise InvalidInputError("a sealing context field is longer than 65535 bytes")
+    return len(value).to_bytes(2, "big") + value
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,12 @@ class SealContext:
 def associated_data(context: SealContext) -> bytes:
     """The canonical bytes of ``context``: every field length-prefixed, so that no two
     different contexts give the same bytes (``("ab", "c")`` is not ``("a", "bc")``)."""
+    if not 1 <= context.version < 2**63:
+        raise InvalidInputError(f"key version {context.version} is out of range: 1 to 2**63 - 1")
     keys = (context.group_public_key, context.sender_public_key, context.recipient_public_key)
     return b"".join([
         _field(_LABEL), _field(context.network_id.encode()), _field(context.group_id.encode()),
-        struct.pack(">Q", context.version), *(_field(base64.b64decode(key)) for key in keys)])
+        context.version.to_bytes(8, "big"), *(_field(base64.b64decode(key)) for key in keys)])
 
 
 def sealed_bytes(ciphertext: str, field_name: str = "ciphertext") -> bytes:
@@ -95,12 +98,14 @@ def sealed_bytes(ciphertext: str, field_name: str = "ciphertext") -> bytes:
         raw = base64.b64decode(ciphertext, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
-    if len(ciphertext) != SEALED_B64_LENGTH or len(raw) != SEALED_SIZE or base64.b64encode(raw).decode() != ciphertext:
+    canonical = base64.b64encode(raw).decode() == ciphertext
+    if len(ciphertext) != SEALED_B64_LENGTH or len(raw) != SEALED_SIZE or not canonical:
         raise InvalidInputError(
             f"{field_name} is not a sealed group key: expected {SEALED_B64_LENGTH} characters of base64 "
             f"({SEALED_SIZE} bytes) as the agent's groupkey.seal makes them")
     if raw[0] != SUITE:
-        raise InvalidInputError(f"{field_name} uses sealing suite {raw[0]}; this control plane knows suite {SUITE}")
+        raise InvalidInputError(f"{field_name} uses sealing suite {raw[0]}; this control plane knows "
+                                f"suite {SUITE}")
     return raw
 
 
@@ -193,11 +198,12 @@ class KeyUpload:
         public_key, version, entries = body.get("public_key"), body.get("version"), body.get("entries")
         if not isinstance(public_key, str):
             raise InvalidInputError("public_key is missing: the group's WireGuard public key")
+        wireguard_key(public_key, "public_key")
         if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version < 2**63:
             raise InvalidInputError("version must be a whole number from 1")
         if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_ENTRIES:
             raise InvalidInputError(f"entries must be a list of 1 to {MAX_ENTRIES} sealed copies")
-        return cls(wireguard_key(public_key, "public_key"), version,
+        return cls(public_key, version,
                    tuple(SealedEntry.from_item(entry) for entry in entries))
 
 
@@ -264,7 +270,9 @@ def coverage(record: GroupKeyRecord, members: Mapping[HostId, str]) -> Coverage:
             stale.append(host)
         else:
             current.append(host)
-    still_know = {*record.former_members, *(e.recipient for e in record.entries if e.recipient not in members)}
+    # A removed host that was added again is a member (pending until someone seals to it).
+    still_know = {host for host in (*record.former_members, *(e.recipient for e in record.entries))
+                  if host not in members}
     return Coverage(_sorted(current), _sorted(pending), _sorted(stale), _sorted(still_know))
 
 

@@ -70,9 +70,11 @@ def test_any_changed_byte_is_refused(index: int, mask: int) -> None:
     ("group_public_key", wgkeys.new_key_pair().public_key),
     ("sender_public_key", C.public_key),
 ])
-def test_a_copy_does_not_open_under_any_other_context_field(field: str, value: object) -> None:
+def test_a_copy_does_not_open_under_any_other_context_field(field: str, value: str | int) -> None:
+    changed = SealContext(**{**dataclasses.asdict(CONTEXT), field: value})  # type: ignore[arg-type]
+    assert changed != CONTEXT
     with pytest.raises(SealedKeyError, match="does not open"):
-        open_sealed(SEALED, dataclasses.replace(CONTEXT, **{field: value}), B.private_key)
+        open_sealed(SEALED, changed, B.private_key)
 
 
 def test_another_member_cannot_open_a_copy_meant_for_someone_else() -> None:
@@ -89,7 +91,8 @@ def test_a_copy_made_without_the_senders_private_key_does_not_open() -> None:
     # The control plane (or anyone) seals its own key with C's private key but names A as sender.
     rogue = groupkey.new_group_key()
     named_a = dataclasses.replace(CONTEXT, group_public_key=rogue.public_key)
-    forged = seal(rogue.private_key, dataclasses.replace(named_a, sender_public_key=C.public_key), C.private_key)
+    made_by_c = dataclasses.replace(named_a, sender_public_key=C.public_key)
+    forged = seal(rogue.private_key, made_by_c, C.private_key)
     with pytest.raises(SealedKeyError):
         open_sealed(forged, named_a, B.private_key)
 
@@ -101,7 +104,8 @@ def test_an_old_versions_copy_is_refused_as_the_current_key() -> None:
     # Replayed as version 2, with the old public key or with the new one: refused either way.
     for public_key in (v1.public_key, GROUP.public_key):
         with pytest.raises(SealedKeyError):
-            open_sealed(old, dataclasses.replace(old_context, version=2, group_public_key=public_key), B.private_key)
+            replayed = dataclasses.replace(old_context, version=2, group_public_key=public_key)
+            open_sealed(old, replayed, B.private_key)
     # Swapped with an older key under the current version: refused too.
     with pytest.raises(SealedKeyError):
         open_sealed(old, CONTEXT, B.private_key)
@@ -122,8 +126,8 @@ def test_open_refuses_a_valid_box_holding_a_key_other_than_the_announced_one() -
     recipient = groupkey._public(B.public_key, "b")
     sender = groupkey._private(A.private_key, "a")
     aad = CONTEXT.associated_data()
-    aead, nonce = groupkey._aead(groupkey._exchange(ephemeral, recipient) + groupkey._exchange(sender, recipient),
-                                 ephemeral_public, aad)
+    ikm = groupkey._exchange(ephemeral, recipient) + groupkey._exchange(sender, recipient)
+    aead, nonce = groupkey._aead(ikm, ephemeral_public, aad)
     box = bytes([SUITE]) + ephemeral_public + aead.encrypt(nonce, base64.b64decode(other.private_key), aad)
     with pytest.raises(GroupKeyMismatchError, match="announced"):
         open_sealed(base64.b64encode(box).decode(), CONTEXT, B.private_key)
@@ -147,3 +151,9 @@ def test_associated_data_is_unambiguous() -> None:
     one = dataclasses.replace(CONTEXT, network_id="net_ab", group_id="cd")
     two = dataclasses.replace(CONTEXT, network_id="net_abc", group_id="d")
     assert one.associated_data() != two.associated_data()
+
+
+@pytest.mark.parametrize("version", [0, -1, 2**63])
+def test_a_version_out_of_range_is_refused_before_anything_is_sealed(version: int) -> None:
+    with pytest.raises(GroupKeyError, match="out of range"):
+        seal(GROUP.private_key, dataclasses.replace(CONTEXT, version=version), A.private_key)

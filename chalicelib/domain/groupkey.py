@@ -321,7 +321,8 @@ def accept_upload(record: GroupKeyRecord | None, upload: KeyUpload, *, network_i
             raise InvalidInputError("rotate-key needs a new key pair; this is the current public key")
         if not any(entry.recipient == uploader for entry in upload.entries):
             raise InvalidInputError(f"a new key must include a copy sealed to its maker {uploader}")
-        new = GroupKeyRecord(network_id, group_id, upload.public_key, upload.version, upload.entries)
+        entries = tuple(sorted(upload.entries, key=lambda entry: entry.recipient))
+        new = GroupKeyRecord(network_id, group_id, upload.public_key, upload.version, entries)
         notice = "" if record is None else rotation_notice(record, new)
         return Accepted(new, coverage(new, members), new_key=True, notice=notice)
     if record is None or upload.version != current_version:

@@ -247,6 +247,16 @@ def test_removing_a_member_that_never_got_the_key_says_so() -> None:
     assert removal.record == record
 
 
+def test_a_removed_member_added_again_is_pending_not_former() -> None:
+    members = pubs(a, b)
+    group, record = create(members)
+    removed = remove_member(record, b).record
+    state = coverage(removed, members)
+    assert (state.pending, state.still_know) == ((b,), ())
+    resealed = accept(removed, sealed_upload(a, group, 1, seal_work(removed, members, a)), a, members).record
+    assert resealed.former_members == () and coverage(resealed, members).complete
+
+
 def test_an_old_copy_put_into_the_current_record_is_refused_by_the_member() -> None:
     members = pubs(a, b)
     _, v1 = create(members)

@@ -44,9 +44,11 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright."""
+    """Debian's Chromium, headless, driven by Playwright. Per module, not per session: while the
+    sync API is open its event loop counts as the thread's running loop, and pyroute2 (the agent's
+    netlink, in the tests that run after these) would then run its calls on it and fail."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

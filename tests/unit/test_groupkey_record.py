@@ -282,6 +282,9 @@ def _spellings(private_key: str) -> list[str]:
 
 def test_the_plaintext_key_is_in_no_record_repr_answer_error_or_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    # the agent's own logger too: a test that ran the agent in this process may have left it at
+    # a higher level, and then nothing would be captured, or searched
+    caplog.set_level(logging.DEBUG, logger=member.log.name)
     seen: list[object] = []
     members = pubs(a, b, c)
     group = member.new_group_key()

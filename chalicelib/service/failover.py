@@ -157,15 +157,8 @@ class Failover:
         for owner, owned in new_roles.items():
             members[owner] = replace(members[owner], role=replace(members[owner].role, pair_relays=owned))
         plan.check(replace(records, members=members))
-        olds: list[Host] = []
-        news: list[Host] = []
-        for hid in sorted(touched | set(new_roles)):
-            host = self._d.store.get_host(hid)
-            role = None if host is None else host.roles.get(nid, MemberRole())
-            if host is None or nid not in host.addresses or role != records.members[hid].role:
-                raise StaleWriteError(f"host {hid} changed since the pass read network {nid}")
-            olds.append(host)
-            news.append(host.with_role(nid, members[hid].role))
+        olds = topology.as_read(self._d.store, records, sorted(touched | set(new_roles)))
+        news = [h.with_role(nid, members[h.id].role) for h in olds]
         (change,) = outbox = self._stream.new_changes([nid], host_ids=tuple(h.id for h in olds))
         self._d.store.set_member_roles(olds, news, nid, change=change)
         self._stream.send(outbox)

@@ -3,9 +3,11 @@ change against (:func:`chalicelib.domain.plan.check`) and compute views from."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ..domain import autorelay
+from ..domain.ids import HostId
 from ..domain.models import Host, MemberRole
 from ..domain.plan import NetworkRecords
 from ..errors import ConflictError, NotFoundError
@@ -41,6 +43,21 @@ def used_addresses(records: NetworkRecords) -> set[str]:
             | {a for c in records.clients.values() for a in (c.ipv4, c.ipv6)})
 
 
+def as_read(store: Store, records: NetworkRecords, host_ids: Iterable[HostId]) -> list[Host]:
+    """The stored hosts ``host_ids``, each still a member of the records' network with the role
+    the records hold for it: what a write of new roles computed from ``records`` replaces.
+    :class:`StaleWriteError` when one changed since (the caller's retry reads again)."""
+    nid = records.network.id
+    out = []
+    for hid in host_ids:
+        host = store.get_host(hid)
+        stored = None if host is None or nid not in host.addresses else host.roles.get(nid, MemberRole())
+        if host is None or stored != records.members[hid].role:
+            raise StaleWriteError(f"host {hid} changed since network {nid} was read")
+        out.append(host)
+    return out
+
+
 def release_pairs(store: Store, after: NetworkRecords,
                   changing: frozenset[str] = frozenset()) -> tuple[NetworkRecords, list[tuple[Host, Host]]]:
     """The records as a change leaves them (``after``) without the automatic pairs the change makes
@@ -56,13 +73,6 @@ def release_pairs(store: Store, after: NetworkRecords,
                             f"{nid}, more than one write holds ({MAX_ROLE_WRITES - 1}); the failover "
                             "schedule moves or ends such pairs itself: try again once it has",
                             code="too_many_pairs")
-    out = []
-    for hid in sorted(owners):
-        if hid in changing:
-            continue
-        host = store.get_host(hid)
-        role = None if host is None else host.roles.get(nid, MemberRole())
-        if host is None or role is None or role.pair_relays != after.members[hid].role.pair_relays:
-            raise StaleWriteError(f"host {hid} changed while its pairs in {nid} were being released")
-        out.append((host, host.with_role(nid, replace(role, pair_relays=owners[hid]))))
+    hosts = as_read(store, after, [hid for hid in sorted(owners) if hid not in changing])
+    out = [(h, h.with_role(nid, replace(after.members[h.id].role, pair_relays=owners[h.id]))) for h in hosts]
     return released, out

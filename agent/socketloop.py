@@ -5,7 +5,8 @@ A subclass opens its sockets, implements :meth:`SocketLoop._step` (send what is 
 :attr:`SocketLoop._wake_r` and its sockets, handle what arrived; :meth:`_woken` reads the wake-up
 bytes) and closes them in :meth:`SocketLoop._close`. :meth:`_wake` makes a waiting step return at
 once (new targets, stop). A step that raises is logged and the loop goes on a second later: one
-bad packet or send never ends the thread.
+bad packet or send never ends the thread. :func:`open_udp` and :func:`send_udp` are the UDP
+sockets of the loops that speak UDP (the underlay echo, the gateway groups' election).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import logging
 import socket
 import threading
 
-__all__ = ["SocketLoop"]
+__all__ = ["SocketLoop", "open_udp", "send_udp"]
+
+Address = tuple[str, int]
 
 
 class SocketLoop:
@@ -63,3 +66,38 @@ class SocketLoop:
 
     def _close(self) -> None:
         """Close the subclass's sockets (after the thread ended)."""
+
+
+def open_udp(port: int, log: logging.Logger, what: str, host: str | None = None) -> dict[int, socket.socket]:
+    """Non-blocking UDP sockets bound at ``port``, by address family: IPv4 on every address and IPv6
+    (v6 only) on every address, a family the host cannot bind left out (and logged); or, given
+    ``host``, that one address only."""
+    wanted = ([(socket.AF_INET6 if ":" in host else socket.AF_INET, host)] if host is not None
+              else [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")])
+    socks: dict[int, socket.socket] = {}
+    for family, address in wanted:
+        try:
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((address, port))
+            s.setblocking(False)
+        except OSError as e:
+            log.info("%s: no %s socket on port %d (%s)", what,
+                     "IPv4" if family == socket.AF_INET else "IPv6", port, e)
+            continue
+        socks[family] = s
+    return socks
+
+
+def send_udp(socks: dict[int, socket.socket], data: bytes, address: Address, log: logging.Logger,
+             what: str) -> None:
+    """Send ``data`` to ``address`` from the socket of its family; a failure is logged, never raised
+    (a lost datagram is what UDP promises anyway)."""
+    sock = socks.get(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    if sock is None:
+        return
+    try:
+        sock.sendto(data, address)
+    except OSError as e:
+        log.debug("%s to %s not sent: %s", what, address[0], e)

@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .socketloop import SocketLoop
+from .socketloop import SocketLoop, open_udp, send_udp
 
 log = logging.getLogger("skymesh.agent.underlay")
 
@@ -423,18 +423,7 @@ class Underlay(SocketLoop):
 
     def start(self) -> None:
         """Open the echo sockets (a family the host cannot bind is left out), then the thread."""
-        for family, any_address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            try:
-                s = socket.socket(family, socket.SOCK_DGRAM)
-                if family == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((any_address, self.port))
-                s.setblocking(False)
-            except OSError as e:
-                log.info("underlay echo: no %s socket on port %d (%s)",
-                         "IPv4" if family == socket.AF_INET else "IPv6", self.port, e)
-                continue
-            self._socks[family] = s
+        self._socks = open_udp(self.port, log, "underlay echo")
         super().start()
 
     # ---------------------------------------------------------------------- loop
@@ -444,14 +433,7 @@ class Underlay(SocketLoop):
         self._socks = {}
 
     def _send(self, data: bytes, address: Address) -> None:
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        sock = self._socks.get(family)
-        if sock is None:
-            return
-        try:
-            sock.sendto(data, address)
-        except OSError as e:
-            log.debug("underlay echo to %s not sent: %s", address[0], e)
+        send_udp(self._socks, data, address, log, "underlay echo")
 
     def _step(self) -> None:
         with self._lock:

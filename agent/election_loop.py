@@ -25,8 +25,9 @@ The pure protocol decides; this module gives it a clock, messages and a voice (i
   is withdrawn before anything else is done); ``Hooks.on_active`` only after checking
   :func:`~chalicelib.domain.election.is_active` again right before the call. Both run in the loop's
   thread: keep them short (tens of ms), a hook that blocks delays renewals.
-- **Incarnation** (:func:`next_incarnation`): a persisted counter in the state directory, raised and
-  written durably before use, with the boot id mixed in, so a restart never reuses one.
+- **Incarnation** (:func:`next_incarnation`): a persisted counter in the state directory (raised past
+  the wall clock's seconds too), written durably before use, with the boot id mixed in, so a restart
+  never reuses one.
 
 The active member sends its group interface's client endpoints (public key → ``ip:port``, what
 WireGuard saw last) every :data:`ENDPOINTS_EVERY` s and at the first tick after they change; a
@@ -728,18 +729,22 @@ def _boot_id() -> str:
         return ""
 
 
-def next_incarnation(state_dir: Path, boot_id: str | None = None) -> int:
-    """This start's incarnation, never one an earlier start used: the counter in
-    ``state_dir/election.json`` raised and written durably (mode 0600) before it is returned, with
-    16 bits of the boot id above its 32 bits (a counter file restored from a backup still differs on
-    a new boot, when the monotonic clock restarted too). Raises OSError when it cannot be written:
-    a member that cannot promise a new incarnation must not take part."""
+def next_incarnation(state_dir: Path, boot_id: str | None = None, wall: float | None = None) -> int:
+    """This start's incarnation, never one an earlier start used: a 32-bit counter in
+    ``state_dir/election.json``, raised past both its stored value and the wall clock's seconds,
+    written durably (mode 0600) before it is returned, with 16 bits of the boot id above it. So a
+    restart gets a new one; a counter file lost or restored from a backup still gives a new one unless
+    the wall clock went back too (or it is the same second), and on a new boot the boot id differs
+    anyway (the monotonic clock restarted with it, which is what the incarnation fences). Raises
+    OSError when it cannot be written: a member that cannot promise a new incarnation must not take
+    part. Below 2**48: an exact JSON number for the control plane."""
     path = Path(state_dir) / _INCARNATION_FILE
     try:
-        counter = int(json.loads(path.read_text())["counter"])
+        stored = int(json.loads(path.read_text())["counter"])
     except (FileNotFoundError, ValueError, KeyError, TypeError):
-        counter = 0
-    counter = (counter + 1) & 0xFFFFFFFF
+        stored = 0
+    seconds = int(time.time() if wall is None else wall)
+    counter = max(stored + 1, seconds) & 0xFFFFFFFF
     boot = _boot_id() if boot_id is None else boot_id
     write_private(path, json.dumps({"counter": counter, "boot_id": boot}))
     return (zlib.crc32(boot.encode()) & 0xFFFF) << 32 | counter

@@ -436,10 +436,7 @@ class GroupDriver:
                                         election.Inputs(now, up, claims, acks, self.record))
         self.role, self.epoch = out.role, out.epoch
         self.down = tuple(m for m in others if m not in up)
-        self.next_at = now + min(TICK, self.timing.heartbeat / 2)
-        if self.state.lease_from is not None and self.state.lease_from + self.timing.lease > now:
-            # step again right when the lease ends: a member that cannot renew withdraws on time
-            self.next_at = min(self.next_at, self.state.lease_from + self.timing.lease)
+        self.next_at = min([now + min(TICK, self.timing.heartbeat / 2), *self._moments(now)])
         if out.role == "standby" and self.acted == "active":
             self.acted = "standby"  # withdraw first, whatever else this step does
             log.info("group %s: standby at epoch %d", self.config.group_id, out.epoch)
@@ -468,6 +465,21 @@ class GroupDriver:
                 self._call("on_standby", self.hooks.on_standby)  # withdraw whatever it half did
         if self.acted == "active":
             self._send_endpoints(now, send)
+
+    def _moments(self, now: float) -> list[float]:
+        """The coming moments at which a step may decide something new without a message, so the
+        step runs right then rather than up to a tick later: the lease's end (a member that cannot
+        renew withdraws on time), and the moments a free member of any rank may campaign (what it
+        does then is ``election.step``'s to decide)."""
+        s, t = self.state, self.timing
+        out = []
+        if s.lease_from is not None:
+            out.append(s.lease_from + t.lease)
+        if s.claim_epoch is None:
+            free = max(s.promise.until if s.promise is not None else 0.0, s.quiet_until, s.heard_until)
+            ranks = range(len(self.group.members))
+            out += [start + k * t.stagger for start in (free, s.view_since) for k in ranks]
+        return [m for m in out if m > now]
 
     def _send_endpoints(self, now: float, send: Send) -> None:
         try:

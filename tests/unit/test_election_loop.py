@@ -262,6 +262,22 @@ def test_a_member_cut_off_withdraws_when_its_lease_ends_not_a_tick_later() -> No
     assert took > withdrawn  # the next one takes over only after it withdrew
 
 
+def test_a_free_member_steps_when_its_turn_comes_not_a_tick_later() -> None:
+    net = Net(("a", "b", "c"))
+    net.run(3.0, dt=0.001)
+    a = net.drivers["a"]
+    # quiet for one promise after the start, then a campaigns at once (ticks alone: up to 0.25 s later)
+    assert a.state.claim_epoch == 1 and 0 <= a.state.claim_started - T.promise <= 0.0015
+    net.cut.add("a")
+    del net.drivers["a"]
+    crash = net.now
+    net.run(crash + 4.0, dt=0.001)
+    b = net.drivers["b"]
+    # b (rank 1: a is still seen up) is free one promise after a's last claim, and claims one stagger later
+    assert b.state.claim_epoch == 2 and crash < b.state.heard_until <= crash + T.promise
+    assert 0 <= b.state.claim_started - (b.state.heard_until + T.stagger) <= 0.0015
+
+
 def test_on_active_is_called_only_when_the_lease_holds_right_before_the_call() -> None:
     net = Net(("a", "b", "c"))
     a = net.drivers["a"]

@@ -49,8 +49,6 @@ import ipaddress
 import json
 import logging
 import math
-import select
-import socket
 import struct
 import threading
 import time
@@ -66,7 +64,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from chalicelib.domain import election
 from chalicelib.domain.election import CONTROL_PLANE, Ack, Claim, Group, Record, Role, Timing
 
-from .socketloop import Address, SocketLoop, open_udp, send_udp
+from .socketloop import Address, UdpLoop
 from .state import write_private
 
 log = logging.getLogger("skymesh.agent.election")
@@ -576,7 +574,7 @@ def control_plane_vote(claim_call: Callable[..., tuple[bool, int]]) -> Vote:
 
 
 # ------------------------------------------------------------------------------------ the loop
-class ElectionLoop(SocketLoop):
+class ElectionLoop(UdpLoop):
     """Every gateway group of this member, on one UDP port, in one daemon thread.
 
     ``incarnation``: :func:`next_incarnation` at the agent's start. ``port``/``host``: where the
@@ -585,22 +583,20 @@ class ElectionLoop(SocketLoop):
     the hooks run in the loop's thread.
     """
 
-    MAX_READ = 256  # datagrams read per wake-up and socket: bounded work whatever arrives
     thread_name = "skymesh-election"
+    what = "election"
 
     def __init__(self, incarnation: int, *, port: int = ELECTION_PORT, host: str | None = None,
                  timing: Timing = DEFAULT_TIMING, clock: Callable[[], float] = time.monotonic,
                  vote: Vote | None = None) -> None:
-        super().__init__(log)
+        super().__init__(log, port, host)
         self.incarnation = incarnation
-        self.port, self.host = port, host
         self.timing = timing
         self._clock = clock
         self._lock = threading.RLock()
         self._drivers: dict[str, GroupDriver] = {}
         self._due: set[str] = set()
         self._counters: Counter[str] = Counter()
-        self._socks: dict[int, socket.socket] = {}
         self._worker = VoteWorker(vote, self._deliver) if vote is not None else None
 
     # ----------------------------------------------------------------------------------- API
@@ -656,7 +652,7 @@ class ElectionLoop(SocketLoop):
 
     def start(self) -> None:
         """Open the socket(s), then the thread (and the control plane's vote worker)."""
-        self._socks = open_udp(self.port, log, "election", self.host)
+        self._open()
         if not self._socks:
             raise OSError(f"election: cannot listen on UDP port {self.port}")
         if self._worker is not None:
@@ -688,32 +684,14 @@ class ElectionLoop(SocketLoop):
         driver = self._drivers.get(group_id)
         return driver.key() if driver is not None else None
 
-    def _close(self) -> None:
-        for s in self._socks.values():
-            s.close()
-        self._socks = {}
-
-    def _send(self, data: bytes, address: Address) -> None:
-        send_udp(self._socks, data, address, log, "election")
-
     def _step(self) -> None:
         with self._lock:
             now = self._clock()
             wait = min((max(0.0, d.next_at - now) for d in self._drivers.values()), default=TICK)
             if self._due:
                 wait = 0.0
-        ready, _, _ = select.select([self._wake_r, *self._socks.values()], [], [], min(wait, TICK))
-        for r in ready:
-            if r is self._wake_r:
-                self._woken()
-                continue
-            for _ in range(self.MAX_READ):
-                try:
-                    data, _source = r.recvfrom(MAX_SIZE + 1)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:  # an ICMP error queued on the socket (port unreachable)
-                    continue
+        for r in self._ready(min(wait, TICK)):
+            for data, _source in self._datagrams(r, MAX_SIZE + 1):
                 with self._lock:
                     try:
                         group_id, message = decode(data, self._keys)

@@ -383,11 +383,17 @@ class GroupDriver:
     def key(self) -> tuple[int, bytes]:
         return self.config.key_version, self._key
 
-    def receive(self, message: Message) -> None:
-        """An authenticated message of this group (or the control plane's ack), for the next tick."""
+    def receive(self, message: Message, *, from_control_plane: bool = False) -> None:
+        """An authenticated message of this group, or the control plane's answer (from the vote
+        worker, never from the network: a datagram naming the control plane as its sender is not
+        its vote), for the next tick."""
         me = self.config.me
         sender = message.voter if isinstance(message, Ack) else message.member
-        if sender != CONTROL_PLANE and (sender == me or sender not in self.group.members):
+        if from_control_plane:
+            ok = isinstance(message, Ack) and sender == CONTROL_PLANE
+        else:
+            ok = sender != me and sender in self.group.members
+        if not ok:
             self.counters["not_member"] += 1
         elif isinstance(message, Claim):
             self._claims.append(message)
@@ -676,7 +682,7 @@ class ElectionLoop(UdpLoop):
             driver = self._drivers.get(group_id)
             if driver is None:
                 return
-            driver.receive(ack)
+            driver.receive(ack, from_control_plane=True)
             self._due.add(group_id)
         self._wake()
 

@@ -331,11 +331,11 @@ def test_two_members_the_survivor_is_active_only_with_the_control_planes_ack_eve
     b = net.drivers["b"]
     assert net.active() == [] and net.asked  # it asked, nobody answered: standby
     first = next(c for c in net.asked if c.member == "b")
-    b.receive(Ack(CONTROL_PLANE, first, True, first.epoch))  # a late answer to its first claim
+    b.receive(Ack(CONTROL_PLANE, first, True, first.epoch), from_control_plane=True)  # late: 1st claim
     net.run(12.5)
     assert net.active() == []  # that campaign is over: a stale ack makes no lease
     latest = [c for c in net.asked if c.member == "b"][-1]
-    b.receive(Ack(CONTROL_PLANE, latest, True, latest.epoch))
+    b.receive(Ack(CONTROL_PLANE, latest, True, latest.epoch), from_control_plane=True)
     net.run(12.5 + TICK)
     assert net.active() == ["b"]
 
@@ -348,7 +348,10 @@ def test_foreign_acks_other_incarnations_and_non_members_are_counted_not_used() 
     d.receive(Ack("b", Claim("c", 1, 0.0, 5), True, 1))  # someone else's claim
     d.receive(Claim("z", 1, 0.0, 1))  # not a member
     d.receive(Claim("a", 1, 0.0, 5))  # ourselves, replayed
-    assert counters == Counter(other_incarnation=1, not_ours=1, not_member=2) and not d.pending
+    d.receive(Ack(CONTROL_PLANE, Claim("a", 1, 0.0, 5), True, 1))  # "the control plane" over UDP
+    assert counters == Counter(other_incarnation=1, not_ours=1, not_member=3) and not d.pending
+    d.receive(Ack(CONTROL_PLANE, Claim("a", 1, 0.0, 5), True, 1), from_control_plane=True)
+    assert d.pending  # the vote worker's answer is taken
 
 
 def test_a_standby_learns_the_active_members_endpoints_merged_and_skips_stale_ones() -> None:

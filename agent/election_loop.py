@@ -82,6 +82,7 @@ MAX_SIZE = 1232  # bytes per datagram: fits IPv6's minimum MTU, so inside any tu
 WIRE_VERSION = 1
 MAGIC = b"SMG"
 CLAIM, ACK, ENDPOINTS = 1, 2, 3
+MAX_LEARNED = 65536  # client endpoints a standby keeps (a group has far fewer clients)
 MAX_NAME = 64  # bytes of a network, group or host id (ids are ≤ 45 characters)
 MAC_SIZE = 32
 _HEAD = struct.Struct("!3sBBI")  # magic, version, kind, key version
@@ -416,6 +417,9 @@ class GroupDriver:
         if self.acted == "active":
             return  # the active member's own view is the one that counts
         merged = {**self._learned, **message.endpoints}
+        if len(merged) > MAX_LEARNED:
+            self.counters["endpoints_over_limit"] += 1
+            return
         if merged != self._learned:
             self._learned = merged
             self._call("learn_endpoints", self.hooks.learn_endpoints, dict(merged))

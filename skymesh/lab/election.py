@@ -116,6 +116,7 @@ class LoopbackGroup:
         m = self.members[name]
         assert m.loop is None
         m.incarnations += 1
+        m.learned = {}  # a new process knows nothing it did not hear since
         loop = ElectionLoop(m.incarnations, port=m.port, host="127.0.0.1", timing=self.timing, vote=self.vote)
         config = GroupConfig(NETWORK, GROUP, name, self.names,
                              {o: ("127.0.0.1", self.members[o].port) for o in self.names if o != name},

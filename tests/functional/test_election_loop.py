@@ -9,6 +9,7 @@ the survivor takes over only once the control plane acks it. Every wait is bound
 from __future__ import annotations
 
 import json
+import socket
 import statistics
 import threading
 import time
@@ -17,8 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from agent import keys
 from agent.api import ApiClient, ApiError
-from agent.election_loop import control_plane_vote
+from agent.election_loop import control_plane_vote, encode, mac_key
 from chalicelib.domain import election
 from chalicelib.domain.election import Claim, Promise, Timing
 from chalicelib.domain.protocol import ProtocolError
@@ -148,3 +150,26 @@ def test_the_claims_call_reads_the_contracts_answer_and_refuses_anything_else(vo
         ApiClient(voter.url, "skm_ht_other").claim_gateway_group(NETWORK, GROUP, member="host_a", epoch=3,
                                                                   incarnation=7)
     assert e.value.status == 403
+
+
+def test_a_running_member_drops_and_counts_foreign_datagrams_and_stays_active() -> None:
+    with LoopbackGroup(3) as group:
+        group.start_all()
+        wait_until(lambda: group.active() == ["m0"], 10.0, "m0 active")
+        loop = group.members["m0"].loop
+        assert loop is not None
+        other_key = keys.new_wireguard_key()
+        claim = Claim("m1", 99, time.monotonic(), 1)
+        junk = [
+            b"\x00" * 40,  # malformed
+            encode(claim, "grp_elsewhere1", 1, mac_key(other_key, NETWORK, "grp_elsewhere1", 1)),  # not ours
+            encode(claim, GROUP, 2, mac_key(group.key, NETWORK, GROUP, 2)),  # the next key version
+            encode(claim, GROUP, 1, mac_key(other_key, NETWORK, GROUP, 1)),  # a key that is not the group's
+        ]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for data in junk:
+                s.sendto(data, ("127.0.0.1", group.members["m0"].port))
+        wanted = {"malformed": 1, "unknown_group": 1, "other_version": 1, "bad_mac": 1}
+        wait_until(lambda: all(loop.counters().get(k, 0) >= n for k, n in wanted.items()), 5.0,
+                   "every datagram counted", details=lambda: str(loop.counters()))
+        assert group.active() == ["m0"] and [s.epoch for s in loop.status()] == [1]  # epoch 99 unheard

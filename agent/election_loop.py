@@ -69,10 +69,10 @@ from .state import write_private
 
 log = logging.getLogger("skymesh.agent.election")
 
-__all__ = ["ELECTION_PORT", "TICK", "ENDPOINTS_EVERY", "MAX_SIZE", "MAX_ENDPOINTS", "WIRE_VERSION",
-           "Endpoints", "Message", "DropError", "mac_key", "encode", "encode_endpoints", "decode",
-           "GroupConfig", "Hooks", "GroupStatus", "Vote", "VoteWorker", "GroupDriver", "ElectionLoop",
-           "next_incarnation", "control_plane_vote"]
+__all__ = ["ELECTION_PORT", "TICK", "ENDPOINTS_EVERY", "MAX_SIZE", "MAX_ENDPOINTS", "MAX_LEARNED",
+           "WIRE_VERSION", "DEFAULT_TIMING", "Endpoints", "Message", "DropError", "mac_key", "encode",
+           "encode_endpoints", "decode", "GroupConfig", "peer_addresses", "Hooks", "GroupStatus", "Vote",
+           "VoteWorker", "GroupDriver", "ElectionLoop", "next_incarnation", "control_plane_vote"]
 
 ELECTION_PORT = 51829  # UDP, on the members' overlay addresses: a floating port must not take it
 DEFAULT_TIMING = Timing()
@@ -477,12 +477,15 @@ class GroupDriver:
     def _moments(self, now: float) -> list[float]:
         """The coming moments at which a step may decide something new without a message, so the
         step runs right then rather than up to a tick later: the lease's end (a member that cannot
-        renew withdraws on time), and the moments a free member of any rank may campaign (what it
-        does then is ``election.step``'s to decide)."""
+        renew withdraws on time), the next heartbeat of a claim (renewals every ``heartbeat``, so a
+        lease of three outlives two lost ones), and the moments a free member of any rank may
+        campaign (what it does then is ``election.step``'s to decide)."""
         s, t = self.state, self.timing
         out = []
         if s.lease_from is not None:
             out.append(s.lease_from + t.lease)
+        if s.claim_epoch is not None and s.last_sent is not None:
+            out.append(s.last_sent + t.heartbeat)  # renew on the heartbeat, not up to a tick after it
         if s.claim_epoch is None:
             free = max(s.promise.until if s.promise is not None else 0.0, s.quiet_until, s.heard_until)
             ranks = range(len(self.group.members))

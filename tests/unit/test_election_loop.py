@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import keys
@@ -172,6 +173,9 @@ class Net:
     drivers: dict[str, GroupDriver] = field(default_factory=dict)
     inflight: list[tuple[bytes, str]] = field(default_factory=list)
     fail_activate: set[str] = field(default_factory=set)
+    rng: random.Random | None = None  # with one: each datagram lost (1 in 5) or delayed up to 0.1 s
+    delayed: list[tuple[float, bytes, str]] = field(default_factory=list)
+    most_active: int = 0  # the most members acting active at one moment
 
     def __post_init__(self) -> None:
         for n in self.names:
@@ -199,14 +203,20 @@ class Net:
 
     def send_from(self, n: str) -> Callable[[bytes, tuple[str, int]], None]:
         def send(data: bytes, address: tuple[str, int]) -> None:
-            if n not in self.cut:
+            if n in self.cut:
+                return
+            if self.rng is None:
                 self.inflight.append((data, self.names[address[1]]))
+            elif self.rng.random() >= 0.2:
+                self.delayed.append((self.now + self.rng.uniform(0.0, 0.1), data, self.names[address[1]]))
         return send
 
     def run(self, until: float, dt: float = 0.01) -> None:
         while self.now < until:
             self.now = round(self.now + dt, 6)
             arrived, self.inflight = self.inflight, []
+            arrived += [(d, to) for at, d, to in self.delayed if at <= self.now]
+            self.delayed = [x for x in self.delayed if x[0] > self.now]
             for data, to in arrived:
                 if to in self.drivers and to not in self.cut:
                     d = self.drivers[to]
@@ -215,6 +225,7 @@ class Net:
             for n, d in self.drivers.items():
                 if d.pending or d.next_at <= self.now:
                     d.tick(lambda: self.now, self.send_from(n))
+            self.most_active = max(self.most_active, len(self.active()))
 
     def active(self) -> list[str]:
         return [n for n, d in self.drivers.items() if d.acted == "active"]
@@ -260,6 +271,42 @@ def test_a_member_cut_off_withdraws_when_its_lease_ends_not_a_tick_later() -> No
     assert 0 <= withdrawn - (lease_from + T.lease) <= 0.0015
     took = next(t for t, n, r in net.calls if n != "a" and r == "active")
     assert took > withdrawn  # the next one takes over only after it withdrew
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.sampled_from((("a", "b", "c"), ("a", "b", "c", "d"))),
+       st.lists(st.tuples(st.floats(0.5, 20.0), st.sampled_from(("crash", "restart", "cut", "heal"))),
+                max_size=8))
+def test_never_two_members_act_active_at_once_under_loss_delay_partitions_crashes_and_restarts(
+        seed: int, names: tuple[str, ...], events: list[tuple[float, str]]) -> None:
+    net = Net(names, rng=random.Random(seed))
+    rng = random.Random(seed + 1)
+    starts = dict.fromkeys(names, 1)
+    for at, what in sorted(events):
+        net.run(at)
+        dead = [n for n in names if n not in net.drivers]
+        # the active member is the interesting victim: it must stop acting before another starts
+        victim = net.active()[0] if net.active() and rng.random() < 0.7 else rng.choice(list(net.drivers))
+        if what == "crash" and len(dead) < len(names) - 1:
+            del net.drivers[victim]  # it falls silent, its address goes with it
+            net.cut.discard(victim)
+        elif what == "restart" and dead:
+            back = rng.choice(dead)
+            starts[back] += 1
+            net.start(back, incarnation=starts[back])
+        elif what == "cut":
+            net.cut.add(victim)  # alive, and acting on what it knows, but nobody hears it
+        elif what == "heal" and net.cut:
+            net.cut.discard(rng.choice(sorted(net.cut)))
+        for n in net.drivers:  # the probes see it at once (the worst case: no stagger to wait out)
+            net.up[n] = set() if n in net.cut else {m for m in net.drivers if m != n and m not in net.cut}
+    net.run(net.now + 3.0)
+    assert net.most_active <= 1
+    net.rng, net.cut = None, set()  # then messages flow (each in 10 ms): with a quorum alive, one is active
+    net.run(net.now + T.lease + T.promise + len(names) * T.stagger + 1.0)
+    assert net.most_active <= 1
+    if len(net.drivers) * 2 > len(names):
+        assert len(net.active()) == 1
 
 
 def test_a_free_member_steps_when_its_turn_comes_not_a_tick_later() -> None:

@@ -77,6 +77,7 @@ __all__ = ["ELECTION_PORT", "TICK", "ENDPOINTS_EVERY", "MAX_SIZE", "MAX_ENDPOINT
 ELECTION_PORT = 51829  # UDP, on the members' overlay addresses: a floating port must not take it
 DEFAULT_TIMING = Timing()
 TICK = 0.25  # seconds between steps at most (election.step wants ≤ heartbeat / 2)
+RETRY_ACTIVATE = 1.0  # seconds before an on_active that failed is tried again
 ENDPOINTS_EVERY = 1.0  # the active member resends its clients' endpoints this often
 MAX_SIZE = 1232  # bytes per datagram: fits IPv6's minimum MTU, so inside any tunnel unfragmented
 WIRE_VERSION = 1
@@ -363,6 +364,7 @@ class GroupDriver:
         self._claims: list[Claim] = []
         self._acks: list[Ack] = []
         self._asked_epoch = 0
+        self._retry_at = -math.inf  # after a failed on_active, not before this
         self._seq = 0
         self._sent_endpoints: Mapping[str, str] | None = None
         self._endpoints_at = -math.inf
@@ -464,13 +466,14 @@ class GroupDriver:
             if ack.claim.member in self.config.peers:
                 send(encode(ack, gid, version, self._key), self.config.peers[ack.claim.member])
                 self.counters["acks_sent"] += 1
-        if (out.role == "active" and self.acted != "active"
+        if (out.role == "active" and self.acted != "active" and now >= self._retry_at
                 and election.is_active(self.state, clock(), self.timing)):
-            self.acted = "active"  # before the call: a hook that fails is withdrawn at the next standby
+            self.acted = "active"
             log.info("group %s: ACTIVE at epoch %d", gid, out.epoch)
             if not self._call("on_active", self.hooks.on_active):
                 self.acted = "standby"
                 self._call("on_standby", self.hooks.on_standby)  # withdraw whatever it half did
+                self._retry_at = now + RETRY_ACTIVATE
         if self.acted == "active":
             self._send_endpoints(now, send)
 

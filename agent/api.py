@@ -14,9 +14,10 @@ from chalicelib.domain import protocol
 
 from . import __version__
 
-__all__ = ["ApiClient", "ApiError", "Unreachable", "FullConfig"]
+__all__ = ["ApiClient", "ApiError", "Unreachable", "FullConfig", "CLAIM_TIMEOUT"]
 
 TIMEOUT = 15.0
+CLAIM_TIMEOUT = 1.0  # a vote later than a lease (1.5 s) could only renew a lease already lost
 
 
 class ApiError(RuntimeError):
@@ -47,7 +48,7 @@ class ApiClient:
         self._timeout = timeout
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
-              token: str | None = None) -> dict[str, Any] | None:
+              token: str | None = None, timeout: float | None = None) -> dict[str, Any] | None:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.server + path, data=data, method=method)
         req.add_header("User-Agent", f"skymesh-agent/{__version__}")
@@ -57,7 +58,7 @@ class ApiClient:
         if bearer:
             req.add_header("Authorization", f"Bearer {bearer}")
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self._timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raw = e.read()
@@ -107,6 +108,20 @@ class ApiClient:
 
     def delete_host(self, host_id: str) -> None:
         self._call("DELETE", f"/v1/hosts/{host_id}")
+
+    def claim_gateway_group(self, network_id: str, group_id: str, *, member: str, epoch: int,
+                            incarnation: int, timeout: float = CLAIM_TIMEOUT) -> tuple[bool, int]:
+        """The control plane's vote on a member's claim of a gateway group: (granted, the highest
+        epoch it promised). Raises :class:`ApiError` (refused), :class:`Unreachable` (no answer within
+        ``timeout``) or :class:`protocol.ProtocolError` (an answer not shaped so)."""
+        out = self._call("POST", f"/v1/networks/{urllib.parse.quote(network_id, safe='')}/gateway-groups/"
+                         f"{urllib.parse.quote(group_id, safe='')}/claims",
+                         {"member": member, "epoch": epoch, "incarnation": incarnation}, timeout=timeout)
+        granted, promised = (out or {}).get("granted"), (out or {}).get("epoch")
+        if not isinstance(granted, bool) or not isinstance(promised, int) or isinstance(promised, bool) \
+                or promised < 0:
+            raise protocol.ProtocolError(f"bad claims answer: {out!r:.200}")
+        return granted, promised
 
 
 def _delta(d: Any) -> protocol.Delta:

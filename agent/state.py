@@ -15,6 +15,8 @@ Layout of ``DIR`` (default ``/var/lib/skymesh``)::
     runtime.json what the running agent is doing (for ``status``)
     forwarding.json  on a gateway: that our nftables table exists, and the forwarding sysctls'
                  values before we turned them on (put back when the role ends, or on ``leave``)
+    election.json  the gateway-group election's incarnation counter (agent/election_loop.py): raised
+                 at every start, so a restarted member never reuses an incarnation
     run.lock     held (flock) by the one process that owns the device: ``run``, or ``leave``
                  while it removes everything; it names that process (``{"pid", "command"}``)
 """
@@ -225,5 +227,5 @@ class StateDir:
     def wipe(self) -> None:
         """Remove everything the agent wrote (after ``leave``)."""
         for name in ("state.json", "wg.key", "tls.key", "tls.crt", "ca.pem", "cache.json", "runtime.json",
-                     "forwarding.json", "run.lock"):
+                     "forwarding.json", "election.json", "run.lock"):
             (self.path / name).unlink(missing_ok=True)

@@ -39,8 +39,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import select
-import socket
 import struct
 import threading
 import time
@@ -52,7 +50,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .socketloop import SocketLoop
+from .socketloop import UdpLoop
 
 log = logging.getLogger("skymesh.agent.underlay")
 
@@ -372,7 +370,7 @@ class Responder:
 
 
 # ----------------------------------------------------------------------------------- sockets
-class Underlay(SocketLoop):
+class Underlay(UdpLoop):
     """:class:`Echoes` and :class:`Responder` on real UDP sockets (one per address family the host
     has, at ``listen_port + port_offset``), in one daemon thread (:class:`~agent.socketloop.SocketLoop`).
 
@@ -380,23 +378,21 @@ class Underlay(SocketLoop):
     it short: the agent only queues an event).
     """
 
-    MAX_READ = 256  # packets read per wake-up and socket: bounded work whatever arrives
     thread_name = "skymesh-underlay"
+    what = "underlay echo"
 
     def __init__(self, private_key: str, public_key: str, listen_port: int,
                  settings: DirectSettings = DirectSettings(), *,
                  on_change: Callable[[str, bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(log)
+        super().__init__(log, listen_port + settings.port_offset)
         self.settings = settings
-        self.port = listen_port + settings.port_offset
         self._listeners = [on_change] if on_change is not None else []
         self._clock = clock
         self._echoes = Echoes(settings, first_seq=time.time_ns())  # grows across restarts: no replay
         self._responder = Responder(private_key, public_key, settings)
         self._lock = threading.Lock()
         self._me = base64.b64decode(public_key)
-        self._socks: dict[int, socket.socket] = {}
         self._targets: dict[str, tuple[Address, ...]] = {}
 
     # ----------------------------------------------------------------------- API
@@ -423,36 +419,10 @@ class Underlay(SocketLoop):
 
     def start(self) -> None:
         """Open the echo sockets (a family the host cannot bind is left out), then the thread."""
-        for family, any_address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            try:
-                s = socket.socket(family, socket.SOCK_DGRAM)
-                if family == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((any_address, self.port))
-                s.setblocking(False)
-            except OSError as e:
-                log.info("underlay echo: no %s socket on port %d (%s)",
-                         "IPv4" if family == socket.AF_INET else "IPv6", self.port, e)
-                continue
-            self._socks[family] = s
+        self._open()
         super().start()
 
     # ---------------------------------------------------------------------- loop
-    def _close(self) -> None:
-        for s in self._socks.values():
-            s.close()
-        self._socks = {}
-
-    def _send(self, data: bytes, address: Address) -> None:
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        sock = self._socks.get(family)
-        if sock is None:
-            return
-        try:
-            sock.sendto(data, address)
-        except OSError as e:
-            log.debug("underlay echo to %s not sent: %s", address[0], e)
-
     def _step(self) -> None:
         with self._lock:
             now = self._clock()
@@ -466,20 +436,9 @@ class Underlay(SocketLoop):
                                               int(time.time() * 1000)), pk), address))
         for data, address in packets:
             self._send(data, address)
-        ready, _, _ = select.select([self._wake_r, *self._socks.values()], [], [], min(wait, 1.0))
         changes: list[Change] = []
-        for r in ready:
-            if r is self._wake_r:
-                self._woken()
-                continue
-            for _ in range(self.MAX_READ):
-                try:
-                    data, source = r.recvfrom(512)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:  # an ICMP error queued on the socket (port unreachable)
-                    continue
-                address = (str(source[0]), int(source[1]))
+        for r in self._ready(min(wait, 1.0)):
+            for data, address in self._datagrams(r, 512):
                 with self._lock:
                     if (out := self._responder.answer(data, int(time.time() * 1000))) is not None:
                         echo = parse(data)

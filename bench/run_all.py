@@ -35,6 +35,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick ar
     ("latency_matrix", [], ["--hosts", "100", "--requests", "5"]),
     ("failover", ["--kills", "10"], ["--kills", "2"]),
     ("autorelay", ["--runs", "5"], ["--runs", "1"]),
+    ("election_takeover", ["--kills", "50"], ["--kills", "3"]),
 ]
 ROOT_ONLY = {"apply", "failover", "autorelay"}  # network namespaces and wireguard-go
 

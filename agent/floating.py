@@ -97,7 +97,8 @@ def snat_ruleset(ifname: str, port: int, floating_ip: str | None) -> dict[str, A
         {"add": {"chain": {**where, "name": "postrouting", "type": "filter", "hook": "postrouting",
                            "prio": 110, "policy": "accept"}}},
         {"add": {"rule": {**where, "chain": "postrouting", "expr": [
-            {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "sport"}}, "right": port}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "sport"}},
+                       "right": port}},
             {"match": {"op": "!=", "left": saddr, "right": str(ip)}},
             {"mangle": {"key": saddr, "value": str(ip)}}]}}},
     ]
@@ -318,7 +319,8 @@ class GroupDataPlane:
                 self._netconf()
                 keys = list(self._clients)
                 self._wg.apply_peers([], keys)
-                self._wg.apply_peers([PeerConfig(public_key=k, allowed_ips=self._clients[k]) for k in keys], [])
+                self._wg.apply_peers([PeerConfig(public_key=k, allowed_ips=self._clients[k])
+                                      for k in keys], [])
             except (BackendError, FloatingError) as e:
                 errors.append(str(e))
         if errors:

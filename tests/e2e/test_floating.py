@@ -1,0 +1,80 @@
+"""A gateway group's data plane end to end (issue 11): two members with the same group key and
+a floating address, a phone with the real ``wg-quick`` and a file it never changes, a steady
+stream through the active member; the other member takes over and the stream comes back within
+a second, from the same floating address, and the old member keeps nothing it added.
+
+The lab is :mod:`skymesh.lab.floating` (``bench/floating_dataplane.py`` measures the gaps over
+many switches). No election here: the test says who is active. The steps build on each other
+on one lab, in order (run the whole module).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skymesh.lab import leftovers, wait_until
+from skymesh.lab.floating import FLOATING, HOW, PORT, FloatingLab, floating_lab
+
+from .conftest import require_lab
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+GAP = 1.0  # seconds the stream may be silent around a switch (WireGuard on its own: ~15 s)
+SETTLE = 5.0  # seconds for a recovered member's links and routes to be back (link up, DAD)
+
+
+@pytest.fixture(scope="module")
+def fl() -> Iterator[FloatingLab]:
+    require_lab(control_plane=False)
+    with floating_lab() as fl:
+        prefix = fl.lab.prefix
+        yield fl
+    assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
+
+
+def _handshakes(fl: FloatingLab) -> int:
+    out = fl.phone.run(["wg", "show", fl.wgq.ifname, "latest-handshakes"], timeout=10, check=True).stdout
+    return int(out.split("\t")[1]) if "\t" in out else 0
+
+
+def _keeps_nothing(fl: FloatingLab, name: str) -> None:
+    """Member ``name`` is exactly as it was as a standby before it was ever active."""
+    wait_until(lambda: fl.footprint(name) == fl.standby[name], SETTLE,
+               f"{name} to keep nothing of its time as the active member", interval=0.2,
+               details=lambda: f"before: {fl.standby[name]}\nnow: {fl.footprint(name)}\n{fl.details()}")
+
+
+def test_the_phone_reaches_the_group_at_the_floating_address(fl: FloatingLab) -> None:
+    assert fl.phone_endpoint() == f"{FLOATING}:{PORT}", fl.details()
+    seen = fl.call("a", fl.planes["a"].client_endpoints)
+    assert [ep.rpartition(":")[0] for ep in seen.values()] == [fl.phone.ip], seen
+    assert fl.call("b", fl.planes["b"].client_endpoints) == {}, "the standby must not talk to the phone"
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_the_other_member_takes_over_and_the_stream_is_back_within_a_second(fl: FloatingLab,
+                                                                            how: str) -> None:
+    config = Path(fl.wgq.path).read_text()
+    for _ in range(2):  # both ways: a -> b, b -> a
+        start = int(time.time())
+        was, now, gap = fl.switch(how)
+        assert gap.seconds <= GAP, f"{how} on {was}: silent {gap.seconds:.2f} s\n{fl.details()}"
+        # the new member's handshake reached the phone from the floating address: the phone did not
+        # roam to the member's own address (it would be stuck there at the next switch)
+        assert fl.phone_endpoint() == f"{FLOATING}:{PORT}", fl.details()
+        assert _handshakes(fl) >= start, fl.details()
+        _keeps_nothing(fl, was)
+        assert fl.call(was, fl.planes[was].client_endpoints) == {}, f"{was} still talks to the phone"
+    assert Path(fl.wgq.path).read_text() == config
+
+
+def test_close_removes_everything_the_planes_made(fl: FloatingLab) -> None:
+    for name, plane in fl.planes.items():
+        fl.call(name, plane.close)
+    for name in fl.members:
+        assert fl.footprint(name) == fl.pristine[name], name
+        assert not Path(f"/var/run/wireguard/{fl.planes[name].ifname}.sock").exists()

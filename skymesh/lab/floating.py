@@ -32,6 +32,7 @@ from .errors import LabError, LabTimeout
 from .iproute import ip
 from .netns import Lab, Node
 from .services import Gap, PacketStream, UdpEcho, WgQuickClient
+from .wait import wait_until
 
 __all__ = ["FloatingLab", "floating_lab", "FLOATING", "PORT", "SERVICE", "CLIENT", "HOW"]
 
@@ -96,6 +97,8 @@ class FloatingLab:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not any(_serves(p, ifname) for p in pids), 5.0,
+                       f"the killed wireguard-go of {name} to be gone", interval=0.001)
             self.dead.add(name)
         else:
             raise LabError(f"unknown way to stop a member: {how!r} (one of {', '.join(HOW)})")
@@ -110,17 +113,18 @@ class FloatingLab:
 
     def switch(self, how: str = "deactivate", timeout: float = 30.0) -> tuple[str, str, Gap]:
         """The active member stops (``how``), the other one activates; the gap in the phone's
-        stream. The stopped member is then recovered as a standby. :class:`LabTimeout` when the
+        stream (a silence shorter than the stream's threshold counts as the threshold). The stopped
+        member is then recovered as a standby. :class:`LabTimeout` when the
         stream does not come back within ``timeout`` s."""
         was = self.active
         if was is None or self.stream is None:
             raise LabError("no member is active, or no stream")
         now = next(n for n in self.members if n != was)
         self.hand_over(was, now)
-        at = time.monotonic()
         self.stop(was, how)
+        at = time.monotonic()  # nobody serves the phone now: this moment is inside the silence
         self.activate(now)
-        gap = self.stream.gap_after(at, timeout)
+        gap = self.stream.silence_around(at, timeout)
         if was in self.dead or how == "deactivate":
             self.recover(was)
         if gap is None:

@@ -38,14 +38,16 @@ Everything acts in the calling thread's network namespace (the agent's), through
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import json
 import logging
 import socket
 import struct
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from chalicelib.domain.device import PeerConfig
 from chalicelib.domain.models import DEFAULT_MTU
@@ -120,6 +122,18 @@ def neighbour_advertisement(mac: bytes, ip: str) -> bytes:
     return struct.pack("!BBHI", 136, 0, 0, 0x20000000) + target + struct.pack("!BB", 2, 1) + mac
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    """``method`` run holding its object's lock."""
+    @functools.wraps(method)
+    def run(self: GroupDataPlane, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return cast(_F, run)
+
+
 def _mac(ipr: Any, index: int) -> bytes:
     return bytes.fromhex(str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")).replace(":", ""))
 
@@ -169,6 +183,9 @@ class GroupDataPlane:
         self._clients: dict[str, tuple[str, ...]] = {}
         self._endpoints: dict[str, str] = {}
         self._active: _Active | None = None
+        # the election loop (activate, deactivate, learn_endpoints) and the runner (ensure) call in
+        # from different threads: one change at a time
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"GroupDataPlane({self.ifname}{', active' if self._active else ''})"
@@ -179,6 +196,7 @@ class GroupDataPlane:
         return self._active is not None
 
     # --- the interface (every member) --------------------------------------------------------
+    @_locked
     def ensure(self, group_private_key: str, clients: Mapping[str, Iterable[str]], listen_port: int,
                floating_ip: str) -> None:
         """The group interface exists with this key and port and exactly ``clients`` (public key →
@@ -219,6 +237,7 @@ class GroupDataPlane:
             # a re-created device lost every session: start them all again
             self._start_handshakes(list(want) if created else new)
 
+    @_locked
     def client_endpoints(self) -> dict[str, str]:
         """Each client's endpoint as the interface has it now (``ip:port``, ``[ip6]:port``); clients
         with none are left out, and so is everything when the interface is gone."""
@@ -230,12 +249,15 @@ class GroupDataPlane:
         except BackendError:
             return {}
 
+    @_locked
     def learn_endpoints(self, endpoints: Mapping[str, str]) -> None:
         """Remember the clients' endpoints another member saw, for :meth:`activate` (a standby
-        never sets them on its interface: it must not talk to clients)."""
-        self._endpoints.update({k: v for k, v in endpoints.items() if k in self._clients})
+        never sets them on its interface: it must not talk to clients). Those of keys that are not
+        clients are ignored."""
+        self._endpoints.update(endpoints)
 
     # --- the active member's part -------------------------------------------------------------
+    @_locked
     def activate(self) -> None:
         """Take the floating address, announce it, rewrite the group port's source to it, route the
         clients into the interface, and start a handshake to every client with a known endpoint.
@@ -274,6 +296,7 @@ class GroupDataPlane:
         self._netconf()
         self._start_handshakes(list(self._clients))
 
+    @_locked
     def announce(self, uplink: str | None = None, mac: bytes | None = None) -> None:
         """Tell the uplink's neighbours the floating address is here: a gratuitous ARP (IPv4) or an
         unsolicited neighbour advertisement to all nodes (IPv6). Only while active; a send that
@@ -298,6 +321,7 @@ class GroupDataPlane:
         except OSError as e:
             log.warning("%s: announcing %s on %s failed: %s", self.ifname, ip, uplink, e)
 
+    @_locked
     def deactivate(self) -> None:
         """Undo :meth:`activate`: drop the address it added, our nftables table and the routes, and
         re-create the peers without endpoints (the endpoints seen so far are kept for a later
@@ -326,6 +350,7 @@ class GroupDataPlane:
         if errors:
             raise FloatingError(f"{self.ifname}: " + "; ".join(errors))
 
+    @_locked
     def close(self) -> None:
         """Remove everything: :meth:`deactivate`, then the group interface itself."""
         try:

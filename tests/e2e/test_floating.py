@@ -10,14 +10,18 @@ on one lab, in order (run the whole module).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.floating import GroupDataPlane, snat_ruleset, snat_table
+from chalicelib import wgkeys
 from skymesh.lab import leftovers, wait_until
 from skymesh.lab.floating import FLOATING, HOW, PORT, FloatingLab, floating_lab
+from skymesh.lab.iproute import ip
 
 from .conftest import require_lab
 
@@ -70,6 +74,28 @@ def test_the_other_member_takes_over_and_the_stream_is_back_within_a_second(fl: 
         _keeps_nothing(fl, was)
         assert fl.call(was, fl.planes[was].client_endpoints) == {}, f"{was} still talks to the phone"
     assert Path(fl.wgq.path).read_text() == config
+
+
+def test_the_ipv6_rewrite_is_accepted_by_nftables(fl: FloatingLab) -> None:
+    doc = snat_ruleset(fl.lab.ifname("g9"), PORT, "fd00::200")
+    res = fl.members["a"].run(["nft", "-c", "-j", "-f", "-"], input=json.dumps(doc), timeout=10)
+    assert res.returncode == 0, res.stderr
+
+
+def test_an_address_the_uplink_had_before_is_not_ours_to_remove(fl: FloatingLab) -> None:
+    node, other = fl.members["b"], "198.18.0.201"
+    ip("addr", "add", f"{other}/32", "dev", "eth0", ns=node.netns)
+    plane = GroupDataPlane(fl.lab.ifname("g9"))
+    try:
+        fl.call("b", plane.ensure, wgkeys.new_key_pair().private_key, {}, PORT + 1, other)
+        fl.call("b", plane.activate)
+        assert snat_table(plane.ifname) in node.run(["nft", "list", "tables"], timeout=10).stdout
+        fl.call("b", plane.deactivate)
+        assert f"{other}/32" in node.run(["ip", "-4", "addr", "show", "dev", "eth0"], timeout=10).stdout
+        assert snat_table(plane.ifname) not in node.run(["nft", "list", "tables"], timeout=10).stdout
+    finally:
+        fl.call("b", plane.close)
+        ip("addr", "del", f"{other}/32", "dev", "eth0", ns=node.netns)
 
 
 def test_close_removes_everything_the_planes_made(fl: FloatingLab) -> None:

@@ -48,13 +48,15 @@ START = 30.0  # seconds for the first stream to flow
 
 @dataclass
 class FloatingLab:
+    """The lab of the module docstring: its members, their planes, the phone and its stream."""
+
     lab: Lab
     members: dict[str, Node]
     planes: dict[str, GroupDataPlane]
     phone: Node
     wgq: WgQuickClient
-    group_key: str
-    clients: dict[str, list[str]]
+    group_key: str = field(repr=False)  # the group's private key
+    clients: dict[str, list[str]] = field(repr=False)
     stream: PacketStream | None = None
     pristine: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # before the planes
     standby: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # ensured, not active

@@ -63,6 +63,7 @@ __all__ = ["GroupDataPlane", "FloatingError", "snat_table", "snat_ruleset", "gar
 log = logging.getLogger(__name__)
 
 IFA_F_NODAD = 0x02
+ADDR_PROTO = 0x73  # IFA_PROTO of the floating addresses we add: how a restarted agent knows its own
 ETH_P_ARP = 0x0806
 PULSE = 25  # the keepalive that starts a handshake (any n > 0 does; 25 s if it were left on)
 FOREVER = 0xFFFFFFFF
@@ -134,6 +135,15 @@ def _locked(method: _F) -> _F:
     return cast(_F, run)
 
 
+def _ours(ipr: Any, ip: str, index: int | None = None) -> list[tuple[int, int]]:
+    """(link index, prefix length) of each copy of address ``ip`` we added (marked
+    :data:`ADDR_PROTO`), on link ``index`` or any."""
+    want = ipaddress.ip_address(ip)
+    return [(int(m["index"]), int(m["prefixlen"])) for m in ipr.get_addr()
+            if (index is None or m["index"] == index) and m.get_attr("IFA_PROTO") == ADDR_PROTO
+            and ipaddress.ip_address(m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")) == want]
+
+
 def _mac(ipr: Any, index: int) -> bytes:
     return bytes.fromhex(str(ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")).replace(":", ""))
 
@@ -177,7 +187,7 @@ class GroupDataPlane:
         self.nft = nft
         self._backend_kind = backend
         self._wg: Backend | None = None
-        self._key: str | None = None
+        self._swept = False
         self._port: int | None = None
         self._floating: str | None = None
         self._clients: dict[str, tuple[str, ...]] = {}
@@ -219,7 +229,7 @@ class GroupDataPlane:
             have = wg.peers()
         except BackendError as e:
             raise FloatingError(f"{self.ifname}: {e}") from None
-        self._key, self._port, self._floating = group_private_key, listen_port, ip
+        self._port, self._floating = listen_port, ip
         upsert = [PeerConfig(public_key=k, allowed_ips=ips) for k, ips in want.items()
                   if k not in have or have[k].allowed_ips != ips]
         remove = [k for k in have if k not in want]
@@ -231,6 +241,8 @@ class GroupDataPlane:
         except BackendError as e:
             raise FloatingError(f"{self.ifname}: {e}") from None
         self._netconf()
+        if not self._swept and self._active is None:
+            self._sweep()  # only now: it needs the floating address and the device
         if moved:
             self.activate()
         elif self._active is not None:
@@ -278,16 +290,17 @@ class GroupDataPlane:
             prefix = f"{ip}/{ip.max_prefixlen}"
             try:
                 ipr.addr("add", index=idx, address=str(ip), prefixlen=ip.max_prefixlen,
-                         flags=IFA_F_NODAD if ip.version == 6 else 0,
+                         flags=IFA_F_NODAD if ip.version == 6 else 0, IFA_PROTO=ADDR_PROTO,
                          IFA_CACHEINFO={"ifa_preferred": 0, "ifa_valid": FOREVER, "cstamp": 0, "tstamp": 0})
                 added: str | None = prefix
             except NetlinkError as e:
                 if e.code != errno.EEXIST:
                     raise FloatingError(f"{self.ifname}: adding the floating address {prefix} to {uplink}: "
                                         f"{e.args[-1] if e.args else e}") from None
-                added = None  # someone put it there: not ours to remove
-                log.warning("%s: the floating address %s was on %s already; it is left there on "
-                            "deactivate", self.ifname, prefix, uplink)
+                added = prefix if _ours(ipr, str(ip), idx) else None
+                if added is None:  # someone else put it there: not ours to remove
+                    log.warning("%s: the floating address %s was on %s already; it is left there on "
+                                "deactivate", self.ifname, prefix, uplink)
             mac = _mac(ipr, idx)
         self._active = _Active(uplink, added, str(ip))
         self.announce(uplink, mac)
@@ -422,6 +435,24 @@ class GroupDataPlane:
             raise FloatingError(f"{self.ifname}: no route to the floating address {ip}: give the uplink "
                                 "or add the address's subnet to an interface")
         return str(ipr.get_links(best[1])[0].get_attr("IFLA_IFNAME")), best[1]
+
+    def _sweep(self) -> None:
+        """Remove what a run of this plane that crashed while active left (a standby must hold
+        none of it): the floating address where we marked it ours, our table, the endpoints."""
+        from pyroute2 import IPRoute
+
+        assert self._floating is not None
+        with IPRoute() as ipr:
+            found = [(str(ipr.get_links(i)[0].get_attr("IFLA_IFNAME")), n)
+                     for i, n in _ours(ipr, self._floating)]
+        for link, prefixlen in found:
+            log.info("%s: removing the floating address %s a previous run left on %s", self.ifname,
+                     self._floating, link)
+            errors = self._remove_address(link, f"{self._floating}/{prefixlen}")
+            if errors:
+                raise FloatingError(f"{self.ifname}: " + "; ".join(errors))
+        self.deactivate()
+        self._swept = True
 
     @staticmethod
     def _remove_address(uplink: str, address: str) -> list[str]:

@@ -98,6 +98,16 @@ def test_an_address_the_uplink_had_before_is_not_ours_to_remove(fl: FloatingLab)
         ip("addr", "del", f"{other}/32", "dev", "eth0", ns=node.netns)
 
 
+def test_a_restarted_member_that_is_standby_removes_what_its_crashed_run_left(fl: FloatingLab) -> None:
+    name = fl.active
+    assert name is not None
+    reborn = GroupDataPlane(fl.planes[name].ifname)  # the old object is gone without cleaning up
+    fl.planes[name], fl.active = reborn, None
+    fl.call(name, reborn.ensure, fl.group_key, fl.clients, PORT, FLOATING)
+    _keeps_nothing(fl, name)
+    assert fl.call(name, reborn.client_endpoints) == {}, f"{name} still talks to the phone"
+
+
 def test_close_removes_everything_the_planes_made(fl: FloatingLab) -> None:
     for name, plane in fl.planes.items():
         fl.call(name, plane.close)

@@ -30,6 +30,10 @@ a takeover only moves what the *active* member adds on :meth:`GroupDataPlane.act
 :meth:`GroupDataPlane.deactivate` removes exactly what ``activate`` added (an address that was
 there before is not ours and stays) and re-creates the peers without endpoints, so a standby
 never talks to a client (a keepalive from its own address would make the client roam to it).
+The address we add carries our mark (``IFA_PROTO`` :data:`ADDR_PROTO`), so the first
+:meth:`GroupDataPlane.ensure` of a restarted agent that is not active removes what a run that
+crashed while active left: that address, our table, the endpoints (two members answering ARP
+for the floating address would split the clients between them).
 
 Everything acts in the calling thread's network namespace (the agent's), through pyroute2,
 ``nft`` and raw sockets; nothing here blocks for more than one bounded nft call.

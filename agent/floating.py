@@ -217,13 +217,13 @@ class GroupDataPlane:
         allowed IPs: the client's addresses and extra addresses) as peers; the link is up.
 
         Idempotent; changes only what differs. While active it also follows: a moved floating
-        address moves (deactivate, activate), routes follow the clients, and a new client whose
+        address or port moves (deactivate, activate), routes follow the clients, and a new client whose
         endpoint is known gets a handshake at once. Raises :class:`FloatingError`.
         """
         ip = str(ipaddress.ip_address(floating_ip))
         want = {k: PeerConfig(public_key=k, allowed_ips=tuple(v)).allowed_ips for k, v in clients.items()}
-        if self._active is not None and ip != self._floating:
-            self.deactivate()
+        if self._active is not None and (ip, listen_port) != (self._floating, self._port):
+            self.deactivate()  # the address and the rewrite (which names the port) move
             moved = True
         else:
             moved = False

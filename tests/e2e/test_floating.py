@@ -76,6 +76,29 @@ def test_the_other_member_takes_over_and_the_stream_is_back_within_a_second(fl: 
     assert Path(fl.wgq.path).read_text() == config
 
 
+def test_a_client_added_or_removed_is_routed_only_at_the_active_member(fl: FloatingLab) -> None:
+    active = fl.active
+    assert active is not None
+    standby = next(n for n in fl.members if n != active)
+    extra = {**fl.clients, wgkeys.new_key_pair().public_key: ["100.64.0.10/32", "fd00::10/128"]}
+
+    def routed(name: str) -> set[str]:
+        out = {fam: fl.members[name].run(["ip", fam, "route", "show", "dev", fl.planes[name].ifname],
+                                          timeout=10, check=True).stdout for fam in ("-4", "-6")}
+        return {r.split()[0] for text in out.values() for r in text.splitlines()}
+
+    for name in fl.members:
+        fl.call(name, fl.planes[name].ensure, fl.group_key, extra, PORT, FLOATING)
+    assert {"100.64.0.9", "100.64.0.10", "fd00::10"} <= routed(active), routed(active)
+    assert not {"100.64.0.9", "100.64.0.10", "fd00::10"} & routed(standby), routed(standby)
+    for name in fl.members:
+        fl.ensure(name)
+    assert "100.64.0.10" not in routed(active) and "fd00::10" not in routed(active)
+    assert "100.64.0.9" in routed(active)
+    peers = fl.members[active].run(["wg", "show", fl.planes[active].ifname, "peers"], timeout=10).stdout
+    assert peers.split() == list(fl.clients), peers
+
+
 def test_the_ipv6_rewrite_is_accepted_by_nftables(fl: FloatingLab) -> None:
     doc = snat_ruleset(fl.lab.ifname("g9"), PORT, "fd00::200")
     res = fl.members["a"].run(["nft", "-c", "-j", "-f", "-"], input=json.dumps(doc), timeout=10)

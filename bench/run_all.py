@@ -35,8 +35,9 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick ar
     ("latency_matrix", [], ["--hosts", "100", "--requests", "5"]),
     ("failover", ["--kills", "10"], ["--kills", "2"]),
     ("autorelay", ["--runs", "5"], ["--runs", "1"]),
+    ("floating_dataplane", ["--switches", "30"], ["--switches", "3"]),
 ]
-ROOT_ONLY = {"apply", "failover", "autorelay"}  # network namespaces and wireguard-go
+ROOT_ONLY = {"apply", "failover", "autorelay", "floating_dataplane"}  # network namespaces and wireguard-go
 
 
 def _summary(line: str) -> bool:

@@ -9,6 +9,10 @@ in the echoes around it: the address move, the announcement, the new member's ha
 phone's last endpoint and the first echo back.
 
     sudo .venv/bin/python bench/floating_dataplane.py [--switches 12] [--how deactivate,link,kill]
+                                                      [--behind-nat]
+
+``--behind-nat``: the phone sits behind a router that masquerades it, whose mapping is for the
+floating address only (the case the source rewrite exists for).
 
 A switch whose stream does not come back within ``--timeout`` s counts as a gap of that length
 and is named in ``failed``.
@@ -32,6 +36,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--switches", type=int, default=12)
     ap.add_argument("--how", default=",".join(HOW), help=f"comma-separated, in turn: {', '.join(HOW)}")
+    ap.add_argument("--behind-nat", action="store_true",
+                    help="the phone behind a router that masquerades it (as on a home or mobile network)")
     ap.add_argument("--timeout", type=float, default=30.0, help="a switch's stream must be back within this")
     args = ap.parse_args()
     hows = [h for h in args.how.split(",") if h]
@@ -43,7 +49,7 @@ def main() -> int:
     gaps: list[float] = []
     by_how: dict[str, list[float]] = {h: [] for h in hows}
     failed: list[str] = []
-    with floating_lab() as fl:
+    with floating_lab(behind_nat=args.behind_nat) as fl:
         for i in range(args.switches):
             how = hows[i % len(hows)]
             try:
@@ -51,12 +57,15 @@ def main() -> int:
                 seconds = gap.seconds
             except LabTimeout as e:
                 failed.append(f"switch {i + 1} ({how}): {str(e).splitlines()[0]}")
+                if len(failed) == 1:
+                    print(e, file=sys.stderr)
                 was, now, seconds = "?", "?", args.timeout
             gaps.append(seconds)
             by_how[how].append(seconds)
             print(f"switch {i + 1}/{args.switches} ({how}): {was} -> {now}: gap {seconds * 1000:.0f} ms",
                   file=sys.stderr, flush=True)
-    summary("floating_dataplane", switches=len(gaps), gap_p50_ms=ms(percentile(gaps, 50)),
+    summary("floating_dataplane", phone="behind nat" if args.behind_nat else "on the bridge",
+            switches=len(gaps), gap_p50_ms=ms(percentile(gaps, 50)),
             gap_p99_ms=ms(percentile(gaps, 99)), gap_max_ms=ms(max(gaps)),
             by_how={h: {"n": len(v), "p50_ms": ms(percentile(v, 50)), "max_ms": ms(max(v))}
                     for h, v in by_how.items() if v},

@@ -5,6 +5,7 @@ data plane of issue 11 without the election: the test decides who is active)::
 
     bridge 198.18.0.0/24:  a, b (members; the floating address 198.18.0.200), c (the phone)
     on a and b:            the same service address 100.64.9.1 on lo, a UDP echo on it
+    (behind_nat)           c is not on the bridge but behind r, which masquerades 198.19.7.0/24
 
 Each member has a :class:`~agent.floating.GroupDataPlane` with the same group key (run in the
 member's namespace through :meth:`~skymesh.lab.netns.Node.call`, as the agent runs in it). The
@@ -34,7 +35,7 @@ from .netns import Lab, Node
 from .services import Gap, PacketStream, UdpEcho, WgQuickClient
 from .wait import wait_until
 
-__all__ = ["FloatingLab", "floating_lab", "FLOATING", "PORT", "SERVICE", "CLIENT", "HOW"]
+__all__ = ["FloatingLab", "floating_lab", "FLOATING", "PORT", "SERVICE", "CLIENT", "HOW", "NAT_LAN"]
 
 T = TypeVar("T")
 
@@ -44,6 +45,7 @@ SERVICE = "100.64.9.1"  # on every member: what the phone streams to
 CLIENT = "100.64.0.9/32"  # the phone's address (its allowed IP at the members)
 HOW = ("deactivate", "link", "kill")  # how the active member stops before the other takes over
 START = 30.0  # seconds for the first stream to flow
+NAT_LAN = "198.19.7.0/24"  # behind_nat: the phone's home network (the phone .1, its router .2)
 
 
 @dataclass
@@ -157,8 +159,13 @@ class FloatingLab:
     def details(self) -> str:
         text = f"===== phone: wg show\n{self.wgq.show()}"
         for name, node in self.members.items():
-            text += f"\n===== {name}: wg show\n" + node.run(["wg", "show"], timeout=10).stdout
+            text += (f"\n===== {name}: wg show\n"
+                     + node.run(["wg", "show", self.planes[name].ifname], timeout=10).stdout)
             text += f"\n===== {name}: ip addr\n" + node.run(["ip", "-br", "addr"], timeout=10).stdout
+        for node in self.lab.nodes.values():  # who the bridge's neighbours think has the address
+            if node.name not in self.members and node.router_ip is None:
+                text += (f"\n===== {node.name}: ip neigh\n"
+                         + node.run(["ip", "neigh", "show", FLOATING], timeout=10).stdout)
         return text
 
 
@@ -171,13 +178,25 @@ def _serves(pid: int, ifname: str) -> bool:
 
 
 @contextlib.contextmanager
-def floating_lab(*, backend: str = "auto", threshold: float = 0.03) -> Iterator[FloatingLab]:
+def floating_lab(*, backend: str = "auto", threshold: float = 0.03, behind_nat: bool = False,
+                 ) -> Iterator[FloatingLab]:
     """The lab of the module docstring with ``a`` active and the phone's stream flowing; everything
     removed at exit (the planes closed first, so their own cleanup runs). ``threshold``: the
-    shortest silence in the echoes that counts as a gap (the stream sends every 10 ms)."""
+    shortest silence in the echoes that counts as a gap (the stream sends every 10 ms).
+    ``behind_nat``: the phone sits behind a router ``r`` on the bridge that masquerades it (as a
+    phone on a home or mobile network), in :data:`NAT_LAN`."""
     with Lab() as lab:
         members = {n: lab.add_node(n) for n in ("a", "b")}
-        phone = lab.add_node("c")
+        if behind_nat:
+            router = lab.add_node("r")
+            phone = lab.add_node_behind("c", router, NAT_LAN)
+            ip("route", "add", str(lab.subnet), "via", str(phone.router_ip), ns=phone.netns)
+            router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], timeout=10, check=True)
+            router.run(["nft", "-f", "-"], timeout=10, check=True, input=(
+                "table ip nat {\n chain postrouting {\n  type nat hook postrouting priority srcnat;\n"
+                f"  ip saddr {NAT_LAN} oifname eth0 masquerade\n }}\n}}\n"))
+        else:
+            phone = lab.add_node("c")
         group, client = wgkeys.new_key_pair(), wgkeys.new_key_pair()
         clients = {client.public_key: [CLIENT]}
         planes = {n: GroupDataPlane(lab.ifname(f"g{i}"), backend=backend)

@@ -40,6 +40,15 @@ def fl() -> Iterator[FloatingLab]:
     assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
 
 
+@pytest.fixture(scope="module")
+def fl_nat() -> Iterator[FloatingLab]:
+    require_lab(control_plane=False)
+    with floating_lab(behind_nat=True) as fl:
+        prefix = fl.lab.prefix
+        yield fl
+    assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
+
+
 def _handshakes(fl: FloatingLab) -> int:
     out = fl.phone.run(["wg", "show", fl.wgq.ifname, "latest-handshakes"], timeout=10, check=True).stdout
     return int(out.split("\t")[1]) if "\t" in out else 0
@@ -74,6 +83,18 @@ def test_the_other_member_takes_over_and_the_stream_is_back_within_a_second(fl: 
         _keeps_nothing(fl, was)
         assert fl.call(was, fl.planes[was].client_endpoints) == {}, f"{was} still talks to the phone"
     assert Path(fl.wgq.path).read_text() == config
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_behind_a_nat_the_new_members_handshake_gets_through_from_the_floating_address(
+        fl_nat: FloatingLab, how: str) -> None:
+    # the phone's NAT has a mapping for the floating address only: a handshake from a member's own
+    # address would be dropped there, and the phone would retry by itself only after 15 s
+    for _ in range(2):
+        was, now, gap = fl_nat.switch(how)
+        assert gap.seconds <= GAP, f"{how} on {was}: silent {gap.seconds:.2f} s\n{fl_nat.details()}"
+        seen = fl_nat.call(now, fl_nat.planes[now].client_endpoints)
+        assert [ep.rpartition(":")[0] for ep in seen.values()] == [fl_nat.lab.nodes["r"].ip], seen
 
 
 def test_a_client_added_or_removed_is_routed_only_at_the_active_member(fl: FloatingLab) -> None:

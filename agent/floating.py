@@ -256,14 +256,16 @@ class GroupDataPlane:
     @_locked
     def client_endpoints(self) -> dict[str, str]:
         """Each client's endpoint as the interface has it now (``ip:port``, ``[ip6]:port``); clients
-        with none are left out, and so is everything when the interface is gone."""
+        with none are left out, and so is everything when the interface is gone. What it returns is
+        also remembered: a device re-created while active starts its handshakes from it."""
         if self._wg is None:
             return {}
         try:
-            return {k: p.endpoint for k, p in self._wg.stats().items()
-                    if p.endpoint and k in self._clients}
+            seen = {k: p.endpoint for k, p in self._wg.stats().items() if p.endpoint and k in self._clients}
         except BackendError:
             return {}
+        self._endpoints.update(seen)
+        return seen
 
     @_locked
     def learn_endpoints(self, endpoints: Mapping[str, str]) -> None:

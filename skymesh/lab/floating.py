@@ -101,8 +101,11 @@ class FloatingLab:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not any(_serves(p, ifname) for p in pids), 5.0,
-                       f"the killed wireguard-go of {name} to be gone", interval=0.001)
+            # gone = its TUN link gone: its leader thread turns zombie while other threads still
+            # hold its files (the UAPI socket would still accept a connection for a moment)
+            node = self.members[name]
+            wait_until(lambda: node.run(["ip", "link", "show", "dev", ifname], timeout=10).returncode != 0,
+                       5.0, f"the killed wireguard-go of {name} to be gone", interval=0.001)
             self.dead.add(name)
         else:
             raise LabError(f"unknown way to stop a member: {how!r} (one of {', '.join(HOW)})")

@@ -28,6 +28,7 @@ from .conftest import require_lab
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 GAP = 1.0  # seconds the stream may be silent around a switch (WireGuard on its own: ~15 s)
+RESTART = 3.0  # seconds for a killed wireguard-go to be back and talking (it starts in ~0.5 s)
 SETTLE = 5.0  # seconds for a recovered member's links and routes to be back (link up, DAD)
 
 
@@ -95,6 +96,19 @@ def test_behind_a_nat_the_new_members_handshake_gets_through_from_the_floating_a
         assert gap.seconds <= GAP, f"{how} on {was}: silent {gap.seconds:.2f} s\n{fl_nat.details()}"
         seen = fl_nat.call(now, fl_nat.planes[now].client_endpoints)
         assert [ep.rpartition(":")[0] for ep in seen.values()] == [fl_nat.lab.nodes["r"].ip], seen
+
+
+def test_the_active_members_wireguard_go_restarted_by_ensure_talks_to_the_phone_again(
+        fl: FloatingLab) -> None:
+    name = fl.active
+    assert name is not None and fl.stream is not None
+    fl.stop(name, "kill")
+    at = time.monotonic()
+    fl.ensure(name)  # what the agent's next pass does: the device again, and (still active) handshakes
+    fl.dead.discard(name)
+    gap = fl.stream.silence_around(at, 30.0)
+    assert gap is not None and gap.seconds <= RESTART, f"silent {gap and gap.seconds} s\n{fl.details()}"
+    assert fl.phone_endpoint() == f"{FLOATING}:{PORT}", fl.details()
 
 
 def test_a_client_added_or_removed_is_routed_only_at_the_active_member(fl: FloatingLab) -> None:

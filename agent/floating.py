@@ -375,9 +375,8 @@ class GroupDataPlane:
         try:
             self.deactivate()
         finally:
-            wg = self._wg or make_backend(self._backend_kind, self.ifname)
             try:
-                wg.delete()
+                (self._wg or make_backend(self._backend_kind, self.ifname)).delete()
             except BackendError as e:
                 raise FloatingError(f"{self.ifname}: {e}") from None
             self._wg = None

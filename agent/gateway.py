@@ -40,7 +40,8 @@ from typing import Any
 from .netconf import NetConfError
 from .state import write_private
 
-__all__ = ["Forwarding", "ruleset", "table_name", "MARK", "SYSCTLS", "SRC_VALID_MARK"]
+__all__ = ["Forwarding", "ruleset", "table_name", "run_nft", "nft_tables", "MARK", "SYSCTLS",
+           "SRC_VALID_MARK"]
 
 MARK = 0x01000000  # one bit of the packet mark, set in forward, read by NAT, cleared after it
 NFT_TIMEOUT = 10.0
@@ -165,6 +166,33 @@ def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str], *, full_tu
     return {"nftables": cmds}
 
 
+def run_nft(args: list[str], stdin: str | None = None, *, nft: str = "nft", who: str = "nft",
+            purpose: str = "this host") -> str:
+    """``nft ARGS`` (``stdin`` fed to it) in the caller's network namespace; its output.
+
+    Raises :class:`NetConfError` starting with ``who`` when nft is missing (saying ``purpose``
+    needs it), hangs or refuses.
+    """
+    exe = shutil.which(nft)
+    if exe is None:
+        raise NetConfError(f"{who}: {purpose}, which needs nftables, but {nft!r} is not installed "
+                           "(install nftables)")
+    try:
+        proc = subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=NFT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise NetConfError(f"{who}: nft did not answer within {NFT_TIMEOUT:g} s") from None
+    if proc.returncode != 0:
+        raise NetConfError(f"{who}: nft {' '.join(args)} failed: "
+                           f"{(proc.stderr or proc.stdout).strip()[-500:] or f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
+def nft_tables(family: str = "inet", *, nft: str = "nft", who: str = "nft") -> set[str]:
+    """The names of the nftables tables of ``family`` there are now."""
+    out = json.loads(run_nft(["-j", "list", "tables", family], nft=nft, who=who) or "{}")
+    return {t["table"]["name"] for t in out.get("nftables", ()) if "table" in t}
+
+
 class Forwarding:
     """Our table for interface ``ifname``: a gateway's forwarding and NAT, a full tunnel's marks.
 
@@ -199,23 +227,11 @@ class Forwarding:
 
     # --- nft and sysctl ----------------------------------------------------------------------
     def _nft(self, args: list[str], stdin: str | None = None) -> str:
-        exe = shutil.which(self.nft)
-        if exe is None:
-            raise NetConfError(f"{self.ifname}: this host is a gateway or in full tunnel, which needs "
-                               f"nftables, but {self.nft!r} is not installed (install nftables)")
-        try:
-            proc = subprocess.run([exe, *args], input=stdin, capture_output=True, text=True,
-                                  timeout=NFT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise NetConfError(f"{self.ifname}: nft did not answer within {NFT_TIMEOUT:g} s") from None
-        if proc.returncode != 0:
-            raise NetConfError(f"{self.ifname}: nft {' '.join(args)} failed: "
-                               f"{(proc.stderr or proc.stdout).strip()[-500:] or f'exit {proc.returncode}'}")
-        return proc.stdout
+        return run_nft(args, stdin, nft=self.nft, who=self.ifname,
+                       purpose="this host is a gateway or in full tunnel")
 
     def _table_exists(self) -> bool:
-        out = json.loads(self._nft(["-j", "list", "tables", "inet"]) or "{}")
-        return any(t.get("table", {}).get("name") == table_name(self.ifname) for t in out.get("nftables", ()))
+        return table_name(self.ifname) in nft_tables("inet", nft=self.nft, who=self.ifname)
 
     def _sysctl(self, key: str) -> str | None:
         """The value now; None when the host does not have it (IPv6 disabled)."""

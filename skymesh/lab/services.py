@@ -119,14 +119,15 @@ while True:
 
 # Sends a datagram every ``interval`` s and prints, for every silence in the echoes longer than
 # ``threshold`` s, ``gap <last echo before> <first echo after>`` (CLOCK_MONOTONIC, which every
-# namespace shares, so the caller compares it with its own time.monotonic()). Echoes of old
-# datagrams count like new ones: the path works again.
+# namespace shares, so the caller compares it with its own time.monotonic()), and at most every
+# 0.1 s ``echo <last echo>`` once there was a new one. Echoes of old datagrams count like new
+# ones: the path works again.
 _STREAM = """
 import select, socket, sys, time
 addr, port, interval, threshold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 s = socket.socket(socket.AF_INET6 if ':' in addr else socket.AF_INET, socket.SOCK_DGRAM)
 s.setblocking(False)
-seq, last, nxt = 0, None, time.monotonic()
+seq, last, nxt, told = 0, None, time.monotonic(), 0.0
 print('started', flush=True)
 while True:
     now = time.monotonic()
@@ -148,6 +149,9 @@ while True:
         elif t - last > threshold:
             print('gap', last, t, flush=True)
         last = t
+    if last is not None and last > told and time.monotonic() - told >= 0.1:
+        print('echo', last, flush=True)
+        told = time.monotonic()
 """
 
 
@@ -182,12 +186,13 @@ class PacketStream:
 
     def __init__(self, node: Node, address: str, port: int = 7001, *, interval: float = 0.01,
                  threshold: float = 0.1) -> None:
-        self.node, self.interval = node, interval
+        self.node, self.interval, self.threshold = node, interval, threshold
         argv = [sys.executable, "-c", _STREAM, address, str(port), f"{interval:g}", f"{threshold:g}"]
         self.proc = _started(node, argv, "started", f"packet stream from {node.name} to {address}")
         self._lines: queue.Queue[str] = queue.Queue()
         self._gaps: list[Gap] = []
         self.first: float | None = None
+        self.last: float | None = None  # the last echo the stream told of (every 0.1 s at most)
         threading.Thread(target=self._read, daemon=True, name=f"stream-{node.name}").start()
 
     def _read(self) -> None:
@@ -206,6 +211,8 @@ class PacketStream:
                 self.first = float(times[0])
             elif kind == "gap":
                 self._gaps.append(Gap(float(times[0]), float(times[1])))
+            elif kind == "echo":
+                self.last = float(times[0])
             try:
                 line = self._lines.get_nowait()
             except queue.Empty:
@@ -229,6 +236,20 @@ class PacketStream:
             if time.monotonic() >= deadline:
                 return None
             self._drain(deadline - time.monotonic())
+
+    def silence_around(self, moment: float, timeout: float) -> Gap | None:
+        """Like :meth:`gap_after`, and when the echoes came back after ``moment`` without a silence
+        above the threshold around it: ``Gap(moment, moment + threshold)`` (at most that long)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            gap = self.gap_after(moment, min(0.05, max(0.0, deadline - time.monotonic())))
+            if gap is not None:
+                return gap
+            # lines come in order: a silence around ``moment`` would have been told before this echo
+            if self.last is not None and self.last > moment + self.threshold:
+                return Gap(moment, moment + self.threshold)
+            if time.monotonic() >= deadline:
+                return None
 
     def stop(self) -> None:
         _stop(self.proc)

@@ -371,3 +371,30 @@ def test_the_graph_shows_each_hosts_path_and_a_failover_without_a_reload(page, s
     expect(graph.locator(f"[data-path='u1>{other}']")).to_have_count(1)
     expect(page.locator("li[data-paths]")).to_have_count(1)
     shoot(page, "17-network-graph-one-host")
+
+
+def test_a_network_page_whose_calls_fail_says_what_to_do(page, stack):
+    admin = stack["admin_key"]
+    _, net = call(stack, "POST", "/v1/networks", {"name": "flaky", "ipv4_cidr": "100.64.30.0/24"}, admin)
+    # The topology answers 500 without the error shape: the page says what is not known and how to go on.
+    page.route("**/topology", lambda route: route.fulfill(status=500, body="<h1>oops</h1>"))
+    page.goto(stack["dashboard_url"] + f"#/networks/{net['id']}")
+    sign_in(page, admin)
+    expect(page.get_by_role("heading", name="flaky")).to_be_visible()
+    alert = page.get_by_role("alert").filter(has_text="Which gateway and relay each host uses is not known")
+    expect(alert).to_contain_text("HTTP 500")
+    expect(alert).to_contain_text("Try again in a moment")
+    shoot(page, "18-topology-500")
+    page.unroute("**/topology")
+    alert.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("alert")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Network graph")).to_be_visible()
+
+    # A network that is gone (deleted in another tab): the API's own words, and the way back.
+    missing = "net_" + "0" * len(net["id"].removeprefix("net_"))
+    page.goto(stack["dashboard_url"] + f"#/networks/{missing}")
+    expect(page.get_by_role("alert")).to_contain_text(
+        f"network {missing} does not exist: it may have been deleted")
+    expect(page.get_by_text("No hosts in this network yet")).to_have_count(0)  # nothing of a missing network
+    expect(page.get_by_role("link", name="← All networks")).to_be_visible()
+    shoot(page, "19-network-not-found")

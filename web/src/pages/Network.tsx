@@ -30,6 +30,28 @@ export function NetworkPage({ id }: { id: string }) {
   const n = network.data;
   const online = hosts.data?.filter((h) => h.status.online).length ?? 0;
 
+  if (!n) {
+    // Not loaded (yet, or it failed): nothing of a network that may not exist, only why and the way back.
+    return (
+      <section aria-labelledby="network-title">
+        <p>
+          <a href={href({ page: "networks" })}>← All networks</a>
+        </p>
+        <h1 id="network-title">Network</h1>
+        <ErrorBox
+          error={
+            network.error &&
+            (network.error.includes("does not exist")
+              ? `${network.error}: it may have been deleted. Go back to all networks to pick another one.`
+              : network.error)
+          }
+          onRetry={network.reload}
+        />
+        {!network.error && <p aria-busy="true">Loading the network…</p>}
+      </section>
+    );
+  }
+
   return (
     <section aria-labelledby="network-title">
       <p>

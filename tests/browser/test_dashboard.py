@@ -28,7 +28,7 @@ from tests.integration.conftest import MqttTestClient
 from tests.integration.test_agent_offline import join_host
 from tests.integration.test_local_stack import call, enroll
 
-from .conftest import shoot
+from .conftest import DESKTOP, PHONE, SHOTS, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -364,6 +364,10 @@ def test_the_graph_shows_each_hosts_path_and_a_failover_without_a_reload(page, s
     assert uses("u1") == other  # the page says what the API says
     assert page.evaluate("window.__sameDocument") is True
     shoot(page, "16-network-graph-failover")
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):  # the picture alone, to look at closely
+        page.set_viewport_size(size)
+        page.locator("section.graph").screenshot(path=str(SHOTS / f"16-network-graph-only-{label}.png"))
+    page.set_viewport_size(DESKTOP)
 
     # One host's paths only, chosen with a labelled control.
     page.get_by_label("Show the paths of").select_option(label="u1")

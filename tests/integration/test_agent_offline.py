@@ -12,12 +12,9 @@ Local) and real ``skymesh-agent run`` processes on the in-memory device (no root
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -27,11 +24,10 @@ from typing import Any
 import pytest
 
 from agent.state import StateDir
-from skymesh.local.dynamodb import install
-from skymesh.local.proc import LocalStackError, free_port, wait_until
+from skymesh.local.proc import wait_until
 
 from .test_agent_cli import AgentProcess
-from .test_local_stack import Stack, call
+from .test_local_stack import call, running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -56,21 +52,8 @@ def join_host(api_url: str, token: str, name: str, directory: Path, endpoint: st
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[dict[str, Any]]:
-    try:
-        install()
-    except LocalStackError as e:
-        pytest.fail(f"DynamoDB Local unavailable: {e}", pytrace=False)
-    d = Path(tempfile.mkdtemp(prefix="skymesh-offline-"))
-    os.chmod(d, 0o755)  # Mosquitto's own user reaches the home
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < 3:
-        ports = {"api": free_port(), "mqtt": free_port(), "dynamodb": free_port()}
-    running = Stack(d / "home", ports)
-    try:
-        yield running.wait_up()
-    finally:
-        running.stop()
-        shutil.rmtree(d, ignore_errors=True)
+    with running_stack("skymesh-offline-") as info:
+        yield info
 
 
 def online(stack: dict[str, Any], host_id: str) -> bool:

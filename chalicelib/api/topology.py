@@ -55,8 +55,10 @@ class TopologyHost(BaseModel):
     gateway: TopologyGatewayRole | None = Field(description="its gateway role here; null: none")
     relayed_by: str | None = Field(description="the member that relays it (its one peer); null: none")
     relays: list[str] = Field(description="the members it relays")
-    peers: list[str] = Field(description="the members it has a WireGuard entry for, in host id order")
-    via: list[TopologyVia] = Field(description="the members it reaches through another peer")
+    peer_count: int = Field(description="the members it has a WireGuard entry for")
+    via: list[TopologyVia] = Field(description="the members it reaches through another peer; it peers "
+                                               "directly with every other member (a list of those would "
+                                               "make the answer grow with the square of the network)")
     routes: list[TopologyRoute] = Field(description="by destination")
     down: list[str] = Field(description="the hosts its latest report found down (its agent skips "
                                         "those gateways)")
@@ -111,7 +113,7 @@ def get_topology(call: Call) -> Topology:
             gateway=None if gw is None else TopologyGatewayRole(
                 remote_access=gw.remote_access, egress=list(gw.egress), internet=gw.internet,
                 auto_relay=gw.auto_relay),
-            relayed_by=h.relay, relays=list(r.relayed(h.host_id)), peers=list(h.peers),
+            relayed_by=h.relay, relays=list(r.relayed(h.host_id)), peer_count=len(h.peers),
             via=[TopologyVia(to=t, next_hop=n) for t, n in h.via],
             routes=[TopologyRoute(destination=x.destination, next_hop=x.next_hop, gateway=x.gateway,
                                   candidates=list(x.candidates)) for x in h.routes],

@@ -24,6 +24,7 @@ now, not what a second reading of the records would guess:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -85,6 +86,7 @@ def network_map(records: NetworkRecords, down: Mapping[HostId, frozenset[HostId]
     latest report found down; absent: nothing). Costs one plan per member (O(members²) peer rules),
     the plans of members with the same ``down`` shared."""
     plans: dict[frozenset[HostId], Mapping[HostId, HostView]] = {}
+    carriers: dict[HostId, dict[str, HostId]] = {}
 
     def view(h: HostId) -> HostView:
         d = frozenset(down.get(h, ()))
@@ -93,7 +95,21 @@ def network_map(records: NetworkRecords, down: Mapping[HostId, frozenset[HostId]
         return plans[d][h]
 
     def carrier(h: HostId, prefix: str) -> HostId | None:
-        return next((p.host_id for p in view(h).peers if prefix in p.allowed_ips), None)
+        """The peer WireGuard sends ``prefix`` to at ``h``: the entry with the longest allowed IP that
+        holds it (cryptokey routing), e.g. a relay's entry carries the network's whole range."""
+        if h not in carriers:  # one prefix, one peer (the plan's own rule): an index per member
+            carriers[h] = {a: p.host_id for p in view(h).peers for a in p.allowed_ips}
+        exact = carriers[h].get(prefix)
+        if exact is not None:
+            return exact
+        want = ipaddress.ip_network(prefix, strict=False)
+        best: tuple[int, HostId] | None = None
+        for allowed, peer_id in carriers[h].items():
+            net = ipaddress.ip_network(allowed, strict=False)
+            holds = net.version == want.version and net.prefixlen <= want.prefixlen and net.overlaps(want)
+            if holds and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, peer_id)
+        return None if best is None else best[1]
 
     def serves(h: HostId, prefix: str) -> bool:
         gw = records.gateway(h)

@@ -72,13 +72,14 @@ def test_it_shows_each_hosts_peers_gateway_and_relay_as_the_plan_configures_them
         assert route["next_hop"] == route["gateway"] == carrier(api, w, name, LAN)
         assert sorted(route["candidates"]) == sorted([ids["g1"], ids["g2"]])
         assert route["candidates"][0] == route["gateway"]
-        # peers: exactly the members in its /config, and t only through r
-        assert top[name]["peers"] == sorted(p["host_id"] for p in _config(api, w["hosts"][name])["peers"])
-        assert ids["t"] not in top[name]["peers"]
+        # peers: as many as in its /config, every other member but t, which it reaches through r
+        assert top[name]["peer_count"] == len(_config(api, w["hosts"][name])["peers"]) == len(ids) - 2
         assert top[name]["via"] == [{"to": ids["t"], "next_hop": ids["r"]}]
     # t peers with r alone; its LAN goes through r to the gateway r itself uses
     t = top["t"]
-    assert t["relayed_by"] == ids["r"] and t["peers"] == [ids["r"]] and top["r"]["relays"] == [ids["t"]]
+    assert t["relayed_by"] == ids["r"] and t["peer_count"] == 1 and top["r"]["relays"] == [ids["t"]]
+    assert t["via"] == [{"to": ids[n], "next_hop": ids["r"]} for n in sorted(ids, key=ids.get)
+                        if n not in ("r", "t")]
     assert lan_route(t)["next_hop"] == ids["r"] and lan_route(t)["candidates"] == []
     assert lan_route(t)["gateway"] == lan_route(top["r"])["gateway"] == carrier(api, w, "r", LAN)
     # the gateways send nothing of the LAN into the tunnel; g1's role and its client are there

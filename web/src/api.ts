@@ -183,7 +183,8 @@ export type TopologyHost = {
   gateway: { remote_access: boolean; egress: string[]; internet: boolean; auto_relay: boolean } | null;
   relayed_by: string | null;
   relays: string[];
-  peers: string[];
+  /** It peers directly with every other member but those in `via` (the API says so). */
+  peer_count: number;
   via: { to: string; next_hop: string }[];
   routes: TopologyRoute[];
   down: string[];

@@ -101,7 +101,13 @@ export function NetworkGraph({ topology }: { topology: Topology }) {
   // Peer lines (each pair once), the paths of the hosts shown, clients to their gateways, down links.
   const mesh = new Map<string, [string, string]>();
   if (t.hosts.length <= MESH_LINES_UP_TO) {
-    for (const h of t.hosts) for (const p of h.peers) mesh.set([h.host_id, p].sort().join(" "), [h.host_id, p]);
+    // As the API defines it: a host peers directly with every other member but those it reaches via another.
+    for (const h of t.hosts) {
+      const indirect = new Set(h.via.map((v) => v.to));
+      for (const o of t.hosts) {
+        if (o.host_id !== h.host_id && !indirect.has(o.host_id)) mesh.set([h.host_id, o.host_id].sort().join(" "), [h.host_id, o.host_id]);
+      }
+    }
   }
   const paths = new Map<string, [string, string]>();
   const hop = (a: string | null, b: string | null) => {

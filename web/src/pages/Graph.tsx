@@ -132,6 +132,10 @@ export function NetworkGraph({ topology }: { topology: Topology }) {
   const box = xs.length
     ? { x: Math.min(...xs) - 75, y: Math.min(...ys) - 40, w: Math.max(...xs) - Math.min(...xs) + 150, h: Math.max(...ys) - Math.min(...ys) + 105 }
     : { x: 0, y: 0, w: W, h: 120 };
+  // …but never so small that one or two nodes fill the page: at least this much room around them.
+  const [minW, minH] = [480, 330];
+  if (box.w < minW) Object.assign(box, { x: box.x - (minW - box.w) / 2, w: minW });
+  if (box.h < minH) Object.assign(box, { y: box.y - (minH - box.h) / 2, h: minH });
 
   const describe =
     `${t.hosts.length} hosts, ${t.hosts.filter((h) => h.gateway).length} gateways, ${t.clients.length} clients. ` +

@@ -360,6 +360,9 @@ def test_the_graph_shows_each_hosts_path_and_a_failover_without_a_reload(page, s
         f"{LAN} → {other} (of 2)")
     expect(graph.locator(f"[data-path='u1>{other}']")).to_have_count(1)
     expect(graph.locator(f"[data-down='u1>{was}']")).to_contain_text("down")
+    # the gateways table says which hosts each gateway carries now (HA: the active one)
+    expect(page.locator(f"tr[data-gateway='{other}'] td[data-label='Used by']")).to_contain_text("u1")
+    expect(page.locator(f"tr[data-gateway='{was}'] td[data-label='Used by']")).not_to_contain_text("u1")
     expect(page.locator("tr[data-host='u1']").get_by_text("Online", exact=True)).to_be_visible()
     assert uses("u1") == other  # the page says what the API says
     assert page.evaluate("window.__sameDocument") is True

@@ -149,7 +149,7 @@ export function NetworkPage({ id }: { id: string }) {
       </Listing>
       {topology.data && <NetworkGraph topology={topology.data} />}
       {hosts.data && <LatencyMap networkId={id} hosts={hosts.data} />}
-      {hosts.data && <Access networkId={id} hosts={hosts.data} />}
+      {hosts.data && <Access networkId={id} hosts={hosts.data} topology={topology.data} />}
     </section>
   );
 }

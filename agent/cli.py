@@ -154,7 +154,7 @@ def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -
     from .mqtt import MqttLink
     from .netconf import NetConf
     from .probe import Prober
-    from .runner import EXIT_HOST_DELETED, Agent
+    from .runner import EXIT_HOST_DELETED, Agent, offline_message
     from .underlay import Underlay
 
     wg_key = sd.wg_key()  # stays in this process: the underlay echo derives its MAC keys from it
@@ -166,7 +166,7 @@ def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -
             endpoint=state.mqtt_endpoint, port=state.mqtt_port, client_id=state.client_id,
             cert_path=sd.tls_cert_path, key_path=sd.tls_key_path,
             ca_path=sd.ca_path if sd.ca_path.exists() and sd.ca_path.stat().st_size else None,
-            events=events),
+            events=events, will=offline_message(state.host_id)),
         discover_endpoints=lambda: discover_endpoints(state.interface, state.listen_port),
         prober=Prober(probes or ProbeSettings()),
         underlay=Underlay(wg_key, keys.wireguard_public_key(wg_key), state.listen_port),

@@ -73,8 +73,11 @@ class MqttLink:
     def __init__(self, *, endpoint: str, port: int, client_id: str, cert_path: Path, key_path: Path,
                  ca_path: Path | None, events: queue.Queue,
                  min_reconnect_ms: int = RECONNECT_MIN_MS, max_reconnect_ms: int | None = None,
-                 keep_alive_s: int = 60) -> None:
-        """``max_reconnect_ms`` None: a cap of its own, uniform in [RECONNECT_MAX_MS/2, RECONNECT_MAX_MS]."""
+                 keep_alive_s: int = 60, will: tuple[str, bytes] | None = None) -> None:
+        """``max_reconnect_ms`` None: a cap of its own, uniform in [RECONNECT_MAX_MS/2, RECONNECT_MAX_MS].
+
+        ``will``: (topic, payload) the broker publishes (QoS 1) when it loses this connection without
+        a DISCONNECT: at once when the process dies (its socket closes), else after 1.5 × keep-alive."""
         from awscrt import mqtt5
         from awsiot import mqtt5_client_builder
 
@@ -88,6 +91,11 @@ class MqttLink:
             # Mosquitto in local mode: IoT Core's client-side limits only slow us down (~10 ms/publish).
             extra["extended_validation_and_flow_control_options"] = (
                 mqtt5.ExtendedValidationAndFlowControlOptions.NONE)
+        if will is not None:
+            # set on every CONNECT the client makes, reconnects included (awsiot: connect_options)
+            extra["connect_options"] = mqtt5.ConnectPacket(will=mqtt5.PublishPacket(
+                topic=will[0], payload=will[1], qos=mqtt5.QoS.AT_LEAST_ONCE))
+        self._last_publish = None
         self._client = mqtt5_client_builder.mtls_from_path(
             endpoint=endpoint, port=port, client_id=client_id,
             cert_filepath=str(cert_path), pri_key_filepath=str(key_path),
@@ -120,7 +128,15 @@ class MqttLink:
     def start(self) -> None:
         self._client.start()
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 2.0) -> None:
+        """Disconnect cleanly (no will), after waiting up to ``drain_s`` for the last publish's PUBACK:
+        a last word published just before (the agent's offline report) is not lost to the stop."""
+        last, self._last_publish = self._last_publish, None
+        if last is not None:
+            try:
+                last.result(drain_s)
+            except Exception as e:  # noqa: BLE001 - not connected, timed out: stop anyway
+                log.info("stopping MQTT without the last publish's ack: %s", e)
         self._client.stop()
 
     def subscribe(self, topics: list[str], timeout: float = 15.0) -> list[str]:
@@ -141,4 +157,5 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes) -> None:
         """Queue a QoS 1 publish; the client sends it when connected (fire and forget)."""
         m = self._mqtt5
-        self._client.publish(m.PublishPacket(topic=topic, payload=payload, qos=m.QoS.AT_LEAST_ONCE))
+        self._last_publish = self._client.publish(m.PublishPacket(topic=topic, payload=payload,
+                                                                  qos=m.QoS.AT_LEAST_ONCE))

@@ -62,12 +62,20 @@ from .wg.base import Backend, BackendError, DevicePeer
 
 log = logging.getLogger("skymesh.agent")
 
-__all__ = ["Agent", "Timings", "HANDSHAKE_FRESH", "EXIT_HOST_DELETED", "SubState"]
+__all__ = ["Agent", "Timings", "HANDSHAKE_FRESH", "EXIT_HOST_DELETED", "SubState", "offline_message"]
 
 HANDSHAKE_FRESH = 180  # seconds: WireGuard re-keys every 2 minutes on an active tunnel
 # `run`'s exit status once the control plane deleted this host: EX_CONFIG of sysexits.h, which
 # systemd names CONFIG. The unit lists it in RestartPreventExitStatus= (a restart cannot help).
 EXIT_HOST_DELETED = 78
+
+
+def offline_message(host_id: str) -> tuple[str, bytes]:
+    """(topic, payload) of this host's offline report: what a clean stop publishes and what the MQTT
+    link sets as its last will. On the broker's status topic, never Basic Ingest (a will is an
+    ordinary publish of the broker's), which the status rule reads too."""
+    return (protocol.host_status_topic(host_id),
+            protocol.encode(protocol.StatusReport(agent_version=__version__, offline=True)))
 
 
 class Link(Protocol):
@@ -277,6 +285,7 @@ class Agent:
             if self.underlay is not None:
                 self.underlay.stop()
             if self.link is not None:
+                self._say_offline()
                 self.link.stop()
             if self._cache_timer.pending:
                 self.save_cache()
@@ -312,6 +321,10 @@ class Agent:
         if isinstance(ev, Connected):
             self.connected = True
             log.info("connected to MQTT; subscribing and resyncing")
+            # A report on every connect, unchanged or not: the control plane may have marked this host
+            # offline meanwhile (its last will, published when the broker lost the last connection).
+            self._last_report = None
+            self._status_timer.no_later_than(time.monotonic())
             self._subs = {}
             self._subscribe_timer.reset_backoff()
             self._sync_subscriptions()
@@ -701,6 +714,13 @@ class Agent:
         self.link.publish(topic, protocol.encode(report))
         self._last_report, self._last_report_at = digest, now
         self._reported_latency = report.latency
+
+    def _say_offline(self) -> None:
+        """The last word of a clean stop: an offline report, so the control plane shows this host
+        offline at once (the link's stop waits briefly for its ack). Not connected: the broker
+        publishes the same report as this connection's will when it notices."""
+        if self.link is not None and self.connected:
+            self.link.publish(*offline_message(self.state.host_id))
 
     # ---------------------------------------------------------------- probes
     def _probe_targets(self, stats: dict[str, DevicePeer] | None = None) -> None:

@@ -26,6 +26,10 @@ versions 1 and 2) are read as before, and an agent leaves the field out when it 
 to say, so its report is then exactly what an older control plane reads. It may also carry
 ``direct`` (issue 10, automatic relays): the peers of its relayed pairs whose path over the
 underlay answered for a while, so the pair may go direct again; left out when empty.
+And ``offline: true`` (issue 12): the host's last word, published by its agent before a clean stop
+and set as its MQTT last will (the broker publishes it when the connection is lost), so the control
+plane shows it offline within seconds, not after the silence rule. Only those two messages carry
+it, so every other report is still exactly what an older control plane reads (which drops these).
 
 A role's ``internet_gateway`` may be ``"auto"`` (issue 10: any internet gateway of the network,
 ranked for the host like a shared range, whose key in ``pinned``/``placed`` is ``0.0.0.0/0``): new
@@ -115,7 +119,7 @@ _MAX_DEPTH = 8  # a status report is 3 deep (object → peers → peer); deltas 
 _MAX_ENDPOINT_CHARS = 261  # "[" 45-character IPv6 "]:65535", or a 253-character name ":65535"
 _MAX_PEER_ENDPOINT_CHARS = 47  # "[" 39-character IPv6 (no zone) "]:65535"
 _AGENT_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9.+_-]{{0,{MAX_AGENT_VERSION - 1}}}")
-_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers", "latency", "direct"})
+_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers", "latency", "direct", "offline"})
 _PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx", "endpoint"})
 
 # issue 10: the latency section of a status report. It lists what the host probes (its
@@ -358,6 +362,7 @@ class StatusReport:
     # issue 10: peers of relayed pairs whose underlay path answered (autorelay rule 4), sorted,
     # at most MAX_REPORT_LATENCY
     direct: tuple[HostId, ...] = ()
+    offline: bool = False  # issue 12: its agent stopped, or its connection is lost (its last will)
 
     type = "status"
 
@@ -407,6 +412,7 @@ def _to_wire(msg: Message) -> dict[str, Any]:
             ],
             **({"latency": [latency_to_wire(r) for r in msg.latency]} if msg.latency else {}),
             **({"direct": list(msg.direct)} if msg.direct else {}),
+            **({"offline": True} if msg.offline else {}),
         }
     return {"name": msg.name}
 
@@ -581,7 +587,8 @@ def _status_from_wire(d: dict[str, Any]) -> StatusReport:
     return StatusReport(agent_version=version, endpoints=checked,
                         peers=tuple(_peer_from_wire(p) for p in peers),
                         latency=_latency_rows(d.get("latency", [])),
-                        direct=_direct(d.get("direct", [])))
+                        direct=_direct(d.get("direct", [])),
+                        offline=_flag_of(d.get("offline", False), "offline"))
 
 
 def decode_status(payload: bytes | str | dict[str, Any]) -> StatusReport:

@@ -32,6 +32,11 @@ class Status:
         except protocol.ProtocolError as e:
             log.warning("status report of %s dropped: %s", host_id, e)
             return False
+        if msg.offline:
+            # Its agent stopped, or the broker lost it (its last will): offline now, whatever was
+            # recorded up to now; what it last reported (endpoints, latency) stays, and so does
+            # last_seen. A later report (its agent back) makes it online again.
+            return self._d.store.mark_offline(host_id, self._d.clock.now() + 1)
         status = HostStatus(online=True, last_seen=self._d.clock.now(),
                             agent_version=msg.agent_version,
                             reported_endpoints=msg.endpoints, peers=msg.peers, latency=msg.latency,

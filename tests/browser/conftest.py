@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,7 @@ from typing import Any
 import pytest
 
 from skymesh.local.dashboard import DEFAULT_DIST, is_built
-from skymesh.local.dynamodb import install
-from skymesh.local.proc import LocalStackError, free_port
-from tests.integration.test_local_stack import Stack
+from tests.integration.test_local_stack import running_stack
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "build" / "screenshots" / "dashboard"
@@ -72,21 +69,8 @@ def stack() -> Iterator[dict[str, Any]]:
     if not is_built(DEFAULT_DIST):
         pytest.fail(f"the dashboard is not built ({DEFAULT_DIST}/index.html is missing): run `make web`",
                     pytrace=False)
-    try:
-        install()
-    except LocalStackError as e:
-        pytest.fail(f"DynamoDB Local unavailable: {e}", pytrace=False)
-    d = Path(tempfile.mkdtemp(prefix="skymesh-browser-"))
-    os.chmod(d, 0o755)  # Mosquitto's own user reaches the home
-    ports: dict[str, int] = {}
-    while len(set(ports.values())) < 3:
-        ports = {"api": free_port(), "mqtt": free_port(), "dynamodb": free_port()}
-    running = Stack(d / "home", ports)
-    try:
-        yield running.wait_up()
-    finally:
-        running.stop()
-        shutil.rmtree(d, ignore_errors=True)
+    with running_stack("skymesh-browser-") as info:
+        yield info
 
 
 @pytest.fixture

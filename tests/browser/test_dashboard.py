@@ -15,26 +15,25 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
-import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from agent.state import StateDir
 from chalicelib.domain import protocol
 from tests.integration.conftest import MqttTestClient
-from tests.integration.test_agent_cli import AgentProcess
+from tests.integration.test_agent_offline import join_host
 from tests.integration.test_local_stack import call, enroll
 
-from .conftest import REPO, shoot
+from .conftest import DESKTOP, PHONE, SHOTS, shoot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ONLINE_WAIT_MS = 45_000  # join → MQTT connect → first status report → bridge → DynamoDB → next refresh
+OFFLINE_WAIT_MS = 8_000  # the agent's offline report (≈ 0.1 s to the API) + one refresh (3 s), with margin
 
 
 def sign_in(page: Any, key: str) -> None:
@@ -48,19 +47,6 @@ def no_key_kept(page: Any, key: str) -> None:
     stored = page.evaluate("JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage),"
                            " document.cookie])")
     assert key not in stored
-
-
-def join_host(api_url: str, token: str, name: str, directory: Path) -> AgentProcess:
-    """``skymesh-agent join`` as a real process, then ``skymesh-agent run`` on the in-memory device."""
-    sd = StateDir(directory / "state")
-    joined = subprocess.run(
-        [sys.executable, "-m", "agent", "join", "--server", api_url, "--token", token, "--name", name,
-         "--interface", "smweb0", "--endpoint", "198.18.12.1:51820", "--state-dir", str(sd.path)],
-        capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
-    assert joined.returncode == 0, joined.stdout + joined.stderr
-    sd.save(replace(sd.load(), backend="memory"))
-    return AgentProcess(sd)
 
 
 def decode_qr(image: Any, path: Path) -> str:
@@ -184,6 +170,15 @@ def test_an_operator_signs_in_creates_a_network_and_a_key_and_sees_a_host_come_o
         assert call(stack, "GET", f"/v1/networks/{net_id}/clients/{created['client']['id']}", None,
                     admin)[1]["enabled"] is False
         shoot(page, "09-gateways-and-clients")
+
+        # Its agent stops (as systemd stops it): the open page shows the host offline within
+        # seconds, without a reload (the agent's last word, not the 660 s silence rule).
+        agent.proc.send_signal(signal.SIGTERM)
+        expect(row.get_by_text("Offline", exact=True)).to_be_visible(timeout=OFFLINE_WAIT_MS)
+        assert agent.proc.wait(timeout=30) == 0
+        expect(page.get_by_text("0 of 1 online.")).to_be_visible()
+        assert page.evaluate("window.__sameDocument") is True
+        shoot(page, "09b-host-offline")
     finally:
         agent.stop()
 
@@ -309,3 +304,104 @@ def test_the_latency_heat_map_shows_what_the_hosts_measured(page, stack, tmp_pat
     expect(page.locator("tr[data-host='alpha']")).to_contain_text("direct · relays 1")
     expect(page.locator("tr[data-host='beta']")).to_contain_text("direct")
     shoot(page, "14-latency-and-relays")
+
+
+LAN = "10.20.0.0/16"
+
+
+def test_the_graph_shows_each_hosts_path_and_a_failover_without_a_reload(page, stack, tmp_path):
+    """Gateways g1 and g2 serve one LAN, u1 uses it, r relays t. Hosts are MQTT clients with their own
+    certificates (no agent: nothing probes anything); u1's report that its gateway is down travels
+    the real path (MQTT → bridge → status and failover functions → DynamoDB → API → page)."""
+    admin = stack["admin_key"]
+    _, net = call(stack, "POST", "/v1/networks", {"name": "campus", "ipv4_cidr": "100.64.20.0/24"}, admin)
+    _, key = call(stack, "POST", "/v1/enrollment-keys", {"networks": [net["id"]], "uses": 5}, admin)
+    hosts = {n: enroll(stack, key["token"], n, tmp_path) for n in ("g1", "g2", "u1", "r", "t")}
+    ids = {n: reg["host"]["id"] for n, (reg, _) in hosts.items()}
+    name = {v: k for k, v in ids.items()}
+    base = f"/v1/networks/{net['id']}"
+    for g in ("g1", "g2"):
+        assert call(stack, "PUT", f"{base}/gateways/{ids[g]}", {"egress": [LAN]}, admin)[0] == 200
+    assert call(stack, "PUT", f"{base}/relays/{ids['r']}", {"relayed": [ids["t"]]}, admin)[0] == 200
+
+    def uses(host: str) -> str:
+        """The gateway the API's topology says ``host`` sends the LAN to now."""
+        top = call(stack, "GET", f"{base}/topology", None, admin)[1]
+        (h,) = [h for h in top["hosts"] if h["host_id"] == ids[host]]
+        (r,) = [r for r in h["routes"] if r["destination"] == LAN]
+        return name[r["gateway"]]
+
+    was = uses("u1")
+    other = "g2" if was == "g1" else "g1"
+    page.goto(stack["dashboard_url"] + f"#/networks/{net['id']}")
+    sign_in(page, admin)
+    graph = page.get_by_role("img", name=re.compile("^Network graph"))
+    expect(graph).to_be_visible()
+    expect(graph.locator(f"[data-path='u1>{was}']")).to_have_count(1)
+    expect(graph.locator("[data-path='t>r']")).to_have_count(1)  # t reaches everything through r
+    expect(graph.locator(f"[data-path='r>{uses('r')}']")).to_have_count(1)  # and r sends the LAN on
+    expect(page.locator("tr[data-host='u1'] td[data-label='Gateway']")).to_have_text(f"{LAN} → {was} (of 2)")
+    expect(page.locator("tr[data-host='t'] td[data-label='Path']")).to_have_text("via relay r")
+    expect(page.locator("li[data-paths='t']")).to_contain_text("reaches everything through relay r")
+    page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+    shoot(page, "15-network-graph")
+
+    # u1 finds its gateway down and says so: the page shows it moved and the link down, no reload.
+    c = MqttTestClient(stack["mqtt_endpoint"], stack["mqtt_port"], hosts["u1"][1])
+    c.connect()
+    try:
+        report = {"v": protocol.VERSION, "type": "status", "agent_version": "web-test", "endpoints": [],
+                  "peers": [], "latency": [{"host": ids[was], "rtt": None, "loss": 100, "up": False},
+                                           {"host": ids[other], "rtt": 5.0, "loss": 0, "up": True}]}
+        assert not c.publish(f"sm/h/{ids['u1']}/status", json.dumps(report).encode()).is_failure
+    finally:
+        c.close()
+    expect(page.locator("tr[data-host='u1'] td[data-label='Gateway']")).to_have_text(
+        f"{LAN} → {other} (of 2)")
+    expect(graph.locator(f"[data-path='u1>{other}']")).to_have_count(1)
+    expect(graph.locator(f"[data-down='u1>{was}']")).to_contain_text("down")
+    # the gateways table says which hosts each gateway carries now (HA: the active one)
+    expect(page.locator(f"tr[data-gateway='{other}'] td[data-label='Used by']")).to_contain_text("u1")
+    expect(page.locator(f"tr[data-gateway='{was}'] td[data-label='Used by']")).not_to_contain_text("u1")
+    expect(page.locator("tr[data-host='u1']").get_by_text("Online", exact=True)).to_be_visible()
+    assert uses("u1") == other  # the page says what the API says
+    assert page.evaluate("window.__sameDocument") is True
+    shoot(page, "16-network-graph-failover")
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):  # the picture alone, to look at closely
+        page.set_viewport_size(size)
+        page.locator("section.graph").screenshot(path=str(SHOTS / f"16-network-graph-only-{label}.png"))
+    page.set_viewport_size(DESKTOP)
+
+    # One host's paths only, chosen with a labelled control.
+    page.get_by_label("Show the paths of").select_option(label="u1")
+    expect(graph.locator("[data-path='t>r']")).to_have_count(0)
+    expect(graph.locator(f"[data-path='u1>{other}']")).to_have_count(1)
+    expect(page.locator("li[data-paths]")).to_have_count(1)
+    shoot(page, "17-network-graph-one-host")
+
+
+def test_a_network_page_whose_calls_fail_says_what_to_do(page, stack):
+    admin = stack["admin_key"]
+    _, net = call(stack, "POST", "/v1/networks", {"name": "flaky", "ipv4_cidr": "100.64.30.0/24"}, admin)
+    # The topology answers 500 without the error shape: the page says what is not known and how to go on.
+    page.route("**/topology", lambda route: route.fulfill(status=500, body="<h1>oops</h1>"))
+    page.goto(stack["dashboard_url"] + f"#/networks/{net['id']}")
+    sign_in(page, admin)
+    expect(page.get_by_role("heading", name="flaky")).to_be_visible()
+    alert = page.get_by_role("alert").filter(has_text="Which gateway and relay each host uses is not known")
+    expect(alert).to_contain_text("HTTP 500")
+    expect(alert).to_contain_text("Try again in a moment")
+    shoot(page, "18-topology-500")
+    page.unroute("**/topology")
+    alert.get_by_role("button", name="Try again").click()
+    expect(page.get_by_role("alert")).to_have_count(0)
+    expect(page.get_by_role("heading", name="Network graph")).to_be_visible()
+
+    # A network that is gone (deleted in another tab): the API's own words, and the way back.
+    missing = "net_" + "0" * len(net["id"].removeprefix("net_"))
+    page.goto(stack["dashboard_url"] + f"#/networks/{missing}")
+    expect(page.get_by_role("alert")).to_contain_text(
+        f"network {missing} does not exist: it may have been deleted")
+    expect(page.get_by_text("No hosts in this network yet")).to_have_count(0)  # nothing of a missing network
+    expect(page.get_by_role("link", name="← All networks")).to_be_visible()
+    shoot(page, "19-network-not-found")

@@ -188,3 +188,29 @@ def test_mark_offline_does_not_recreate_a_host_deleted_after_the_listing(
     api.ok("DELETE", f"/v1/hosts/{host_id}")
     assert service.deps.store.mark_offline(host_id, service.deps.clock.now() + 3600) is False
     assert raw_host_item(stage, host_id) is None
+
+
+# ------------------------------------------------------------------- issue 12: the host's last word
+def test_an_offline_report_marks_the_host_offline_at_once_and_keeps_what_it_reported(api, host_id, service):
+    t = {"now": 1_800_000_000}
+    service.deps.clock.now = lambda: t["now"]  # type: ignore[method-assign]
+    sent = report(v=protocol.VERSION, endpoints=["198.18.0.7:51820"], host_id=host_id)
+    assert app_module.host_report(sent, None) == {"recorded": True}
+    t["now"] += 1  # within a second of its last report: a clean stop says so right after reporting
+    bye = protocol.to_wire(protocol.StatusReport(agent_version="0.1.0", offline=True))
+    assert bye["offline"] is True and app_module.host_report({**bye, "host_id": host_id}, None) == {
+        "recorded": True}
+    st = api.ok("GET", f"/v1/hosts/{host_id}")["status"]
+    assert st["online"] is False and st["reported_endpoints"] == ["198.18.0.7:51820"]
+    assert st["last_seen"] == "2027-01-15T08:00:00Z"  # when it last reported, not when it said goodbye
+    # its agent back: its next report makes it online again
+    t["now"] += 30
+    assert app_module.host_report(sent, None) == {"recorded": True}
+    assert api.ok("GET", f"/v1/hosts/{host_id}")["status"]["online"] is True
+
+
+def test_offline_must_be_true_or_false_and_an_older_schema_may_say_it(host_id, caplog):
+    assert app_module.host_report(report(offline="yes", host_id=host_id), None) == {"recorded": False}
+    assert "offline must be true or false" in caplog.text
+    assert app_module.host_report(report(host_id=host_id), None) == {"recorded": True}
+    assert app_module.host_report(report(offline=True, host_id=host_id), None) == {"recorded": True}  # v1

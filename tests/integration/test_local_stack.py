@@ -6,6 +6,7 @@ Needs Java, Mosquitto and DynamoDB Local (installed with npm on first use).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -88,6 +89,27 @@ def stack_env() -> Iterator[tuple[Path, dict[str, int]]]:
     try:
         yield d / "home", ports
     finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_stack(prefix: str) -> Iterator[dict[str, Any]]:
+    """``skymesh local up`` in a fresh home on free ports, stopped and removed at the end; yields its
+    ``local.json``."""
+    try:
+        install()
+    except LocalStackError as e:
+        pytest.fail(f"DynamoDB Local unavailable: {e}", pytrace=False)
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(d, 0o755)  # Mosquitto's own user reaches the home
+    ports: dict[str, int] = {}
+    while len(set(ports.values())) < 3:
+        ports = {"api": free_port(), "mqtt": free_port(), "dynamodb": free_port()}
+    running = Stack(d / "home", ports)
+    try:
+        yield running.wait_up()
+    finally:
+        running.stop()
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -285,6 +285,38 @@ def test_reports_go_where_the_api_said_at_registration(tmp_path, members):
     assert [t for t, _ in link.published] == [ingest]
 
 
+# --------------------------------------------------------------- issue 12: offline within seconds
+def test_every_connect_reports_again_even_unchanged_so_a_host_marked_offline_by_its_will_is_online(
+        tmp_path, members):
+    agent, _, link = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]), heartbeat=3600)
+    agent.boot()
+    agent.handle(Connected())
+    agent.report_status()
+    agent.handle(Disconnected("connection reset"))  # the broker published its will: offline
+    agent.handle(Connected())
+    agent.timers.run_due(time.monotonic())  # the report is due at once, not at the heartbeat
+    statuses = [protocol.decode_status(p) for t, p in link.published if t == "sm/h/host_1/status"]
+    assert len(statuses) == 2 and not any(s.offline for s in statuses)
+
+
+def test_a_clean_stop_says_offline_before_the_link_stops(tmp_path, members):
+    agent, _, link = make_agent(tmp_path, ScriptedApi([snapshot(7, members)]))
+    stopped_after: list[int] = []
+    link.stop = lambda: stopped_after.append(len(link.published))  # type: ignore[method-assign]
+    agent._link_factory = lambda events: (events.put(Connected()), link)[1]
+    done = threading.Thread(target=agent.run, daemon=True)
+    done.start()
+    wait = time.monotonic() + 10
+    while not agent.connected and time.monotonic() < wait:
+        time.sleep(0.01)  # the loop's own thread connects; bounded
+    agent.stop()
+    done.join(timeout=10)
+    assert not done.is_alive()
+    topic, payload = link.published[-1]
+    assert topic == "sm/h/host_1/status" and protocol.decode_status(payload).offline is True
+    assert stopped_after == [len(link.published)]  # published before the link stopped
+
+
 # --------------------------------------------------------------- issue 7: lifecycle and guards
 def test_a_deleted_host_stops_the_agent_once_and_no_boot_brings_its_peers_back(tmp_path, members):
     api = ScriptedApi([snapshot(7, members)])

@@ -170,3 +170,33 @@ export type LatencyRow = { from: string; to: string; rtt_ms: number | null; loss
 
 export type MemberRef = { network_id: string; host_id: string; name: string; ipv4: string; ipv6: string };
 export type Relay = MemberRef & { relayed: MemberRef[] };
+
+/** What the plan makes of a network now (GET /v1/networks/{id}/topology): the API computes every path. */
+export type TopologyRoute = { destination: string; next_hop: string | null; gateway: string | null; candidates: string[] };
+export type TopologyHost = {
+  host_id: string;
+  name: string;
+  ipv4: string;
+  ipv6: string;
+  online: boolean;
+  last_seen: string | null;
+  gateway: { remote_access: boolean; egress: string[]; internet: boolean; auto_relay: boolean } | null;
+  relayed_by: string | null;
+  relays: string[];
+  /** It peers directly with every other member but those in `via` (the API says so). */
+  peer_count: number;
+  via: { to: string; next_hop: string }[];
+  routes: TopologyRoute[];
+  down: string[];
+};
+export type Topology = {
+  network_id: string;
+  seq: number;
+  hosts: TopologyHost[];
+  clients: { id: string; name: string; gateway: string; served: boolean }[];
+  pairs: { a: string; b: string; via: string }[];
+  down_links: { from: string; to: string; loss_pct: number; age_s: number }[];
+};
+
+/** The internet as a route's destination (its IPv6 half goes with it). */
+export const INTERNET = "0.0.0.0/0";

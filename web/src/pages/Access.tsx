@@ -1,10 +1,10 @@
 import { useEffect, useMemo, useState, type FormEvent } from "react";
-import { ApiError, listAll, type Client, type ClientIssued, type Gateway, type Host } from "../api";
+import { ApiError, listAll, type Client, type ClientIssued, type Gateway, type Host, type Topology } from "../api";
 import { describe, useSession } from "../session";
 import { CardTable, ConfirmButton, CopyButton, ErrorBox, Listing, REFRESH_MS, Time, useAction, useLoaded } from "../ui";
 
 /** Gateways of a network and its remote-access clients (devices without an agent). */
-export function Access({ networkId, hosts }: { networkId: string; hosts: Host[] }) {
+export function Access({ networkId, hosts, topology }: { networkId: string; hosts: Host[]; topology: Topology | null }) {
   const { api } = useSession();
   const base = `/v1/networks/${encodeURIComponent(networkId)}`;
   const gateways = useLoaded(async () => (await api<{ gateways: Gateway[] }>("GET", `${base}/gateways`)).gateways, [api, base], REFRESH_MS);
@@ -12,6 +12,13 @@ export function Access({ networkId, hosts }: { networkId: string; hosts: Host[] 
   const [actionError, setActionError] = useState<string | null>(null);
   const [issued, setIssued] = useState<ClientIssued | null>(null);
   const names = new Map((gateways.data ?? []).map((g) => [g.host_id, g.name]));
+  // Which hosts send something to each gateway now (the topology's answer: with HA, the active one).
+  const users = new Map<string, string[]>();
+  for (const h of topology?.hosts ?? []) {
+    for (const gw of new Set(h.routes.map((r) => r.gateway).filter((g): g is string => g !== null))) {
+      users.set(gw, [...(users.get(gw) ?? []), h.name].sort());
+    }
+  }
 
   async function act(method: string, path: string, body?: unknown, reload = clients.reload) {
     setActionError(null);
@@ -32,7 +39,7 @@ export function Access({ networkId, hosts }: { networkId: string; hosts: Host[] 
       <ErrorBox error={actionError} />
       <Listing loaded={gateways} noun="gateways" empty={<p>No gateways in this network.</p>}>
         {(items) => (
-          <CardTable caption="Gateways" columns={["Gateway", "Remote access", "Egress", "Internet", "Endpoint", "Actions"]}>
+          <CardTable caption="Gateways" columns={["Gateway", "Remote access", "Egress", "Internet", "Endpoint", "Used by", "Actions"]}>
             {items.map((g) => (
               <tr key={g.host_id} data-gateway={g.name}>
                 <th scope="row" data-label="Gateway">
@@ -42,6 +49,7 @@ export function Access({ networkId, hosts }: { networkId: string; hosts: Host[] 
                 <td data-label="Egress">{g.egress.length ? g.egress.join(", ") : "none"}</td>
                 <td data-label="Internet">{g.internet ? "yes" : "no"}</td>
                 <td data-label="Endpoint">{g.effective_endpoint ?? "no endpoint: set one"}</td>
+                <td data-label="Used by">{topology ? users.get(g.host_id)?.join(", ") || "no host now" : "—"}</td>
                 <td data-label="Actions">
                   <ConfirmButton
                     text="Remove"

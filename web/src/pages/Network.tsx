@@ -1,10 +1,11 @@
 import { useState, type FormEvent } from "react";
-import { listAll, type Host, type Network, type Relay } from "../api";
+import { INTERNET, listAll, type Host, type Network, type Topology } from "../api";
 import { useSession } from "../session";
 import { href } from "../route";
 import { CardTable, ErrorBox, Listing, REFRESH_MS, Time, useAction, useLoaded } from "../ui";
 import { Access } from "./Access";
 import { LatencyMap } from "./Latency";
+import { NetworkGraph } from "./Graph";
 
 
 export function NetworkPage({ id }: { id: string }) {
@@ -17,16 +18,39 @@ export function NetworkPage({ id }: { id: string }) {
     [api, id],
     REFRESH_MS,
   );
-  // Which member relays which host, as the API lists the network's relays.
-  const relays = useLoaded(
-    async () => (await api<{ relays: Relay[] }>("GET", `/v1/networks/${encodeURIComponent(id)}/relays`)).relays,
+  // What the plan makes of the network now (who relays whom, each host's gateways, links down): the API's
+  // answer, shown as it is; polled like the hosts, so a failover shows without a reload.
+  const topology = useLoaded(
+    () => api<Topology>("GET", `/v1/networks/${encodeURIComponent(id)}/topology`),
     [api, id],
     REFRESH_MS,
   );
-  const relayOf = new Map((relays.data ?? []).flatMap((r) => r.relayed.map((m) => [m.host_id, r.name] as const)));
-  const relaying = new Map((relays.data ?? []).map((r) => [r.host_id, r.relayed.length]));
+  const mapped = new Map((topology.data?.hosts ?? []).map((h) => [h.host_id, h]));
+  const nameOf = (hid: string | null) => (hid ? (mapped.get(hid)?.name ?? hid) : "none");
   const n = network.data;
   const online = hosts.data?.filter((h) => h.status.online).length ?? 0;
+
+  if (!n) {
+    // Not loaded (yet, or it failed): nothing of a network that may not exist, only why and the way back.
+    return (
+      <section aria-labelledby="network-title">
+        <p>
+          <a href={href({ page: "networks" })}>← All networks</a>
+        </p>
+        <h1 id="network-title">Network</h1>
+        <ErrorBox
+          error={
+            network.error &&
+            (network.error.includes("does not exist")
+              ? `${network.error}: it may have been deleted. Go back to all networks to pick another one.`
+              : network.error)
+          }
+          onRetry={network.reload}
+        />
+        {!network.error && <p aria-busy="true">Loading the network…</p>}
+      </section>
+    );
+  }
 
   return (
     <section aria-labelledby="network-title">
@@ -35,7 +59,10 @@ export function NetworkPage({ id }: { id: string }) {
       </p>
       <h1 id="network-title">{n ? n.name : "Network"}</h1>
       <ErrorBox error={network.error} onRetry={network.reload} />
-      <ErrorBox error={relays.error && `Which hosts are relayed is not known: ${relays.error}`} onRetry={relays.reload} />
+      <ErrorBox
+        error={topology.error && `Which gateway and relay each host uses is not known: ${topology.error}`}
+        onRetry={topology.reload}
+      />
       {n && (
         <dl className="facts">
           {(
@@ -71,7 +98,7 @@ export function NetworkPage({ id }: { id: string }) {
         }
       >
         {(items) => (
-          <CardTable caption="Hosts" columns={["Host", "Status", "Last seen", "Addresses", "Endpoints", "Path", "Agent"]}>
+          <CardTable caption="Hosts" columns={["Host", "Status", "Last seen", "Addresses", "Endpoints", "Gateway", "Path", "Agent"]}>
             {items.map((h) => {
               const addr = h.addresses.find((a) => a.network_id === id);
               const endpoints = [...new Set([...h.status.reported_endpoints, ...h.endpoints])];
@@ -108,9 +135,10 @@ export function NetworkPage({ id }: { id: string }) {
                       </>
                     )}
                   </td>
+                  <td data-label="Gateway">{gatewaysOf(mapped.get(h.id), nameOf)}</td>
                   <td data-label="Path">
-                    {relayOf.has(h.id) ? `via relay ${relayOf.get(h.id)}` : "direct"}
-                    {relaying.get(h.id) ? <span className="hint"> · relays {relaying.get(h.id)}</span> : null}
+                    {!mapped.has(h.id) ? "—" : mapped.get(h.id)?.relayed_by ? `via relay ${nameOf(mapped.get(h.id)!.relayed_by)}` : "direct"}
+                    {mapped.get(h.id)?.relays.length ? <span className="hint"> · relays {mapped.get(h.id)!.relays.length}</span> : null}
                   </td>
                   <td data-label="Agent">{h.status.agent_version ?? "—"}</td>
                 </tr>
@@ -119,9 +147,26 @@ export function NetworkPage({ id }: { id: string }) {
           </CardTable>
         )}
       </Listing>
+      {topology.data && <NetworkGraph topology={topology.data} />}
       {hosts.data && <LatencyMap networkId={id} hosts={hosts.data} />}
-      {hosts.data && <Access networkId={id} hosts={hosts.data} />}
+      {hosts.data && <Access networkId={id} hosts={hosts.data} topology={topology.data} />}
     </section>
+  );
+}
+
+/** The gateway each of a host's ranges goes to now, as the API's topology says ("none": it sends nothing beyond the network). */
+function gatewaysOf(h: Topology["hosts"][number] | undefined, nameOf: (id: string | null) => string) {
+  if (!h) return "—";
+  if (!h.routes.length) return "none";
+  return (
+    <ul className="plain">
+      {h.routes.map((r) => (
+        <li key={r.destination}>
+          {r.destination === INTERNET ? "internet" : r.destination} → {nameOf(r.gateway)}
+          {r.candidates.length > 1 && <span className="hint"> (of {r.candidates.length})</span>}
+        </li>
+      ))}
+    </ul>
   );
 }
 

@@ -303,6 +303,19 @@ class WireClient(BaseModel):
     extra: list[str] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
+class WireGroup(BaseModel):
+    """A gateway group exactly as ``protocol.group_to_wire`` writes it (issue 11, schema 5)."""
+
+    id: str
+    name: str
+    members: list[str] = Field(description="host ids in priority order (first = preferred)")
+    floating: str = Field(description="the floating endpoint ADDR:PORT its clients connect to")
+    key: str | None = Field(description="the group's WireGuard public key; null until a member made it")
+    key_version: int
+    active: str | None = Field(description="the member the control plane records as active")
+    epoch: int
+
+
 class Interface(BaseModel):
     addresses: list[str]
     listen_port: int
@@ -328,6 +341,9 @@ class NetworkSnapshot(BaseModel):
                                       "device from, and what later deltas change")
     clients: list[WireClient] = Field(default_factory=list, description="the network's remote-access "
                                       "clients, records of the same plan (a gateway peers with its own)")
+    groups: list[WireGroup] | None = Field(default=None, exclude_if=lambda v: not v,
+                                           description="the network's gateway groups (schema 5); left out "
+                                           "when it has none")
     interface: Interface
     peers: list[Peer] = Field(description="this host's peers in the network, computed from the members "
                               "by the same plan the agent runs (for reading; the agent computes its own)")
@@ -349,6 +365,10 @@ class WireDelta(BaseModel):
                                              description="remote-access clients added or changed")
     remove_clients: list[str] | None = Field(default=None, exclude_if=lambda v: v is None,
                                              description="ids of remote-access clients removed")
+    groups: list[WireGroup] | None = Field(default=None, exclude_if=lambda v: v is None,
+                                           description="gateway groups added or changed (schema 5)")
+    remove_groups: list[str] | None = Field(default=None, exclude_if=lambda v: v is None,
+                                            description="ids of gateway groups removed (schema 5)")
 
 
 class CatchUp(BaseModel):
@@ -383,7 +403,7 @@ class ConfigQuery(BaseModel):
         description="the wire protocol's schema version the agent speaks; without it, 1. An agent "
                     "of an older schema gets full snapshots only, and a 400 (agent_outdated) when "
                     "they hold what its schema cannot say (gateways, clients: 2; relays: 3; "
-                    "automatic relays: 4)")
+                    "automatic relays: 4; gateway groups: 5)")
 
     def seqs(self) -> dict[str, int]:
         if not self.known:

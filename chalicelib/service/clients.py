@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins  # ``list`` in the class body is Clients.list
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .. import clientfile
@@ -343,7 +343,7 @@ def _with(records: plan.NetworkRecords, client: Client) -> plan.NetworkRecords:
     """The records with ``client`` added or replacing its older record."""
     clients = dict(records.clients)
     clients[client.id] = client
-    return plan.NetworkRecords(records.network, records.members, clients)
+    return replace(records, clients=clients)
 
 
 def _address_taken(network_id: NetworkId, ipv4: str) -> ConflictError:

@@ -231,7 +231,7 @@ class Hosts:
                 continue
             snapshots.append(NetworkConfig(
                 protocol.Snapshot(records.network, tuple(records.members.values()),
-                                  tuple(records.clients.values())),
+                                  tuple(records.clients.values()), tuple(records.gateway_groups.values())),
                 network_plan(records)[host.id]))
         return HostConfig(tuple(snapshots), tuple(catch_ups))
 

@@ -77,8 +77,8 @@ def test_a_group_is_not_created_twice_nor_in_a_network_being_deleted(backend: Ba
     with pytest.raises(NetworkGoneError):
         store.create_group(other, change=_change(other))
     with pytest.raises(NetworkGoneError):
-        store.create_group(replace(other, network_id=NetworkId("net_missing")),
-                           change=PendingChange(_change_id(), NetworkId("net_missing"), group_ids=(other.id,)))
+        missing = replace(other, network_id=NetworkId("net_missing"))
+        store.create_group(missing, change=_change(missing))
 
 
 def test_an_update_holds_only_on_the_revision_read_and_writes_the_key_and_promise_with_it(

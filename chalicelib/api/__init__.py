@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from . import clients, gateways, hosts, keys, latency, meta, networks, relays
+from . import clients, gateways, groups, hosts, keys, latency, meta, networks, relays
 
 ALL = (networks.api, keys.api, hosts.api, meta.api,
        gateways.api, clients.api,  # issue 9
-       latency.api, relays.api)  # issue 10
+       latency.api, relays.api,  # issue 10
+       groups.api)  # issue 11
 
 __all__ = ["ALL"]

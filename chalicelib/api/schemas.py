@@ -422,6 +422,8 @@ class Error(BaseModel):
 
 # ----------------------------------------------------------------------------- issue 9: gateways
 HostIdRef = Annotated[str, Field(pattern=id_pattern("host"))]
+# issue 11: a client's gateway is a member (host_…) or a gateway group (grp_…)
+GatewayRef = Annotated[str, Field(pattern=f"^(?:{id_pattern('host')[1:-1]}|{id_pattern('group')[1:-1]})$")]
 Prefix = Annotated[str, Field(max_length=v.PREFIX_MAX), _rule(pattern=v.PREFIX_PATTERN)]
 
 
@@ -501,7 +503,9 @@ Script = Annotated[str, Field(max_length=SCRIPT_MAX)]
 
 class ClientCreate(_In):
     name: Name = Field(examples=["alice-phone"])
-    gateway: HostIdRef = Field(description="the member it connects through (a gateway with remote_access)")
+    gateway: GatewayRef = Field(description="the member it connects through (a gateway with remote_access), "
+                                "or a gateway group (grp_…: its file names the floating endpoint and the "
+                                "group's key)")
     public_key: WireguardKey | None = Field(default=None, description="the client's WireGuard public key; "
                                             "leave out to have the key pair made for this one answer")
     dns: list[IpAddress] = Field(default_factory=list, max_length=MAX_DNS, description="DNS servers "
@@ -523,7 +527,7 @@ class ClientCreate(_In):
 class ClientPatch(_In):
     name: Name | None = None
     enabled: bool | None = Field(default=None, description="false: its gateway drops its peer")
-    gateway: HostIdRef | None = None
+    gateway: GatewayRef | None = None
     public_key: WireguardKey | None = Field(default=None, description="a key pair the caller made")
     dns: list[IpAddress] | None = Field(default=None, max_length=MAX_DNS)
     extra_addresses: list[Prefix] | None = Field(default=None, max_length=MAX_EXTRA_ADDRESSES)

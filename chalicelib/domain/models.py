@@ -161,8 +161,8 @@ class GatewayGroup:
       member to member: :mod:`.groupkey`).
     - ``active``/``epoch``: the control plane's election record (:class:`.election.Record`): the
       member that reported itself active at the highest epoch (or won a claim at the control plane).
-    The control plane's voter promise (:class:`.election.Promise`) is stored beside it, never on
-    the wire.
+    The control plane's voter promise (:class:`.election.Promise`) is stored beside it, and like
+    ``key_rotation``, ``created_at`` and ``revision`` never on the wire.
     """
 
     id: GroupId
@@ -176,6 +176,7 @@ class GatewayGroup:
     epoch: int = 0
     created_at: int = 0
     revision: int = 0
+    key_rotation: int = 0  # the key version a rotate-key asked for (0: none); not on the wire
 
     @property
     def floating_port(self) -> int:

@@ -157,7 +157,8 @@ class Clients:
                extra_addresses: Sequence[str] | None = None, post_up: str | None = None,
                post_down: str | None = None, full_tunnel: bool = False,
                keepalive: int | None = None) -> IssuedClient:
-        """A new client of ``network_id`` behind member ``gateway``, broadcast before this returns.
+        """A new client of ``network_id`` behind member ``gateway`` (or gateway group ``gateway``,
+        ``grp_…``: issue 11), broadcast before this returns.
 
         Without ``public_key`` a key pair is made for this answer: :attr:`IssuedClient.config`
         is the complete file (and ``qr_svg`` its QR code); the private key is kept nowhere.
@@ -184,6 +185,8 @@ class Clients:
         for _ in range(MAX_CREATE_ATTEMPTS):
             records = topology.existing(self._d.store, network_id)
             self._check_gateway(records, gateway)
+            if pair is not None:
+                _refuse_keyless_group(records, gateway)  # its file could not be made: write nothing
             used = topology.used_addresses(records) | lost
             network = records.network
             if address is not None:
@@ -252,6 +255,8 @@ class Clients:
     def rotate_key(self, network_id: str, client_id: str) -> IssuedClient:
         """A fresh key pair for the client, made here: the old key stops working at its gateway
         within one broadcast, and the new complete file is returned in this answer only."""
+        _refuse_keyless_group(topology.existing(self._d.store, network_id),
+                              self.get(network_id, client_id).gateway)
         pair = new_key_pair()
         client = self._change(network_id, client_id, {"public_key": pair.public_key, "server_keyed": True})
         return self._issued(topology.existing(self._d.store, network_id), client, pair)
@@ -325,8 +330,13 @@ class Clients:
     # ------------------------------------------------------------------ checks
     def _check_gateway(self, records: plan.NetworkRecords, gateway: str) -> None:
         nid = records.network.id
+        if is_id("group", gateway):  # issue 11: a gateway group serves it (its file: the floating address)
+            if gateway not in records.gateway_groups:
+                raise NotFoundError(f"gateway group {gateway} does not exist in network {nid}")
+            return
         if not is_id("host", gateway):
-            raise InvalidInputError(f"gateway {validate.quoted(gateway)} is not a host id (host_…)")
+            raise InvalidInputError(f"gateway {validate.quoted(gateway)} is not a host id (host_…) or a "
+                                    "gateway group id (grp_…)")
         if HostId(gateway) not in records.members:
             if self._d.store.get_host(gateway) is None:
                 raise NotFoundError(f"gateway host {gateway} does not exist")
@@ -344,6 +354,16 @@ def _with(records: plan.NetworkRecords, client: Client) -> plan.NetworkRecords:
     clients = dict(records.clients)
     clients[client.id] = client
     return replace(records, clients=clients)
+
+
+def _refuse_keyless_group(records: plan.NetworkRecords, gateway: str) -> None:
+    """409 when ``gateway`` is a gateway group without a key yet: a file made now would have no
+    ``[Peer] PublicKey``, and a private key made for it would be shown in no file."""
+    group = records.gateway_groups.get(gateway)
+    if group is not None and group.public_key is None:
+        raise ConflictError(f"gateway group {gateway} has no key yet: its members make it when the group is "
+                            "created; try again in a few seconds, or bring the client's own public_key",
+                            code="group_key_missing")
 
 
 def _address_taken(network_id: NetworkId, ipv4: str) -> ConflictError:

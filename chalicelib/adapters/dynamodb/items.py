@@ -120,6 +120,7 @@ class _GroupItem(_Item):
     epoch = NumberAttribute(default=0)
     created_at = NumberAttribute(default=0)
     revision = NumberAttribute(default=0)
+    key_rotation = NumberAttribute(default=0)
 
 
 class _GroupKeyItem(_Item):

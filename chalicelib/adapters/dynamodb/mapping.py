@@ -402,6 +402,7 @@ def group(network_id: str, item: Any) -> GatewayGroup:
         public_key=item.public_key, key_version=int(item.key_version),
         active=None if item.active is None else HostId(item.active), epoch=int(item.epoch),
         created_at=int(item.created_at), revision=int(item.revision),
+        key_rotation=int(item.key_rotation or 0),
     )
 
 
@@ -410,6 +411,7 @@ def group_item(items: Items, g: GatewayGroup) -> Any:
         layout.network_pk(g.network_id), layout.group_sk(g.id), id=g.id, name=g.name, members=list(g.members),
         floating_endpoint=g.floating_endpoint, public_key=g.public_key, key_version=g.key_version,
         active=g.active, epoch=g.epoch, created_at=g.created_at, revision=g.revision,
+        key_rotation=g.key_rotation,
     )
 
 

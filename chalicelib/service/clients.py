@@ -24,7 +24,7 @@ from .. import clientfile
 from ..domain import ipam, plan, validate
 from ..domain.changes import PendingChange
 from ..domain.ids import ClientId, HostId, NetworkId, is_id, new_id
-from ..domain.models import DEFAULT_KEEPALIVE, Client, Host
+from ..domain.models import DEFAULT_KEEPALIVE, Client, Host, is_group_gateway
 from ..errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from ..wgkeys import KeyPair, new_key_pair
 from . import topology
@@ -140,15 +140,22 @@ class Clients:
         return self._d.store.list_clients(network_id, limit, cursor)
 
     def connections(self, clients: Iterable[Client]) -> dict[ClientId, Connection]:
-        """Each client's link as its gateway's last status report shows it (one read per gateway)."""
+        """Each client's link as its gateway's last status report shows it (one read per gateway); a
+        gateway group's client (issue 11): as the member that saw its latest handshake reports it."""
         clients = builtins.list(clients)
-        gateways: dict[HostId, Host | None] = {g: self._d.store.get_host(g)
-                                               for g in {c.gateway for c in clients}}
+        serving: dict[str, tuple[HostId, ...]] = {}
+        for c in clients:
+            if c.gateway not in serving:
+                group = (self._d.store.get_group(c.network_id, c.gateway) if is_group_gateway(c.gateway)
+                         else None)
+                serving[c.gateway] = group.members if group is not None else (c.gateway,)
+        hosts: dict[HostId, Host | None] = {h: self._d.store.get_host(h)
+                                            for h in {h for hs in serving.values() for h in hs}}
         now = self._d.clock.now()
         out = {}
         for c in clients:
-            host = gateways[c.gateway]
-            out[c.id] = Connection() if host is None else _connection(c, host, now)
+            links = [_connection(c, host, now) for h in serving[c.gateway] if (host := hosts[h]) is not None]
+            out[c.id] = max(links, key=lambda link: link.latest_handshake or -1, default=Connection())
         return out
 
     # ------------------------------------------------------------------ create

@@ -201,6 +201,14 @@ def test_a_group_clients_file_names_the_floating_endpoint_and_the_groups_key_and
     # no active member recorded yet: the first member by priority, and g1 itself sends them to g2
     assert carriers == {"g1": [g2], "g2": [g1], "g3": [g1], "a": [g1]}
 
+    # connected as the member that serves it reports the handshake
+    assert api.ok("GET", f"{clients}/{cid}")["connected"] is False
+    service.status.record(hosts["g2"]["id"], {"v": 5, "type": "status", "agent_version": "0.2.0", "peers": [
+        {"key": issued["client"]["public_key"], "handshake_age": 3, "rx": 10, "tx": 20,
+         "endpoint": "198.18.7.7:40000"}]})
+    link = api.ok("GET", f"{clients}/{cid}")
+    assert (link["connected"], link["endpoint"], link["rx_bytes"]) == (True, "198.18.7.7:40000", 10)
+
 
 # ------------------------------------------------------------------ the key
 

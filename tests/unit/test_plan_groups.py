@@ -221,3 +221,15 @@ def test_every_host_probes_the_group_members_as_gateways_it_routes_through() -> 
     assert routed == {"host_2", "host_3", "host_4"}
     member_view = Tracker("host_2", [start()])
     assert {m.host_id for m, through in member_view.gateways() if through} == {"host_3", "host_4"}
+
+
+def test_an_agent_that_restarts_plans_with_the_groups_it_had(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from agent.state import StateDir
+
+    sd = StateDir(tmp_path / "state")
+    sd.create()
+    t = Tracker("host_1", [start()])
+    sd.save_cache(t.snapshots)
+    again = Tracker("host_1", sd.load_cache())
+    assert again.snapshots == t.snapshots and again.snapshots[0].groups
+    assert again.device(51820) == t.device(51820)

@@ -54,7 +54,7 @@ def _record(version: int, *recipients: HostId) -> GroupKeyRecord:
 def test_a_group_is_stored_read_listed_and_its_change_recorded(store: Store) -> None:
     _settle(store)
     second = _group(id=GroupId("grp_abc00001"), members=(B,), public_key="K" * 43 + "=", key_version=1,
-                    active=B, epoch=3)
+                    active=B, epoch=3, key_rotation=2, revision=4)
     for g in (_group(), second):
         store.create_group(g, change=_change(g))
     assert store.get_group(NET, GID) == _group()

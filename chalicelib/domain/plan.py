@@ -874,11 +874,12 @@ def _check_group_client(records: NetworkRecords, c: Client) -> None:
 
 
 def _check_groups(records: NetworkRecords) -> None:
-    """Gateway groups (issue 11): 1 to MAX_GROUP_MEMBERS distinct members; each member that is in
-    the network is a remote-access gateway whose mesh port and underlay echo port (port + 1) are
-    not the floating port; egress ranges and internet access the same on every member (any of
-    them may carry the clients)."""
-    net = records.network.id
+    """Gateway groups (issue 11): 1 to MAX_GROUP_MEMBERS distinct members; each member that serves
+    (in the network, with remote access) has a mesh port and underlay echo port (port + 1) other
+    than the floating port, and egress ranges and internet access the same as every other (any of
+    them may carry the clients). That members are remote-access gateways is the group's own write
+    to check (:mod:`chalicelib.service.groups`); the gateways' routes refuse to end the role of a
+    member without ``force``."""
     for gid in sorted(records.gateway_groups):
         g = records.gateway_groups[gid]
         if not 1 <= len(g.members) <= MAX_GROUP_MEMBERS or len(set(g.members)) != len(g.members):
@@ -891,9 +892,9 @@ def _check_groups(records: NetworkRecords) -> None:
                 continue  # left the network: kept, unserving (the group's PATCH removes it)
             gw = m.role.gateway
             if gw is None or not gw.remote_access:
-                raise ConflictError(f"host {h} is a member of gateway group {gid} and must stay a "
-                                    f"remote-access gateway of network {net}; remove it from the group first",
-                                    code="group_member_not_a_gateway")
+                # gave up the role (DELETE …/gateways/{host}?force=true): kept, serving nothing (the
+                # plan skips it), like a client whose gateway did; it must not block every later change
+                continue
             if g.floating_port in (m.listen_port, m.listen_port + 1):
                 raise ConflictError(f"the floating port {g.floating_port} of gateway group {gid} is host "
                                     f"{h}'s "

@@ -156,6 +156,23 @@ def test_members_must_offer_the_same_egress_and_a_member_keeps_its_gateway_role(
     assert code == 409 and out["error"]["code"] == "group_members_differ", out
 
 
+def test_a_members_gateway_role_ends_only_once_it_left_the_group_or_by_force(
+        api: Api, net: dict[str, Any], hosts: dict[str, Any]) -> None:
+    group = _create(api, net, hosts)
+    g3 = hosts["g3"]["id"]
+    path = f"/v1/networks/{net['id']}/gateways/{g3}"
+    for method, body in (("PUT", {"remote_access": False, "internet": True}), ("DELETE", None)):
+        code, out = api.call(method, path, body)
+        assert code == 409 and out["error"]["code"] == "gateway_in_use", out
+        said = out["error"]["message"]
+        assert f"member of gateway groups: edge ({group['id']}); remove it from them first" in said
+    api.ok("DELETE", path + "?force=true")
+    # the group keeps it, serving nothing, and later changes of the network go on
+    assert api.ok("GET", f"{_groups(net)}/{group['id']}")["members"] == _ids(hosts, "g1", "g2", "g3")
+    api.ok("PUT", f"/v1/networks/{net['id']}/gateways/{hosts['a']['id']}", {"remote_access": True})
+    api.ok("PATCH", f"{_groups(net)}/{group['id']}", {"remove": [g3]})
+
+
 def test_an_agent_of_schema_4_is_told_to_upgrade_once_its_network_has_a_group(
         api: Api, net: dict[str, Any], hosts: dict[str, Any]) -> None:
     a = hosts["a"]

@@ -199,7 +199,6 @@ FLOAT_ON_MESH, FLOAT_ON_ECHO = "198.18.9.1:51820", "198.18.9.1:51821"  # members
      "floating_port_in_use"),
     (lambda r: {"members": {**r.members, HostId("host_3"): member(NID, 3, role=MemberRole(
         gateway=Gateway(remote_access=True, egress=("10.9.0.0/16",))))}}, "group_members_differ"),
-    (lambda r: {"members": {**r.members, HostId("host_4"): member(NID, 4)}}, "group_member_not_a_gateway"),
     (lambda r: {"clients": {**r.clients, ClientId("cli_3"): gclient(3, gateway="grp_gone")}}, "group_gone"),
     (lambda r: {"clients": {**r.clients, ClientId("cli_3"): replace(gclient(3), full_tunnel=True)}},
      "not_an_internet_gateway"),
@@ -213,6 +212,15 @@ def test_check_refuses_groups_the_plan_cannot_serve(change, code) -> None:  # ty
     with pytest.raises((ConflictError, InvalidInputError)) as e:
         check(replace(records, **change(records)))
     assert e.value.code == code
+
+
+def test_a_member_that_gave_up_remote_access_serves_nothing_and_blocks_no_later_change() -> None:
+    snap = start()
+    records = NetworkRecords.of(snap.network, snap.members, snap.clients, snap.groups)
+    forced = replace(records, members={**records.members, HostId("host_3"): member(NID, 3)})
+    check(forced)  # as after DELETE …/gateways/host_3?force=true
+    assert plan.group_carrier(forced, HostId("host_1"), GID) == "host_2"
+    assert HostId("host_3") not in plan.group_probe_targets(forced, HostId("host_1"))
 
 
 def test_every_host_probes_the_group_members_as_gateways_it_routes_through() -> None:

@@ -173,6 +173,19 @@ def test_a_members_gateway_role_ends_only_once_it_left_the_group_or_by_force(
     api.ok("PATCH", f"{_groups(net)}/{group['id']}", {"remove": [g3]})
 
 
+def test_a_member_cannot_move_its_mesh_port_onto_the_floating_port(
+        api: Api, net: dict[str, Any], hosts: dict[str, Any]) -> None:
+    _create(api, net, hosts, "g1", "g2")
+    g1 = hosts["g1"]
+    for port in (51900, 51899):  # the floating port, and one below it (its echo port is port + 1)
+        code, out = api.call("PATCH", f"/v1/hosts/{g1['id']}", {"listen_port": port}, token=g1["token"])
+        assert code == 409 and out["error"]["code"] == "floating_port_in_use", out
+    assert api.ok("PATCH", f"/v1/hosts/{g1['id']}", {"listen_port": 51830}, token=g1["token"])[
+        "listen_port"] == 51830
+    assert api.ok("PATCH", f"/v1/hosts/{hosts['g3']['id']}", {"listen_port": 51900},
+                  token=hosts["g3"]["token"])["listen_port"] == 51900, "not a member: its port is free"
+
+
 def test_an_agent_of_schema_4_is_told_to_upgrade_once_its_network_has_a_group(
         api: Api, net: dict[str, Any], hosts: dict[str, Any]) -> None:
     a = hosts["a"]

@@ -94,6 +94,7 @@ class ApiClient:
                 network=protocol.network_from_wire({**n["network"], "seq": n["seq"]}),
                 members=tuple(protocol.member_from_wire(n["network"]["id"], m) for m in n["members"]),
                 clients=tuple(protocol.client_from_wire(n["network"]["id"], c) for c in n.get("clients", ())),
+                groups=tuple(protocol.group_from_wire(n["network"]["id"], g) for g in n.get("groups", ())),
             ) for n in out["networks"])
             catch_ups = tuple(protocol.CatchUp(
                 network_id=str(c["network_id"]), seq=int(c["seq"]),

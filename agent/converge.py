@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from chalicelib.domain import plan, protocol
 from chalicelib.domain.device import DeviceConfig, PeerConfig, merge_peer, merge_views
 from chalicelib.domain.ids import ClientId, HostId
-from chalicelib.domain.models import Client, Member, Network
+from chalicelib.domain.models import Client, GatewayGroup, Member, Network
 from chalicelib.domain.plan import HostView, NetworkRecords
 
 __all__ = ["Tracker", "Outcome", "Changes"]
@@ -54,17 +54,20 @@ class _Net:
     them (which read the members dict in place, so only new settings or changed clients make
     new records: what the plan derives from the clients is cached per records object). It keeps
     the members whose roles record pairs relayed automatically (``pair_owners``), so the plan
-    finds the pairs without a scan of the network on every delta."""
+    finds the pairs without a scan of the network on every delta. And its gateway groups (issue 11),
+    by id, which the plan reads like the clients (new records when they change)."""
 
-    __slots__ = ("members", "clients", "records", "pair_owners")
+    __slots__ = ("members", "clients", "groups", "records", "pair_owners")
 
     def __init__(self, network: Network, members: dict[HostId, Member],
-                 clients: dict[ClientId, Client], down: frozenset[HostId]) -> None:
+                 clients: dict[ClientId, Client], down: frozenset[HostId],
+                 groups: dict[str, GatewayGroup] | None = None) -> None:
         self.members = members
         self.clients = clients
+        self.groups = groups if groups is not None else {}
         self.pair_owners = {h for h, m in members.items() if m.role.pair_relays}
         self.records = NetworkRecords(network, members, clients, down=down,
-                                      pair_owners=frozenset(self.pair_owners))
+                                      pair_owners=frozenset(self.pair_owners), gateway_groups=self.groups)
 
     @property
     def network(self) -> Network:
@@ -79,7 +82,7 @@ class _Net:
         the gateways this host's probes found dead."""
         self.records = NetworkRecords(self.network, self.members, self.clients,
                                       down=self.records.down if down is None else down,
-                                      pair_owners=frozenset(self.pair_owners))
+                                      pair_owners=frozenset(self.pair_owners), gateway_groups=self.groups)
 
 
 class Tracker:
@@ -135,7 +138,8 @@ class Tracker:
                 self._unindex(net_id, r)
         if any(m.host_id == self.host_id for m in snap.members):
             self._nets[net_id] = _Net(snap.network, {m.host_id: m for m in snap.members},
-                                      {c.id: c for c in snap.clients}, self._down)
+                                      {c.id: c for c in snap.clients}, self._down,
+                                      {g.id: g for g in snap.groups})
             news: list[Member | Client] = [*snap.members, *snap.clients]
             for r in news:
                 self._index(net_id, r)
@@ -153,7 +157,8 @@ class Tracker:
             self._drop_network(delta.network_id)
             return Outcome.MEMBERSHIP
         changed: set[str] = {*delta.remove, *(m.host_id for m in delta.upsert),
-                             *delta.remove_clients, *(c.id for c in delta.clients)}
+                             *delta.remove_clients, *(c.id for c in delta.clients),
+                             *delta.remove_groups, *(g.id for g in delta.groups)}
         self._touch(current, changed)  # the peers as they were (a removed key is removed)
         ends = current.records.pairs_via(self.host_id)
         net_id = delta.network_id
@@ -186,7 +191,15 @@ class Tracker:
             current.clients[c.id] = c
             self._index(net_id, c)
             self._note_client(c)
-        if delta.clients or delta.remove_clients:
+        for gid in delta.remove_groups:
+            current.groups.pop(gid, None)
+        for g in delta.groups:
+            current.groups[g.id] = g
+        if delta.groups or delta.remove_groups:
+            # A group's clients' extra addresses are forwarded by its members and routed by all; which
+            # member carries them moves entries only, but groups change rarely: recompute whole.
+            self._changes.full = True
+        if delta.clients or delta.remove_clients or delta.groups or delta.remove_groups:
             current.renew()
         current.network = replace(delta.network or current.network, seq=delta.seq)
         self._touch(current, changed)  # the peers as they are now
@@ -277,7 +290,8 @@ class Tracker:
     @property
     def snapshots(self) -> list[protocol.Snapshot]:
         return [protocol.Snapshot(n.network, tuple(sorted(n.members.values(), key=lambda m: m.host_id)),
-                                  tuple(sorted(n.clients.values(), key=lambda c: c.id)))
+                                  tuple(sorted(n.clients.values(), key=lambda c: c.id)),
+                                  tuple(sorted(n.groups.values(), key=lambda g: g.id)))
                 for _, n in sorted(self._nets.items())]
 
     def views(self) -> list[HostView]:
@@ -295,20 +309,22 @@ class Tracker:
     def gateways(self) -> list[tuple[Member, bool]]:
         """Every other member with a gateway role in this host's networks, and this host's relay,
         with whether this host routes through it (it has egress ranges, it is this host's
-        internet gateway or one of its candidates for ``auto``, it relays this host, or it relays a
-        pair this host is an end of)."""
+        internet gateway or one of its candidates for ``auto``, it relays this host, it relays a
+        pair this host is an end of, or it is a member of a gateway group: issue 11)."""
         out = []
         for n in self._nets.values():
             me = n.members.get(self.host_id)
             relay = n.records.relay_of(self.host_id)
             vias = set(n.records.paired(self.host_id).values())
             internet = set(plan.candidates(n.records, self.host_id, plan.INTERNET))
+            grouped = plan.group_probe_targets(n.records, self.host_id)
             for m in n.members.values():
                 if m.host_id == relay:
                     out.append((m, True))
                 elif m.role.gateway is not None and m.host_id != self.host_id:
                     uses = me is not None and me.role.internet_gateway == m.host_id or m.host_id in internet
-                    out.append((m, bool(m.role.gateway.egress) or uses or m.host_id in vias))
+                    out.append((m, bool(m.role.gateway.egress) or uses or m.host_id in vias
+                                or m.host_id in grouped))
         return out
 
     def member_by_key(self, public_key: str) -> Member | None:

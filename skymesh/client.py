@@ -361,6 +361,35 @@ class ApiClient:
         """Every host ``relay_id`` relays goes direct again (404 when it relays none)."""
         self.call("DELETE", _path("v1", "networks", network_id, "relays", relay_id))
 
+    # --- HA gateway groups (issue 11) -----------------------------------------------------
+
+    def create_group(self, network_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST`` a gateway group (name, members in priority order, floating_endpoint)."""
+        return self.call("POST", _path("v1", "networks", network_id, "gateway-groups"), dict(body))
+
+    def list_groups(self, network_id: str) -> list[dict[str, Any]]:
+        return self.get(_path("v1", "networks", network_id, "gateway-groups"))["groups"]
+
+    def get_group(self, network_id: str, group_id: str) -> dict[str, Any]:
+        return self.get(_path("v1", "networks", network_id, "gateway-groups", group_id))
+
+    def update_group(self, network_id: str, group_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``PATCH`` (add, remove, priority, name, floating_endpoint): ``{group, removed}``."""
+        return self.call("PATCH", _path("v1", "networks", network_id, "gateway-groups", group_id),
+                         dict(changes))
+
+    def remove_group_member(self, network_id: str, group_id: str, host_id: str) -> dict[str, Any]:
+        """The member leaves the group; the answer says whether it still knows the group's key."""
+        return self.call("DELETE", _path("v1", "networks", network_id, "gateway-groups", group_id,
+                                         "members", host_id))
+
+    def rotate_group_key(self, network_id: str, group_id: str) -> dict[str, Any]:
+        return self.call("POST", _path("v1", "networks", network_id, "gateway-groups", group_id,
+                                       "rotate-key"))
+
+    def delete_group(self, network_id: str, group_id: str) -> None:
+        self.call("DELETE", _path("v1", "networks", network_id, "gateway-groups", group_id))
+
     # --- remote-access clients ------------------------------------------------------------
 
     def create_client(self, network_id: str, body: Mapping[str, Any]) -> dict[str, Any]:

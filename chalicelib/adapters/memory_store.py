@@ -24,23 +24,29 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from ..domain.changes import ChangeId, PendingChange
+from ..domain.election import Promise
+from ..domain.groupkey import GroupKeyRecord
 from ..domain.ids import ClientId, EnrollmentKeyId, HostId, NetworkId
-from ..domain.models import AdminKey, Client, EnrollmentKey, Host, HostStatus, Member, Network
+from ..domain.models import AdminKey, Client, EnrollmentKey, GatewayGroup, Host, HostStatus, Member, Network
 from ..errors import NotFoundError, UnavailableError
 from ..service.ports import (
     IdentityWithdrawnError,
     KeyRefusedError,
+    KeyWrite,
     NetworkRegistry,
     Page,
     PendingIdentity,
+    PromiseWrite,
     PublicKeyTakenError,
     RegistryEntry,
     StaleWriteError,
+    check_group_outbox,
     outbox_by_network,
 )
 from .dynamodb import cursor as cursors
 from .dynamodb import layout
 from .dynamodb.clients import check_outbox, check_same_client, client_key_taken
+from .dynamodb.groups import check_same_group
 from .dynamodb.hosts import address_taken, network_gone, relay_gone, released_writes, role_writes, with_role
 
 __all__ = ["MemoryStore"]
@@ -132,6 +138,10 @@ class MemoryStore:
         self._pending: dict[NetworkId, dict[ChangeId, PendingChange]] = defaultdict(dict)
         self._deltas: dict[NetworkId, dict[int, bytes]] = defaultdict(dict)  # expiry: the keep bound only
         self._clients: dict[NetworkId, dict[ClientId, Client]] = defaultdict(dict)
+        # issue 11: gateway groups, their key records and the control plane's promises, per network
+        self._groups: dict[NetworkId, dict[str, GatewayGroup]] = defaultdict(dict)
+        self._group_keys: dict[NetworkId, dict[str, GroupKeyRecord]] = defaultdict(dict)
+        self._promises: dict[NetworkId, dict[str, Promise]] = defaultdict(dict)
         # Claims are owned by a host or a client (its id), as DynamoDB's claim items.
         self._address_claims: dict[tuple[NetworkId, str], str] = {}
         self._key_claims: dict[str, str] = {}
@@ -269,6 +279,9 @@ class MemoryStore:
             self._deltas.pop(nid, None)
             self._members.pop(nid, None)
             self._clients.pop(nid, None)
+            self._groups.pop(nid, None)
+            self._group_keys.pop(nid, None)
+            self._promises.pop(nid, None)
             for claim in [c for c in self._address_claims if c[0] == nid]:
                 del self._address_claims[claim]
 
@@ -625,6 +638,95 @@ class MemoryStore:
                       on_fail=_stale("key claim changed; retry"))
             self._record_change(tx, change)
             tx.commit()
+
+    # ------------------------------------------------------- HA gateway groups (issue 11)
+    def create_group(self, group: GatewayGroup, *, change: PendingChange) -> None:
+        check_group_outbox(change, group)
+        nid = group.network_id
+        with self._lock:
+            state, groups = self._networks.get(nid), self._groups[nid]
+            tx = _Tx()
+            tx.check(state is not None and not state.deleting, network_gone(nid))
+            tx.put(_setter(groups, group.id, group), group.id not in groups,
+                   on_fail=_stale("group id collision; retry"))
+            self._record_change(tx, change)
+            tx.commit()
+
+    def get_group(self, network_id: str, group_id: str) -> GatewayGroup | None:
+        with self._lock:
+            return self._groups.get(NetworkId(network_id), {}).get(group_id)
+
+    def network_groups(self, network_id: str) -> list[GatewayGroup]:
+        with self._lock:
+            groups = self._groups.get(NetworkId(network_id), {})
+            return [groups[i] for i in sorted(groups)]
+
+    def groups(self, network_id: str, group_ids: Sequence[str]) -> dict[str, GatewayGroup]:
+        with self._lock:
+            found = self._groups.get(NetworkId(network_id), {})
+            return {g: found[g] for g in dict.fromkeys(group_ids) if g in found}
+
+    def update_group(self, old: GatewayGroup, new: GatewayGroup, *, change: PendingChange,
+                     key: KeyWrite | None = None, promise: PromiseWrite | None = None) -> None:
+        check_same_group(old, new)
+        check_group_outbox(change, old)
+        stored = new.with_changes(revision=old.revision + 1)
+        with self._lock:
+            groups = self._groups[old.network_id]
+            current = groups.get(old.id)
+            tx = _Tx()
+            tx.put(_setter(groups, old.id, stored), current is not None and current.revision == old.revision,
+                   on_fail=_stale("the group changed meanwhile; retry"))
+            if key is not None:
+                self._put_key(tx, key)
+            if promise is not None:
+                self._put_promise(tx, old.network_id, old.id, promise)
+            self._record_change(tx, change)
+            tx.commit()
+
+    def delete_group(self, group: GatewayGroup, *, change: PendingChange) -> None:
+        check_group_outbox(change, group)
+        nid = group.network_id
+        with self._lock:
+            current = self._groups[nid].get(group.id)
+            tx = _Tx()
+            tx.delete(_popper(self._groups[nid], group.id),
+                      current is not None and current.revision == group.revision,
+                      on_fail=_stale("the group changed meanwhile; retry"))
+            tx.delete(_popper(self._group_keys[nid], group.id), on_fail=_stale("key record changed; retry"))
+            tx.delete(_popper(self._promises[nid], group.id), on_fail=_stale("promise changed; retry"))
+            self._record_change(tx, change)
+            tx.commit()
+
+    def get_group_key(self, network_id: str, group_id: str) -> GroupKeyRecord | None:
+        with self._lock:
+            return self._group_keys.get(NetworkId(network_id), {}).get(group_id)
+
+    def put_group_key(self, write: KeyWrite) -> None:
+        with self._lock:
+            tx = _Tx()
+            self._put_key(tx, write)
+            tx.commit()
+
+    def _put_key(self, tx: _Tx, write: KeyWrite) -> None:
+        keys = self._group_keys[write.new.network_id]
+        tx.put(_setter(keys, write.new.group_id, write.new), keys.get(write.new.group_id) == write.old,
+               on_fail=_stale("the group's key record changed meanwhile; fetch it again"))
+
+    def get_group_promise(self, network_id: str, group_id: str) -> Promise | None:
+        with self._lock:
+            return self._promises.get(NetworkId(network_id), {}).get(group_id)
+
+    def put_group_promise(self, network_id: str, group_id: str, write: PromiseWrite) -> None:
+        with self._lock:
+            tx = _Tx()
+            self._put_promise(tx, NetworkId(network_id), group_id, write)
+            tx.commit()
+
+    def _put_promise(self, tx: _Tx, network_id: NetworkId, group_id: str, write: PromiseWrite) -> None:
+        promises = self._promises[network_id]
+        tx.put(_setter(promises, group_id, write.new), promises.get(group_id) == write.old,
+               on_fail=_stale("a concurrent vote changed the promise; vote again"))
 
     # ------------------------------------------------------------ update stream
     def acquire_publish_lease(self, network_id: str, owner: str, now: int, ttl: int) -> bool:

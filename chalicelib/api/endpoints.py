@@ -27,11 +27,13 @@ from ..wiring import get_service
 log = logging.getLogger("skymesh.api")
 
 ADMIN, HOST, ENROLLMENT, ADMIN_OR_HOST, PUBLIC = "admin", "host", "enrollment", "admin_or_host", None
+MEMBER = "member"  # issue 11: any host's own token (no host id in the path); the use case checks membership
 MAX_BODY = 64 * 1024
 # Path parameters that name a record, and the kind of id each one takes.
 PATH_IDS = {"network_id": ("network", "network"), "key_id": ("enrollment_key", "enrollment key"),
             "host_id": ("host", "host"), "client_id": ("client", "client"),
-            "relay_host_id": ("host", "host")}  # issue 10
+            "relay_host_id": ("host", "host"),  # issue 10
+            "group_id": ("group", "gateway group")}  # issue 11
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ class Api:
             return auth.host(call.token, call.params["host_id"])
         if spec.auth == ENROLLMENT:
             return auth.enrollment(call.token)
+        if spec.auth == MEMBER:
+            return auth.any_host(call.token)
         if spec.auth == ADMIN_OR_HOST:
             if call.token and call.token.startswith("skm_ht_"):
                 return auth.host(call.token, call.params["host_id"])

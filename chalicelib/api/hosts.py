@@ -91,6 +91,8 @@ def host_config(call: Call) -> s.HostConfig:
 
 def _schema_needed(snap: protocol.Snapshot) -> tuple[int, str]:
     """The oldest schema that can say what this snapshot holds, and what needs it."""
+    if snap.groups:
+        return 5, "gateway groups"
     if any(m.role.pair_relays for m in snap.members):
         return 4, "automatic relays"
     if any(m.role.internet_gateway == AUTO for m in snap.members):

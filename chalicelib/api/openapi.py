@@ -12,11 +12,12 @@ from pydantic.json_schema import models_json_schema
 
 from ..domain.ids import id_pattern
 from . import schemas
-from .endpoints import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, PATH_IDS, RouteSpec
+from .endpoints import ADMIN, ADMIN_OR_HOST, ENROLLMENT, HOST, MEMBER, PATH_IDS, RouteSpec
 
 _SECURITY: dict[str | None, list[dict[str, list[str]]]] = {
     ADMIN: [{"adminKey": []}],
     HOST: [{"hostToken": []}],
+    MEMBER: [{"hostToken": []}],
     ENROLLMENT: [{"enrollmentToken": []}],
     ADMIN_OR_HOST: [{"adminKey": []}, {"hostToken": []}],
 }

@@ -303,6 +303,19 @@ class WireClient(BaseModel):
     extra: list[str] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
+class WireGroup(BaseModel):
+    """A gateway group exactly as ``protocol.group_to_wire`` writes it (issue 11, schema 5)."""
+
+    id: str
+    name: str
+    members: list[str] = Field(description="host ids in priority order (first = preferred)")
+    floating: str = Field(description="the floating endpoint ADDR:PORT its clients connect to")
+    key: str | None = Field(description="the group's WireGuard public key; null until a member made it")
+    key_version: int
+    active: str | None = Field(description="the member the control plane records as active")
+    epoch: int
+
+
 class Interface(BaseModel):
     addresses: list[str]
     listen_port: int
@@ -328,6 +341,9 @@ class NetworkSnapshot(BaseModel):
                                       "device from, and what later deltas change")
     clients: list[WireClient] = Field(default_factory=list, description="the network's remote-access "
                                       "clients, records of the same plan (a gateway peers with its own)")
+    groups: list[WireGroup] | None = Field(default=None, exclude_if=lambda v: not v,
+                                           description="the network's gateway groups (schema 5); left out "
+                                           "when it has none")
     interface: Interface
     peers: list[Peer] = Field(description="this host's peers in the network, computed from the members "
                               "by the same plan the agent runs (for reading; the agent computes its own)")
@@ -349,6 +365,10 @@ class WireDelta(BaseModel):
                                              description="remote-access clients added or changed")
     remove_clients: list[str] | None = Field(default=None, exclude_if=lambda v: v is None,
                                              description="ids of remote-access clients removed")
+    groups: list[WireGroup] | None = Field(default=None, exclude_if=lambda v: v is None,
+                                           description="gateway groups added or changed (schema 5)")
+    remove_groups: list[str] | None = Field(default=None, exclude_if=lambda v: v is None,
+                                            description="ids of gateway groups removed (schema 5)")
 
 
 class CatchUp(BaseModel):
@@ -383,7 +403,7 @@ class ConfigQuery(BaseModel):
         description="the wire protocol's schema version the agent speaks; without it, 1. An agent "
                     "of an older schema gets full snapshots only, and a 400 (agent_outdated) when "
                     "they hold what its schema cannot say (gateways, clients: 2; relays: 3; "
-                    "automatic relays: 4)")
+                    "automatic relays: 4; gateway groups: 5)")
 
     def seqs(self) -> dict[str, int]:
         if not self.known:
@@ -402,6 +422,8 @@ class Error(BaseModel):
 
 # ----------------------------------------------------------------------------- issue 9: gateways
 HostIdRef = Annotated[str, Field(pattern=id_pattern("host"))]
+# issue 11: a client's gateway is a member (host_…) or a gateway group (grp_…)
+GatewayRef = Annotated[str, Field(pattern=f"^(?:{id_pattern('host')[1:-1]}|{id_pattern('group')[1:-1]})$")]
 Prefix = Annotated[str, Field(max_length=v.PREFIX_MAX), _rule(pattern=v.PREFIX_PATTERN)]
 
 
@@ -481,7 +503,9 @@ Script = Annotated[str, Field(max_length=SCRIPT_MAX)]
 
 class ClientCreate(_In):
     name: Name = Field(examples=["alice-phone"])
-    gateway: HostIdRef = Field(description="the member it connects through (a gateway with remote_access)")
+    gateway: GatewayRef = Field(description="the member it connects through (a gateway with remote_access), "
+                                "or a gateway group (grp_…: its file names the floating endpoint and the "
+                                "group's key)")
     public_key: WireguardKey | None = Field(default=None, description="the client's WireGuard public key; "
                                             "leave out to have the key pair made for this one answer")
     dns: list[IpAddress] = Field(default_factory=list, max_length=MAX_DNS, description="DNS servers "
@@ -503,7 +527,7 @@ class ClientCreate(_In):
 class ClientPatch(_In):
     name: Name | None = None
     enabled: bool | None = Field(default=None, description="false: its gateway drops its peer")
-    gateway: HostIdRef | None = None
+    gateway: GatewayRef | None = None
     public_key: WireguardKey | None = Field(default=None, description="a key pair the caller made")
     dns: list[IpAddress] | None = Field(default=None, max_length=MAX_DNS)
     extra_addresses: list[Prefix] | None = Field(default=None, max_length=MAX_EXTRA_ADDRESSES)

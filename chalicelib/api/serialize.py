@@ -57,6 +57,7 @@ def network_config(c: NetworkConfig) -> s.NetworkSnapshot:
         network=network(c.snapshot.network),
         members=[s.WireMember(**protocol.member_to_wire(m)) for m in c.snapshot.members],
         clients=[s.WireClient(**protocol.client_to_wire(cl)) for cl in c.snapshot.clients],
+        groups=[s.WireGroup(**protocol.group_to_wire(g)) for g in c.snapshot.groups],
         interface=s.Interface(addresses=list(view.interface.addresses),
                               listen_port=view.interface.listen_port, mtu=view.interface.mtu),
         peers=[s.Peer(host_id=p.host_id, name=p.name, public_key=p.public_key, endpoint=p.endpoint,

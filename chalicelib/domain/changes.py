@@ -20,11 +20,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .ids import ClientId, HostId, NetworkId
-from .models import Client, Member, Network
+from .models import Client, GatewayGroup, Member, Network
 from .protocol import Delta
 
-__all__ = ["ChangeId", "PendingChange", "new_changes", "touched_hosts", "touched_clients", "delta",
-           "NONCE_PATTERN"]
+__all__ = ["ChangeId", "PendingChange", "new_changes", "touched_hosts", "touched_clients", "touched_groups",
+           "delta", "NONCE_PATTERN"]
 
 NONCE_PATTERN = re.compile(r"[0-9a-f]{8}")
 
@@ -53,21 +53,25 @@ class ChangeId:
 
 @dataclass(frozen=True)
 class PendingChange:
-    """A committed change not yet broadcast: which hosts (members) and clients of the network
-    it touched, and whether the network's settings changed (then the delta carries the network)."""
+    """A committed change not yet broadcast: which hosts (members), clients and gateway groups
+    of the network it touched, and whether the network's settings changed (then the delta
+    carries the network)."""
 
     id: ChangeId
     network_id: NetworkId
     host_ids: tuple[HostId, ...] = ()
     settings: bool = False
     client_ids: tuple[ClientId, ...] = ()
+    group_ids: tuple[str, ...] = ()  # issue 11
 
 
 def new_changes(network_ids: Iterable[NetworkId], stamp: ChangeId, *, host_ids: tuple[HostId, ...] = (),
-                settings: bool = False, client_ids: tuple[ClientId, ...] = ()) -> tuple[PendingChange, ...]:
+                settings: bool = False, client_ids: tuple[ClientId, ...] = (),
+                group_ids: tuple[str, ...] = ()) -> tuple[PendingChange, ...]:
     """One pending change per network (in the order given, each once), all with id ``stamp``:
     what one write puts in its outbox. Their network ids tell them apart."""
-    return tuple(PendingChange(stamp, n, host_ids, settings, client_ids) for n in dict.fromkeys(network_ids))
+    return tuple(PendingChange(stamp, n, host_ids, settings, client_ids, group_ids)
+                 for n in dict.fromkeys(network_ids))
 
 
 def touched_hosts(batch: Sequence[PendingChange]) -> tuple[HostId, ...]:
@@ -80,18 +84,24 @@ def touched_clients(batch: Sequence[PendingChange]) -> tuple[ClientId, ...]:
     return tuple(dict.fromkeys(c for change in batch for c in change.client_ids))
 
 
+def touched_groups(batch: Sequence[PendingChange]) -> tuple[str, ...]:
+    """Every gateway group a batch of changes names, once each, in the order first named."""
+    return tuple(dict.fromkeys(g for change in batch for g in change.group_ids))
+
+
 def delta(network: Network, batch: Sequence[PendingChange], members: Mapping[HostId, Member],
-          clients: Mapping[ClientId, Client] | None = None) -> Delta:
+          clients: Mapping[ClientId, Client] | None = None,
+          groups: Mapping[str, GatewayGroup] | None = None) -> Delta:
     """The delta that broadcasts ``batch`` at ``network.seq``.
 
     ``members`` are the current member records of the hosts the batch names (absent: the
     host is not a member any more, so the delta removes it), ``clients`` the same for the
-    clients it names. Every host and client named is either upserted or removed, once, in
-    the order first named; the network is carried when any change of the batch was a
-    settings change.
+    clients it names (``groups`` for gateway groups). Every record named is either upserted or
+    removed, once, in the order first named; the network is carried when any change of the batch
+    was a settings change.
     """
-    hosts, named = touched_hosts(batch), touched_clients(batch)
-    clients = clients or {}
+    hosts, named, grouped = touched_hosts(batch), touched_clients(batch), touched_groups(batch)
+    clients, groups = clients or {}, groups or {}
     return Delta(
         network_id=network.id, seq=network.seq,
         upsert=tuple(members[h] for h in hosts if h in members),
@@ -99,4 +109,6 @@ def delta(network: Network, batch: Sequence[PendingChange], members: Mapping[Hos
         network=network if any(c.settings for c in batch) else None,
         clients=tuple(clients[c] for c in named if c in clients),
         remove_clients=tuple(c for c in named if c not in clients),
+        groups=tuple(groups[g] for g in grouped if g in groups),
+        remove_groups=tuple(g for g in grouped if g not in groups),
     )

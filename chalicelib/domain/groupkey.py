@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -38,7 +37,7 @@ from .ids import HostId, NetworkId, is_id
 from .validate import wireguard_key
 
 __all__ = [
-    "SUITE", "SEALED_SIZE", "SEALED_B64_LENGTH", "MAX_ENTRIES", "GROUP_ID_PATTERN", "KEY_SIZE",
+    "SUITE", "SEALED_SIZE", "SEALED_B64_LENGTH", "MAX_ENTRIES", "KEY_SIZE",
     "SealContext", "SealedEntry", "GroupKeyRecord", "KeyUpload", "Coverage", "Accepted", "Removal",
     "RotationPlan", "associated_data", "coverage", "accept_upload", "remove_member", "seal_work",
     "rotation_plan", "rotation_notice", "sealed_bytes",
@@ -53,8 +52,6 @@ SEALED_B64_LENGTH = 4 * ((SEALED_SIZE + 2) // 3)
 # A group is a handful of gateways; the bound keeps a record far below DynamoDB's 400 KB item.
 MAX_ENTRIES = 32
 # The group id's owner is the group record (not built yet); this is the shape the key accepts.
-GROUP_ID_PATTERN = r"^[0-9a-z][0-9a-z_-]{0,62}$"
-_GROUP_ID = re.compile(GROUP_ID_PATTERN)
 _LABEL = b"skymesh/gateway-group-key/v1"
 
 
@@ -308,8 +305,8 @@ def accept_upload(record: GroupKeyRecord | None, upload: KeyUpload, *, network_i
     a sender that is not the uploader, a recipient that is not a member, or a copy sealed to
     a member's former WireGuard key is refused; nothing is half applied.
     """
-    if not _GROUP_ID.fullmatch(group_id):
-        raise InvalidInputError(f"group id {group_id[:64]!r} does not match {GROUP_ID_PATTERN}")
+    if not is_id("group", group_id):
+        raise InvalidInputError(f"group id {group_id[:64]!r} is not a gateway group id (grp_…)")
     if uploader not in members:
         raise ForbiddenError(f"{uploader} is not a member of group {group_id}; only members hold its key")
     if len(members) > MAX_ENTRIES:

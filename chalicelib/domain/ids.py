@@ -1,7 +1,7 @@
 """Typed identifiers and the secrets shown once to users.
 
 Ids are short, URL-safe and prefixed by kind so that a person reading a log or
-a topic knows what they look at (``net_…``, ``host_…``, ``key_…``).
+a topic knows what they look at (``net_…``, ``host_…``, ``key_…``, ``grp_…``).
 
 Tokens have the form ``skm_<kind>_<id>_<secret>``: the id locates the stored
 record in one read, the secret is compared against its stored SHA-256 hash.
@@ -24,9 +24,11 @@ HostId = NewType("HostId", str)
 EnrollmentKeyId = NewType("EnrollmentKeyId", str)
 AdminKeyId = NewType("AdminKeyId", str)
 ClientId = NewType("ClientId", str)
+GroupId = NewType("GroupId", str)  # an HA gateway group (issue 11): ``grp_…``
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-ID_PREFIXES = {"network": "net", "host": "host", "enrollment_key": "key", "admin_key": "adm", "client": "cli"}
+ID_PREFIXES = {"network": "net", "host": "host", "enrollment_key": "key", "admin_key": "adm", "client": "cli",
+               "group": "grp"}
 TOKEN_KINDS = {"enrollment": "ek", "host": "ht", "admin": "ak"}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .ids import ClientId, EnrollmentKeyId, HostId, NetworkId
+from .ids import ClientId, EnrollmentKeyId, GroupId, HostId, NetworkId
 
 __all__ = [
     "Network",
@@ -17,6 +17,9 @@ __all__ = [
     "Gateway",
     "MemberRole",
     "Client",
+    "GatewayGroup",
+    "MAX_GROUP_MEMBERS",
+    "is_group_gateway",
     "Host",
     "HostStatus",
     "PeerStatus",
@@ -36,6 +39,8 @@ DEFAULT_MTU = 1420
 # ``--exit-node=auto:any``); the plan ranks them for the host like a shared egress range.
 # No host id looks like it (ids are ``host_…``).
 AUTO = "auto"
+# issue 11: a gateway group has 1 to 4 members (the election is tested up to 4).
+MAX_GROUP_MEMBERS = 4
 
 
 @dataclass(frozen=True)
@@ -145,9 +150,56 @@ class Member:
 
 
 @dataclass(frozen=True)
+class GatewayGroup:
+    """An HA gateway group (issue 11): remote-access gateways of one network that share one
+    WireGuard identity (``public_key``) and one floating address, of which one is active.
+
+    - ``members``: host ids in priority order (first = preferred), 1 to :data:`MAX_GROUP_MEMBERS`.
+    - ``floating_endpoint``: ``ADDR:PORT`` (an IPv4 or IPv6 literal), where its clients connect.
+    - ``public_key``: the group's WireGuard public key (None until a member made the key);
+      ``key_version``: its version (0: none yet). The private key is never here (it is sealed
+      member to member: :mod:`.groupkey`).
+    - ``active``/``epoch``: the control plane's election record (:class:`.election.Record`): the
+      member that reported itself active at the highest epoch (or won a claim at the control plane).
+    The control plane's voter promise (:class:`.election.Promise`) is stored beside it, and like
+    ``key_rotation``, ``created_at`` and ``revision`` never on the wire.
+    """
+
+    id: GroupId
+    network_id: NetworkId
+    name: str
+    members: tuple[HostId, ...]
+    floating_endpoint: str
+    public_key: str | None = None
+    key_version: int = 0
+    active: HostId | None = None
+    epoch: int = 0
+    created_at: int = 0
+    revision: int = 0
+    key_rotation: int = 0  # the key version a rotate-key asked for (0: none); not on the wire
+
+    @property
+    def floating_port(self) -> int:
+        return int(self.floating_endpoint.rpartition(":")[2])
+
+    @property
+    def floating_ip(self) -> str:
+        return self.floating_endpoint.rpartition(":")[0].strip("[]")
+
+    def with_changes(self, **changes: object) -> GatewayGroup:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def is_group_gateway(gateway: str) -> bool:
+    """Whether a client's ``gateway`` names a gateway group (``grp_…``) rather than a host."""
+    return gateway.startswith("grp_")
+
+
+@dataclass(frozen=True)
 class Client:
     """A device without an agent (a phone, a laptop, a router) that joins a network through
-    one remote-access gateway with a wg-quick file.
+    one remote-access gateway, or one gateway group (issue 11: ``gateway`` is then the group's
+    id, ``grp_…``), with a wg-quick file.
 
     Its addresses come from the network's ranges (the hosts' allocator and guarantees); the
     private key of its file is never stored. What the hosts' plan needs of it is
@@ -160,7 +212,7 @@ class Client:
     public_key: str
     ipv4: str
     ipv6: str
-    gateway: HostId
+    gateway: HostId  # a member's host id, or a gateway group's id (``grp_…``)
     enabled: bool = True
     extra_addresses: tuple[str, ...] = ()  # routes behind the client (a router's LAN)
     dns: tuple[str, ...] = ()

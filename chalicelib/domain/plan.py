@@ -42,6 +42,11 @@ The rule:
 - A range several gateways serve (HA), and internet access of a host with ``auto``, is carried,
   at each host, by one of them only: the first of the host's ranked :func:`candidates` that the
   host has not found dead (:func:`active_gateway`). Moving it is one peer update at that host.
+- A gateway group (issue 11: :class:`~.models.GatewayGroup`, remote-access gateways sharing one
+  identity and a floating address) serves the clients that name it: they are peers of no host's
+  mesh interface (the members' group interface has them), and their addresses are carried, at
+  each host, by one member's entry (:func:`group_carrier`: the recorded active member unless the
+  host found it dead, else the first live member by priority; never the host itself).
 
 >>> from .models import Network, Member
 >>> net = Network(id="net_a", name="a", ipv4_cidr="100.64.0.0/16", ipv6_cidr="fd00::/64")
@@ -64,7 +69,17 @@ from typing import Any
 
 from .errors import ConflictError, InvalidInputError
 from .ids import ClientId, HostId, NetworkId
-from .models import AUTO, Client, Gateway, Member, MemberRole, Network
+from .models import (
+    AUTO,
+    MAX_GROUP_MEMBERS,
+    Client,
+    Gateway,
+    GatewayGroup,
+    Member,
+    MemberRole,
+    Network,
+    is_group_gateway,
+)
 
 _EMPTY: Mapping = MappingProxyType({})
 DEFAULT_ROUTES = ("0.0.0.0/0", "::/0")
@@ -75,6 +90,8 @@ INTERNET = DEFAULT_ROUTES[0]
 __all__ = [
     "candidates",
     "active_gateway",
+    "group_carrier",
+    "group_probe_targets",
     "NetworkRecords",
     "Peer",
     "Interface",
@@ -116,6 +133,8 @@ class NetworkRecords:
     Pairs of members relayed automatically are read off the roles (:attr:`pair_relays`): of the
     members in ``pair_owners`` when the caller keeps that index (the agent's tracker, so a delta
     costs no scan of the network), else of every member.
+
+    ``gateway_groups`` (issue 11) are the network's gateway groups by id, read like ``clients``.
     """
 
     network: Network
@@ -123,12 +142,34 @@ class NetworkRecords:
     clients: Mapping[ClientId, Client] = field(default_factory=lambda: _EMPTY)
     down: frozenset[HostId] = frozenset()
     pair_owners: frozenset[HostId] | None = None  # the members whose roles record pairs (None: any)
+    gateway_groups: Mapping[str, GatewayGroup] = field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def of(cls, network: Network, members: Iterable[Member], clients: Iterable[Client] = (),
-           **more: Any) -> NetworkRecords:
-        """The records of ``network`` with these ``members`` and ``clients`` (in any order)."""
-        return cls(network, {m.host_id: m for m in members}, {c.id: c for c in clients}, **more)
+           groups: Iterable[GatewayGroup] = (), **more: Any) -> NetworkRecords:
+        """The records of ``network`` with these ``members``, ``clients`` and ``groups`` (in any order)."""
+        return cls(network, {m.host_id: m for m in members}, {c.id: c for c in clients},
+                   gateway_groups={g.id: g for g in groups}, **more)
+
+    def group_gateways(self, group_id: str) -> tuple[HostId, ...]:
+        """The members of gateway group ``group_id`` that can serve its clients (members of the
+        network with remote access), in the group's priority order; empty for no such group."""
+        g = self.gateway_groups.get(group_id)
+        if g is None:
+            return ()
+        return tuple(h for h in g.members if (gw := self.gateway(h)) is not None and gw.remote_access)
+
+    @functools.cached_property
+    def _groups_of(self) -> Mapping[HostId, tuple[str, ...]]:
+        out: dict[HostId, list[str]] = {}
+        for gid in sorted(self.gateway_groups):
+            for h in self.gateway_groups[gid].members:
+                out.setdefault(h, []).append(gid)
+        return {h: tuple(gs) for h, gs in out.items()}
+
+    def groups_of(self, host_id: HostId) -> tuple[str, ...]:
+        """The gateway groups ``host_id`` is named a member of, in id order."""
+        return self._groups_of.get(host_id, ())
 
     @functools.cached_property
     def clients_by_gateway(self) -> Mapping[HostId, tuple[Client, ...]]:
@@ -251,7 +292,10 @@ class NetworkRecords:
 
     def served(self, client: Client) -> bool:
         """Whether the client is connected to the network now: enabled, and its gateway is a
-        member with remote access. A client whose gateway lost the role is kept, unserved."""
+        member with remote access (or a gateway group with one such member). A client whose
+        gateway lost the role is kept, unserved."""
+        if is_group_gateway(client.gateway):
+            return client.enabled and bool(self.group_gateways(client.gateway))
         gw = self.gateway(client.gateway)
         return client.enabled and gw is not None and gw.remote_access
 
@@ -430,6 +474,10 @@ def _direct(records: NetworkRecords, me: Member, m: Member) -> tuple[str, ...]:
         if gw.remote_access:
             allowed += tuple(a for c in records.clients_by_gateway.get(m.host_id, ()) if c.enabled
                              and c.public_key != me.public_key for a in c.allowed_ips)
+            for gid in records.groups_of(m.host_id):
+                if group_carrier(records, viewer, gid) == m.host_id:
+                    allowed += tuple(a for c in records.clients_by_gateway.get(HostId(gid), ())
+                                     if c.enabled and c.public_key != me.public_key for a in c.allowed_ips)
         if records.internet_gateway(viewer) == m.host_id:
             allowed += DEFAULT_ROUTES
     for t in _relayed_here(records, m.host_id, me.host_id):
@@ -507,10 +555,51 @@ def dependents(records: NetworkRecords, changed: Iterable[str]) -> frozenset[str
                 if m.role.gateway.internet:  # which one carries an ``auto`` host's full tunnel may move
                     out.update(records.internet_gateways)
             out.update(records.pairs_via(m.host_id))
-        else:  # joins or leaves: the hosts it relays (O(members), only then)
+        elif rid not in records.gateway_groups:  # joins or leaves: the hosts it relays (O(members))
             out.update(h for h in records.members if records.members[h].role.relayed_by == rid)
+        out.update(_group_dependents(records, rid))
     out.update(via for h in tuple(out) for via in records.paired(HostId(h)).values())
     return frozenset(out)
+
+
+def _group_dependents(records: NetworkRecords, rid: str) -> tuple[HostId, ...]:
+    """The members whose entries may carry a gateway group's clients, given a change of ``rid``:
+    a group (its members, active member or clients' addresses), a client of a group, or a member
+    of groups (its role or being down moves the carrier of each of its groups)."""
+    gids: tuple[str, ...]
+    if rid in records.gateway_groups:
+        gids = (rid,)
+    elif (c := records.clients.get(ClientId(rid))) is not None and is_group_gateway(c.gateway):
+        gids = (c.gateway,)
+    else:
+        gids = records.groups_of(HostId(rid))
+    return tuple(h for gid in gids if (g := records.gateway_groups.get(gid)) is not None for h in g.members)
+
+
+def group_carrier(records: NetworkRecords, viewer: HostId, group_id: str,
+                  down: frozenset[HostId] | None = None) -> HostId | None:
+    """The member of gateway group ``group_id`` whose entry at ``viewer`` carries the group's
+    clients: the recorded active member unless ``viewer`` found it dead (``down``, default
+    ``records.down``), else the first member by priority not found dead (the election goes by
+    priority too, so every host agrees with it), else (all dead) the recorded active or first
+    one. Never ``viewer`` itself (the active member routes the clients into its group interface;
+    a standby one sends them to the active one like any host). Only members that can serve
+    (:meth:`NetworkRecords.group_gateways`); None when there is none.
+    """
+    order = [h for h in records.group_gateways(group_id) if h != viewer]
+    active = records.gateway_groups[group_id].active if order else None
+    if active in order:
+        order.remove(active)
+        order.insert(0, active)
+    dead = records.down if down is None else down
+    return next((h for h in order if h not in dead), order[0] if order else None)
+
+
+def group_probe_targets(records: NetworkRecords, viewer: HostId) -> frozenset[HostId]:
+    """The gateway group members ``viewer`` routes group clients through (every serving member of
+    every group but itself): what its prober watches, so that the carrier moves within a few
+    missed probes when the active member dies, with the control plane down."""
+    return frozenset(h for gid in records.gateway_groups for h in records.group_gateways(gid) if h != viewer)
 
 
 def _group(records: NetworkRecords, viewer: HostId, prefix: str) -> tuple[HostId, ...]:
@@ -610,7 +699,8 @@ def _host_view(records: NetworkRecords, host_id: HostId) -> HostView:
     forwards: tuple[str, ...] = ()
     nat: tuple[str, ...] = ()
     if gw is not None:
-        served = tuple(a for c in records.clients_by_gateway.get(host_id, ()) if records.served(c)
+        served = tuple(a for g in (host_id, *records.groups_of(host_id))
+                       for c in records.clients_by_gateway.get(HostId(g), ()) if records.served(c)
                        for a in c.extra_addresses)
         forwards = _ranges(network) + gw.egress + served + (DEFAULT_ROUTES if gw.internet else ())
         nat = DEFAULT_ROUTES if gw.internet else gw.egress
@@ -648,21 +738,36 @@ def gateway_endpoint(member: Member) -> str | None:
 def client_view(records: NetworkRecords, client_id: str, *, full_tunnel: bool = False) -> ClientView | None:
     """The one peer of a client's wg-quick file: its gateway, with the network's ranges,
     every egress range and the other clients' extra addresses (``full_tunnel``: everything).
-    None when the client is unknown or its gateway is no member."""
+    None when the client is unknown or its gateway is no member (a group: no group, or none of
+    its members can serve).
+
+    A client of a gateway group (issue 11) has the group as its peer: the floating endpoint and
+    the group's public key (:class:`ConflictError` ``group_key_missing`` while no member made it).
+    """
     c = records.clients.get(ClientId(client_id))
     if c is None:
         return None
-    gm = records.members.get(c.gateway)
-    if gm is None:
-        return None
-    endpoint = gateway_endpoint(gm)
+    if is_group_gateway(c.gateway):
+        g = records.gateway_groups.get(c.gateway)
+        if g is None or not records.group_gateways(g.id):
+            return None
+        if g.public_key is None:
+            raise ConflictError(f"gateway group {g.id} has no key yet: its members make it when the group is "
+                                "created; try again in a few seconds", code="group_key_missing")
+        gateway, public_key = HostId(g.id), g.public_key
+        endpoint: str | None = g.floating_endpoint
+    else:
+        gm = records.members.get(c.gateway)
+        if gm is None:
+            return None
+        gateway, public_key, endpoint = gm.host_id, gm.public_key, gateway_endpoint(gm)
     if full_tunnel:
         allowed: tuple[str, ...] = DEFAULT_ROUTES
     else:
         own = set(c.extra_addresses)
         allowed = tuple(dict.fromkeys(r for r in routed_ranges(records) if r not in own))
     return ClientView(network_id=records.network.id, addresses=(f"{c.ipv4}/32", f"{c.ipv6}/128"),
-                      mtu=records.network.mtu, gateway=gm.host_id, public_key=gm.public_key,
+                      mtu=records.network.mtu, gateway=gateway, public_key=public_key,
                       endpoint=endpoint, allowed_ips=allowed)
 
 
@@ -739,6 +844,9 @@ def check(records: NetworkRecords) -> None:
                                 "with internet: true), or use none", code="no_internet_gateways")
     for cid in sorted(records.clients):
         c = records.clients[cid]
+        if is_group_gateway(c.gateway):
+            _check_group_client(records, c)
+            continue
         gw = records.gateway(c.gateway)
         # A client whose gateway gave up remote access (DELETE …?force=true) is kept, unserved:
         # its file reaches nothing, and it must not block every later change of the network.
@@ -750,6 +858,54 @@ def check(records: NetworkRecords) -> None:
                                 code="not_an_internet_gateway")
     _check_relays(records)
     _check_pair_relays(records)
+    _check_groups(records)
+
+
+def _check_group_client(records: NetworkRecords, c: Client) -> None:
+    g = records.gateway_groups.get(c.gateway)
+    if g is None:
+        raise ConflictError(f"client {c.id} names gateway group {c.gateway}, which is not a group of network "
+                            f"{records.network.id}", code="group_gone")
+    if c.full_tunnel and not all((gw := records.gateway(h)) is not None and gw.internet
+                                 for h in records.group_gateways(g.id)):
+        raise ConflictError(f"client {c.id} has full_tunnel, but the members of its gateway group {g.id} are "
+                            "no internet gateways; make them internet gateways or turn full_tunnel off",
+                            code="not_an_internet_gateway")
+
+
+def _check_groups(records: NetworkRecords) -> None:
+    """Gateway groups (issue 11): 1 to MAX_GROUP_MEMBERS distinct members; each member that serves
+    (in the network, with remote access) has a mesh port and underlay echo port (port + 1) other
+    than the floating port, and egress ranges and internet access the same as every other (any of
+    them may carry the clients). That members are remote-access gateways is the group's own write
+    to check (:mod:`chalicelib.service.groups`); the gateways' routes refuse to end the role of a
+    member without ``force``."""
+    for gid in sorted(records.gateway_groups):
+        g = records.gateway_groups[gid]
+        if not 1 <= len(g.members) <= MAX_GROUP_MEMBERS or len(set(g.members)) != len(g.members):
+            raise InvalidInputError(f"gateway group {gid} needs 1 to {MAX_GROUP_MEMBERS} distinct members",
+                                    code="invalid_group")
+        offered: dict[HostId, tuple[tuple[str, ...], bool]] = {}
+        for h in g.members:
+            m = records.members.get(h)
+            if m is None:
+                continue  # left the network: kept, unserving (the group's PATCH removes it)
+            gw = m.role.gateway
+            if gw is None or not gw.remote_access:
+                # gave up the role (DELETE …/gateways/{host}?force=true): kept, serving nothing (the
+                # plan skips it), like a client whose gateway did; it must not block every later change
+                continue
+            if g.floating_port in (m.listen_port, m.listen_port + 1):
+                raise ConflictError(f"the floating port {g.floating_port} of gateway group {gid} is host "
+                                    f"{h}'s "
+                                    f"mesh port or its underlay echo port ({m.listen_port}, "
+                                    f"{m.listen_port + 1}); choose another floating port",
+                                    code="floating_port_in_use")
+            offered[h] = (tuple(sorted(gw.egress)), gw.internet)
+        if len(set(offered.values())) > 1:
+            raise ConflictError(f"the members of gateway group {gid} must offer the same egress ranges and "
+                                f"internet access (any of them may carry its clients): "
+                                f"{', '.join(sorted(offered))} differ", code="group_members_differ")
 
 
 def _check_relays(records: NetworkRecords) -> None:

@@ -15,17 +15,22 @@ fetches a full snapshot (``type: snapshot``, ``full: true``).
 Schema versions: 1 carried members only; 2 adds members' roles (gateways, internet
 use) and remote-access clients; 3 adds relays to roles (``relayed_by``: the member that
 relays this one; a gateway's ``auto_relay``); 4 the automatic relays of pairs of members
-(``pair_relays``), which only an agent of schema 4 routes by. A network message of another
+(``pair_relays``), which only an agent of schema 4 routes by; 5 HA gateway groups (issue 11:
+``groups``/``remove_groups`` in deltas, ``groups`` in snapshots; a client's ``gateway`` may name a
+group), which an agent of schema 4 would not route (it is told to upgrade). A network message of another
 version is refused as a whole (:class:`ProtocolError`): an agent never applies part of a
 message it does not understand, it resyncs (and ``/config`` tells an agent of an older schema
-to upgrade). Status reports of versions 1 to 3 are still read: their fields are a subset of
-version 4's.
+to upgrade). Status reports of versions 1 to 4 are still read: their fields are a subset of
+version 5's.
 A status report may carry ``latency`` (issue 10: what the host's prober measured of its
 gateways, relays and peers without a direct path); reports without it (every report of
 versions 1 and 2) are read as before, and an agent leaves the field out when it has nothing
 to say, so its report is then exactly what an older control plane reads. It may also carry
 ``direct`` (issue 10, automatic relays): the peers of its relayed pairs whose path over the
-underlay answered for a while, so the pair may go direct again; left out when empty.
+underlay answered for a while, so the pair may go direct again; left out when empty. And
+``groups`` (issue 11, schema 5): for each gateway group the host is a member of, its role
+(``active``/``standby``), the epoch it holds and the members its probes see down; left out when
+the host is in no group.
 And ``offline: true`` (issue 12): the host's last word, published by its agent before a clean stop
 and set as its MQTT last will (the broker publishes it when the connection is lost), so the control
 plane shows it offline within seconds, not after the silence rule. Only those two messages carry
@@ -51,8 +56,18 @@ from typing import Any
 
 from . import validate
 from .errors import InvalidInputError
-from .ids import ClientId, HostId, NetworkId, is_id
-from .models import Client, Gateway, LatencyRow, Member, MemberRole, Network, PeerStatus
+from .ids import ClientId, GroupId, HostId, NetworkId, is_id
+from .models import (
+    MAX_GROUP_MEMBERS,
+    Client,
+    Gateway,
+    GatewayGroup,
+    LatencyRow,
+    Member,
+    MemberRole,
+    Network,
+    PeerStatus,
+)
 
 __all__ = [
     "VERSION",
@@ -82,12 +97,16 @@ __all__ = [
     "member_from_wire",
     "client_to_wire",
     "client_from_wire",
+    "group_to_wire",
+    "group_from_wire",
+    "GroupReport",
+    "MAX_REPORT_GROUPS",
     "OLDEST_STATUS_VERSION",
     "network_to_wire",
     "network_from_wire",
 ]
 
-VERSION = 4
+VERSION = 5
 OLDEST_STATUS_VERSION = 1  # agents that speak an older schema still report their status
 ROOT = "sm"
 HOST_STATUS_FILTER = f"{ROOT}/h/+/status"
@@ -119,7 +138,8 @@ _MAX_DEPTH = 8  # a status report is 3 deep (object → peers → peer); deltas 
 _MAX_ENDPOINT_CHARS = 261  # "[" 45-character IPv6 "]:65535", or a 253-character name ":65535"
 _MAX_PEER_ENDPOINT_CHARS = 47  # "[" 39-character IPv6 (no zone) "]:65535"
 _AGENT_VERSION = re.compile(rf"[A-Za-z0-9][A-Za-z0-9.+_-]{{0,{MAX_AGENT_VERSION - 1}}}")
-_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers", "latency", "direct", "offline"})
+_REPORT_KEYS = frozenset({"v", "type", "agent_version", "endpoints", "peers", "latency", "direct", "offline",
+                          "groups"})
 _PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx", "endpoint"})
 
 # issue 10: the latency section of a status report. It lists what the host probes (its
@@ -128,6 +148,11 @@ _PEER_KEYS = frozenset({"key", "handshake_age", "rx", "tx", "endpoint"})
 MAX_REPORT_LATENCY = 32
 MAX_RTT_MS = 60_000.0  # a reply later than a minute is no reply
 _LATENCY_KEYS = frozenset({"host", "rtt", "loss", "up"})
+# issue 11: a report's ``groups``: one entry per gateway group the host is a member of (a host is
+# rarely in more than one or two); each names at most MAX_GROUP_MEMBERS members down.
+MAX_REPORT_GROUPS = 16
+MAX_EPOCH = 2**63 - 1
+_GROUP_REPORT_KEYS = frozenset({"id", "role", "epoch", "down"})
 
 
 class ProtocolError(ValueError):
@@ -275,6 +300,25 @@ def client_from_wire(network_id: str, d: dict[str, Any]) -> Client:
         raise ProtocolError(f"bad client record: {e}") from None
 
 
+def group_to_wire(g: GatewayGroup) -> dict[str, Any]:
+    """A gateway group as hosts see it (issue 11); the control plane's voter promise stays home."""
+    return {"id": g.id, "name": g.name, "members": list(g.members), "floating": g.floating_endpoint,
+            "key": g.public_key, "key_version": g.key_version, "active": g.active, "epoch": g.epoch}
+
+
+def group_from_wire(network_id: str, d: dict[str, Any]) -> GatewayGroup:
+    try:
+        key, active = d["key"], d["active"]
+        return GatewayGroup(
+            id=GroupId(str(d["id"])), network_id=NetworkId(network_id), name=str(d["name"]),
+            members=tuple(HostId(str(h)) for h in d["members"]), floating_endpoint=str(d["floating"]),
+            public_key=None if key is None else str(key), key_version=int(d["key_version"]),
+            active=None if active is None else HostId(str(active)), epoch=int(d["epoch"]),
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise ProtocolError(f"bad group record: {e}") from None
+
+
 def network_to_wire(n: Network) -> dict[str, Any]:
     return {
         "id": n.id,
@@ -319,6 +363,8 @@ class Delta:
     network: Network | None = None
     clients: tuple[Client, ...] = ()
     remove_clients: tuple[str, ...] = ()
+    groups: tuple[GatewayGroup, ...] = ()  # schema 5: gateway groups added or changed
+    remove_groups: tuple[str, ...] = ()
 
     type = "delta"
 
@@ -330,6 +376,7 @@ class Snapshot:
     network: Network
     members: tuple[Member, ...]
     clients: tuple[Client, ...] = ()
+    groups: tuple[GatewayGroup, ...] = ()  # schema 5
 
     type = "snapshot"
 
@@ -352,6 +399,17 @@ class CatchUp:
 
 
 @dataclass(frozen=True)
+class GroupReport:
+    """A member's view of one gateway group it belongs to (issue 11): its ``role`` in it, the
+    ``epoch`` it holds, and the group's members its probes see ``down`` (sorted)."""
+
+    group_id: GroupId
+    role: str  # "active" | "standby"
+    epoch: int
+    down: tuple[HostId, ...] = ()
+
+
+@dataclass(frozen=True)
 class StatusReport:
     """What a host says about itself; :func:`decode_status` holds any host's report to its bounds."""
 
@@ -363,6 +421,7 @@ class StatusReport:
     # at most MAX_REPORT_LATENCY
     direct: tuple[HostId, ...] = ()
     offline: bool = False  # issue 12: its agent stopped, or its connection is lost (its last will)
+    groups: tuple[GroupReport, ...] = ()  # issue 11 (schema 5): the gateway groups it is a member of
 
     type = "status"
 
@@ -393,6 +452,10 @@ def _to_wire(msg: Message) -> dict[str, Any]:
             d["clients"] = [client_to_wire(c) for c in msg.clients]
         if msg.remove_clients:
             d["remove_clients"] = list(msg.remove_clients)
+        if msg.groups:
+            d["groups"] = [group_to_wire(g) for g in msg.groups]
+        if msg.remove_groups:
+            d["remove_groups"] = list(msg.remove_groups)
         return d
     if isinstance(msg, Snapshot):
         return {
@@ -400,6 +463,7 @@ def _to_wire(msg: Message) -> dict[str, Any]:
             "network": network_to_wire(msg.network),
             "members": [member_to_wire(m) for m in msg.members],
             "clients": [client_to_wire(c) for c in msg.clients],
+            **({"groups": [group_to_wire(g) for g in msg.groups]} if msg.groups else {}),
         }
     if isinstance(msg, StatusReport):
         return {
@@ -413,6 +477,7 @@ def _to_wire(msg: Message) -> dict[str, Any]:
             **({"latency": [latency_to_wire(r) for r in msg.latency]} if msg.latency else {}),
             **({"direct": list(msg.direct)} if msg.direct else {}),
             **({"offline": True} if msg.offline else {}),
+            **({"groups": [group_report_to_wire(g) for g in msg.groups]} if msg.groups else {}),
         }
     return {"name": msg.name}
 
@@ -562,6 +627,37 @@ def _direct(ids: Any) -> tuple[HostId, ...]:
     return tuple(sorted(HostId(h) for h in ids))
 
 
+def group_report_to_wire(g: GroupReport) -> dict[str, Any]:
+    return {"id": g.group_id, "role": g.role, "epoch": g.epoch, "down": list(g.down)}
+
+
+def _group_report_from_wire(r: Any) -> GroupReport:
+    r = _entry(r, "group entry", _GROUP_REPORT_KEYS)
+    gid = r.get("id")
+    if not isinstance(gid, str) or not is_id("group", gid):
+        raise ProtocolError(f"group {short(gid)} is not a gateway group id")
+    role = r.get("role")
+    if role not in ("active", "standby"):
+        raise ProtocolError(f"group role must be active or standby, not {short(role)}")
+    down = r.get("down", [])
+    if not isinstance(down, list) or len(down) > MAX_GROUP_MEMBERS:
+        raise ProtocolError(f"group down must be a list of at most {MAX_GROUP_MEMBERS} host ids")
+    for h in down:
+        if not isinstance(h, str) or not is_id("host", h):
+            raise ProtocolError(f"group down host {short(h)} is not a host id")
+    return GroupReport(GroupId(gid), role, _bounded_int(r.get("epoch"), 0, MAX_EPOCH, "group epoch"),
+                       tuple(sorted(set(HostId(h) for h in down))))
+
+
+def _group_reports(rows: Any) -> tuple[GroupReport, ...]:
+    if not isinstance(rows, list) or len(rows) > MAX_REPORT_GROUPS:
+        raise ProtocolError(f"groups must be a list of at most {MAX_REPORT_GROUPS}")
+    out = tuple(_group_report_from_wire(r) for r in rows)
+    if len({g.group_id for g in out}) != len(out):
+        raise ProtocolError("groups names a group twice")
+    return out
+
+
 def _status_from_wire(d: dict[str, Any]) -> StatusReport:
     """The one schema of a status report; every field bounded, unknown fields refused
     (a new field is a new schema version ``v``)."""
@@ -588,7 +684,8 @@ def _status_from_wire(d: dict[str, Any]) -> StatusReport:
                         peers=tuple(_peer_from_wire(p) for p in peers),
                         latency=_latency_rows(d.get("latency", [])),
                         direct=_direct(d.get("direct", [])),
-                        offline=_flag_of(d.get("offline", False), "offline"))
+                        offline=_flag_of(d.get("offline", False), "offline"),
+                        groups=_group_reports(d.get("groups", [])))
 
 
 def decode_status(payload: bytes | str | dict[str, Any]) -> StatusReport:
@@ -638,6 +735,8 @@ def decode(payload: bytes | str | dict[str, Any]) -> Message:
                 network=network_from_wire(d["settings"]) if "settings" in d else None,
                 clients=tuple(client_from_wire(net_id, c) for c in d.get("clients", ())),
                 remove_clients=tuple(str(c) for c in d.get("remove_clients", ())),
+                groups=tuple(group_from_wire(net_id, g) for g in d.get("groups", ())),
+                remove_groups=tuple(str(g) for g in d.get("remove_groups", ())),
             )
         if kind == "snapshot":
             net = network_from_wire(d["network"])
@@ -645,6 +744,7 @@ def decode(payload: bytes | str | dict[str, Any]) -> Message:
                 network=net,
                 members=tuple(member_from_wire(net.id, m) for m in d["members"]),
                 clients=tuple(client_from_wire(net.id, c) for c in d.get("clients", ())),
+                groups=tuple(group_from_wire(net.id, g) for g in d.get("groups", ())),
             )
         if kind == "status":
             return _status_from_wire(d)

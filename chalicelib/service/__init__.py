@@ -14,6 +14,7 @@ from .clients import Clients, Connection, IssuedClient
 from .deps import Deps, Settings
 from .failover import Failover
 from .gateways import Gateways
+from .groups import Groups
 from .hosts import HostConfig, Hosts, NetworkConfig, Registration
 from .keys import EnrollmentKeys
 from .latency import Latency
@@ -38,7 +39,8 @@ class Service:
         self.hosts = Hosts(deps, self.stream)
         self.clients = Clients(deps, self.stream)  # remote-access clients (issue 9)
         self.networks = Networks(deps, self.stream, self.hosts, self.clients)
-        self.status = Status(deps)
+        self.groups = Groups(deps, self.stream)  # issue 11: HA gateway groups
+        self.status = Status(deps, self.groups)
         self.orphans = Orphans(deps)
         # issue 9: gateways
         self.gateways = Gateways(deps, self.stream)

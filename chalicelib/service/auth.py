@@ -52,6 +52,12 @@ class Auth:
             raise UnauthorizedError("unknown host token (was the host deleted?)")
         return host
 
+    def any_host(self, raw: str | None) -> Host:
+        """The host whose token ``raw`` is, whichever host that is (routes without a host id in
+        their path: what the host may do there is the use case's to check)."""
+        token = _token(raw, "host", "a host token")
+        return self.host(raw, token.record_id)
+
     def enrollment(self, raw: str | None) -> EnrollmentKey:
         """The enrollment key ``raw`` names; 403 with the reason when it cannot enroll now."""
         token = _token(raw, "enrollment", "an enrollment token")

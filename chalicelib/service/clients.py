@@ -17,14 +17,14 @@ from __future__ import annotations
 import builtins  # ``list`` in the class body is Clients.list
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .. import clientfile
 from ..domain import ipam, plan, validate
 from ..domain.changes import PendingChange
 from ..domain.ids import ClientId, HostId, NetworkId, is_id, new_id
-from ..domain.models import DEFAULT_KEEPALIVE, Client, Host
+from ..domain.models import DEFAULT_KEEPALIVE, Client, Host, is_group_gateway
 from ..errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from ..wgkeys import KeyPair, new_key_pair
 from . import topology
@@ -140,15 +140,22 @@ class Clients:
         return self._d.store.list_clients(network_id, limit, cursor)
 
     def connections(self, clients: Iterable[Client]) -> dict[ClientId, Connection]:
-        """Each client's link as its gateway's last status report shows it (one read per gateway)."""
+        """Each client's link as its gateway's last status report shows it (one read per gateway); a
+        gateway group's client (issue 11): as the member that saw its latest handshake reports it."""
         clients = builtins.list(clients)
-        gateways: dict[HostId, Host | None] = {g: self._d.store.get_host(g)
-                                               for g in {c.gateway for c in clients}}
+        serving: dict[str, tuple[HostId, ...]] = {}
+        for c in clients:
+            if c.gateway not in serving:
+                group = (self._d.store.get_group(c.network_id, c.gateway) if is_group_gateway(c.gateway)
+                         else None)
+                serving[c.gateway] = group.members if group is not None else (c.gateway,)
+        hosts: dict[HostId, Host | None] = {h: self._d.store.get_host(h)
+                                            for h in {h for hs in serving.values() for h in hs}}
         now = self._d.clock.now()
         out = {}
         for c in clients:
-            host = gateways[c.gateway]
-            out[c.id] = Connection() if host is None else _connection(c, host, now)
+            links = [_connection(c, host, now) for h in serving[c.gateway] if (host := hosts[h]) is not None]
+            out[c.id] = max(links, key=lambda link: link.latest_handshake or -1, default=Connection())
         return out
 
     # ------------------------------------------------------------------ create
@@ -157,7 +164,8 @@ class Clients:
                extra_addresses: Sequence[str] | None = None, post_up: str | None = None,
                post_down: str | None = None, full_tunnel: bool = False,
                keepalive: int | None = None) -> IssuedClient:
-        """A new client of ``network_id`` behind member ``gateway``, broadcast before this returns.
+        """A new client of ``network_id`` behind member ``gateway`` (or gateway group ``gateway``,
+        ``grp_…``: issue 11), broadcast before this returns.
 
         Without ``public_key`` a key pair is made for this answer: :attr:`IssuedClient.config`
         is the complete file (and ``qr_svg`` its QR code); the private key is kept nowhere.
@@ -184,6 +192,8 @@ class Clients:
         for _ in range(MAX_CREATE_ATTEMPTS):
             records = topology.existing(self._d.store, network_id)
             self._check_gateway(records, gateway)
+            if pair is not None:
+                _refuse_keyless_group(records, gateway)  # its file could not be made: write nothing
             used = topology.used_addresses(records) | lost
             network = records.network
             if address is not None:
@@ -252,6 +262,8 @@ class Clients:
     def rotate_key(self, network_id: str, client_id: str) -> IssuedClient:
         """A fresh key pair for the client, made here: the old key stops working at its gateway
         within one broadcast, and the new complete file is returned in this answer only."""
+        _refuse_keyless_group(topology.existing(self._d.store, network_id),
+                              self.get(network_id, client_id).gateway)
         pair = new_key_pair()
         client = self._change(network_id, client_id, {"public_key": pair.public_key, "server_keyed": True})
         return self._issued(topology.existing(self._d.store, network_id), client, pair)
@@ -325,8 +337,13 @@ class Clients:
     # ------------------------------------------------------------------ checks
     def _check_gateway(self, records: plan.NetworkRecords, gateway: str) -> None:
         nid = records.network.id
+        if is_id("group", gateway):  # issue 11: a gateway group serves it (its file: the floating address)
+            if gateway not in records.gateway_groups:
+                raise NotFoundError(f"gateway group {gateway} does not exist in network {nid}")
+            return
         if not is_id("host", gateway):
-            raise InvalidInputError(f"gateway {validate.quoted(gateway)} is not a host id (host_…)")
+            raise InvalidInputError(f"gateway {validate.quoted(gateway)} is not a host id (host_…) or a "
+                                    "gateway group id (grp_…)")
         if HostId(gateway) not in records.members:
             if self._d.store.get_host(gateway) is None:
                 raise NotFoundError(f"gateway host {gateway} does not exist")
@@ -343,7 +360,17 @@ def _with(records: plan.NetworkRecords, client: Client) -> plan.NetworkRecords:
     """The records with ``client`` added or replacing its older record."""
     clients = dict(records.clients)
     clients[client.id] = client
-    return plan.NetworkRecords(records.network, records.members, clients)
+    return replace(records, clients=clients)
+
+
+def _refuse_keyless_group(records: plan.NetworkRecords, gateway: str) -> None:
+    """409 when ``gateway`` is a gateway group without a key yet: a file made now would have no
+    ``[Peer] PublicKey``, and a private key made for it would be shown in no file."""
+    group = records.gateway_groups.get(gateway)
+    if group is not None and group.public_key is None:
+        raise ConflictError(f"gateway group {gateway} has no key yet: its members make it when the group is "
+                            "created; try again in a few seconds, or bring the client's own public_key",
+                            code="group_key_missing")
 
 
 def _address_taken(network_id: NetworkId, ipv4: str) -> ConflictError:

@@ -351,6 +351,15 @@ class Gateways:
                 raise ConflictError(
                     f"gateway {gateway} serves remote-access clients: "
                     f"{_names([f'{c.name} ({c.id})' for c in clients])}; {how}", code="gateway_in_use")
+            groups = [g for _, g in sorted(records.gateway_groups.items()) if gateway in g.members]
+            if groups:  # issue 11
+                raise ConflictError(
+                    f"gateway {gateway} is a member of gateway groups: "
+                    f"{_names([f'{g.name} ({g.id})' for g in groups])}; remove it from them first "
+                    f"(PATCH /v1/networks/{records.network.id}/gateway-groups/GROUP_ID with remove)"
+                    + (", or pass force=true (the group keeps it, serving nothing)" if "force" in how
+                       else ""),
+                    code="gateway_in_use")
         if internet:
             users = self._internet_users(records, gateway)
             if users:

@@ -231,7 +231,7 @@ class Hosts:
                 continue
             snapshots.append(NetworkConfig(
                 protocol.Snapshot(records.network, tuple(records.members.values()),
-                                  tuple(records.clients.values())),
+                                  tuple(records.clients.values()), tuple(records.gateway_groups.values())),
                 network_plan(records)[host.id]))
         return HostConfig(tuple(snapshots), tuple(catch_ups))
 
@@ -296,6 +296,8 @@ class Hosts:
             )
             if new == replace(old, revision=old.revision + 1):
                 return old, ()
+            if port != old.listen_port:
+                self._refuse_floating_port(new)
             outbox = self._stream.new_changes(new.network_ids, host_ids=(new.id,))
             self._d.store.update_host(old, new, changes=outbox)
             return new, outbox
@@ -303,6 +305,18 @@ class Hosts:
         host, outbox = retrying(self._d, "updating the host", attempt)
         self._stream.send(outbox)
         return host
+
+    def _refuse_floating_port(self, host: Host) -> None:
+        """409 when ``host`` is a member of a gateway group (issue 11) whose floating port would be its
+        new mesh port or underlay echo port (port + 1): the group interface listens there."""
+        for network_id in host.network_ids:
+            for group in self._d.store.network_groups(network_id):
+                ports = (host.listen_port, host.listen_port + 1)
+                if host.id in group.members and group.floating_port in ports:
+                    raise ConflictError(
+                        f"host {host.id} is a member of gateway group {group.name} ({group.id}), whose "
+                        f"floating port is {group.floating_port}; choose a listen port other than it and "
+                        "one below it", code="floating_port_in_use")
 
     def leave_network(self, network_id: str, host_ids: Sequence[str]) -> builtins.list[Host]:
         """Take these hosts out of one network: free their addresses and their broker

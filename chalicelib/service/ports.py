@@ -12,8 +12,20 @@ from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
 from ..domain.changes import ChangeId, PendingChange
+from ..domain.election import Promise
+from ..domain.groupkey import GroupKeyRecord
 from ..domain.ids import ClientId, HostId, NetworkId
-from ..domain.models import AdminKey, Client, EnrollmentKey, Host, HostStatus, Member, MemberRole, Network
+from ..domain.models import (
+    AdminKey,
+    Client,
+    EnrollmentKey,
+    GatewayGroup,
+    Host,
+    HostStatus,
+    Member,
+    MemberRole,
+    Network,
+)
 from ..errors import ConflictError, InvalidInputError, SkymeshError, UnavailableError
 
 __all__ = [
@@ -45,6 +57,9 @@ __all__ = [
     "MAX_ROLE_WRITES",
     "MAX_TRANSACTION_ITEMS",
     "released_roles",
+    "KeyWrite",
+    "PromiseWrite",
+    "check_group_outbox",
 ]
 
 T = TypeVar("T")
@@ -274,6 +289,32 @@ def released_roles(relay: HostId, host: Host, network_ids: Iterable[NetworkId]) 
     return replace(host, roles={n: r for n, r in roles.items() if r}, revision=host.revision + 1)
 
 
+@dataclass(frozen=True)
+class KeyWrite:
+    """A gateway group's key record replaced (issue 11): written only if the stored one is still
+    exactly ``old`` (None: there is none yet), else :class:`StaleWriteError` (re-read, decide again)."""
+
+    old: GroupKeyRecord | None
+    new: GroupKeyRecord
+
+
+@dataclass(frozen=True)
+class PromiseWrite:
+    """The control plane's voter promise for a group replaced: written only if the stored one is
+    still exactly ``old`` (None: none yet), else :class:`StaleWriteError` (a concurrent vote won)."""
+
+    old: Promise | None
+    new: Promise
+
+
+def check_group_outbox(change: PendingChange, group: GatewayGroup) -> None:
+    """Raise :class:`ValueError` unless ``change`` is the one pending change of a write of
+    ``group``: in its network, naming it (else the write would never be broadcast)."""
+    outbox_by_network([change], [group.network_id])
+    if group.id not in change.group_ids:
+        raise ValueError(f"the pending change of a write of {group.id} names that group")
+
+
 class Store(Protocol):
     """Topology storage. Every multi-record change is one atomic write."""
 
@@ -465,6 +506,51 @@ class Store(Protocol):
     def delete_client(self, client: Client, *, change: PendingChange) -> None:
         """Remove the client with its address and key claims and record ``change``. Raises
         :class:`StaleWriteError` when it changed meanwhile."""
+        ...
+
+    # --- HA gateway groups (issue 11) --------------------------------------------
+    # An item per group in its network, one for its key record (public key, version and sealed
+    # copies: nothing secret) and one for the control plane's voter promise.
+    def create_group(self, group: GatewayGroup, *, change: PendingChange) -> None:
+        """Store a new group and record ``change``, in one write. Raises :class:`NetworkGoneError`
+        (missing or being deleted) or :class:`StaleWriteError` (id collision)."""
+        ...
+
+    def get_group(self, network_id: str, group_id: str) -> GatewayGroup | None: ...
+
+    def network_groups(self, network_id: str) -> list[GatewayGroup]:
+        """Every gateway group of the network, in id order."""
+        ...
+
+    def groups(self, network_id: str, group_ids: Sequence[str]) -> dict[str, GatewayGroup]:
+        """The current records of these groups (absent: deleted): what a delta carries."""
+        ...
+
+    def update_group(self, old: GatewayGroup, new: GatewayGroup, *, change: PendingChange,
+                     key: KeyWrite | None = None, promise: PromiseWrite | None = None) -> None:
+        """Replace ``old`` by ``new`` (same id and network; stored at revision ``old.revision + 1``)
+        and record ``change``; with ``key`` and/or ``promise`` also those, all in one write.
+        Raises :class:`StaleWriteError` when ``old`` (or the key record, or the promise) is no
+        longer what the caller read."""
+        ...
+
+    def delete_group(self, group: GatewayGroup, *, change: PendingChange) -> None:
+        """Remove the group with its key record and promise, and record ``change``. Raises
+        :class:`StaleWriteError` when it changed meanwhile."""
+        ...
+
+    def get_group_key(self, network_id: str, group_id: str) -> GroupKeyRecord | None: ...
+
+    def put_group_key(self, write: KeyWrite) -> None:
+        """Store a key record that changes nothing hosts see (more sealed copies at the same
+        version); :class:`StaleWriteError` when the stored record is not ``write.old``."""
+        ...
+
+    def get_group_promise(self, network_id: str, group_id: str) -> Promise | None: ...
+
+    def put_group_promise(self, network_id: str, group_id: str, write: PromiseWrite) -> None:
+        """Store the control plane's new voter promise (a renewal: nothing hosts see);
+        :class:`StaleWriteError` when the stored promise is not ``write.old``."""
         ...
 
     # --- the update stream ------------------------------------------------------

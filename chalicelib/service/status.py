@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..domain import ids, protocol
 from ..domain.ids import HostId
@@ -10,10 +10,14 @@ from ..domain.models import HostStatus
 from .deps import Deps, log
 from .ports import PAGE_LIMIT_MAX, every_item
 
+if TYPE_CHECKING:
+    from .groups import Groups
+
 
 class Status:
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, groups: Groups | None = None) -> None:
         self._d = deps
+        self._groups = groups
 
     def record(self, host_id: str, payload: dict[str, Any] | bytes | str) -> bool:
         """Store one status report of ``host_id``; ``False`` for a malformed report or unknown host.
@@ -41,7 +45,11 @@ class Status:
                             agent_version=msg.agent_version,
                             reported_endpoints=msg.endpoints, peers=msg.peers, latency=msg.latency,
                             direct=msg.direct)
-        return self._d.store.record_host_status(host_id, status)
+        stored = self._d.store.record_host_status(host_id, status)
+        if stored and msg.groups and self._groups is not None:
+            # issue 11: a member that says it is active at a higher epoch becomes the group's record
+            self._groups.record_reports(host_id, msg.groups)
+        return stored
 
     def mark_offline(self) -> list[HostId]:
         """Mark offline every online host not heard from in ``offline_after`` seconds."""

@@ -46,8 +46,8 @@ class Stream:
         self._d = deps
 
     def new_changes(self, network_ids: Iterable[NetworkId], *, host_ids: tuple[HostId, ...] = (),
-                    settings: bool = False,
-                    client_ids: tuple[ClientId, ...] = ()) -> tuple[PendingChange, ...]:
+                    settings: bool = False, client_ids: tuple[ClientId, ...] = (),
+                    group_ids: tuple[str, ...] = ()) -> tuple[PendingChange, ...]:
         """The outbox of one write: a pending change for each of ``network_ids``, made now.
 
         The caller hands them to the store with its write (which records them in the same
@@ -55,7 +55,7 @@ class Stream:
         """
         stamp = ChangeId(self._d.clock.now_ns(), f"{self._d.rng.getrandbits(32):08x}")
         return changes.new_changes(network_ids, stamp, host_ids=host_ids, settings=settings,
-                                   client_ids=client_ids)
+                                   client_ids=client_ids, group_ids=group_ids)
 
     def send(self, written: Sequence[PendingChange]) -> int:
         """Broadcast changes the caller committed, each network's once; returns messages
@@ -125,8 +125,10 @@ class Stream:
         # Renewing the lease with each seq: a long flush (a big burst, a slow database)
         # never outlives it, so nobody else publishes seq + 1 before this seq is out.
         network = store.advance_seq(network_id, owner, self._d.clock.now(), settings.publish_lease_ttl)
+        grouped = changes.touched_groups(batch)
         delta = changes.delta(network, batch, store.members(network_id, changes.touched_hosts(batch)),
-                              store.clients(network_id, changes.touched_clients(batch)))
+                              store.clients(network_id, changes.touched_clients(batch)),
+                              store.groups(network_id, grouped) if grouped else None)
         payload = protocol.encode(delta)
         # Logged before it is sent: an agent that was away asks for what it missed
         # (Hosts.config with ``known``), and so does one that saw a gap.

@@ -15,7 +15,7 @@ from .ports import MAX_ROLE_WRITES, StaleWriteError, Store
 
 
 def records(store: Store, network_id: str) -> NetworkRecords | None:
-    """The network with its members and clients; None when it does not exist.
+    """The network with its members, clients and gateway groups; None when it does not exist.
 
     Read in the snapshot's order (the network at its seq first), so the records may be newer
     than ``seq``, never older.
@@ -24,7 +24,8 @@ def records(store: Store, network_id: str) -> NetworkRecords | None:
     if snapshot is None:
         return None
     network, members = snapshot
-    return NetworkRecords.of(network, members, store.network_clients(network_id))
+    return NetworkRecords.of(network, members, store.network_clients(network_id),
+                             store.network_groups(network_id))
 
 
 def existing(store: Store, network_id: str) -> NetworkRecords:

@@ -67,10 +67,14 @@ def _finish(ctx: Context, client: Mapping[str, Any], verb: str, path: Path, text
 
 
 def client_create(ctx: Context) -> None:
-    """``client create NETWORK NAME --gateway HOST [...]``: the key pair made here, ``NAME.conf`` written."""
+    """``client create NETWORK NAME --gateway HOST|GROUP [...]``: the key pair made here, ``NAME.conf``
+    written. A gateway group (issue 11) is named by its id (``grp_…``) or name."""
     a = ctx.args
     net = _network(ctx)
-    gateway = resolve(all_hosts(ctx), a.gateway, "host")
+    groups = ctx.client.list_groups(net["id"])
+    gateway = (resolve(groups, a.gateway, "gateway group")
+               if a.gateway.startswith("grp_") or any(g["name"] == a.gateway for g in groups)
+               else resolve(all_hosts(ctx), a.gateway, "host"))
     path = _conf_path(ctx, a.name)
     if path.exists():
         raise CliError(f"{path} exists", hint="remove it, or give another --out")

@@ -25,6 +25,16 @@ from .clients import (
 )
 from .context import Command, Context
 from .gateways import gateway_list, gateway_set, gateway_show, gateway_unset, member_set
+from .groups import (
+    group_add,
+    group_create,
+    group_delete,
+    group_list,
+    group_priority,
+    group_remove,
+    group_rotate_key,
+    group_show,
+)
 from .hosts import host_delete, host_list, host_show, host_update
 from .keys import key_create, key_list, key_revoke
 from .latency import latency_show
@@ -210,7 +220,8 @@ def _add_client_commands(subparsers: Any, common: argparse.ArgumentParser) -> No
     p = _leaf(g, "create", client_create, "add a client: its key pair is made here, NAME.conf written "
               "(mode 0600) with its private key, which is sent nowhere", common, "network")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--gateway", required=True, metavar="HOST", help="the remote-access gateway it uses")
+    p.add_argument("--gateway", required=True, metavar="HOST|GROUP",
+                   help="the remote-access gateway it uses, or a gateway group (its id or name)")
     p.add_argument("--dns", action="append", metavar="IP", help="DNS server of its file (repeatable)")
     p.add_argument("--extra", action="append", metavar="CIDR",
                    help="a range behind the client, routed to it by every host (repeatable)")
@@ -251,6 +262,35 @@ def _add_relay_commands(subparsers: Any, common: argparse.ArgumentParser) -> Non
     p.add_argument("relay", metavar="RELAY")
 
 
+# ----------------------------------------------------------------------------- issue 11: gateway groups
+def _add_group_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    g = _group(subparsers, "group", "HA gateway groups: remote-access gateways sharing one identity and a "
+               "floating endpoint")
+    p = _leaf(g, "create", group_create, "create a gateway group; its clients' files name the floating "
+              "endpoint and the group's key", common, "network")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--member", action="append", required=True, metavar="HOST",
+                   help="a remote-access gateway of the network (repeatable, in priority order: first = "
+                        "preferred; 1 to 4)")
+    p.add_argument("--floating", required=True, metavar="ADDR:PORT",
+                   help="the floating endpoint (an IP literal; a port other than the members' mesh port "
+                        "and mesh port + 1)")
+    _leaf(g, "list", group_list, "list a network's gateway groups", common, "network")
+
+    def one(name: str, command: Any, help_text: str, hosts: bool = False) -> None:
+        p = _leaf(g, name, command, help_text, common, "network")
+        p.add_argument("group", metavar="GROUP", help="the group's id or name")
+        if hosts:
+            p.add_argument("hosts", nargs="+", metavar="HOST")
+
+    one("show", group_show, "show a group: members, active member, key")
+    one("add", group_add, "add members (last in priority)", hosts=True)
+    one("remove", group_remove, "remove members; says whether each still knows the group's key", hosts=True)
+    one("priority", group_priority, "set the priority order (every member, first = preferred)", hosts=True)
+    one("rotate-key", group_rotate_key, "ask a member for a new group key (clients then need its public key)")
+    one("delete", group_delete, "delete a group (refused while clients name it)")
+
+
 def add_commands(subparsers: Any) -> None:
     """Register ``network``, ``key`` and ``host`` on an ``add_subparsers()`` object.
 
@@ -267,6 +307,7 @@ def add_commands(subparsers: Any) -> None:
     _leaf(subparsers, "latency", latency_show, "the latency matrix of a network: who measured whom "
           "through the tunnel (RTT, loss, up), from the agents' latest reports", common, "network")
     _add_relay_commands(subparsers, common)
+    _add_group_commands(subparsers, common)  # issue 11
 
 
 def build_parser() -> argparse.ArgumentParser:

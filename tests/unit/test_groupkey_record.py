@@ -33,7 +33,7 @@ from chalicelib.domain.groupkey import (
 )
 from chalicelib.domain.ids import HostId, NetworkId
 
-NET, GROUP = NetworkId("net_abcd1234"), "edge"
+NET, GROUP = NetworkId("net_abcd1234"), "grp_edge"
 HOSTS = [HostId(f"host_{name}000") for name in "abcdefgh"]
 KEYS = {host: wgkeys.new_key_pair() for host in HOSTS}
 a, b, c, d = HOSTS[:4]

@@ -64,7 +64,7 @@ def test_path_ids_carry_their_shape():
                     shapes[p["name"]] = p["schema"]["pattern"]
     assert shapes == {"network_id": id_pattern("network"), "key_id": id_pattern("enrollment_key"),
                       "host_id": id_pattern("host"), "client_id": id_pattern("client"),
-                      "relay_host_id": id_pattern("host")}
+                      "relay_host_id": id_pattern("host"), "group_id": id_pattern("group")}
 
 
 def test_every_pattern_is_a_regex_both_python_and_json_schema_read_alike():

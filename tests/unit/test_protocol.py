@@ -146,7 +146,7 @@ def test_every_message_type_survives_encode_decode(msg: protocol.Message) -> Non
 ], ids=["delta", "snapshot", "status", "command"])
 def test_encoded_messages_carry_version_and_type(msg: protocol.Message) -> None:
     d = json.loads(protocol.encode(msg))
-    assert d["v"] == protocol.VERSION == 4
+    assert d["v"] == protocol.VERSION == 5
     assert d["type"] == msg.type
     if isinstance(msg, Snapshot):
         assert d["full"] is True
@@ -154,7 +154,7 @@ def test_encoded_messages_carry_version_and_type(msg: protocol.Message) -> None:
 
 
 def test_delta_members_belong_to_the_deltas_network() -> None:
-    wire = {"v": 4, "type": "delta", "network": "net_a", "seq": 5, "upsert": [
+    wire = {"v": 5, "type": "delta", "network": "net_a", "seq": 5, "upsert": [
         {"host": "host_b", "name": "b", "key": "k", "ipv4": "100.64.0.2", "ipv6": "fd00::2", "port": 51820}]}
     msg = protocol.decode(wire)
     assert isinstance(msg, Delta)
@@ -260,23 +260,23 @@ def test_refusals_of_hostile_reports_are_short() -> None:
 @pytest.mark.parametrize("payload", [
     b"", b"not json", b"\xff\xfe\x00", b"[]", b"42", b'"delta"', b"null",
     b'{"type":"command","name":"resync"}',
-    b'{"v":5,"type":"command","name":"resync"}',
+    b'{"v":6,"type":"command","name":"resync"}',
     b'{"v":0,"type":"command","name":"resync"}',
     b'{"v":"1","type":"command","name":"resync"}',
     b'{"v":null,"type":"command","name":"resync"}',
-    b'{"v":4,"type":"reboot","name":"resync"}',
-    b'{"v":4,"name":"resync"}',
-    b'{"v":4,"type":"command"}',
-    b'{"v":4,"type":"delta","network":"n"}',
-    b'{"v":4,"type":"delta","network":"n","seq":"three"}',
-    b'{"v":4,"type":"delta","network":"n","seq":1,"upsert":[{"host":"h"}]}',
-    b'{"v":4,"type":"delta","network":"n","seq":1,"upsert":7}',
-    b'{"v":4,"type":"delta","network":"n","seq":1,"settings":null}',
-    b'{"v":4,"type":"snapshot","network":{"id":"n"},"members":[]}',
-    b'{"v":4,"type":"snapshot","network":[],"members":[]}',
-    b'{"v":4,"type":"status","agent_version":"1","peers":["k"]}',
-    b'{"v":4,"type":"status","agent_version":"1","peers":[{"key":"k","rx":"lots"}]}',
-    b'{"v":4,"type":"status","agent_version":"1","peers":[{"key":"k","rx":NaN}]}',
+    b'{"v":5,"type":"reboot","name":"resync"}',
+    b'{"v":5,"name":"resync"}',
+    b'{"v":5,"type":"command"}',
+    b'{"v":5,"type":"delta","network":"n"}',
+    b'{"v":5,"type":"delta","network":"n","seq":"three"}',
+    b'{"v":5,"type":"delta","network":"n","seq":1,"upsert":[{"host":"h"}]}',
+    b'{"v":5,"type":"delta","network":"n","seq":1,"upsert":7}',
+    b'{"v":5,"type":"delta","network":"n","seq":1,"settings":null}',
+    b'{"v":5,"type":"snapshot","network":{"id":"n"},"members":[]}',
+    b'{"v":5,"type":"snapshot","network":[],"members":[]}',
+    b'{"v":5,"type":"status","agent_version":"1","peers":["k"]}',
+    b'{"v":5,"type":"status","agent_version":"1","peers":[{"key":"k","rx":"lots"}]}',
+    b'{"v":5,"type":"status","agent_version":"1","peers":[{"key":"k","rx":NaN}]}',
 ])
 def test_malformed_or_unknown_messages_are_protocol_errors(payload: bytes) -> None:
     with pytest.raises(ProtocolError):
@@ -284,10 +284,10 @@ def test_malformed_or_unknown_messages_are_protocol_errors(payload: bytes) -> No
 
 
 def test_refusals_say_what_is_wrong() -> None:
-    with pytest.raises(ProtocolError, match="unsupported schema version 5"):
-        protocol.decode(b'{"v":5,"type":"command","name":"x"}')
+    with pytest.raises(ProtocolError, match="unsupported schema version 6"):
+        protocol.decode(b'{"v":6,"type":"command","name":"x"}')
     with pytest.raises(ProtocolError, match="unknown message type 'reboot'"):
-        protocol.decode(b'{"v":4,"type":"reboot"}')
+        protocol.decode(b'{"v":5,"type":"reboot"}')
     with pytest.raises(ProtocolError, match="not JSON"):
         protocol.decode(b"{")
 

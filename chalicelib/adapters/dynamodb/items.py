@@ -9,6 +9,12 @@ Layout (``pk`` / ``sk``):
                                                   and its role (gateway, internet use)
 ``NET#<id>``                ``CLIENT#<id>``       a remote-access client (a device without
                                                   an agent) of the network
+``NET#<id>``                ``GROUP#<id>``        an HA gateway group (issue 11): members,
+                                                  floating endpoint, public key, active/epoch
+``NET#<id>``                ``GKEY#<group id>``   the group's key record: public key, version
+                                                  and sealed copies only (never a private key)
+``NET#<id>``                ``GVOTE#<group id>``  the control plane's voter promise for the
+                                                  group's election (member, epoch, until)
 ``NET#<id>``                ``IP#<address>``      claim of an overlay address (by a host
                                                   or a client: ``owner``)
 ``NET#<id>``                ``PEND#<change id>``  a committed change not yet broadcast
@@ -103,6 +109,31 @@ class _ClientItem(_Item):
     revision = NumberAttribute(default=0)
 
 
+class _GroupItem(_Item):
+    id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    members = ListAttribute(of=UnicodeAttribute, default=list)  # priority order
+    floating_endpoint = UnicodeAttribute()
+    public_key = UnicodeAttribute(null=True)
+    key_version = NumberAttribute(default=0)
+    active = UnicodeAttribute(null=True)
+    epoch = NumberAttribute(default=0)
+    created_at = NumberAttribute(default=0)
+    revision = NumberAttribute(default=0)
+    key_rotation = NumberAttribute(default=0)
+
+
+class _GroupKeyItem(_Item):
+    version = NumberAttribute()
+    # GroupKeyRecord.to_item() as compact JSON: the write's condition compares it whole, so two
+    # members adding copies at one version cannot both win (the second re-reads)
+    record = UnicodeAttribute()
+
+
+class _GroupVoteItem(_Item):
+    promise = UnicodeAttribute()  # {"member", "epoch", "until"} as compact JSON; compared whole
+
+
 class _ClaimItem(_Item):
     owner = UnicodeAttribute()
 
@@ -113,6 +144,7 @@ class _PendingItem(_Item):
     host_ids = ListAttribute(of=UnicodeAttribute, default=list)
     settings = BooleanAttribute(default=False)
     client_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    group_ids = ListAttribute(of=UnicodeAttribute, null=True)  # issue 11; absent: none
 
 
 class _DeltaItem(_Item):
@@ -187,6 +219,9 @@ class Items:
     registry: Any
     member: Any
     client: Any
+    group: Any
+    group_key: Any
+    group_vote: Any
     claim: Any
     pending: Any
     delta: Any
@@ -230,6 +265,9 @@ def bind(table: str, host: str | None, region: str) -> Items:
         registry=make(_RegistryItem, False),
         member=make(_MemberItem, False),
         client=make(_ClientItem, False),
+        group=make(_GroupItem, False),
+        group_key=make(_GroupKeyItem, False),
+        group_vote=make(_GroupVoteItem, False),
         claim=make(_ClaimItem, False),
         pending=make(_PendingItem, True),
         delta=make(_DeltaItem, False),

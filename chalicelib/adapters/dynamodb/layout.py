@@ -11,6 +11,7 @@ from ...domain.changes import ChangeId
 __all__ = [
     "REGISTRY_PK", "REGISTRY_SK", "META", "PENDING", "CLAIM", "PENDING_PREFIX", "MEMBER_PREFIX",
     "DELTA_PREFIX", "NETWORK_PREFIX", "HOST_PREFIX", "KEY_PREFIX", "ADMIN_PREFIX", "CLIENT_PREFIX",
+    "GROUP_PREFIX", "group_sk", "group_key_sk", "group_vote_sk",
     "network_pk", "member_sk", "client_sk", "ip_sk", "wgkey_pk", "identity_pk", "host_pk", "key_pk",
     "admin_pk", "change_sk", "change_id",
 ]
@@ -26,6 +27,9 @@ MEMBER_PREFIX, PENDING_PREFIX, DELTA_PREFIX = "MEMBER#", "PEND#", "DELTA#"
 # A remote-access client lives in its network's partition. Its sort key sorts before ``META``,
 # so the network's record and its pending changes stay next to each other (``network_head``).
 CLIENT_PREFIX = "CLIENT#"
+# issue 11: a gateway group, its key record and the control plane's voter promise, in the network's
+# partition too (all sort before ``META``, like clients).
+GROUP_PREFIX, GROUP_KEY_PREFIX, GROUP_VOTE_PREFIX = "GROUP#", "GKEY#", "GVOTE#"
 
 
 def network_pk(network_id: str) -> str:
@@ -38,6 +42,18 @@ def member_sk(host_id: str) -> str:
 
 def client_sk(client_id: str) -> str:
     return f"{CLIENT_PREFIX}{client_id}"
+
+
+def group_sk(group_id: str) -> str:
+    return f"{GROUP_PREFIX}{group_id}"
+
+
+def group_key_sk(group_id: str) -> str:
+    return f"{GROUP_KEY_PREFIX}{group_id}"
+
+
+def group_vote_sk(group_id: str) -> str:
+    return f"{GROUP_VOTE_PREFIX}{group_id}"
 
 
 def delta_sk(seq: int) -> str:

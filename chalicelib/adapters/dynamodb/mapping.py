@@ -12,12 +12,15 @@ from typing import Any
 
 from ...domain import protocol
 from ...domain.changes import PendingChange
-from ...domain.ids import ClientId, EnrollmentKeyId, HostId, NetworkId
+from ...domain.election import Promise
+from ...domain.groupkey import GroupKeyRecord
+from ...domain.ids import ClientId, EnrollmentKeyId, GroupId, HostId, NetworkId
 from ...domain.models import (
     AdminKey,
     Client,
     EnrollmentKey,
     Gateway,
+    GatewayGroup,
     Host,
     HostStatus,
     LatencyRow,
@@ -35,6 +38,7 @@ __all__ = [
     "pending_change", "network_item", "member_item", "host_item", "key_item", "admin_item",
     "identity_item", "pending_item", "registry_entry", "status_peers", "role", "role_map", "roles_map",
     "client", "client_item", "status_latency", "status_direct", "host_status",
+    "group", "group_item", "group_key_item", "group_key_json", "promise", "promise_json",
 ]
 
 
@@ -188,6 +192,7 @@ def pending_change(network_id: str, item: Any) -> PendingChange:
         host_ids=tuple(HostId(x) for x in item.host_ids),
         settings=bool(item.settings),
         client_ids=tuple(ClientId(x) for x in (item.client_ids or ())),
+        group_ids=tuple(item.group_ids or ()),
     )
 
 
@@ -385,4 +390,47 @@ def pending_item(items: Items, change: PendingChange) -> Any:
         host_ids=list(change.host_ids),
         settings=change.settings,
         client_ids=list(change.client_ids),
+        group_ids=list(change.group_ids) or None,
     )
+
+
+# ------------------------------------------------------------------- issue 11: gateway groups
+def group(network_id: str, item: Any) -> GatewayGroup:
+    return GatewayGroup(
+        id=GroupId(item.id), network_id=NetworkId(network_id), name=item.name,
+        members=tuple(HostId(h) for h in item.members or ()), floating_endpoint=item.floating_endpoint,
+        public_key=item.public_key, key_version=int(item.key_version),
+        active=None if item.active is None else HostId(item.active), epoch=int(item.epoch),
+        created_at=int(item.created_at), revision=int(item.revision),
+        key_rotation=int(item.key_rotation or 0),
+    )
+
+
+def group_item(items: Items, g: GatewayGroup) -> Any:
+    return items.group(
+        layout.network_pk(g.network_id), layout.group_sk(g.id), id=g.id, name=g.name, members=list(g.members),
+        floating_endpoint=g.floating_endpoint, public_key=g.public_key, key_version=g.key_version,
+        active=g.active, epoch=g.epoch, created_at=g.created_at, revision=g.revision,
+        key_rotation=g.key_rotation,
+    )
+
+
+def group_key_json(record: GroupKeyRecord) -> str:
+    """A group's key record as its item stores it (and its write's condition compares it)."""
+    return json.dumps(record.to_item(), separators=(",", ":"), sort_keys=True)
+
+
+def group_key_item(items: Items, record: GroupKeyRecord) -> Any:
+    return items.group_key(layout.network_pk(record.network_id), layout.group_key_sk(record.group_id),
+                           version=record.version, record=group_key_json(record))
+
+
+def promise_json(promise: Promise) -> str:
+    """The control plane's voter promise as its item stores it (``until``: exact, as repr keeps it)."""
+    return json.dumps({"member": promise.member, "epoch": promise.epoch, "until": promise.until},
+                      separators=(",", ":"), sort_keys=True)
+
+
+def promise(raw: str) -> Promise:
+    d = json.loads(raw)
+    return Promise(str(d["member"]), int(d["epoch"]), float(d["until"]))

@@ -12,8 +12,9 @@ One class, assembled from one part per concern:
 - :mod:`.layout` where each record lives (its keys); :mod:`.items` the item classes;
 - :mod:`.mapping` items ↔ domain records;
 - :mod:`.networks`, :mod:`.keys` (enrollment and admin keys), :mod:`.hosts` (with
-  registrations under way and members' roles), :mod:`.clients` (remote-access clients)
-  and :mod:`.stream` (publish lease, pending changes, seq): the port's methods, per resource.
+  registrations under way and members' roles), :mod:`.clients` (remote-access clients),
+  :mod:`.groups` (HA gateway groups) and :mod:`.stream` (publish lease, pending changes, seq): the
+  port's methods, per resource.
 
 :class:`~chalicelib.adapters.memory_store.MemoryStore` is its in-memory twin; both
 pass ``tests/contract/test_store_contract.py``.
@@ -22,6 +23,7 @@ pass ``tests/contract/test_store_contract.py``.
 from __future__ import annotations
 
 from .clients import ClientRecords
+from .groups import GroupRecords
 from .hosts import HostRecords
 from .keys import KeyRecords
 from .networks import NetworkRecords
@@ -30,7 +32,7 @@ from .stream import StreamRecords
 __all__ = ["DynamoStore"]
 
 
-class DynamoStore(NetworkRecords, KeyRecords, HostRecords, ClientRecords, StreamRecords):
+class DynamoStore(NetworkRecords, KeyRecords, HostRecords, ClientRecords, GroupRecords, StreamRecords):
     """Topology storage in one DynamoDB table (see :mod:`.items` for the layout).
 
     >>> store = DynamoStore("skymesh", endpoint_url=None, region="eu-west-1")  # doctest: +SKIP

@@ -200,3 +200,29 @@ export type Topology = {
 
 /** The internet as a route's destination (its IPv6 half goes with it). */
 export const INTERNET = "0.0.0.0/0";
+
+/** Who holds an HA gateway group's key (issue 11), as the API lists them (host ids). */
+export type KeyCoverage = { current: string[]; pending: string[]; stale: string[]; still_know: string[] };
+
+/** A gateway group: members share one WireGuard identity and a floating endpoint (GET …/gateway-groups). */
+export type GatewayGroup = {
+  id: string;
+  network_id: string;
+  name: string;
+  /** Priority order, first = preferred. */
+  members: string[];
+  floating_endpoint: string;
+  public_key: string | null;
+  key_version: number;
+  key_rotation_requested: number | null;
+  /** The member the control plane records as active, and the election's epoch. */
+  active: string | null;
+  epoch: number;
+  key: KeyCoverage | null;
+  created_at: string;
+};
+
+export type MemberRemoval = { host_id: string; still_knows_key: boolean; message: string };
+export type GroupChanged = { group: GatewayGroup; removed: MemberRemoval[] };
+export type MemberRemoved = MemberRemoval & { group: GatewayGroup };
+export type RotationRequested = { version: number; maker: string; message: string };

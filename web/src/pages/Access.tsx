@@ -1,7 +1,8 @@
 import { useEffect, useMemo, useState, type FormEvent } from "react";
-import { ApiError, listAll, type Client, type ClientIssued, type Gateway, type Host, type Topology } from "../api";
+import { ApiError, listAll, type Client, type ClientIssued, type Gateway, type GatewayGroup, type Host, type Topology } from "../api";
 import { describe, useSession } from "../session";
 import { CardTable, ConfirmButton, CopyButton, ErrorBox, Listing, REFRESH_MS, Time, useAction, useLoaded } from "../ui";
+import { GatewayGroups } from "./Groups";
 
 /** Gateways of a network and its remote-access clients (devices without an agent). */
 export function Access({ networkId, hosts, topology }: { networkId: string; hosts: Host[]; topology: Topology | null }) {
@@ -9,9 +10,18 @@ export function Access({ networkId, hosts, topology }: { networkId: string; host
   const base = `/v1/networks/${encodeURIComponent(networkId)}`;
   const gateways = useLoaded(async () => (await api<{ gateways: Gateway[] }>("GET", `${base}/gateways`)).gateways, [api, base], REFRESH_MS);
   const clients = useLoaded(() => listAll<Client>(api, `${base}/clients`, "clients"), [api, base], REFRESH_MS);
+  // HA gateway groups: polled like the gateways, so a failover (a new active member) shows without a reload.
+  const groups = useLoaded(
+    async () => (await api<{ groups: GatewayGroup[] }>("GET", `${base}/gateway-groups`)).groups,
+    [api, base],
+    REFRESH_MS,
+  );
   const [actionError, setActionError] = useState<string | null>(null);
   const [issued, setIssued] = useState<ClientIssued | null>(null);
-  const names = new Map((gateways.data ?? []).map((g) => [g.host_id, g.name]));
+  const names = new Map([
+    ...(gateways.data ?? []).map((g) => [g.host_id, g.name] as const),
+    ...(groups.data ?? []).map((g) => [g.id, `group ${g.name}`] as const),
+  ]);
   // Which hosts send something to each gateway now (the topology's answer: with HA, the active one).
   const users = new Map<string, string[]>();
   for (const h of topology?.hosts ?? []) {
@@ -65,6 +75,8 @@ export function Access({ networkId, hosts, topology }: { networkId: string; host
         )}
       </Listing>
 
+      <GatewayGroups base={base} groups={groups} gateways={gateways.data ?? []} hosts={hosts} clients={clients.data} />
+
       <h2 id="clients-title">Remote-access clients</h2>
       {issued ? (
         <ClientFile issued={issued} onDone={() => setIssued(null)} />
@@ -72,6 +84,7 @@ export function Access({ networkId, hosts, topology }: { networkId: string; host
         <CreateClient
           base={base}
           gateways={(gateways.data ?? []).filter((g) => g.remote_access)}
+          groups={groups.data ?? []}
           onCreated={(c) => {
             setIssued(c);
             clients.reload();
@@ -238,7 +251,17 @@ function MakeGateway({
   );
 }
 
-function CreateClient({ base, gateways, onCreated }: { base: string; gateways: Gateway[]; onCreated: (c: ClientIssued) => void }) {
+function CreateClient({
+  base,
+  gateways,
+  groups,
+  onCreated,
+}: {
+  base: string;
+  gateways: Gateway[];
+  groups: GatewayGroup[];
+  onCreated: (c: ClientIssued) => void;
+}) {
   const { api } = useSession();
   const [name, setName] = useState("");
   const [gateway, setGateway] = useState("");
@@ -277,11 +300,24 @@ function CreateClient({ base, gateways, onCreated }: { base: string; gateways: G
         <div>
           <label htmlFor="client-gateway">Through gateway</label>
           <select id="client-gateway" value={gateway || gateways[0].host_id} onChange={(e) => setGateway(e.target.value)}>
-            {gateways.map((g) => (
-              <option key={g.host_id} value={g.host_id}>
-                {g.name}
-              </option>
-            ))}
+            <optgroup label="Gateways">
+              {gateways.map((g) => (
+                <option key={g.host_id} value={g.host_id}>
+                  {g.name}
+                </option>
+              ))}
+            </optgroup>
+            {groups.length > 0 && (
+              // A group's client connects to the floating endpoint with the group's key (it needs one first).
+              <optgroup label="Gateway groups (HA)">
+                {groups.map((g) => (
+                  <option key={g.id} value={g.id}>
+                    group {g.name}
+                    {g.public_key ? "" : " (no key yet)"}
+                  </option>
+                ))}
+              </optgroup>
+            )}
           </select>
         </div>
         <div>

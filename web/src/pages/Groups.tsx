@@ -260,10 +260,17 @@ function GroupCard({
         </div>
       </dl>
       {g.key && g.key.still_know.length > 0 && (
-        <p className="notice" data-fact="still-know">
-          Removed from the group but still knowing its private key: {g.key.still_know.map(nameOf).join(", ")}. Until you
-          rotate the key, they could pose as this group to its clients.
-        </p>
+        <div className="notice" data-fact="still-know">
+          <p>
+            Removed from the group but still knowing its private key: {g.key.still_know.map(nameOf).join(", ")}. Until you
+            rotate the key, they could pose as this group to its clients.
+          </p>
+          {!g.key_rotation_requested && (
+            <button type="button" onClick={rotate} disabled={busy}>
+              Rotate the key of {g.name} now
+            </button>
+          )}
+        </div>
       )}
       <CardTable caption={`Members of group ${g.name}, in priority order`} columns={["Priority", "Member", "Role", "Key", "Actions"]}>
         {g.members.map((m, i) => (
@@ -313,14 +320,10 @@ function GroupCard({
         {clients === null ? "not known yet" : served.length ? served.map((c) => `${c.name} (${c.connected ? "connected" : "not connected"})`).join(", ") : "none"}
       </p>
       {said && (
-        <div className="notice" role="status">
-          <p>{said.text}</p>
-          {said.rotate && (
-            <button type="button" onClick={rotate} disabled={busy}>
-              Rotate the key of {g.name} now
-            </button>
-          )}
-        </div>
+        <p className="notice" role="status">
+          {said.text}
+          {said.rotate && ` Use "Rotate the key of ${g.name} now" above to end that.`}
+        </p>
       )}
       <ErrorBox error={error} />
       <div className="row">
@@ -353,7 +356,7 @@ function GroupCard({
         {g.key && (
           <ConfirmButton
             text="Rotate key"
-            label={`Rotate the key of group ${g.name}`}
+            label={`Rotate key of group ${g.name}`}
             question={`Make a new key for ${g.name}? Every client file of the group must then be downloaded again.`}
             confirmLabel="Rotate key"
             onConfirm={rotate}

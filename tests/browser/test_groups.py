@@ -22,7 +22,7 @@ from chalicelib.domain.groupkey import SealContext
 from tests.integration.conftest import make_csr
 from tests.integration.test_local_stack import call
 
-from .conftest import shoot
+from .conftest import DESKTOP, PHONE, SHOTS, shoot
 from .test_dashboard import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -142,9 +142,16 @@ def test_an_operator_runs_a_gateway_group_and_sees_its_active_member_without_a_r
     expect(card.locator("[data-fact='still-know']")).to_contain_text(
         "Removed from the group but still knowing its private key: g2")
     assert order(card) == ["g1", "g3"]
+    # g2 was the active member: the record has none now, until another member wins the election
+    assert call(stack, "GET", f"{base}/gateway-groups/{gid}", None, admin)[1]["active"] is None
+    expect(card.locator("[data-fact='active']")).to_have_text("none now (epoch 1): waiting for a member to take over")
     assert call(stack, "GET", f"{base}/gateway-groups/{gid}", None, admin)[1]["key"]["still_know"] == \
         [hosts["g2"]["id"]]
     shoot(page, "22-gateway-group-member-removed")
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):  # the group alone, to look at closely
+        page.set_viewport_size(size)
+        card.screenshot(path=str(SHOTS / f"22-gateway-group-card-{label}.png"))
+    page.set_viewport_size(DESKTOP)
 
     # Delete is refused while laptop names the group: the API's reason and what to do here.
     status, refused = call(stack, "DELETE", f"{base}/gateway-groups/{gid}", None, admin)

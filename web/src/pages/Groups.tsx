@@ -239,6 +239,8 @@ function GroupCard({
               <>
                 <strong>{nameOf(g.active)}</strong> (epoch {g.epoch})
               </>
+            ) : g.epoch ? (
+              `none now (epoch ${g.epoch}): waiting for a member to take over`
             ) : (
               "none yet: no member has taken over"
             )}
@@ -321,7 +323,7 @@ function GroupCard({
       </p>
       {said && (
         <p className="notice" role="status">
-          {said.text}
+          {said.text.replace(/\.?$/, ".")}
           {said.rotate && ` Use "Rotate the key of ${g.name} now" above to end that.`}
         </p>
       )}

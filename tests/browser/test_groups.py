@@ -10,7 +10,6 @@ are made on the page.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,7 +41,8 @@ def register(stack: dict[str, Any], token: str, name: str, i: int) -> dict[str, 
 
 def upload_key(stack: dict[str, Any], net_id: str, gid: str, maker: dict[str, Any],
                recipients: list[dict[str, Any]]) -> dict[str, Any]:
-    """What member ``maker``'s agent does for a group without a key: make one, seal it to each member, PUT it."""
+    """What member ``maker``'s agent does for a group without a key: make one, seal it to each member,
+    PUT it."""
     key = member_crypto.new_group_key()
     sender = maker["pair"]
     entries = []
@@ -61,7 +61,7 @@ def order(card: Any) -> list[str]:
     return [r.get_attribute("data-member") for r in card.locator("tr[data-member]").all()]
 
 
-def test_an_operator_runs_a_gateway_group_and_sees_its_active_member_without_a_reload(page, stack, tmp_path: Path):
+def test_an_operator_runs_a_gateway_group_and_sees_its_active_member_without_a_reload(page, stack):
     admin = stack["admin_key"]
     _, net = call(stack, "POST", "/v1/networks", {"name": "ha", "ipv4_cidr": "100.64.40.0/24"}, admin)
     nid = net["id"]
@@ -84,7 +84,8 @@ def test_an_operator_runs_a_gateway_group_and_sees_its_active_member_without_a_r
     page.get_by_role("button", name="Create group").click()
     expect(page.get_by_role("status").filter(has_text="Created group edge")).to_be_visible()
     card = page.locator("article[data-group='edge']")
-    expect(card.locator("[data-fact='key']")).to_contain_text("No key yet: waiting for a member to make the key")
+    key_fact = card.locator("[data-fact='key']")
+    expect(key_fact).to_contain_text("No key yet: waiting for a member to make the key")
     expect(card.locator("[data-fact='active']")).to_have_text("none yet: no member has taken over")
     expect(card).to_contain_text(FLOATING)
     expect(card.locator("tr[data-member]")).to_have_count(2)
@@ -98,8 +99,9 @@ def test_an_operator_runs_a_gateway_group_and_sees_its_active_member_without_a_r
 
     # The first member makes the key, then g2 wins the group's election: the page follows, no reload.
     upload_key(stack, nid, gid, hosts["g1"], [hosts["g1"], hosts["g2"]])
-    expect(card.locator("[data-fact='key']")).to_have_text("Version 1; 2 of 2 members hold it.")
-    expect(card.locator("tr[data-member='g2'] td[data-label='Key']")).to_have_text("holds the key (version 1)")
+    expect(key_fact).to_have_text("Version 1; 2 of 2 members hold it.")
+    expect(card.locator("tr[data-member='g2'] td[data-label='Key']")).to_have_text(
+        "holds the key (version 1)")
     status, vote = call(stack, "POST", f"{base}/gateway-groups/{gid}/claims",
                         {"member": hosts["g2"]["id"], "epoch": 1, "incarnation": 0}, hosts["g2"]["token"])
     assert status == 200 and vote["granted"], vote
@@ -137,14 +139,16 @@ def test_an_operator_runs_a_gateway_group_and_sees_its_active_member_without_a_r
     page.get_by_role("button", name="Remove g2 from group edge").click()
     page.get_by_role("button", name="Remove", exact=True).click()
     said = card.get_by_role("status")
-    expect(said).to_contain_text(f"g2 is removed from group {gid} but still knows the group's private key (version 1)")
+    expect(said).to_contain_text(
+        f"g2 is removed from group {gid} but still knows the group's private key (version 1)")
     expect(card.get_by_role("button", name="Rotate the key of edge now")).to_be_visible()
     expect(card.locator("[data-fact='still-know']")).to_contain_text(
         "Removed from the group but still knowing its private key: g2")
     assert order(card) == ["g1", "g3"]
     # g2 was the active member: the record has none now, until another member wins the election
     assert call(stack, "GET", f"{base}/gateway-groups/{gid}", None, admin)[1]["active"] is None
-    expect(card.locator("[data-fact='active']")).to_have_text("none now (epoch 1): waiting for a member to take over")
+    expect(card.locator("[data-fact='active']")).to_have_text(
+        "none now (epoch 1): waiting for a member to take over")
     assert call(stack, "GET", f"{base}/gateway-groups/{gid}", None, admin)[1]["key"]["still_know"] == \
         [hosts["g2"]["id"]]
     shoot(page, "22-gateway-group-member-removed")
@@ -164,11 +168,11 @@ def test_an_operator_runs_a_gateway_group_and_sees_its_active_member_without_a_r
     expect(card).to_be_visible()
     shoot(page, "23-gateway-group-delete-refused")
 
-    # Rotate-key from the removal's offer: a member makes the new key; every client file must be fetched again.
+    # Rotate-key from the removal's offer: a member makes the new key; client files must be fetched again.
     card.get_by_role("button", name="Rotate the key of edge now").click()
     expect(card.get_by_role("status")).to_contain_text("makes key version 2")
     expect(card.get_by_role("status")).to_contain_text("must be downloaded again")
     expect(card.get_by_role("status")).to_contain_text("Clients of this group: laptop")
     assert call(stack, "GET", f"{base}/gateway-groups/{gid}", None, admin)[1]["key_rotation_requested"] == 2
-    expect(card.locator("[data-fact='key']")).to_contain_text("A new key (version 2) was asked for")
+    expect(key_fact).to_contain_text("A new key (version 2) was asked for")
     assert page.evaluate("window.__sameDocument") is True

@@ -218,3 +218,12 @@ def test_an_operator_runs_a_gateway_group_and_sees_its_active_member_without_a_r
     assert call(stack, "GET", f"{base}/gateway-groups/{gid}", None, admin)[1]["key_rotation_requested"] == 2
     expect(key_fact).to_contain_text("A new key (version 2) was asked for")
     assert page.evaluate("window.__sameDocument") is True
+
+    # Once no client names it, the group is deleted.
+    page.get_by_role("button", name="Delete client laptop").click()
+    page.get_by_role("button", name="Delete", exact=True).click()
+    expect(card.locator("[data-fact='clients']")).to_have_text("Clients served: none")
+    page.get_by_role("button", name="Delete group edge").click()
+    page.get_by_role("button", name="Delete", exact=True).click()
+    expect(page.get_by_text("No gateway groups in this network.")).to_be_visible()
+    assert call(stack, "GET", f"{base}/gateway-groups", None, admin)[1]["groups"] == []

@@ -148,7 +148,8 @@ def agents(api: Api, hosts: dict[str, Any], tmp_path: Any) -> dict[str, Member]:
 
 def _spellings(private_key: str) -> list[str]:
     raw = base64.b64decode(private_key)
-    return [private_key, private_key.rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("="), raw.hex()]
+    urlsafe = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return [private_key, private_key.rstrip("="), urlsafe, raw.hex()]
 
 
 def test_one_member_makes_the_key_the_others_open_their_copies_and_each_serves_only_once_it_holds_it(

@@ -54,7 +54,8 @@ class StandInGroups:
 
     def reports(self) -> tuple[protocol.GroupReport, ...]:
         role = "active" if self.active else "standby"
-        return (protocol.GroupReport(GroupId("grp_g1abcdefgh"), role, 3 if self.active else 0, (HostId("host_3abcdefgh"),)),)
+        return (protocol.GroupReport(GroupId("grp_g1abcdefgh"), role, 3 if self.active else 0,
+                                     (HostId("host_3abcdefgh"),)),)
 
     def stop(self) -> None:
         self.stopped += 1

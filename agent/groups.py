@@ -187,7 +187,11 @@ class GroupMembership:
             if served.seen != mark or (served.retry_at and now >= served.retry_at):
                 served.seen = mark
                 self._follow_key(served, records, group, now)
-            self._serve(served, records, group)
+            try:
+                self._serve(served, records, group)
+            except OSError as e:  # the election's port is taken, the state directory unwritable
+                log.error("group %s: cannot take part in the election: %s", gid, e)
+                self._retry(served, now)
 
     def stop(self) -> None:
         """A clean stop: withdraw from every group (deactivate); interfaces and keys stay."""

@@ -162,7 +162,8 @@ class GroupMembership:
         """The status report's ``groups`` rows (the election's, one per group it runs)."""
         if self._election is None:
             return ()
-        return tuple(protocol.GroupReport(GroupId(r.id), r.role, r.epoch, tuple(HostId(h) for h in r.down))
+        return tuple(protocol.GroupReport(GroupId(r.id), r.role, r.epoch,
+                                          tuple(sorted(HostId(h) for h in r.down)))
                      for r in self._election.status())[:protocol.MAX_REPORT_GROUPS]
 
     # ------------------------------------------------------------------------------- converge

@@ -15,6 +15,7 @@ import base64
 import os
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,7 @@ def test_three_member_agents_share_the_key_elect_one_active_and_move_it_when_tha
     for spelling in _spellings(secret):
         assert spelling not in answers and spelling not in logs
 
+    stopped_at = time.monotonic()
     lab.members[by_id[first]].stop()  # a clean stop withdraws: its floating address goes at once
     assert by_id[first] not in lab.floating_on()
     def moved() -> str | None:
@@ -139,4 +141,7 @@ def test_three_member_agents_share_the_key_elect_one_active_and_move_it_when_tha
         return now if now != first else None
 
     second = wait_until(moved, WAIT, "another member to become active and be recorded", details=lab.details)
+    # what it took (-s shows it): the stop, the election among the two left, the record
+    print(f"\nactive {by_id[first]} stopped; {by_id[second]} active and recorded after "
+          f"{time.monotonic() - stopped_at:.2f} s")
     assert second != first and lab.record()["epoch"] > rec["epoch"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from agent.gateway import table_name
 from agent.groups import group_ifname
 from agent.state import StateDir
 from skymesh.lab.control_plane import ControlPlane
@@ -126,6 +127,16 @@ def test_three_member_agents_share_the_key_elect_one_active_and_move_it_when_tha
                        details=lab.details)
     by_id = {a.host_id: name for name, a in lab.members.items()}
     assert lab.floating_on() == [by_id[first]]
+
+    def forwarded(name: str) -> bool:
+        """Whether member ``name``'s nftables table forwards its group interface."""
+        a = lab.members[name]
+        out = a.node.run(["nft", "list", "table", "inet", table_name(a.interface)], timeout=10).stdout
+        return f'iifname "{group_ifname(gid, a.interface)}"' in out
+
+    wait_until(lambda: forwarded(by_id[first]), 10.0, "the active member to forward its group interface",
+               details=lab.details)
+    assert not any(forwarded(n) for n in lab.members if n != by_id[first]), "standby members do not"
 
     # nothing the control plane stores or answers, and no log line, holds the private key
     answers = repr([lab.cp.admin.list_groups(lab.net["id"]), lab.record()])

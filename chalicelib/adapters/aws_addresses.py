@@ -54,7 +54,7 @@ class Ec2AddressMover:
             (address,) = self._ec2.describe_addresses(AllocationIds=[allocation_id])["Addresses"]
         except (ClientError, BotoCoreError) as err:
             raise _error(err, "ec2:DescribeAddresses", allocation_id, None) from err
-        found = {address.get("NetworkInterfaceId"), address.get("InstanceId")} - {None}
+        found = {address.get("NetworkInterfaceId"), address.get("InstanceId")} - {None, ""}
         return frozenset(str(x) for x in found) or None
 
 

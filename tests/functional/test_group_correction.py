@@ -9,8 +9,11 @@ from typing import Any
 from chalicelib.domain.models import GroupReport, HostStatus
 from chalicelib.service import Service
 
+from . import test_groups as _g
 from .conftest import Api
-from .test_groups import _broadcasts, _create, _groups, hosts, net  # noqa: F401 (fixtures)
+from .test_groups import _broadcasts, _create, _groups
+
+net, hosts = _g.net, _g.hosts  # fixtures
 
 
 def _claim(api: Api, net: dict[str, Any], group: dict[str, Any], member: dict[str, Any], epoch: int) -> None:
@@ -57,7 +60,8 @@ def test_the_scheduled_pass_corrects_from_the_stored_reports(
     # reports stored without the event-driven path (a report handled while the group was written)
     for h, role, down in ((g1, "standby", [g2]), (g3, "standby", [g2]), (g2, "active", [])):
         service.deps.store.record_host_status(h["id"], HostStatus(
-            online=True, last_seen=now, groups=(GroupReport(group["id"], role, 7, tuple(d["id"] for d in down)),)))
+            online=True, last_seen=now,
+            groups=(GroupReport(group["id"], role, 7, tuple(d["id"] for d in down)),)))
     before = len(_broadcasts(service, net))
     assert service.failover.run() == 1
     assert _record(api, net, group) == (g1["id"], 8)

@@ -14,8 +14,11 @@ from moto import mock_aws
 from chalicelib.adapters.aws_addresses import EC2_CONFIG, Ec2AddressMover
 from chalicelib.service import Service
 
+from . import test_groups as _g
 from .conftest import Api
-from .test_groups import FLOATING, _groups, _ids, hosts, net  # noqa: F401 (fixtures)
+from .test_groups import FLOATING, _groups, _ids
+
+net, hosts = _g.net, _g.hosts  # fixtures
 
 pytestmark = pytest.mark.memory_store  # the API and EC2; the store is held to DynamoDB's by tests/contract
 
@@ -50,8 +53,8 @@ def test_bad_aws_settings_get_a_400_that_says_what_to_fix_and_nothing_is_written
             ({"allocation_id": "eipalloc-0123456789abcdef0", "members": {g1: enis[0]}}, g2),
             ({"allocation_id": "eipalloc-0123456789abcdef0", "members": {g1: enis[0], g2: "sg-12345678"}},
              "members"),
-            ({"allocation_id": "eipalloc-0123456789abcdef0", "members": {g1: enis[0], g2: enis[1], a: enis[2]}},
-             "not a member")):
+            ({"allocation_id": "eipalloc-0123456789abcdef0",
+              "members": {g1: enis[0], g2: enis[1], a: enis[2]}}, "not a member")):
         code, out = api.call("POST", _groups(net), {**base, "aws": aws})
         assert code == 400 and says in out["error"]["message"], (aws, out)
     assert api.ok("GET", _groups(net))["groups"] == []
@@ -63,13 +66,15 @@ def test_the_elastic_ip_follows_the_recorded_active_member(
     g1, g2, g3 = hosts["g1"], hosts["g2"], hosts["g3"]
     allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
     targets = {g1["id"]: enis[0], g2["id"]: enis[1], g3["id"]: enis[2]}
-    group = api.ok("POST", _groups(net), {"name": "edge", "members": list(targets), "floating_endpoint": FLOATING,
+    group = api.ok("POST", _groups(net), {"name": "edge", "members": list(targets),
+                                          "floating_endpoint": FLOATING,
                                           "aws": {"allocation_id": allocation, "members": targets}})
     assert group["aws"] == {"allocation_id": allocation, "members": targets}
     assert _on(ec2, allocation) is None
     # a granted claim records g1 active: the address is on g1's interface when the answer comes
     assert api.ok("POST", f"{_groups(net)}/{group['id']}/claims",
-                  {"member": g1["id"], "epoch": 1, "incarnation": 0}, token=g1["token"], status=200)["granted"]
+                  {"member": g1["id"], "epoch": 1, "incarnation": 0}, token=g1["token"],
+                  status=200)["granted"]
     assert _on(ec2, allocation) == enis[0]
     # g2 reports that it won at a higher epoch: the record and the address follow (reassociated)
     assert service.status.record(g2["id"], {"v": 5, "type": "status", "agent_version": "0.2.0",

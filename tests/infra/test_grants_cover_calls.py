@@ -409,11 +409,16 @@ def _drive(synthesized: Synthesized, resolver: Resolver, recorder: Recorder,
             out["group_report"] = client.lambda_.invoke("host_report", {
                 **report(g2), "groups": [{"id": group["id"], "role": "active", "epoch": 2}]}).payload
         reported_on = on()
+        with recorder.running("host_report"):  # g1 sees g2 down: the correction designates g1 (epoch 3)
+            client.lambda_.invoke("host_report", {
+                **report(g1), "groups": [{"id": group["id"], "role": "standby", "epoch": 2, "down": [g2]}]})
+        corrected_on = on()
         ec2.associate_address(AllocationId=allocation, NetworkInterfaceId=enis[2], AllowReassociation=True)
         with recorder.running("failover"):  # a move that did not land: the schedule puts it right
             client.lambda_.invoke("failover", tick(client))
         out["eip"] = {"enis": enis, "claimed_on": claimed_on, "reported_on": reported_on,
-                      "scheduled_on": on()}
+                      "corrected_on": corrected_on, "scheduled_on": on(),
+                      "record": call("GET", f"/v1/networks/{ha['id']}/gateway-groups/{group['id']}")}
     return out
 
 
@@ -537,8 +542,9 @@ def test_failover_functions_touch_only_host_and_network_records(
 def test_a_groups_elastic_ip_follows_its_active_member_on_every_path(run: Run) -> None:
     eip = run.outcomes["eip"]
     assert run.outcomes["group_report"] == {"recorded": True}
-    assert (eip["claimed_on"], eip["reported_on"], eip["scheduled_on"]) == (
-        eip["enis"][0], eip["enis"][1], eip["enis"][1])
+    assert (eip["claimed_on"], eip["reported_on"], eip["corrected_on"], eip["scheduled_on"]) == (
+        eip["enis"][0], eip["enis"][1], eip["enis"][0], eip["enis"][0])
+    assert eip["record"]["epoch"] == 3  # the correction's designation
 
 
 def test_the_role_moves_only_elastic_ips_tagged_for_its_stack(run: Run, synthesized: Synthesized) -> None:

@@ -22,7 +22,7 @@ from .clock import SystemClock
 from .config import StageConfig
 from .service import Deps, Service
 from .service.auth import Auth
-from .service.ports import Clock, HostIdentity, Publisher, Store
+from .service.ports import AddressMover, Clock, HostIdentity, Publisher, Store
 
 __all__ = ["build_service", "get_service", "set_service", "admin_keys"]
 
@@ -58,7 +58,24 @@ def build_service(config: StageConfig) -> Service:
     publisher, identity = _adapters(config)
     store = _store(config.table, endpoint_url=config.dynamodb_endpoint, region=config.region)
     return Service(Deps(store=store, publisher=publisher, identity=identity, clock=SystemClock(),
-                        settings=config.settings))
+                        settings=config.settings, mover=_mover(config)))
+
+
+def _mover(config: StageConfig) -> AddressMover | None:
+    """Who moves a gateway group's floating address: EC2 on AWS (its Elastic IP); locally the active
+    member announces the address itself; the memory stage (tests, dry runs) moves nothing."""
+    if config.adapters == "aws":
+        import boto3  # only here: nothing AWS happens at import time
+
+        from .adapters.aws_addresses import EC2_CONFIG, Ec2AddressMover
+
+        return Ec2AddressMover(boto3.session.Session(region_name=config.region).client(
+            "ec2", region_name=config.region, config=EC2_CONFIG))
+    if config.adapters == "local":
+        from .adapters.aws_addresses import LocalAddressMover
+
+        return LocalAddressMover()
+    return None
 
 
 def _store(table: str, *, endpoint_url: str | None, region: str) -> Store:

@@ -9,7 +9,10 @@ and that nothing is granted that no call needs):
 - ``api_handler``: the REST API — the whole table, the IoT registry calls of host
   identities (things, certificates, each network's thing group and policy) and
   publishing network broadcasts.
-- ``host_report``: one ``UpdateItem`` on the reporting host's record.
+- ``host_report``: one ``UpdateItem`` on the reporting host's record; a report with gateway-group
+  rows (issue 11) also records or corrects the group's active member (the group's item, its
+  members' latest rows, the write with its pending change, the broadcast) and moves the group's
+  Elastic IP (``ec2:AssociateAddress``, only on resources tagged ``skymesh:stack`` = the stack).
 - ``mark_offline``: lists hosts through the ``kind-index`` and updates host records.
 - ``sweep_broadcasts``: reads pending changes and members, advances a network's
   sequence, clears what it sent, publishes broadcasts.
@@ -23,13 +26,14 @@ and that nothing is granted that no call needs):
   partition), the reporting or moved hosts and the gateways' statuses (host records), write
   each moved host's role with its member record and the pending change in one transaction,
   and broadcast it (lease and sequence, members, delta log, clearing what was sent, publish).
-  ``failover`` also reads the network registry to find every network.
+  ``failover`` also reads the network registry to find every network, and checks where each
+  gateway group's Elastic IP is (``ec2:DescribeAddresses``) and moves it to the active member.
 - ``bootstrap`` (deploy time): the first admin key (its secret, one table item) and
   the IoT endpoint lookup.
 
-No statement has a ``*`` action. ``*`` resources appear only for the two actions
-that have no resource type in IAM: ``iot:CreateCertificateFromCsr`` and
-``iot:DescribeEndpoint``.
+No statement has a ``*`` action. ``*`` resources appear only for the actions
+that have no resource type in IAM: ``iot:CreateCertificateFromCsr``,
+``iot:DescribeEndpoint`` and ``ec2:DescribeAddresses``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class Arns:
     network_prefix: str  #: each network's thing group and policy: ``<network_prefix><network id>``
     secret: str
     log_group: dict[str, str]  #: function name -> its log group ARN (``...:log-group:NAME:*``)
+    ec2: str = ""  #: ``arn:<partition>:ec2:<region>:<account>:``
+    stack: str = ""  #: the stack's name: the value of the ``skymesh:stack`` tag on what it may touch in EC2
 
     @property
     def table_index(self) -> str:
@@ -102,6 +108,21 @@ def _allow(sid: str, actions: list[str], resources: list[str],
            conditions: dict[str, dict[str, object]] | None = None) -> iam.PolicyStatement:
     return iam.PolicyStatement(sid=sid, effect=iam.Effect.ALLOW, actions=sorted(actions),
                                resources=resources, conditions=conditions)
+
+
+#: The tag an admin puts on a gateway group's Elastic IP and on its members' network interfaces (or
+#: instances), with the stack's name as its value: the only ones the control plane may associate.
+STACK_TAG = "skymesh:stack"
+
+
+def _elastic_ips(arns: Arns) -> iam.PolicyStatement:
+    """Move a gateway group's Elastic IP to its active member (issue 11). ``ec2:AssociateAddress``
+    authorizes on the address (``elastic-ip/…``) and on the network interface or instance it goes to;
+    each must carry the stack's tag (``aws:ResourceTag``), so the role can move no other address and
+    put one on no interface or instance of the account that an admin did not tag for this stack."""
+    return _allow("GroupElasticIps", ["ec2:AssociateAddress"],
+                  [f"{arns.ec2}elastic-ip/*", f"{arns.ec2}network-interface/*", f"{arns.ec2}instance/*"],
+                  {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": arns.stack}})
 
 
 def _logs(arns: Arns, function: str) -> iam.PolicyStatement:
@@ -174,12 +195,25 @@ def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
             _allow("NetworkPolicies", ["iot:CreatePolicy", "iot:DeletePolicy"], [arns.network_policies]),
             _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
             _allow("HostCommands", ["iot:Publish"], [arns.host_inboxes]),
+            # a granted claim records a gateway group's new active member: its Elastic IP follows
+            _elastic_ips(arns),
         ]
     if function == "host_report":
         return [
             _logs(arns, function),
-            _allow("HostStatus", ["dynamodb:UpdateItem"], [arns.table], _host_items_only()),
+            # the report (UpdateItem); with gateway-group rows (issue 11) the reporter's networks and
+            # its fellow members' latest rows (GetItem, BatchGetItem)
+            _allow("HostStatus", ["dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"],
+                   [arns.table], _host_items_only()),
+            # issue 11: a group's record of its active member, written with its pending change and
+            # broadcast (lease and sequence, members, delta log), as the failover functions do
+            _allow("GroupRecords", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                    "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"], [arns.table],
+                   _network_items_only()),
+            _allow("GroupNetworkRecords", ["dynamodb:Query"], [arns.table]),
             _table_key(arns),
+            _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
+            _elastic_ips(arns),
         ]
     if function == "mark_offline":
         return [
@@ -225,6 +259,10 @@ def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
             # Every network, from the registry item.
             _allow("NetworkRegistry", ["dynamodb:GetItem"], [arns.table],
                    {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [REGISTRY_PK]}}),
+            # issue 11: where each gateway group's Elastic IP is (this action has no resource type),
+            # and moving it to the recorded active member when it is elsewhere
+            _allow("WhereElasticIps", ["ec2:DescribeAddresses"], ["*"]),
+            _elastic_ips(arns),
         ]
     if function == "bootstrap":
         return [

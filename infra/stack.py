@@ -208,6 +208,7 @@ class SkymeshStack(Stack):
         }
         arns = Arns(region=Aws.REGION, table=table.table_arn, key=key.key_arn, iot=iot_arn,
                     network_prefix=network_prefix, secret=secret.ref,
+                    ec2=f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:", stack=name,
                     log_group={fn: group.log_group_arn for fn, group in log_groups.items()})
         roles = {
             fn: iam.Role(self, f"{_pascal(fn)}Role",

@@ -535,7 +535,8 @@ class MemoryStore:
                 return False
             self._hosts[host.id] = replace(host, status=replace(
                 status, reported_endpoints=tuple(status.reported_endpoints), peers=tuple(status.peers),
-                latency=tuple(status.latency), direct=tuple(status.direct)))
+                latency=tuple(status.latency), direct=tuple(status.direct),
+                groups=tuple(status.groups)))
             return True
 
     def host_statuses(self, host_ids: Sequence[str]) -> dict[HostId, HostStatus]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from ..domain.groupkey import MAX_ENTRIES, SEALED_B64_LENGTH, Coverage, GroupKeyRecord
 from ..domain.ids import id_pattern
-from ..domain.models import MAX_GROUP_MEMBERS, Host
+from ..domain.models import MAX_GROUP_MEMBERS, ElasticIp, Host
 from ..service.groups import GroupView, KeyView, Removed
 from . import schemas as s
 from .endpoints import ADMIN, MEMBER, Api, Call
@@ -29,13 +29,28 @@ Floating = Annotated[str, Field(max_length=64, description="ADDR:PORT, ADDR an I
                                 "port differs from every member's mesh port and mesh port + 1")]
 
 
+AllocationId = Annotated[str, Field(pattern=r"^eipalloc-[0-9a-f]{8,17}$",
+                                    examples=["eipalloc-0a1b2c3d4e5f67890"])]
+AwsTarget = Annotated[str, Field(pattern=r"^(eni-|i-)[0-9a-f]{8,17}$", description="eni-… or i-…")]
+
+
 # ----------------------------------------------------------------------------- bodies
+class AwsAddress(s._In):
+    """An AWS Elastic IP that the control plane moves to the active member (``ec2:AssociateAddress``)."""
+
+    allocation_id: AllocationId
+    members: dict[HostRef, AwsTarget] = Field(
+        max_length=MAX_GROUP_MEMBERS, description="for every member: the network interface (eni-…) or "
+        "instance (i-…, one with exactly one interface) the address goes to while it is active")
+
+
 class GroupCreate(s._In):
     name: s.Name = Field(examples=["edge"])
     members: Members = Field(description="remote-access gateways of the network (1 to 4), first = preferred")
     floating_endpoint: Floating = Field(examples=["198.51.100.10:51900"])
     priority: Members | None = Field(default=None, description="the members in priority order, when it "
                                      "differs from members'")
+    aws: AwsAddress | None = Field(default=None, description="on AWS: the Elastic IP of floating_endpoint")
 
 
 class GroupPatch(s._In):
@@ -48,6 +63,8 @@ class GroupPatch(s._In):
                                          "knows the group's key")
     priority: Members | None = Field(default=None, description="every member, in the new priority order")
     floating_endpoint: Floating | None = None
+    aws: AwsAddress | None = Field(default=None, description="replaces the group's Elastic IP (every "
+                                   "member's target); null removes it")
 
 
 class SealedCopy(s._In):
@@ -83,6 +100,11 @@ class KeyCoverage(BaseModel):
                                   "ends that)")
 
 
+class AwsAddressOut(BaseModel):
+    allocation_id: str
+    members: dict[str, str]
+
+
 class Group(BaseModel):
     id: str
     network_id: str
@@ -97,6 +119,8 @@ class Group(BaseModel):
     active: str | None = Field(description="the member the control plane records as active")
     epoch: int
     key: KeyCoverage | None = Field(description="who holds the group's key; null until it has one")
+    aws: AwsAddressOut | None = Field(default=None, description="the Elastic IP that follows the active "
+                                      "member (AWS); null when none")
     created_at: dt.datetime
 
 
@@ -170,7 +194,17 @@ def _group(v: GroupView) -> Group:
     return Group(id=g.id, network_id=g.network_id, name=g.name, members=list(g.members),
                  floating_endpoint=g.floating_endpoint, public_key=g.public_key, key_version=g.key_version,
                  key_rotation_requested=g.key_rotation or None, active=g.active, epoch=g.epoch,
-                 key=_coverage(v.coverage), created_at=dt.datetime.fromtimestamp(g.created_at, dt.UTC))
+                 key=_coverage(v.coverage), aws=_aws(g.aws),
+                 created_at=dt.datetime.fromtimestamp(g.created_at, dt.UTC))
+
+
+def _aws(a: ElasticIp | None) -> AwsAddressOut | None:
+    return None if a is None else AwsAddressOut(allocation_id=a.allocation_id,
+                                                members={str(h): t for h, t in a.targets})
+
+
+def _aws_in(a: AwsAddress | None) -> tuple[str, dict[str, str]] | None:
+    return None if a is None else (a.allocation_id, dict(a.members))
 
 
 def _removal(r: Removed) -> MemberRemoval:
@@ -195,7 +229,7 @@ def create_group(call: Call) -> Group:
     b: GroupCreate = call.body
     groups = call.service.groups
     g = groups.create(call.params["network_id"], name=b.name, members=b.members,
-                      floating_endpoint=b.floating_endpoint, priority=b.priority)
+                      floating_endpoint=b.floating_endpoint, priority=b.priority, aws=_aws_in(b.aws))
     return _group(GroupView(g, None))
 
 
@@ -216,7 +250,8 @@ def patch_group(call: Call) -> GroupChanged:
     b: GroupPatch = call.body
     groups, nid, gid = call.service.groups, call.params["network_id"], call.params["group_id"]
     _, removed = groups.update(nid, gid, name=b.name, add=b.add, remove=b.remove, priority=b.priority,
-                               floating_endpoint=b.floating_endpoint)
+                               floating_endpoint=b.floating_endpoint,
+                               **({"aws": _aws_in(b.aws)} if "aws" in b.model_fields_set else {}))
     return GroupChanged(group=_group(groups.view(nid, gid)), removed=[_removal(r) for r in removed])
 
 

@@ -150,6 +150,19 @@ class Member:
 
 
 @dataclass(frozen=True)
+class ElasticIp:
+    """An AWS Elastic IP that follows a gateway group's active member (issue 11): its allocation id
+    (``eipalloc-…``) and, for each member, where it goes when that member is active: a network
+    interface (``eni-…``) or an instance (``i-…``, one with exactly one interface)."""
+
+    allocation_id: str
+    targets: tuple[tuple[HostId, str], ...]  # (member, eni-… | i-…), in the group's priority order
+
+    def target(self, member: str) -> str | None:
+        return dict(self.targets).get(HostId(member))
+
+
+@dataclass(frozen=True)
 class GatewayGroup:
     """An HA gateway group (issue 11): remote-access gateways of one network that share one
     WireGuard identity (``public_key``) and one floating address, of which one is active.
@@ -177,6 +190,7 @@ class GatewayGroup:
     created_at: int = 0
     revision: int = 0
     key_rotation: int = 0  # the key version a rotate-key asked for (0: none); not on the wire
+    aws: ElasticIp | None = None  # issue 11: the Elastic IP that follows the active member; not on the wire
 
     @property
     def floating_port(self) -> int:
@@ -259,6 +273,19 @@ class LatencyRow:
 
 
 @dataclass(frozen=True)
+class GroupReport:
+    """A member's view of one gateway group it belongs to (issue 11): its ``role`` in it, the
+    ``epoch`` it holds, and the group's members its probes see ``down`` (sorted). A status report
+    carries these (:mod:`.protocol`); the host's record keeps the latest ones (``HostStatus.groups``)
+    for the failover functions' :func:`.election.correct`."""
+
+    group_id: GroupId
+    role: str  # "active" | "standby"
+    epoch: int
+    down: tuple[HostId, ...] = ()
+
+
+@dataclass(frozen=True)
 class HostStatus:
     online: bool = False
     last_seen: int | None = None  # the time of the latest report: also the age of ``latency``
@@ -267,6 +294,7 @@ class HostStatus:
     peers: tuple[PeerStatus, ...] = ()
     latency: tuple[LatencyRow, ...] = ()  # issue 10: the latest report's probe results
     direct: tuple[HostId, ...] = ()  # issue 10: peers of its relayed pairs whose underlay path answered
+    groups: tuple[GroupReport, ...] = ()  # issue 11: the latest report's gateway-group rows (at most 16)
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ from .models import (
     Client,
     Gateway,
     GatewayGroup,
+    GroupReport,
     LatencyRow,
     Member,
     MemberRole,
@@ -396,17 +397,6 @@ class CatchUp:
     network_id: str
     seq: int
     deltas: tuple[Delta, ...] = ()
-
-
-@dataclass(frozen=True)
-class GroupReport:
-    """A member's view of one gateway group it belongs to (issue 11): its ``role`` in it, the
-    ``epoch`` it holds, and the group's members its probes see ``down`` (sorted)."""
-
-    group_id: GroupId
-    role: str  # "active" | "standby"
-    epoch: int
-    down: tuple[HostId, ...] = ()
 
 
 @dataclass(frozen=True)

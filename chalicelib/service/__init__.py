@@ -47,7 +47,7 @@ class Service:
         # issue 10
         self.latency = Latency(deps)
         self.relays = Relays(deps, self.stream)
-        self.failover = Failover(deps, self.stream)
+        self.failover = Failover(deps, self.stream, self.groups)
 
     def ensure_admin_key(self, existing: str | None = None) -> str:
         return self.auth.ensure_admin_key(existing)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..errors import UnavailableError
-from .ports import Clock, HostIdentity, Publisher, StaleWriteError, Store
+from .ports import AddressMover, Clock, HostIdentity, Publisher, StaleWriteError, Store
 
 log = logging.getLogger("skymesh")
 T = TypeVar("T")
@@ -29,6 +29,13 @@ class Settings:
     # A registration's pending identity older than this is an orphan: far above the
     # longest registration (a Lambda runs at most 30 s).
     orphan_after: int = 300
+    # issue 11: how long a claim or report waits for an Elastic IP move before it answers. A member
+    # asks for the control plane's vote with a 1 s timeout (agent/api.py CLAIM_TIMEOUT); the request
+    # to EC2 is on its way by then and the scheduled pass confirms it.
+    address_move_wait: float = 0.5
+    # issue 11: a member's group rows count for election.correct while its report is at most this old
+    # (agents report when their view changes; a dead agent's last rows age out)
+    group_report_fresh: int = 90
 
 
 @dataclass
@@ -40,6 +47,7 @@ class Deps:
     rng: random.Random = field(default_factory=random.SystemRandom)
     settings: Settings = field(default_factory=Settings)
     sleep: Callable[[float], None] = time.sleep
+    mover: AddressMover | None = None  # issue 11: None: no stage adapter moves addresses (tests)
 
 
 def retrying(deps: Deps, what: str, attempt: Callable[[], T], *, attempts: int = 12,

@@ -14,7 +14,9 @@ does not take its hosts back (they stay placed where they went).
   Hosts on a gateway whose own reports stopped move too (that needs no sample of theirs).
 - :meth:`Failover.run` — every minute (``@app.schedule``): every network with ranges several
   gateways serve, with every member's latest report: gateways whose reports stopped, hosts that
-  never reported, rebalancing.
+  never reported, rebalancing. Also each HA gateway group (issue 11,
+  :meth:`~chalicelib.service.groups.Groups.correct_network`): the election record corrected from
+  the members' reports, and its Elastic IP checked to sit with the active member.
 
 Hosts without a placement are where the plan's ranking puts them (a rendezvous order of
 their own); they count as placed there, so only a move writes anything.
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..domain import autorelay, placement, plan, protocol
 from ..domain.ids import HostId, NetworkId
@@ -42,15 +44,19 @@ from .deps import Deps, log
 from .ports import MAX_ROLE_WRITES, StaleWriteError
 from .stream import Stream
 
+if TYPE_CHECKING:
+    from .groups import Groups
+
 __all__ = ["Failover"]
 
 _EVENT_POLICY = Policy(rebalance=False)
 
 
 class Failover:
-    def __init__(self, deps: Deps, stream: Stream) -> None:
+    def __init__(self, deps: Deps, stream: Stream, groups: Groups | None = None) -> None:
         self._d = deps
         self._stream = stream
+        self._ha_groups = groups  # issue 11: gateway groups' election record and Elastic IP
 
     def run(self) -> int:
         """One scheduled pass over every network whose gateways share ranges, and every network
@@ -65,6 +71,11 @@ class Failover:
                 moved += self.relay_pairs(entry.id)
             except UnavailableError as e:
                 log.warning("failover: relaying pairs in %s failed: %s", entry.id, e)
+            if self._ha_groups is not None:
+                try:
+                    moved += self._ha_groups.correct_network(entry.id)
+                except UnavailableError as e:
+                    log.warning("failover: gateway groups of %s left to the next pass: %s", entry.id, e)
         return moved
 
     def after_report(self, host_id: str, payload: dict[str, Any] | bytes | str) -> int:

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import builtins  # ``list`` in the class body is Groups.list
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,9 +31,16 @@ from ..domain import election, groupkey, plan, validate
 from ..domain.changes import PendingChange
 from ..domain.groupkey import Coverage, GroupKeyRecord, KeyUpload
 from ..domain.ids import GroupId, HostId, is_id, new_id
-from ..domain.models import MAX_GROUP_MEMBERS, GatewayGroup, Host
+from ..domain.models import MAX_GROUP_MEMBERS, ElasticIp, GatewayGroup, Host
 from ..domain.protocol import GroupReport
-from ..errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, UnavailableError
+from ..errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    SkymeshError,
+    UnavailableError,
+)
 from . import topology
 from .deps import Deps, log, retrying
 from .ports import KeyWrite, PromiseWrite
@@ -100,6 +110,42 @@ def _floating(value: str) -> str:
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
+AwsInput = tuple[str, Mapping[str, str]]  # (allocation id, {member: eni-… | i-…})
+_ALLOCATION = re.compile(r"^eipalloc-[0-9a-f]{8,17}$")
+_TARGET = re.compile(r"^(eni|i)-[0-9a-f]{8,17}$")
+
+
+class Keep:
+    """``update``'s default for ``aws``: keep the group's Elastic IP as it is."""
+
+
+KEEP = Keep()
+
+
+def _elastic_ip(aws: AwsInput | None, members: Sequence[HostId]) -> ElasticIp | None:
+    """The group's Elastic IP from ``(allocation id, {member: target})``: every member has exactly one
+    target (a network interface ``eni-…`` or an instance ``i-…``), else a 400 that says which."""
+    if aws is None:
+        return None
+    allocation_id, targets = aws
+    if not isinstance(allocation_id, str) or not _ALLOCATION.match(allocation_id):
+        raise InvalidInputError(f"aws.allocation_id {validate.quoted(str(allocation_id))} is not an "
+                                "Elastic IP allocation id (eipalloc-…; aws ec2 describe-addresses shows it)")
+    for h, t in targets.items():
+        if h not in members:
+            raise InvalidInputError(f"aws.members names {validate.quoted(str(h))}, which is not a member of "
+                                    "the group")
+        if not isinstance(t, str) or not _TARGET.match(t):
+            raise InvalidInputError(f"aws.members.{h}: {validate.quoted(str(t))} is neither a network "
+                                    "interface (eni-…) nor an instance (i-…)")
+    missing = [h for h in members if h not in targets]
+    if missing:
+        raise InvalidInputError(f"aws.members has no network interface or instance for {', '.join(missing)}: "
+                                "the Elastic IP could not follow that member when it becomes active; give "
+                                "every member one (PATCH aws with all members)")
+    return ElasticIp(allocation_id, tuple((h, str(targets[h])) for h in members))
+
+
 def _member_ids(values: Sequence[str], field: str) -> tuple[HostId, ...]:
     for h in values:
         if not isinstance(h, str) or not is_id("host", h):
@@ -125,6 +171,7 @@ class Groups:
     def __init__(self, deps: Deps, stream: Stream) -> None:
         self._d = deps
         self._stream = stream
+        self._pool: ThreadPoolExecutor | None = None  # Elastic IP moves, waited for briefly
 
     # ------------------------------------------------------------------ read
     def get(self, network_id: str, group_id: str) -> GatewayGroup:
@@ -149,19 +196,20 @@ class Groups:
 
     # ------------------------------------------------------------------ create, change, delete
     def create(self, network_id: str, *, name: str, members: Sequence[str], floating_endpoint: str,
-               priority: Sequence[str] | None = None) -> GatewayGroup:
+               priority: Sequence[str] | None = None, aws: AwsInput | None = None) -> GatewayGroup:
         """A new group of ``members`` (remote-access gateways of the network, 1 to 4; in ``priority``
         order when given), broadcast before this returns. Its key is made by a member afterwards
         (``GET``/``PUT …/key``); until then its clients' files are refused with a 409."""
         validate.name(name)
         ordered = _ordered(_member_ids(members, "members"), priority)
         floating = _floating(floating_endpoint)
+        eip = _elastic_ip(aws, ordered)
         d = self._d
 
         def attempt() -> tuple[GatewayGroup, tuple[PendingChange, ...]]:
             records = topology.existing(d.store, network_id)
             group = GatewayGroup(GroupId(new_id("group", d.rng)), records.network.id, name, ordered, floating,
-                                 created_at=d.clock.now())
+                                 created_at=d.clock.now(), aws=eip)
             self._check(records, group)
             outbox = self._stream.new_changes([group.network_id], group_ids=(group.id,))
             d.store.create_group(group, change=outbox[0])
@@ -173,11 +221,12 @@ class Groups:
 
     def update(self, network_id: str, group_id: str, *, name: str | None = None,
                add: Sequence[str] | None = None, remove: Sequence[str] | None = None,
-               priority: Sequence[str] | None = None,
-               floating_endpoint: str | None = None) -> tuple[GatewayGroup, builtins.list[Removed]]:
+               priority: Sequence[str] | None = None, floating_endpoint: str | None = None,
+               aws: AwsInput | None | Keep = KEEP) -> tuple[GatewayGroup, builtins.list[Removed]]:
         """The group with these changes, broadcast before this returns: members added (last in
         priority unless ``priority`` orders them) or removed (each removal says whether that host
-        still knows the group's key), a new priority order, name or floating endpoint."""
+        still knows the group's key), a new priority order, name or floating endpoint; ``aws`` replaces the
+        group's Elastic IP (None removes it; left out: kept, without the targets of removed members)."""
         if name is not None:
             validate.name(name)
         adding = _member_ids(add or (), "add")
@@ -198,7 +247,12 @@ class Groups:
                                         code="group_member_exists")
             members = tuple(h for h in old.members if h not in removing) + adding
             members = _ordered(members, priority)
-            new = old.with_changes(
+            if isinstance(aws, Keep):
+                eip = None if old.aws is None else _elastic_ip(
+                    (old.aws.allocation_id, {h: t for h, t in old.aws.targets if h in members}), members)
+            else:
+                eip = _elastic_ip(aws, members)
+            new = old.with_changes(aws=eip,
                 name=old.name if name is None else name, members=members,
                 floating_endpoint=old.floating_endpoint if floating is None else floating,
                 active=None if old.active in removing else old.active)
@@ -381,25 +435,27 @@ class Groups:
         if isinstance(incarnation, bool) or not isinstance(incarnation, int) or not 0 <= incarnation < 2**63:
             raise InvalidInputError("incarnation must be a whole number from 0")
 
-        def attempt() -> tuple[Vote, tuple[PendingChange, ...]]:
+        def attempt() -> tuple[Vote, tuple[PendingChange, ...], GatewayGroup | None]:
             group = self._member(network_id, group_id, caller)
             promise = self._d.store.get_group_promise(network_id, group_id)
             now = self._d.clock.now_ns() / 1e9
             granted = election.vote(promise, election.Claim(caller.id, epoch, now, incarnation), now, TIMING)
             if granted is None:
                 assert promise is not None  # no promise: every claim is granted
-                return Vote(False, promise.epoch), ()
+                return Vote(False, promise.epoch), (), None
             write = PromiseWrite(promise, granted)
             if group.active != caller.id and epoch > group.epoch:
                 new = group.with_changes(active=caller.id, epoch=epoch)
                 outbox = self._stream.new_changes([group.network_id], group_ids=(group.id,))
                 self._d.store.update_group(group, new, change=outbox[0], promise=write)
-                return Vote(True, granted.epoch), outbox
+                return Vote(True, granted.epoch), outbox, new
             self._d.store.put_group_promise(network_id, group_id, write)
-            return Vote(True, granted.epoch), ()
+            return Vote(True, granted.epoch), (), None
 
-        vote, outbox = retrying(self._d, "voting on the claim", attempt)
+        vote, outbox, moved = retrying(self._d, "voting on the claim", attempt)
         self._stream.send(outbox)
+        if moved is not None:
+            self.move_address(moved)
         return vote
 
     def record_reports(self, host_id: str, reports: Sequence[GroupReport]) -> int:
@@ -407,28 +463,30 @@ class Groups:
         active at an epoch above the record's becomes the recorded active member (a conditional
         write, one broadcast), so every host moves the group's clients to it within one delta.
         Returns how many groups changed; never raises on what a host sent."""
-        active = [r for r in reports if r.role == "active"]
-        if not active:
+        if not reports:
             return 0
         host = self._d.store.get_host(host_id)
         if host is None:
             return 0
         changed = 0
-        for report in active:
+        for report in reports:
             for network_id in host.network_ids:
-                if self._record_active(network_id, host.id, report):
+                recorded = report.role == "active" and self._record_active(network_id, host.id, report)
+                # what the members together say (this report was stored first): a member every other one
+                # reports down is replaced (election.correct)
+                if recorded or (report.down and self.correct(network_id, report.group_id)):
                     changed += 1
         return changed
 
     def _record_active(self, network_id: str, host_id: HostId, report: GroupReport) -> bool:
-        def attempt() -> tuple[bool, tuple[PendingChange, ...]]:
+        def attempt() -> tuple[GatewayGroup | None, tuple[PendingChange, ...]]:
             group = self._d.store.get_group(network_id, report.group_id)
             if group is None or host_id not in group.members or report.epoch <= group.epoch:
-                return False, ()
+                return None, ()
             new = group.with_changes(active=host_id, epoch=report.epoch)
             outbox = self._stream.new_changes([group.network_id], group_ids=(group.id,))
             self._d.store.update_group(group, new, change=outbox[0])
-            return True, outbox
+            return new, outbox
 
         try:
             moved, outbox = retrying(self._d, "recording the group's active member", attempt)
@@ -436,4 +494,127 @@ class Groups:
             log.warning("group report of %s for %s not recorded: %s", host_id, report.group_id, e)
             return False
         self._stream.send(outbox)
-        return moved
+        if moved is not None:
+            self.move_address(moved)
+        return moved is not None
+
+    # ------------------------------------------------------------------ the failover functions
+    def correct(self, network_id: str, group_id: str) -> bool:
+        """:func:`election.correct` on the members' latest reports (their stored group rows, at most
+        ``Settings.group_report_fresh`` old): a recorded active member that every other member reports
+        down is replaced by the first live member by priority at a higher epoch (it campaigns at once),
+        or the record follows a live member that reports itself active at a higher epoch. A conditional
+        write and one broadcast when the record changes, then the address follows. Whether it changed;
+        never raises for a race or an unavailable store (the next report or pass tries again)."""
+        def attempt() -> tuple[GatewayGroup | None, tuple[PendingChange, ...]]:
+            group = self._d.store.get_group(network_id, group_id)
+            if group is None:
+                return None, ()
+            new = self._corrected(group)
+            if new is None:
+                return None, ()
+            outbox = self._stream.new_changes([group.network_id], group_ids=(group.id,))
+            self._d.store.update_group(group, new, change=outbox[0])
+            log.info("failover: group %s in %s: active %s (epoch %d) -> %s (epoch %d)", group.id, network_id,
+                     group.active, group.epoch, new.active, new.epoch)
+            return new, outbox
+
+        try:
+            moved, outbox = retrying(self._d, "correcting the group's active member", attempt)
+        except (ConflictError, UnavailableError, ValueError) as e:
+            log.warning("failover: group %s of %s not corrected: %s", group_id, network_id, e)
+            return False
+        self._stream.send(outbox)
+        if moved is not None:
+            self.move_address(moved)
+        return moved is not None
+
+    def _corrected(self, group: GatewayGroup) -> GatewayGroup | None:
+        """The group with the record :func:`election.correct` makes of its members' reports, or None
+        when that changes nothing (or only on grounds this control plane cannot confirm)."""
+        now = self._d.clock.now()
+        reports: dict[str, election.Report] = {}
+        for h, status in self._d.store.host_statuses(list(group.members)).items():
+            row = next((r for r in status.groups if r.group_id == group.id), None)
+            if not status.online or status.last_seen is None or row is None:
+                continue
+            # a member that says active below the record's epoch speaks of a lease the record has seen end
+            role: election.Role = "active" if row.role == "active" and row.epoch >= group.epoch else "standby"
+            reports[h] = election.Report(h, float(status.last_seen), role, row.epoch, frozenset(row.down))
+        record = election.Record(group.active, group.epoch)
+        fresh = float(self._d.settings.group_report_fresh)
+        new = election.correct(election.Group(group.members), record, reports, float(now), silent_after=fresh)
+        if (new.active, new.epoch) == (group.active, group.epoch) or new.active is None:
+            return None
+        said_active = reports.get(new.active)
+        if group.active is not None and not (said_active is not None and said_active.role == "active"):
+            # Designating another member replaces the recorded one: only when every other member says it
+            # is down in a fresh report, never because its own report is missing (an agent that has not
+            # reported its rows yet is not dead) or on the word of some members alone.
+            others = [reports.get(m) for m in group.members if m != group.active]
+            if not others or not all(r is not None and now - r.at <= fresh and group.active in r.down
+                                     for r in others):
+                return None
+        return group.with_changes(active=HostId(new.active), epoch=new.epoch)
+
+    def correct_network(self, network_id: str) -> int:
+        """The scheduled pass over one network's groups: :meth:`correct` each, then make sure each
+        Elastic IP sits with its recorded active member (a move that failed or timed out is done again
+        here, a minute later at most). The groups whose record changed."""
+        changed = 0
+        for group in self._d.store.network_groups(network_id):
+            if self.correct(network_id, group.id):
+                changed += 1
+            else:
+                self.confirm_address(group)
+        return changed
+
+    # ------------------------------------------------------------------ the floating address on AWS
+    def move_address(self, group: GatewayGroup) -> None:
+        """Move the group's Elastic IP (if it has one) to its recorded active member, waiting at most
+        ``Settings.address_move_wait`` for EC2 so that a member's claim is answered within its 1 s: the
+        request is on its way by then, and :meth:`confirm_address` (the schedule) checks it landed.
+        Failures are logged, never raised: the election's answer does not depend on them."""
+        mover = self._d.mover
+        if group.aws is None or group.active is None or mover is None:
+            return
+        target = group.aws.target(group.active)
+        if target is None:
+            log.warning("group %s: no Elastic IP target for active member %s", group.id, group.active)
+            return
+        future = self._executor().submit(mover.move, group.aws.allocation_id, target)
+        try:
+            future.result(timeout=self._d.settings.address_move_wait)
+            log.info("group %s: Elastic IP %s -> %s (%s)", group.id, group.aws.allocation_id, target,
+                     group.active)
+        except FutureTimeout:
+            log.info("group %s: moving Elastic IP %s to %s still under way; the failover schedule checks it",
+                     group.id, group.aws.allocation_id, target)
+        except SkymeshError as e:
+            log.warning("group %s: moving Elastic IP %s to %s failed, the failover schedule tries again: %s",
+                        group.id, group.aws.allocation_id, target, e.message)
+
+    def confirm_address(self, group: GatewayGroup) -> bool:
+        """Move the group's Elastic IP to its recorded active member unless it is there already (a read
+        first: AWS charges remaps beyond a monthly quota). Whether it moved; failures are logged."""
+        mover = self._d.mover
+        if group.aws is None or group.active is None or mover is None:
+            return False
+        target = group.aws.target(group.active)
+        try:
+            where = mover.where(group.aws.allocation_id)
+            if target is None or (where is not None and target in where):
+                return False
+            mover.move(group.aws.allocation_id, target)
+        except SkymeshError as e:
+            log.warning("group %s: Elastic IP %s not confirmed on %s: %s", group.id, group.aws.allocation_id,
+                        target, e.message)
+            return False
+        log.info("group %s: Elastic IP %s moved to %s (%s) by the schedule", group.id,
+                 group.aws.allocation_id, target, group.active)
+        return True
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="skymesh-eip")
+        return self._pool

@@ -60,6 +60,7 @@ __all__ = [
     "KeyWrite",
     "PromiseWrite",
     "check_group_outbox",
+    "AddressMover",
 ]
 
 T = TypeVar("T")
@@ -92,6 +93,24 @@ class Clock(Protocol):
 class Publisher(Protocol):
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1; raises :class:`~chalicelib.errors.UnavailableError` on failure."""
+        ...
+
+
+class AddressMover(Protocol):
+    """Moves a gateway group's floating address to its active member where the network does not let
+    the member do it itself (issue 11): an AWS Elastic IP (``ec2:AssociateAddress``). In local mode
+    and on premises the member adds the address and announces it (GARP/NA): nothing to do here."""
+
+    def move(self, allocation_id: str, target: str) -> None:
+        """Associate the address with ``target`` (``eni-…`` or ``i-…``), taking it from wherever it
+        is; idempotent. :class:`~chalicelib.errors.NotFoundError` for an allocation or target that
+        does not exist, :class:`~chalicelib.errors.UnavailableError` when it could not be done now."""
+        ...
+
+    def where(self, allocation_id: str) -> frozenset[str] | None:
+        """What the address is associated with now (its network interface and instance ids), or
+        None when it is not associated; the same errors as :meth:`move`. A read: the scheduled
+        pass moves an address only when it is elsewhere (AWS charges remaps beyond a monthly quota)."""
         ...
 
 

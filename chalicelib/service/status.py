@@ -44,10 +44,11 @@ class Status:
         status = HostStatus(online=True, last_seen=self._d.clock.now(),
                             agent_version=msg.agent_version,
                             reported_endpoints=msg.endpoints, peers=msg.peers, latency=msg.latency,
-                            direct=msg.direct)
+                            direct=msg.direct, groups=msg.groups)
         stored = self._d.store.record_host_status(host_id, status)
         if stored and msg.groups and self._groups is not None:
-            # issue 11: a member that says it is active at a higher epoch becomes the group's record
+            # issue 11: a member that says it is active at a higher epoch becomes the group's record; one
+            # that says another member is down has the failover functions' correction run (election.correct)
             self._groups.record_reports(host_id, msg.groups)
         return stored
 

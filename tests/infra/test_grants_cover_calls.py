@@ -30,7 +30,7 @@ from chalicelib.adapters.aws_bootstrap import handle
 from chalicelib.adapters.dynamodb.table import table_definition
 from chalicelib.domain import protocol
 from chalicelib.wiring import set_service
-from infra.grants import FUNCTIONS
+from infra.grants import FUNCTIONS, STACK_TAG
 from tests.aws.conftest import patch_moto_certificate_delete
 
 from .conftest import Synthesized
@@ -138,6 +138,15 @@ def needs(service: str, operation: str, params: dict[str, Any]) -> list[Need]:
             return out
     if service == "iot-data" and operation == "Publish":
         return [Need("iot:Publish", f"{IOT_ARN}topic/{params['topic']}")]
+    if service == "ec2" and operation == "DescribeAddresses":
+        return [Need("ec2:DescribeAddresses", "*")]
+    if service == "ec2" and operation == "AssociateAddress":
+        # authorized on the address and on where it goes, each with its own tags (aws:ResourceTag)
+        ec2 = f"arn:aws:ec2:{REGION}:{ACCOUNT}:"
+        target = params.get("NetworkInterfaceId") or params["InstanceId"]
+        kind = "network-interface" if target.startswith("eni-") else "instance"
+        return [Need("ec2:AssociateAddress", f"{ec2}{arn_kind}/{rid}", _ec2_tags(rid))
+                for arn_kind, rid in (("elastic-ip", params["AllocationId"]), (kind, target))]
     if service == "secretsmanager" and operation in ("GetSecretValue", "PutSecretValue"):
         return [Need(f"secretsmanager:{operation}", params["SecretId"])]
     if service == "iot":
@@ -162,6 +171,13 @@ def needs(service: str, operation: str, params: dict[str, Any]) -> list[Need]:
             return [Need(action, str(r)) for r in by_resource[operation]]
     raise AssertionError(f"no IAM mapping for {service}:{operation}; add it to needs() "
                          "and the grant to infra/grants.py")
+
+
+def _ec2_tags(resource_id: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The request context of an EC2 resource's tags, as IAM sees them (``aws:ResourceTag/KEY``)."""
+    tags = boto3.client("ec2", region_name=REGION).describe_tags(
+        Filters=[{"Name": "resource-id", "Values": [resource_id]}])["Tags"]
+    return tuple((f"aws:ResourceTag/{t['Key']}", (t["Value"],)) for t in tags)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -364,6 +380,45 @@ def _drive(synthesized: Synthesized, resolver: Resolver, recorder: Recorder,
             out["failover"] = client.lambda_.invoke("failover", tick(client)).payload
         out["ha"] = {"network": ha["id"], "first": first, "second": second, "moved_to": moved_to,
                      "moved_back_to": carrier(), "published_before": published_before}
+
+        # Issue 11: g1 and g2 form a gateway group whose Elastic IP follows the active member. Its
+        # address and the members' network interfaces carry the stack's tag (the role's condition).
+        ec2 = boto3.client("ec2", region_name=REGION)
+        tag = [{"ResourceType": kind, "Tags": [{"Key": STACK_TAG, "Value": synthesized.stack_name}]}
+               for kind in ("elastic-ip", "network-interface")]
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+        enis = [ec2.create_network_interface(SubnetId=subnet, TagSpecifications=[tag[1]])[
+            "NetworkInterface"]["NetworkInterfaceId"] for _ in range(3)]
+        allocation = ec2.allocate_address(Domain="vpc", TagSpecifications=[tag[0]])["AllocationId"]
+        for gateway in (g1, g2):
+            call("PUT", f"/v1/networks/{ha['id']}/gateways/{gateway}",
+                 {"egress": [HA_RANGE], "remote_access": True})
+        group = call("POST", f"/v1/networks/{ha['id']}/gateway-groups", {
+            "name": "edge", "members": [g1, g2], "floating_endpoint": "198.18.50.1:51900",
+            "aws": {"allocation_id": allocation, "members": {g1: enis[0], g2: enis[1]}}})
+
+        def on() -> str | None:
+            (address,) = ec2.describe_addresses(AllocationIds=[allocation])["Addresses"]
+            return address.get("NetworkInterfaceId") or None
+
+        call("POST", f"/v1/networks/{ha['id']}/gateway-groups/{group['id']}/claims",
+             {"member": g1, "epoch": 1, "incarnation": 0}, token=ha_hosts["g1"]["host_token"])
+        claimed_on = on()
+        with recorder.running("host_report"):  # g2 won at a higher epoch and says so
+            out["group_report"] = client.lambda_.invoke("host_report", {
+                **report(g2), "groups": [{"id": group["id"], "role": "active", "epoch": 2}]}).payload
+        reported_on = on()
+        with recorder.running("host_report"):  # g1 sees g2 down: the correction designates g1 (epoch 3)
+            client.lambda_.invoke("host_report", {
+                **report(g1), "groups": [{"id": group["id"], "role": "standby", "epoch": 2, "down": [g2]}]})
+        corrected_on = on()
+        ec2.associate_address(AllocationId=allocation, NetworkInterfaceId=enis[2], AllowReassociation=True)
+        with recorder.running("failover"):  # a move that did not land: the schedule puts it right
+            client.lambda_.invoke("failover", tick(client))
+        out["eip"] = {"enis": enis, "claimed_on": claimed_on, "reported_on": reported_on,
+                      "corrected_on": corrected_on, "scheduled_on": on(),
+                      "record": call("GET", f"/v1/networks/{ha['id']}/gateway-groups/{group['id']}")}
     return out
 
 
@@ -482,3 +537,21 @@ def test_failover_functions_touch_only_host_and_network_records(
     assert not on("dynamodb:BatchWriteItem", "HOST#host_x")
     assert on("dynamodb:PutItem", "NET#net_x")
     assert on("dynamodb:GetItem", "REGISTRY") == (function == "failover")
+
+
+def test_a_groups_elastic_ip_follows_its_active_member_on_every_path(run: Run) -> None:
+    eip = run.outcomes["eip"]
+    assert run.outcomes["group_report"] == {"recorded": True}
+    assert (eip["claimed_on"], eip["reported_on"], eip["corrected_on"], eip["scheduled_on"]) == (
+        eip["enis"][0], eip["enis"][1], eip["enis"][0], eip["enis"][0])
+    assert eip["record"]["epoch"] == 3  # the correction's designation
+
+
+def test_the_role_moves_only_elastic_ips_tagged_for_its_stack(run: Run, synthesized: Synthesized) -> None:
+    statements = role_statements(synthesized.template, _role(synthesized, "failover"), run.resolver)
+    address = f"arn:aws:ec2:{REGION}:{ACCOUNT}:elastic-ip/eipalloc-0123456789abcdef0"
+    ours = (f"aws:ResourceTag/{STACK_TAG}", (synthesized.stack_name,))
+    assert allows(statements, Need("ec2:AssociateAddress", address, (ours,)))
+    assert not allows(statements, Need("ec2:AssociateAddress", address))
+    assert not allows(statements, Need("ec2:AssociateAddress", address,
+                                       ((f"aws:ResourceTag/{STACK_TAG}", ("another-stack",)),)))

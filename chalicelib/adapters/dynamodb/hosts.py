@@ -381,6 +381,7 @@ class HostRecords(StoreBase):
                 h.peers.set(mapping.status_peers(status)),
                 h.latency.set(mapping.status_latency(status)),
                 h.direct.set(mapping.status_direct(status)),
+                h.groups.set(mapping.status_groups(status)),
             ],
             h.pk.exists(),
             None,
@@ -390,7 +391,8 @@ class HostRecords(StoreBase):
         h = self._items.host
         keys = [(layout.host_pk(x), layout.META) for x in dict.fromkeys(host_ids)]
         # only what a status is made of: a gateway's reported peers (up to ~44 KB) stay on the server
-        wanted = ["id", "online", "last_seen", "agent_version", "reported_endpoints", "latency", "direct"]
+        wanted = ["id", "online", "last_seen", "agent_version", "reported_endpoints", "latency", "direct",
+                  "groups"]
         items = guard(lambda: list(h.batch_get(keys, attributes_to_get=wanted)))
         return {HostId(i.id): mapping.host_status(i) for i in items}
 

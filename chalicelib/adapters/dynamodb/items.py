@@ -121,6 +121,8 @@ class _GroupItem(_Item):
     created_at = NumberAttribute(default=0)
     revision = NumberAttribute(default=0)
     key_rotation = NumberAttribute(default=0)
+    # the AWS Elastic IP that follows the active member: {"allocation_id", "targets": [[host, eni|i]]}
+    aws = UnicodeAttribute(null=True)
 
 
 class _GroupKeyItem(_Item):
@@ -178,6 +180,9 @@ class _HostItem(_Item):
     latency = UnicodeAttribute(null=True)
     # issue 10: the latest report's ``direct`` (automatic relays, rule 4) as one compact JSON list
     direct = UnicodeAttribute(null=True)
+    # issue 11: the latest report's gateway-group rows as one compact JSON list (mapping.status_groups),
+    # what the failover functions' election.correct reads of each member
+    groups = UnicodeAttribute(null=True)
 
 
 class _IdentityItem(_Item):

@@ -18,9 +18,11 @@ from ...domain.ids import ClientId, EnrollmentKeyId, GroupId, HostId, NetworkId
 from ...domain.models import (
     AdminKey,
     Client,
+    ElasticIp,
     EnrollmentKey,
     Gateway,
     GatewayGroup,
+    GroupReport,
     Host,
     HostStatus,
     LatencyRow,
@@ -37,7 +39,7 @@ __all__ = [
     "network", "registry", "member", "host", "enrollment_key", "admin_key", "pending_identity",
     "pending_change", "network_item", "member_item", "host_item", "key_item", "admin_item",
     "identity_item", "pending_item", "registry_entry", "status_peers", "role", "role_map", "roles_map",
-    "client", "client_item", "status_latency", "status_direct", "host_status",
+    "client", "client_item", "status_groups", "status_latency", "status_direct", "host_status",
     "group", "group_item", "group_key_item", "group_key_json", "promise", "promise_json",
 ]
 
@@ -153,6 +155,8 @@ def host_status(item: Any, peers: tuple[PeerStatus, ...] = ()) -> HostStatus:
         latency=tuple(LatencyRow(HostId(host), None if rtt is None else float(rtt), int(loss), bool(up))
                       for host, rtt, loss, up in json.loads(item.latency or "[]")),
         direct=tuple(HostId(h) for h in json.loads(item.direct or "[]")),
+        groups=tuple(GroupReport(GroupId(g), str(role), int(epoch), tuple(HostId(d) for d in down))
+                     for g, role, epoch, down in json.loads(getattr(item, "groups", None) or "[]")),
     )
 
 
@@ -237,6 +241,15 @@ def status_peers(status: HostStatus) -> list[dict[str, Any]]:
 def status_direct(status: HostStatus) -> str | None:
     """A status report's ``direct`` as the host item stores it: one compact JSON list (None: empty)."""
     return json.dumps(list(status.direct), separators=(",", ":")) if status.direct else None
+
+
+def status_groups(status: HostStatus) -> str | None:
+    """A status report's gateway-group rows as the host item stores them: one compact JSON list of
+    ``[group, role, epoch, [down…]]`` (None: none)."""
+    if not status.groups:
+        return None
+    rows = [[g.group_id, g.role, g.epoch, list(g.down)] for g in status.groups]
+    return json.dumps(rows, separators=(",", ":"))
 
 
 def status_latency(status: HostStatus) -> str | None:
@@ -403,7 +416,23 @@ def group(network_id: str, item: Any) -> GatewayGroup:
         active=None if item.active is None else HostId(item.active), epoch=int(item.epoch),
         created_at=int(item.created_at), revision=int(item.revision),
         key_rotation=int(item.key_rotation or 0),
+        aws=_elastic_ip(item.aws),
     )
+
+
+def _elastic_ip(raw: str | None) -> ElasticIp | None:
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return ElasticIp(str(data["allocation_id"]), tuple((HostId(h), str(t)) for h, t in data["targets"]))
+
+
+def elastic_ip_json(aws: ElasticIp | None) -> str | None:
+    """A group's Elastic IP as its item stores it (None: none)."""
+    if aws is None:
+        return None
+    return json.dumps({"allocation_id": aws.allocation_id, "targets": [list(t) for t in aws.targets]},
+                      separators=(",", ":"))
 
 
 def group_item(items: Items, g: GatewayGroup) -> Any:
@@ -411,7 +440,7 @@ def group_item(items: Items, g: GatewayGroup) -> Any:
         layout.network_pk(g.network_id), layout.group_sk(g.id), id=g.id, name=g.name, members=list(g.members),
         floating_endpoint=g.floating_endpoint, public_key=g.public_key, key_version=g.key_version,
         active=g.active, epoch=g.epoch, created_at=g.created_at, revision=g.revision,
-        key_rotation=g.key_rotation,
+        key_rotation=g.key_rotation, aws=elastic_ip_json(g.aws),
     )
 
 

@@ -100,7 +100,8 @@ sends gratuitous ARP / an unsolicited neighbour advertisement (tens of ms) and s
 to the clients' last endpoints (one round trip plus wireguard-go's handshake, well under 0.5 s;
 a client's own retry would take ~5 s per Rekey-Timeout, up to ~15 s). Total ≈ 2–2.5 s, inside
 the 5 s p99 goal with ~2.5 s to spare for scheduling on a loaded machine. On AWS the Elastic IP
-reassociation (5–6 s by published measurements) dominates and the goal is not reachable there.
+reassociation dominates: DESIGN.md quotes 5–6 s measured by others, the older published figures
+are minutes (docs/ha-groups.md, "What to expect on AWS"); the 5 s goal is not promised there.
 """
 
 from __future__ import annotations

@@ -76,6 +76,8 @@ class GroupLab:
         text = diagnose([*self.members.values(), self.host], log_lines=30)
         for name, agent in self.members.items():
             text += f"\n===== {name}: ip -br addr\n" + _out(agent.node, "ip", "-br", "addr")
+            text += f"\n===== {name}: wg show all\n" + agent.node.run(
+                agent.on_machine(["wg", "show", "all"]), timeout=10).stdout
         text += f"\n===== phone: wg show\n{self.wgq.show()}"
         text += "\n===== phone: ip neigh\n" + _out(self.phone, "ip", "neigh", "show", FLOATING)
         return text + ("\n===== control plane\n" + self.cp.log_tail(20) if self.cp.running else "")
@@ -199,7 +201,9 @@ def group_lab(members: int = 3, *, probe_interval: float | None = None) -> Itera
         net = cp.admin.create_network("groups", NETWORK_V4)
         key = cp.admin.create_enrollment_key([net["id"]], uses=members + 1)
         extra = () if probe_interval is None else ("--probe-interval", f"{probe_interval:g}")
-        ms = {f"m{i}": LabAgent(lab.add_node(f"m{i}"), run_args=extra) for i in range(1, members + 1)}
+        # each member has a /run/wireguard of its own: the group interface has one name on all of them
+        ms = {f"m{i}": LabAgent(lab.add_node(f"m{i}"), run_args=extra, own_run_dir=True)
+              for i in range(1, members + 1)}
         host = LabAgent(lab.add_node("h"), run_args=extra)
         phone = lab.add_node("p")
         lan = lab.add_node_behind("lan", [m.node for m in ms.values()], LAN)

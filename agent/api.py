@@ -17,6 +17,7 @@ from . import __version__
 __all__ = ["ApiClient", "ApiError", "Unreachable", "FullConfig", "CLAIM_TIMEOUT"]
 
 TIMEOUT = 15.0
+KEY_TIMEOUT = 5.0  # the group key is read and written from the agent's loop: not its 15 s
 CLAIM_TIMEOUT = 1.0  # a vote later than a lease (1.5 s) could only renew a lease already lost
 
 
@@ -110,13 +111,30 @@ class ApiClient:
     def delete_host(self, host_id: str) -> None:
         self._call("DELETE", f"/v1/hosts/{host_id}")
 
+    def _group_path(self, network_id: str, group_id: str) -> str:
+        return (f"/v1/networks/{urllib.parse.quote(network_id, safe='')}/gateway-groups/"
+                f"{urllib.parse.quote(group_id, safe='')}")
+
+    def group_key(self, network_id: str, group_id: str, timeout: float = KEY_TIMEOUT) -> dict[str, Any]:
+        """A member's read of its group's key: ``{record, coverage, seal_to, make}`` (ciphertext only)."""
+        out = self._call("GET", self._group_path(network_id, group_id) + "/key", timeout=timeout)
+        if not isinstance(out, dict):
+            raise protocol.ProtocolError(f"bad key answer: {out!r:.200}")
+        return out
+
+    def put_group_key(self, network_id: str, group_id: str, upload: Mapping[str, Any],
+                      timeout: float = KEY_TIMEOUT) -> dict[str, Any]:
+        """Upload ``{public_key, version, entries}`` (sealed copies only); the API's answer."""
+        out = self._call("PUT", self._group_path(network_id, group_id) + "/key", dict(upload),
+                         timeout=timeout)
+        return out if isinstance(out, dict) else {}
+
     def claim_gateway_group(self, network_id: str, group_id: str, *, member: str, epoch: int,
                             incarnation: int, timeout: float = CLAIM_TIMEOUT) -> tuple[bool, int]:
         """The control plane's vote on a member's claim of a gateway group: (granted, the highest
         epoch it promised). Raises :class:`ApiError` (refused), :class:`Unreachable` (no answer within
         ``timeout``) or :class:`protocol.ProtocolError` (an answer not shaped so)."""
-        out = self._call("POST", f"/v1/networks/{urllib.parse.quote(network_id, safe='')}/gateway-groups/"
-                         f"{urllib.parse.quote(group_id, safe='')}/claims",
+        out = self._call("POST", self._group_path(network_id, group_id) + "/claims",
                          {"member": member, "epoch": epoch, "incarnation": incarnation}, timeout=timeout)
         granted, promised = (out or {}).get("granted"), (out or {}).get("epoch")
         if not isinstance(granted, bool) or not isinstance(promised, int) or isinstance(promised, bool) \

@@ -149,8 +149,11 @@ def _probe_settings(args: argparse.Namespace) -> ProbeSettings:
 
 
 def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -> int:
+    from .election_loop import ElectionLoop, control_plane_vote, next_incarnation
+    from .floating import GroupDataPlane
     from .fulltunnel import FullTunnel, table_for
     from .gateway import Forwarding
+    from .groups import GroupMembership
     from .mqtt import MqttLink
     from .netconf import NetConf
     from .probe import Prober
@@ -158,6 +161,13 @@ def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -
     from .underlay import Underlay
 
     wg_key = sd.wg_key()  # stays in this process: the underlay echo derives its MAC keys from it
+    api = ApiClient(state.server, state.host_token)
+    # issue 11: the gateway groups this host is a member of: their key, interface and election
+    groups = GroupMembership(
+        sd, state.host_id, wg_key, api,
+        planes=lambda ifname: GroupDataPlane(ifname, backend=state.backend),
+        election=lambda: ElectionLoop(next_incarnation(sd.path),
+                                      vote=control_plane_vote(api.claim_gateway_group)))
     agent = Agent(
         sd, backend=_backend(state), netsetup=NetConf(state.interface),
         routing=FullTunnel(state.interface, table_for(state.listen_port)),
@@ -170,6 +180,7 @@ def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -
         discover_endpoints=lambda: discover_endpoints(state.interface, state.listen_port),
         prober=Prober(probes or ProbeSettings()),
         underlay=Underlay(wg_key, keys.wireguard_public_key(wg_key), state.listen_port),
+        api=api, groups=groups,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stop())
@@ -258,6 +269,19 @@ def _remove_roles(sd: StateDir, state: AgentState) -> None:
                          "again") from None
 
 
+def _remove_groups(sd: StateDir, state: AgentState) -> None:
+    """Remove the group interface (and what an active member added) of each gateway group whose key
+    is kept here (issue 11); the keys go with the state directory."""
+    from .floating import FloatingError, GroupDataPlane
+    from .groups import group_ifname
+
+    for group_id in sd.group_key_ids():
+        try:
+            GroupDataPlane(group_ifname(group_id), backend=state.backend).close()
+        except FloatingError as e:
+            log.warning("%s", e)
+
+
 def cmd_leave(args: argparse.Namespace) -> int:
     from .netconf import NetConf
 
@@ -278,6 +302,7 @@ def cmd_leave(args: argparse.Namespace) -> int:
     with _stop_agent(sd):  # no agent may "repair" what is removed here
         _remove_roles(sd, state)
         NetConf(state.interface).clear()
+        _remove_groups(sd, state)
         backend = _backend(state)
         if backend.exists():
             backend.delete()

@@ -93,6 +93,7 @@ class Tracker:
         self._by_key: dict[str, set[tuple[str, str]]] = {}
         self._changes = Changes(full=True)
         self._down: frozenset[HostId] = frozenset()
+        self._group_marks: dict[str, int] = {}  # group id → how many times a snapshot or delta named it
         self.replace(snapshots)
 
     # ------------------------------------------------------------------ updates
@@ -136,6 +137,8 @@ class Tracker:
             olds: list[Member | Client] = [*old.members.values(), *old.clients.values()]
             for r in olds:
                 self._unindex(net_id, r)
+        for g in snap.groups:
+            self._group_marks[g.id] = self._group_marks.get(g.id, 0) + 1
         if any(m.host_id == self.host_id for m in snap.members):
             self._nets[net_id] = _Net(snap.network, {m.host_id: m for m in snap.members},
                                       {c.id: c for c in snap.clients}, self._down,
@@ -195,6 +198,7 @@ class Tracker:
             current.groups.pop(gid, None)
         for g in delta.groups:
             current.groups[g.id] = g
+            self._group_marks[g.id] = self._group_marks.get(g.id, 0) + 1
         if delta.groups or delta.remove_groups:
             # A group's clients' extra addresses are forwarded by its members and routed by all; which
             # member carries them moves entries only, but groups change rarely: recompute whole.
@@ -265,6 +269,12 @@ class Tracker:
         for n in self._nets.values():
             self._touch(n, flipped)  # which gateways share a range does not depend on ``down``
             n.renew(down)
+
+    def group_mark(self, group_id: str) -> int:
+        """A number that grows each time a snapshot or a delta names gateway group ``group_id``: a
+        broadcast of the group (rotate-key asks its members to read the key again with one that
+        changes nothing they see) is noticed even when the group reads the same."""
+        return self._group_marks.get(group_id, 0)
 
     @property
     def down(self) -> frozenset[HostId]:

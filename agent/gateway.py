@@ -90,7 +90,7 @@ def _ifname(op: str, key: str, ifname: str) -> dict[str, Any]:
 
 
 def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str], *, full_tunnel_mark: int = 0,
-            addresses: Sequence[str] = ()) -> dict[str, Any]:
+            addresses: Sequence[str] = (), groups: Sequence[str] = ()) -> dict[str, Any]:
     """The ``nft -j -f`` document that replaces our table with the one for these ranges and, with
     ``full_tunnel_mark``, the full tunnel of the interface's ``addresses`` (with none of them,
     it only removes the table). Pure; the table it makes::
@@ -111,6 +111,10 @@ def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str], *, full_tu
           chain postmangle { type filter hook postrouting priority mangle; policy accept;
             meta l4proto udp meta mark T ct mark set meta mark }
         }
+
+    ``groups``: the group interfaces of the gateway groups this host is the active member of
+    (issue 11): their clients are forwarded like the tunnel's (each rule of ``IF`` above again with
+    the group interface, and never masqueraded on their way into it).
     """
     table = {"family": "inet", "name": table_name(ifname)}
     where = {"family": "inet", "table": table_name(ifname)}  # how chains and rules name their table
@@ -149,18 +153,21 @@ def ruleset(ifname: str, forwards: Sequence[str], nat: Sequence[str], *, full_tu
     if not forwards and not nat:
         return {"nftables": cmds}
     chain("forward", "filter", "forward", 0)
+    tunnels = (ifname, *groups)
     if nat:
-        rule("forward", _ifname("==", "iifname", ifname),
-             {"mangle": {"key": mark, "value": {"|": [mark, MARK]}}})
+        for t in tunnels:
+            rule("forward", _ifname("==", "iifname", t),
+                 {"mangle": {"key": mark, "value": {"|": [mark, MARK]}}})
     for fam, elems in _split(forwards).items():
-        rule("forward", _ifname("==", "iifname", ifname), *_match_addr(fam, "daddr", elems), {"accept": None})
-        rule("forward", _ifname("==", "oifname", ifname), *_match_addr(fam, "saddr", elems), {"accept": None})
+        for t in tunnels:
+            rule("forward", _ifname("==", "iifname", t), *_match_addr(fam, "daddr", elems), {"accept": None})
+            rule("forward", _ifname("==", "oifname", t), *_match_addr(fam, "saddr", elems), {"accept": None})
     if nat:
         marked = {"match": {"op": "==", "left": {"&": [mark, MARK]}, "right": MARK}}
         chain("postrouting", "nat", "postrouting", 100)
         for fam, elems in _split(nat).items():
-            rule("postrouting", marked, _ifname("!=", "oifname", ifname), *_match_addr(fam, "daddr", elems),
-                 {"masquerade": None})
+            rule("postrouting", marked, *(_ifname("!=", "oifname", t) for t in tunnels),
+                 *_match_addr(fam, "daddr", elems), {"masquerade": None})
         chain("unmark", "filter", "postrouting", 101)
         rule("unmark", marked, {"mangle": {"key": mark, "value": {"&": [mark, ~MARK & 0xFFFFFFFF]}}})
     return {"nftables": cmds}
@@ -252,14 +259,16 @@ class Forwarding:
 
     # --- the role ----------------------------------------------------------------------------
     def apply(self, forwards: Sequence[str], nat: Sequence[str], *, full_tunnel_mark: int = 0,
-              addresses: Sequence[str] = ()) -> bool:
+              addresses: Sequence[str] = (), groups: Sequence[str] = ()) -> bool:
         """Forward ``forwards``, masquerade for ``nat``, and keep the full tunnel's ``full_tunnel_mark``
-        (0: no full tunnel) for the interface's ``addresses``; none of them: undo what we did.
+        (0: no full tunnel) for the interface's ``addresses``; ``groups``: the active group interfaces
+        forwarded like the tunnel (:func:`ruleset`); none of them: undo what we did.
         True when something changed. Raises :class:`NetConfError`."""
         if not forwards and not nat and not full_tunnel_mark:
             return self.clear()
         memo = self._load()
-        doc = ruleset(self.ifname, forwards, nat, full_tunnel_mark=full_tunnel_mark, addresses=addresses)
+        doc = ruleset(self.ifname, forwards, nat, full_tunnel_mark=full_tunnel_mark, addresses=addresses,
+                      groups=groups)
         changed = False
         if doc != self._applied or not self._table_exists():
             memo["table"] = True  # before: a crash in between leaves a memo that makes `leave` look

@@ -18,7 +18,10 @@ One worker thread owns all state. It
    handshake appears or goes stale, its endpoints, a probed gateway goes down or
    up or its ranking changes beyond hysteresis: :mod:`agent.probe`) and otherwise
    at a slow heartbeat (5 minutes by default), so a large fleet stays cheap;
-6. stops when the control plane says, in its own error shape, that this host
+6. takes part in the gateway groups this host is a member of (issue 11, :mod:`agent.groups`):
+   the group's key, its interface and the election, converged after every apply; a role change
+   (from the election's thread) is an event: the forwarding follows and a report goes out at once;
+7. stops when the control plane says, in its own error shape, that this host
    no longer exists (401/403/404 from ``/config``): it drops the peers, empties
    the cache so no later boot brings them back, says so once and ends with
    :data:`EXIT_HOST_DELETED`. The device (now without peers, addresses or routes)
@@ -51,6 +54,7 @@ from chalicelib.domain.models import LatencyRow, PeerStatus
 from . import __version__
 from .api import ApiClient, ApiError, Unreachable
 from .converge import Outcome, Tracker
+from .groups import GroupMembership
 from .mqtt import Connected, Disconnected, Received
 from .netconf import NetConfError
 from .probe import FAST, SLOW, ProbeSettings, Target, TargetState, choose_targets, worth_reporting_now
@@ -103,7 +107,7 @@ class Forwarder(Protocol):
     full tunnel's marks; none of them: no table."""
 
     def apply(self, forwards: tuple[str, ...], nat: tuple[str, ...], *, full_tunnel_mark: int = 0,
-              addresses: tuple[str, ...] = ()) -> bool: ...
+              addresses: tuple[str, ...] = (), groups: tuple[str, ...] = ()) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,11 @@ class ProbeChanged:
 
 
 @dataclass(frozen=True)
+class GroupRoleChanged:
+    """This host became active or standby in a gateway group (queued by the election's thread)."""
+
+
+@dataclass(frozen=True)
 class SubState:
     """One topic this host must hear: ``subscribed``, ``failed`` (no answer, an error) or ``refused``."""
 
@@ -184,7 +193,7 @@ class Agent:
                  on_applied: Callable[[Tracker], None] | None = None,
                  routing: Routing | None = None, forwarding: Forwarder | None = None,
                  prober: Probing | None = None, underlay: DirectProbing | None = None,
-                 attempts: Attempts | None = None) -> None:
+                 attempts: Attempts | None = None, groups: GroupMembership | None = None) -> None:
         self.dir = state_dir
         self.state = state_dir.load()
         self.backend = backend
@@ -248,6 +257,13 @@ class Agent:
         self._paired: dict[str, tuple[HostId, HostId]] = {}  # relayed peer's key → (its host id, via)
         if underlay is not None:
             underlay.add_listener(lambda key, direct: self.events.put(DirectChanged(key, direct)))
+        # issue 11: gateway groups; the election's thread only queues GroupRoleChanged
+        self.groups = groups
+        self._desired: DeviceConfig | None = None  # the last device applied in full (its roles)
+        self._forwarded_groups: tuple[str, ...] = ()
+        self._groups_timer = self.timers.add(Task("groups", self._sync_groups))
+        if groups is not None:
+            groups.bind(up=self._members_up, on_role=lambda: self.events.put(GroupRoleChanged()))
 
     @property
     def t(self) -> Timings:
@@ -280,6 +296,9 @@ class Agent:
             while not self._stop.is_set():
                 self.step(timeout=self._next_timer())
         finally:
+            if self.groups is not None:
+                self.groups.stop()  # a clean stop withdraws: the floating address goes first
+                self._apply_forwarding()
             if self.prober is not None:
                 self.prober.stop()
             if self.underlay is not None:
@@ -342,6 +361,10 @@ class Agent:
             self._follow_probes()
             self._check_latency()
             self._write_runtime()  # `status` shows each target's verdict (written only when one changed)
+        elif isinstance(ev, GroupRoleChanged):
+            self._apply_forwarding()
+            if self.connected:  # the control plane records the active member from the report
+                self._status_timer.no_later_than(time.monotonic())
         elif isinstance(ev, DirectChanged):
             if self.connected:  # the control plane ends (or keeps) the pair on this: report at once
                 now = time.monotonic()
@@ -549,6 +572,7 @@ class Agent:
             self._attempts.peers_added(time.monotonic())
             self._watch_timer.no_later_than(time.monotonic() + self._attempts.settings.watch)
         self._probe_targets()
+        self._sync_groups()
         self._write_runtime()
         if self._on_applied is not None:
             self._on_applied(self.tracker)
@@ -563,6 +587,7 @@ class Agent:
             self.backend.apply_peers(diff.upsert, diff.remove)
             log.info("applied %d peer change(s), %d removal(s)", len(diff.upsert), len(diff.remove))
         self._applied = dict(desired.peers)
+        self._desired = desired
         self._apply_roles(desired)
         self._reconciled_at = time.monotonic()
 
@@ -588,9 +613,30 @@ class Agent:
                 if (removed or not self._mark_checked) and self.backend.fwmark() == self.routing.table:
                     self.backend.set_fwmark(0)
                 self._mark_checked = True
+        self._apply_forwarding(desired)
+
+    def _apply_forwarding(self, desired: DeviceConfig | None = None) -> None:
+        """Our nftables table for ``desired`` (default: the last device applied in full), with the group
+        interfaces this host is the active member of. A failure of a later call (a role change) is
+        logged and the full apply retried."""
+        if desired is None:
+            if self._desired is None:
+                return
+            try:
+                self._apply_forwarding(self._desired)
+            except NetConfError as e:
+                log.error("cannot update the forwarding for the gateway groups: %s", e)
+                self._needs_full = True
+                self._apply_timer.at(time.monotonic() + self.t.apply_retry)
+            return
         mark = self.routing.table if self.routing is not None and desired.full_tunnel else 0
+        more: dict[str, tuple[str, ...]] = {}
+        if self.groups is not None:
+            more["groups"] = self._forwarded_groups = self.groups.active_interfaces()
         if self.forwarding is not None and self.forwarding.apply(
-                desired.forwards, desired.nat, full_tunnel_mark=mark, addresses=desired.addresses):
+                desired.forwards, desired.nat, full_tunnel_mark=mark, addresses=desired.addresses, **more):
+            if more.get("groups"):
+                log.info("gateway groups: forwarding for %s", ", ".join(more["groups"]))
             if mark and not (desired.forwards or desired.nat):
                 log.info("full tunnel: the tunnel's own flows keep their mark (nftables)")
             elif desired.forwards or desired.nat:
@@ -672,7 +718,8 @@ class Agent:
         return protocol.StatusReport(agent_version=__version__,
                                      endpoints=self.state.endpoints or self.state.auto_endpoints,
                                      peers=peers, latency=self.prober.rows() if self.prober else (),
-                                     direct=self._direct())
+                                     direct=self._direct(),
+                                     groups=self.groups.reports() if self.groups is not None else ())
 
     def report_status(self) -> None:
         """Check the device is there (bring it back if not); report if something changed.
@@ -701,7 +748,8 @@ class Agent:
         digest = (report.endpoints, tuple(
             (p.public_key, p.latest_handshake_age is not None and p.latest_handshake_age < HANDSHAKE_FRESH,
              p.endpoint)  # a client that moved (a phone from Wi-Fi to mobile data) is worth a report
-            for p in report.peers), report.direct)  # a relayed pair's direct path: the pair may end
+            for p in report.peers), report.direct,  # a relayed pair's direct path: the pair may end
+            report.groups)  # a group's role or epoch: the control plane records the active member
         now = time.monotonic()
         if (digest == self._last_report and now - self._last_report_at < self.t.heartbeat
                 and not worth_reporting_now(self._reported_latency, report.latency, self._ranked)):
@@ -809,6 +857,24 @@ class Agent:
         self._latency_timer.at(now + self.prober.settings.fast)
         if self.connected and worth_reporting_now(self._reported_latency, self.prober.rows(), self._ranked):
             self._status_timer.no_later_than(max(now, self._last_report_at + 1.0))
+
+    # ---------------------------------------------------------------- groups
+    def _sync_groups(self) -> None:
+        """Converge this host's gateway groups on the tracker (:mod:`agent.groups`); retry when due."""
+        if self.groups is None:
+            return
+        self._groups_timer.cancel()
+        self.groups.sync(self.tracker)
+        if (due := self.groups.next_due()) is not None:
+            self._groups_timer.at(due)
+        if self.groups.active_interfaces() != self._forwarded_groups:
+            self._apply_forwarding()
+
+    def _members_up(self) -> list[str]:
+        """The hosts the prober sees up now (the election's ``up``; called from its thread)."""
+        if self.prober is None:
+            return []
+        return [h for h, st in self.prober.states().items() if st.up]
 
     def _write_runtime(self, running: bool = True) -> None:
         """Tell ``status`` what the agent is doing; written only when that changed (not per delta)."""

@@ -17,6 +17,8 @@ Layout of ``DIR`` (default ``/var/lib/skymesh``)::
                  values before we turned them on (put back when the role ends, or on ``leave``)
     election.json  the gateway-group election's incarnation counter (agent/election_loop.py): raised
                  at every start, so a restarted member never reuses an incarnation
+    group-<grp_id>.key  a gateway group's key this member opened (agent/groups.py): like wg.key,
+                 never logged; removed when the host leaves the group
     run.lock     held (flock) by the one process that owns the device: ``run``, or ``leave``
                  while it removes everything; it names that process (``{"pid", "command"}``)
 """
@@ -26,14 +28,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chalicelib.domain import protocol
 from chalicelib.fsutil import write_atomic
 
-__all__ = ["AgentState", "StateDir", "NotJoinedError", "DEFAULT_STATE_DIR", "RunLock", "LockHolder"]
+__all__ = ["AgentState", "StateDir", "NotJoinedError", "DEFAULT_STATE_DIR", "RunLock", "LockHolder",
+           "GroupKey"]
 
 DEFAULT_STATE_DIR = Path("/var/lib/skymesh")
 STATE_VERSION = 1
@@ -89,6 +93,17 @@ class AgentState:
     endpoints: tuple[str, ...] = ()  # given with --endpoint; empty = discover local addresses
     auto_endpoints: tuple[str, ...] = ()  # the discovered ones last sent to the API
     status_topic: str = ""  # where to publish reports, as the API said (AWS: Basic Ingest)
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """A gateway group's key as this member holds it (its private half never shown by ``repr``)."""
+
+    network_id: str
+    group_id: str
+    version: int
+    public_key: str
+    private_key: str = field(repr=False)
 
 
 def write_private(path: Path, data: str | bytes) -> None:
@@ -153,6 +168,32 @@ class StateDir:
 
     def tls_key(self) -> str:
         return self.tls_key_path.read_text()
+
+    # ------------------------------------------------------------- group keys
+    def _group_key_path(self, group_id: str) -> Path:
+        if not re.fullmatch(r"grp_[A-Za-z0-9]{1,60}", group_id):
+            raise ValueError(f"{group_id!r} is not a gateway group id")
+        return self.path / f"group-{group_id}.key"
+
+    def save_group_key(self, key: GroupKey) -> None:
+        """Keep a group's key (mode 0600, atomic, durable), as ``wg.key`` is kept."""
+        write_private(self._group_key_path(key.group_id), json.dumps(asdict(key)))
+
+    def load_group_key(self, group_id: str) -> GroupKey | None:
+        """The group's key kept here; None when there is none or the file is unreadable."""
+        try:
+            d = json.loads(self._group_key_path(group_id).read_text())
+            return GroupKey(str(d["network_id"]), str(d["group_id"]), int(d["version"]), str(d["public_key"]),
+                            str(d["private_key"]))
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def remove_group_key(self, group_id: str) -> None:
+        self._group_key_path(group_id).unlink(missing_ok=True)
+
+    def group_key_ids(self) -> list[str]:
+        """The groups whose key is kept here, sorted."""
+        return sorted(p.name[len("group-"):-len(".key")] for p in self.path.glob("group-grp_*.key"))
 
     # ------------------------------------------------------------------ cache
     def save_cache(self, snapshots: list[protocol.Snapshot]) -> None:
@@ -229,3 +270,5 @@ class StateDir:
         for name in ("state.json", "wg.key", "tls.key", "tls.crt", "ca.pem", "cache.json", "runtime.json",
                      "forwarding.json", "election.json", "run.lock"):
             (self.path / name).unlink(missing_ok=True)
+        for group_id in self.group_key_ids():
+            self.remove_group_key(group_id)

@@ -34,7 +34,7 @@ from skymesh.lab.groups import STREAMS, GroupLab, group_lab  # noqa: E402
 
 def kills(gl: GroupLab, n: int, timeout: float) -> tuple[dict[str, list[float]], list[str], list[str]]:
     """``n`` kills of the active member: each stream's gaps (s), the moves, and what failed."""
-    gaps: dict[str, list[float]] = {what: [] for what in STREAMS}
+    gaps: dict[str, list[float]] = {what: [] for what in gl.streams}
     moves, failed = [], []
     for i in range(n):
         try:
@@ -43,11 +43,11 @@ def kills(gl: GroupLab, n: int, timeout: float) -> tuple[dict[str, list[float]],
             failed.append(f"kill {i + 1}: {str(e).splitlines()[0]}")
             if len(failed) == 1:
                 print(e, file=sys.stderr)
-            was, now, seconds = next(iter(gl.dead), "?"), None, dict.fromkeys(STREAMS, timeout)
+            was, now, seconds = next(iter(gl.dead), "?"), None, dict.fromkeys(gl.streams, timeout)
         else:
             seconds = {what: gap.seconds for what, gap in found.items()}
             moves.append(f"{was}->{now}")
-        for what in STREAMS:
+        for what in gl.streams:
             gaps[what].append(seconds[what])
         for name in sorted(gl.dead):
             gl.revive(name)
@@ -62,20 +62,26 @@ def main() -> int:
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=30.0, help="a kill's streams must come back within this")
     ap.add_argument("--modes", default="up,down", help="comma-separated: up (control plane running), down")
+    ap.add_argument("--streams", default=",".join(STREAMS),
+                    help=f"comma-separated, the phone's streams: {', '.join(STREAMS)}")
     args = ap.parse_args()
+    streams = tuple(w for w in args.streams.split(",") if w)
+    if not streams or set(streams) - set(STREAMS):
+        ap.error(f"--streams takes {', '.join(STREAMS)}")
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - {"up", "down"}:
         ap.error("--modes takes up, down")
     if os.geteuid() != 0:
         print("bench/floating_failover.py needs root (network namespaces, wireguard-go)", file=sys.stderr)
         return 2
-    with group_lab(args.members) as gl:
+    with group_lab(args.members, streams=streams) as gl:
         for mode in modes:
             if mode == "down":
                 gl.cp.stop()
             gaps, moves, failed = kills(gl, args.kills, args.timeout)
             worst = [max(per) for per in zip(*gaps.values(), strict=True)]
-            summary("floating_failover", mode=f"control plane {mode}", members=args.members, kills=len(worst),
+            summary("floating_failover", mode=f"control plane {mode}", members=args.members,
+                    streams=list(streams), kills=len(worst),
                     gap_p50_ms=ms(percentile(worst, 50)), gap_p99_ms=ms(percentile(worst, 99)),
                     gap_max_ms=ms(max(worst)),
                     by_stream={what: {"p50_ms": ms(percentile(v, 50)), "p99_ms": ms(percentile(v, 99))}

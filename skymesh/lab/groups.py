@@ -190,11 +190,15 @@ def _created_client(cp: ControlPlane, network_id: str, group_id: str, details: A
 
 
 @contextlib.contextmanager
-def group_lab(members: int = 3, *, probe_interval: float | None = None) -> Iterator[GroupLab]:
-    """The lab of the module docstring with ``members`` members (2 to 4), the phone's streams
-    flowing; everything removed at exit. ``probe_interval``: the agents' ``--probe-interval``."""
+def group_lab(members: int = 3, *, streams: tuple[str, ...] = STREAMS,
+              probe_interval: float | None = None) -> Iterator[GroupLab]:
+    """The lab of the module docstring with ``members`` members (2 to 4), the phone's ``streams``
+    (of :data:`STREAMS`) flowing; everything removed at exit. ``probe_interval``: the agents'
+    ``--probe-interval``."""
     if not 2 <= members <= 4:
         raise LabError("a gateway group has 2 to 4 members")
+    if not streams or set(streams) - set(STREAMS):
+        raise LabError(f"streams: some of {', '.join(STREAMS)}")
     with Lab() as lab:
         cp = ControlPlane(lab.add_node("cp"))
         cp.start()
@@ -234,7 +238,8 @@ def group_lab(members: int = 3, *, probe_interval: float | None = None) -> Itera
                        details=early_details)
             UdpEcho(host.node, h_addr)
             wgq.up()
-            gl.streams = {"mesh": PacketStream(phone, h_addr), "lan": PacketStream(phone, lan.ip)}
+            targets = {"mesh": h_addr, "lan": lan.ip}
+            gl.streams = {what: PacketStream(phone, targets[what]) for what in streams}
             deadline = time.monotonic() + CONVERGE
             for what, stream in gl.streams.items():
                 if not stream.flowing(max(0.0, deadline - time.monotonic())):

@@ -52,15 +52,18 @@ def _kill_and_see_it_back(gl: GroupLab) -> tuple[str, str]:
     return was, now
 
 
-def test_the_phone_reaches_the_mesh_and_the_lan_through_the_first_member_by_priority(gl: GroupLab) -> None:
-    assert gl.holders() == ["m1"], gl.details()
+def test_the_phone_reaches_the_mesh_and_the_lan_through_the_one_active_member(gl: GroupLab) -> None:
+    # which member wins the first election depends on who opened the key first; later ones go by priority
+    holders = gl.holders()
+    assert len(holders) == 1, gl.details()
     assert gl.phone_endpoint() == f"{FLOATING}:{PORT}", gl.details()
-    _recorded(gl, "m1")
+    _recorded(gl, holders[0])
 
 
 def test_killing_the_active_member_moves_the_phone_to_another_without_touching_it(gl: GroupLab) -> None:
     was, now = _kill_and_see_it_back(gl)
-    assert now == "m2", f"{was} died: the next member by priority is m2, not {now}\n{gl.details()}"
+    first = next(n for n in gl.members if n != was)
+    assert now == first, f"{was} died: the next member by priority is {first}, not {now}\n{gl.details()}"
     _recorded(gl, now)
     gl.revive(was)  # it comes back as a standby: the address stays where it went
     assert gl.holders() == [now], gl.details()

@@ -82,10 +82,13 @@ class GroupLab:
         text += "\n===== phone: ip neigh\n" + _out(self.phone, "ip", "neigh", "show", FLOATING)
         return text + ("\n===== control plane\n" + self.cp.log_tail(20) if self.cp.running else "")
 
+    def holds(self, name: str) -> bool:
+        """Whether member ``name``'s uplink carries the floating address (a dead one's link is down)."""
+        return f" {FLOATING}/" in _out(self.members[name].node, "ip", "-4", "-o", "addr", "show", "eth0")
+
     def holders(self) -> list[str]:
-        """The members whose uplink carries the floating address now."""
-        return [name for name, agent in self.members.items()
-                if f" {FLOATING}/" in _out(agent.node, "ip", "-4", "-o", "addr", "show", "dev", "eth0")]
+        """The live members whose uplink carries the floating address now."""
+        return [name for name in self.members if name not in self.dead and self.holds(name)]
 
     def active(self) -> str | None:
         """The one member holding the floating address (None: none, or more than one)."""
@@ -146,7 +149,7 @@ class GroupLab:
         until ``h``'s probes see it up and it has its group interface again (as a standby)."""
         agent = self.members[name]
         agent.start()
-        wait_until(lambda: name not in self.holders(), CLEAN,
+        wait_until(lambda: not self.holds(name), CLEAN,
                    f"{name}'s agent to remove the floating address its crashed run left",
                    interval=0.1, details=self.details)
         self._links(name, "up")

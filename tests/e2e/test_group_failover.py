@@ -12,12 +12,14 @@ on each other on one lab, in order (run the whole module).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from skymesh.lab import leftovers, wait_until
+from skymesh.lab import LabTimeout, leftovers, wait_until
 from skymesh.lab.groups import FLOATING, PORT, GroupLab, group_lab
+from skymesh.lab.services import PacketStream
 
 from .conftest import require_control_plane_lab
 
@@ -25,12 +27,13 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 BACK = 30.0  # seconds within which the streams must come back after a kill (the phone alone: never)
 RECORD = 60.0  # seconds for the control plane to record the new active member (a report, or a claim)
+STAYS = 20.0  # seconds a member that came back is watched: it must not take the address back
 
 
 @pytest.fixture(scope="module")
 def gl() -> Iterator[GroupLab]:
     require_control_plane_lab()
-    with group_lab(3) as gl:
+    with group_lab(3, streams=("mesh",)) as gl:  # the LAN's stream starts in its own step
         prefix = gl.lab.prefix
         yield gl
     assert leftovers(prefix) == [], f"the lab left things behind: {leftovers(prefix)}"
@@ -42,17 +45,18 @@ def _recorded(gl: GroupLab, name: str) -> None:
 
 
 def _kill_and_see_it_back(gl: GroupLab) -> tuple[str, str]:
-    """Kill the active member; both streams come back through another live member that now alone
-    holds the floating address; the phone still sends to the floating address with its file."""
+    """Kill the active member; the streams come back through the next live member by priority, which
+    now alone holds the floating address; the phone still sends to the floating address, its file
+    untouched."""
     was, now, gaps = gl.failover(BACK)
-    assert now is not None and now != was and now not in gl.dead, \
-        f"{was} died; the floating address is on {gl.holders()}\n{gl.details()}"
+    first = next(n for n in gl.members if n != was)
+    assert now == first, f"{was} died: the next member by priority is {first}, not {now}\n{gl.details()}"
     assert gl.phone_endpoint() == f"{FLOATING}:{PORT}", gl.details()
     assert gl.config_intact(), "the phone's wg-quick file changed"
     return was, now
 
 
-def test_the_phone_reaches_the_mesh_and_the_lan_through_the_one_active_member(gl: GroupLab) -> None:
+def test_the_phone_reaches_the_mesh_through_the_one_active_member(gl: GroupLab) -> None:
     # which member wins the first election depends on who opened the key first; later ones go by priority
     holders = gl.holders()
     assert len(holders) == 1, gl.details()
@@ -62,11 +66,21 @@ def test_the_phone_reaches_the_mesh_and_the_lan_through_the_one_active_member(gl
 
 def test_killing_the_active_member_moves_the_phone_to_another_without_touching_it(gl: GroupLab) -> None:
     was, now = _kill_and_see_it_back(gl)
-    first = next(n for n in gl.members if n != was)
-    assert now == first, f"{was} died: the next member by priority is {first}, not {now}\n{gl.details()}"
     _recorded(gl, now)
-    gl.revive(was)  # it comes back as a standby: the address stays where it went
-    assert gl.holders() == [now], gl.details()
+    gl.revive(was)  # the next step watches it stay a standby
+
+
+@pytest.mark.xfail(strict=True, reason="h-wire at 9bc6694: a member that comes back with the control plane "
+                   "up takes the floating address back a few seconds after its links are up (its probes "
+                   "see the others down at first; the control plane grants its claim)")
+def test_a_member_that_comes_back_stays_standby(gl: GroupLab) -> None:
+    holders = gl.holders()
+    assert len(holders) == 1, gl.details()
+    deadline = time.monotonic() + STAYS
+    while time.monotonic() < deadline:  # an observation window: nothing should happen in it
+        assert gl.holders() == holders, f"the floating address moved from {holders} to {gl.holders()}\n" \
+            + gl.details()
+        time.sleep(0.5)
 
 
 def test_with_the_control_plane_stopped_the_members_fail_over_by_themselves(gl: GroupLab) -> None:
@@ -77,4 +91,19 @@ def test_with_the_control_plane_stopped_the_members_fail_over_by_themselves(gl: 
         gl.cp.start()
     _recorded(gl, now)  # back up, the control plane learns who is active from the members
     gl.revive(was)
-    assert gl.holders() == [now], gl.details()
+
+
+def test_the_phone_reaches_the_lan_behind_the_members(gl: GroupLab) -> None:
+    stream = PacketStream(gl.phone, gl.lan.ip)
+    gl.streams["lan"] = stream
+    assert stream.flowing(BACK), gl.details()
+
+
+@pytest.mark.xfail(strict=True, raises=LabTimeout,
+                   reason="h-wire at 9bc6694: the new active member forwards the phone's first datagrams "
+                   "to the LAN before its ruleset masquerades the group interface; conntrack keeps that flow "
+                   "unmasqueraded while it lasts, so the LAN never answers it")
+def test_after_a_kill_the_lan_behind_the_members_answers_again(gl: GroupLab) -> None:
+    assert "lan" in gl.streams, "needs the LAN's stream of the step before"
+    was, now = _kill_and_see_it_back(gl)
+    gl.revive(was)

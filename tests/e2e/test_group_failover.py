@@ -89,8 +89,16 @@ def test_with_the_control_plane_stopped_the_members_fail_over_by_themselves(gl: 
         was, now = _kill_and_see_it_back(gl)
     finally:
         gl.cp.start()
-    _recorded(gl, now)  # back up, the control plane learns who is active from the members
     gl.revive(was)
+
+
+@pytest.mark.xfail(strict=True, raises=LabTimeout,
+                   reason="h-wire at 9bc6694: a role taken while the control plane was down is reported only "
+                   "at the next heartbeat (5 minutes), not when the agent connects again")
+def test_the_control_plane_back_up_records_the_member_that_took_over_meanwhile(gl: GroupLab) -> None:
+    holders = gl.holders()
+    assert len(holders) == 1, gl.details()
+    _recorded(gl, holders[0])
 
 
 def test_the_phone_reaches_the_lan_behind_the_members(gl: GroupLab) -> None:

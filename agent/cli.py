@@ -164,7 +164,7 @@ def _run(sd: StateDir, state: AgentState, probes: ProbeSettings | None = None) -
     api = ApiClient(state.server, state.host_token)
     # issue 11: the gateway groups this host is a member of: their key, interface and election
     groups = GroupMembership(
-        sd, state.host_id, wg_key, api,
+        sd, state.host_id, wg_key, api, interface=state.interface,
         planes=lambda ifname: GroupDataPlane(ifname, backend=state.backend),
         election=lambda: ElectionLoop(next_incarnation(sd.path),
                                       vote=control_plane_vote(api.claim_gateway_group)))
@@ -277,7 +277,7 @@ def _remove_groups(sd: StateDir, state: AgentState) -> None:
 
     for group_id in sd.group_key_ids():
         try:
-            GroupDataPlane(group_ifname(group_id), backend=state.backend).close()
+            GroupDataPlane(group_ifname(group_id, state.interface), backend=state.backend).close()
         except FloatingError as e:
             log.warning("%s", e)
 

@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from chalicelib.domain import election
-from chalicelib.domain.election import CONTROL_PLANE, Ack, Claim, Group, Record, Role, Timing
+from chalicelib.domain.election import CONTROL_PLANE, ELECTION_PORT, Ack, Claim, Group, Record, Role, Timing
 
 from .socketloop import Address, UdpLoop
 from .state import write_private
@@ -74,7 +74,6 @@ __all__ = ["ELECTION_PORT", "TICK", "ENDPOINTS_EVERY", "MAX_SIZE", "MAX_ENDPOINT
            "encode_endpoints", "decode", "GroupConfig", "peer_addresses", "Hooks", "GroupStatus", "Vote",
            "VoteWorker", "GroupDriver", "ElectionLoop", "next_incarnation", "control_plane_vote"]
 
-ELECTION_PORT = 51829  # UDP, on the members' overlay addresses: a floating port must not take it
 DEFAULT_TIMING = Timing()
 TICK = 0.25  # seconds between steps at most (election.step wants ≤ heartbeat / 2)
 RETRY_ACTIVATE = 1.0  # seconds before an on_active that failed is tried again

@@ -53,10 +53,13 @@ log = logging.getLogger("skymesh.agent.groups")
 RETRY_MIN, RETRY_MAX = 2.0, 30.0  # seconds between key reads while it lacks the current key
 
 
-def group_ifname(group_id: str) -> str:
-    """The group interface's name on every member: ``smg`` + 12 hex digits of the group id's hash
-    (15 characters, the kernel's limit): unique per group, the same after a restart."""
-    return "smg" + hashlib.sha256(group_id.encode()).hexdigest()[:12]
+def group_ifname(group_id: str, interface: str = "") -> str:
+    """The group interface's name on a member: ``smg`` + 12 hex digits of a hash of the group id and
+    the member's mesh ``interface`` (15 characters, the kernel's limit): unique per group, the same
+    after a restart, and different for members whose agents share one ``/var/run/wireguard`` (network
+    namespaces or containers on one machine: wireguard-go's UAPI sockets are named after the
+    interface there)."""
+    return "smg" + hashlib.sha256(f"{interface}/{group_id}".encode()).hexdigest()[:12]
 
 
 class KeyApi(Protocol):
@@ -107,17 +110,19 @@ class _Served:
 class GroupMembership:
     """Every gateway group this host is a member of (see the module docstring).
 
-    ``api``: the key routes; ``planes(ifname)``: a new data plane; ``election()``: the agent's one
-    election loop, made (and started) when the first group needs it; ``up()``: the members the
-    prober sees up now (thread-safe: read from the election's thread); ``on_role()``: called from
-    the election's thread after each activate/deactivate.
+    ``api``: the key routes; ``interface``: the mesh interface (:func:`group_ifname`);
+    ``planes(ifname)``: a new data plane; ``election()``: the agent's one election loop, made (and
+    started) when the first group needs it; ``up()``: the members the prober sees up now
+    (thread-safe: read from the election's thread); ``on_role()``: called from the election's
+    thread after each activate/deactivate.
     """
 
     def __init__(self, state_dir: StateDir, host_id: str, wg_private_key: str, api: KeyApi, *,
                  planes: Callable[[str], DataPlane], election: Callable[[], Election],
                  up: Callable[[], Iterable[str]] = tuple, on_role: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, interface: str = "") -> None:
         self.dir = state_dir
+        self.interface = interface  # the mesh interface's name: the group interfaces' are derived from it
         self.host_id = HostId(host_id)
         self._wg_key = wg_private_key
         self._wg_public = wireguard_public_key(wg_private_key)
@@ -150,7 +155,7 @@ class GroupMembership:
 
     def active_interfaces(self) -> tuple[str, ...]:
         """The group interfaces of the groups this host is the active member of now (forwarded)."""
-        return tuple(sorted(group_ifname(gid) for gid, s in self._served.items()
+        return tuple(sorted(group_ifname(gid, self.interface) for gid, s in self._served.items()
                             if s.plane is not None and s.plane.is_active))
 
     def reports(self) -> tuple[protocol.GroupReport, ...]:
@@ -182,7 +187,11 @@ class GroupMembership:
             if served.seen != mark or (served.retry_at and now >= served.retry_at):
                 served.seen = mark
                 self._follow_key(served, records, group, now)
-            self._serve(served, records, group)
+            try:
+                self._serve(served, records, group)
+            except OSError as e:  # the election's port is taken, the state directory unwritable
+                log.error("group %s: cannot take part in the election: %s", gid, e)
+                self._retry(served, now)
 
     def stop(self) -> None:
         """A clean stop: withdraw from every group (deactivate); interfaces and keys stay."""
@@ -204,7 +213,7 @@ class GroupMembership:
         k = self._keys.get(gid)
         if k is None or (k.version, k.public_key) != (group.key_version, group.public_key):
             self._retry(served, now)  # a copy for us, or the new key's broadcast, is still to come
-        else:
+        elif served.plane_args is not None or served.plane is None:
             served.retry_at, served.backoff = 0.0, RETRY_MIN
 
     def _retry(self, served: _Served, now: float) -> None:
@@ -307,7 +316,7 @@ class GroupMembership:
                 served.config = None
             return
         if served.plane is None:
-            served.plane = self._make_plane(group_ifname(gid))
+            served.plane = self._make_plane(group_ifname(gid, self.interface))
         clients = {c.public_key: c.allowed_ips for c in records.clients_by_gateway.get(HostId(gid), ())
                    if records.served(c)}
         args = (k.private_key, tuple(sorted(clients.items())), group.floating_port, group.floating_ip)

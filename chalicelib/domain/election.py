@@ -109,11 +109,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-__all__ = ["CONTROL_PLANE", "Ack", "Claim", "Group", "Inputs", "Output", "Promise", "Record",
+__all__ = ["CONTROL_PLANE", "ELECTION_PORT", "Ack", "Claim", "Group", "Inputs", "Output", "Promise", "Record",
            "Report", "Role", "State", "Timing", "correct", "is_active", "start", "step", "vote"]
 
 Role = Literal["active", "standby"]
 CONTROL_PLANE = "control-plane"  # the voter id of the control plane (no member may use it)
+# UDP, on the members' overlay addresses (agent/election_loop.py listens on every address): so no
+# group's floating port, nor a member's mesh port or underlay echo port (mesh port + 1), may be it
+ELECTION_PORT = 51829
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .election import ELECTION_PORT
 from .errors import ConflictError, InvalidInputError
 from .ids import ClientId, HostId, NetworkId
 from .models import (
@@ -885,6 +886,10 @@ def _check_groups(records: NetworkRecords) -> None:
         if not 1 <= len(g.members) <= MAX_GROUP_MEMBERS or len(set(g.members)) != len(g.members):
             raise InvalidInputError(f"gateway group {gid} needs 1 to {MAX_GROUP_MEMBERS} distinct members",
                                     code="invalid_group")
+        if g.floating_port == ELECTION_PORT:
+            raise ConflictError(f"the floating port {g.floating_port} of gateway group {gid} is the port the "
+                                "members' election listens on; choose another floating port",
+                                code="floating_port_in_use")
         offered: dict[HostId, tuple[tuple[str, ...], bool]] = {}
         for h in g.members:
             m = records.members.get(h)
@@ -900,6 +905,11 @@ def _check_groups(records: NetworkRecords) -> None:
                                     f"{h}'s "
                                     f"mesh port or its underlay echo port ({m.listen_port}, "
                                     f"{m.listen_port + 1}); choose another floating port",
+                                    code="floating_port_in_use")
+            if ELECTION_PORT in (m.listen_port, m.listen_port + 1):
+                raise ConflictError(f"host {h}'s mesh port {m.listen_port} or its underlay echo port is "
+                                    f"{ELECTION_PORT}, where the members of gateway group {gid} hold their "
+                                    "election; give the host another listen port first",
                                     code="floating_port_in_use")
             offered[h] = (tuple(sorted(gw.egress)), gw.internet)
         if len(set(offered.values())) > 1:

@@ -10,6 +10,7 @@ from functools import partial
 
 from ..domain import ipam, protocol, validate
 from ..domain.changes import PendingChange
+from ..domain.election import ELECTION_PORT
 from ..domain.ids import HostId, NetworkId, new_id, new_token
 from ..domain.models import EnrollmentKey, Host, MemberRole, Network
 from ..domain.plan import HostView, network_plan
@@ -317,6 +318,26 @@ class Hosts:
                         f"host {host.id} is a member of gateway group {group.name} ({group.id}), whose "
                         f"floating port is {group.floating_port}; choose a listen port other than it and "
                         "one below it", code="floating_port_in_use")
+                if host.id in group.members and ELECTION_PORT in ports:
+                    raise ConflictError(
+                        f"host {host.id} is a member of gateway group {group.name} ({group.id}), whose "
+                        f"members hold their election on port {ELECTION_PORT}; choose a listen port other "
+                        "than it and one below it", code="floating_port_in_use")
+
+    def _refuse_group_member(self, host: Host, network_ids: Sequence[NetworkId]) -> None:
+        """409 when ``host`` is a member of a gateway group (issue 11) in one of ``network_ids``: it
+        holds the group's key, so an admin removes it from the group first, and that answer says
+        whether it still knows the key (rotate-key ends that). As a gateway's role cannot end while a
+        group names it (:mod:`chalicelib.service.gateways`)."""
+        found = [(network_id, g) for network_id in network_ids
+                 for g in self._d.store.network_groups(network_id) if host.id in g.members]
+        if found:
+            network_id, first = found[0]
+            names = ", ".join(f"{g.name} ({g.id})" for _, g in found)
+            raise ConflictError(
+                f"host {host.id} is a member of gateway groups: {names}; remove it from them first "
+                f"(DELETE /v1/networks/{network_id}/gateway-groups/{first.id}/members/{host.id}): the "
+                "answer says whether it still knows the group's key", code="gateway_in_use")
 
     def leave_network(self, network_id: str, host_ids: Sequence[str]) -> builtins.list[Host]:
         """Take these hosts out of one network: free their addresses and their broker
@@ -353,6 +374,7 @@ class Hosts:
         """
         def attempt() -> tuple[Host, tuple[PendingChange, ...]]:
             host = self.get(host_id)
+            self._refuse_group_member(host, host.network_ids)
             released = self._relayed_by(host, host.network_ids)
             outbox = tuple(c for n in host.network_ids for c in self._stream.new_changes(
                 [n], host_ids=(host.id, *(h.id for h in released if n in h.addresses))))

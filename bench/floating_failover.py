@@ -32,8 +32,10 @@ from skymesh.lab.errors import LabTimeout  # noqa: E402
 from skymesh.lab.groups import STREAMS, GroupLab, group_lab  # noqa: E402
 
 
-def kills(gl: GroupLab, n: int, timeout: float) -> tuple[dict[str, list[float]], list[str], list[str]]:
-    """``n`` kills of the active member: each stream's gaps (s), the moves, and what failed."""
+def kills(gl: GroupLab, n: int, timeout: float, explain: float) -> tuple[dict[str, list[float]], list[str],
+                                                                         list[str]]:
+    """``n`` kills of the active member: each stream's gaps (s), the moves, and what failed. A kill
+    with a gap over ``explain`` s prints the lab's details (logs, ``wg show``) to stderr."""
     gaps: dict[str, list[float]] = {what: [] for what in gl.streams}
     moves, failed = [], []
     for i in range(n):
@@ -47,6 +49,8 @@ def kills(gl: GroupLab, n: int, timeout: float) -> tuple[dict[str, list[float]],
         else:
             seconds = {what: gap.seconds for what, gap in found.items()}
             moves.append(f"{was}->{now}")
+            if max(seconds.values()) > explain:
+                print(f"kill {i + 1}: a gap over {explain:g} s; now:\n{gl.details()}", file=sys.stderr)
         for what in gl.streams:
             gaps[what].append(seconds[what])
         for name in sorted(gl.dead):
@@ -62,6 +66,8 @@ def main() -> int:
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=30.0, help="a kill's streams must come back within this")
     ap.add_argument("--modes", default="up,down", help="comma-separated: up (control plane running), down")
+    ap.add_argument("--explain", type=float, default=5.0,
+                    help="print the lab's details for a kill whose gap is longer than this (s)")
     ap.add_argument("--streams", default=",".join(STREAMS),
                     help=f"comma-separated, the phone's streams: {', '.join(STREAMS)}")
     args = ap.parse_args()
@@ -78,7 +84,7 @@ def main() -> int:
         for mode in modes:
             if mode == "down":
                 gl.cp.stop()
-            gaps, moves, failed = kills(gl, args.kills, args.timeout)
+            gaps, moves, failed = kills(gl, args.kills, args.timeout, args.explain)
             worst = [max(per) for per in zip(*gaps.values(), strict=True)]
             summary("floating_failover", mode=f"control plane {mode}", members=args.members,
                     streams=list(streams), kills=len(worst),

@@ -70,9 +70,9 @@ def test_killing_the_active_member_moves_the_phone_to_another_without_touching_i
     gl.revive(was)  # the next step watches it stay a standby
 
 
-@pytest.mark.xfail(strict=True, reason="h-wire at a2059f4: a member that comes back with the control plane "
-                   "up takes the floating address back a few seconds after its links are up (its probes "
-                   "see the others down at first; the control plane grants its claim)")
+@pytest.mark.xfail(strict=True, reason="h-wire at a2059f4: a member that comes back takes the "
+                   "floating address back a few seconds after its links are up, with the control plane up "
+                   "or down (its first claims come while its probes still see the others down); it can flap")
 def test_a_member_that_comes_back_stays_standby(gl: GroupLab) -> None:
     holders = gl.holders()
     assert len(holders) == 1, gl.details()

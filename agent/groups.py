@@ -29,7 +29,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chalicelib.domain import protocol
@@ -101,7 +101,7 @@ class _Served:
     network_id: str
     plane: DataPlane | None = None
     config: GroupConfig | None = None
-    plane_args: tuple[object, ...] | None = None
+    plane_args: tuple[object, ...] | None = field(default=None, repr=False)  # holds the private key
     seen: tuple[GatewayGroup, int] | None = None  # the group (and its mark) as last read with its key
     retry_at: float = 0.0
     backoff: float = RETRY_MIN
@@ -162,7 +162,8 @@ class GroupMembership:
         """The status report's ``groups`` rows (the election's, one per group it runs)."""
         if self._election is None:
             return ()
-        return tuple(protocol.GroupReport(GroupId(r.id), r.role, r.epoch, tuple(HostId(h) for h in r.down))
+        return tuple(protocol.GroupReport(GroupId(r.id), r.role, r.epoch,
+                                          tuple(sorted(HostId(h) for h in r.down)))
                      for r in self._election.status())[:protocol.MAX_REPORT_GROUPS]
 
     # ------------------------------------------------------------------------------- converge

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agent.api import ApiClient, ApiError
+from agent.api import ApiClient, ApiError, Unreachable
 from agent.converge import Tracker
 from agent.election_loop import GroupConfig, GroupStatus, Hooks
 from agent.groups import GroupMembership, group_ifname
@@ -279,3 +279,33 @@ def test_rotate_key_the_asked_member_makes_the_next_version_and_the_others_switc
         assert held is not None and (held.version, held.private_key) == (2, second.private_key)
         assert m.election.groups[gid][0].key_version == 2
         assert m.planes[group_ifname(gid)].ensured[-1][0] == second.private_key
+
+
+class DownApi:
+    """The control plane unreachable (a restart during an outage)."""
+
+    def group_key(self, network_id: str, group_id: str) -> dict[str, Any]:
+        raise Unreachable("cannot reach http://control-plane.test: connection refused")
+
+    def put_group_key(self, network_id: str, group_id: str, upload: Mapping[str, Any]) -> dict[str, Any]:
+        raise Unreachable("cannot reach http://control-plane.test: connection refused")
+
+
+def test_a_restarted_member_serves_at_once_from_the_key_it_kept_with_the_control_plane_down(
+        api: Api, net: dict[str, Any], hosts: dict[str, Any], agents: dict[str, Member]) -> None:  # noqa: F811
+    group = _create(api, net, hosts)
+    gid, ifname = group["id"], group_ifname(group["id"])
+    for name in ("g1", "g2"):
+        agents[name].sync()
+    g2 = agents["g2"]
+    kept = g2.groups.held(gid)
+    assert kept is not None
+    cached = g2.tracker.snapshots  # what the agent's cache brings back at boot
+    planes: dict[str, FakePlane] = {}
+    election = FakeElection()
+    reborn = GroupMembership(g2.dir, g2.host_id, hosts["g2"]["pair"].private_key, DownApi(),
+                             planes=lambda n: planes.setdefault(n, FakePlane(n)), election=lambda: election)
+    reborn.sync(Tracker(g2.host_id, cached))
+    assert reborn.held(gid) == kept and planes[ifname].ensured[-1][0] == kept.private_key
+    assert election.groups[gid][0].key_version == 1
+    assert reborn.next_due() is not None, "it reads the key again once the control plane answers"

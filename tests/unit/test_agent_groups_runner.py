@@ -102,3 +102,32 @@ def test_a_clean_stop_withdraws_and_forwards_for_no_group_any_more(tmp_path):
     agent.run()
     assert groups.stopped == 1
     assert forwarding.calls[0] == ("smg0123456789ab",) and forwarding.calls[-1] == ()
+
+
+def _rules(doc: dict) -> dict[str, list[list[dict]]]:
+    out: dict[str, list[list[dict]]] = {}
+    for c in doc["nftables"]:
+        if "rule" in c.get("add", {}):
+            out.setdefault(c["add"]["rule"]["chain"], []).append(c["add"]["rule"]["expr"])
+    return out
+
+
+def _names(expr: list[dict], key: str, op: str) -> list[str]:
+    return [e["match"]["right"] for e in expr if "match" in e and e["match"]["op"] == op
+            and e["match"]["left"] == {"meta": {"key": key}}]
+
+
+def test_an_active_group_interface_is_forwarded_and_marked_like_the_tunnel_and_never_masqueraded_into():
+    from agent.gateway import ruleset
+
+    forwards, nat = ("100.64.0.0/16", "10.9.0.0/16"), ("10.9.0.0/16",)
+    plain = _rules(ruleset("sm0", forwards, nat))
+    grouped = _rules(ruleset("sm0", forwards, nat, groups=("smgA",)))
+    for op, key in (("==", "iifname"), ("==", "oifname")):
+        assert [_names(e, key, op) for e in grouped["forward"]].count(["smgA"]) == \
+            [_names(e, key, op) for e in plain["forward"]].count(["sm0"]), "every rule of sm0, again for smgA"
+    (masquerade,) = grouped["postrouting"]
+    assert _names(masquerade, "oifname", "!=") == ["sm0", "smgA"]
+    marks = [e for e in grouped["forward"] if any("mangle" in x for x in e)]
+    assert sorted(_names(e, "iifname", "==")[0] for e in marks) == ["sm0", "smgA"]
+    assert ruleset("sm0", forwards, nat, groups=()) == ruleset("sm0", forwards, nat)

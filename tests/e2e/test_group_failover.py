@@ -70,7 +70,7 @@ def test_killing_the_active_member_moves_the_phone_to_another_without_touching_i
     gl.revive(was)  # the next step watches it stay a standby
 
 
-@pytest.mark.xfail(strict=True, reason="h-wire at a2059f4: a member that comes back takes the "
+@pytest.mark.xfail(strict=True, reason="h-wire at e616c5e: a member that comes back takes the "
                    "floating address back a few seconds after its links are up, with the control plane up "
                    "or down (its first claims come while its probes still see the others down); it can flap")
 def test_a_member_that_comes_back_stays_standby(gl: GroupLab) -> None:
@@ -91,9 +91,6 @@ def test_with_the_control_plane_stopped_the_members_fail_over_by_themselves(gl: 
         gl.cp.start()  # the killed member stays down: its return would move the address (see above)
 
 
-@pytest.mark.xfail(strict=True, raises=LabTimeout,
-                   reason="h-wire at a2059f4: a role taken while the control plane was down is reported only "
-                   "at the next heartbeat (5 minutes), not when the agent connects again")
 def test_the_control_plane_back_up_records_the_member_that_took_over_meanwhile(gl: GroupLab) -> None:
     active = wait_until(gl.active, BACK, "one live member to hold the floating address", details=gl.details)
     assert active is not None  # wait_until returns a truthy value
@@ -117,7 +114,7 @@ def test_the_phone_reaches_the_lan_behind_the_members(gl: GroupLab) -> None:
 
 
 @pytest.mark.xfail(strict=True, raises=LabTimeout,
-                   reason="h-wire at a2059f4: the new active member forwards the phone's first datagrams "
+                   reason="h-wire at e616c5e: the new active member forwards the phone's first datagrams "
                    "to the LAN before its ruleset masquerades the group interface; conntrack keeps that flow "
                    "unmasqueraded while it lasts, so the LAN never answers it")
 def test_after_a_kill_the_lan_behind_the_members_answers_again(gl: GroupLab) -> None:

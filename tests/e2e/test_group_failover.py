@@ -7,7 +7,11 @@ records the new active member.
 
 The lab is :mod:`skymesh.lab.groups` (``bench/floating_failover.py`` measures the gaps over many
 kills; here: that traffic comes back within generous bounds, and through whom). The steps build
-on each other on one lab, in order (run the whole module).
+on each other on one lab, in order (run the whole module). Three steps are xfails: defects of the
+agent's wiring this lab found (a returning member takes the address back; the LAN flow a new active
+member forwards before its ruleset masquerades the group interface stays broken, both strict: an
+XPASS fails once fixed, to be made a plain step then; and, not strict as it is intermittent, the
+control plane not told of a role taken while it was down), each saying why in its reason.
 """
 
 from __future__ import annotations
@@ -91,6 +95,10 @@ def test_with_the_control_plane_stopped_the_members_fail_over_by_themselves(gl: 
         gl.cp.start()  # the killed member stays down: its return would move the address (see above)
 
 
+@pytest.mark.xfail(strict=False, raises=LabTimeout,
+                   reason="h-wire at e616c5e: a role taken while the control plane was down is not reported "
+                   "when the agent connects again (no report until another event or the 5-minute heartbeat); "
+                   "recorded within 60 s in 1 of 3 runs")
 def test_the_control_plane_back_up_records_the_member_that_took_over_meanwhile(gl: GroupLab) -> None:
     active = wait_until(gl.active, BACK, "one live member to hold the floating address", details=gl.details)
     assert active is not None  # wait_until returns a truthy value

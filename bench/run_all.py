@@ -37,8 +37,10 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [  # name, full args, quick ar
     ("autorelay", ["--runs", "5"], ["--runs", "1"]),
     ("election_takeover", ["--kills", "50"], ["--kills", "3"]),
     ("floating_dataplane", ["--switches", "30"], ["--switches", "3"]),
+    ("floating_failover", ["--kills", "10"], ["--kills", "2"]),
 ]
-ROOT_ONLY = {"apply", "failover", "autorelay", "floating_dataplane"}  # network namespaces and wireguard-go
+ROOT_ONLY = {"apply", "failover", "autorelay", "floating_dataplane",  # network namespaces and wireguard-go
+             "floating_failover"}
 
 
 def _summary(line: str) -> bool:

@@ -9,6 +9,11 @@ Each agent uses the WireGuard interface ``<lab prefix>w<node index>`` (unique on
 machine, as wireguard-go's UAPI sockets are), a state dir and log files in the lab's
 temp root; its ``run`` output goes to ``run-<n>.log`` there. :func:`diagnose` gathers
 every agent's status and log tail for assertion messages.
+
+``own_run_dir=True`` gives the agent a ``/run/wireguard`` of its own (a lab directory bound over
+it in the mount namespace of each of its commands), as a machine of its own has: the interfaces
+it names itself (a gateway group's, the same name on every member) then cannot clash with another
+agent's socket on this machine, and nothing of them is left in the machine's ``/run/wireguard``.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ class LabAgent:
     """One host: the skymesh agent on a lab node, with the ``uapi`` backend (wireguard-go)."""
 
     def __init__(self, node: Node, name: str | None = None, interface: str | None = None,
-                 listen_port: int = DEFAULT_LISTEN_PORT, run_args: Sequence[str] = ()) -> None:
+                 listen_port: int = DEFAULT_LISTEN_PORT, run_args: Sequence[str] = (),
+                 own_run_dir: bool = False) -> None:
         self.node = node
         self.run_args = tuple(run_args)  # more options of `agent run`
         self.name = name or node.name
@@ -61,6 +67,9 @@ class LabAgent:
         self.listen_port = listen_port
         self.dir = node.lab.tempdir(f"agent-{self.name}")
         self.state_dir = self.dir / "state"
+        self.run_dir = self.dir / "run-wireguard" if own_run_dir else None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(mode=0o700)
         self.host_id: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._runs = 0
@@ -70,7 +79,14 @@ class LabAgent:
 
     # --- commands ------------------------------------------------------------------
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", AGENT_MODULE, *args]
+        return self.on_machine([sys.executable, "-m", AGENT_MODULE, *args])
+
+    def on_machine(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as run on this agent's machine: with its own ``/run/wireguard`` if it has one
+        (``ip netns exec`` gives each command a mount namespace of its own, so the bind stays there)."""
+        if self.run_dir is None:
+            return list(argv)
+        return ["sh", "-c", 'mount --bind "$0" /run/wireguard && exec "$@"', str(self.run_dir), *argv]
 
     def _cmd(self, what: str | None, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
         """Run one short agent command in the node (bounded); its output goes to ``<what>.log``
@@ -167,7 +183,7 @@ class LabAgent:
 
     def wg_show(self) -> str:
         with contextlib.suppress(LabError):
-            res = self.node.run(["wg", "show", self.interface], timeout=10)
+            res = self.node.run(self.on_machine(["wg", "show", self.interface]), timeout=10)
             return res.stdout + res.stderr
         return "(wg show timed out)"
 

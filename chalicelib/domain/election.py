@@ -39,7 +39,9 @@ witness for even groups):
    once): the highest-priority live member claims first. A member the control plane's record
    designates claims at rank 0. The epoch is one above any it has seen (claims,
    acks, refusals, the control plane's record). A campaign that gets no quorum within ``lease``
-   stops; the member retries when free again. A member that sees a higher epoch drops its own.
+   stops; the member retries when free again. A candidate that sees a higher epoch drops its campaign;
+   an active member keeps renewing its lease and is fenced only once it has run out (a claim or a
+   refusal alone, e.g. of a member back from a crash that hears nobody yet, unseats nobody).
 
 Why this is safe: a lease valid at real time t rests on a quorum whose acks were all given after
 the claim was sent; each of those voters acks no other member for ``promise`` of its own time,
@@ -320,8 +322,13 @@ def step(group: Group, timing: Timing, state: State, inputs: Inputs) -> tuple[St
         if granted is not None:
             s = replace(s, promise=granted)
         out_acks.append(Ack(me, c, granted is not None, s.promise.epoch if s.promise else c.epoch))
-    # A higher epoch than our claim's elsewhere: our claim is fenced off.
-    if s.claim_epoch is not None and s.epoch > s.claim_epoch:
+    # A higher epoch than our claim's elsewhere: a campaign of ours is fenced off. A lease we hold
+    # is not: a claim alone proves nothing (a member back from a crash claims before it hears us), and
+    # the voters that acked us keep refusing everyone else until our lease has run out anyway, so
+    # dropping it would only hand the group to a member without a quorum, or to nobody (a flap). Nor
+    # does a refusal (below): a voter promised to a candidate refuses our renewal, but our lease rests
+    # on the quorum that acked it; it ends when renewals stop making a quorum, and then we are fenced.
+    if s.claim_epoch is not None and s.epoch > s.claim_epoch and not is_active(s, now, timing):
         s = replace(s, claim_epoch=None, acks={}, lease_from=None)
     # Acks of our claims.
     acks = dict(s.acks)
@@ -333,7 +340,7 @@ def step(group: Group, timing: Timing, state: State, inputs: Inputs) -> tuple[St
         if (a.granted and a.claim.epoch == s.claim_epoch and a.claim.incarnation == s.incarnation
                 and s.claim_started <= a.claim.sent <= now):
             acks[a.claim.sent] = acks.get(a.claim.sent, frozenset()) | {a.voter}
-    if s.claim_epoch is not None and s.epoch > s.claim_epoch:
+    if s.claim_epoch is not None and s.epoch > s.claim_epoch and not is_active(s, now, timing):
         s = replace(s, claim_epoch=None, acks={}, lease_from=None)
         acks = {}
     # Only claims that can still make a lease matter.

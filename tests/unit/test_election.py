@@ -315,6 +315,25 @@ def test_a_returning_former_active_member_stays_standby() -> None:
     assert sim.nodes[first].state.epoch == sim.nodes[second].state.epoch  # it learnt the epoch
 
 
+def test_a_returning_member_that_hears_nobody_yet_does_not_unseat_the_active_one() -> None:
+    # Seen in the e2e: a member back from a crash claims before its tunnels carry anything to it (it
+    # hears no claim and no ack), at an epoch above the active member's. Its claims reach the others,
+    # who refuse them (their promises hold); the active member must keep its lease, not drop it on
+    # hearing the higher epoch (that handed the group back and forth, a flap, with nobody serving).
+    sim = Sim(3, 11, [1.0] * 5)
+    sim.run(T.promise + 2)
+    (first,) = sim.actives()
+    sim.crash(first)
+    sim.run(3.0)
+    (second,) = sim.actives()
+    sim.cut |= {(src, first) for src in (*sim.group.members, CONTROL_PLANE) if src != first}
+    sim.restart(first)
+    sim.run(5.0)
+    sim.cut.clear()
+    sim.run(5.0)
+    assert [m for _, m in sim.active_log[-round(10.0 / DT):]] == [second] * round(10.0 / DT)
+
+
 def test_a_paused_active_member_finds_its_lease_expired_on_resuming() -> None:
     sim = Sim(3, 3, [1.0] * 5)
     sim.run(T.promise + 2)

@@ -18,7 +18,7 @@ host is a serving member (:meth:`~chalicelib.domain.plan.NetworkRecords.group_ga
   :class:`agent.election_loop.ElectionLoop` (members' overlay addresses, the prober's verdicts, the
   data plane's activate/deactivate, the client endpoints both ways, the control plane's record);
 - a role change calls ``on_role`` (from the election's thread): the runner then reports at once
-  and forwards for the groups now active (:meth:`active_interfaces`);
+  and forwards for the groups it serves (:meth:`forwarded_interfaces`);
 - leaving a group or the group gone: withdraw, remove the interface, forget the key; :meth:`stop`
   (a clean stop) withdraws every group and leaves the interfaces, as the mesh device stays.
 """
@@ -154,9 +154,17 @@ class GroupMembership:
         return min(due) if due else None
 
     def active_interfaces(self) -> tuple[str, ...]:
-        """The group interfaces of the groups this host is the active member of now (forwarded)."""
+        """The group interfaces of the groups this host is the active member of now."""
         return tuple(sorted(group_ifname(gid, self.interface) for gid, s in self._served.items()
                             if s.plane is not None and s.plane.is_active))
+
+    def forwarded_interfaces(self) -> tuple[str, ...]:
+        """The group interfaces our nftables table forwards: every group this host serves, active or
+        standby. A standby's interface carries nothing (no routes to its clients, no endpoints), and
+        forwarding it beforehand means a member that takes over forwards and masquerades the clients'
+        first packets (a flow conntrack saw unmasqueraded would stay broken while it lasts)."""
+        return tuple(sorted(group_ifname(gid, self.interface) for gid, s in self._served.items()
+                            if s.plane is not None))
 
     def reports(self) -> tuple[protocol.GroupReport, ...]:
         """The status report's ``groups`` rows (the election's, one per group it runs)."""

@@ -617,8 +617,8 @@ class Agent:
 
     def _apply_forwarding(self, desired: DeviceConfig | None = None) -> None:
         """Our nftables table for ``desired`` (default: the last device applied in full), with the group
-        interfaces this host is the active member of. A failure of a later call (a role change) is
-        logged and the full apply retried."""
+        interfaces this host serves (``forwarded_interfaces``). A failure of a later call (a role
+        change) is logged and the full apply retried."""
         if desired is None:
             if self._desired is None:
                 return
@@ -632,7 +632,7 @@ class Agent:
         mark = self.routing.table if self.routing is not None and desired.full_tunnel else 0
         more: dict[str, tuple[str, ...]] = {}
         if self.groups is not None:
-            more["groups"] = self._forwarded_groups = self.groups.active_interfaces()
+            more["groups"] = self._forwarded_groups = self.groups.forwarded_interfaces()
         if self.forwarding is not None and self.forwarding.apply(
                 desired.forwards, desired.nat, full_tunnel_mark=mark, addresses=desired.addresses, **more):
             if more.get("groups"):
@@ -867,7 +867,7 @@ class Agent:
         self.groups.sync(self.tracker)
         if (due := self.groups.next_due()) is not None:
             self._groups_timer.at(due)
-        if self.groups.active_interfaces() != self._forwarded_groups:
+        if self.groups.forwarded_interfaces() != self._forwarded_groups:
             self._apply_forwarding()
 
     def _members_up(self) -> list[str]:

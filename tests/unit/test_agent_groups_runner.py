@@ -49,7 +49,7 @@ class StandInGroups:
     def next_due(self) -> float | None:
         return None
 
-    def active_interfaces(self) -> tuple[str, ...]:
+    def forwarded_interfaces(self) -> tuple[str, ...]:
         return ("smg0123456789ab",) if self.active else ()
 
     def reports(self) -> tuple[protocol.GroupReport, ...]:

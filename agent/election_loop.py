@@ -17,8 +17,8 @@ The pure protocol decides; this module gives it a clock, messages and a voice (i
 - **Liveness input**: which members are up is the agent's prober's verdict (``Hooks.up``), not a
   second prober.
 - **The control plane as a voter** (``claims`` endpoint, :meth:`agent.api.ApiClient.claim_gateway_group`):
-  asked for the first claim of each campaign (so its record follows) and for every claim while the
-  members seen up cannot form a quorum without it (a 2-member group with one down). Asked from a
+  asked for the first claim of each campaign and for every claim while the members seen up cannot
+  form a quorum without it (a 2-member group with one down). Asked from a
   worker thread (:class:`VoteWorker`), never from the step loop; its answer, late or not, becomes an
   :class:`~chalicelib.domain.election.Ack` of the claim it answers (``step`` ignores stale ones).
 - **Acting.** ``Hooks.on_standby`` is called as soon as a step says standby (the floating address

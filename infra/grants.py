@@ -195,8 +195,8 @@ def statements_for(function: str, arns: Arns) -> list[iam.PolicyStatement]:
             _allow("NetworkPolicies", ["iot:CreatePolicy", "iot:DeletePolicy"], [arns.network_policies]),
             _allow("Broadcasts", ["iot:Publish"], [arns.broadcast_topics]),
             _allow("HostCommands", ["iot:Publish"], [arns.host_inboxes]),
-            # a granted claim records a gateway group's new active member: its Elastic IP follows
-            _elastic_ips(arns),
+            # no ec2:AssociateAddress: a group's claim is a vote only, it never records the active
+            # member, so the API never moves an Elastic IP (host_report and failover do)
         ]
     if function == "host_report":
         return [

@@ -2,8 +2,8 @@
 
 ``ec2:AssociateAddress`` with ``AllowReassociation=True`` takes the address from whichever member had
 it and gives it to the new active member's network interface or instance, in one call; calling it
-again for the same target is harmless. The calls are bounded (:data:`EC2_CONFIG`): the claim and
-report paths wait for them only briefly (:attr:`chalicelib.service.deps.Settings.address_move_wait`)
+again for the same target is harmless. The calls are bounded (:data:`EC2_CONFIG`): the report and
+correction paths wait for them only briefly (:attr:`chalicelib.service.deps.Settings.address_move_wait`)
 and the scheduled failover pass checks where the address is (``ec2:DescribeAddresses``) and moves it
 again when a move did not land.
 

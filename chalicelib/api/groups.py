@@ -177,7 +177,8 @@ class RotationRequested(BaseModel):
 
 
 class VoteAnswer(BaseModel):
-    granted: bool
+    granted: bool = Field(description="the control plane's vote for this claim; one voter of several, "
+                                      "so no lease by itself")
     epoch: int = Field(description="the highest epoch the control plane has promised")
 
 
@@ -302,8 +303,11 @@ def put_key(call: Call) -> KeyStoredAnswer:
 
 
 @api.route(_ONE + "/claims", "POST", auth=MEMBER, body=ClaimBody, response=VoteAnswer,
-           summary="A member's claim in the group's election: the control plane's vote")
+           summary="A member's claim in the group's election: the control plane's vote only (the active "
+                   "member is recorded from members' status reports, never from a vote)")
 def claim(call: Call) -> VoteAnswer:
+    """The control plane is one voter of several: a granted vote writes its promise and no more (no
+    record of the active member, no Elastic IP move)."""
     b: ClaimBody = call.body
     vote = call.service.groups.claim(call.params["network_id"], call.params["group_id"], call.caller,
                                      member=b.member, epoch=b.epoch, incarnation=b.incarnation)

@@ -29,9 +29,8 @@ class Settings:
     # A registration's pending identity older than this is an orphan: far above the
     # longest registration (a Lambda runs at most 30 s).
     orphan_after: int = 300
-    # issue 11: how long a claim or report waits for an Elastic IP move before it answers. A member
-    # asks for the control plane's vote with a 1 s timeout (agent/api.py CLAIM_TIMEOUT); the request
-    # to EC2 is on its way by then and the scheduled pass confirms it.
+    # issue 11: how long a report or a failover pass waits for an Elastic IP move (a claim never moves
+    # it); the request to EC2 is on its way by then and the scheduled pass confirms it.
     address_move_wait: float = 0.5
     # issue 11: a member's group rows count for election.correct while its report is at most this old
     # (agents report when their view changes; a dead agent's last rows age out)

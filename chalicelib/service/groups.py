@@ -11,9 +11,12 @@ the member it should reach them through (:func:`chalicelib.domain.plan.group_car
 - **The election** (:mod:`chalicelib.domain.election`): the control plane is a voter. A member's
   claim is :func:`~chalicelib.domain.election.vote` on the stored promise at the control plane's
   clock, written conditionally on the promise read (two concurrent claims: one write wins, the
-  other re-reads and is refused). A granted claim of another member at a higher epoch records it
-  active (one broadcast); a renewal writes the promise alone. Members' status reports that say
-  active at an epoch above the record's move the record too (:meth:`Groups.record_reports`).
+  other re-reads and is refused). A claim writes the promise alone, granted or renewed: the
+  control plane's vote is one of several (a quorum is a majority of members, or half and the control
+  plane), so a granted vote is no lease, and a member returning after a crash that gets it while the
+  others refuse must not be recorded active. The record of the active member follows only members'
+  status reports that say active at an epoch above the record's (:meth:`Groups.record_reports`; an
+  agent reports at once on a role change) and the failover functions' correction (:meth:`Groups.correct`).
 """
 
 from __future__ import annotations
@@ -426,7 +429,10 @@ class Groups:
     def claim(self, network_id: str, group_id: str, caller: Host, *, member: str, epoch: int,
               incarnation: int) -> Vote:
         """The control plane's vote on member ``caller``'s claim at ``epoch`` (its clock, its stored
-        promise; a conditional write, so of two concurrent claims one is granted)."""
+        promise; a conditional write, so of two concurrent claims one is granted). A vote only: the
+        control plane is one voter of several, so a granted vote makes no lease and neither records
+        the member active nor moves the address; the record follows what members report
+        (:meth:`record_reports`) and :meth:`correct`."""
         if member != caller.id:
             raise ForbiddenError(f"a member claims for itself: this token is {caller.id}'s, the claim names "
                                  f"{validate.quoted(member)}")
@@ -435,28 +441,18 @@ class Groups:
         if isinstance(incarnation, bool) or not isinstance(incarnation, int) or not 0 <= incarnation < 2**63:
             raise InvalidInputError("incarnation must be a whole number from 0")
 
-        def attempt() -> tuple[Vote, tuple[PendingChange, ...], GatewayGroup | None]:
-            group = self._member(network_id, group_id, caller)
+        def attempt() -> Vote:
+            self._member(network_id, group_id, caller)
             promise = self._d.store.get_group_promise(network_id, group_id)
             now = self._d.clock.now_ns() / 1e9
             granted = election.vote(promise, election.Claim(caller.id, epoch, now, incarnation), now, TIMING)
             if granted is None:
                 assert promise is not None  # no promise: every claim is granted
-                return Vote(False, promise.epoch), (), None
-            write = PromiseWrite(promise, granted)
-            if group.active != caller.id and epoch > group.epoch:
-                new = group.with_changes(active=caller.id, epoch=epoch)
-                outbox = self._stream.new_changes([group.network_id], group_ids=(group.id,))
-                self._d.store.update_group(group, new, change=outbox[0], promise=write)
-                return Vote(True, granted.epoch), outbox, new
-            self._d.store.put_group_promise(network_id, group_id, write)
-            return Vote(True, granted.epoch), (), None
+                return Vote(False, promise.epoch)
+            self._d.store.put_group_promise(network_id, group_id, PromiseWrite(promise, granted))
+            return Vote(True, granted.epoch)
 
-        vote, outbox, moved = retrying(self._d, "voting on the claim", attempt)
-        self._stream.send(outbox)
-        if moved is not None:
-            self.move_address(moved)
-        return vote
+        return retrying(self._d, "voting on the claim", attempt)
 
     def record_reports(self, host_id: str, reports: Sequence[GroupReport]) -> int:
         """Record what a member's status report says of its groups: a member that reports itself
@@ -572,9 +568,9 @@ class Groups:
     # ------------------------------------------------------------------ the floating address on AWS
     def move_address(self, group: GatewayGroup) -> None:
         """Move the group's Elastic IP (if it has one) to its recorded active member, waiting at most
-        ``Settings.address_move_wait`` for EC2 so that a member's claim is answered within its 1 s: the
-        request is on its way by then, and :meth:`confirm_address` (the schedule) checks it landed.
-        Failures are logged, never raised: the election's answer does not depend on them."""
+        ``Settings.address_move_wait`` for EC2 so that a status report or a failover pass is not held up
+        by it: the request is on its way by then, and :meth:`confirm_address` (the schedule) checks it
+        landed. Failures are logged, never raised: the record does not depend on them."""
         mover = self._d.mover
         if group.aws is None or group.active is None or mover is None:
             return

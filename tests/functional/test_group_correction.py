@@ -16,10 +16,14 @@ from .test_groups import _broadcasts, _create, _groups
 net, hosts = _g.net, _g.hosts  # fixtures
 
 
-def _claim(api: Api, net: dict[str, Any], group: dict[str, Any], member: dict[str, Any], epoch: int) -> None:
+def _claim(api: Api, service: Service, net: dict[str, Any], group: dict[str, Any], member: dict[str, Any],
+           epoch: int) -> None:
+    """``member`` won at ``epoch``: the control plane's vote, then the member's report that it is active
+    (the record follows the report; a vote alone records nothing)."""
     assert api.ok("POST", f"{_groups(net)}/{group['id']}/claims",
                   {"member": member["id"], "epoch": epoch, "incarnation": 0}, token=member["token"],
                   status=200)["granted"]
+    _report(service, member, group, "active", epoch, [])
 
 
 def _report(service: Service, host: dict[str, Any], group: dict[str, Any], role: str, epoch: int,
@@ -39,7 +43,7 @@ def test_an_active_member_every_other_member_reports_down_is_replaced_by_the_fir
         api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service) -> None:
     g1, g2, g3 = hosts["g1"], hosts["g2"], hosts["g3"]
     group = _create(api, net, hosts)
-    _claim(api, net, group, g1, 3)
+    _claim(api, service, net, group, g1, 3)
     _report(service, g1, group, "active", 3, [])
     before = len(_broadcasts(service, net))
     _report(service, g3, group, "standby", 3, [g1])
@@ -55,7 +59,7 @@ def test_the_scheduled_pass_corrects_from_the_stored_reports(
         api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service) -> None:
     g1, g2, g3 = hosts["g1"], hosts["g2"], hosts["g3"]
     group = _create(api, net, hosts)
-    _claim(api, net, group, g2, 7)
+    _claim(api, service, net, group, g2, 7)
     now = service.deps.clock.now()
     # reports stored without the event-driven path (a report handled while the group was written)
     for h, role, down in ((g1, "standby", [g2]), (g3, "standby", [g2]), (g2, "active", [])):
@@ -72,7 +76,7 @@ def test_a_live_active_member_is_never_moved_and_stale_reports_change_nothing(
         api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service) -> None:
     g1, g2, g3 = hosts["g1"], hosts["g2"], hosts["g3"]
     group = _create(api, net, hosts)
-    _claim(api, net, group, g3, 2)  # not the first by priority: a live active member keeps it anyway
+    _claim(api, service, net, group, g3, 2)  # not the first by priority: a live active member keeps it anyway
     before = len(_broadcasts(service, net))
     _report(service, g3, group, "active", 2, [])
     _report(service, g1, group, "standby", 2, [g3])  # one member's probes alone do not make it dead

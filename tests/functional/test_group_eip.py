@@ -1,6 +1,7 @@
 """An HA gateway group's AWS Elastic IP (issue 11) through the API, with EC2 on moto: the group names
 its address and every member's network interface, bad settings get a 400 that says what to fix, and
-the address follows the recorded active member (a granted claim, a report, the schedule)."""
+the address follows the recorded active member (a member's report, a correction, the schedule), never
+a claim the control plane merely voted for."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from chalicelib.service import Service
 
 from . import test_groups as _g
 from .conftest import Api
-from .test_groups import FLOATING, _groups, _ids
+from .test_groups import FLOATING, _broadcasts, _groups, _ids, _report
 
 net, hosts = _g.net, _g.hosts  # fixtures
 
@@ -44,6 +45,18 @@ def _on(ec2: Any, allocation_id: str) -> str | None:
     return address.get("NetworkInterfaceId") or None
 
 
+def _with_address(api: Api, net: dict[str, Any], hosts: dict[str, Any], ec2: Any,
+                  enis: list[str]) -> tuple[dict[str, Any], str, dict[str, str]]:
+    """Group edge of g1, g2, g3 with an Elastic IP and one interface per member: (group, allocation
+    id, targets)."""
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    targets = {hosts[n]["id"]: eni for n, eni in zip(("g1", "g2", "g3"), enis, strict=False)}
+    group = api.ok("POST", _groups(net), {"name": "edge", "members": list(targets),
+                                          "floating_endpoint": FLOATING,
+                                          "aws": {"allocation_id": allocation, "members": targets}})
+    return group, allocation, targets
+
+
 def test_bad_aws_settings_get_a_400_that_says_what_to_fix_and_nothing_is_written(
         api: Api, net: dict[str, Any], hosts: dict[str, Any], enis: list[str]) -> None:
     g1, g2, a = _ids(hosts, "g1", "g2", "a")
@@ -64,17 +77,11 @@ def test_the_elastic_ip_follows_the_recorded_active_member(
         api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service, ec2: Any,
         enis: list[str]) -> None:
     g1, g2, g3 = hosts["g1"], hosts["g2"], hosts["g3"]
-    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
-    targets = {g1["id"]: enis[0], g2["id"]: enis[1], g3["id"]: enis[2]}
-    group = api.ok("POST", _groups(net), {"name": "edge", "members": list(targets),
-                                          "floating_endpoint": FLOATING,
-                                          "aws": {"allocation_id": allocation, "members": targets}})
+    group, allocation, targets = _with_address(api, net, hosts, ec2, enis)
     assert group["aws"] == {"allocation_id": allocation, "members": targets}
     assert _on(ec2, allocation) is None
-    # a granted claim records g1 active: the address is on g1's interface when the answer comes
-    assert api.ok("POST", f"{_groups(net)}/{group['id']}/claims",
-                  {"member": g1["id"], "epoch": 1, "incarnation": 0}, token=g1["token"],
-                  status=200)["granted"]
+    # g1 reports that it won at epoch 1: the address is on g1's interface when the report is handled
+    assert _report(service, g1, group, "active", 1)
     assert _on(ec2, allocation) == enis[0]
     # g2 reports that it won at a higher epoch: the record and the address follow (reassociated)
     assert service.status.record(g2["id"], {"v": 5, "type": "status", "agent_version": "0.2.0",
@@ -93,7 +100,7 @@ def test_the_elastic_ip_follows_the_recorded_active_member(
     assert out["group"]["aws"] is None
 
 
-def test_a_failed_move_never_fails_the_claim_and_says_why_in_the_log(
+def test_a_failed_move_never_fails_the_report_and_says_why_in_the_log(
         api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service, ec2: Any,
         enis: list[str], caplog: pytest.LogCaptureFixture) -> None:
     g1, g2 = hosts["g1"], hosts["g2"]
@@ -101,8 +108,36 @@ def test_a_failed_move_never_fails_the_claim_and_says_why_in_the_log(
     group = api.ok("POST", _groups(net), {
         "name": "edge", "members": [g1["id"], g2["id"]], "floating_endpoint": FLOATING,
         "aws": {"allocation_id": unknown, "members": {g1["id"]: enis[0], g2["id"]: enis[1]}}})
-    assert api.ok("POST", f"{_groups(net)}/{group['id']}/claims",
-                  {"member": g1["id"], "epoch": 1, "incarnation": 0}, token=g1["token"],
-                  status=200) == {"granted": True, "epoch": 1}
+    assert _report(service, g1, group, "active", 1)
     assert api.ok("GET", f"{_groups(net)}/{group['id']}")["active"] == g1["id"]
     assert f"Elastic IP {unknown} does not exist" in caplog.text
+
+
+def test_a_granted_claim_of_a_member_the_others_refuse_moves_neither_the_record_nor_the_address(
+        api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service, ec2: Any,
+        enis: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member back from a crash whose probes do not see the others yet claims, and gets the control
+    plane's vote (its promise to the healthy active member has expired) while the other members refuse
+    it: one vote of several is no lease, so every host keeps routing the group's clients to the member
+    that is active, and the address stays on it."""
+    g1, g2 = hosts["g1"], hosts["g2"]
+    group, allocation, _ = _with_address(api, net, hosts, ec2, enis)
+    claims = f"{_groups(net)}/{group['id']}/claims"
+    assert api.ok("POST", claims, {"member": g1["id"], "epoch": 1, "incarnation": 0}, token=g1["token"],
+                  status=200)["granted"]
+    assert _report(service, g1, group, "active", 1)
+    assert _on(ec2, allocation) == enis[0]
+    # g1 renews with g2 and g3 from here on; the control plane's promise to it runs out
+    now, now_ns = service.deps.clock.now, service.deps.clock.now_ns
+    monkeypatch.setattr(service.deps.clock, "now_ns", lambda: now_ns() + 60 * 10**9)
+    monkeypatch.setattr(service.deps.clock, "now", lambda: now() + 60)
+    assert _report(service, g1, group, "active", 1)
+    before = len(_broadcasts(service, net))
+    assert api.ok("POST", claims, {"member": g2["id"], "epoch": 2, "incarnation": 1}, token=g2["token"],
+                  status=200) == {"granted": True, "epoch": 2}, "the control plane's vote alone"
+    recorded = api.ok("GET", f"{_groups(net)}/{group['id']}")
+    assert (recorded["active"], recorded["epoch"]) == (g1["id"], 1)
+    assert len(_broadcasts(service, net)) == before, "no host is told to route the clients elsewhere"
+    assert _on(ec2, allocation) == enis[0]
+    [snap] = api.ok("GET", f"/v1/hosts/{hosts['a']['id']}/config?v=5", token=hosts["a"]["token"])["networks"]
+    assert snap["groups"][0]["active"] == g1["id"]

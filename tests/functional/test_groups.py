@@ -339,7 +339,15 @@ def test_the_plaintext_group_key_is_in_no_item_answer_broadcast_or_log_line(
 # ------------------------------------------------------------------ the election
 
 
-def test_the_control_plane_votes_like_a_member_and_records_the_winner_once(
+def _report(service: Service, host: dict[str, Any], group: dict[str, Any], role: str, epoch: int,
+            down: list[str] | None = None) -> bool:
+    """What a member's agent reports of its role (through the status topic and its rule)."""
+    return service.status.record(host["id"], {
+        "v": 5, "type": "status", "agent_version": "0.2.0",
+        "groups": [{"id": group["id"], "role": role, "epoch": epoch, "down": down or []}]})
+
+
+def test_the_control_plane_votes_like_a_member_and_the_record_follows_the_members_report(
         api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service) -> None:
     group = _create(api, net, hosts)
     claims = f"{_groups(net)}/{group['id']}/claims"
@@ -357,6 +365,10 @@ def test_the_control_plane_votes_like_a_member_and_records_the_winner_once(
     assert api.ok("POST", claims, {"member": g1["id"], "epoch": 3, "incarnation": 0}, token=g1["token"],
                   status=200) == {"granted": True, "epoch": 3}
     recorded = api.ok("GET", f"{_groups(net)}/{group['id']}")
+    assert (recorded["active"], recorded["epoch"]) == (None, 0), "a granted vote is no lease"
+    assert len(_broadcasts(service, net)) == before, "a claim writes the promise alone"
+    assert _report(service, g1, group, "active", 3)  # g1 got a quorum and says so
+    recorded = api.ok("GET", f"{_groups(net)}/{group['id']}")
     assert (recorded["active"], recorded["epoch"]) == (g1["id"], 3)
     assert len(_broadcasts(service, net)) == before + 1
     assert _broadcasts(service, net)[-1].groups[0].active == g1["id"]
@@ -369,7 +381,7 @@ def test_the_control_plane_votes_like_a_member_and_records_the_winner_once(
 
 
 def test_concurrent_claims_of_two_members_are_never_both_granted(
-        api: Api, net: dict[str, Any], hosts: dict[str, Any]) -> None:
+        api: Api, net: dict[str, Any], hosts: dict[str, Any], service: Service) -> None:
     for round_ in range(4):
         group = api.ok("POST", _groups(net), {"name": f"edge{round_}", "members": _ids(hosts, "g1", "g2"),
                                               "floating_endpoint": f"198.18.9.{round_ + 1}:51900"})
@@ -391,7 +403,9 @@ def test_concurrent_claims_of_two_members_are_never_both_granted(
         assert {code for code, _ in answers.values()} == {200}, answers
         granted = [n for n, (_, out) in answers.items() if out["granted"]]
         assert len(granted) == 1, answers
-        assert api.ok("GET", f"{_groups(net)}/{group['id']}")["active"] == hosts[granted[0]]["id"]
+        promise = service.deps.store.get_group_promise(net["id"], group["id"])
+        assert promise is not None and promise.member == hosts[granted[0]]["id"], "the winner holds the vote"
+        assert api.ok("GET", f"{_groups(net)}/{group['id']}")["active"] is None, "a vote records nothing"
 
 
 def test_a_members_report_that_it_is_active_at_a_higher_epoch_moves_the_record_in_one_broadcast(

@@ -402,9 +402,13 @@ def _drive(synthesized: Synthesized, resolver: Resolver, recorder: Recorder,
             (address,) = ec2.describe_addresses(AllocationIds=[allocation])["Addresses"]
             return address.get("NetworkInterfaceId") or None
 
-        call("POST", f"/v1/networks/{ha['id']}/gateway-groups/{group['id']}/claims",
-             {"member": g1, "epoch": 1, "incarnation": 0}, token=ha_hosts["g1"]["host_token"])
-        claimed_on = on()
+        vote = call("POST", f"/v1/networks/{ha['id']}/gateway-groups/{group['id']}/claims",
+                    {"member": g1, "epoch": 1, "incarnation": 0}, token=ha_hosts["g1"]["host_token"])
+        claimed_on = on()  # a granted vote is no lease: the address stays where it is
+        with recorder.running("host_report"):  # g1 won at epoch 1 and says so
+            client.lambda_.invoke("host_report", {
+                **report(g1), "groups": [{"id": group["id"], "role": "active", "epoch": 1}]})
+        first_report_on = on()
         with recorder.running("host_report"):  # g2 won at a higher epoch and says so
             out["group_report"] = client.lambda_.invoke("host_report", {
                 **report(g2), "groups": [{"id": group["id"], "role": "active", "epoch": 2}]}).payload
@@ -416,7 +420,8 @@ def _drive(synthesized: Synthesized, resolver: Resolver, recorder: Recorder,
         ec2.associate_address(AllocationId=allocation, NetworkInterfaceId=enis[2], AllowReassociation=True)
         with recorder.running("failover"):  # a move that did not land: the schedule puts it right
             client.lambda_.invoke("failover", tick(client))
-        out["eip"] = {"enis": enis, "claimed_on": claimed_on, "reported_on": reported_on,
+        out["eip"] = {"enis": enis, "vote": vote, "claimed_on": claimed_on,
+                      "first_report_on": first_report_on, "reported_on": reported_on,
                       "corrected_on": corrected_on, "scheduled_on": on(),
                       "record": call("GET", f"/v1/networks/{ha['id']}/gateway-groups/{group['id']}")}
     return out
@@ -542,7 +547,9 @@ def test_failover_functions_touch_only_host_and_network_records(
 def test_a_groups_elastic_ip_follows_its_active_member_on_every_path(run: Run) -> None:
     eip = run.outcomes["eip"]
     assert run.outcomes["group_report"] == {"recorded": True}
-    assert (eip["claimed_on"], eip["reported_on"], eip["corrected_on"], eip["scheduled_on"]) == (
+    assert eip["vote"] == {"granted": True, "epoch": 1}
+    assert eip["claimed_on"] is None, "a granted claim is a vote, not a lease: the address does not move"
+    assert (eip["first_report_on"], eip["reported_on"], eip["corrected_on"], eip["scheduled_on"]) == (
         eip["enis"][0], eip["enis"][1], eip["enis"][0], eip["enis"][0])
     assert eip["record"]["epoch"] == 3  # the correction's designation
 

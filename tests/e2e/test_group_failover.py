@@ -7,11 +7,11 @@ records the new active member.
 
 The lab is :mod:`skymesh.lab.groups` (``bench/floating_failover.py`` measures the gaps over many
 kills; here: that traffic comes back within generous bounds, and through whom). The steps build
-on each other on one lab, in order (run the whole module). Three steps are xfails: defects of the
-agent's wiring this lab found (a returning member takes the address back; the LAN flow a new active
-member forwards before its ruleset masquerades the group interface stays broken, both strict: an
-XPASS fails once fixed, to be made a plain step then; and, not strict as it is intermittent, the
-control plane not told of a role taken while it was down), each saying why in its reason.
+on each other on one lab, in order (run the whole module). Three steps pin defects this lab found
+in the first wiring: a returning member took the address back (its claim at a higher epoch made the
+healthy active member drop its lease); the LAN flow a new active member forwarded before its ruleset
+masqueraded the group interface stayed broken (conntrack); the control plane, back up, kept naming
+a member that a granted vote alone had recorded, not the one that took over meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from skymesh.lab import LabTimeout, leftovers, wait_until
+from skymesh.lab import leftovers, wait_until
 from skymesh.lab.groups import FLOATING, PORT, GroupLab, group_lab
 from skymesh.lab.services import PacketStream
 
@@ -74,9 +74,6 @@ def test_killing_the_active_member_moves_the_phone_to_another_without_touching_i
     gl.revive(was)  # the next step watches it stay a standby
 
 
-@pytest.mark.xfail(strict=True, reason="h-wire at e616c5e: a member that comes back takes the "
-                   "floating address back a few seconds after its links are up, with the control plane up "
-                   "or down (its first claims come while its probes still see the others down); it can flap")
 def test_a_member_that_comes_back_stays_standby(gl: GroupLab) -> None:
     holders = gl.holders()
     assert len(holders) == 1, gl.details()
@@ -95,10 +92,6 @@ def test_with_the_control_plane_stopped_the_members_fail_over_by_themselves(gl: 
         gl.cp.start()  # the killed member stays down: its return would move the address (see above)
 
 
-@pytest.mark.xfail(strict=False, raises=LabTimeout,
-                   reason="h-wire at e616c5e: a role taken while the control plane was down is not reported "
-                   "when the agent connects again (no report until another event or the 5-minute heartbeat); "
-                   "recorded within 60 s in 1 of 3 runs")
 def test_the_control_plane_back_up_records_the_member_that_took_over_meanwhile(gl: GroupLab) -> None:
     active = wait_until(gl.active, BACK, "one live member to hold the floating address", details=gl.details)
     assert active is not None  # wait_until returns a truthy value
@@ -121,10 +114,6 @@ def test_the_phone_reaches_the_lan_behind_the_members(gl: GroupLab) -> None:
     assert stream.flowing(BACK), gl.details()
 
 
-@pytest.mark.xfail(strict=True, raises=LabTimeout,
-                   reason="h-wire at e616c5e: the new active member forwards the phone's first datagrams "
-                   "to the LAN before its ruleset masquerades the group interface; conntrack keeps that flow "
-                   "unmasqueraded while it lasts, so the LAN never answers it")
 def test_after_a_kill_the_lan_behind_the_members_answers_again(gl: GroupLab) -> None:
     assert "lan" in gl.streams, "needs the LAN's stream of the step before"
     was, now = _kill_and_see_it_back(gl)

@@ -81,9 +81,13 @@ def cleanup_prefix(prefix: str, procs: Iterable[subprocess.Popen[Any]] = ()) -> 
     ``procs`` are our own children among its processes: they are reaped so no zombie stays.
     """
     nss = [ns for ns in list_netns() if ns.startswith(prefix + "-")]
-    pids = {p for ns in nss for p in netns_pids(ns)}
-    pids |= set(_prefix_processes(prefix))
-    terminate(pids, procs)
+    # A few rounds: a process may start one while it is being stopped (an agent whose wireguard-go died
+    # first starts a new one; wireguard-go forks into the background), so look again until none is left.
+    for _ in range(3):
+        pids = {p for ns in nss for p in netns_pids(ns)} | set(_prefix_processes(prefix))
+        if not pids:
+            break
+        terminate(pids, procs)
     for ns in nss:
         run(["ip", "netns", "del", ns], check=False)
     for link in root_links(prefix):  # none normally: nothing of a lab lives in the root ns

@@ -93,9 +93,9 @@ def test_with_the_control_plane_stopped_the_members_fail_over_by_themselves(gl: 
 
 
 @pytest.mark.xfail(strict=False, raises=LabTimeout,
-                   reason="intermittent, cause not found yet: the control plane, back up, sometimes does not record "
-                   "within 60 s the member that took over while it was down (1 of 2 runs after the flap and the "
-                   "vote-recording fixes; the next steps' settling, with the killed member back, records it)")
+                   reason="intermittent, cause not found yet: the control plane, back up, sometimes does "
+                   "not record within 60 s the member that took over while it was down (1 of 2 runs after "
+                   "the flap and vote-recording fixes; the next steps' settling records it)")
 def test_the_control_plane_back_up_records_the_member_that_took_over_meanwhile(gl: GroupLab) -> None:
     active = wait_until(gl.active, BACK, "one live member to hold the floating address", details=gl.details)
     assert active is not None  # wait_until returns a truthy value

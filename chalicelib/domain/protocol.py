@@ -606,15 +606,21 @@ def _latency_rows(rows: Any) -> tuple[LatencyRow, ...]:
     return out
 
 
-def _direct(ids: Any) -> tuple[HostId, ...]:
-    if not isinstance(ids, list) or len(ids) > MAX_REPORT_LATENCY:
-        raise ProtocolError(f"direct must be a list of at most {MAX_REPORT_LATENCY} host ids")
+def _host_ids(ids: Any, field: str, most: int) -> list[HostId]:
+    """A report's list of at most ``most`` host ids (``field`` names it in the error)."""
+    if not isinstance(ids, list) or len(ids) > most:
+        raise ProtocolError(f"{field} must be a list of at most {most} host ids")
     for h in ids:
         if not isinstance(h, str) or not is_id("host", h):
-            raise ProtocolError(f"direct host {short(h)} is not a host id")
-    if len(set(ids)) != len(ids):
+            raise ProtocolError(f"{field} host {short(h)} is not a host id")
+    return [HostId(h) for h in ids]
+
+
+def _direct(ids: Any) -> tuple[HostId, ...]:
+    hosts = _host_ids(ids, "direct", MAX_REPORT_LATENCY)
+    if len(set(hosts)) != len(hosts):
         raise ProtocolError("direct names a host twice")
-    return tuple(sorted(HostId(h) for h in ids))
+    return tuple(sorted(hosts))
 
 
 def group_report_to_wire(g: GroupReport) -> dict[str, Any]:
@@ -629,14 +635,9 @@ def _group_report_from_wire(r: Any) -> GroupReport:
     role = r.get("role")
     if role not in ("active", "standby"):
         raise ProtocolError(f"group role must be active or standby, not {short(role)}")
-    down = r.get("down", [])
-    if not isinstance(down, list) or len(down) > MAX_GROUP_MEMBERS:
-        raise ProtocolError(f"group down must be a list of at most {MAX_GROUP_MEMBERS} host ids")
-    for h in down:
-        if not isinstance(h, str) or not is_id("host", h):
-            raise ProtocolError(f"group down host {short(h)} is not a host id")
+    down = _host_ids(r.get("down", []), "group down", MAX_GROUP_MEMBERS)
     return GroupReport(GroupId(gid), role, _bounded_int(r.get("epoch"), 0, MAX_EPOCH, "group epoch"),
-                       tuple(sorted(set(HostId(h) for h in down))))
+                       tuple(sorted(set(down))))
 
 
 def _group_reports(rows: Any) -> tuple[GroupReport, ...]:

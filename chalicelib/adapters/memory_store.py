@@ -668,7 +668,7 @@ class MemoryStore:
             return {g: found[g] for g in dict.fromkeys(group_ids) if g in found}
 
     def update_group(self, old: GatewayGroup, new: GatewayGroup, *, change: PendingChange,
-                     key: KeyWrite | None = None, promise: PromiseWrite | None = None) -> None:
+                     key: KeyWrite | None = None) -> None:
         check_same_group(old, new)
         check_group_outbox(change, old)
         stored = new.with_changes(revision=old.revision + 1)
@@ -680,8 +680,6 @@ class MemoryStore:
                    on_fail=_stale("the group changed meanwhile; retry"))
             if key is not None:
                 self._put_key(tx, key)
-            if promise is not None:
-                self._put_promise(tx, old.network_id, old.id, promise)
             self._record_change(tx, change)
             tx.commit()
 

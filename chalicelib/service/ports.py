@@ -546,11 +546,11 @@ class Store(Protocol):
         ...
 
     def update_group(self, old: GatewayGroup, new: GatewayGroup, *, change: PendingChange,
-                     key: KeyWrite | None = None, promise: PromiseWrite | None = None) -> None:
+                     key: KeyWrite | None = None) -> None:
         """Replace ``old`` by ``new`` (same id and network; stored at revision ``old.revision + 1``)
-        and record ``change``; with ``key`` and/or ``promise`` also those, all in one write.
-        Raises :class:`StaleWriteError` when ``old`` (or the key record, or the promise) is no
-        longer what the caller read."""
+        and record ``change``; with ``key`` also the key record, in the same write. Raises
+        :class:`StaleWriteError` when ``old`` (or the key record) is no longer what the caller read.
+        (The voter promise is written on its own, :meth:`put_group_promise`: a vote records no one.)"""
         ...
 
     def delete_group(self, group: GatewayGroup, *, change: PendingChange) -> None:

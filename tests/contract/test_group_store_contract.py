@@ -81,7 +81,7 @@ def test_a_group_is_not_created_twice_nor_in_a_network_being_deleted(backend: Ba
         store.create_group(missing, change=_change(missing))
 
 
-def test_an_update_holds_only_on_the_revision_read_and_writes_the_key_and_promise_with_it(
+def test_an_update_holds_only_on_the_revision_read_and_writes_the_key_with_it(
         backend: Backend, store: Store) -> None:
     store.create_group(_group(), change=_change(_group()))
     key = _record(1, A, B)
@@ -95,15 +95,10 @@ def test_an_update_holds_only_on_the_revision_read_and_writes_the_key_and_promis
     with pytest.raises(StaleWriteError):  # the group is current, but the key record is not what was read
         store.update_group(replace(keyed, revision=1), keyed, change=_change(keyed),
                            key=KeyWrite(None, _record(1, A)))
-    with pytest.raises(StaleWriteError):  # a promise that is not the stored one
-        store.update_group(replace(keyed, revision=1), keyed, change=_change(keyed),
-                           promise=PromiseWrite(Promise(A, 1, 2.0), Promise(B, 2, 3.0)))
     assert backend.contents() == before, "a refused write changes nothing"
     won = replace(keyed, active=B, epoch=2)
-    store.update_group(replace(keyed, revision=1), won, change=_change(won),
-                       promise=PromiseWrite(None, Promise(B, 2, 1_700_000_001.53)))
+    store.update_group(replace(keyed, revision=1), won, change=_change(won))
     assert store.get_group(NET, GID) == replace(won, revision=2)
-    assert store.get_group_promise(NET, GID) == Promise(B, 2, 1_700_000_001.53)
 
 
 def test_a_key_record_is_replaced_only_from_the_record_read(backend: Backend, store: Store) -> None:

@@ -64,7 +64,7 @@ class GroupRecords(StoreBase):
         return {i.id: mapping.group(network_id, i) for i in items}
 
     def update_group(self, old: GatewayGroup, new: GatewayGroup, *, change: PendingChange,
-                     key: KeyWrite | None = None, promise: PromiseWrite | None = None) -> None:
+                     key: KeyWrite | None = None) -> None:
         g = self._items.group
         check_same_group(old, new)
         check_group_outbox(change, old)
@@ -75,8 +75,6 @@ class GroupRecords(StoreBase):
                    on_fail=stale("the group changed meanwhile; retry"))
             if key is not None:
                 self._put_key(tx, key)
-            if promise is not None:
-                self._put_promise(tx, old.network_id, old.id, promise)
             self._record_change(tx, change)
 
         self._transact(build)
